@@ -1,0 +1,110 @@
+# Corral — GNU make build. `make` builds build/corral; `make test` runs every
+# test; `make run` starts the server with its embedded worker; `make check`
+# adds warnings-as-errors, layering and banned-call checks.
+# SANITIZE=address,undefined builds everything with those sanitizers into build-san/.
+
+CC ?= cc
+SANITIZE ?=
+BUILD ?= $(if $(SANITIZE),build-san,build)
+PKGS := libevent libevent_pthreads libcurl jansson sqlite3 libsodium
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla \
+        -Wno-format-nonliteral
+CFLAGS ?= -O2 -g
+CFLAGS += -std=gnu17 $(WARN) -Isrc -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
+LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -ldl
+ifneq ($(SANITIZE),)
+CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+ifeq ($(WERROR),1)
+CFLAGS += -Werror
+endif
+
+LIB_SRCS := $(sort $(wildcard src/base/*.c src/http/*.c src/api/*.c src/store/*.c src/agent/*.c))
+CMD_SRCS := $(sort $(wildcard src/cmd/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+CMD_OBJS := $(CMD_SRCS:%.c=$(BUILD)/%.o)
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_REPLAY := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%-replay)
+FAKE_NVML := $(BUILD)/fakes/nvml/libnvidia-ml.so.1 $(BUILD)/fakes/nvml-nouuid/libnvidia-ml.so.1
+BENCH_BINS := $(BUILD)/bench/statusload
+
+.PHONY: all deps test unit integration fuzz-replay run check clean bench fuzz
+all: $(BUILD)/corral
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libcorral.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/corral: $(CMD_OBJS) $(BUILD)/libcorral.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcorral.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(LDLIBS) -lcriterion
+
+$(BUILD)/fakes/nvml/libnvidia-ml.so.1: tests/fakes/nvml/fake_nvml.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fPIC -shared -o $@ $< $(LDFLAGS) $(shell pkg-config --libs jansson)
+
+$(BUILD)/fakes/nvml-nouuid/libnvidia-ml.so.1: tests/fakes/nvml/fake_nvml.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DFAKE_NVML_OMIT_UUID -fPIC -shared -o $@ $< $(LDFLAGS) $(shell pkg-config --libs jansson)
+
+# Fuzz targets: replayed over their corpus in `make test` (any compiler);
+# `make fuzz` builds libFuzzer binaries with clang for real fuzzing.
+$(BUILD)/fuzz/%-replay: tests/fuzz/%.c tests/fuzz/replay_main.c $(BUILD)/libcorral.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< tests/fuzz/replay_main.c $(BUILD)/libcorral.a $(LDFLAGS) $(LDLIBS)
+
+fuzz:
+	@mkdir -p build-fuzz
+	for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \
+	  clang -std=gnu17 -g -O1 -Isrc -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined $$f $(LIB_SRCS) \
+	    -o build-fuzz/$$n $(LDLIBS) || exit 1; done
+	@echo "run e.g.: build-fuzz/fuzz_report -max_total_time=60 tests/fuzz/corpus/fuzz_report"
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libcorral.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(LDLIBS)
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t --jobs 1; done
+
+fuzz-replay: $(FUZZ_REPLAY)
+	@set -e; for t in $(FUZZ_REPLAY); do n=$$(basename $$t -replay); \
+	  $$t tests/fuzz/corpus/$$n; done
+
+integration: $(BUILD)/corral $(FAKE_NVML)
+	CORRAL_BUILD=$(BUILD) python3 -m unittest discover -s tests/integration -p 't*.py' -v
+
+test: deps
+	$(MAKE) WERROR=1 all $(UNIT_BINS) $(FUZZ_REPLAY) $(FAKE_NVML)
+	$(MAKE) unit fuzz-replay
+	$(MAKE) integration
+
+check: deps
+	$(MAKE) WERROR=1 all $(UNIT_BINS) $(FUZZ_REPLAY) $(FAKE_NVML) $(BENCH_BINS)
+	scripts/check-layering.sh
+	scripts/check-banned.sh
+
+bench: $(BUILD)/corral $(BENCH_BINS)
+	python3 bench/run_status.py --build $(BUILD)
+
+run: deps all
+	@mkdir -p .data
+	$(BUILD)/corral server --data-dir .data $(RUN_ARGS)
+
+clean:
+	rm -rf build build-san build-fuzz
+
+-include $(LIB_OBJS:.o=.d) $(CMD_OBJS:.o=.d)

@@ -1,0 +1,402 @@
+/* Worker agent runtime. Threads: the main thread runs the event loop that
+ * serves /healthz; a reporter thread registers and sends status; a watcher
+ * thread holds the watch stream. They share the identity under a mutex. */
+#include "agent/agent.h"
+
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sodium.h>
+#include <unistd.h>
+
+#include "agent/detect.h"
+#include "base/err.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/sse.h"
+#include "base/util.h"
+#include "http/client.h"
+#include "http/server.h"
+
+struct agent {
+	const struct cr_agent_config *cfg;
+	char *name;
+	json_t *labels;
+	char *identity_path;
+	struct event_base *base;
+	pthread_mutex_t mu;
+	pthread_cond_t wake;
+	bool stopping;
+	/* identity, under mu */
+	char *id, *secret;
+	unsigned generation;    /* bumped at each registration */
+	/* connection state, for logging once per change */
+	char *last_problem;
+	bool watch_up;
+};
+
+/* ---- identity ---- */
+
+static void load_identity(struct agent *a)
+{
+	char *text = NULL;
+	size_t len;
+	if (cr_file_read(a->identity_path, 1 << 16, &text, &len, NULL) != 0)
+		return;
+	json_t *j = cr_json_parse_object(text, len, NULL);
+	free(text);
+	const char *id = cr_json_get_str(j, "id", NULL), *secret = cr_json_get_str(j, "secret", NULL);
+	if (id && secret) {
+		a->id = cr_xstrdup(id);
+		a->secret = cr_xstrdup(secret);
+	} else {
+		cr_warn("ignoring '%s': it has no id and secret; the worker registers as new", a->identity_path);
+	}
+	json_decref(j);
+}
+
+static void save_identity(struct agent *a)
+{
+	json_t *j = json_pack("{s:s,s:s,s:s,s:s}", "id", a->id, "name", a->name, "secret", a->secret, "server_url",
+			      a->cfg->server_url);
+	char *text = json_dumps(j, JSON_INDENT(2));
+	struct cr_err err = CR_ERR_INIT;
+	if (cr_file_write(a->identity_path, text, strlen(text), 0600, &err) != 0)
+		cr_warn("cannot keep the worker identity: %s; a restart will register a new worker", err.message);
+	free(text);
+	json_decref(j);
+}
+
+/* ---- connection state and backoff ---- */
+
+static void problem(struct agent *a, const char *what)
+{
+	if (a->last_problem && !strcmp(a->last_problem, what))
+		return;
+	cr_warn("%s", what);
+	cr_str_replace(&a->last_problem, what);
+}
+
+static void recovered(struct agent *a, const char *what)
+{
+	if (a->last_problem) {
+		cr_info("%s", what);
+		free(a->last_problem);
+		a->last_problem = NULL;
+	}
+}
+
+/* Sleep ms unless stopping; returns false when stopping. */
+static bool nap(struct agent *a, int64_t ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&a->mu);
+	while (!a->stopping && pthread_cond_timedwait(&a->wake, &a->mu, &until) == 0)
+		;
+	bool go = !a->stopping;
+	pthread_mutex_unlock(&a->mu);
+	return go;
+}
+
+static int64_t backoff_ms(int attempt)
+{
+	int64_t ms = 1000;
+	for (int i = 0; i < attempt && ms < 30000; i++)
+		ms *= 2;
+	if (ms > 30000)
+		ms = 30000;
+	/* jitter of +-25% so that many workers do not retry in step */
+	return ms * 3 / 4 + randombytes_uniform((uint32_t)(ms / 2) + 1);
+}
+
+/* ---- registration and status ---- */
+
+static int do_register(struct agent *a, struct cr_err *err)
+{
+	json_t *body = json_pack("{s:s,s:i,s:i,s:O}", "name", a->name, "port", a->cfg->worker_port,
+				 "status_interval_s", a->cfg->status_interval_s, "labels", a->labels);
+	pthread_mutex_lock(&a->mu);
+	if (a->id && a->secret) {
+		json_object_set_new(body, "id", json_string(a->id));
+		json_object_set_new(body, "secret", json_string(a->secret));
+	}
+	pthread_mutex_unlock(&a->mu);
+	if (a->cfg->advertise_address)
+		json_object_set_new(body, "address", json_string(a->cfg->advertise_address));
+	char *text = cr_json_dump(body);
+	json_decref(body);
+	char *url = cr_xasprintf("%s/api/workers/register", a->cfg->server_url);
+	struct cr_http_resp resp;
+	int rc = cr_http_call("POST", url, a->cfg->token, text, 10000, &resp, err);
+	free(url);
+	free(text);
+	if (rc)
+		return rc;
+	if (resp.status != 200 && resp.status != 201) {
+		rc = cr_http_error_from(&resp, err);
+		cr_http_resp_release(&resp);
+		return rc;
+	}
+	json_t *j = cr_json_parse_object(resp.body, resp.len, err);
+	cr_http_resp_release(&resp);
+	const char *id = cr_json_get_str(j, "id", NULL), *secret = cr_json_get_str(j, "secret", NULL);
+	if (!id) {
+		json_decref(j);
+		return cr_err_set(err, CR_EUPSTREAM, "check that --server-url points at a corral server",
+				  "registration answer has no worker id");
+	}
+	pthread_mutex_lock(&a->mu);
+	cr_str_replace(&a->id, id);
+	if (secret)
+		cr_str_replace(&a->secret, secret);
+	a->generation++;
+	pthread_mutex_unlock(&a->mu);
+	cr_info("registered with %s as worker '%s' (%s)", a->cfg->server_url, a->name, id);
+	if (secret)
+		save_identity(a);
+	json_decref(j);
+	pthread_cond_broadcast(&a->wake);
+	return 0;
+}
+
+static json_t *build_report(struct agent *a)
+{
+	struct cr_detect_opts o = { a->cfg->data_dir, a->cfg->resources_file, NULL, NULL, NULL };
+	json_t *r = cr_detect_node(&o);
+	json_object_set_new(r, "status_interval_s", json_integer(a->cfg->status_interval_s));
+	return r;
+}
+
+/* POST one status report. Returns 0, CR_EUNAUTH/CR_ENOTFOUND when the server
+ * no longer knows this worker, or another error. */
+static int send_status(struct agent *a, struct cr_err *err)
+{
+	json_t *report = build_report(a);
+	char *text = cr_json_dump(report);
+	json_decref(report);
+	pthread_mutex_lock(&a->mu);
+	char *url = cr_xasprintf("%s/api/workers/%s/status", a->cfg->server_url, a->id);
+	char *secret = cr_xstrdup(a->secret);
+	pthread_mutex_unlock(&a->mu);
+	struct cr_http_resp resp;
+	int rc = cr_http_call("POST", url, secret, text, 10000, &resp, err);
+	if (!rc && resp.status != 200)
+		rc = cr_http_error_from(&resp, err);
+	if (!rc || rc != CR_EUPSTREAM)
+		cr_http_resp_release(&resp);
+	free(secret);
+	free(url);
+	free(text);
+	return rc;
+}
+
+static void *reporter(void *arg)
+{
+	struct agent *a = arg;
+	bool registered = false;
+	int attempt = 0;
+	for (;;) {
+		struct cr_err err = CR_ERR_INIT;
+		int rc = registered ? send_status(a, &err) : do_register(a, &err);
+		if (rc == 0) {
+			if (registered)
+				recovered(a, "status reports reach the server again");
+			registered = true;
+			attempt = 0;
+			if (!nap(a, (int64_t)a->cfg->status_interval_s * 1000))
+				break;
+			continue;
+		}
+		if (registered && (rc == CR_EUNAUTH || rc == CR_ENOTFOUND)) {
+			cr_info("the server does not know this worker any more (%s); registering again", err.message);
+			registered = false;
+			continue;
+		}
+		char msg[1200];
+		snprintf(msg, sizeof(msg), "%s failed: %s%s%s", registered ? "status report" : "registration",
+			 err.message, err.fix[0] ? "; " : "", err.fix);
+		problem(a, msg);
+		if (!nap(a, backoff_ms(attempt++)))
+			break;
+	}
+	return NULL;
+}
+
+/* ---- watch stream ---- */
+
+static int on_event(const char *event, const char *data, void *arg)
+{
+	struct agent *a = arg;
+	(void)a;
+	cr_debug("watch event '%s': %s", event, data);
+	return 0;
+}
+
+static int on_watch_data(const char *data, size_t len, void *arg)
+{
+	struct cr_sse *p = ((void **)arg)[0];
+	struct agent *a = ((void **)arg)[1];
+	if (!a->watch_up) {
+		a->watch_up = true;
+		cr_info("watch stream connected");
+	}
+	pthread_mutex_lock(&a->mu);
+	bool stop = a->stopping;
+	pthread_mutex_unlock(&a->mu);
+	return stop || cr_sse_feed(p, data, len, on_event, a) != 0;
+}
+
+static void *watcher(void *arg)
+{
+	struct agent *a = arg;
+	int attempt = 0;
+	for (;;) {
+		pthread_mutex_lock(&a->mu);
+		while (!a->stopping && !a->generation)
+			pthread_cond_wait(&a->wake, &a->mu);
+		bool stop = a->stopping;
+		char *url = stop ? NULL : cr_xasprintf("%s/api/workers/%s/watch", a->cfg->server_url, a->id);
+		char *secret = stop ? NULL : cr_xstrdup(a->secret);
+		pthread_mutex_unlock(&a->mu);
+		if (stop)
+			break;
+		struct cr_sse parser;
+		cr_sse_init(&parser, 1 << 20);
+		void *ctx[2] = { &parser, a };
+		long status = 0;
+		struct cr_err err = CR_ERR_INIT;
+		int64_t started = cr_mono_ms();
+		cr_http_stream(url, secret, 60, on_watch_data, ctx, &status, &err);
+		cr_sse_release(&parser);
+		free(url);
+		free(secret);
+		if (a->watch_up)
+			cr_info("watch stream ended%s%s; reconnecting", err.code ? ": " : "", err.message);
+		a->watch_up = false;
+		if (cr_mono_ms() - started > 60000)
+			attempt = 0;
+		if (!nap(a, backoff_ms(attempt++)))
+			break;
+	}
+	return NULL;
+}
+
+/* ---- /healthz and signals ---- */
+
+static void healthz(struct cr_req *req)
+{
+	struct agent *a = cr_req_app(req);
+	pthread_mutex_lock(&a->mu);
+	json_t *j = json_pack("{s:s,s:s,s:s,s:s}", "status", "ok", "role", "worker", "name", a->name, "id",
+			      a->id ? a->id : "");
+	pthread_mutex_unlock(&a->mu);
+	cr_reply_json(req, 200, j);
+}
+
+static const struct cr_http_route agent_routes[] = {
+	{ CR_GET, "/healthz", CR_AUTH_NONE, healthz },
+	{ 0, NULL, 0, NULL },
+};
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct agent *a = arg;
+	(void)what;
+	cr_info("signal %d: stopping", (int)sig);
+	pthread_mutex_lock(&a->mu);
+	a->stopping = true;
+	pthread_cond_broadcast(&a->wake);
+	pthread_mutex_unlock(&a->mu);
+	event_base_loopbreak(a->base);
+}
+
+static char *default_name(void)
+{
+	char host[256] = "";
+	gethostname(host, sizeof(host) - 1);
+	for (char *c = host; *c; c++) {
+		if (*c == '.') {
+			*c = '\0';
+			break;
+		}
+	}
+	return cr_xstrdup(host[0] ? host : "worker");
+}
+
+/* The running agent; kept reachable until exit because the detached watcher
+ * thread may still use it while the process ends. */
+static struct agent *running;
+
+int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err)
+{
+	running = cr_xcalloc(1, sizeof(*running));
+	struct agent *ap = running;
+	ap->cfg = cfg;
+	pthread_mutex_init(&ap->mu, NULL);
+	pthread_cond_init(&ap->wake, NULL);
+	ap->name = cfg->name ? cr_xstrdup(cfg->name) : default_name();
+	int rc = cr_labels_parse(cfg->labels, &ap->labels, err);
+	if (!rc)
+		rc = cr_mkdir_p(cfg->data_dir, 0700, err);
+	if (rc)
+		goto out;
+	ap->identity_path = cr_xasprintf("%s/worker.json", cfg->data_dir);
+	load_identity(ap);
+
+	evthread_use_pthreads();
+	ap->base = event_base_new();
+	struct cr_http_limits limits = { 64 << 10, 16 << 10, 30 };
+	struct cr_http_server *http = cr_http_server_new(ap->base, &limits, NULL, ap);
+	cr_http_server_add_routes(http, agent_routes);
+	int port = 0;
+	rc = cr_http_server_listen(http, cfg->listen_host ? cfg->listen_host : "0.0.0.0", cfg->worker_port, &port, err);
+	if (rc) {
+		snprintf(err->fix, sizeof(err->fix), "stop the other process on port %d or pick another --worker-port",
+			 cfg->worker_port);
+		goto out_http;
+	}
+	cr_info("worker '%s' serving /healthz on port %d, reporting to %s every %d s", ap->name, port, cfg->server_url,
+		cfg->status_interval_s);
+	struct event *sigterm = evsignal_new(ap->base, SIGTERM, on_signal, ap);
+	struct event *sigint = evsignal_new(ap->base, SIGINT, on_signal, ap);
+	event_add(sigterm, NULL);
+	event_add(sigint, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	pthread_t rep, wat;
+	pthread_create(&rep, NULL, reporter, ap);
+	pthread_create(&wat, NULL, watcher, ap);
+	pthread_detach(wat); /* may sit in a blocking read; the process ends without it */
+	event_base_dispatch(ap->base);
+	pthread_join(rep, NULL);
+	event_free(sigterm);
+	event_free(sigint);
+out_http:
+	cr_http_server_free(http);
+	event_base_free(ap->base);
+out:
+	if (!rc)
+		return 0; /* the detached watcher may still read the agent */
+	json_decref(ap->labels);
+	free(ap->name);
+	free(ap->identity_path);
+	free(ap->id);
+	free(ap->secret);
+	free(ap->last_problem);
+	free(ap);
+	running = NULL;
+	return rc;
+}

@@ -1,0 +1,27 @@
+/* The worker agent: detects the node, registers with the server, reports
+ * status, holds the watch stream of desired state and serves /healthz on
+ * the worker port. It never exits because the server is away: it retries
+ * with backoff and jitter and logs once per change of connection state. */
+#ifndef CR_AGENT_AGENT_H
+#define CR_AGENT_AGENT_H
+
+struct cr_err;
+
+struct cr_agent_config {
+	const char *server_url;
+	const char *token;          /* cluster registration token */
+	const char *name;           /* default: the host name */
+	const char *data_dir;       /* keeps worker.json (identity, 0600) */
+	const char *listen_host;    /* for /healthz; default 0.0.0.0 */
+	int worker_port;            /* default 10150 */
+	const char *advertise_address; /* NULL: the address the server sees */
+	const char *labels;         /* "k=v,..." or NULL */
+	const char *resources_file; /* or NULL */
+	int status_interval_s;      /* default 5 */
+};
+
+/* Run until SIGTERM or SIGINT (returns 0) or until start-up fails (returns
+ * an error with err filled: bad labels, port in use, unwritable data dir). */
+int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err);
+
+#endif

@@ -1,0 +1,134 @@
+/* Server application lifecycle: open the store, bootstrap, load state, run
+ * the periodic timers (liveness, flush, keepalive), serve /healthz. */
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/util.h"
+#include "store/store.h"
+
+void cr_app_config_defaults(struct cr_app_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->probe_interval_s = 10;
+	c->probe_timeout_s = 3;
+	c->flush_interval_s = 30;
+	c->keepalive_s = 15;
+	c->missed_status_limit = 3;
+	c->session_ttl_s = 7 * 24 * 3600;
+	c->max_body = 1 << 20;
+	c->max_headers = 16 << 10;
+}
+
+static void healthz(struct cr_req *req)
+{
+	cr_reply_json(req, 200, json_pack("{s:s,s:s}", "status", "ok", "role", "server"));
+}
+
+static const struct cr_http_route app_routes[] = {
+	{ CR_GET, "/healthz", CR_AUTH_NONE, healthz },
+	{ 0, NULL, 0, NULL },
+};
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	cr_workers_tick(arg);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	cr_workers_flush(arg);
+}
+
+static void on_keepalive(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	cr_workers_keepalive(arg);
+}
+
+static struct event *every(struct cr_app *app, int seconds, event_callback_fn cb)
+{
+	struct event *ev = event_new(app->base, -1, EV_PERSIST, cb, app);
+	struct timeval tv = { seconds, 0 };
+	event_add(ev, &tv);
+	return ev;
+}
+
+int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct cr_app **out, struct cr_err *err)
+{
+	struct cr_app *app = cr_xcalloc(1, sizeof(*app));
+	app->base = base;
+	app->cfg = *cfg;
+	app->data_dir = cr_xstrdup(cfg->data_dir);
+	app->cfg.data_dir = app->data_dir;
+	app->cfg.cluster_token = NULL;
+	app->started_mono = cr_mono_ms();
+	int rc = cr_mkdir_p(app->data_dir, 0700, err);
+	if (rc)
+		goto fail;
+	char *db = cr_xasprintf("%s/corral.db", app->data_dir);
+	rc = cr_store_open_sqlite(db, &app->store, err);
+	free(db);
+	if (rc)
+		goto fail;
+	if (cfg->cluster_token)
+		app->cluster_token = cr_xstrdup(cfg->cluster_token);
+	rc = cr_auth_bootstrap(app, err);
+	if (!rc)
+		rc = cr_workers_load(app, err);
+	if (rc)
+		goto fail;
+	struct cr_http_limits limits = { cfg->max_body, cfg->max_headers, 60 };
+	app->http = cr_http_server_new(base, &limits, cr_auth_check, app);
+	cr_http_server_add_routes(app->http, app_routes);
+	cr_http_server_add_routes(app->http, cr_api_auth_routes);
+	cr_http_server_add_routes(app->http, cr_api_worker_routes);
+	app->tick = every(app, 1, on_tick);
+	app->flush = every(app, cfg->flush_interval_s > 0 ? cfg->flush_interval_s : 30, on_flush);
+	app->keepalive = every(app, cfg->keepalive_s > 0 ? cfg->keepalive_s : 15, on_keepalive);
+	*out = app;
+	return 0;
+fail:
+	cr_app_free(app);
+	return rc;
+}
+
+int cr_app_listen(struct cr_app *app, const char *host, int port, int *bound, struct cr_err *err)
+{
+	return cr_http_server_listen(app->http, host, port, bound, err);
+}
+
+const char *cr_app_cluster_token(const struct cr_app *app)
+{
+	return app->cluster_token;
+}
+
+void cr_app_free(struct cr_app *app)
+{
+	if (!app)
+		return;
+	if (app->store)
+		cr_workers_flush(app);
+	if (app->tick)
+		event_free(app->tick);
+	if (app->flush)
+		event_free(app->flush);
+	if (app->keepalive)
+		event_free(app->keepalive);
+	cr_workers_free_all(app);
+	cr_http_server_free(app->http);
+	cr_auth_free_all(app);
+	cr_store_close(app->store);
+	free(app->cluster_token);
+	free(app->data_dir);
+	free(app);
+}

@@ -1,0 +1,43 @@
+/* The server application: in-memory cluster state (users, sessions, workers)
+ * persisted through the store, the management routes under /api, liveness of
+ * workers, and periodic flushing of observed state. Runs on one event loop. */
+#ifndef CR_API_APP_H
+#define CR_API_APP_H
+
+#include <stddef.h>
+
+struct event_base;
+struct cr_err;
+struct cr_app;
+
+struct cr_app_config {
+	const char *data_dir;       /* holds corral.db, token, initial_admin_password */
+	const char *cluster_token;  /* --token, or NULL to keep/generate DATA_DIR/token */
+	int probe_interval_s;       /* server -> worker /healthz probes; 0 disables */
+	int probe_timeout_s;
+	int flush_interval_s;       /* observed state -> store */
+	int keepalive_s;            /* watch stream keepalive comments */
+	int missed_status_limit;    /* not_ready after this many missed intervals */
+	int session_ttl_s;
+	size_t max_body;            /* request body limit in bytes */
+	size_t max_headers;
+};
+
+/* Defaults for every field but data_dir. */
+void cr_app_config_defaults(struct cr_app_config *c);
+
+/* Open the store in data_dir (creating it), bootstrap the admin user and the
+ * cluster token on first start (printing where they are kept), load state and
+ * start timers on base. Errors name the file and the fix. */
+int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct cr_app **out, struct cr_err *err);
+
+/* Listen for HTTP on host:port; *bound gets the port. */
+int cr_app_listen(struct cr_app *app, const char *host, int port, int *bound, struct cr_err *err);
+
+/* The cluster registration token in clear (for the embedded worker). */
+const char *cr_app_cluster_token(const struct cr_app *app);
+
+/* Flush observed state, close streams and the store, free. NULL allowed. */
+void cr_app_free(struct cr_app *app);
+
+#endif

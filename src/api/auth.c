@@ -1,0 +1,296 @@
+/* Users, sessions and the cluster token: first-start bootstrap, login with
+ * argon2id verification off the event loop, and the auth hook that every
+ * protected route passes through. Tokens are kept only as BLAKE2b hashes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "base/err.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/util.h"
+#include "store/store.h"
+
+static struct cr_user *user_cache(struct cr_app *app, const struct cr_user_rec *r)
+{
+	struct cr_user *u = cr_xcalloc(1, sizeof(*u));
+	u->id = r->id;
+	u->username = cr_xstrdup(r->username);
+	u->password_hash = cr_xstrdup(r->password_hash);
+	u->admin = !strcmp(r->role, "admin");
+	cr_map_put(&app->users, u->username, u);
+	return u;
+}
+
+static void load_user(const struct cr_user_rec *r, void *arg)
+{
+	user_cache(arg, r);
+}
+
+static struct cr_user *user_by_id(struct cr_app *app, int64_t id)
+{
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->users, &it, NULL, &v)) {
+		struct cr_user *u = v;
+		if (u->id == id)
+			return u;
+	}
+	return NULL;
+}
+
+static void load_session(const struct cr_session_rec *r, void *arg)
+{
+	struct cr_app *app = arg;
+	struct cr_user *u = user_by_id(app, r->user_id);
+	if (!u)
+		return;
+	struct cr_session *s = cr_xcalloc(1, sizeof(*s));
+	snprintf(s->hash, sizeof(s->hash), "%s", r->token_hash);
+	s->user = u;
+	s->expires_ms = r->expires_ms;
+	cr_map_put(&app->sessions, s->hash, s);
+}
+
+static int create_admin(struct cr_app *app, struct cr_err *err)
+{
+	char *password = cr_secret_password(20);
+	char *hash = cr_password_hash(password);
+	if (!hash)
+		abort();
+	struct cr_user_rec rec = { 0, "admin", hash, "admin", cr_wall_ms() };
+	char *path = cr_xasprintf("%s/initial_admin_password", app->data_dir);
+	char *line = cr_xasprintf("%s\n", password);
+	int rc = cr_file_write(path, line, strlen(line), 0600, err);
+	if (!rc)
+		rc = app->store->ops->user_add(app->store, &rec, err);
+	if (!rc) {
+		user_cache(app, &rec);
+		printf("corral: created user 'admin' with password %s (kept in %s)\n", password, path);
+		fflush(stdout);
+	}
+	memset(password, 0, strlen(password));
+	free(password);
+	free(line);
+	free(path);
+	free(hash);
+	return rc;
+}
+
+/* Cluster token: --token wins, then DATA_DIR/token, else a new one. The
+ * clear token lives only in that 0600 file; the store keeps its hash. */
+static int bootstrap_token(struct cr_app *app, struct cr_err *err)
+{
+	char *path = cr_xasprintf("%s/token", app->data_dir);
+	int rc = 0;
+	bool created = false;
+	if (!app->cluster_token) {
+		char *text = NULL;
+		if (cr_file_read(path, 4096, &text, NULL, NULL) == 0 && *cr_trim(text)) {
+			app->cluster_token = cr_xstrdup(cr_trim(text));
+		} else {
+			app->cluster_token = cr_secret_token("crt");
+			created = true;
+		}
+		free(text);
+	}
+	char *line = cr_xasprintf("%s\n", app->cluster_token);
+	rc = cr_file_write(path, line, strlen(line), 0600, err);
+	free(line);
+	cr_secret_hash(app->cluster_token, app->cluster_token_hash);
+	if (!rc)
+		rc = app->store->ops->setting_put(app->store, "cluster_token_hash", app->cluster_token_hash, err);
+	if (!rc && created) {
+		printf("corral: cluster registration token %s (kept in %s)\n", app->cluster_token, path);
+		fflush(stdout);
+	}
+	free(path);
+	return rc;
+}
+
+int cr_auth_bootstrap(struct cr_app *app, struct cr_err *err)
+{
+	int rc = app->store->ops->user_list(app->store, load_user, app, err);
+	if (!rc && app->users.count == 0)
+		rc = create_admin(app, err);
+	if (!rc)
+		rc = app->store->ops->session_list(app->store, cr_wall_ms(), load_session, app, err);
+	if (!rc)
+		rc = bootstrap_token(app, err);
+	/* Unknown users are checked against this so they cost as much as known ones. */
+	app->dummy_hash = cr_password_hash("corral-unknown-user");
+	return rc;
+}
+
+void cr_auth_free_all(struct cr_app *app)
+{
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->sessions, &it, NULL, &v))
+		free(v);
+	cr_map_release(&app->sessions);
+	it = 0;
+	while (cr_map_next(&app->users, &it, NULL, &v)) {
+		struct cr_user *u = v;
+		free(u->username);
+		free(u->password_hash);
+		free(u);
+	}
+	cr_map_release(&app->users);
+	free(app->dummy_hash);
+}
+
+static const char *bearer(struct cr_req *req)
+{
+	const char *h = cr_req_header(req, "Authorization");
+	if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+		return NULL;
+	h += 7;
+	while (*h == ' ')
+		h++;
+	return *h ? h : NULL;
+}
+
+static int check_worker(struct cr_req *req, const char *token, struct cr_err *err)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_worker *w = cr_map_get(&app->workers, cr_req_param(req, 0));
+	char hash[CR_HASH_HEX];
+	cr_secret_hash(token, hash);
+	if (!w || !cr_secret_equal(hash, w->secret_hash))
+		return cr_err_set(err, CR_EUNAUTH,
+				  "the worker registers again by itself; if this repeats, remove worker.json from its "
+				  "data directory and restart it",
+				  "unknown worker or wrong worker secret");
+	cr_req_principal(req)->worker_id = w->id;
+	return 0;
+}
+
+int cr_auth_check(struct cr_req *req, enum cr_auth_need need, struct cr_err *err)
+{
+	struct cr_app *app = cr_req_app(req);
+	const char *token = bearer(req);
+	if (!token)
+		return cr_err_set(err, CR_EUNAUTH, "log in with 'corral login', or send 'Authorization: Bearer TOKEN'",
+				  "missing bearer token");
+	if (need == CR_AUTH_WORKER)
+		return check_worker(req, token, err);
+	char hash[CR_HASH_HEX];
+	cr_secret_hash(token, hash);
+	struct cr_session *s = cr_map_get(&app->sessions, hash);
+	if (!s || s->expires_ms <= cr_wall_ms())
+		return cr_err_set(err, CR_EUNAUTH, "log in again with 'corral login'",
+				  s ? "session expired" : "invalid or revoked token");
+	if (need == CR_AUTH_ADMIN && !s->user->admin)
+		return cr_err_set(err, CR_EFORBID, "ask an admin to do this", "user '%s' is not an admin",
+				  s->user->username);
+	struct cr_principal *p = cr_req_principal(req);
+	p->user_id = s->user->id;
+	p->username = s->user->username;
+	p->admin = s->user->admin;
+	return 0;
+}
+
+/* ---- routes ---- */
+
+struct login {
+	struct cr_req *req;
+	struct cr_app *app;
+	char *username, *password, *hash;
+	bool ok;
+};
+
+static void login_work(void *arg)
+{
+	struct login *l = arg;
+	l->ok = cr_password_verify(l->hash, l->password);
+}
+
+static void login_done(void *arg)
+{
+	struct login *l = arg;
+	struct cr_app *app = l->app;
+	struct cr_user *u = cr_map_get(&app->users, l->username);
+	if (!l->ok || !u) {
+		cr_reply_error(l->req, CR_EUNAUTH, "wrong username or password",
+			       "check the credentials; the first admin password is in DATA_DIR/initial_admin_password");
+		goto out;
+	}
+	char *token = cr_secret_token("crs");
+	struct cr_session *s = cr_xcalloc(1, sizeof(*s));
+	cr_secret_hash(token, s->hash);
+	s->user = u;
+	int64_t now = cr_wall_ms();
+	s->expires_ms = now + (int64_t)app->cfg.session_ttl_s * 1000;
+	struct cr_session_rec rec = { s->hash, u->id, now, s->expires_ms };
+	struct cr_err err = CR_ERR_INIT;
+	if (app->store->ops->session_add(app->store, &rec, &err) != 0) {
+		free(s);
+		cr_reply_err(l->req, &err);
+	} else {
+		cr_map_put(&app->sessions, s->hash, s);
+		char when[40];
+		cr_time_format(s->expires_ms, when, sizeof(when));
+		cr_reply_json(l->req, 200,
+			      json_pack("{s:s,s:s,s:{s:s,s:s}}", "token", token, "expires_at", when, "user", "username",
+					u->username, "role", u->admin ? "admin" : "user"));
+	}
+	memset(token, 0, strlen(token));
+	free(token);
+out:
+	memset(l->password, 0, strlen(l->password));
+	free(l->password);
+	free(l->username);
+	free(l->hash);
+	free(l);
+}
+
+static void login(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_err err = CR_ERR_INIT;
+	const char *username = NULL, *password = NULL;
+	json_t *body = cr_req_json(req, &err);
+	if (!body || cr_json_req_str(body, "username", &username, &err) ||
+	    cr_json_req_str(body, "password", &password, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	struct cr_user *u = cr_map_get(&app->users, username);
+	struct login *l = cr_xcalloc(1, sizeof(*l));
+	l->req = req;
+	l->app = app;
+	l->username = cr_xstrdup(username);
+	l->password = cr_xstrdup(password);
+	l->hash = cr_xstrdup(u ? u->password_hash : app->dummy_hash);
+	cr_offload(app->base, login_work, login_done, l);
+}
+
+static void logout(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	char hash[CR_HASH_HEX];
+	cr_secret_hash(bearer(req), hash);
+	struct cr_err err = CR_ERR_INIT;
+	if (app->store->ops->session_del(app->store, hash, &err) != 0) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	free(cr_map_del(&app->sessions, hash));
+	cr_reply_json(req, 200, json_pack("{s:b}", "logged_out", 1));
+}
+
+static void me(struct cr_req *req)
+{
+	struct cr_principal *p = cr_req_principal(req);
+	cr_reply_json(req, 200, json_pack("{s:s,s:s}", "username", p->username, "role", p->admin ? "admin" : "user"));
+}
+
+const struct cr_http_route cr_api_auth_routes[] = {
+	{ CR_POST, "/api/auth/login", CR_AUTH_NONE, login },
+	{ CR_POST, "/api/auth/logout", CR_AUTH_USER, logout },
+	{ CR_GET, "/api/auth/me", CR_AUTH_USER, me },
+	{ 0, NULL, 0, NULL },
+};

@@ -1,0 +1,92 @@
+/* State shared by the files of src/api: the app struct, users, sessions and
+ * workers as kept in memory. Not for use outside src/api. */
+#ifndef CR_API_INTERNAL_H
+#define CR_API_INTERNAL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "api/app.h"
+#include "base/map.h"
+#include "base/secret.h"
+#include "http/server.h"
+
+struct event;
+struct cr_probe;
+struct cr_store;
+
+struct cr_user {
+	int64_t id;
+	char *username;
+	char *password_hash;
+	bool admin;
+};
+
+struct cr_session {
+	char hash[CR_HASH_HEX];
+	struct cr_user *user;
+	int64_t expires_ms;
+};
+
+/* Worker lifecycle, as seen by the server:
+ *   not_ready   registered, but no status for missed_status_limit intervals
+ *               (or none yet since registration or server start)
+ *   ready       status arrives and the server's /healthz probe succeeds
+ *   unreachable status arrives but the server cannot reach the worker's port
+ * A worker leaves the cluster only through DELETE /api/workers/{id}. */
+enum cr_worker_state { CR_W_NOT_READY, CR_W_READY, CR_W_UNREACHABLE };
+
+struct cr_worker {
+	char *id, *name, *secret_hash, *labels_json, *address, *address_seen;
+	int port;
+	int status_interval_s;
+	int64_t created_ms, last_seen_ms;   /* wall clock */
+	int64_t last_status_mono;           /* 0: none since server start */
+	char *report_json;                  /* last report as received */
+	bool dirty;                         /* observed state not yet flushed */
+	enum cr_worker_state state;
+	char *state_message;
+	/* server -> worker probe */
+	struct cr_probe *probe;
+	bool probe_pending, probe_failed;
+	char *probe_error;
+	int64_t next_probe_mono;
+	struct cr_stream *watch;
+};
+
+struct cr_app {
+	struct event_base *base;
+	struct cr_app_config cfg;
+	char *data_dir;
+	struct cr_store *store;
+	struct cr_http_server *http;
+	char *cluster_token;
+	char cluster_token_hash[CR_HASH_HEX];
+	char *dummy_hash;
+	struct cr_map users;      /* username -> cr_user */
+	struct cr_map sessions;   /* token hash -> cr_session */
+	struct cr_map workers;    /* id -> cr_worker */
+	struct cr_map worker_names; /* name -> cr_worker */
+	int64_t started_mono;
+	struct event *tick, *flush, *keepalive;
+};
+
+extern const struct cr_http_route cr_api_auth_routes[];
+extern const struct cr_http_route cr_api_worker_routes[];
+
+/* auth.c */
+int cr_auth_bootstrap(struct cr_app *app, struct cr_err *err);
+int cr_auth_check(struct cr_req *req, enum cr_auth_need need, struct cr_err *err);
+void cr_auth_free_all(struct cr_app *app);
+
+/* workers.c */
+int cr_workers_load(struct cr_app *app, struct cr_err *err);
+void cr_workers_tick(struct cr_app *app);
+void cr_workers_flush(struct cr_app *app);
+void cr_workers_keepalive(struct cr_app *app);
+void cr_workers_free_all(struct cr_app *app);
+struct cr_worker *cr_worker_find(struct cr_app *app, const char *id_or_name);
+const char *cr_worker_state_name(enum cr_worker_state s);
+
+#endif

@@ -1,0 +1,539 @@
+/* Workers: registration with the cluster token, status reports, the watch
+ * stream of desired state, liveness (missed reports, server->worker probes),
+ * listing and removal. Identity is persisted at once; observed state (last
+ * report, last seen) is flushed periodically. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "base/err.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/util.h"
+#include "http/probe.h"
+#include "store/store.h"
+
+#define DEFAULT_STATUS_INTERVAL 5
+#define MAX_REPORT (256 << 10)
+
+const char *cr_worker_state_name(enum cr_worker_state s)
+{
+	switch (s) {
+	case CR_W_READY: return "ready";
+	case CR_W_UNREACHABLE: return "unreachable";
+	default: return "not_ready";
+	}
+}
+
+static struct cr_worker *worker_new(struct cr_app *app, const char *id, const char *name)
+{
+	struct cr_worker *w = cr_xcalloc(1, sizeof(*w));
+	w->id = cr_xstrdup(id);
+	w->name = cr_xstrdup(name);
+	w->status_interval_s = DEFAULT_STATUS_INTERVAL;
+	w->state = CR_W_NOT_READY;
+	w->state_message = cr_xstrdup("registered, waiting for the first status report");
+	cr_map_put(&app->workers, w->id, w);
+	cr_map_put(&app->worker_names, w->name, w);
+	return w;
+}
+
+static void worker_free(struct cr_worker *w)
+{
+	if (!w)
+		return;
+	cr_probe_free(w->probe);
+	if (w->watch)
+		cr_stream_close(w->watch);
+	free(w->id);
+	free(w->name);
+	free(w->secret_hash);
+	free(w->labels_json);
+	free(w->address);
+	free(w->address_seen);
+	free(w->report_json);
+	free(w->state_message);
+	free(w->probe_error);
+	free(w);
+}
+
+struct cr_worker *cr_worker_find(struct cr_app *app, const char *id_or_name)
+{
+	struct cr_worker *w = cr_map_get(&app->workers, id_or_name);
+	return w ? w : cr_map_get(&app->worker_names, id_or_name);
+}
+
+static void load_worker(const struct cr_worker_rec *r, void *arg)
+{
+	struct cr_app *app = arg;
+	struct cr_worker *w = worker_new(app, r->id, r->name);
+	w->secret_hash = cr_xstrdup(r->secret_hash);
+	w->labels_json = cr_xstrdup(r->labels_json);
+	w->address = cr_xstrdup(r->address);
+	w->port = r->port;
+	w->created_ms = r->created_ms;
+	w->last_seen_ms = r->last_seen_ms;
+	w->report_json = cr_xstrdup(r->report_json);
+	cr_str_replace(&w->state_message, "waiting for a status report since the server started");
+}
+
+int cr_workers_load(struct cr_app *app, struct cr_err *err)
+{
+	return app->store->ops->worker_list(app->store, load_worker, app, err);
+}
+
+void cr_workers_free_all(struct cr_app *app)
+{
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v))
+		worker_free(v);
+	cr_map_release(&app->workers);
+	cr_map_release(&app->worker_names);
+}
+
+/* ---- liveness ---- */
+
+static void set_state(struct cr_worker *w, enum cr_worker_state s, const char *msg)
+{
+	if (w->state == s && w->state_message && !strcmp(w->state_message, msg))
+		return;
+	if (w->state != s)
+		cr_info("worker '%s' is %s%s%s", w->name, cr_worker_state_name(s), *msg ? ": " : "", msg);
+	w->state = s;
+	cr_str_replace(&w->state_message, msg);
+}
+
+static void update_state(struct cr_app *app, struct cr_worker *w, int64_t now)
+{
+	int64_t limit_ms = (int64_t)app->cfg.missed_status_limit * w->status_interval_s * 1000;
+	char msg[512];
+	if (!w->last_status_mono) {
+		if (now - app->started_mono > limit_ms && w->state != CR_W_NOT_READY)
+			set_state(w, CR_W_NOT_READY, "no status report since the server started");
+		return;
+	}
+	int64_t silent = now - w->last_status_mono;
+	if (silent > limit_ms) {
+		snprintf(msg, sizeof(msg),
+			 "no status report for %lld s (expected every %d s); check that 'corral worker' is running on "
+			 "'%s' and can reach the server",
+			 (long long)(silent / 1000), w->status_interval_s, w->address);
+		set_state(w, CR_W_NOT_READY, msg);
+	} else if (w->probe_failed) {
+		snprintf(msg, sizeof(msg),
+			 "status reports arrive, but the server cannot reach the worker: GET http://%s:%d/healthz: %s; "
+			 "check that port %d on %s is reachable from the server (firewall, NAT) or set "
+			 "--advertise-address",
+			 w->address, w->port, w->probe_error ? w->probe_error : "failed", w->port, w->address);
+		set_state(w, CR_W_UNREACHABLE, msg);
+	} else {
+		set_state(w, CR_W_READY, "");
+	}
+}
+
+static void probe_done(int status, const char *error, void *arg)
+{
+	struct cr_worker *w = arg;
+	w->probe_pending = false;
+	w->probe_failed = status != 200;
+	if (status != 200 && status != 0) {
+		char why[64];
+		snprintf(why, sizeof(why), "answered HTTP %d", status);
+		cr_str_replace(&w->probe_error, why);
+	} else {
+		cr_str_replace(&w->probe_error, status ? NULL : error);
+	}
+}
+
+static void start_probe(struct cr_app *app, struct cr_worker *w, int64_t now)
+{
+	if (!w->probe)
+		w->probe = cr_probe_new(app->base, w->address, w->port);
+	w->probe_pending = true;
+	w->next_probe_mono = now + (int64_t)app->cfg.probe_interval_s * 1000;
+	cr_probe_get(w->probe, "/healthz", app->cfg.probe_timeout_s, probe_done, w);
+}
+
+void cr_workers_tick(struct cr_app *app)
+{
+	int64_t now = cr_mono_ms();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		update_state(app, w, now);
+		if (app->cfg.probe_interval_s > 0 && w->state != CR_W_NOT_READY && !w->probe_pending &&
+		    now >= w->next_probe_mono && w->port > 0)
+			start_probe(app, w, now);
+	}
+}
+
+void cr_workers_flush(struct cr_app *app)
+{
+	size_t n = 0, it = 0;
+	void *v;
+	struct cr_worker_rec *recs = cr_xcalloc(app->workers.count + 1, sizeof(*recs));
+	const struct cr_worker_rec **ptrs = cr_xcalloc(app->workers.count + 1, sizeof(*ptrs));
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		if (!w->dirty)
+			continue;
+		recs[n].id = w->id;
+		recs[n].last_seen_ms = w->last_seen_ms;
+		recs[n].report_json = w->report_json;
+		ptrs[n] = &recs[n];
+		n++;
+		w->dirty = false;
+	}
+	struct cr_err err = CR_ERR_INIT;
+	if (n && app->store->ops->worker_observed(app->store, ptrs, n, &err) != 0)
+		cr_warn("flushing the status of %zu workers failed: %s", n, err.message);
+	free(ptrs);
+	free(recs);
+}
+
+void cr_workers_keepalive(struct cr_app *app)
+{
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		if (w->watch)
+			cr_stream_comment(w->watch, "keepalive");
+	}
+}
+
+/* ---- JSON views ---- */
+
+static json_t *worker_json(struct cr_worker *w)
+{
+	char seen[40] = "", created[40];
+	if (w->last_seen_ms)
+		cr_time_format(w->last_seen_ms, seen, sizeof(seen));
+	cr_time_format(w->created_ms, created, sizeof(created));
+	json_t *labels = json_loads(w->labels_json ? w->labels_json : "{}", 0, NULL);
+	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:o,s:o,s:s,s:i,s:b}", "id", w->id, "name", w->name,
+			      "state", cr_worker_state_name(w->state), "state_message", w->state_message, "address",
+			      w->address ? w->address : "", "port", w->port, "address_seen",
+			      w->address_seen ? w->address_seen : "", "labels", labels ? labels : json_object(),
+			      "last_seen", w->last_seen_ms ? json_string(seen) : json_null(), "registered_at", created,
+			      "status_interval_s", w->status_interval_s, "watch_connected", w->watch != NULL);
+	json_t *report = w->report_json ? json_loads(w->report_json, 0, NULL) : NULL;
+	json_t *sys = json_object_get(report, "system");
+	json_object_set(o, "system", sys ? sys : json_object());
+	json_t *gpus = json_object_get(report, "gpus");
+	json_object_set(o, "gpus", gpus ? gpus : json_array());
+	json_t *drivers = json_object_get(report, "drivers");
+	json_object_set(o, "drivers", drivers ? drivers : json_object());
+	json_t *notes = json_object_get(report, "notes");
+	json_object_set(o, "notes", notes ? notes : json_array());
+	json_decref(report);
+	return o;
+}
+
+static void list_workers(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	json_t *arr = json_array();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v))
+		json_array_append_new(arr, worker_json(v));
+	cr_reply_json(req, 200, json_pack("{s:o}", "workers", arr));
+}
+
+static struct cr_worker *find_or_reply(struct cr_req *req)
+{
+	struct cr_worker *w = cr_worker_find(cr_req_app(req), cr_req_param(req, 0));
+	if (!w) {
+		char msg[200];
+		snprintf(msg, sizeof(msg), "no worker '%.100s'", cr_req_param(req, 0));
+		cr_reply_error(req, CR_ENOTFOUND, msg, "list the workers with 'corral workers'");
+	}
+	return w;
+}
+
+static void get_worker(struct cr_req *req)
+{
+	struct cr_worker *w = find_or_reply(req);
+	if (w)
+		cr_reply_json(req, 200, worker_json(w));
+}
+
+static void delete_worker(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_worker *w = find_or_reply(req);
+	if (!w)
+		return;
+	struct cr_err err = CR_ERR_INIT;
+	if (app->store->ops->worker_del(app->store, w->id, &err) != 0) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	cr_info("worker '%s' (%s) deleted", w->name, w->id);
+	json_t *body = json_pack("{s:s,s:s}", "deleted", w->id, "name", w->name);
+	cr_map_del(&app->workers, w->id);
+	cr_map_del(&app->worker_names, w->name);
+	worker_free(w);
+	cr_reply_json(req, 200, body);
+}
+
+/* ---- registration ---- */
+
+static int check_name(const char *name, struct cr_err *err)
+{
+	size_t n = strlen(name);
+	bool ok = n > 0 && n <= 63;
+	for (const char *c = name; ok && *c; c++)
+		ok = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '.' ||
+		     *c == '_' || *c == '-';
+	if (!ok)
+		return cr_err_set(err, CR_EINPUT, "use 1-63 letters, digits, '.', '_' or '-' (worker --name)",
+				  "worker name '%.80s' is not valid", name);
+	return 0;
+}
+
+static int check_labels(json_t *labels, struct cr_err *err)
+{
+	const char *k;
+	json_t *v;
+	json_object_foreach(labels, k, v) {
+		if (!json_is_string(v))
+			return cr_err_set(err, CR_EINPUT, "give labels as strings: {\"gpu\": \"h100\"}",
+					  "label '%.80s' must be a string", k);
+	}
+	return 0;
+}
+
+struct reg {
+	const char *name, *id, *secret, *address;
+	long long port, interval;
+	json_t *labels;
+};
+
+static int parse_reg(json_t *body, struct reg *r, struct cr_err *err)
+{
+	memset(r, 0, sizeof(*r));
+	r->interval = DEFAULT_STATUS_INTERVAL;
+	int rc = cr_json_req_str(body, "name", &r->name, err);
+	if (!rc)
+		rc = check_name(r->name, err);
+	if (!rc)
+		rc = cr_json_str(body, "id", &r->id, err);
+	if (!rc)
+		rc = cr_json_str(body, "secret", &r->secret, err);
+	if (!rc)
+		rc = cr_json_str(body, "address", &r->address, err);
+	if (!rc)
+		rc = cr_json_int(body, "port", 1, 65535, &r->port, err);
+	if (!rc && !r->port)
+		rc = cr_err_set(err, CR_EINPUT, "send the worker's --worker-port", "field 'port' is required");
+	if (!rc)
+		rc = cr_json_int(body, "status_interval_s", 1, 3600, &r->interval, err);
+	if (!rc)
+		rc = cr_json_obj(body, "labels", &r->labels, err);
+	if (!rc && r->labels)
+		rc = check_labels(r->labels, err);
+	return rc;
+}
+
+/* The existing worker this registration is, or NULL for a new one. A worker
+ * with the same name that has stopped reporting may be taken over. */
+static struct cr_worker *match_existing(struct cr_app *app, const struct reg *r, bool *takeover, struct cr_err *err)
+{
+	*takeover = false;
+	if (r->id && r->secret) {
+		struct cr_worker *w = cr_map_get(&app->workers, r->id);
+		char hash[CR_HASH_HEX];
+		cr_secret_hash(r->secret, hash);
+		if (w && cr_secret_equal(hash, w->secret_hash)) {
+			struct cr_worker *other = cr_map_get(&app->worker_names, r->name);
+			if (other && other != w) {
+				cr_err_set(err, CR_ECONFLICT, "start it with another --name, or delete the other worker",
+					   "worker name '%s' is taken by another worker (%s)", r->name, other->id);
+				return NULL;
+			}
+			return w;
+		}
+	}
+	struct cr_worker *same = cr_map_get(&app->worker_names, r->name);
+	if (same && same->state != CR_W_NOT_READY) {
+		cr_err_set(err, CR_ECONFLICT,
+			   "start this worker with another --name, or stop the other one and delete it with "
+			   "'corral workers rm NAME'",
+			   "worker name '%s' is taken by worker %s, which is %s", r->name, same->id,
+			   cr_worker_state_name(same->state));
+		return NULL;
+	}
+	*takeover = same != NULL;
+	return same;
+}
+
+static void register_worker(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_err err = CR_ERR_INIT;
+	const char *auth = cr_req_header(req, "Authorization");
+	char hash[CR_HASH_HEX] = "";
+	if (auth && !strncasecmp(auth, "Bearer ", 7))
+		cr_secret_hash(auth + 7, hash);
+	if (!auth || !cr_secret_equal(hash, app->cluster_token_hash)) {
+		cr_reply_error(req, CR_EUNAUTH, "missing or wrong cluster registration token",
+			       "pass the token from the server's DATA_DIR/token file with 'corral worker --token'");
+		return;
+	}
+	json_t *body = cr_req_json(req, &err);
+	struct reg r;
+	if (!body || parse_reg(body, &r, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	bool takeover = false;
+	struct cr_worker *w = match_existing(app, &r, &takeover, &err);
+	if (err.code) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	bool fresh = !w || takeover;
+	char *secret = fresh ? cr_secret_token("crw") : NULL;
+	char *id = w ? cr_xstrdup(w->id) : cr_secret_id();
+	char *labels = r.labels ? cr_json_dump(r.labels) : cr_xstrdup("{}");
+	const char *address = r.address && *r.address ? r.address : cr_req_peer(req);
+	char secret_hash[CR_HASH_HEX];
+	if (secret)
+		cr_secret_hash(secret, secret_hash);
+	struct cr_worker_rec rec = { id, (char *)r.name, secret ? secret_hash : w->secret_hash, labels,
+				     (char *)address, (int)r.port, w ? w->created_ms : cr_wall_ms(),
+				     w ? w->last_seen_ms : 0, NULL };
+	if (app->store->ops->worker_put(app->store, &rec, &err) != 0) {
+		cr_reply_err(req, &err);
+		goto out;
+	}
+	if (!w) {
+		w = worker_new(app, id, r.name);
+		w->created_ms = rec.created_ms;
+	} else if (strcmp(w->name, r.name)) {
+		cr_map_del(&app->worker_names, w->name);
+		cr_str_replace(&w->name, r.name);
+		cr_map_put(&app->worker_names, w->name, w);
+	}
+	if (secret)
+		cr_str_replace(&w->secret_hash, secret_hash);
+	cr_str_replace(&w->labels_json, labels);
+	if (!w->address || strcmp(w->address, address) || w->port != (int)r.port) {
+		cr_probe_free(w->probe);
+		w->probe = NULL;
+	}
+	cr_str_replace(&w->address, address);
+	cr_str_replace(&w->address_seen, cr_req_peer(req));
+	w->port = (int)r.port;
+	w->status_interval_s = (int)r.interval;
+	w->next_probe_mono = 0;
+	cr_info("worker '%s' registered (%s, %s:%d)%s", w->name, w->id, w->address, w->port,
+		takeover ? ", taking over the silent worker of that name" : fresh ? "" : " again");
+	json_t *resp = json_pack("{s:s,s:s}", "id", w->id, "name", w->name);
+	if (secret)
+		json_object_set_new(resp, "secret", json_string(secret));
+	cr_reply_json(req, fresh ? 201 : 200, resp);
+out:
+	free(secret);
+	free(id);
+	free(labels);
+}
+
+/* ---- status ---- */
+
+static int check_report(json_t *body, struct cr_err *err)
+{
+	json_t *sys = NULL, *gpus = NULL, *notes = NULL, *drivers = NULL;
+	int rc = cr_json_obj(body, "system", &sys, err);
+	if (!rc)
+		rc = cr_json_arr(body, "gpus", &gpus, err);
+	if (!rc)
+		rc = cr_json_arr(body, "notes", &notes, err);
+	if (!rc)
+		rc = cr_json_obj(body, "drivers", &drivers, err);
+	if (rc)
+		return rc;
+	if (!sys)
+		return cr_err_set(err, CR_EINPUT, "send the report produced by 'corral worker'", "field 'system' is required");
+	size_t i;
+	json_t *g;
+	json_array_foreach(gpus, i, g) {
+		if (!json_is_object(g) || !json_is_integer(json_object_get(g, "index")) ||
+		    !json_is_string(json_object_get(g, "vendor")) || !json_is_integer(json_object_get(g, "memory_total")))
+			return cr_err_set(err, CR_EINPUT, "each GPU needs integer 'index', string 'vendor' and integer "
+							   "'memory_total'",
+					  "gpus[%zu] is malformed", i);
+	}
+	json_array_foreach(notes, i, g) {
+		if (!json_is_string(g))
+			return cr_err_set(err, CR_EINPUT, "send notes as strings", "notes[%zu] must be a string", i);
+	}
+	return 0;
+}
+
+static void status(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_worker *w = cr_map_get(&app->workers, cr_req_principal(req)->worker_id);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *body = cr_req_json(req, &err);
+	long long interval = w->status_interval_s;
+	if (!body || check_report(body, &err) || cr_json_int(body, "status_interval_s", 1, 3600, &interval, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	char *report = cr_json_dump(body);
+	if (strlen(report) > MAX_REPORT) {
+		free(report);
+		cr_reply_error(req, CR_ETOOBIG, "status report is larger than 256 KiB", "report fewer GPUs or notes");
+		return;
+	}
+	free(w->report_json);
+	w->report_json = report;
+	w->status_interval_s = (int)interval;
+	w->last_seen_ms = cr_wall_ms();
+	bool first = w->last_status_mono == 0;
+	w->last_status_mono = cr_mono_ms();
+	w->dirty = true;
+	if (first)
+		w->next_probe_mono = 0;
+	update_state(app, w, w->last_status_mono);
+	cr_reply_json(req, 200, json_pack("{s:s,s:I}", "state", cr_worker_state_name(w->state), "server_time_ms",
+					   (json_int_t)w->last_seen_ms));
+}
+
+/* ---- watch ---- */
+
+static void watch_closed(struct cr_stream *s, void *arg)
+{
+	struct cr_worker *w = arg;
+	if (w->watch == s)
+		w->watch = NULL;
+}
+
+static void watch(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_worker *w = cr_map_get(&app->workers, cr_req_principal(req)->worker_id);
+	if (w->watch)
+		cr_stream_close(w->watch);
+	w->watch = cr_stream_open(req, watch_closed, w);
+	/* Desired instances for this worker: none until models can be deployed. */
+	cr_stream_event(w->watch, "snapshot", "{\"instances\":[]}");
+}
+
+const struct cr_http_route cr_api_worker_routes[] = {
+	{ CR_POST, "/api/workers/register", CR_AUTH_NONE, register_worker },
+	{ CR_GET, "/api/workers", CR_AUTH_USER, list_workers },
+	{ CR_GET, "/api/workers/{}", CR_AUTH_USER, get_worker },
+	{ CR_DELETE, "/api/workers/{}", CR_AUTH_ADMIN, delete_worker },
+	{ CR_POST, "/api/workers/{}/status", CR_AUTH_WORKER, status },
+	{ CR_GET, "/api/workers/{}/watch", CR_AUTH_WORKER, watch },
+	{ 0, NULL, 0, NULL },
+};

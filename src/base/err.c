@@ -1,0 +1,36 @@
+/* Error records: message + fix, see err.h. */
+#include "base/err.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+int cr_err_set(struct cr_err *err, int code, const char *fix, const char *fmt, ...)
+{
+	if (!err)
+		return code;
+	err->code = code;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof(err->message), fmt, ap);
+	va_end(ap);
+	snprintf(err->fix, sizeof(err->fix), "%s", fix ? fix : "");
+	return code;
+}
+
+const char *cr_err_name(int code)
+{
+	switch (code) {
+	case CR_EUNAUTH: return "unauthorized";
+	case CR_EFORBID: return "forbidden";
+	case CR_ECONFLICT: return "conflict";
+	case CR_ETOOBIG: return "too_large";
+	case CR_EINPUT: return "invalid_input";
+	case CR_ENOTFOUND: return "not_found";
+	case CR_EUPSTREAM: return "upstream_error";
+	case -ENOENT: return "not_found";
+	case -EINVAL: return "invalid_input";
+	case -EEXIST: return "conflict";
+	case -EACCES: return "forbidden";
+	default: return "internal_error";
+	}
+}

@@ -1,0 +1,40 @@
+/* Small helpers without dependencies: clocks, files, numbers, labels. */
+#ifndef CR_BASE_UTIL_H
+#define CR_BASE_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct cr_err;
+struct cr_buf;
+
+/* Milliseconds: monotonic (for intervals) and wall clock (for timestamps). */
+int64_t cr_mono_ms(void);
+int64_t cr_wall_ms(void);
+
+/* Format a wall-clock millisecond time as RFC 3339 UTC into out (>= 32 bytes). */
+void cr_time_format(int64_t wall_ms, char *out, size_t n);
+
+/* Read a whole file of at most cap bytes into a new NUL-terminated string
+ * owned by the caller. Errors: negated errno, CR_ETOOBIG. */
+int cr_file_read(const char *path, size_t cap, char **out, size_t *len, struct cr_err *err);
+
+/* Write data to path atomically (temporary file + rename) with the given
+ * mode, e.g. 0600 for secrets. Returns 0 or a negated errno. */
+int cr_file_write(const char *path, const char *data, size_t len, mode_t mode, struct cr_err *err);
+
+/* mkdir -p with the given mode for created directories. */
+int cr_mkdir_p(const char *path, mode_t mode, struct cr_err *err);
+
+/* Parse a whole decimal integer in [min, max]; false on any junk. */
+bool cr_parse_int(const char *s, long long min, long long max, long long *out);
+
+/* Format a byte count for people: "23.5 GiB". */
+void cr_bytes_human(uint64_t bytes, char *out, size_t n);
+
+/* Trim ASCII whitespace at both ends, in place; returns s. */
+char *cr_trim(char *s);
+
+#endif

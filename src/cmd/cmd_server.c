@@ -1,0 +1,270 @@
+/* `corral server`: the control plane on one event loop, plus the optional
+ * embedded worker, a supervised child process restarted when it dies. */
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "api/app.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/util.h"
+#include "cmd/cmd.h"
+
+static const char server_usage[] =
+	"usage: corral server [OPTIONS]\n"
+	"\n"
+	"Start the control plane: management API (/api), health (/healthz), store,\n"
+	"and, unless --disable-worker, an embedded worker for this machine.\n"
+	"\n"
+	"  --host H               listen address (default 0.0.0.0)\n"
+	"  --port P               listen port (default 8080)\n"
+	"  --data-dir DIR         store, token and admin password (default $CORRAL_DATA_DIR,\n"
+	"                         else /var/lib/corral as root, else ~/.local/share/corral)\n"
+	"  --token T              cluster registration token (default: DIR/token, created once)\n"
+	"  --disable-worker       do not run the embedded worker\n"
+	"  --worker-port P        embedded worker's port (default 10150)\n"
+	"  --worker-name N        embedded worker's name (default: host name)\n"
+	"  --status-interval S    embedded worker's status interval in seconds (default 5)\n"
+	"  --probe-interval S     seconds between probes of each worker's /healthz; 0 = off (default 10)\n"
+	"  --flush-interval S     seconds between writes of observed state (default 30)\n"
+	"  --keepalive S          seconds between watch-stream keepalives (default 15)\n"
+	"  --max-body BYTES       largest request body accepted (default 1048576)\n"
+	"  -h, --help             this text\n";
+
+struct embedded {
+	struct event_base *base;
+	char **argv;
+	char *token;
+	pid_t pid;
+	int64_t started;
+	int failures;
+	struct event *restart;
+	bool stopping;
+};
+
+static void spawn(struct embedded *e)
+{
+	pid_t pid = fork();
+	if (pid < 0) {
+		cr_error("fork failed for the embedded worker: %s", strerror(errno));
+		return;
+	}
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		setenv("CORRAL_TOKEN", e->token, 1);
+		execv("/proc/self/exe", e->argv);
+		fprintf(stderr, "corral: exec of the embedded worker failed: %s\n", strerror(errno));
+		_exit(127);
+	}
+	e->pid = pid;
+	e->started = cr_mono_ms();
+	cr_info("embedded worker started (pid %d)", (int)pid);
+}
+
+static void on_restart(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	spawn(arg);
+}
+
+static void on_child(evutil_socket_t sig, short what, void *arg)
+{
+	struct embedded *e = arg;
+	(void)sig;
+	(void)what;
+	int status;
+	pid_t pid;
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		if (pid != e->pid)
+			continue;
+		e->pid = 0;
+		if (e->stopping)
+			continue;
+		if (cr_mono_ms() - e->started > 60000)
+			e->failures = 0;
+		int delay = 1 << (e->failures < 6 ? e->failures : 6);
+		e->failures++;
+		if (WIFSIGNALED(status))
+			cr_warn("embedded worker killed by signal %d; restarting in %d s", WTERMSIG(status), delay);
+		else
+			cr_warn("embedded worker exited with status %d; restarting in %d s", WEXITSTATUS(status), delay);
+		struct timeval tv = { delay, 0 };
+		event_add(e->restart, &tv);
+	}
+}
+
+static void stop_child(struct embedded *e)
+{
+	e->stopping = true;
+	if (!e->pid)
+		return;
+	kill(e->pid, SIGTERM);
+	for (int i = 0; i < 50; i++) {
+		if (waitpid(e->pid, NULL, WNOHANG) == e->pid)
+			return;
+		usleep(100000);
+	}
+	kill(e->pid, SIGKILL);
+	waitpid(e->pid, NULL, 0);
+}
+
+static void on_stop(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	cr_info("signal %d: stopping", (int)sig);
+	event_base_loopbreak(arg);
+}
+
+static char *default_data_dir(void)
+{
+	const char *env = getenv("CORRAL_DATA_DIR");
+	if (env && *env)
+		return cr_xstrdup(env);
+	if (geteuid() == 0)
+		return cr_xstrdup("/var/lib/corral");
+	const char *home = getenv("HOME");
+	return cr_xasprintf("%s/.local/share/corral", home ? home : ".");
+}
+
+struct server_opts {
+	const char *host, *token, *worker_name;
+	char *data_dir;
+	int port, worker_port, status_interval;
+	bool disable_worker;
+	struct cr_app_config app;
+};
+
+static int parse_int_opt(const char *name, const char *v, long long min, long long max, long long *out)
+{
+	if (cr_parse_int(v, min, max, out))
+		return 0;
+	fprintf(stderr, "corral server: %s must be a number from %lld to %lld, not '%s'\n", name, min, max, v);
+	return -1;
+}
+
+static int parse(int argc, char **argv, struct server_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "host", required_argument, NULL, 'H' },         { "port", required_argument, NULL, 'p' },
+		{ "data-dir", required_argument, NULL, 'd' },     { "token", required_argument, NULL, 't' },
+		{ "disable-worker", no_argument, NULL, 'D' },     { "worker-port", required_argument, NULL, 'w' },
+		{ "worker-name", required_argument, NULL, 'n' },  { "status-interval", required_argument, NULL, 's' },
+		{ "probe-interval", required_argument, NULL, 'P' }, { "flush-interval", required_argument, NULL, 'f' },
+		{ "keepalive", required_argument, NULL, 'k' },    { "max-body", required_argument, NULL, 'b' },
+		{ "help", no_argument, NULL, 'h' },               { NULL, 0, NULL, 0 },
+	};
+	long long v;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'H': o->host = optarg; break;
+		case 'p': if (parse_int_opt("--port", optarg, 0, 65535, &v)) return 2; o->port = (int)v; break;
+		case 'd': free(o->data_dir); o->data_dir = cr_xstrdup(optarg); break;
+		case 't': o->token = optarg; break;
+		case 'D': o->disable_worker = true; break;
+		case 'w': if (parse_int_opt("--worker-port", optarg, 1, 65535, &v)) return 2; o->worker_port = (int)v; break;
+		case 'n': o->worker_name = optarg; break;
+		case 's': if (parse_int_opt("--status-interval", optarg, 1, 3600, &v)) return 2; o->status_interval = (int)v; break;
+		case 'P': if (parse_int_opt("--probe-interval", optarg, 0, 3600, &v)) return 2; o->app.probe_interval_s = (int)v; break;
+		case 'f': if (parse_int_opt("--flush-interval", optarg, 1, 3600, &v)) return 2; o->app.flush_interval_s = (int)v; break;
+		case 'k': if (parse_int_opt("--keepalive", optarg, 1, 3600, &v)) return 2; o->app.keepalive_s = (int)v; break;
+		case 'b': if (parse_int_opt("--max-body", optarg, 1024, 1 << 30, &v)) return 2; o->app.max_body = (size_t)v; break;
+		case 'h': fputs(server_usage, stdout); return 0;
+		default: fputs(server_usage, stderr); return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "corral server: unexpected argument '%s'\n%s", argv[optind], server_usage);
+		return 2;
+	}
+	return -1;
+}
+
+static char **worker_argv(const struct server_opts *o, int port)
+{
+	const char *host = !strcmp(o->host, "0.0.0.0") || !strcmp(o->host, "::") ? "127.0.0.1" : o->host;
+	char **argv = cr_xcalloc(16, sizeof(char *));
+	int n = 0;
+	argv[n++] = cr_xstrdup("corral");
+	argv[n++] = cr_xstrdup("worker");
+	argv[n++] = cr_xasprintf("--server-url=http://%s:%d", host, port);
+	argv[n++] = cr_xasprintf("--data-dir=%s/worker", o->data_dir);
+	argv[n++] = cr_xasprintf("--worker-port=%d", o->worker_port);
+	argv[n++] = cr_xasprintf("--status-interval=%d", o->status_interval);
+	if (o->worker_name)
+		argv[n++] = cr_xasprintf("--name=%s", o->worker_name);
+	return argv;
+}
+
+int cr_cmd_server(int argc, char **argv)
+{
+	struct server_opts o = { "0.0.0.0", NULL, NULL, default_data_dir(), 8080, 10150, 5, false, { 0 } };
+	cr_app_config_defaults(&o.app);
+	int rc = parse(argc, argv, &o);
+	if (rc >= 0) {
+		free(o.data_dir);
+		return rc;
+	}
+	o.app.data_dir = o.data_dir;
+	o.app.cluster_token = o.token;
+	signal(SIGPIPE, SIG_IGN);
+	evthread_use_pthreads();
+	struct event_base *base = event_base_new();
+	struct cr_app *app = NULL;
+	struct cr_err err = CR_ERR_INIT;
+	int port = 0;
+	rc = cr_app_open(base, &o.app, &app, &err);
+	if (!rc)
+		rc = cr_app_listen(app, o.host, o.port, &port, &err);
+	if (rc) {
+		cr_cmd_fail(&err);
+		cr_app_free(app);
+		event_base_free(base);
+		free(o.data_dir);
+		return 1;
+	}
+	printf("corral: server listening on http://%s:%d (data in %s)\n", o.host, port, o.data_dir);
+	fflush(stdout);
+
+	struct embedded e = { base, NULL, NULL, 0, 0, 0, NULL, false };
+	struct event *sigchld = NULL;
+	if (!o.disable_worker) {
+		e.argv = worker_argv(&o, port);
+		e.token = cr_xstrdup(cr_app_cluster_token(app));
+		e.restart = evtimer_new(base, on_restart, &e);
+		sigchld = evsignal_new(base, SIGCHLD, on_child, &e);
+		event_add(sigchld, NULL);
+		spawn(&e);
+	}
+	struct event *sigterm = evsignal_new(base, SIGTERM, on_stop, base);
+	struct event *sigint = evsignal_new(base, SIGINT, on_stop, base);
+	event_add(sigterm, NULL);
+	event_add(sigint, NULL);
+	event_base_dispatch(base);
+
+	stop_child(&e);
+	cr_app_free(app);
+	event_free(sigterm);
+	event_free(sigint);
+	if (sigchld)
+		event_free(sigchld);
+	if (e.restart)
+		event_free(e.restart);
+	for (char **a = e.argv; a && *a; a++)
+		free(*a);
+	free(e.argv);
+	free(e.token);
+	event_base_free(base);
+	free(o.data_dir);
+	cr_info("stopped");
+	return 0;
+}

@@ -1,0 +1,100 @@
+/* `corral worker`: parse options and run the agent. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "base/err.h"
+#include "base/mem.h"
+#include "base/util.h"
+#include "cmd/cmd.h"
+
+static const char worker_usage[] =
+	"usage: corral worker --server-url URL --token T [OPTIONS]\n"
+	"\n"
+	"Join a Corral server: detect this node's hardware, register, report status,\n"
+	"and (later) run the engines the server places here.\n"
+	"\n"
+	"  --server-url URL         the server, e.g. http://10.0.0.1:8080 ($CORRAL_SERVER_URL)\n"
+	"  --token T                cluster registration token from the server's DATA_DIR/token\n"
+	"                           ($CORRAL_TOKEN)\n"
+	"  --name N                 worker name (default: host name)\n"
+	"  --data-dir DIR           keeps the worker's identity (default $CORRAL_DATA_DIR/worker,\n"
+	"                           else /var/lib/corral/worker as root, else ~/.local/share/corral/worker)\n"
+	"  --worker-port P          port for /healthz and engine traffic (default 10150)\n"
+	"  --listen-host H          address to listen on (default 0.0.0.0)\n"
+	"  --advertise-address A    address the server and other workers use to reach this node\n"
+	"                           (default: the address the server sees)\n"
+	"  --labels k=v,...         labels for placement selectors\n"
+	"  --resources FILE         declare or override devices (JSON, see docs/ops.md)\n"
+	"  --status-interval S      seconds between status reports (default 5)\n"
+	"  -h, --help               this text\n";
+
+static char *default_dir(void)
+{
+	const char *env = getenv("CORRAL_DATA_DIR");
+	if (env && *env)
+		return cr_xasprintf("%s/worker", env);
+	if (geteuid() == 0)
+		return cr_xstrdup("/var/lib/corral/worker");
+	const char *home = getenv("HOME");
+	return cr_xasprintf("%s/.local/share/corral/worker", home ? home : ".");
+}
+
+int cr_cmd_worker(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "server-url", required_argument, NULL, 'u' }, { "token", required_argument, NULL, 't' },
+		{ "name", required_argument, NULL, 'n' },       { "data-dir", required_argument, NULL, 'd' },
+		{ "worker-port", required_argument, NULL, 'p' }, { "listen-host", required_argument, NULL, 'H' },
+		{ "advertise-address", required_argument, NULL, 'a' }, { "labels", required_argument, NULL, 'l' },
+		{ "resources", required_argument, NULL, 'r' },  { "status-interval", required_argument, NULL, 's' },
+		{ "help", no_argument, NULL, 'h' },             { NULL, 0, NULL, 0 },
+	};
+	struct cr_agent_config cfg = { getenv("CORRAL_SERVER_URL"), getenv("CORRAL_TOKEN"), NULL, NULL, NULL, 10150, NULL,
+				       NULL, NULL, 5 };
+	char *dir = NULL;
+	long long v;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'u': cfg.server_url = optarg; break;
+		case 't': cfg.token = optarg; break;
+		case 'n': cfg.name = optarg; break;
+		case 'd': cfg.data_dir = optarg; break;
+		case 'H': cfg.listen_host = optarg; break;
+		case 'a': cfg.advertise_address = optarg; break;
+		case 'l': cfg.labels = optarg; break;
+		case 'r': cfg.resources_file = optarg; break;
+		case 'p':
+			if (!cr_parse_int(optarg, 1, 65535, &v)) {
+				fprintf(stderr, "corral worker: --worker-port must be 1-65535, not '%s'\n", optarg);
+				return 2;
+			}
+			cfg.worker_port = (int)v;
+			break;
+		case 's':
+			if (!cr_parse_int(optarg, 1, 3600, &v)) {
+				fprintf(stderr, "corral worker: --status-interval must be 1-3600 seconds, not '%s'\n", optarg);
+				return 2;
+			}
+			cfg.status_interval_s = (int)v;
+			break;
+		case 'h': fputs(worker_usage, stdout); return 0;
+		default: fputs(worker_usage, stderr); return 2;
+		}
+	}
+	if (!cfg.server_url || !cfg.token) {
+		fprintf(stderr, "corral worker: %s is required\nfix: %s\n", cfg.server_url ? "--token" : "--server-url",
+			cfg.server_url ? "copy the token from the server's DATA_DIR/token file"
+				       : "pass the server's address, e.g. --server-url http://10.0.0.1:8080");
+		return 2;
+	}
+	if (!cfg.data_dir)
+		cfg.data_dir = dir = default_dir();
+	struct cr_err err = CR_ERR_INIT;
+	int rc = cr_agent_run(&cfg, &err);
+	free(dir);
+	return rc ? cr_cmd_fail(&err) : 0;
+}

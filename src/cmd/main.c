@@ -1,0 +1,71 @@
+/* corral: one binary for the server, the worker and the command-line client.
+ * Dispatches on the first argument. */
+#include <stdio.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "base/log.h"
+#include "base/secret.h"
+#include "cmd/cmd.h"
+#include "http/client.h"
+
+static const char usage[] =
+	"usage: corral COMMAND [OPTIONS]\n"
+	"\n"
+	"Run a cluster:\n"
+	"  server     the control plane (API, store, scheduler), with an embedded worker\n"
+	"  worker     the node agent: detects hardware, joins a server, runs engines\n"
+	"\n"
+	"Use a cluster (talks to the server's API):\n"
+	"  login      log in and keep the session token for the other commands\n"
+	"  logout     end the session\n"
+	"  workers    list workers; 'workers show NAME', 'workers rm NAME'\n"
+	"  gpus       list the GPUs of every worker\n"
+	"\n"
+	"On this node, without a server:\n"
+	"  doctor     what this node has: devices, drivers, memory, notes\n"
+	"\n"
+	"  version    print the version\n"
+	"\n"
+	"'corral COMMAND --help' describes each command. Docs: docs/cli.md\n";
+
+int cr_cmd_fail(const struct cr_err *err)
+{
+	fprintf(stderr, "corral: %s\n", err->message);
+	if (err->fix[0])
+		fprintf(stderr, "fix: %s\n", err->fix);
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		int (*fn)(int, char **);
+	} cmds[] = {
+		{ "server", cr_cmd_server }, { "worker", cr_cmd_worker }, { "login", cr_cmd_login },
+		{ "logout", cr_cmd_logout }, { "workers", cr_cmd_workers }, { "gpus", cr_cmd_gpus },
+		{ "doctor", cr_cmd_doctor },
+	};
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		fputs(usage, argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+		printf("corral %s\n", CORRAL_VERSION);
+		return 0;
+	}
+	if (cr_secret_init() != 0) {
+		fprintf(stderr, "corral: libsodium failed to initialise\n");
+		return 1;
+	}
+	cr_http_client_init();
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		if (!strcmp(argv[1], cmds[i].name)) {
+			cr_log_setup(cmds[i].name, CR_LOG_INFO);
+			return cmds[i].fn(argc - 1, argv + 1);
+		}
+	}
+	fprintf(stderr, "corral: unknown command '%s'\n\n%s", argv[1], usage);
+	return 2;
+}

@@ -1,0 +1,157 @@
+/* libcurl glue, see client.h. */
+#include "http/client.h"
+
+#include <curl/curl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/buf.h"
+#include "base/err.h"
+#include "base/json.h"
+#include "base/mem.h"
+
+#define RESP_CAP (64u << 20)
+
+void cr_http_client_init(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static size_t collect(char *p, size_t size, size_t n, void *arg)
+{
+	struct cr_buf *b = arg;
+	return cr_buf_add(b, p, size * n) == 0 ? size * n : 0;
+}
+
+static struct curl_slist *headers_for(const char *bearer, bool json)
+{
+	struct curl_slist *h = NULL;
+	if (bearer) {
+		char *line = cr_xasprintf("Authorization: Bearer %s", bearer);
+		h = curl_slist_append(h, line);
+		free(line);
+	}
+	if (json)
+		h = curl_slist_append(h, "Content-Type: application/json");
+	h = curl_slist_append(h, "Expect:");
+	return h;
+}
+
+int cr_http_call(const char *method, const char *url, const char *bearer, const char *body, long timeout_ms,
+		 struct cr_http_resp *out, struct cr_err *err)
+{
+	memset(out, 0, sizeof(*out));
+	CURL *c = curl_easy_init();
+	if (!c)
+		abort();
+	struct cr_buf buf = CR_BUF_INIT(RESP_CAP);
+	struct curl_slist *h = headers_for(bearer, body != NULL);
+	char errbuf[CURL_ERROR_SIZE] = "";
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &buf);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 5000 ? timeout_ms : 5000);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+	if (body) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	}
+	CURLcode rc = curl_easy_perform(c);
+	int ret = 0;
+	if (rc != CURLE_OK) {
+		ret = cr_err_set(err, CR_EUPSTREAM, "check the URL and that the server is running and reachable",
+				 "%s %s failed: %s", method, url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		cr_buf_release(&buf);
+	} else {
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+		out->len = buf.len;
+		out->body = cr_buf_detach(&buf);
+	}
+	curl_slist_free_all(h);
+	curl_easy_cleanup(c);
+	return ret;
+}
+
+void cr_http_resp_release(struct cr_http_resp *r)
+{
+	free(r->body);
+	r->body = NULL;
+	r->len = 0;
+}
+
+struct stream_ctx {
+	CURL *c;
+	cr_http_data_cb cb;
+	void *arg;
+	int stopped;
+	long status;
+};
+
+static size_t stream_write(char *p, size_t size, size_t n, void *arg)
+{
+	struct stream_ctx *s = arg;
+	if (!s->status)
+		curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &s->status);
+	if (s->status < 200 || s->status >= 300)
+		return size * n; /* drain error bodies without handing them on */
+	if (s->cb(p, size * n, s->arg)) {
+		s->stopped = 1;
+		return 0;
+	}
+	return size * n;
+}
+
+int cr_http_stream(const char *url, const char *bearer, long idle_s, cr_http_data_cb cb, void *arg, long *status,
+		   struct cr_err *err)
+{
+	CURL *c = curl_easy_init();
+	if (!c)
+		abort();
+	struct stream_ctx s = { c, cb, arg, 0, 0 };
+	struct curl_slist *h = headers_for(bearer, false);
+	h = curl_slist_append(h, "Accept: text/event-stream");
+	char errbuf[CURL_ERROR_SIZE] = "";
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, stream_write);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, idle_s);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	CURLcode rc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &s.status);
+	*status = s.status;
+	int ret = 0;
+	if (rc != CURLE_OK && !s.stopped)
+		ret = cr_err_set(err, CR_EUPSTREAM, "check that the server is running and reachable",
+				 "stream %s failed: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+	curl_slist_free_all(h);
+	curl_easy_cleanup(c);
+	return ret;
+}
+
+int cr_http_error_from(const struct cr_http_resp *r, struct cr_err *err)
+{
+	int code = r->status == 401 ? CR_EUNAUTH
+		 : r->status == 403 ? CR_EFORBID
+		 : r->status == 404 ? CR_ENOTFOUND
+		 : r->status == 409 ? CR_ECONFLICT
+		 : r->status == 413 ? CR_ETOOBIG
+		 : r->status >= 400 && r->status < 500 ? CR_EINPUT
+							 : CR_EUPSTREAM;
+	json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
+	json_t *e = json_object_get(j, "error");
+	if (json_is_object(e))
+		cr_err_set(err, code, cr_json_get_str(e, "fix", ""), "%s", cr_json_get_str(e, "message", "error"));
+	else
+		cr_err_set(err, code, NULL, "the server answered HTTP %ld", r->status);
+	json_decref(j);
+	return code;
+}

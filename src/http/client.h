@@ -1,0 +1,42 @@
+/* Blocking HTTP client on libcurl, used by the worker's reporting threads and
+ * the command-line client. */
+#ifndef CR_HTTP_CLIENT_H
+#define CR_HTTP_CLIENT_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+struct cr_err;
+
+/* Call once per process before any thread uses the client. */
+void cr_http_client_init(void);
+
+struct cr_http_resp {
+	long status;
+	char *body; /* owned, NUL-terminated, "" when empty */
+	size_t len;
+};
+
+/* Send method url with an optional bearer token and JSON body (NULL: none).
+ * Returns 0 when an HTTP answer came back (any status, in out), or
+ * CR_EUPSTREAM with err saying why the server could not be reached. The
+ * caller releases out with cr_http_resp_release. */
+int cr_http_call(const char *method, const char *url, const char *bearer, const char *body, long timeout_ms,
+		 struct cr_http_resp *out, struct cr_err *err);
+void cr_http_resp_release(struct cr_http_resp *r);
+
+/* Called with each piece of a streamed response; return nonzero to stop. */
+typedef int (*cr_http_data_cb)(const char *data, size_t len, void *arg);
+
+/* GET url and feed the body to cb as it arrives, until the server ends it,
+ * cb stops it, or nothing arrives for idle_s seconds. *status gets the HTTP
+ * status (0 if none). Returns 0 when the stream ended normally or was stopped
+ * by cb, CR_EUPSTREAM otherwise. cb is never called for non-2xx answers. */
+int cr_http_stream(const char *url, const char *bearer, long idle_s, cr_http_data_cb cb, void *arg, long *status,
+		   struct cr_err *err);
+
+/* Pull the "error" object of a management error reply into err (message and
+ * fix), or describe the status when the body is not one. Returns err->code. */
+int cr_http_error_from(const struct cr_http_resp *r, struct cr_err *err);
+
+#endif

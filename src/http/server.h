@@ -1,0 +1,115 @@
+/* HTTP server on libevent's evhttp: a route table per resource, per-request
+ * context released together, JSON replies and the project's error shape,
+ * server-sent-event streams, and limits on headers and bodies.
+ *
+ * Every handler must end its request exactly once: with a cr_reply_* call,
+ * now or later (after async work), or by opening a stream. */
+#ifndef CR_HTTP_SERVER_H
+#define CR_HTTP_SERVER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct evhttp_request;
+struct cr_err;
+struct cr_http_server;
+struct cr_req;
+
+enum cr_method { CR_GET = 1, CR_POST, CR_PUT, CR_PATCH, CR_DELETE };
+
+/* Who may call a route; checked by the server's auth hook before the handler. */
+enum cr_auth_need {
+	CR_AUTH_NONE,   /* anyone */
+	CR_AUTH_USER,   /* a user session or API key */
+	CR_AUTH_ADMIN,  /* a user with the admin role */
+	CR_AUTH_WORKER, /* the worker named by the first path parameter */
+};
+
+typedef void (*cr_http_handler_cb)(struct cr_req *req);
+
+/* A route; "{}" in a pattern matches one non-empty path segment, available as
+ * cr_req_param(req, i). Tables end with an entry whose pattern is NULL. */
+struct cr_http_route {
+	enum cr_method method;
+	const char *pattern;
+	enum cr_auth_need auth;
+	cr_http_handler_cb handler;
+};
+
+/* Authenticate req for need; 0 to proceed, or an error code with err filled
+ * (the server then replies with it). Called on the event loop. */
+typedef int (*cr_http_auth_cb)(struct cr_req *req, enum cr_auth_need need, struct cr_err *err);
+
+struct cr_http_limits {
+	size_t max_body;    /* bodies above this get 413 (JSON) */
+	size_t max_headers; /* total header bytes above this get 431 (JSON) */
+	int read_timeout_s; /* slow clients are cut after this */
+};
+
+/* Create a server on base that dispatches to the route tables (borrowed, kept
+ * until free) with app as the context handed to handlers. */
+struct cr_http_server *cr_http_server_new(struct event_base *base, const struct cr_http_limits *limits,
+					  cr_http_auth_cb auth, void *app);
+void cr_http_server_add_routes(struct cr_http_server *s, const struct cr_http_route *table);
+
+/* Listen on host:port (port 0: any free port). Returns 0 or a negated errno
+ * with err naming the address and the fix. *bound_port gets the port. */
+int cr_http_server_listen(struct cr_http_server *s, const char *host, int port, int *bound_port,
+			  struct cr_err *err);
+
+/* Stop listening and free; open streams are closed. NULL is allowed. */
+void cr_http_server_free(struct cr_http_server *s);
+
+/* Request accessors. Strings are borrowed for the request's lifetime. */
+void *cr_req_app(const struct cr_req *req);
+const char *cr_req_param(const struct cr_req *req, int i);
+const char *cr_req_header(const struct cr_req *req, const char *name);
+/* Query parameter, or NULL. */
+const char *cr_req_query(struct cr_req *req, const char *name);
+/* The peer's address as text. */
+const char *cr_req_peer(const struct cr_req *req);
+/* The body parsed as a JSON object, or NULL with err set (CR_EINPUT). The
+ * object is owned by the request. */
+json_t *cr_req_json(struct cr_req *req, struct cr_err *err);
+
+/* Per-request slots the auth hook fills and handlers read. */
+struct cr_principal {
+	int64_t user_id;        /* 0 for workers */
+	const char *username;   /* borrowed from the app's cache */
+	bool admin;
+	const char *worker_id;  /* for CR_AUTH_WORKER */
+};
+struct cr_principal *cr_req_principal(struct cr_req *req);
+
+/* Replies; each ends the request and frees its memory. cr_reply_json steals
+ * the reference to body. */
+void cr_reply_json(struct cr_req *req, int status, json_t *body);
+void cr_reply_error(struct cr_req *req, int code, const char *message, const char *fix);
+void cr_reply_err(struct cr_req *req, const struct cr_err *err);
+
+/* The one mapping from error codes to HTTP statuses. */
+int cr_http_status(int code);
+
+/* Server-sent events. cr_stream_open ends the request (no cr_reply_* after
+ * it) and starts a 200 text/event-stream reply. on_close is called once when
+ * the client goes away, and never after cr_stream_close. */
+struct cr_stream;
+typedef void (*cr_stream_close_cb)(struct cr_stream *s, void *arg);
+struct cr_stream *cr_stream_open(struct cr_req *req, cr_stream_close_cb on_close, void *arg);
+/* Send one event (event may be NULL) with data on one "data:" line. */
+void cr_stream_event(struct cr_stream *s, const char *event, const char *data);
+/* Send a comment line, used as keepalive. */
+void cr_stream_comment(struct cr_stream *s, const char *text);
+/* End the stream from the server side and free it. */
+void cr_stream_close(struct cr_stream *s);
+
+/* Run work(arg) on a new thread, then done(arg) on base's loop thread.
+ * Requires evthread_use_pthreads() before base was created. done is called
+ * exactly once. */
+typedef void (*cr_offload_cb)(void *arg);
+void cr_offload(struct event_base *base, cr_offload_cb work, cr_offload_cb done, void *arg);
+
+#endif

@@ -1,0 +1,34 @@
+/* SQLite schema migrations, numbered from 1 and applied in order at start.
+ * Append new migrations; never edit one that has shipped. */
+#include "store/schema.h"
+
+#include <stddef.h>
+
+const char *const cr_schema_sqlite[] = {
+	/* 1: users, sessions, settings, workers */
+	"CREATE TABLE users ("
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  username TEXT NOT NULL UNIQUE,"
+	"  password_hash TEXT NOT NULL,"
+	"  role TEXT NOT NULL CHECK (role IN ('admin', 'user')),"
+	"  created_ms INTEGER NOT NULL);"
+	"CREATE TABLE sessions ("
+	"  token_hash TEXT PRIMARY KEY,"
+	"  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+	"  created_ms INTEGER NOT NULL,"
+	"  expires_ms INTEGER NOT NULL);"
+	"CREATE TABLE settings ("
+	"  key TEXT PRIMARY KEY,"
+	"  value TEXT NOT NULL);"
+	"CREATE TABLE workers ("
+	"  id TEXT PRIMARY KEY,"
+	"  name TEXT NOT NULL UNIQUE,"
+	"  secret_hash TEXT NOT NULL,"
+	"  labels TEXT NOT NULL DEFAULT '{}',"
+	"  address TEXT NOT NULL DEFAULT '',"
+	"  port INTEGER NOT NULL DEFAULT 0,"
+	"  created_ms INTEGER NOT NULL,"
+	"  last_seen_ms INTEGER NOT NULL DEFAULT 0,"
+	"  report TEXT);",
+	NULL,
+};

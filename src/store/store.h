@@ -1,0 +1,84 @@
+/* The store: durable desired state (users, sessions, workers' identities,
+ * settings) and periodically flushed observed state (workers' last reports).
+ * A backend is an ops table (SQLite today; PostgreSQL fits the same table).
+ * All calls are synchronous and made from the server's event loop thread. */
+#ifndef CR_STORE_STORE_H
+#define CR_STORE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct cr_err;
+struct cr_store;
+
+struct cr_user_rec {
+	int64_t id;            /* assigned by user_add */
+	char *username;
+	char *password_hash;   /* argon2id string */
+	char *role;            /* "admin" or "user" */
+	int64_t created_ms;
+};
+
+struct cr_session_rec {
+	char *token_hash;      /* BLAKE2b hex of the bearer token */
+	int64_t user_id;
+	int64_t created_ms;
+	int64_t expires_ms;
+};
+
+struct cr_worker_rec {
+	char *id;
+	char *name;
+	char *secret_hash;
+	char *labels_json;     /* object of strings */
+	char *address;
+	int port;
+	int64_t created_ms;
+	int64_t last_seen_ms;  /* observed: flushed periodically */
+	char *report_json;     /* observed: the last report, or NULL */
+};
+
+typedef void (*cr_store_user_cb)(const struct cr_user_rec *u, void *arg);
+typedef void (*cr_store_session_cb)(const struct cr_session_rec *s, void *arg);
+typedef void (*cr_store_worker_cb)(const struct cr_worker_rec *w, void *arg);
+
+/* Each op returns 0 or an error code with err filled. Callbacks borrow the
+ * record for the duration of the call and are called once per row. */
+struct cr_store_ops {
+	const char *name;
+	int (*user_add)(struct cr_store *s, struct cr_user_rec *u, struct cr_err *err);
+	int (*user_list)(struct cr_store *s, cr_store_user_cb cb, void *arg, struct cr_err *err);
+	int (*session_add)(struct cr_store *s, const struct cr_session_rec *r, struct cr_err *err);
+	int (*session_del)(struct cr_store *s, const char *token_hash, struct cr_err *err);
+	/* Lists unexpired sessions and deletes expired ones. */
+	int (*session_list)(struct cr_store *s, int64_t now_ms, cr_store_session_cb cb, void *arg, struct cr_err *err);
+	/* Insert or update a worker's identity (not its observed state). */
+	int (*worker_put)(struct cr_store *s, const struct cr_worker_rec *w, struct cr_err *err);
+	int (*worker_del)(struct cr_store *s, const char *id, struct cr_err *err);
+	int (*worker_list)(struct cr_store *s, cr_store_worker_cb cb, void *arg, struct cr_err *err);
+	/* Write last_seen and report of n workers in one transaction. */
+	int (*worker_observed)(struct cr_store *s, const struct cr_worker_rec *const *w, size_t n, struct cr_err *err);
+	/* Settings: small named strings. get returns CR_ENOTFOUND when unset;
+	 * *value is owned by the caller. */
+	int (*setting_get)(struct cr_store *s, const char *key, char **value, struct cr_err *err);
+	int (*setting_put)(struct cr_store *s, const char *key, const char *value, struct cr_err *err);
+	/* The applied schema version. */
+	int (*schema_version)(struct cr_store *s, int *version, struct cr_err *err);
+	void (*close)(struct cr_store *s);
+};
+
+struct cr_store {
+	const struct cr_store_ops *ops;
+};
+
+/* Open (creating if needed) the SQLite store at path and apply pending
+ * migrations. Errors name the file and the fix. */
+int cr_store_open_sqlite(const char *path, struct cr_store **out, struct cr_err *err);
+
+/* Close and free; NULL allowed. */
+void cr_store_close(struct cr_store *s);
+
+/* Free the strings of a record filled by the caller (not by callbacks). */
+void cr_user_rec_release(struct cr_user_rec *u);
+
+#endif

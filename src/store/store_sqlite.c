@@ -1,0 +1,343 @@
+/* SQLite backend of the store: WAL journal, synchronous=NORMAL, foreign keys
+ * on, migrations from schema_sqlite.c recorded in PRAGMA user_version. */
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "base/mem.h"
+#include "store/schema.h"
+#include "store/store.h"
+
+struct sqlite_store {
+	struct cr_store base;
+	sqlite3 *db;
+	char *path;
+};
+
+static sqlite3 *db_of(struct cr_store *s)
+{
+	return ((struct sqlite_store *)s)->db;
+}
+
+static int db_error(struct cr_store *s, struct cr_err *err, const char *what)
+{
+	sqlite3 *db = db_of(s);
+	int ext = sqlite3_extended_errcode(db);
+	if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY)
+		return cr_err_set(err, CR_ECONFLICT, "choose another name", "%s: %s", what, sqlite3_errmsg(db));
+	return cr_err_set(err, -EIO, "check the disk and the file's permissions in the data directory",
+			  "sqlite %s failed: %s", what, sqlite3_errmsg(db));
+}
+
+static int prepare(struct cr_store *s, const char *sql, sqlite3_stmt **st, struct cr_err *err)
+{
+	if (sqlite3_prepare_v2(db_of(s), sql, -1, st, NULL) != SQLITE_OK)
+		return db_error(s, err, "prepare");
+	return 0;
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+	return t ? (const char *)t : NULL;
+}
+
+/* Run a statement that returns no rows; binds are done by the caller. */
+static int step_done(struct cr_store *s, sqlite3_stmt *st, const char *what, struct cr_err *err)
+{
+	int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_error(s, err, what);
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int user_add(struct cr_store *s, struct cr_user_rec *u, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "INSERT INTO users (username, password_hash, role, created_ms) VALUES (?, ?, ?, ?)", &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, u->username, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, u->password_hash, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, u->role, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, u->created_ms);
+	rc = step_done(s, st, "insert user", err);
+	if (!rc)
+		u->id = sqlite3_last_insert_rowid(db_of(s));
+	return rc;
+}
+
+static int user_list(struct cr_store *s, cr_store_user_cb cb, void *arg, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "SELECT id, username, password_hash, role, created_ms FROM users ORDER BY id", &st, err);
+	if (rc)
+		return rc;
+	int r;
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cr_user_rec u = {
+			sqlite3_column_int64(st, 0), (char *)col_text(st, 1), (char *)col_text(st, 2),
+			(char *)col_text(st, 3), sqlite3_column_int64(st, 4),
+		};
+		cb(&u, arg);
+	}
+	rc = r == SQLITE_DONE ? 0 : db_error(s, err, "list users");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int session_add(struct cr_store *s, const struct cr_session_rec *r, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "INSERT INTO sessions (token_hash, user_id, created_ms, expires_ms) VALUES (?, ?, ?, ?)", &st,
+			 err);
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, r->token_hash, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, r->user_id);
+	sqlite3_bind_int64(st, 3, r->created_ms);
+	sqlite3_bind_int64(st, 4, r->expires_ms);
+	return step_done(s, st, "insert session", err);
+}
+
+static int delete_by(struct cr_store *s, const char *sql, const char *key, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, sql, &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	return step_done(s, st, "delete", err);
+}
+
+static int session_del(struct cr_store *s, const char *token_hash, struct cr_err *err)
+{
+	return delete_by(s, "DELETE FROM sessions WHERE token_hash = ?", token_hash, err);
+}
+
+static int session_list(struct cr_store *s, int64_t now_ms, cr_store_session_cb cb, void *arg, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "DELETE FROM sessions WHERE expires_ms <= ?", &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(st, 1, now_ms);
+	rc = step_done(s, st, "expire sessions", err);
+	if (rc)
+		return rc;
+	rc = prepare(s, "SELECT token_hash, user_id, created_ms, expires_ms FROM sessions", &st, err);
+	if (rc)
+		return rc;
+	int r;
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cr_session_rec rec = { (char *)col_text(st, 0), sqlite3_column_int64(st, 1),
+					      sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3) };
+		cb(&rec, arg);
+	}
+	rc = r == SQLITE_DONE ? 0 : db_error(s, err, "list sessions");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int worker_put(struct cr_store *s, const struct cr_worker_rec *w, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s,
+			 "INSERT INTO workers (id, name, secret_hash, labels, address, port, created_ms, last_seen_ms)"
+			 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET name = excluded.name,"
+			 " secret_hash = excluded.secret_hash, labels = excluded.labels, address = excluded.address,"
+			 " port = excluded.port",
+			 &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, w->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, w->name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, w->secret_hash, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, w->labels_json ? w->labels_json : "{}", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, w->address ? w->address : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 6, w->port);
+	sqlite3_bind_int64(st, 7, w->created_ms);
+	sqlite3_bind_int64(st, 8, w->last_seen_ms);
+	return step_done(s, st, "save worker", err);
+}
+
+static int worker_del(struct cr_store *s, const char *id, struct cr_err *err)
+{
+	return delete_by(s, "DELETE FROM workers WHERE id = ?", id, err);
+}
+
+static int worker_list(struct cr_store *s, cr_store_worker_cb cb, void *arg, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s,
+			 "SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report"
+			 " FROM workers ORDER BY name",
+			 &st, err);
+	if (rc)
+		return rc;
+	int r;
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cr_worker_rec w = {
+			(char *)col_text(st, 0), (char *)col_text(st, 1), (char *)col_text(st, 2),
+			(char *)col_text(st, 3), (char *)col_text(st, 4), sqlite3_column_int(st, 5),
+			sqlite3_column_int64(st, 6), sqlite3_column_int64(st, 7), (char *)col_text(st, 8),
+		};
+		cb(&w, arg);
+	}
+	rc = r == SQLITE_DONE ? 0 : db_error(s, err, "list workers");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int exec(struct cr_store *s, const char *sql, struct cr_err *err)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(db_of(s), sql, NULL, NULL, &msg) != SQLITE_OK) {
+		cr_err_set(err, -EIO, "check the disk and the data directory", "sqlite '%.60s' failed: %s", sql,
+			   msg ? msg : "?");
+		sqlite3_free(msg);
+		return -EIO;
+	}
+	return 0;
+}
+
+static int worker_observed(struct cr_store *s, const struct cr_worker_rec *const *w, size_t n, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = exec(s, "BEGIN", err);
+	if (rc)
+		return rc;
+	rc = prepare(s, "UPDATE workers SET last_seen_ms = ?, report = ? WHERE id = ?", &st, err);
+	if (!rc) {
+		for (size_t i = 0; !rc && i < n; i++) {
+			sqlite3_bind_int64(st, 1, w[i]->last_seen_ms);
+			sqlite3_bind_text(st, 2, w[i]->report_json, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 3, w[i]->id, -1, SQLITE_STATIC);
+			if (sqlite3_step(st) != SQLITE_DONE)
+				rc = db_error(s, err, "update worker status");
+			sqlite3_reset(st);
+		}
+		sqlite3_finalize(st);
+	}
+	if (rc) {
+		exec(s, "ROLLBACK", NULL);
+		return rc;
+	}
+	return exec(s, "COMMIT", err);
+}
+
+static int setting_get(struct cr_store *s, const char *key, char **value, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "SELECT value FROM settings WHERE key = ?", &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	int r = sqlite3_step(st);
+	if (r == SQLITE_ROW)
+		*value = cr_xstrdup(col_text(st, 0));
+	else if (r == SQLITE_DONE)
+		rc = cr_err_set(err, CR_ENOTFOUND, NULL, "setting '%s' is not set", key);
+	else
+		rc = db_error(s, err, "read setting");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int setting_put(struct cr_store *s, const char *key, const char *value, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+			 &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, value, -1, SQLITE_STATIC);
+	return step_done(s, st, "save setting", err);
+}
+
+static int schema_version(struct cr_store *s, int *version, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "PRAGMA user_version", &st, err);
+	if (rc)
+		return rc;
+	*version = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+	sqlite3_finalize(st);
+	return 0;
+}
+
+static void sqlite_close(struct cr_store *s)
+{
+	struct sqlite_store *ss = (struct sqlite_store *)s;
+	sqlite3_close(ss->db);
+	free(ss->path);
+	free(ss);
+}
+
+static const struct cr_store_ops sqlite_ops = {
+	"sqlite", user_add, user_list, session_add, session_del, session_list, worker_put, worker_del,
+	worker_list, worker_observed, setting_get, setting_put, schema_version, sqlite_close,
+};
+
+static int migrate(struct cr_store *s, struct cr_err *err)
+{
+	int have = 0, rc = schema_version(s, &have, err);
+	int known = 0;
+	while (cr_schema_sqlite[known])
+		known++;
+	if (rc)
+		return rc;
+	if (have > known)
+		return cr_err_set(err, -EPROTO, "run the newer corral binary that created this store, or restore a backup",
+				  "the store has schema version %d but this corral knows only up to %d", have, known);
+	for (int v = have; v < known; v++) {
+		char *sql = cr_xasprintf("BEGIN; %s PRAGMA user_version = %d; COMMIT;", cr_schema_sqlite[v], v + 1);
+		rc = exec(s, sql, err);
+		free(sql);
+		if (rc) {
+			exec(s, "ROLLBACK", NULL);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+int cr_store_open_sqlite(const char *path, struct cr_store **out, struct cr_err *err)
+{
+	struct sqlite_store *ss = cr_xcalloc(1, sizeof(*ss));
+	ss->base.ops = &sqlite_ops;
+	ss->path = cr_xstrdup(path);
+	int rc = 0;
+	if (sqlite3_open_v2(path, &ss->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+	    SQLITE_OK) {
+		rc = cr_err_set(err, -EIO, "check that the data directory exists and is writable",
+				"cannot open the store '%s': %s", path, ss->db ? sqlite3_errmsg(ss->db) : "out of memory");
+		goto fail;
+	}
+	sqlite3_busy_timeout(ss->db, 5000);
+	rc = exec(&ss->base, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;", err);
+	if (!rc)
+		rc = migrate(&ss->base, err);
+	if (rc)
+		goto fail;
+	*out = &ss->base;
+	return 0;
+fail:
+	sqlite_close(&ss->base);
+	return rc;
+}
+
+void cr_store_close(struct cr_store *s)
+{
+	if (s)
+		s->ops->close(s);
+}
+
+void cr_user_rec_release(struct cr_user_rec *u)
+{
+	free(u->username);
+	free(u->password_hash);
+	free(u->role);
+	memset(u, 0, sizeof(*u));
+}
