@@ -50,7 +50,7 @@ $(BUILD)/corral: $(CMD_OBJS) $(BUILD)/libcorral.a
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcorral.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(LDLIBS) -lcriterion
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(LDLIBS) -lcriterion $(shell pkg-config --libs sqlite3)
 
 $(BUILD)/fakes/nvml/libnvidia-ml.so.1: tests/fakes/nvml/fake_nvml.c
 	@mkdir -p $(dir $@)
@@ -77,8 +77,8 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libcorral.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(LDLIBS)
 
-unit: $(UNIT_BINS)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t --jobs 1; done
+unit: $(UNIT_BINS) $(FAKE_NVML)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; CORRAL_BUILD=$(BUILD) $$t --jobs 1; done
 
 fuzz-replay: $(FUZZ_REPLAY)
 	@set -e; for t in $(FUZZ_REPLAY); do n=$$(basename $$t -replay); \

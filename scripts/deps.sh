@@ -1,0 +1,21 @@
+#!/bin/sh
+# Install the Debian packages Corral needs to build and test. As root it runs
+# apt-get; otherwise it prints the exact command to run. Quiet when all are present.
+set -e
+PKGS="build-essential pkg-config libevent-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev \
+libsodium-dev libcriterion-dev python3 iproute2"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" = 0 ]; then
+	echo "deps: installing$missing"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q >/dev/null
+	apt-get install -y -q --no-install-recommends $missing >/dev/null
+else
+	echo "deps: missing Debian packages:$missing" >&2
+	echo "deps: run as root:  apt-get install -y$missing" >&2
+	exit 1
+fi

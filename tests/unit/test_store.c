@@ -1,0 +1,193 @@
+/* Unit tests of the SQLite store: migrations, users, sessions, workers and
+ * the batched flush of observed state, against real SQLite files. */
+#include <criterion/criterion.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "base/mem.h"
+#include "store/store.h"
+
+static char *db_path(void)
+{
+	char *d = cr_xstrdup("/tmp/cr-store-XXXXXX");
+	cr_assert_not_null(mkdtemp(d));
+	char *p = cr_xasprintf("%s/corral.db", d);
+	free(d);
+	return p;
+}
+
+static struct cr_store *open_at(const char *path)
+{
+	struct cr_store *s = NULL;
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_eq(cr_store_open_sqlite(path, &s, &err), 0, "%s", err.message);
+	return s;
+}
+
+Test(store, migrations_apply_once_and_refuse_newer_schemas)
+{
+	char *path = db_path();
+	struct cr_store *s = open_at(path);
+	int v = 0;
+	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
+	cr_assert_eq(v, 1);
+	cr_store_close(s);
+	s = open_at(path); /* reopening applies nothing again */
+	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
+	cr_assert_eq(v, 1);
+	cr_store_close(s);
+
+	sqlite3 *db;
+	sqlite3_open(path, &db);
+	sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL);
+	sqlite3_close(db);
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_neq(cr_store_open_sqlite(path, &s, &err), 0);
+	cr_assert(strstr(err.message, "schema version 99"), "%s", err.message);
+	cr_assert(strstr(err.fix, "newer"), "%s", err.fix);
+	free(path);
+}
+
+Test(store, wal_mode_is_on)
+{
+	char *path = db_path();
+	struct cr_store *s = open_at(path);
+	cr_store_close(s);
+	sqlite3 *db;
+	sqlite3_open(path, &db);
+	sqlite3_stmt *st;
+	sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL);
+	cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+	cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "wal");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	free(path);
+}
+
+static void count_user(const struct cr_user_rec *u, void *arg)
+{
+	int *n = arg;
+	cr_assert_str_eq(u->username, "admin");
+	cr_assert_str_eq(u->role, "admin");
+	(*n)++;
+}
+
+Test(store, users_are_unique)
+{
+	char *path = db_path();
+	struct cr_store *s = open_at(path);
+	struct cr_user_rec u = { 0, "admin", "$argon2id$x", "admin", 1 };
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_eq(s->ops->user_add(s, &u, &err), 0);
+	cr_assert_gt(u.id, 0);
+	cr_assert_eq(s->ops->user_add(s, &u, &err), CR_ECONFLICT);
+	struct cr_user_rec bad = { 0, "eve", "h", "root", 1 };
+	cr_assert_neq(s->ops->user_add(s, &bad, &err), 0, "roles are checked by the schema");
+	int n = 0;
+	cr_assert_eq(s->ops->user_list(s, count_user, &n, &err), 0);
+	cr_assert_eq(n, 1);
+	cr_store_close(s);
+	free(path);
+}
+
+static void count_session(const struct cr_session_rec *r, void *arg)
+{
+	int *n = arg;
+	cr_assert_str_eq(r->token_hash, "live");
+	(*n)++;
+}
+
+Test(store, expired_sessions_are_dropped)
+{
+	char *path = db_path();
+	struct cr_store *s = open_at(path);
+	struct cr_user_rec u = { 0, "admin", "h", "admin", 1 };
+	cr_assert_eq(s->ops->user_add(s, &u, NULL), 0);
+	struct cr_session_rec live = { "live", u.id, 1, 2000 }, dead = { "dead", u.id, 1, 500 };
+	cr_assert_eq(s->ops->session_add(s, &live, NULL), 0);
+	cr_assert_eq(s->ops->session_add(s, &dead, NULL), 0);
+	int n = 0;
+	cr_assert_eq(s->ops->session_list(s, 1000, count_session, &n, NULL), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(s->ops->session_del(s, "live", NULL), 0);
+	n = 0;
+	cr_assert_eq(s->ops->session_list(s, 1000, count_session, &n, NULL), 0);
+	cr_assert_eq(n, 0);
+	cr_store_close(s);
+	free(path);
+}
+
+struct seen {
+	int n;
+	char report[256];
+	long long last_seen;
+	char labels[64];
+};
+
+static void see_worker(const struct cr_worker_rec *w, void *arg)
+{
+	struct seen *s = arg;
+	s->n++;
+	snprintf(s->report, sizeof(s->report), "%s", w->report_json ? w->report_json : "");
+	snprintf(s->labels, sizeof(s->labels), "%s", w->labels_json);
+	s->last_seen = w->last_seen_ms;
+}
+
+Test(store, workers_identity_and_observed_state)
+{
+	char *path = db_path();
+	struct cr_store *s = open_at(path);
+	struct cr_worker_rec w = { "id1", "gpu-1", "hash", "{\"gpu\":\"h100\"}", "10.0.0.5", 10150, 1, 0, NULL };
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_eq(s->ops->worker_put(s, &w, &err), 0);
+	struct cr_worker_rec clash = { "id2", "gpu-1", "hash", "{}", "", 1, 1, 0, NULL };
+	cr_assert_eq(s->ops->worker_put(s, &clash, &err), CR_ECONFLICT, "names are unique");
+	w.report_json = "{\"system\":{}}";
+	w.last_seen_ms = 4242;
+	const struct cr_worker_rec *batch[] = { &w };
+	cr_assert_eq(s->ops->worker_observed(s, batch, 1, &err), 0);
+	w.labels_json = "{}";
+	cr_assert_eq(s->ops->worker_put(s, &w, &err), 0, "updating identity keeps observed state");
+	cr_store_close(s);
+	s = open_at(path);
+	struct seen seen = { 0, "", 0, "" };
+	cr_assert_eq(s->ops->worker_list(s, see_worker, &seen, &err), 0);
+	cr_assert_eq(seen.n, 1);
+	cr_assert_str_eq(seen.report, "{\"system\":{}}");
+	cr_assert_str_eq(seen.labels, "{}");
+	cr_assert_eq(seen.last_seen, 4242);
+	cr_assert_eq(s->ops->worker_del(s, "id1", &err), 0);
+	seen.n = 0;
+	cr_assert_eq(s->ops->worker_list(s, see_worker, &seen, &err), 0);
+	cr_assert_eq(seen.n, 0);
+	cr_store_close(s);
+	free(path);
+}
+
+Test(store, settings)
+{
+	char *path = db_path();
+	struct cr_store *s = open_at(path);
+	char *v = NULL;
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_eq(s->ops->setting_get(s, "k", &v, &err), CR_ENOTFOUND);
+	cr_assert_eq(s->ops->setting_put(s, "k", "one", &err), 0);
+	cr_assert_eq(s->ops->setting_put(s, "k", "two", &err), 0);
+	cr_assert_eq(s->ops->setting_get(s, "k", &v, &err), 0);
+	cr_assert_str_eq(v, "two");
+	free(v);
+	cr_store_close(s);
+	free(path);
+}
+
+Test(store, unwritable_location_is_explained)
+{
+	struct cr_store *s = NULL;
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_neq(cr_store_open_sqlite("/nonexistent-dir/corral.db", &s, &err), 0);
+	cr_assert(strstr(err.message, "/nonexistent-dir/corral.db"), "%s", err.message);
+	cr_assert(strstr(err.fix, "writable"), "%s", err.fix);
+}
