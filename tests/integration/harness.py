@@ -1,0 +1,247 @@
+"""Integration-test harness: starts the real corral binaries on loopback with
+free ports and private data directories, talks HTTP to them, polls for
+conditions instead of sleeping, and dumps every process log when a test fails."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.path.join(ROOT, os.environ.get("CORRAL_BUILD", "build"))
+CORRAL = os.path.join(BUILD, "corral")
+FAKE_NVML = os.path.join(BUILD, "fakes", "nvml", "libnvidia-ml.so.1")
+FAKE_NVML_NOUUID = os.path.join(BUILD, "fakes", "nvml-nouuid", "libnvidia-ml.so.1")
+NO_NVML = "/nonexistent/libnvidia-ml.so.1"
+
+
+def free_port(host="127.0.0.1"):
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class Proc:
+    """A corral process with its output in a log file."""
+
+    def __init__(self, name, args, env, log_dir):
+        self.name = name
+        self.log_path = os.path.join(log_dir, name.replace("/", "_") + ".log")
+        self.log = open(self.log_path, "ab")
+        self.popen = subprocess.Popen([CORRAL] + args, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                      start_new_session=True)
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def output(self):
+        if not self.log.closed:
+            self.log.flush()
+        with open(self.log_path, "r", errors="replace") as f:
+            return f.read()
+
+    def signal(self, sig):
+        if self.alive():
+            self.popen.send_signal(sig)
+
+    def stop(self, timeout=10):
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        if not self.log.closed:
+            self.log.close()
+
+    def kill(self):
+        if self.alive():
+            self.popen.kill()
+            self.popen.wait()
+
+
+class ClusterCase(unittest.TestCase):
+    """Base class: a temporary directory, process bookkeeping, HTTP helpers."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="corral-it-")
+        self.procs = []
+        self.token = None
+        self.env = dict(os.environ)
+        self.env["XDG_CONFIG_HOME"] = os.path.join(self.tmp, "config")
+        self.env["CORRAL_NVML_LIBRARY"] = NO_NVML
+        self.env["CORRAL_SYSFS_ROOT"] = os.path.join(self.tmp, "no-sysfs")
+        self.env.pop("CORRAL_SERVER_URL", None)
+        self.env.pop("CORRAL_API_TOKEN", None)
+        self.env.pop("CORRAL_TOKEN", None)
+        self.env.pop("CORRAL_DATA_DIR", None)
+
+    def tearDown(self):
+        outcome = getattr(self, "_outcome", None)
+        result = getattr(outcome, "result", None)
+        failed = result is not None and any(t is self for t, _ in result.failures + result.errors)
+        for p in self.procs:
+            p.stop()
+        if failed:
+            for p in self.procs:
+                print("\n----- log of %s -----\n%s" % (p.name, p.output()[-6000:]))
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---- processes ----
+
+    def spawn(self, name, args, env=None):
+        p = Proc(name, args, env or self.env, self.tmp)
+        self.procs.append(p)
+        return p
+
+    def start_server(self, name="server", disable_worker=True, extra=(), data_dir=None, port=None, env=None):
+        self.port = port or free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.data_dir = data_dir or os.path.join(self.tmp, "server")
+        args = ["server", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", self.data_dir,
+                "--probe-interval", "1", "--keepalive", "1"]
+        if disable_worker:
+            args.append("--disable-worker")
+        p = self.spawn(name, args + list(extra), env)
+        self.wait_for(lambda: self.healthy(), "server /healthz", proc=p)
+        return p
+
+    def healthy(self):
+        try:
+            return self.request("GET", "/healthz")[0] == 200
+        except OSError:
+            return False
+
+    def cluster_token(self):
+        with open(os.path.join(self.data_dir, "token")) as f:
+            return f.read().strip()
+
+    def admin_password(self):
+        with open(os.path.join(self.data_dir, "initial_admin_password")) as f:
+            return f.read().strip()
+
+    def start_worker(self, name, nvml_config=None, nvml_lib=None, sysfs_root=None, extra=(), data_dir=None,
+                     port=None, token=None, interval=1):
+        env = dict(self.env)
+        if nvml_config is not None:
+            path = os.path.join(self.tmp, name + "-nvml.json")
+            with open(path, "w") as f:
+                json.dump(nvml_config, f)
+            env["FAKE_NVML_CONFIG"] = path
+            env["CORRAL_NVML_LIBRARY"] = nvml_lib or FAKE_NVML
+        elif nvml_lib:
+            env["CORRAL_NVML_LIBRARY"] = nvml_lib
+        if sysfs_root:
+            env["CORRAL_SYSFS_ROOT"] = sysfs_root
+        port = port or free_port()
+        args = ["worker", "--server-url", self.url, "--token", token or self.cluster_token(), "--name", name,
+                "--data-dir", data_dir or os.path.join(self.tmp, "w-" + name), "--worker-port", str(port),
+                "--listen-host", "127.0.0.1", "--status-interval", str(interval)]
+        p = self.spawn("worker-" + name, args + list(extra), env)
+        p.port = port
+        return p
+
+    def cli(self, *args, stdin=None, check=True):
+        r = subprocess.run([CORRAL] + list(args), input=stdin, capture_output=True, text=True, env=self.env,
+                           timeout=30)
+        if check and r.returncode != 0:
+            self.fail("corral %s exited %d:\n%s%s" % (" ".join(args), r.returncode, r.stdout, r.stderr))
+        return r
+
+    # ---- HTTP ----
+
+    def request(self, method, path, body=None, token=None, headers=None, raw=None, timeout=10):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", "Bearer " + token)
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                text = r.read().decode()
+                return r.status, json.loads(text) if text.strip() else None
+        except urllib.error.HTTPError as e:
+            text = e.read().decode(errors="replace")
+            try:
+                return e.code, json.loads(text)
+            except ValueError:
+                return e.code, text
+
+    def login(self, password=None):
+        status, body = self.request("POST", "/api/auth/login",
+                                    {"username": "admin", "password": password or self.admin_password()})
+        self.assertEqual(status, 200, body)
+        self.token = body["token"]
+        return self.token
+
+    def api(self, method, path, body=None, expect=200):
+        status, answer = self.request(method, path, body, token=self.token)
+        self.assertEqual(status, expect, answer)
+        return answer
+
+    def workers(self):
+        return {w["name"]: w for w in self.api("GET", "/api/workers")["workers"]}
+
+    def assert_error(self, status, body, expect_status, *needles):
+        self.assertEqual(status, expect_status, body)
+        self.assertIsInstance(body, dict, "error bodies are JSON: %r" % (body,))
+        err = body.get("error", {})
+        for key in ("code", "message", "fix"):
+            self.assertIn(key, err, body)
+        self.assertTrue(err["fix"], "every error carries a fix: %r" % body)
+        for n in needles:
+            self.assertIn(n, err["message"] + " " + err["fix"])
+
+    # ---- polling ----
+
+    def wait_for(self, cond, what, timeout=20, proc=None):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                last = cond()
+                if last:
+                    return last
+            except (OSError, KeyError, AssertionError) as e:
+                last = e
+            if proc is not None and not proc.alive():
+                self.fail("%s exited while waiting for %s:\n%s" % (proc.name, what, proc.output()))
+            time.sleep(0.1)
+        self.fail("timed out after %ss waiting for %s (last: %r)" % (timeout, what, last))
+
+    def wait_state(self, name, state, timeout=20):
+        return self.wait_for(lambda: self.workers()[name]["state"] == state and self.workers()[name],
+                             "worker %s to be %s" % (name, state), timeout)
+
+
+H100 = {"driver_version": "550.54.15", "cuda_driver_version": 12040, "devices": [
+    {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-h100-0", "memory_total": 85899345920,
+     "memory_used": 1073741824, "utilization": 10, "temperature": 40, "cc": [9, 0],
+     "pci_bus_id": "00000000:17:00.0", "processes": [{"pid": 777, "memory": 1073741824}]},
+    {"name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-h100-1", "memory_total": 85899345920,
+     "memory_used": 0, "utilization": 0, "temperature": 35, "cc": [9, 0], "pci_bus_id": "00000000:18:00.0"}]}
+
+L4 = {"driver_version": "535.104.05", "cuda_driver_version": 12020, "devices": [
+    {"name": "NVIDIA L4", "uuid": "GPU-l4-0", "memory_total": 24159191040, "memory_used": 0, "cc": [8, 9]}]}
+
+
+def amd_sysfs(root, name="AMD Instinct MI210", total=68702699520, used=2097152):
+    """A fake /sys tree with one amdgpu card, as the amdgpu driver lays it out."""
+    dev = os.path.join(root, "class", "drm", "card0", "device")
+    os.makedirs(os.path.join(dev, "hwmon", "hwmon2"))
+    for fname, value in (("vendor", "0x1002"), ("mem_info_vram_total", str(total)),
+                         ("mem_info_vram_used", str(used)), ("gpu_busy_percent", "12"),
+                         ("product_name", name), ("hwmon/hwmon2/temp1_input", "51000")):
+        with open(os.path.join(dev, fname), "w") as f:
+            f.write(value + "\n")
+    return root

@@ -1,0 +1,194 @@
+"""Tier 10: the server alone — first start, login and auth, bad input, limits,
+restart persistence, the embedded worker, and --help for every command."""
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+
+from harness import CORRAL, ClusterCase
+
+
+class FirstStart(ClusterCase):
+    def test_creates_admin_and_token_files_once(self):
+        server = self.start_server()
+        out = server.output()
+        pw_file = os.path.join(self.data_dir, "initial_admin_password")
+        tok_file = os.path.join(self.data_dir, "token")
+        for f in (pw_file, tok_file):
+            self.assertEqual(stat.S_IMODE(os.stat(f).st_mode), 0o600, f)
+        self.assertIn(self.admin_password(), out, "the password is printed with its file")
+        self.assertIn(pw_file, out)
+        self.assertIn(self.cluster_token(), out)
+        self.assertTrue(self.cluster_token().startswith("crt_"))
+        # the store holds only the token's hash
+        with open(os.path.join(self.data_dir, "corral.db"), "rb") as f:
+            db = f.read()
+        self.assertNotIn(self.cluster_token().encode(), db)
+        self.assertNotIn(self.admin_password().encode(), db)
+
+    def test_login_and_bearer_auth(self):
+        self.start_server()
+        status, body = self.request("POST", "/api/auth/login", {"username": "admin", "password": "wrong"})
+        self.assert_error(status, body, 401, "wrong username or password", "initial_admin_password")
+        status, body = self.request("POST", "/api/auth/login", {"username": "nobody", "password": "x"})
+        self.assert_error(status, body, 401, "wrong username or password")
+        status, body = self.request("GET", "/api/workers")
+        self.assert_error(status, body, 401, "missing bearer token", "corral login")
+        status, body = self.request("GET", "/api/workers", token="crs_forged")
+        self.assert_error(status, body, 401, "invalid or revoked token")
+        token = self.login()
+        self.assertTrue(token.startswith("crs_"))
+        self.assertEqual(self.api("GET", "/api/auth/me"), {"username": "admin", "role": "admin"})
+        self.assertEqual(self.api("GET", "/api/workers"), {"workers": []})
+        self.api("POST", "/api/auth/logout")
+        status, body = self.request("GET", "/api/workers", token=token)
+        self.assert_error(status, body, 401, "invalid or revoked token")
+
+    def test_cli_login_and_workers(self):
+        self.start_server()
+        r = self.cli("login", "--server-url", self.url, "--password-stdin", stdin=self.admin_password() + "\n")
+        self.assertIn("logged in", r.stdout)
+        cfg = os.path.join(self.env["XDG_CONFIG_HOME"], "corral", "cli.json")
+        self.assertEqual(stat.S_IMODE(os.stat(cfg).st_mode), 0o600)
+        r = self.cli("workers")
+        self.assertIn("no workers yet", r.stdout)
+        r = self.cli("login", "--server-url", self.url, "--password-stdin", stdin="bad\n", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("wrong username or password", r.stderr)
+        self.assertIn("fix:", r.stderr)
+
+    def test_cli_reports_unreachable_server(self):
+        r = self.cli("workers", "--server-url", "http://127.0.0.1:1", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("fix: check that the server runs at http://127.0.0.1:1", r.stderr)
+
+
+class BadInput(ClusterCase):
+    def setUp(self):
+        super().setUp()
+        self.start_server(extra=["--max-body", "4096"])
+        self.login()
+
+    def test_each_bad_request_gets_a_json_4xx_and_changes_nothing(self):
+        token = self.cluster_token()
+        cases = [
+            ("POST", "/api/auth/login", b'{"username": "admin", ', None, 400, "malformed JSON"),
+            ("POST", "/api/auth/login", b'[1, 2]', None, 400, "must be a JSON object"),
+            ("POST", "/api/auth/login", json.dumps({"username": 5, "password": "x"}).encode(), None, 400,
+             "field 'username' must be"),
+            ("POST", "/api/auth/login", b'{"password": "x"}', None, 400, "field 'username' is required"),
+            ("POST", "/api/workers/register", b'{"name": "w", "port": 1}', None, 401, "cluster registration token"),
+            ("POST", "/api/workers/register", b'{"name": "w", "port": 1}', "crt_wrong", 401,
+             "cluster registration token"),
+            ("POST", "/api/workers/register", b'{"name": "bad name!", "port": 10150}', token, 400,
+             "worker name 'bad name!' is not valid"),
+            ("POST", "/api/workers/register", b'{"name": "w", "port": "10150"}', token, 400,
+             "field 'port' must be an integer"),
+            ("POST", "/api/workers/register", b'{"name": "w", "port": 99999}', token, 400, "outside 1..65535"),
+            ("POST", "/api/workers/register", b'{"name": "w", "port": 1, "labels": {"a": 1}}', token, 400,
+             "label 'a' must be a string"),
+            ("POST", "/api/workers/deadbeef/status", b'{"system": {}}', "crw_wrong", 401, "wrong worker secret"),
+            ("POST", "/api/auth/login", b"x" * 10000, None, 413, "larger than the limit of 4096 bytes"),
+            ("GET", "/api/nothing-here", None, self.token, 404, "no route"),
+            ("DELETE", "/api/auth/login", None, None, 405, "method not allowed"),
+        ]
+        for method, path, raw, tok, want, needle in cases:
+            with self.subTest(path=path, needle=needle):
+                status, body = self.request(method, path, raw=raw, token=tok)
+                self.assert_error(status, body, want, needle)
+        status, body = self.request("GET", "/api/workers", token=self.token, headers={"X-Big": "a" * 40000})
+        self.assert_error(status, body, 431, "headers are larger")
+        # nothing was stored, and the server still serves
+        self.assertEqual(self.api("GET", "/api/workers"), {"workers": []})
+        self.login()
+
+    def test_slow_client_does_not_block_others(self):
+        with socket.create_connection(("127.0.0.1", self.port)) as slow:
+            slow.sendall(b"POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            self.assertEqual(self.api("GET", "/api/auth/me")["username"], "admin")
+
+
+class Restart(ClusterCase):
+    def test_restart_keeps_users_sessions_workers_and_token(self):
+        server = self.start_server()
+        token = self.login()
+        cluster_token, password = self.cluster_token(), self.admin_password()
+        self.start_worker("keep")
+        w = self.wait_state("keep", "ready")
+        server.stop()
+        self.assertEqual(server.popen.returncode, 0, server.output())
+        server2 = self.start_server(name="server2", data_dir=self.data_dir, port=self.port)
+        self.assertNotIn("created user", server2.output(), "the admin is created only once")
+        self.assertEqual(self.cluster_token(), cluster_token)
+        self.assertEqual(self.admin_password(), password)
+        self.token = token  # the session survived
+        w2 = self.wait_state("keep", "ready")
+        self.assertEqual(w2["id"], w["id"])
+        self.assertEqual(len(self.workers()), 1)
+
+    def test_restart_with_a_new_token_rejects_the_old_one(self):
+        server = self.start_server()
+        old = self.cluster_token()
+        server.stop()
+        self.start_server(name="server2", data_dir=self.data_dir, port=self.port, extra=["--token", "crt_mine"])
+        self.assertEqual(self.cluster_token(), "crt_mine")
+        status, body = self.request("POST", "/api/workers/register", {"name": "w", "port": 1}, token=old)
+        self.assert_error(status, body, 401, "cluster registration token")
+        status, body = self.request("POST", "/api/workers/register", {"name": "w", "port": 1}, token="crt_mine")
+        self.assertEqual(status, 201, body)
+
+
+class Embedded(ClusterCase):
+    def test_cpu_only_server_with_embedded_worker(self):
+        server = self.start_server(disable_worker=False,
+                                   extra=["--worker-port", str(self._port()), "--worker-name", "ctl",
+                                          "--status-interval", "1"])
+        self.login()
+        w = self.wait_state("ctl", "ready")
+        self.assertEqual(w["gpus"], [])
+        self.assertTrue(any("no NVIDIA GPUs" in n for n in w["notes"]), w["notes"])
+        self.assertGreaterEqual(w["system"]["cpu"]["cores"], 1)
+        self.assertTrue(w["watch_connected"])
+        self.assertEqual(len(self.workers()), 1)
+        self.assertNotIn("error", server.output())
+
+    def test_embedded_worker_is_restarted_when_it_dies(self):
+        server = self.start_server(disable_worker=False,
+                                   extra=["--worker-port", str(self._port()), "--worker-name", "ctl",
+                                          "--status-interval", "1"])
+        self.login()
+        first = self.wait_state("ctl", "ready")
+        pid = self.wait_for(lambda: self._child_pid(server), "embedded worker pid")
+        os.kill(pid, signal.SIGKILL)
+        self.wait_for(lambda: "embedded worker killed by signal 9" in server.output(), "restart notice")
+        self.wait_for(lambda: self._child_pid(server) not in (None, pid), "a new embedded worker")
+        again = self.wait_state("ctl", "ready")
+        self.assertEqual(again["id"], first["id"], "the restarted worker is the same worker")
+        server.stop()
+        self.assertIsNone(self._child_pid(server), "stopping the server stops its worker")
+
+    def _port(self):
+        from harness import free_port
+        return free_port()
+
+    def _child_pid(self, server):
+        out = subprocess.run(["pgrep", "-P", str(server.popen.pid)], capture_output=True, text=True).stdout.split()
+        return int(out[0]) if out else None
+
+
+class Help(ClusterCase):
+    def test_every_command_has_help(self):
+        for cmd in ("server", "worker", "login", "logout", "workers", "gpus", "doctor"):
+            with self.subTest(cmd=cmd):
+                r = self.cli(cmd, "--help")
+                self.assertIn("usage: corral " + cmd, r.stdout)
+        r = self.cli("--help")
+        self.assertIn("usage: corral COMMAND", r.stdout)
+        r = self.cli("frobnicate", check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("unknown command 'frobnicate'", r.stderr)
+        r = self.cli("worker", "--server-url", "http://x", check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--token is required", r.stderr)
