@@ -1,0 +1,195 @@
+"""Tier 20: workers joining a --disable-worker server — detection of mixed
+hardware, liveness (not_ready, unreachable, back to ready), identity across
+restarts, name conflicts, NVML failures, the watch stream, removal."""
+import json
+import os
+import signal
+import time
+import urllib.request
+
+from harness import FAKE_NVML_NOUUID, H100, L4, ClusterCase, amd_sysfs
+
+
+class MixedCluster(ClusterCase):
+    def test_cpu_nvidia_and_amd_workers_report_correctly(self):
+        self.start_server()
+        self.login()
+        self.start_worker("cpu-1")
+        self.start_worker("gpu-a", nvml_config=H100, extra=["--labels", "gpu=h100,zone=eu"])
+        sysfs = amd_sysfs(os.path.join(self.tmp, "sysfs"))
+        self.start_worker("gpu-b", nvml_config=L4, sysfs_root=sysfs)
+        for name in ("cpu-1", "gpu-a", "gpu-b"):
+            self.wait_state(name, "ready")
+        ws = self.workers()
+        self.assertEqual(len(ws), 3)
+
+        cpu = ws["cpu-1"]
+        self.assertEqual(cpu["gpus"], [])
+        self.assertTrue(any("no NVIDIA GPUs: dlopen" in n for n in cpu["notes"]), cpu["notes"])
+        for key in ("cpu", "memory", "disk", "os", "shm_bytes", "ephemeral_ports", "uptime_s", "swap"):
+            self.assertIn(key, cpu["system"])
+        self.assertEqual(cpu["address"], "127.0.0.1")
+        self.assertIsNotNone(cpu["last_seen"])
+
+        a = ws["gpu-a"]
+        self.assertEqual(a["labels"], {"gpu": "h100", "zone": "eu"})
+        self.assertEqual([g["uuid"] for g in a["gpus"]], ["GPU-h100-0", "GPU-h100-1"])
+        g0 = a["gpus"][0]
+        self.assertEqual((g0["index"], g0["vendor"], g0["name"]), (0, "nvidia", "NVIDIA H100 80GB HBM3"))
+        self.assertEqual(g0["memory_total"], 85899345920)
+        self.assertEqual(g0["memory_used"], 1073741824)
+        self.assertEqual(g0["compute_capability"], "9.0")
+        self.assertEqual(g0["processes"], [{"pid": 777, "memory": 1073741824}])
+        self.assertEqual(a["drivers"]["nvidia"]["driver_version"], "550.54.15")
+        self.assertEqual(a["drivers"]["nvidia"]["cuda_driver_version"], "12.4")
+
+        b = ws["gpu-b"]
+        self.assertEqual([(g["index"], g["vendor"], g["name"]) for g in b["gpus"]],
+                         [(0, "nvidia", "NVIDIA L4"), (1, "amd", "AMD Instinct MI210")])
+        amd = b["gpus"][1]
+        self.assertEqual((amd["memory_total"], amd["memory_used"], amd["temperature"], amd["utilization"]),
+                         (68702699520, 2097152, 51, 12))
+        self.assertEqual(b["drivers"]["nvidia"]["driver_version"], "535.104.05")
+
+        # one worker by id or by name
+        self.assertEqual(self.api("GET", "/api/workers/" + a["id"])["name"], "gpu-a")
+        self.assertEqual(self.api("GET", "/api/workers/gpu-a")["id"], a["id"])
+
+        # the CLI shows the same
+        self.cli("login", "--server-url", self.url, "--password-stdin", stdin=self.admin_password() + "\n")
+        out = self.cli("workers").stdout
+        for needle in ("cpu-1", "gpu-a", "gpu-b", "ready", "NVIDIA H100 80GB HBM3 1.0 GiB/80.0 GiB",
+                       "AMD Instinct MI210"):
+            self.assertIn(needle, out)
+        out = self.cli("gpus").stdout
+        self.assertEqual(sum(1 for line in out.splitlines()[1:] if line.strip()), 4, out)
+        gpus = json.loads(self.cli("gpus", "--json").stdout)
+        self.assertEqual(sorted(g["worker"] for g in gpus), ["gpu-a", "gpu-a", "gpu-b", "gpu-b"])
+
+
+class Liveness(ClusterCase):
+    def test_killed_worker_goes_not_ready_and_comes_back_as_itself(self):
+        self.start_server()
+        self.login()
+        w = self.start_worker("w1")
+        first = self.wait_state("w1", "ready")
+        w.signal(signal.SIGKILL)
+        down = self.wait_state("w1", "not_ready")
+        self.assertIn("no status report for", down["state_message"])
+        self.assertIn("expected every 1 s", down["state_message"])
+        self.start_worker("w1", data_dir=os.path.join(self.tmp, "w-w1"))
+        back = self.wait_state("w1", "ready")
+        self.assertEqual(back["id"], first["id"])
+        self.assertEqual(back["state_message"], "")
+        self.assertEqual(len(self.workers()), 1)
+        with open(os.path.join(self.tmp, "w-w1", "worker.json")) as f:
+            ident = json.load(f)
+        self.assertEqual(ident["id"], first["id"])
+        self.assertEqual(os.stat(os.path.join(self.tmp, "w-w1", "worker.json")).st_mode & 0o777, 0o600)
+
+    def test_status_without_reachability_is_unreachable(self):
+        self.start_server()
+        self.login()
+        # listens on 127.0.0.2 but tells the server to use 127.0.0.1
+        self.start_worker("hidden", extra=["--listen-host", "127.0.0.2", "--advertise-address", "127.0.0.1"])
+        w = self.wait_state("hidden", "unreachable")
+        self.assertIn("status reports arrive, but the server cannot reach the worker", w["state_message"])
+        self.assertIn("/healthz", w["state_message"])
+        self.assertIn("--advertise-address", w["state_message"])
+
+    def test_worker_waits_for_the_server_and_logs_once(self):
+        from harness import free_port
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        w = self.start_worker("early", token="crt_unknown_yet")
+        self.wait_for(lambda: "registration failed" in w.output(), "the first failure to be logged", proc=w)
+        time.sleep(3.5)  # several retries happen meanwhile
+        self.assertTrue(w.alive(), "the worker never exits because the server is away")
+        self.assertEqual(w.output().count("registration failed"), 1, w.output())
+        server = self.start_server(port=self.port, extra=["--token", "crt_unknown_yet"])
+        self.login()
+        self.wait_state("early", "ready", timeout=40)
+        server.stop()
+        time.sleep(2.5)
+        self.assertTrue(w.alive())
+        self.assertEqual(w.output().count("status report failed"), 1, w.output())
+        self.start_server(name="server2", port=self.port, data_dir=self.data_dir)
+        self.wait_for(lambda: "status reports reach the server again" in w.output(), "recovery", timeout=40)
+
+
+class Identity(ClusterCase):
+    def test_name_taken_by_a_live_worker_is_refused_then_taken_over(self):
+        self.start_server()
+        self.login()
+        first = self.start_worker("dup")
+        orig = self.wait_state("dup", "ready")
+        second = self.start_worker("dup", data_dir=os.path.join(self.tmp, "other"))
+        self.wait_for(lambda: "worker name 'dup' is taken by worker" in second.output(), "conflict", proc=second)
+        self.assertIn("corral workers rm", second.output())
+        self.assertEqual(len(self.workers()), 1)
+        first.signal(signal.SIGKILL)
+        self.wait_for(lambda: "taking over" in self.procs[0].output(), "takeover", timeout=40)
+        w = self.wait_state("dup", "ready")
+        self.assertEqual(w["id"], orig["id"])
+        self.assertEqual(len(self.workers()), 1)
+
+    def test_remove_worker(self):
+        self.start_server()
+        self.login()
+        w = self.start_worker("gone")
+        self.wait_state("gone", "ready")
+        w.stop()
+        self.cli("login", "--server-url", self.url, "--password-stdin", stdin=self.admin_password() + "\n")
+        r = self.cli("workers", "rm", "gone")
+        self.assertIn("removed worker 'gone'", r.stdout)
+        self.assertEqual(self.workers(), {})
+        r = self.cli("workers", "rm", "gone", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no worker 'gone'", r.stderr)
+
+
+class NvmlFailures(ClusterCase):
+    def test_init_error_and_missing_symbol_mean_zero_gpus_with_a_note(self):
+        self.start_server()
+        self.login()
+        self.start_worker("noinit", nvml_config={"init_error": 9, "devices": H100["devices"]})
+        self.start_worker("old", nvml_config=H100, nvml_lib=FAKE_NVML_NOUUID)
+        a = self.wait_state("noinit", "ready")
+        b = self.wait_state("old", "ready")
+        self.assertEqual(a["gpus"], [])
+        self.assertTrue(any("nvmlInit_v2 failed: Driver Not Loaded" in n for n in a["notes"]), a["notes"])
+        self.assertEqual(b["gpus"], [])
+        self.assertTrue(any("no symbol 'nvmlDeviceGetUUID'" in n for n in b["notes"]), b["notes"])
+
+    def test_resources_file_declares_devices(self):
+        self.start_server()
+        self.login()
+        res = os.path.join(self.tmp, "res.json")
+        with open(res, "w") as f:
+            json.dump({"gpus": [{"vendor": "ascend", "vendor_index": 0, "name": "Ascend 910B",
+                                 "memory_total": 68719476736}]}, f)
+        self.start_worker("npu", extra=["--resources", res])
+        w = self.wait_state("npu", "ready")
+        self.assertEqual([(g["vendor"], g["name"], g["source"]) for g in w["gpus"]],
+                         [("ascend", "Ascend 910B", "declared")])
+
+
+class Watch(ClusterCase):
+    def test_watch_stream_sends_a_snapshot_then_keepalives(self):
+        self.start_server()
+        self.login()
+        self.start_worker("watcher")
+        w = self.wait_state("watcher", "ready")
+        self.wait_for(lambda: self.workers()["watcher"]["watch_connected"], "worker's watch stream")
+        with open(os.path.join(self.tmp, "w-watcher", "worker.json")) as f:
+            secret = json.load(f)["secret"]
+        req = urllib.request.Request(self.url + "/api/workers/%s/watch" % w["id"],
+                                     headers={"Authorization": "Bearer " + secret})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            self.assertEqual(r.headers["Content-Type"], "text/event-stream")
+            lines = [r.readline().decode() for _ in range(4)]
+        self.assertEqual(lines[0], "event: snapshot\n")
+        self.assertEqual(json.loads(lines[1][len("data: "):]), {"instances": []})
+        self.assertEqual(lines[3], ": keepalive\n")
+        status, body = self.request("GET", "/api/workers/%s/watch" % w["id"], token="crw_wrong")
+        self.assert_error(status, body, 401, "wrong worker secret")
