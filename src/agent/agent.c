@@ -249,6 +249,12 @@ static int on_watch_data(const char *data, size_t len, void *arg)
 {
 	struct cr_sse *p = ((void **)arg)[0];
 	struct agent *a = ((void **)arg)[1];
+	if (!data) {
+		pthread_mutex_lock(&a->mu);
+		bool stop = a->stopping;
+		pthread_mutex_unlock(&a->mu);
+		return stop;
+	}
 	if (!a->watch_up) {
 		a->watch_up = true;
 		cr_info("watch stream connected");
@@ -336,14 +342,9 @@ static char *default_name(void)
 	return cr_xstrdup(host[0] ? host : "worker");
 }
 
-/* The running agent; kept reachable until exit because the detached watcher
- * thread may still use it while the process ends. */
-static struct agent *running;
-
 int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err)
 {
-	running = cr_xcalloc(1, sizeof(*running));
-	struct agent *ap = running;
+	struct agent *ap = cr_xcalloc(1, sizeof(*ap));
 	ap->cfg = cfg;
 	pthread_mutex_init(&ap->mu, NULL);
 	pthread_cond_init(&ap->wake, NULL);
@@ -379,24 +380,23 @@ int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err)
 	pthread_t rep, wat;
 	pthread_create(&rep, NULL, reporter, ap);
 	pthread_create(&wat, NULL, watcher, ap);
-	pthread_detach(wat); /* may sit in a blocking read; the process ends without it */
 	event_base_dispatch(ap->base);
 	pthread_join(rep, NULL);
+	pthread_join(wat, NULL); /* the stream notices stopping within a second */
 	event_free(sigterm);
 	event_free(sigint);
 out_http:
 	cr_http_server_free(http);
 	event_base_free(ap->base);
 out:
-	if (!rc)
-		return 0; /* the detached watcher may still read the agent */
 	json_decref(ap->labels);
 	free(ap->name);
 	free(ap->identity_path);
 	free(ap->id);
 	free(ap->secret);
 	free(ap->last_problem);
+	pthread_mutex_destroy(&ap->mu);
+	pthread_cond_destroy(&ap->wake);
 	free(ap);
-	running = NULL;
 	return rc;
 }

@@ -208,6 +208,18 @@ void cr_workers_keepalive(struct cr_app *app)
 
 /* ---- JSON views ---- */
 
+/* o[key] = report[key], or def when the report has none; takes def. */
+static void set_or_default(json_t *o, json_t *report, const char *key, json_t *def)
+{
+	json_t *v = json_object_get(report, key);
+	if (v) {
+		json_object_set(o, key, v);
+		json_decref(def);
+	} else {
+		json_object_set_new(o, key, def);
+	}
+}
+
 static json_t *worker_json(struct cr_worker *w)
 {
 	char seen[40] = "", created[40];
@@ -222,14 +234,10 @@ static json_t *worker_json(struct cr_worker *w)
 			      "last_seen", w->last_seen_ms ? json_string(seen) : json_null(), "registered_at", created,
 			      "status_interval_s", w->status_interval_s, "watch_connected", w->watch != NULL);
 	json_t *report = w->report_json ? json_loads(w->report_json, 0, NULL) : NULL;
-	json_t *sys = json_object_get(report, "system");
-	json_object_set(o, "system", sys ? sys : json_object());
-	json_t *gpus = json_object_get(report, "gpus");
-	json_object_set(o, "gpus", gpus ? gpus : json_array());
-	json_t *drivers = json_object_get(report, "drivers");
-	json_object_set(o, "drivers", drivers ? drivers : json_object());
-	json_t *notes = json_object_get(report, "notes");
-	json_object_set(o, "notes", notes ? notes : json_array());
+	set_or_default(o, report, "system", json_object());
+	set_or_default(o, report, "gpus", json_array());
+	set_or_default(o, report, "drivers", json_object());
+	set_or_default(o, report, "notes", json_array());
 	json_decref(report);
 	return o;
 }

@@ -106,6 +106,17 @@ static size_t stream_write(char *p, size_t size, size_t n, void *arg)
 	return size * n;
 }
 
+static int stream_tick(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+	struct stream_ctx *s = arg;
+	(void)dt, (void)dn, (void)ut, (void)un;
+	if (s->cb(NULL, 0, s->arg)) {
+		s->stopped = 1;
+		return 1;
+	}
+	return 0;
+}
+
 int cr_http_stream(const char *url, const char *bearer, long idle_s, cr_http_data_cb cb, void *arg, long *status,
 		   struct cr_err *err)
 {
@@ -125,6 +136,9 @@ int cr_http_stream(const char *url, const char *bearer, long idle_s, cr_http_dat
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, idle_s);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, stream_tick);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, &s);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	CURLcode rc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &s.status);
 	*status = s.status;

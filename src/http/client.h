@@ -25,7 +25,8 @@ int cr_http_call(const char *method, const char *url, const char *bearer, const 
 		 struct cr_http_resp *out, struct cr_err *err);
 void cr_http_resp_release(struct cr_http_resp *r);
 
-/* Called with each piece of a streamed response; return nonzero to stop. */
+/* Called with each piece of a streamed response, and with (NULL, 0) about
+ * once a second while the stream is idle; return nonzero to stop. */
 typedef int (*cr_http_data_cb)(const char *data, size_t len, void *arg);
 
 /* GET url and feed the body to cb as it arrives, until the server ends it,

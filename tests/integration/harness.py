@@ -89,10 +89,16 @@ class ClusterCase(unittest.TestCase):
         failed = result is not None and any(t is self for t, _ in result.failures + result.errors)
         for p in self.procs:
             p.stop()
-        if failed:
+        # under SANITIZE=address,undefined every finding fails the test
+        findings = [p for p in self.procs
+                    if any(m in p.output() for m in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                                     "runtime error:"))]
+        if failed or findings:
             for p in self.procs:
                 print("\n----- log of %s -----\n%s" % (p.name, p.output()[-6000:]))
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if findings:
+            raise AssertionError("sanitizer findings in: " + ", ".join(p.name for p in findings))
 
     # ---- processes ----
 

@@ -28,6 +28,13 @@ CR_NVML_OPTIONAL(PROTO)
 static json_t *config;
 static int inits;
 
+/* Free the configuration when the library is unloaded (dlclose). */
+__attribute__((destructor)) static void unload(void)
+{
+	json_decref(config);
+	config = NULL;
+}
+
 static json_t *device(nvmlDevice_t d)
 {
 	return (json_t *)d;

@@ -1,0 +1,15 @@
+build-san/src/agent/agent.o: src/agent/agent.c src/agent/agent.h \
+ src/agent/detect.h src/base/err.h src/base/json.h src/base/log.h \
+ src/base/mem.h src/base/sse.h src/base/buf.h src/base/util.h \
+ src/http/client.h src/http/server.h
+src/agent/agent.h:
+src/agent/detect.h:
+src/base/err.h:
+src/base/json.h:
+src/base/log.h:
+src/base/mem.h:
+src/base/sse.h:
+src/base/buf.h:
+src/base/util.h:
+src/http/client.h:
+src/http/server.h:

@@ -1,0 +1,11 @@
+build-san/src/cmd/cmd_cli.o: src/cmd/cmd_cli.c src/agent/detect.h \
+ src/base/buf.h src/base/err.h src/base/json.h src/base/mem.h \
+ src/base/util.h src/cmd/cmd.h src/http/client.h
+src/agent/detect.h:
+src/base/buf.h:
+src/base/err.h:
+src/base/json.h:
+src/base/mem.h:
+src/base/util.h:
+src/cmd/cmd.h:
+src/http/client.h:
