@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "api/internal.h"
+#include <sodium.h>
+
 #include "base/err.h"
 #include "base/json.h"
 #include "base/log.h"
@@ -148,12 +150,20 @@ static void probe_done(int status, const char *error, void *arg)
 	}
 }
 
+/* The next probe time: one interval away, +-25%, so that workers that came
+ * up together (or a restarted server's whole cluster) are not probed in one burst. */
+static int64_t next_probe_time(const struct cr_app *app, int64_t now)
+{
+	int64_t ms = (int64_t)app->cfg.probe_interval_s * 1000;
+	return now + ms * 3 / 4 + (int64_t)randombytes_uniform((uint32_t)(ms / 2) + 1);
+}
+
 static void start_probe(struct cr_app *app, struct cr_worker *w, int64_t now)
 {
 	if (!w->probe)
 		w->probe = cr_probe_new(app->base, w->address, w->port);
 	w->probe_pending = true;
-	w->next_probe_mono = now + (int64_t)app->cfg.probe_interval_s * 1000;
+	w->next_probe_mono = next_probe_time(app, now);
 	cr_probe_get(w->probe, "/healthz", app->cfg.probe_timeout_s, probe_done, w);
 }
 
@@ -496,21 +506,22 @@ static void status(struct cr_req *req)
 		cr_reply_err(req, &err);
 		return;
 	}
-	char *report = cr_json_dump(body);
-	if (strlen(report) > MAX_REPORT) {
-		free(report);
+	size_t len;
+	const char *raw = cr_req_body(req, &len);
+	if (len > MAX_REPORT) {
 		cr_reply_error(req, CR_ETOOBIG, "status report is larger than 256 KiB", "report fewer GPUs or notes");
 		return;
 	}
+	/* Kept as received (validated above): re-encoding would cost as much as parsing. */
 	free(w->report_json);
-	w->report_json = report;
+	w->report_json = cr_xstrndup(raw, len);
 	w->status_interval_s = (int)interval;
 	w->last_seen_ms = cr_wall_ms();
 	bool first = w->last_status_mono == 0;
 	w->last_status_mono = cr_mono_ms();
 	w->dirty = true;
 	if (first)
-		w->next_probe_mono = 0;
+		w->next_probe_mono = w->last_status_mono + (int64_t)randombytes_uniform(1000);
 	update_state(app, w, w->last_status_mono);
 	cr_reply_json(req, 200, json_pack("{s:s,s:I}", "state", cr_worker_state_name(w->state), "server_time_ms",
 					   (json_int_t)w->last_seen_ms));

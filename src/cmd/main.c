@@ -59,7 +59,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "corral: libsodium failed to initialise\n");
 		return 1;
 	}
-	cr_http_client_init();
+	/* The server needs no HTTP client; initialising libcurl (and its TLS
+	 * libraries) would only cost memory there. */
+	if (strcmp(argv[1], "server") != 0)
+		cr_http_client_init();
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 		if (!strcmp(argv[1], cmds[i].name)) {
 			cr_log_setup(cmds[i].name, CR_LOG_INFO);

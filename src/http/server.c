@@ -167,17 +167,23 @@ struct cr_principal *cr_req_principal(struct cr_req *req)
 	return &req->principal;
 }
 
+const char *cr_req_body(struct cr_req *req, size_t *len)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req->ev);
+	*len = evbuffer_get_length(in);
+	return *len ? (const char *)evbuffer_pullup(in, -1) : "";
+}
+
 json_t *cr_req_json(struct cr_req *req, struct cr_err *err)
 {
 	if (req->body)
 		return req->body;
-	struct evbuffer *in = evhttp_request_get_input_buffer(req->ev);
-	size_t len = evbuffer_get_length(in);
+	size_t len;
+	const char *data = cr_req_body(req, &len);
 	if (len == 0) {
 		cr_err_set(err, CR_EINPUT, "send a JSON object as the request body", "the request body is empty");
 		return NULL;
 	}
-	const char *data = (const char *)evbuffer_pullup(in, -1);
 	req->body = cr_json_parse_object(data, len, err);
 	return req->body;
 }

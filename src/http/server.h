@@ -71,6 +71,8 @@ const char *cr_req_header(const struct cr_req *req, const char *name);
 const char *cr_req_query(struct cr_req *req, const char *name);
 /* The peer's address as text. */
 const char *cr_req_peer(const struct cr_req *req);
+/* The raw body (not NUL-terminated) and its length; borrowed. */
+const char *cr_req_body(struct cr_req *req, size_t *len);
 /* The body parsed as a JSON object, or NULL with err set (CR_EINPUT). The
  * object is owned by the request. */
 json_t *cr_req_json(struct cr_req *req, struct cr_err *err);

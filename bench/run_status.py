@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Control-plane benchmark: a real `corral server` (SQLite, --disable-worker)
+receives status reports from N simulated workers with 8 GPUs each, every 5 s,
+while GET /api/workers/{id} latency is measured. The yardstick is nginx
+answering the same POSTs with a fixed 200 (`return 200`), measured the same
+way. Prints a table and writes bench/results/status.json. See bench/README.md."""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def wait_http(url, timeout=15):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError as e:
+            if hasattr(e, "code"):
+                return
+            time.sleep(0.1)
+    raise RuntimeError("nothing answers at " + url)
+
+
+def run_corral(build, n, interval, duration, warmup, tmp):
+    port = free_port()
+    data = os.path.join(tmp, "corral-%d" % n)
+    server = subprocess.Popen([os.path.join(build, "corral"), "server", "--disable-worker", "--host", "127.0.0.1",
+                               "--port", str(port), "--data-dir", data],
+                              stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "server-%d.log" % n), "w"),
+                              env=dict(os.environ, CORRAL_LOG_LEVEL="warn"))
+    try:
+        url = "http://127.0.0.1:%d" % port
+        wait_http(url + "/healthz")
+        time.sleep(1)
+        idle = rss_kb(server.pid)
+        pw = open(os.path.join(data, "initial_admin_password")).read().strip()
+        req = urllib.request.Request(url + "/api/auth/login", method="POST",
+                                     data=json.dumps({"username": "admin", "password": pw}).encode())
+        admin = json.load(urllib.request.urlopen(req))["token"]
+        token = open(os.path.join(data, "token")).read().strip()
+        out = subprocess.run([os.path.join(build, "bench", "statusload"), "--url", url, "--token", token,
+                              "--admin-token", admin, "--server-pid", str(server.pid), "--workers", str(n),
+                              "--interval", str(interval), "--duration", str(duration), "--warmup", str(warmup)],
+                             capture_output=True, text=True, check=True).stdout
+        r = json.loads(out)
+        r["rss_idle_kb"] = idle
+        return r
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(20)
+
+
+def run_nginx(build, n, interval, duration, warmup, tmp):
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        return None
+    port = free_port()
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write("""worker_processes 1; daemon off; master_process on; pid %s/nginx.pid; error_log %s/nginx.err;
+events { worker_connections 1024; }
+http { access_log off; client_body_buffer_size 64k;
+  server { listen 127.0.0.1:%d;
+    location / { return 200 '{"state":"ready","server_time_ms":0}'; } } }
+""" % (tmp, tmp, port))
+    master = subprocess.Popen([nginx, "-c", conf, "-p", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http("http://127.0.0.1:%d/" % port)
+        worker = int(subprocess.run(["pgrep", "-P", str(master.pid)], capture_output=True, text=True).stdout.split()[0])
+        out = subprocess.run([os.path.join(build, "bench", "statusload"), "--url", "http://127.0.0.1:%d" % port,
+                              "--token", "x", "--admin-token", "x", "--server-pid", str(worker), "--yardstick",
+                              "--workers", str(n), "--interval", str(interval), "--duration", str(duration),
+                              "--warmup", str(warmup)], capture_output=True, text=True, check=True).stdout
+        return json.loads(out)
+    finally:
+        master.send_signal(signal.SIGQUIT)
+        master.wait(20)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--workers", default="1000,10000")
+    ap.add_argument("--interval", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="1,000 workers for 10 s (CI smoke run)")
+    args = ap.parse_args()
+    if args.quick:
+        args.workers, args.duration, args.warmup = "1000", 10, 5
+    build = os.path.join(ROOT, args.build)
+    tmp = tempfile.mkdtemp(prefix="corral-bench-")
+    results = []
+    try:
+        for n in [int(x) for x in args.workers.split(",")]:
+            c = run_corral(build, n, args.interval, args.duration, args.warmup, tmp)
+            y = run_nginx(build, n, args.interval, args.duration, args.warmup, tmp)
+            results.append({"corral": c, "nginx": y})
+            print("N=%-6d corral: %.0f msg/s, %.1f us CPU/msg (%.3f cores), RSS %.1f MB (idle %.1f MB), "
+                  "GET p50 %.2f ms p99 %.2f ms, %d failed" %
+                  (n, c["msgs_per_s"], c["cpu_us_per_msg"], c["cpu_cores"], c["rss_kb"] / 1024,
+                   c["rss_idle_kb"] / 1024, c["get_p50_ms"], c["get_p99_ms"], c["status_failed"]))
+            if y:
+                print("         nginx (return 200): %.1f us CPU/msg (%.3f cores), p50 %.2f ms p99 %.2f ms; "
+                      "corral/nginx CPU per msg = %.2f" %
+                      (y["cpu_us_per_msg"], y["cpu_cores"], y["get_p50_ms"], y["get_p99_ms"],
+                       c["cpu_us_per_msg"] / y["cpu_us_per_msg"] if y["cpu_us_per_msg"] else float("nan")))
+            sys.stdout.flush()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "results", "status.json"), "w") as f:
+        json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
