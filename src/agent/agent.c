@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "agent/detect.h"
+#include "agent/report.h"
 #include "base/err.h"
 #include "base/json.h"
 #include "base/log.h"
@@ -36,6 +37,11 @@ struct agent {
 	/* identity, under mu */
 	char *id, *secret;
 	unsigned generation;    /* bumped at each registration */
+	/* reports: a full one when the static half changes or every FULL_EVERY */
+	char *last_static;
+	long long report_base;
+	int light_sent;
+	bool force_full;
 	/* connection state, for logging once per change */
 	char *last_problem;
 	bool watch_up;
@@ -172,12 +178,35 @@ static int do_register(struct agent *a, struct cr_err *err)
 	return 0;
 }
 
+#define FULL_EVERY 12
+
+/* The next status body: a light report when the static half is unchanged
+ * since the last full report, else (or every FULL_EVERY reports) a full one. */
 static json_t *build_report(struct agent *a)
 {
 	struct cr_detect_opts o = { a->cfg->data_dir, a->cfg->resources_file, NULL, NULL, NULL };
-	json_t *r = cr_detect_node(&o);
-	json_object_set_new(r, "status_interval_s", json_integer(a->cfg->status_interval_s));
-	return r;
+	json_t *full = cr_detect_node(&o);
+	json_t *stat = json_deep_copy(full);
+	json_t *dyn = cr_report_split(stat);
+	char *text = cr_json_dump(stat);
+	json_decref(stat);
+	json_t *body;
+	if (!a->force_full && a->last_static && !strcmp(text, a->last_static) && a->light_sent < FULL_EVERY - 1) {
+		body = json_pack("{s:I,s:o}", "base", (json_int_t)a->report_base, "dynamic", dyn);
+		json_decref(full);
+		free(text);
+		a->light_sent++;
+	} else {
+		json_decref(dyn);
+		body = full;
+		json_object_set_new(body, "base", json_integer(++a->report_base));
+		free(a->last_static);
+		a->last_static = text;
+		a->light_sent = 0;
+		a->force_full = false;
+	}
+	json_object_set_new(body, "status_interval_s", json_integer(a->cfg->status_interval_s));
+	return body;
 }
 
 /* POST one status report. Returns 0, CR_EUNAUTH/CR_ENOTFOUND when the server
@@ -223,6 +252,11 @@ static void *reporter(void *arg)
 		if (registered && (rc == CR_EUNAUTH || rc == CR_ENOTFOUND)) {
 			cr_info("the server does not know this worker any more (%s); registering again", err.message);
 			registered = false;
+			a->force_full = true;
+			continue;
+		}
+		if (registered && rc == CR_ECONFLICT && !a->force_full) {
+			a->force_full = true; /* the server lacks our full report (it restarted) */
 			continue;
 		}
 		char msg[1200];
@@ -395,6 +429,7 @@ out:
 	free(ap->id);
 	free(ap->secret);
 	free(ap->last_problem);
+	free(ap->last_static);
 	pthread_mutex_destroy(&ap->mu);
 	pthread_cond_destroy(&ap->wake);
 	free(ap);

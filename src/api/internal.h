@@ -43,8 +43,12 @@ struct cr_worker {
 	int status_interval_s;
 	int64_t created_ms, last_seen_ms;   /* wall clock */
 	int64_t last_status_mono;           /* 0: none since server start */
-	char *report_json;                  /* last report as received */
+	char *report_json;                  /* last full report as received */
+	long long report_base;              /* its "base"; -1: light reports need a full one first */
+	size_t gpu_count;                   /* GPUs in the full report */
+	char *dynamic_json;                 /* last light report's dynamic half, or NULL */
 	bool dirty;                         /* observed state not yet flushed */
+	bool report_dirty;                  /* the full report too */
 	enum cr_worker_state state;
 	char *state_message;
 	/* server -> worker probe */

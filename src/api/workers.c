@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/report.h"
 #include "api/internal.h"
 #include <sodium.h>
 
@@ -35,6 +36,7 @@ static struct cr_worker *worker_new(struct cr_app *app, const char *id, const ch
 	w->id = cr_xstrdup(id);
 	w->name = cr_xstrdup(name);
 	w->status_interval_s = DEFAULT_STATUS_INTERVAL;
+	w->report_base = -1;
 	w->state = CR_W_NOT_READY;
 	w->state_message = cr_xstrdup("registered, waiting for the first status report");
 	cr_map_put(&app->workers, w->id, w);
@@ -56,6 +58,7 @@ static void worker_free(struct cr_worker *w)
 	free(w->address);
 	free(w->address_seen);
 	free(w->report_json);
+	free(w->dynamic_json);
 	free(w->state_message);
 	free(w->probe_error);
 	free(w);
@@ -78,6 +81,8 @@ static void load_worker(const struct cr_worker_rec *r, void *arg)
 	w->created_ms = r->created_ms;
 	w->last_seen_ms = r->last_seen_ms;
 	w->report_json = cr_xstrdup(r->report_json);
+	w->dynamic_json = cr_xstrdup(r->dynamic_json);
+	w->report_base = -1;
 	cr_str_replace(&w->state_message, "waiting for a status report since the server started");
 }
 
@@ -193,10 +198,11 @@ void cr_workers_flush(struct cr_app *app)
 			continue;
 		recs[n].id = w->id;
 		recs[n].last_seen_ms = w->last_seen_ms;
-		recs[n].report_json = w->report_json;
+		recs[n].report_json = w->report_dirty ? w->report_json : NULL;
+		recs[n].dynamic_json = w->dynamic_json;
 		ptrs[n] = &recs[n];
 		n++;
-		w->dirty = false;
+		w->dirty = w->report_dirty = false;
 	}
 	struct cr_err err = CR_ERR_INIT;
 	if (n && app->store->ops->worker_observed(app->store, ptrs, n, &err) != 0)
@@ -244,6 +250,10 @@ static json_t *worker_json(struct cr_worker *w)
 			      "last_seen", w->last_seen_ms ? json_string(seen) : json_null(), "registered_at", created,
 			      "status_interval_s", w->status_interval_s, "watch_connected", w->watch != NULL);
 	json_t *report = w->report_json ? json_loads(w->report_json, 0, NULL) : NULL;
+	json_t *dynamic = w->dynamic_json ? json_loads(w->dynamic_json, 0, NULL) : NULL;
+	if (report && dynamic)
+		cr_report_merge(report, dynamic);
+	json_decref(dynamic);
 	set_or_default(o, report, "system", json_object());
 	set_or_default(o, report, "gpus", json_array());
 	set_or_default(o, report, "drivers", json_object());
@@ -426,7 +436,7 @@ static void register_worker(struct cr_req *req)
 		cr_secret_hash(secret, secret_hash);
 	struct cr_worker_rec rec = { id, (char *)r.name, secret ? secret_hash : w->secret_hash, labels,
 				     (char *)address, (int)r.port, w ? w->created_ms : cr_wall_ms(),
-				     w ? w->last_seen_ms : 0, NULL };
+				     w ? w->last_seen_ms : 0, NULL, NULL };
 	if (app->store->ops->worker_put(app->store, &rec, &err) != 0) {
 		cr_reply_err(req, &err);
 		goto out;
@@ -495,6 +505,56 @@ static int check_report(json_t *body, struct cr_err *err)
 	return 0;
 }
 
+/* A light report: the dynamic half of the full report with the same base. */
+static int accept_light(struct cr_worker *w, json_t *body, struct cr_err *err)
+{
+	long long base = -1;
+	json_t *dyn = json_object_get(body, "dynamic"), *gpus = NULL;
+	int rc = cr_json_int(body, "base", 0, INT64_MAX, &base, err);
+	if (!rc && !json_is_object(dyn))
+		rc = cr_err_set(err, CR_EINPUT, "send the report produced by 'corral worker'", "field 'dynamic' must be an object");
+	if (!rc)
+		rc = cr_json_arr(dyn, "gpus", &gpus, err);
+	if (rc)
+		return rc;
+	if (!w->report_json || base != w->report_base || json_array_size(gpus) > w->gpu_count)
+		return cr_err_set(err, CR_ECONFLICT, "send a full report; 'corral worker' does so by itself",
+				  "light report for base %lld, but the server holds %s", base,
+				  w->report_json ? "another base" : "no full report");
+	size_t i;
+	json_t *g;
+	json_array_foreach(gpus, i, g) {
+		if (!json_is_object(g))
+			return cr_err_set(err, CR_EINPUT, "send GPU fields as objects", "dynamic.gpus[%zu] must be an object", i);
+	}
+	free(w->dynamic_json);
+	w->dynamic_json = cr_json_dump(dyn);
+	return 0;
+}
+
+static int accept_full(struct cr_req *req, struct cr_worker *w, json_t *body, struct cr_err *err)
+{
+	long long base = 0;
+	int rc = check_report(body, err);
+	if (!rc)
+		rc = cr_json_int(body, "base", 0, INT64_MAX, &base, err);
+	if (rc)
+		return rc;
+	size_t len;
+	const char *raw = cr_req_body(req, &len);
+	if (len > MAX_REPORT)
+		return cr_err_set(err, CR_ETOOBIG, "report fewer GPUs or notes", "status report is larger than 256 KiB");
+	/* Kept as received (validated above): re-encoding would cost as much as parsing. */
+	free(w->report_json);
+	w->report_json = cr_xstrndup(raw, len);
+	free(w->dynamic_json);
+	w->dynamic_json = NULL;
+	w->report_base = base;
+	w->gpu_count = json_array_size(json_object_get(body, "gpus"));
+	w->report_dirty = true;
+	return 0;
+}
+
 static void status(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
@@ -502,19 +562,11 @@ static void status(struct cr_req *req)
 	struct cr_err err = CR_ERR_INIT;
 	json_t *body = cr_req_json(req, &err);
 	long long interval = w->status_interval_s;
-	if (!body || check_report(body, &err) || cr_json_int(body, "status_interval_s", 1, 3600, &interval, &err)) {
+	if (!body || cr_json_int(body, "status_interval_s", 1, 3600, &interval, &err) ||
+	    (json_object_get(body, "dynamic") ? accept_light(w, body, &err) : accept_full(req, w, body, &err))) {
 		cr_reply_err(req, &err);
 		return;
 	}
-	size_t len;
-	const char *raw = cr_req_body(req, &len);
-	if (len > MAX_REPORT) {
-		cr_reply_error(req, CR_ETOOBIG, "status report is larger than 256 KiB", "report fewer GPUs or notes");
-		return;
-	}
-	/* Kept as received (validated above): re-encoding would cost as much as parsing. */
-	free(w->report_json);
-	w->report_json = cr_xstrndup(raw, len);
 	w->status_interval_s = (int)interval;
 	w->last_seen_ms = cr_wall_ms();
 	bool first = w->last_status_mono == 0;

@@ -30,5 +30,7 @@ const char *const cr_schema_sqlite[] = {
 	"  created_ms INTEGER NOT NULL,"
 	"  last_seen_ms INTEGER NOT NULL DEFAULT 0,"
 	"  report TEXT);",
+	/* 2: the dynamic half of the last report (light status reports) */
+	"ALTER TABLE workers ADD COLUMN report_dynamic TEXT;",
 	NULL,
 };

@@ -35,7 +35,8 @@ struct cr_worker_rec {
 	int port;
 	int64_t created_ms;
 	int64_t last_seen_ms;  /* observed: flushed periodically */
-	char *report_json;     /* observed: the last report, or NULL */
+	char *report_json;     /* observed: the last full report, or NULL */
+	char *dynamic_json;    /* observed: the last light report's dynamic half, or NULL */
 };
 
 typedef void (*cr_store_user_cb)(const struct cr_user_rec *u, void *arg);
@@ -56,7 +57,8 @@ struct cr_store_ops {
 	int (*worker_put)(struct cr_store *s, const struct cr_worker_rec *w, struct cr_err *err);
 	int (*worker_del)(struct cr_store *s, const char *id, struct cr_err *err);
 	int (*worker_list)(struct cr_store *s, cr_store_worker_cb cb, void *arg, struct cr_err *err);
-	/* Write last_seen and report of n workers in one transaction. */
+	/* Write last_seen, report and dynamic of n workers in one transaction;
+	 * a NULL report_json keeps the stored report. */
 	int (*worker_observed)(struct cr_store *s, const struct cr_worker_rec *const *w, size_t n, struct cr_err *err);
 	/* Settings: small named strings. get returns CR_ENOTFOUND when unset;
 	 * *value is owned by the caller. */

@@ -170,7 +170,7 @@ static int worker_list(struct cr_store *s, cr_store_worker_cb cb, void *arg, str
 {
 	sqlite3_stmt *st;
 	int rc = prepare(s,
-			 "SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report"
+			 "SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report, report_dynamic"
 			 " FROM workers ORDER BY name",
 			 &st, err);
 	if (rc)
@@ -181,6 +181,7 @@ static int worker_list(struct cr_store *s, cr_store_worker_cb cb, void *arg, str
 			(char *)col_text(st, 0), (char *)col_text(st, 1), (char *)col_text(st, 2),
 			(char *)col_text(st, 3), (char *)col_text(st, 4), sqlite3_column_int(st, 5),
 			sqlite3_column_int64(st, 6), sqlite3_column_int64(st, 7), (char *)col_text(st, 8),
+			(char *)col_text(st, 9),
 		};
 		cb(&w, arg);
 	}
@@ -207,12 +208,15 @@ static int worker_observed(struct cr_store *s, const struct cr_worker_rec *const
 	int rc = exec(s, "BEGIN", err);
 	if (rc)
 		return rc;
-	rc = prepare(s, "UPDATE workers SET last_seen_ms = ?, report = ? WHERE id = ?", &st, err);
+	rc = prepare(s,
+		     "UPDATE workers SET last_seen_ms = ?, report = COALESCE(?, report), report_dynamic = ? WHERE id = ?",
+		     &st, err);
 	if (!rc) {
 		for (size_t i = 0; !rc && i < n; i++) {
 			sqlite3_bind_int64(st, 1, w[i]->last_seen_ms);
 			sqlite3_bind_text(st, 2, w[i]->report_json, -1, SQLITE_STATIC);
-			sqlite3_bind_text(st, 3, w[i]->id, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 3, w[i]->dynamic_json, -1, SQLITE_STATIC);
+			sqlite3_bind_text(st, 4, w[i]->id, -1, SQLITE_STATIC);
 			if (sqlite3_step(st) != SQLITE_DONE)
 				rc = db_error(s, err, "update worker status");
 			sqlite3_reset(st);

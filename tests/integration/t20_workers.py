@@ -193,3 +193,56 @@ class Watch(ClusterCase):
         self.assertEqual(lines[3], ": keepalive\n")
         status, body = self.request("GET", "/api/workers/%s/watch" % w["id"], token="crw_wrong")
         self.assert_error(status, body, 401, "wrong worker secret")
+
+
+class LightReports(ClusterCase):
+    def _register(self, name):
+        status, body = self.request("POST", "/api/workers/register", {"name": name, "port": 1},
+                                    token=self.cluster_token())
+        self.assertEqual(status, 201, body)
+        return body["id"], body["secret"]
+
+    def test_light_report_applies_to_its_full_report(self):
+        self.start_server()
+        self.login()
+        wid, secret = self._register("manual")
+        light = {"base": 1, "dynamic": {"memory_available": 5, "gpus": [{"memory_used": 70}]}}
+        status, body = self.request("POST", "/api/workers/%s/status" % wid, light, token=secret)
+        self.assert_error(status, body, 409, "no full report", "send a full report")
+        full = {"base": 1, "system": {"memory": {"total": 100, "available": 90}},
+                "gpus": [{"index": 0, "vendor": "nvidia", "memory_total": 80, "memory_used": 1}]}
+        status, body = self.request("POST", "/api/workers/%s/status" % wid, full, token=secret)
+        self.assertEqual(status, 200, body)
+        status, body = self.request("POST", "/api/workers/%s/status" % wid, light, token=secret)
+        self.assertEqual(status, 200, body)
+        w = self.api("GET", "/api/workers/manual")
+        self.assertEqual(w["system"]["memory"], {"total": 100, "available": 5})
+        self.assertEqual(w["gpus"][0]["memory_used"], 70)
+        self.assertEqual(w["gpus"][0]["memory_total"], 80)
+        stale = dict(light, base=7)
+        status, body = self.request("POST", "/api/workers/%s/status" % wid, stale, token=secret)
+        self.assert_error(status, body, 409, "another base")
+        bad = {"base": 1, "dynamic": {"gpus": [{}, {}]}}
+        status, body = self.request("POST", "/api/workers/%s/status" % wid, bad, token=secret)
+        self.assertEqual(status, 409, body)
+        status, body = self.request("POST", "/api/workers/%s/status" % wid, {"base": 1, "dynamic": [1]},
+                                    token=secret)
+        self.assert_error(status, body, 400, "'dynamic' must be an object")
+        self.assertEqual(self.api("GET", "/api/workers/manual")["gpus"][0]["memory_used"], 70,
+                         "rejected reports change nothing")
+
+    def test_gpu_memory_changes_reach_the_server_between_full_reports(self):
+        self.start_server()
+        self.login()
+        cfg = json.loads(json.dumps(H100))
+        self.start_worker("live", nvml_config=cfg)
+        self.wait_state("live", "ready")
+        time.sleep(2.5)  # the worker has switched to light reports
+        cfg["devices"][1]["memory_used"] = 42 * 2**30
+        path = os.path.join(self.tmp, "live-nvml.json")
+        with open(path + ".new", "w") as f:
+            json.dump(cfg, f)
+        os.replace(path + ".new", path)
+        # well before the next full report (every 12 intervals)
+        self.wait_for(lambda: self.workers()["live"]["gpus"][1]["memory_used"] == 42 * 2**30,
+                      "the new GPU memory use", timeout=5)

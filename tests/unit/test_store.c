@@ -33,11 +33,11 @@ Test(store, migrations_apply_once_and_refuse_newer_schemas)
 	struct cr_store *s = open_at(path);
 	int v = 0;
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 1);
+	cr_assert_eq(v, 2);
 	cr_store_close(s);
 	s = open_at(path); /* reopening applies nothing again */
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 1);
+	cr_assert_eq(v, 2);
 	cr_store_close(s);
 
 	sqlite3 *db;
@@ -140,10 +140,10 @@ Test(store, workers_identity_and_observed_state)
 {
 	char *path = db_path();
 	struct cr_store *s = open_at(path);
-	struct cr_worker_rec w = { "id1", "gpu-1", "hash", "{\"gpu\":\"h100\"}", "10.0.0.5", 10150, 1, 0, NULL };
+	struct cr_worker_rec w = { "id1", "gpu-1", "hash", "{\"gpu\":\"h100\"}", "10.0.0.5", 10150, 1, 0, NULL, NULL };
 	struct cr_err err = CR_ERR_INIT;
 	cr_assert_eq(s->ops->worker_put(s, &w, &err), 0);
-	struct cr_worker_rec clash = { "id2", "gpu-1", "hash", "{}", "", 1, 1, 0, NULL };
+	struct cr_worker_rec clash = { "id2", "gpu-1", "hash", "{}", "", 1, 1, 0, NULL, NULL };
 	cr_assert_eq(s->ops->worker_put(s, &clash, &err), CR_ECONFLICT, "names are unique");
 	w.report_json = "{\"system\":{}}";
 	w.last_seen_ms = 4242;
