@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include "agent/report.h"
 #include "base/json.h"
 #include "base/mem.h"
 #include "base/util.h"
@@ -30,7 +31,9 @@ struct bench {
 	const char *admin_token;
 	struct sim *sims;
 	int n, interval_s, nconn;
-	char **bodies; /* one report body per worker, differing in utilisation */
+	char **bodies; /* full report bodies, differing in utilisation */
+	char **light;  /* light report bodies (the dynamic half), as corral worker sends between full ones */
+	long *count;   /* reports sent per simulated worker: every 12th is full */
 	struct evhttp_connection **conns;
 	int next_sim;
 	long sent, done, failed;
@@ -67,7 +70,19 @@ static char *report_body(int i)
 		"hostname", "gpu-node-0001", "uptime_s", 123456, "ephemeral_ports", 32768, 60999, "gpus", gpus,
 		"drivers", "nvidia", "driver_version", "550.54.15", "cuda_driver_version", "12.4", "gpu_count", 8,
 		"notes", "status_interval_s", 5);
+	json_object_set_new(r, "base", json_integer(1));
 	char *s = cr_json_dump(r);
+	json_decref(r);
+	return s;
+}
+
+static char *light_body(const char *full)
+{
+	json_t *r = json_loads(full, 0, NULL);
+	json_t *dyn = cr_report_split(r);
+	json_t *body = json_pack("{s:i,s:o,s:i}", "base", 1, "dynamic", dyn, "status_interval_s", 5);
+	char *s = cr_json_dump(body);
+	json_decref(body);
 	json_decref(r);
 	return s;
 }
@@ -118,7 +133,8 @@ static void send_status(struct bench *b, int i)
 	evhttp_add_header(h, "Host", b->host);
 	evhttp_add_header(h, "Authorization", auth);
 	evhttp_add_header(h, "Content-Type", "application/json");
-	evbuffer_add(evhttp_request_get_output_buffer(req), b->bodies[i % 64], strlen(b->bodies[i % 64]));
+	const char *body = b->count[i]++ % 12 == 0 ? b->bodies[i % 64] : b->light[i % 64];
+	evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
 	evhttp_make_request(b->conns[i % b->nconn], req, EVHTTP_REQ_POST, path);
 	b->sent++;
 }
@@ -268,8 +284,12 @@ int main(int argc, char **argv)
 
 	b.sims = cr_xcalloc((size_t)b.n, sizeof(*b.sims));
 	b.bodies = cr_xcalloc(64, sizeof(char *));
-	for (int i = 0; i < 64; i++)
+	b.light = cr_xcalloc(64, sizeof(char *));
+	b.count = cr_xcalloc((size_t)b.n, sizeof(long));
+	for (int i = 0; i < 64; i++) {
 		b.bodies[i] = report_body(i);
+		b.light[i] = light_body(b.bodies[i]);
+	}
 	double cpu0, cpu1, cpu_idle;
 	long rss0, rss1, rss_idle;
 	proc_stat(pid, &cpu_idle, &rss_idle);
