@@ -1,3 +1,0 @@
-build-san/src/base/map.o: src/base/map.c src/base/map.h src/base/mem.h
-src/base/map.h:
-src/base/mem.h:
