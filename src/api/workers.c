@@ -2,6 +2,7 @@
  * stream of desired state, liveness (missed reports, server->worker probes),
  * listing and removal. Identity is persisted at once; observed state (last
  * report, last seen) is flushed periodically. */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,11 +156,19 @@ static void probe_done(int status, const char *error, void *arg)
 	}
 }
 
-/* The next probe time: one interval away, +-25%, so that workers that came
- * up together (or a restarted server's whole cluster) are not probed in one burst. */
+/* Probes per second the server allows itself in total: a large cluster is
+ * probed less often per worker instead of costing more CPU. */
+#define PROBES_PER_SECOND 100
+
+/* The next probe time: one interval away (longer when the cluster is larger
+ * than PROBES_PER_SECOND x interval), +-25%, so that workers that came up
+ * together (or a restarted server's whole cluster) are not probed in one burst. */
 static int64_t next_probe_time(const struct cr_app *app, int64_t now)
 {
 	int64_t ms = (int64_t)app->cfg.probe_interval_s * 1000;
+	int64_t floor_ms = (int64_t)app->workers.count * 1000 / PROBES_PER_SECOND;
+	if (ms < floor_ms)
+		ms = floor_ms;
 	return now + ms * 3 / 4 + (int64_t)randombytes_uniform((uint32_t)(ms / 2) + 1);
 }
 
@@ -180,6 +189,10 @@ void cr_workers_tick(struct cr_app *app)
 	while (cr_map_next(&app->workers, &it, NULL, &v)) {
 		struct cr_worker *w = v;
 		update_state(app, w, now);
+		if (w->probe && !w->probe_pending) { /* idle between probes: keep no connection */
+			cr_probe_free(w->probe);
+			w->probe = NULL;
+		}
 		if (app->cfg.probe_interval_s > 0 && w->state != CR_W_NOT_READY && !w->probe_pending &&
 		    now >= w->next_probe_mono && w->port > 0)
 			start_probe(app, w, now);
@@ -209,6 +222,8 @@ void cr_workers_flush(struct cr_app *app)
 		cr_warn("flushing the status of %zu workers failed: %s", n, err.message);
 	free(ptrs);
 	free(recs);
+	/* Reports are replaced every interval; give the pages their churn frees back. */
+	malloc_trim(0);
 }
 
 void cr_workers_keepalive(struct cr_app *app)
@@ -572,8 +587,8 @@ static void status(struct cr_req *req)
 	bool first = w->last_status_mono == 0;
 	w->last_status_mono = cr_mono_ms();
 	w->dirty = true;
-	if (first)
-		w->next_probe_mono = w->last_status_mono + (int64_t)randombytes_uniform(1000);
+	if (first) /* the first probe anywhere in one probe period: no burst */
+		w->next_probe_mono = next_probe_time(app, w->last_status_mono) - (int64_t)app->cfg.probe_interval_s * 750;
 	update_state(app, w, w->last_status_mono);
 	cr_reply_json(req, 200, json_pack("{s:s,s:I}", "state", cr_worker_state_name(w->state), "server_time_ms",
 					   (json_int_t)w->last_seen_ms));

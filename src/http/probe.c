@@ -63,6 +63,9 @@ void cr_probe_get(struct cr_probe *p, const char *path, int timeout_s, cr_probe_
 	struct evhttp_request *req = evhttp_request_new(on_done, p);
 	evhttp_request_set_error_cb(req, on_error);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Host", p->host);
+	/* One socket per probe, closed after it: thousands of idle kept-alive
+	 * connections would cost more (descriptors, memory) than reconnecting. */
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
 	if (evhttp_make_request(p->con, req, EVHTTP_REQ_GET, path) != 0) {
 		p->cb = NULL;
 		cb(0, "could not start the request", arg);

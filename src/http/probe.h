@@ -1,6 +1,6 @@
 /* Asynchronous HTTP GET probes on the event loop (evhttp client), used by
  * the server to check that it can reach each worker's /healthz. One probe
- * object keeps one connection to one host:port alive between probes. */
+ * object targets one host:port; each GET opens and closes its connection. */
 #ifndef CR_HTTP_PROBE_H
 #define CR_HTTP_PROBE_H
 
