@@ -85,7 +85,7 @@ fuzz-replay: $(FUZZ_REPLAY)
 	  $$t tests/fuzz/corpus/$$n; done
 
 integration: $(BUILD)/corral $(FAKE_NVML)
-	CORRAL_BUILD=$(BUILD) python3 -m unittest discover -s tests/integration -p 't*.py' -v
+	CORRAL_BUILD=$(BUILD) python3 tests/integration/run.py
 
 test: deps
 	$(MAKE) WERROR=1 all $(UNIT_BINS) $(FUZZ_REPLAY) $(FAKE_NVML)

@@ -1,0 +1,15 @@
+#!/usr/bin/env python3
+"""Runs every integration tier (t*.py) with unittest and ends with one line
+'integration: N passed, N failed, N skipped'. Exit status 1 on any failure."""
+import os
+import sys
+import unittest
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+suite = unittest.defaultTestLoader.discover(here, pattern="t*.py")
+result = unittest.TextTestRunner(verbosity=2).run(suite)
+failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
+skipped = len(result.skipped)
+print("integration: %d passed, %d failed, %d skipped" % (result.testsRun - failed - skipped, failed, skipped))
+sys.exit(1 if failed or result.testsRun == 0 else 0)
