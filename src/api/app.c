@@ -125,6 +125,10 @@ void cr_app_free(struct cr_app *app)
 	if (app->keepalive)
 		event_free(app->keepalive);
 	cr_workers_free_all(app);
+	/* Let the ends of closed watch streams go out, so that evhttp frees
+	 * their requests before the server itself is freed. */
+	for (int i = 0; i < 3 && app->http; i++)
+		event_base_loop(app->base, EVLOOP_NONBLOCK);
 	cr_http_server_free(app->http);
 	cr_auth_free_all(app);
 	cr_store_close(app->store);

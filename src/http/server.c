@@ -380,6 +380,10 @@ static void stream_closed(struct evhttp_connection *con, void *arg)
 {
 	struct cr_stream *s = arg;
 	(void)con;
+	/* When the peer went away mid-reply, evhttp detaches the request and
+	 * leaves it to us: ending the reply frees it. */
+	if (!evhttp_request_get_connection(s->ev))
+		evhttp_send_reply_end(s->ev);
 	if (s->on_close)
 		s->on_close(s, s->arg);
 	free(s);
