@@ -98,7 +98,7 @@ check: deps
 	scripts/check-banned.sh
 
 bench: $(BUILD)/corral $(BENCH_BINS)
-	python3 bench/run_status.py --build $(BUILD)
+	python3 bench/run_status.py --build $(BUILD) $(BENCH_ARGS)
 
 run: deps all
 	@mkdir -p .data
