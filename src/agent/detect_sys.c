@@ -17,10 +17,13 @@ int cr_parse_meminfo(const char *text, struct cr_meminfo *out)
 {
 	memset(out, 0, sizeof(*out));
 	int found = 0;
-	for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+	for (const char *line = text; line && *line;) {
+		const char *next = strchr(line, '\n');
 		char key[64];
 		unsigned long long kb;
-		if (sscanf(line, "%63[^:]: %llu kB", key, &kb) != 2)
+		int n = sscanf(line, "%63[^:]: %llu kB", key, &kb);
+		line = next ? next + 1 : NULL;
+		if (n != 2)
 			continue;
 		uint64_t bytes = (uint64_t)kb * 1024;
 		if (!strcmp(key, "MemTotal"))

@@ -33,11 +33,8 @@ long long cr_json_get_int(json_t *obj, const char *field, long long def);
 /* Compact serialisation owned by the caller; aborts on OOM. */
 char *cr_json_dump(const json_t *j);
 
-#endif
-
-#ifndef CR_BASE_JSON_LABELS
-#define CR_BASE_JSON_LABELS
 /* Parse "k=v,k2=v2" into a new JSON object of strings. Keys: letters, digits,
  * '.', '_', '-', '/'; values may be empty. CR_EINPUT names the bad pair. */
 int cr_labels_parse(const char *s, json_t **out, struct cr_err *err);
+
 #endif
