@@ -11,7 +11,7 @@ WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat
         -Wno-format-nonliteral
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu17 $(WARN) -Isrc -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
-LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -ldl
+LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -ldl -lm
 ifneq ($(SANITIZE),)
 CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZE)
@@ -20,7 +20,7 @@ ifeq ($(WERROR),1)
 CFLAGS += -Werror
 endif
 
-LIB_SRCS := $(sort $(wildcard src/base/*.c src/http/*.c src/api/*.c src/store/*.c src/agent/*.c))
+LIB_SRCS := $(sort $(wildcard src/base/*.c src/http/*.c src/api/*.c src/store/*.c src/agent/*.c src/sched/*.c))
 CMD_SRCS := $(sort $(wildcard src/cmd/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CMD_OBJS := $(CMD_SRCS:%.c=$(BUILD)/%.o)
@@ -30,6 +30,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_REPLAY := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%-replay)
 FAKE_NVML := $(BUILD)/fakes/nvml/libnvidia-ml.so.1 $(BUILD)/fakes/nvml-nouuid/libnvidia-ml.so.1
 BENCH_BINS := $(BUILD)/bench/statusload
+TOOLS := $(BUILD)/tools/mkmodel
 
 .PHONY: all deps test unit integration fuzz-replay run check clean bench fuzz
 all: $(BUILD)/corral
@@ -73,6 +74,10 @@ fuzz:
 	    -o build-fuzz/$$n $(LDLIBS) || exit 1; done
 	@echo "run e.g.: build-fuzz/fuzz_report -max_total_time=60 tests/fuzz/corpus/fuzz_report"
 
+$(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libcorral.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(LDLIBS)
+
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libcorral.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(LDLIBS)
@@ -84,8 +89,11 @@ fuzz-replay: $(FUZZ_REPLAY)
 	@set -e; for t in $(FUZZ_REPLAY); do n=$$(basename $$t -replay); \
 	  $$t tests/fuzz/corpus/$$n; done
 
-integration: $(BUILD)/corral $(FAKE_NVML)
-	CORRAL_BUILD=$(BUILD) python3 tests/integration/run.py
+# The integration tests run real llama.cpp engines, built once and cached
+# outside the repository (scripts/llama-build.sh).
+integration: $(BUILD)/corral $(FAKE_NVML) $(TOOLS)
+	CORRAL_LLAMA_BIN=$$(scripts/llama-build.sh) && export CORRAL_LLAMA_BIN && \
+	  CORRAL_BUILD=$(BUILD) python3 tests/integration/run.py
 
 test: deps
 	$(MAKE) WERROR=1 all $(UNIT_BINS) $(FUZZ_REPLAY) $(FAKE_NVML)

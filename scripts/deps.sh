@@ -1,9 +1,11 @@
 #!/bin/sh
-# Install the Debian packages Corral needs to build and test. As root it runs
+# Install the Debian packages Corral needs to build and test (the last line of
+# packages builds the real llama.cpp engines the tests run, scripts/llama-build.sh). As root it runs
 # apt-get; otherwise it prints the exact command to run. Quiet when all are present.
 set -e
 PKGS="build-essential pkg-config libevent-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev \
-libsodium-dev libcriterion-dev python3 iproute2"
+libsodium-dev libcriterion-dev python3 iproute2 \
+nodejs npm cmake ninja-build g++ git"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -12,6 +12,7 @@ int cr_cmd_logout(int argc, char **argv);
 int cr_cmd_workers(int argc, char **argv);
 int cr_cmd_gpus(int argc, char **argv);
 int cr_cmd_doctor(int argc, char **argv);
+int cr_cmd_inspect(int argc, char **argv);
 
 /* Print an error and its fix to stderr the same way for every command. */
 struct cr_err;

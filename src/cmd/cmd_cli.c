@@ -15,81 +15,9 @@
 #include "base/json.h"
 #include "base/mem.h"
 #include "base/util.h"
+#include "cmd/cli.h"
 #include "cmd/cmd.h"
 #include "http/client.h"
-
-#define DEFAULT_URL "http://127.0.0.1:8080"
-
-static char *config_path(void)
-{
-	const char *xdg = getenv("XDG_CONFIG_HOME");
-	if (xdg && *xdg)
-		return cr_xasprintf("%s/corral/cli.json", xdg);
-	const char *home = getenv("HOME");
-	return cr_xasprintf("%s/.config/corral/cli.json", home ? home : ".");
-}
-
-static json_t *config_load(void)
-{
-	char *path = config_path(), *text = NULL;
-	size_t len;
-	json_t *j = NULL;
-	if (cr_file_read(path, 1 << 16, &text, &len, NULL) == 0)
-		j = cr_json_parse_object(text, len, NULL);
-	free(text);
-	free(path);
-	return j ? j : json_object();
-}
-
-struct client {
-	char *url;
-	char *token;
-};
-
-/* Resolve the server URL (flag, $CORRAL_SERVER_URL, saved, default) and the
- * token ($CORRAL_API_TOKEN, saved). */
-static void client_init(struct client *c, const char *url_flag)
-{
-	json_t *cfg = config_load();
-	const char *env_url = getenv("CORRAL_SERVER_URL"), *env_tok = getenv("CORRAL_API_TOKEN");
-	const char *url = url_flag ? url_flag : env_url ? env_url : cr_json_get_str(cfg, "server_url", DEFAULT_URL);
-	c->url = cr_xstrdup(url);
-	size_t n = strlen(c->url);
-	while (n && c->url[n - 1] == '/')
-		c->url[--n] = '\0';
-	c->token = cr_xstrdup(env_tok ? env_tok : cr_json_get_str(cfg, "token", NULL));
-	json_decref(cfg);
-}
-
-static void client_release(struct client *c)
-{
-	free(c->url);
-	free(c->token);
-}
-
-/* Call the API and return the parsed JSON answer, or NULL with err set. */
-static json_t *api(struct client *c, const char *method, const char *path, const char *body, struct cr_err *err)
-{
-	char *url = cr_xasprintf("%s%s", c->url, path);
-	struct cr_http_resp r;
-	json_t *j = NULL;
-	if (cr_http_call(method, url, c->token, body, 30000, &r, err) != 0) {
-		snprintf(err->fix, sizeof(err->fix), "check that the server runs at %s (--server-url or $CORRAL_SERVER_URL)",
-			 c->url);
-		goto out;
-	}
-	if (r.status < 200 || r.status >= 300) {
-		cr_http_error_from(&r, err);
-		if (r.status == 401 && !err->fix[0])
-			snprintf(err->fix, sizeof(err->fix), "log in with 'corral login'");
-	} else {
-		j = cr_json_parse_object(r.body, r.len, err);
-	}
-	cr_http_resp_release(&r);
-out:
-	free(url);
-	return j;
-}
 
 static char *read_password(bool from_stdin)
 {
@@ -122,7 +50,7 @@ int cr_cmd_login(int argc, char **argv)
 		"Log in and keep the session token in $XDG_CONFIG_HOME/corral/cli.json (0600).\n"
 		"The first admin password is in the server's DATA_DIR/initial_admin_password.\n"
 		"\n"
-		"  --server-url URL    the server (default $CORRAL_SERVER_URL, else " DEFAULT_URL ")\n"
+		"  --server-url URL    the server (default $CORRAL_SERVER_URL, else " CR_CLI_DEFAULT_URL ")\n"
 		"  --username NAME     default admin\n"
 		"  --password-stdin    read the password from standard input\n";
 	static const struct option longopts[] = {
@@ -142,20 +70,20 @@ int cr_cmd_login(int argc, char **argv)
 		default: fputs(usage, stderr); return 2;
 		}
 	}
-	struct client cl;
-	client_init(&cl, url);
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
 	free(cl.token);
 	cl.token = NULL;
 	struct cr_err err = CR_ERR_INIT;
 	char *password = read_password(from_stdin);
 	if (!password) {
 		cr_err_set(&err, CR_EINPUT, "type the password, or pipe it with --password-stdin", "no password given");
-		client_release(&cl);
+		cr_cli_release(&cl);
 		return cr_cmd_fail(&err);
 	}
 	json_t *body = json_pack("{s:s,s:s}", "username", user, "password", password);
 	char *text = cr_json_dump(body);
-	json_t *ans = api(&cl, "POST", "/api/auth/login", text, &err);
+	json_t *ans = cr_cli_api(&cl, "POST", "/api/auth/login", text, &err);
 	memset(password, 0, strlen(password));
 	memset(text, 0, strlen(text));
 	free(password);
@@ -166,10 +94,10 @@ int cr_cmd_login(int argc, char **argv)
 		rc = cr_cmd_fail(&err);
 		goto out;
 	}
-	json_t *cfg = config_load();
+	json_t *cfg = cr_cli_config_load();
 	json_object_set_new(cfg, "server_url", json_string(cl.url));
 	json_object_set_new(cfg, "token", json_string(cr_json_get_str(ans, "token", "")));
-	char *path = config_path();
+	char *path = cr_cli_config_path();
 	char *dir = cr_xstrdup(path);
 	*strrchr(dir, '/') = '\0';
 	char *saved = json_dumps(cfg, JSON_INDENT(2));
@@ -183,7 +111,7 @@ int cr_cmd_login(int argc, char **argv)
 	json_decref(cfg);
 	json_decref(ans);
 out:
-	client_release(&cl);
+	cr_cli_release(&cl);
 	return rc;
 }
 
@@ -193,68 +121,22 @@ int cr_cmd_logout(int argc, char **argv)
 		puts("usage: corral logout\n\nEnd the session and forget its token.");
 		return 0;
 	}
-	struct client cl;
-	client_init(&cl, NULL);
+	struct cr_cli cl;
+	cr_cli_init(&cl, NULL);
 	struct cr_err err = CR_ERR_INIT;
-	json_t *ans = cl.token ? api(&cl, "POST", "/api/auth/logout", NULL, &err) : NULL;
+	json_t *ans = cl.token ? cr_cli_api(&cl, "POST", "/api/auth/logout", NULL, &err) : NULL;
 	json_decref(ans);
-	json_t *cfg = config_load();
+	json_t *cfg = cr_cli_config_load();
 	json_object_del(cfg, "token");
-	char *path = config_path();
+	char *path = cr_cli_config_path();
 	char *saved = json_dumps(cfg, JSON_INDENT(2));
 	cr_file_write(path, saved, strlen(saved), 0600, NULL);
 	free(saved);
 	free(path);
 	json_decref(cfg);
-	client_release(&cl);
+	cr_cli_release(&cl);
 	puts("logged out");
 	return 0;
-}
-
-/* ---- tables ---- */
-
-#define MAX_COLS 8
-
-struct table {
-	int ncols;
-	size_t width[MAX_COLS];
-	json_t *rows; /* array of arrays of strings */
-};
-
-static void table_row(struct table *t, const char *const *cells)
-{
-	json_t *row = json_array();
-	for (int i = 0; i < t->ncols; i++) {
-		size_t n = strlen(cells[i]);
-		if (n > t->width[i])
-			t->width[i] = n;
-		json_array_append_new(row, json_string(cells[i]));
-	}
-	json_array_append_new(t->rows, row);
-}
-
-static void table_print(struct table *t)
-{
-	size_t r;
-	json_t *row;
-	json_array_foreach(t->rows, r, row) {
-		for (int i = 0; i < t->ncols; i++) {
-			const char *s = json_string_value(json_array_get(row, (size_t)i));
-			if (i == t->ncols - 1)
-				printf("%s\n", s);
-			else
-				printf("%-*s  ", (int)t->width[i], s);
-		}
-	}
-	json_decref(t->rows);
-}
-
-static void mem_pair(long long used, long long total, char *out, size_t n)
-{
-	char a[32], b[32];
-	cr_bytes_human((uint64_t)(used > 0 ? used : 0), a, sizeof(a));
-	cr_bytes_human((uint64_t)(total > 0 ? total : 0), b, sizeof(b));
-	snprintf(out, n, "%s/%s", a, b);
 }
 
 static void ago(const char *rfc3339, char *out, size_t n)
@@ -287,7 +169,7 @@ static void gpu_summary(json_t *gpus, char *out, size_t n)
 	json_t *g;
 	json_array_foreach(gpus, i, g) {
 		char mem[64];
-		mem_pair(cr_json_get_int(g, "memory_used", 0), cr_json_get_int(g, "memory_total", 0), mem, sizeof(mem));
+		cr_cli_mem_pair(cr_json_get_int(g, "memory_used", 0), cr_json_get_int(g, "memory_total", 0), mem, sizeof(mem));
 		if (cr_buf_addf(&b, "%s%s %s", i ? ", " : "", cr_json_get_str(g, "name", "?"), mem))
 			break;
 	}
@@ -297,9 +179,9 @@ static void gpu_summary(json_t *gpus, char *out, size_t n)
 
 static void print_workers(json_t *workers)
 {
-	struct table t = { 7, { 0 }, json_array() };
+	struct cr_table t = { 7, { 0 }, json_array() };
 	static const char *const head[] = { "NAME", "STATE", "ADDRESS", "GPUS", "CPU", "RAM", "LAST SEEN" };
-	table_row(&t, head);
+	cr_table_row(&t, head);
 	size_t i;
 	json_t *w;
 	json_array_foreach(workers, i, w) {
@@ -312,16 +194,16 @@ static void print_workers(json_t *workers)
 		snprintf(cpu, sizeof(cpu), cores ? "%lld cores" : "-", cores);
 		long long total = cr_json_get_int(mem, "total", 0);
 		if (total)
-			mem_pair(total - cr_json_get_int(mem, "available", 0), total, ram, sizeof(ram));
+			cr_cli_mem_pair(total - cr_json_get_int(mem, "available", 0), total, ram, sizeof(ram));
 		else
 			snprintf(ram, sizeof(ram), "-");
 		json_t *ls = json_object_get(w, "last_seen");
 		ago(json_is_string(ls) ? json_string_value(ls) : NULL, seen, sizeof(seen));
 		const char *row[] = { cr_json_get_str(w, "name", ""), cr_json_get_str(w, "state", ""), addr, gpus, cpu,
 				      ram, seen };
-		table_row(&t, row);
+		cr_table_row(&t, row);
 	}
-	table_print(&t);
+	cr_table_print(&t);
 	json_array_foreach(workers, i, w) {
 		const char *msg = cr_json_get_str(w, "state_message", "");
 		if (*msg)
@@ -361,15 +243,6 @@ static int parse_common(int argc, char **argv, const char *usage, const char **u
 	return -1;
 }
 
-static int print_json(json_t *j)
-{
-	char *s = json_dumps(j, JSON_INDENT(2));
-	puts(s);
-	free(s);
-	json_decref(j);
-	return 0;
-}
-
 int cr_cmd_workers(int argc, char **argv)
 {
 	const char *url = NULL;
@@ -379,31 +252,31 @@ int cr_cmd_workers(int argc, char **argv)
 		return rc;
 	const char *verb = optind < argc ? argv[optind] : "list";
 	const char *target = optind + 1 < argc ? argv[optind + 1] : NULL;
-	struct client cl;
-	client_init(&cl, url);
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
 	struct cr_err err = CR_ERR_INIT;
 	json_t *ans = NULL;
 	if (!strcmp(verb, "list") || !strcmp(verb, "ls")) {
-		ans = api(&cl, "GET", "/api/workers", NULL, &err);
+		ans = cr_cli_api(&cl, "GET", "/api/workers", NULL, &err);
 		if (ans && !as_json)
 			print_workers(json_object_get(ans, "workers"));
 		else if (ans)
-			print_json(json_incref(json_object_get(ans, "workers")));
+			cr_cli_print_json(json_incref(json_object_get(ans, "workers")));
 	} else if ((!strcmp(verb, "show") || !strcmp(verb, "rm")) && target) {
 		char *path = cr_xasprintf("/api/workers/%s", target);
 		bool rm = !strcmp(verb, "rm");
-		ans = api(&cl, rm ? "DELETE" : "GET", path, NULL, &err);
+		ans = cr_cli_api(&cl, rm ? "DELETE" : "GET", path, NULL, &err);
 		free(path);
 		if (ans && rm)
 			printf("removed worker '%s' (%s)\n", cr_json_get_str(ans, "name", ""), cr_json_get_str(ans, "deleted", ""));
 		else if (ans)
-			print_json(json_incref(ans));
+			cr_cli_print_json(json_incref(ans));
 	} else {
 		fputs(workers_usage, stderr);
-		client_release(&cl);
+		cr_cli_release(&cl);
 		return 2;
 	}
-	client_release(&cl);
+	cr_cli_release(&cl);
 	rc = ans ? 0 : cr_cmd_fail(&err);
 	json_decref(ans);
 	return rc;
@@ -417,30 +290,30 @@ int cr_cmd_gpus(int argc, char **argv)
 	int rc = parse_common(argc, argv, usage, &url, &as_json);
 	if (rc >= 0)
 		return rc;
-	struct client cl;
-	client_init(&cl, url);
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
 	struct cr_err err = CR_ERR_INIT;
-	json_t *ans = api(&cl, "GET", "/api/workers", NULL, &err);
-	client_release(&cl);
+	json_t *ans = cr_cli_api(&cl, "GET", "/api/workers", NULL, &err);
+	cr_cli_release(&cl);
 	if (!ans)
 		return cr_cmd_fail(&err);
 	json_t *all = json_array();
-	struct table t = { 7, { 0 }, json_array() };
+	struct cr_table t = { 7, { 0 }, json_array() };
 	static const char *const head[] = { "WORKER", "GPU", "VENDOR", "NAME", "MEMORY", "UTIL", "TEMP" };
-	table_row(&t, head);
+	cr_table_row(&t, head);
 	size_t i, k;
 	json_t *w, *g;
 	json_array_foreach(json_object_get(ans, "workers"), i, w) {
 		json_array_foreach(json_object_get(w, "gpus"), k, g) {
 			char idx[16], mem[64], util[16], temp[16];
 			snprintf(idx, sizeof(idx), "%lld", cr_json_get_int(g, "index", 0));
-			mem_pair(cr_json_get_int(g, "memory_used", 0), cr_json_get_int(g, "memory_total", 0), mem, sizeof(mem));
+			cr_cli_mem_pair(cr_json_get_int(g, "memory_used", 0), cr_json_get_int(g, "memory_total", 0), mem, sizeof(mem));
 			long long u = cr_json_get_int(g, "utilization", -1), tc = cr_json_get_int(g, "temperature", -1);
 			snprintf(util, sizeof(util), u >= 0 ? "%lld%%" : "-", u);
 			snprintf(temp, sizeof(temp), tc >= 0 ? "%lldC" : "-", tc);
 			const char *row[] = { cr_json_get_str(w, "name", ""), idx, cr_json_get_str(g, "vendor", ""),
 					      cr_json_get_str(g, "name", ""), mem, util, temp };
-			table_row(&t, row);
+			cr_table_row(&t, row);
 			json_t *copy = json_deep_copy(g);
 			json_object_set_new(copy, "worker", json_string(cr_json_get_str(w, "name", "")));
 			json_array_append_new(all, copy);
@@ -448,9 +321,9 @@ int cr_cmd_gpus(int argc, char **argv)
 	}
 	if (as_json) {
 		json_decref(t.rows);
-		print_json(all);
+		cr_cli_print_json(all);
 	} else {
-		table_print(&t);
+		cr_table_print(&t);
 		if (json_array_size(all) == 0)
 			puts("no GPUs: every worker is CPU-only (see 'corral workers' for their notes)");
 		json_decref(all);
@@ -490,7 +363,7 @@ static void print_doctor(json_t *r)
 	if (json_array_size(gpus) == 0)
 		puts("gpus        none (CPU-only node)");
 	json_array_foreach(gpus, i, g) {
-		mem_pair(cr_json_get_int(g, "memory_used", 0), cr_json_get_int(g, "memory_total", 0), a, sizeof(a));
+		cr_cli_mem_pair(cr_json_get_int(g, "memory_used", 0), cr_json_get_int(g, "memory_total", 0), a, sizeof(a));
 		printf("gpu %-7lld %s %s, %s, %s\n", cr_json_get_int(g, "index", 0), cr_json_get_str(g, "vendor", "?"),
 		       cr_json_get_str(g, "name", "?"), a, cr_json_get_str(g, "uuid", ""));
 	}
@@ -525,7 +398,7 @@ int cr_cmd_doctor(int argc, char **argv)
 	}
 	json_t *r = cr_detect_node(&o);
 	if (as_json)
-		return print_json(r);
+		return cr_cli_print_json(r);
 	print_doctor(r);
 	json_decref(r);
 	return 0;

@@ -24,6 +24,7 @@ static const char usage[] =
 	"\n"
 	"On this node, without a server:\n"
 	"  doctor     what this node has: devices, drivers, memory, notes\n"
+	"  inspect    a model file's shape and the memory an instance of it needs\n"
 	"\n"
 	"  version    print the version\n"
 	"\n"
@@ -45,7 +46,7 @@ int main(int argc, char **argv)
 	} cmds[] = {
 		{ "server", cr_cmd_server }, { "worker", cr_cmd_worker }, { "login", cr_cmd_login },
 		{ "logout", cr_cmd_logout }, { "workers", cr_cmd_workers }, { "gpus", cr_cmd_gpus },
-		{ "doctor", cr_cmd_doctor },
+		{ "doctor", cr_cmd_doctor }, { "inspect", cr_cmd_inspect },
 	};
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		fputs(usage, argc < 2 ? stderr : stdout);

@@ -1,0 +1,54 @@
+/* Helpers shared by the client commands: the saved session and server URL
+ * ($XDG_CONFIG_HOME/corral/cli.json), API calls, aligned tables. */
+#ifndef CR_CMD_CLI_H
+#define CR_CMD_CLI_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "base/err.h"
+
+#define CR_CLI_DEFAULT_URL "http://127.0.0.1:8080"
+
+struct cr_cli {
+	char *url;   /* server URL without a trailing slash */
+	char *token; /* session or API token, may be NULL */
+};
+
+/* Path of the client's config file (caller frees). */
+char *cr_cli_config_path(void);
+
+/* The saved config object (empty when none). */
+json_t *cr_cli_config_load(void);
+
+/* Resolve the server URL (flag, $CORRAL_SERVER_URL, saved, default) and the
+ * token ($CORRAL_API_TOKEN, saved). Release with cr_cli_release. */
+void cr_cli_init(struct cr_cli *c, const char *url_flag);
+void cr_cli_release(struct cr_cli *c);
+
+/* Call the API; the parsed JSON answer (caller decrefs), or NULL with err
+ * holding the server's message and fix. */
+json_t *cr_cli_api(struct cr_cli *c, const char *method, const char *path, const char *body, struct cr_err *err);
+
+#define CR_TABLE_MAX_COLS 10
+
+/* Rows of strings printed with aligned columns. */
+struct cr_table {
+	int ncols;
+	size_t width[CR_TABLE_MAX_COLS];
+	json_t *rows; /* array of arrays of strings */
+};
+
+/* Add a row of ncols cells (copied). */
+void cr_table_row(struct cr_table *t, const char *const *cells);
+
+/* Print the rows and free them. */
+void cr_table_print(struct cr_table *t);
+
+/* "used/total" in human units. */
+void cr_cli_mem_pair(long long used, long long total, char *out, size_t n);
+
+/* Print j indented on stdout and decref it; returns 0. */
+int cr_cli_print_json(json_t *j);
+
+#endif

@@ -1,0 +1,123 @@
+/* corral: helpers shared by the command-line client's commands: the saved
+ * session, API calls, tables. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "base/json.h"
+#include "base/mem.h"
+#include "base/util.h"
+#include "cmd/cli.h"
+#include "http/client.h"
+
+
+
+char *cr_cli_config_path(void)
+{
+	const char *xdg = getenv("XDG_CONFIG_HOME");
+	if (xdg && *xdg)
+		return cr_xasprintf("%s/corral/cli.json", xdg);
+	const char *home = getenv("HOME");
+	return cr_xasprintf("%s/.config/corral/cli.json", home ? home : ".");
+}
+
+json_t *cr_cli_config_load(void)
+{
+	char *path = cr_cli_config_path(), *text = NULL;
+	size_t len;
+	json_t *j = NULL;
+	if (cr_file_read(path, 1 << 16, &text, &len, NULL) == 0)
+		j = cr_json_parse_object(text, len, NULL);
+	free(text);
+	free(path);
+	return j ? j : json_object();
+}
+
+void cr_cli_init(struct cr_cli *c, const char *url_flag)
+{
+	json_t *cfg = cr_cli_config_load();
+	const char *env_url = getenv("CORRAL_SERVER_URL"), *env_tok = getenv("CORRAL_API_TOKEN");
+	const char *url = url_flag ? url_flag : env_url ? env_url : cr_json_get_str(cfg, "server_url", CR_CLI_DEFAULT_URL);
+	c->url = cr_xstrdup(url);
+	size_t n = strlen(c->url);
+	while (n && c->url[n - 1] == '/')
+		c->url[--n] = '\0';
+	c->token = cr_xstrdup(env_tok ? env_tok : cr_json_get_str(cfg, "token", NULL));
+	json_decref(cfg);
+}
+
+void cr_cli_release(struct cr_cli *c)
+{
+	free(c->url);
+	free(c->token);
+}
+
+json_t *cr_cli_api(struct cr_cli *c, const char *method, const char *path, const char *body, struct cr_err *err)
+{
+	char *url = cr_xasprintf("%s%s", c->url, path);
+	struct cr_http_resp r;
+	json_t *j = NULL;
+	if (cr_http_call(method, url, c->token, body, 30000, &r, err) != 0) {
+		snprintf(err->fix, sizeof(err->fix), "check that the server runs at %s (--server-url or $CORRAL_SERVER_URL)",
+			 c->url);
+		goto out;
+	}
+	if (r.status < 200 || r.status >= 300) {
+		cr_http_error_from(&r, err);
+		if (r.status == 401 && !err->fix[0])
+			snprintf(err->fix, sizeof(err->fix), "log in with 'corral login'");
+	} else {
+		j = cr_json_parse_object(r.body, r.len, err);
+	}
+	cr_http_resp_release(&r);
+out:
+	free(url);
+	return j;
+}
+
+void cr_table_row(struct cr_table *t, const char *const *cells)
+{
+	json_t *row = json_array();
+	for (int i = 0; i < t->ncols; i++) {
+		size_t n = strlen(cells[i]);
+		if (n > t->width[i])
+			t->width[i] = n;
+		json_array_append_new(row, json_string(cells[i]));
+	}
+	json_array_append_new(t->rows, row);
+}
+
+void cr_table_print(struct cr_table *t)
+{
+	size_t r;
+	json_t *row;
+	json_array_foreach(t->rows, r, row) {
+		for (int i = 0; i < t->ncols; i++) {
+			const char *s = json_string_value(json_array_get(row, (size_t)i));
+			if (i == t->ncols - 1)
+				printf("%s\n", s);
+			else
+				printf("%-*s  ", (int)t->width[i], s);
+		}
+	}
+	json_decref(t->rows);
+}
+
+void cr_cli_mem_pair(long long used, long long total, char *out, size_t n)
+{
+	char a[32], b[32];
+	cr_bytes_human((uint64_t)(used > 0 ? used : 0), a, sizeof(a));
+	cr_bytes_human((uint64_t)(total > 0 ? total : 0), b, sizeof(b));
+	snprintf(out, n, "%s/%s", a, b);
+}
+
+int cr_cli_print_json(json_t *j)
+{
+	char *s = json_dumps(j, JSON_INDENT(2));
+	puts(s);
+	free(s);
+	json_decref(j);
+	return 0;
+}
+

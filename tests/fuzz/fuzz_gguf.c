@@ -1,0 +1,49 @@
+/* Fuzz target: GGUF headers as workers read them from model files: the whole
+ * input as a file, then as a prefix of a longer file (the incremental path),
+ * and on success the shape extraction and both estimators. */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "sched/estimate.h"
+#include "sched/gguf.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void use(const struct cr_gguf *g, uint64_t file)
+{
+	struct cr_model_shape s = CR_MODEL_SHAPE_INIT;
+	struct cr_err err = CR_ERR_INIT;
+	if (cr_shape_from_gguf(g, file, &s, &err) == 0) {
+		struct cr_est_params p = CR_EST_PARAMS_INIT;
+		struct cr_estimate e;
+		double split[2] = { 1, 3 };
+		p.n_ctx = 4096;
+		cr_estimate_llama(&s, &p, 2, split, &e, &err);
+		cr_estimate_llama(&s, &p, 0, NULL, &e, &err);
+		cr_estimate_vllm(&s, &p, 2, 1, &e, &err);
+		json_t *j = cr_shape_to_json(&s);
+		struct cr_model_shape back = CR_MODEL_SHAPE_INIT;
+		cr_shape_from_json(j, &back, &err);
+		cr_shape_release(&back);
+		json_decref(j);
+	}
+	cr_shape_release(&s);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct cr_gguf *g = NULL;
+	struct cr_err err = CR_ERR_INIT;
+	uint64_t need = 0;
+	if (cr_gguf_parse(data, size, size, &g, &need, &err) == 0) {
+		use(g, size);
+		cr_gguf_free(g);
+	}
+	g = NULL;
+	if (cr_gguf_parse(data, size, (uint64_t)size * 4 + 4096, &g, &need, &err) == 0) {
+		use(g, (uint64_t)size * 4 + 4096);
+		cr_gguf_free(g);
+	}
+	return 0;
+}
