@@ -29,7 +29,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_REPLAY := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%-replay)
 FAKE_NVML := $(BUILD)/fakes/nvml/libnvidia-ml.so.1 $(BUILD)/fakes/nvml-nouuid/libnvidia-ml.so.1
-BENCH_BINS := $(BUILD)/bench/statusload
+BENCH_BINS := $(BUILD)/bench/statusload $(BUILD)/bench/sched
 TOOLS := $(BUILD)/tools/mkmodel
 
 .PHONY: all deps test unit integration fuzz-replay run check clean bench fuzz
@@ -107,6 +107,7 @@ check: deps
 
 bench: $(BUILD)/corral $(BENCH_BINS)
 	python3 bench/run_status.py --build $(BUILD) $(BENCH_ARGS)
+	$(BUILD)/bench/sched $(BENCH_ARGS)
 
 run: deps all
 	@mkdir -p .data

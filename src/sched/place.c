@@ -62,6 +62,7 @@ struct ctx {
 	bool *eligible;      /* per worker: passed the filters */
 	bool *fitted;        /* per worker: took part in the chosen placement */
 	uint64_t need1;      /* claim on one GPU for the whole model */
+	uint64_t per_dev;    /* the part of it every device pays again (compute, runtime) */
 	bool llama;
 };
 
@@ -268,10 +269,7 @@ static bool try_llama_split(struct ctx *c, const struct gref *gs, int k, struct 
 /* Smallest prefix of gs (sorted by free, descending) that holds the model. */
 static int llama_prefix(struct ctx *c, const struct gref *gs, int n)
 {
-	struct cr_estimate one;
-	if (est_llama(c, 1, NULL, -1, &one))
-		return 0;
-	uint64_t per_dev = one.dev[0].compute + one.dev[0].overhead, body = one.dev[0].total - per_dev, sum = 0;
+	uint64_t per_dev = c->per_dev, body = c->need1 - per_dev, sum = 0;
 	for (int k = 1; k <= n && k <= CR_SCHED_MAX_MEMBERS; k++) {
 		sum += gs[k - 1].free;
 		if (k < 2 || sum < body + per_dev * (uint64_t)k)
@@ -287,9 +285,10 @@ static int llama_prefix(struct ctx *c, const struct gref *gs, int n)
 
 static int collect(struct ctx *c, int only_worker, const char *gpu_name, uint64_t min_free, struct gref *gs)
 {
-	int n = 0;
-	for (int i = 0; i < c->snap->n_workers; i++) {
-		if (!c->eligible[i] || (only_worker >= 0 && i != only_worker))
+	int n = 0, from = only_worker >= 0 ? only_worker : 0;
+	int to = only_worker >= 0 ? only_worker + 1 : c->snap->n_workers;
+	for (int i = from; i < to; i++) {
+		if (!c->eligible[i])
 			continue;
 		const struct cr_sched_worker *w = &c->snap->workers[i];
 		for (int g = 0; g < w->n_gpus; g++) {
@@ -756,6 +755,7 @@ int cr_sched_place(const struct cr_sched_snapshot *snap, const struct cr_sched_r
 	if (rc)
 		return rc;
 	c.need1 = out->need_vram = e.dev[0].total;
+	c.per_dev = e.dev[0].compute + e.dev[0].overhead;
 	c.eligible = cr_xcalloc((size_t)snap->n_workers + 1, sizeof(bool));
 	if (req->n_manual) {
 		rc = place_manual(&c, err);
