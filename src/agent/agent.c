@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "agent/detect.h"
+#include "agent/engines.h"
 #include "agent/report.h"
 #include "base/err.h"
 #include "base/json.h"
@@ -186,6 +187,7 @@ static json_t *build_report(struct agent *a)
 {
 	struct cr_detect_opts o = { a->cfg->data_dir, a->cfg->resources_file, NULL, NULL, NULL };
 	json_t *full = cr_detect_node(&o);
+	json_object_set_new(full, "engines", cr_engines_detect());
 	json_t *stat = json_deep_copy(full);
 	json_t *dyn = cr_report_split(stat);
 	char *text = cr_json_dump(stat);

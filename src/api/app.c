@@ -22,6 +22,9 @@ void cr_app_config_defaults(struct cr_app_config *c)
 	c->session_ttl_s = 7 * 24 * 3600;
 	c->max_body = 1 << 20;
 	c->max_headers = 16 << 10;
+	c->reschedule_grace_s = 300;
+	c->gpu_reserve = 512ull << 20;
+	c->ram_reserve = 1ull << 30;
 }
 
 static void healthz(struct cr_req *req)
@@ -39,6 +42,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	cr_workers_tick(arg);
+	cr_models_tick(arg);
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg)
@@ -85,6 +89,8 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	rc = cr_auth_bootstrap(app, err);
 	if (!rc)
 		rc = cr_workers_load(app, err);
+	if (!rc)
+		rc = cr_models_load(app, err);
 	if (rc)
 		goto fail;
 	struct cr_http_limits limits = { cfg->max_body, cfg->max_headers, 60 };
@@ -92,6 +98,7 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	cr_http_server_add_routes(app->http, app_routes);
 	cr_http_server_add_routes(app->http, cr_api_auth_routes);
 	cr_http_server_add_routes(app->http, cr_api_worker_routes);
+	cr_http_server_add_routes(app->http, cr_api_model_routes);
 	app->tick = every(app, 1, on_tick);
 	app->flush = every(app, cfg->flush_interval_s > 0 ? cfg->flush_interval_s : 30, on_flush);
 	app->keepalive = every(app, cfg->keepalive_s > 0 ? cfg->keepalive_s : 15, on_keepalive);
@@ -124,6 +131,7 @@ void cr_app_free(struct cr_app *app)
 		event_free(app->flush);
 	if (app->keepalive)
 		event_free(app->keepalive);
+	cr_models_free_all(app);
 	cr_workers_free_all(app);
 	/* Let the ends of closed watch streams go out, so that evhttp frees
 	 * their requests before the server itself is freed. */

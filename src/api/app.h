@@ -5,6 +5,7 @@
 #define CR_API_APP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct cr_err;
@@ -21,6 +22,9 @@ struct cr_app_config {
 	int session_ttl_s;
 	size_t max_body;            /* request body limit in bytes */
 	size_t max_headers;
+	int reschedule_grace_s;     /* instances of a worker not_ready this long move elsewhere */
+	uint64_t gpu_reserve;       /* bytes kept free on every GPU */
+	uint64_t ram_reserve;       /* bytes kept free on every worker for CPU instances */
 };
 
 /* Defaults for every field but data_dir. */

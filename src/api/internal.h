@@ -51,12 +51,36 @@ struct cr_worker {
 	bool report_dirty;                  /* the full report too */
 	enum cr_worker_state state;
 	char *state_message;
+	int64_t state_since_mono;           /* when the state last changed */
+	json_t *files;                      /* source -> file report from the worker */
 	/* server -> worker probe */
 	struct cr_probe *probe;
 	bool probe_pending, probe_failed;
 	char *probe_error;
 	int64_t next_probe_mono;
 	struct cr_stream *watch;
+};
+
+/* A deployed model: its validated spec (see models.c) and why replicas are
+ * missing when they are. */
+struct cr_model {
+	char *id, *name;
+	json_t *spec;
+	int64_t created_ms, updated_ms;
+	int64_t created_mono;
+	char *status;       /* last scheduling summary when short of replicas, else NULL */
+	json_t *reasons;    /* its per-worker reasons, or NULL */
+};
+
+/* Instance lifecycle (design.md): pending -> scheduled -> starting -> running,
+ * error (with a cause), restarting, unreachable (its worker is lost), stopping.
+ * Until engines run, instances stop at scheduled; one whose worker stays
+ * not_ready past the grace period is removed and placed again elsewhere. */
+struct cr_instance {
+	char *id, *model_id;
+	json_t *placement;  /* workers, GPUs, claims, split, leader */
+	char *state, *message;
+	int64_t created_ms, updated_ms;
 };
 
 struct cr_app {
@@ -72,12 +96,19 @@ struct cr_app {
 	struct cr_map sessions;   /* token hash -> cr_session */
 	struct cr_map workers;    /* id -> cr_worker */
 	struct cr_map worker_names; /* name -> cr_worker */
+	struct cr_map models;       /* id -> cr_model */
+	struct cr_map model_names;  /* name -> cr_model */
+	struct cr_map instances;    /* id -> cr_instance */
+	json_t *probe_sources;      /* source -> mono ms of the last dry run that asked for it */
+	bool sched_dirty;           /* run the controller at the next tick */
+	int64_t next_sched_mono;
 	int64_t started_mono;
 	struct event *tick, *flush, *keepalive;
 };
 
 extern const struct cr_http_route cr_api_auth_routes[];
 extern const struct cr_http_route cr_api_worker_routes[];
+extern const struct cr_http_route cr_api_model_routes[];
 
 /* auth.c */
 int cr_auth_bootstrap(struct cr_app *app, struct cr_err *err);
@@ -92,5 +123,16 @@ void cr_workers_keepalive(struct cr_app *app);
 void cr_workers_free_all(struct cr_app *app);
 struct cr_worker *cr_worker_find(struct cr_app *app, const char *id_or_name);
 const char *cr_worker_state_name(enum cr_worker_state s);
+/* Send a worker its desired instances and the model sources to inspect. */
+void cr_workers_push(struct cr_app *app, struct cr_worker *w);
+
+/* models.c */
+int cr_models_load(struct cr_app *app, struct cr_err *err);
+void cr_models_tick(struct cr_app *app);
+void cr_models_free_all(struct cr_app *app);
+/* The watch-stream payloads for one worker: {"instances":[...]} and
+ * {"sources":[...]} (new references). */
+json_t *cr_models_instances_for(struct cr_app *app, const char *worker_id);
+json_t *cr_models_sources(struct cr_app *app);
 
 #endif

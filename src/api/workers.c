@@ -40,6 +40,7 @@ static struct cr_worker *worker_new(struct cr_app *app, const char *id, const ch
 	w->report_base = -1;
 	w->state = CR_W_NOT_READY;
 	w->state_message = cr_xstrdup("registered, waiting for the first status report");
+	w->state_since_mono = cr_mono_ms();
 	cr_map_put(&app->workers, w->id, w);
 	cr_map_put(&app->worker_names, w->name, w);
 	return w;
@@ -58,6 +59,7 @@ static void worker_free(struct cr_worker *w)
 	free(w->labels_json);
 	free(w->address);
 	free(w->address_seen);
+	json_decref(w->files);
 	free(w->report_json);
 	free(w->dynamic_json);
 	free(w->state_message);
@@ -110,11 +112,13 @@ static void set_state(struct cr_worker *w, enum cr_worker_state s, const char *m
 		return;
 	if (w->state != s)
 		cr_info("worker '%s' is %s%s%s", w->name, cr_worker_state_name(s), *msg ? ": " : "", msg);
+	if (w->state != s)
+		w->state_since_mono = cr_mono_ms();
 	w->state = s;
 	cr_str_replace(&w->state_message, msg);
 }
 
-static void update_state(struct cr_app *app, struct cr_worker *w, int64_t now)
+static void judge_state(struct cr_app *app, struct cr_worker *w, int64_t now)
 {
 	int64_t limit_ms = (int64_t)app->cfg.missed_status_limit * w->status_interval_s * 1000;
 	char msg[512];
@@ -140,6 +144,15 @@ static void update_state(struct cr_app *app, struct cr_worker *w, int64_t now)
 	} else {
 		set_state(w, CR_W_READY, "");
 	}
+}
+
+/* Set the worker's state from what was seen; a change reruns the scheduler. */
+static void update_state(struct cr_app *app, struct cr_worker *w, int64_t now)
+{
+	enum cr_worker_state before = w->state;
+	judge_state(app, w, now);
+	if (w->state != before)
+		app->sched_dirty = true;
 }
 
 static void probe_done(int status, const char *error, void *arg)
@@ -610,8 +623,55 @@ static void watch(struct cr_req *req)
 	if (w->watch)
 		cr_stream_close(w->watch);
 	w->watch = cr_stream_open(req, watch_closed, w);
-	/* Desired instances for this worker: none until models can be deployed. */
-	cr_stream_event(w->watch, "snapshot", "{\"instances\":[]}");
+	cr_workers_push(app, w);
+}
+
+void cr_workers_push(struct cr_app *app, struct cr_worker *w)
+{
+	if (!w->watch)
+		return;
+	json_t *sources = cr_models_sources(app), *inst = cr_models_instances_for(app, w->id);
+	char *a = cr_json_dump(sources), *b = cr_json_dump(inst);
+	cr_stream_event(w->watch, "sources", a);
+	cr_stream_event(w->watch, "snapshot", b);
+	free(a);
+	free(b);
+	json_decref(sources);
+	json_decref(inst);
+}
+
+/* ---- model files ---- */
+
+/* POST /api/workers/{id}/files {"files":[{"source", "exists", ...}]}: what the
+ * worker found at each model source; replaces the previous report. */
+static void files_report(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_worker *w = cr_map_get(&app->workers, cr_req_principal(req)->worker_id);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *body = cr_req_json(req, &err), *files = NULL;
+	if (!body || cr_json_arr(body, "files", &files, &err) != 0 || !files) {
+		if (!err.code)
+			cr_err_set(&err, CR_EINPUT, "send {\"files\":[...]}", "field 'files' is required");
+		cr_reply_err(req, &err);
+		return;
+	}
+	json_t *by_source = json_object();
+	size_t i;
+	json_t *f;
+	json_array_foreach(files, i, f) {
+		const char *src = cr_json_get_str(f, "source", NULL);
+		if (!json_is_object(f) || !src || !*src) {
+			json_decref(by_source);
+			cr_reply_error(req, CR_EINPUT, "every file report needs a 'source'", "update the worker");
+			return;
+		}
+		json_object_set(by_source, src, f);
+	}
+	json_decref(w->files);
+	w->files = by_source;
+	app->sched_dirty = true;
+	cr_reply_json(req, 200, json_pack("{s:I}", "files", (json_int_t)json_array_size(files)));
 }
 
 const struct cr_http_route cr_api_worker_routes[] = {
@@ -621,5 +681,6 @@ const struct cr_http_route cr_api_worker_routes[] = {
 	{ CR_DELETE, "/api/workers/{}", CR_AUTH_ADMIN, delete_worker },
 	{ CR_POST, "/api/workers/{}/status", CR_AUTH_WORKER, status },
 	{ CR_GET, "/api/workers/{}/watch", CR_AUTH_WORKER, watch },
+	{ CR_POST, "/api/workers/{}/files", CR_AUTH_WORKER, files_report },
 	{ 0, NULL, 0, NULL },
 };

@@ -37,6 +37,8 @@ static const char server_usage[] =
 	"  --flush-interval S     seconds between writes of observed state (default 30)\n"
 	"  --keepalive S          seconds between watch-stream keepalives (default 15)\n"
 	"  --max-body BYTES       largest request body accepted (default 1048576)\n"
+	"  --reschedule-grace S   move instances off a worker not ready this long (default 300)\n"
+	"  --gpu-reserve MIB      memory kept free on every GPU (default 512)\n"
 	"  -h, --help             this text\n";
 
 struct embedded {
@@ -160,6 +162,7 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		{ "worker-name", required_argument, NULL, 'n' },  { "status-interval", required_argument, NULL, 's' },
 		{ "probe-interval", required_argument, NULL, 'P' }, { "flush-interval", required_argument, NULL, 'f' },
 		{ "keepalive", required_argument, NULL, 'k' },    { "max-body", required_argument, NULL, 'b' },
+		{ "reschedule-grace", required_argument, NULL, 'g' }, { "gpu-reserve", required_argument, NULL, 'r' },
 		{ "help", no_argument, NULL, 'h' },               { NULL, 0, NULL, 0 },
 	};
 	long long v;
@@ -178,6 +181,8 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		case 'f': if (parse_int_opt("--flush-interval", optarg, 1, 3600, &v)) return 2; o->app.flush_interval_s = (int)v; break;
 		case 'k': if (parse_int_opt("--keepalive", optarg, 1, 3600, &v)) return 2; o->app.keepalive_s = (int)v; break;
 		case 'b': if (parse_int_opt("--max-body", optarg, 1024, 1 << 30, &v)) return 2; o->app.max_body = (size_t)v; break;
+		case 'g': if (parse_int_opt("--reschedule-grace", optarg, 1, 86400, &v)) return 2; o->app.reschedule_grace_s = (int)v; break;
+		case 'r': if (parse_int_opt("--gpu-reserve", optarg, 0, 1 << 20, &v)) return 2; o->app.gpu_reserve = (uint64_t)v << 20; break;
 		case 'h': fputs(server_usage, stdout); return 0;
 		default: fputs(server_usage, stderr); return 2;
 		}

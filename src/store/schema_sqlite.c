@@ -32,5 +32,21 @@ const char *const cr_schema_sqlite[] = {
 	"  report TEXT);",
 	/* 2: the dynamic half of the last report (light status reports) */
 	"ALTER TABLE workers ADD COLUMN report_dynamic TEXT;",
+	/* 3: models and their instances */
+	"CREATE TABLE models ("
+	"  id TEXT PRIMARY KEY,"
+	"  name TEXT NOT NULL UNIQUE,"
+	"  spec TEXT NOT NULL,"
+	"  created_ms INTEGER NOT NULL,"
+	"  updated_ms INTEGER NOT NULL);"
+	"CREATE TABLE instances ("
+	"  id TEXT PRIMARY KEY,"
+	"  model_id TEXT NOT NULL REFERENCES models(id) ON DELETE CASCADE,"
+	"  placement TEXT NOT NULL,"
+	"  state TEXT NOT NULL,"
+	"  message TEXT NOT NULL DEFAULT '',"
+	"  created_ms INTEGER NOT NULL,"
+	"  updated_ms INTEGER NOT NULL);"
+	"CREATE INDEX instances_model ON instances(model_id);",
 	NULL,
 };

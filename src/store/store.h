@@ -39,9 +39,32 @@ struct cr_worker_rec {
 	char *dynamic_json;    /* observed: the last light report's dynamic half, or NULL */
 };
 
+/* A model: its validated spec as JSON (see docs/api.md). */
+struct cr_model_rec {
+	char *id;
+	char *name;
+	char *spec_json;
+	int64_t created_ms;
+	int64_t updated_ms;
+};
+
+/* An instance (one replica): its placement as JSON and its state. Deleting a
+ * model deletes its instances. */
+struct cr_instance_rec {
+	char *id;
+	char *model_id;
+	char *placement_json;
+	char *state;
+	char *message;
+	int64_t created_ms;
+	int64_t updated_ms;
+};
+
 typedef void (*cr_store_user_cb)(const struct cr_user_rec *u, void *arg);
 typedef void (*cr_store_session_cb)(const struct cr_session_rec *s, void *arg);
 typedef void (*cr_store_worker_cb)(const struct cr_worker_rec *w, void *arg);
+typedef void (*cr_store_model_cb)(const struct cr_model_rec *m, void *arg);
+typedef void (*cr_store_instance_cb)(const struct cr_instance_rec *i, void *arg);
 
 /* Each op returns 0 or an error code with err filled. Callbacks borrow the
  * record for the duration of the call and are called once per row. */
@@ -60,6 +83,15 @@ struct cr_store_ops {
 	/* Write last_seen, report and dynamic of n workers in one transaction;
 	 * a NULL report_json keeps the stored report. */
 	int (*worker_observed)(struct cr_store *s, const struct cr_worker_rec *const *w, size_t n, struct cr_err *err);
+	/* Models: insert or update by id (a name taken by another id is
+	 * CR_ECONFLICT); delete cascades to instances. */
+	int (*model_put)(struct cr_store *s, const struct cr_model_rec *m, struct cr_err *err);
+	int (*model_del)(struct cr_store *s, const char *id, struct cr_err *err);
+	int (*model_list)(struct cr_store *s, cr_store_model_cb cb, void *arg, struct cr_err *err);
+	/* Instances: insert or update by id; the model must exist. */
+	int (*instance_put)(struct cr_store *s, const struct cr_instance_rec *i, struct cr_err *err);
+	int (*instance_del)(struct cr_store *s, const char *id, struct cr_err *err);
+	int (*instance_list)(struct cr_store *s, cr_store_instance_cb cb, void *arg, struct cr_err *err);
 	/* Settings: small named strings. get returns CR_ENOTFOUND when unset;
 	 * *value is owned by the caller. */
 	int (*setting_get)(struct cr_store *s, const char *key, char **value, struct cr_err *err);

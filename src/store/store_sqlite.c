@@ -230,6 +230,100 @@ static int worker_observed(struct cr_store *s, const struct cr_worker_rec *const
 	return exec(s, "COMMIT", err);
 }
 
+static int model_put(struct cr_store *s, const struct cr_model_rec *m, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s,
+			 "INSERT INTO models (id, name, spec, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?) "
+			 "ON CONFLICT(id) DO UPDATE SET name = excluded.name, spec = excluded.spec, "
+			 "updated_ms = excluded.updated_ms",
+			 &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, m->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, m->name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, m->spec_json, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, m->created_ms);
+	sqlite3_bind_int64(st, 5, m->updated_ms);
+	int r = sqlite3_step(st);
+	if (r == SQLITE_CONSTRAINT) {
+		sqlite3_finalize(st);
+		return cr_err_set(err, CR_ECONFLICT, "choose another name, or update the existing model",
+				  "a model named '%s' already exists", m->name);
+	}
+	rc = r == SQLITE_DONE ? 0 : db_error(s, err, "save model");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int model_del(struct cr_store *s, const char *id, struct cr_err *err)
+{
+	return delete_by(s, "DELETE FROM models WHERE id = ?", id, err);
+}
+
+static int model_list(struct cr_store *s, cr_store_model_cb cb, void *arg, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "SELECT id, name, spec, created_ms, updated_ms FROM models ORDER BY created_ms, id", &st, err);
+	if (rc)
+		return rc;
+	int r;
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cr_model_rec m = { (char *)col_text(st, 0), (char *)col_text(st, 1), (char *)col_text(st, 2),
+					  sqlite3_column_int64(st, 3), sqlite3_column_int64(st, 4) };
+		cb(&m, arg);
+	}
+	rc = r == SQLITE_DONE ? 0 : db_error(s, err, "list models");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int instance_put(struct cr_store *s, const struct cr_instance_rec *i, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s,
+			 "INSERT INTO instances (id, model_id, placement, state, message, created_ms, updated_ms) "
+			 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET placement = excluded.placement, "
+			 "state = excluded.state, message = excluded.message, updated_ms = excluded.updated_ms",
+			 &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, i->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, i->model_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, i->placement_json, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, i->state, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, i->message ? i->message : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, i->created_ms);
+	sqlite3_bind_int64(st, 7, i->updated_ms);
+	return step_done(s, st, "save instance", err);
+}
+
+static int instance_del(struct cr_store *s, const char *id, struct cr_err *err)
+{
+	return delete_by(s, "DELETE FROM instances WHERE id = ?", id, err);
+}
+
+static int instance_list(struct cr_store *s, cr_store_instance_cb cb, void *arg, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s,
+			 "SELECT id, model_id, placement, state, message, created_ms, updated_ms FROM instances "
+			 "ORDER BY created_ms, id",
+			 &st, err);
+	if (rc)
+		return rc;
+	int r;
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cr_instance_rec i = { (char *)col_text(st, 0), (char *)col_text(st, 1), (char *)col_text(st, 2),
+					     (char *)col_text(st, 3), (char *)col_text(st, 4), sqlite3_column_int64(st, 5),
+					     sqlite3_column_int64(st, 6) };
+		cb(&i, arg);
+	}
+	rc = r == SQLITE_DONE ? 0 : db_error(s, err, "list instances");
+	sqlite3_finalize(st);
+	return rc;
+}
+
 static int setting_get(struct cr_store *s, const char *key, char **value, struct cr_err *err)
 {
 	sqlite3_stmt *st;
@@ -281,7 +375,8 @@ static void sqlite_close(struct cr_store *s)
 
 static const struct cr_store_ops sqlite_ops = {
 	"sqlite", user_add, user_list, session_add, session_del, session_list, worker_put, worker_del,
-	worker_list, worker_observed, setting_get, setting_put, schema_version, sqlite_close,
+	worker_list, worker_observed, model_put, model_del, model_list, instance_put, instance_del,
+	instance_list, setting_get, setting_put, schema_version, sqlite_close,
 };
 
 static int migrate(struct cr_store *s, struct cr_err *err)

@@ -187,10 +187,12 @@ class Watch(ClusterCase):
                                      headers={"Authorization": "Bearer " + secret})
         with urllib.request.urlopen(req, timeout=10) as r:
             self.assertEqual(r.headers["Content-Type"], "text/event-stream")
-            lines = [r.readline().decode() for _ in range(4)]
-        self.assertEqual(lines[0], "event: snapshot\n")
-        self.assertEqual(json.loads(lines[1][len("data: "):]), {"instances": []})
-        self.assertEqual(lines[3], ": keepalive\n")
+            lines = [r.readline().decode() for _ in range(7)]
+        self.assertEqual(lines[0], "event: sources\n")
+        self.assertEqual(json.loads(lines[1][len("data: "):]), {"sources": []})
+        self.assertEqual(lines[3], "event: snapshot\n")
+        self.assertEqual(json.loads(lines[4][len("data: "):]), {"instances": []})
+        self.assertEqual(lines[6], ": keepalive\n")
         status, body = self.request("GET", "/api/workers/%s/watch" % w["id"], token="crw_wrong")
         self.assert_error(status, body, 401, "wrong worker secret")
 

@@ -1,0 +1,1071 @@
+/* Models and instances: the API, the snapshot the scheduler sees, and the
+ * controller that keeps each model at its replica count. Desired state (models,
+ * instances) is written to the store before it is acknowledged; workers learn
+ * theirs through the watch stream (cr_workers_push). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "agent/report.h"
+#include "api/model_spec.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/util.h"
+#include "sched/place.h"
+#include "store/store.h"
+
+#define REPORT_WAIT_MS 10000 /* how long a new model waits for workers to inspect its file */
+#define PROBE_SOURCE_TTL_MS 600000
+
+/* ---- memory ---- */
+
+static void model_free(struct cr_model *m)
+{
+	if (!m)
+		return;
+	free(m->id);
+	free(m->name);
+	json_decref(m->spec);
+	free(m->status);
+	json_decref(m->reasons);
+	free(m);
+}
+
+static void instance_free(struct cr_instance *i)
+{
+	if (!i)
+		return;
+	free(i->id);
+	free(i->model_id);
+	json_decref(i->placement);
+	free(i->state);
+	free(i->message);
+	free(i);
+}
+
+static struct cr_model *model_add(struct cr_app *app, const char *id, const char *name, json_t *spec)
+{
+	struct cr_model *m = cr_xcalloc(1, sizeof(*m));
+	m->id = cr_xstrdup(id);
+	m->name = cr_xstrdup(name);
+	m->spec = spec;
+	m->created_mono = cr_mono_ms();
+	cr_map_put(&app->models, m->id, m);
+	cr_map_put(&app->model_names, m->name, m);
+	return m;
+}
+
+static void load_model(const struct cr_model_rec *r, void *arg)
+{
+	struct cr_app *app = arg;
+	json_t *spec = json_loads(r->spec_json, 0, NULL);
+	if (!json_is_object(spec)) {
+		cr_warn("model '%s': stored spec is not valid JSON; skipped", r->name);
+		json_decref(spec);
+		return;
+	}
+	struct cr_model *m = model_add(app, r->id, r->name, spec);
+	m->created_ms = r->created_ms;
+	m->updated_ms = r->updated_ms;
+	m->created_mono -= REPORT_WAIT_MS; /* workers report again as they reconnect */
+}
+
+static void load_instance(const struct cr_instance_rec *r, void *arg)
+{
+	struct cr_app *app = arg;
+	if (!cr_map_get(&app->models, r->model_id))
+		return;
+	struct cr_instance *i = cr_xcalloc(1, sizeof(*i));
+	i->id = cr_xstrdup(r->id);
+	i->model_id = cr_xstrdup(r->model_id);
+	i->placement = json_loads(r->placement_json, 0, NULL);
+	if (!i->placement)
+		i->placement = json_object();
+	i->state = cr_xstrdup(r->state);
+	i->message = cr_xstrdup(r->message ? r->message : "");
+	i->created_ms = r->created_ms;
+	i->updated_ms = r->updated_ms;
+	cr_map_put(&app->instances, i->id, i);
+}
+
+int cr_models_load(struct cr_app *app, struct cr_err *err)
+{
+	app->probe_sources = json_object();
+	app->sched_dirty = true;
+	int rc = app->store->ops->model_list(app->store, load_model, app, err);
+	if (!rc)
+		rc = app->store->ops->instance_list(app->store, load_instance, app, err);
+	return rc;
+}
+
+void cr_models_free_all(struct cr_app *app)
+{
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->instances, &it, NULL, &v))
+		instance_free(v);
+	it = 0;
+	while (cr_map_next(&app->models, &it, NULL, &v))
+		model_free(v);
+	cr_map_release(&app->instances);
+	cr_map_release(&app->models);
+	cr_map_release(&app->model_names);
+	json_decref(app->probe_sources);
+	app->probe_sources = NULL;
+}
+
+/* ---- what workers are told ---- */
+
+json_t *cr_models_sources(struct cr_app *app)
+{
+	json_t *seen = json_object(), *arr = json_array();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->models, &it, NULL, &v)) {
+		struct cr_model *m = v;
+		const char *src = cr_model_spec_source(m->spec);
+		if (json_object_get(seen, src))
+			continue;
+		json_object_set_new(seen, src, json_true());
+		json_t *o = json_pack("{s:s,s:s}", "source", src, "kind", cr_json_get_str(m->spec, "path", NULL) ? "path" : "url");
+		const char *sha = cr_json_get_str(m->spec, "sha256", NULL);
+		if (sha)
+			json_object_set_new(o, "sha256", json_string(sha));
+		json_array_append_new(arr, o);
+	}
+	const char *src;
+	json_t *when;
+	json_object_foreach(app->probe_sources, src, when) {
+		if (json_object_get(seen, src))
+			continue;
+		json_object_set_new(seen, src, json_true());
+		json_array_append_new(arr, json_pack("{s:s,s:s}", "source", src, "kind",
+						     strncmp(src, "http", 4) == 0 ? "url" : "path"));
+	}
+	json_decref(seen);
+	return json_pack("{s:o}", "sources", arr);
+}
+
+static bool placement_has(json_t *placement, const char *worker_id)
+{
+	size_t k;
+	json_t *w;
+	json_array_foreach(json_object_get(placement, "workers"), k, w)
+		if (!strcmp(cr_json_get_str(w, "id", ""), worker_id))
+			return true;
+	return false;
+}
+
+static json_t *instance_json(struct cr_app *app, struct cr_instance *i);
+
+json_t *cr_models_instances_for(struct cr_app *app, const char *worker_id)
+{
+	json_t *arr = json_array();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->instances, &it, NULL, &v)) {
+		struct cr_instance *i = v;
+		if (placement_has(i->placement, worker_id))
+			json_array_append_new(arr, instance_json(app, i));
+	}
+	return json_pack("{s:o}", "instances", arr);
+}
+
+static void push_placement(struct cr_app *app, json_t *placement)
+{
+	size_t k;
+	json_t *w;
+	json_array_foreach(json_object_get(placement, "workers"), k, w) {
+		struct cr_worker *x = cr_map_get(&app->workers, cr_json_get_str(w, "id", ""));
+		if (x)
+			cr_workers_push(app, x);
+	}
+}
+
+static void push_all(struct cr_app *app)
+{
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v))
+		cr_workers_push(app, v);
+}
+
+/* ---- JSON views ---- */
+
+static json_t *instance_json(struct cr_app *app, struct cr_instance *i)
+{
+	struct cr_model *m = cr_map_get(&app->models, i->model_id);
+	char created[40], updated[40];
+	cr_time_format(i->created_ms, created, sizeof(created));
+	cr_time_format(i->updated_ms, updated, sizeof(updated));
+	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:O,s:s,s:s}", "id", i->id, "model", m ? m->name : "", "model_id",
+			      i->model_id, "state", i->state, "message", i->message, "placement", i->placement,
+			      "created_at", created, "updated_at", updated);
+	if (m) {
+		json_object_set(o, "source", json_object_get(m->spec, "path") ? json_object_get(m->spec, "path")
+									   : json_object_get(m->spec, "url"));
+		json_t *sha = json_object_get(m->spec, "sha256");
+		if (sha)
+			json_object_set(o, "sha256", sha);
+	}
+	return o;
+}
+
+static int count_instances(struct cr_app *app, const char *model_id, int *scheduled, int *running)
+{
+	int n = 0;
+	size_t it = 0;
+	void *v;
+	*scheduled = *running = 0;
+	while (cr_map_next(&app->instances, &it, NULL, &v)) {
+		struct cr_instance *i = v;
+		if (strcmp(i->model_id, model_id) != 0)
+			continue;
+		n++;
+		*running += !strcmp(i->state, "running");
+		*scheduled += !strcmp(i->state, "scheduled");
+	}
+	return n;
+}
+
+static json_t *model_json(struct cr_app *app, struct cr_model *m)
+{
+	json_t *o = json_deep_copy(m->spec);
+	char created[40];
+	cr_time_format(m->created_ms, created, sizeof(created));
+	int scheduled, running, total = count_instances(app, m->id, &scheduled, &running);
+	json_object_set_new(o, "id", json_string(m->id));
+	json_object_set_new(o, "created_at", json_string(created));
+	json_object_set_new(o, "replicas_status", json_pack("{s:I,s:i,s:i,s:i}", "desired",
+							    (json_int_t)cr_json_get_int(m->spec, "replicas", 0), "total",
+							    total, "scheduled", scheduled, "running", running));
+	json_object_set_new(o, "status", m->status ? json_string(m->status) : json_null());
+	json_object_set_new(o, "reasons", m->reasons ? json_incref(m->reasons) : json_array());
+	/* memory per replica: the claim of one of its instances */
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->instances, &it, NULL, &v)) {
+		struct cr_instance *i = v;
+		if (!strcmp(i->model_id, m->id)) {
+			json_object_set(o, "memory_per_replica", json_object_get(i->placement, "vram"));
+			json_object_set(o, "ram_per_replica", json_object_get(i->placement, "ram"));
+			json_object_set(o, "engine_resolved", json_object_get(i->placement, "engine"));
+			break;
+		}
+	}
+	return o;
+}
+
+/* ---- the snapshot ---- */
+
+struct snap {
+	struct cr_sched_snapshot s;
+	struct cr_worker **src;  /* the app's worker behind each snapshot entry */
+	char **strs;             /* owned strings the snapshot points to */
+	size_t n_strs, alloc_strs;
+	const char ***lists;     /* owned arrays of labels / engines */
+	size_t n_lists;
+};
+
+static const char *keep(struct snap *sn, char *s)
+{
+	if (sn->n_strs == sn->alloc_strs) {
+		sn->alloc_strs = sn->alloc_strs ? sn->alloc_strs * 2 : 64;
+		sn->strs = cr_xrealloc(sn->strs, sn->alloc_strs * sizeof(char *));
+	}
+	sn->strs[sn->n_strs++] = s;
+	return s;
+}
+
+static const char **list(struct snap *sn, size_t n)
+{
+	sn->lists = cr_xrealloc(sn->lists, (sn->n_lists + 1) * sizeof(*sn->lists));
+	return sn->lists[sn->n_lists++] = cr_xcalloc(n + 1, sizeof(char *));
+}
+
+static void snap_release(struct snap *sn)
+{
+	for (size_t i = 0; i < sn->n_strs; i++)
+		free(sn->strs[i]);
+	for (size_t i = 0; i < sn->n_lists; i++)
+		free(sn->lists[i]);
+	free(sn->strs);
+	free(sn->lists);
+	free(sn->s.workers);
+	free(sn->src);
+}
+
+static json_t *merged_report(struct cr_worker *w)
+{
+	json_t *report = w->report_json ? json_loads(w->report_json, 0, NULL) : NULL;
+	json_t *dynamic = w->dynamic_json ? json_loads(w->dynamic_json, 0, NULL) : NULL;
+	if (report && dynamic)
+		cr_report_merge(report, dynamic);
+	json_decref(dynamic);
+	return report ? report : json_object();
+}
+
+static uint64_t u64(json_t *o, const char *k)
+{
+	json_int_t v = json_integer_value(json_object_get(o, k));
+	return v > 0 ? (uint64_t)v : 0;
+}
+
+static void fill_worker(struct snap *sn, struct cr_sched_worker *x, struct cr_worker *w, const char *source)
+{
+	x->id = w->id;
+	x->name = w->name;
+	x->state = cr_worker_state_name(w->state);
+	json_t *labels = json_loads(w->labels_json ? w->labels_json : "{}", 0, NULL);
+	const char **ls = list(sn, json_object_size(labels));
+	const char *k;
+	json_t *v;
+	json_object_foreach(labels, k, v)
+		ls[x->n_labels++] = keep(sn, cr_xasprintf("%s=%s", k, json_string_value(v) ? json_string_value(v) : ""));
+	x->labels = ls;
+	json_decref(labels);
+	json_t *r = merged_report(w);
+	json_t *engines = json_object_get(r, "engines");
+	const char **es = list(sn, json_array_size(engines));
+	size_t i;
+	json_array_foreach(engines, i, v)
+		es[x->n_engines++] = keep(sn, cr_xstrdup(cr_json_get_str(v, "name", "")));
+	x->engines = es;
+	json_array_foreach(json_object_get(r, "gpus"), i, v) {
+		if (x->n_gpus >= CR_SCHED_MAX_GPUS)
+			break;
+		struct cr_sched_gpu *g = &x->gpus[x->n_gpus++];
+		g->index = (int)cr_json_get_int(v, "index", (long long)i);
+		snprintf(g->vendor, sizeof(g->vendor), "%s", cr_json_get_str(v, "vendor", ""));
+		snprintf(g->name, sizeof(g->name), "%s", cr_json_get_str(v, "name", ""));
+		g->total = u64(v, "memory_total");
+		g->free = json_object_get(v, "memory_free") ? u64(v, "memory_free") : g->total;
+	}
+	json_t *mem = json_object_get(json_object_get(r, "system"), "memory");
+	x->ram_total = u64(mem, "total");
+	x->ram_available = u64(mem, "available");
+	json_decref(r);
+	json_t *f = json_object_get(w->files, source);
+	if (!f)
+		x->file = CR_FILE_UNKNOWN;
+	else if (!json_is_true(json_object_get(f, "exists")))
+		x->file = CR_FILE_MISSING;
+	else if (json_object_get(f, "error")) {
+		x->file = CR_FILE_INVALID;
+		x->file_error = keep(sn, cr_xstrdup(cr_json_get_str(json_object_get(f, "error"), "message", "invalid")));
+	} else
+		x->file = CR_FILE_PRESENT;
+}
+
+/* Claims of every instance go into the snapshot; replicas counts the
+ * instances of model_id per worker. */
+static void add_claims(struct cr_app *app, struct snap *sn, const char *model_id)
+{
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->instances, &it, NULL, &v)) {
+		struct cr_instance *inst = v;
+		size_t k;
+		json_t *pw;
+		json_array_foreach(json_object_get(inst->placement, "workers"), k, pw) {
+			const char *id = cr_json_get_str(pw, "id", "");
+			for (int i = 0; i < sn->s.n_workers; i++) {
+				struct cr_sched_worker *x = &sn->s.workers[i];
+				if (strcmp(x->id, id) != 0)
+					continue;
+				x->ram_claimed += u64(pw, "ram");
+				x->replicas += model_id && !strcmp(inst->model_id, model_id);
+				size_t gi;
+				json_t *g;
+				json_array_foreach(json_object_get(pw, "gpus"), gi, g)
+					for (int n = 0; n < x->n_gpus; n++)
+						if (x->gpus[n].index == cr_json_get_int(g, "index", -1)) {
+							x->gpus[n].claimed += u64(g, "claim");
+							x->gpus[n].instances++;
+						}
+			}
+		}
+	}
+}
+
+static void snap_build(struct cr_app *app, struct snap *sn, const char *source, const char *model_id)
+{
+	memset(sn, 0, sizeof(*sn));
+	size_t n = app->workers.count, it = 0;
+	void *v;
+	sn->s.workers = cr_xcalloc(n + 1, sizeof(*sn->s.workers));
+	sn->src = cr_xcalloc(n + 1, sizeof(*sn->src));
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		int i = sn->s.n_workers++;
+		sn->src[i] = w;
+		fill_worker(sn, &sn->s.workers[i], w, source);
+	}
+	/* a stable order: by name, so explanations and ties do not depend on hashing */
+	for (int i = 1; i < sn->s.n_workers; i++)
+		for (int j = i; j > 0 && strcmp(sn->s.workers[j - 1].name, sn->s.workers[j].name) > 0; j--) {
+			struct cr_sched_worker t = sn->s.workers[j];
+			sn->s.workers[j] = sn->s.workers[j - 1];
+			sn->s.workers[j - 1] = t;
+			struct cr_worker *tw = sn->src[j];
+			sn->src[j] = sn->src[j - 1];
+			sn->src[j - 1] = tw;
+		}
+	sn->s.gpu_reserve = app->cfg.gpu_reserve;
+	sn->s.ram_reserve = app->cfg.ram_reserve;
+	add_claims(app, sn, model_id);
+}
+
+/* The model's shape from the first worker that parsed its file. */
+static int find_shape(struct cr_app *app, const char *source, struct cr_model_shape *shape)
+{
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		json_t *f = json_object_get(w->files, source);
+		json_t *sj = json_object_get(f, "shape");
+		if (sj && cr_shape_from_json(sj, shape, NULL) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+/* Ready workers with a watch stream that have not reported source yet. */
+static json_t *waiting_for(struct cr_app *app, const char *source)
+{
+	json_t *arr = json_array();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		if (w->state == CR_W_READY && w->watch && !json_object_get(w->files, source))
+			json_array_append_new(arr, json_string(w->name));
+	}
+	return arr;
+}
+
+/* Why a shape is missing: counts of workers without the file, and the first error. */
+static void no_shape_summary(struct cr_app *app, const char *name, const char *source, char *out, size_t n)
+{
+	int missing = 0, invalid = 0, unknown = 0;
+	const char *error = NULL;
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		json_t *f = json_object_get(w->files, source);
+		if (!f)
+			unknown++;
+		else if (!json_is_true(json_object_get(f, "exists")))
+			missing++;
+		else {
+			invalid++;
+			if (!error)
+				error = cr_json_get_str(json_object_get(f, "error"), "message", NULL);
+		}
+	}
+	char why[300] = "";
+	if (error)
+		snprintf(why, sizeof(why), " (%s)", error);
+	snprintf(out, n, "no worker can read '%s' for '%s': %d do not have it, %d cannot parse it%s, %d have not reported it",
+		 source, name, missing, invalid, why, unknown);
+}
+
+/* ---- placement -> instance ---- */
+
+static const char *kind_name(enum cr_sched_kind k)
+{
+	static const char *const names[] = { "single_gpu", "multi_gpu", "distributed", "partial_offload", "cpu", "manual" };
+	return names[k];
+}
+
+static json_t *placement_json(const struct snap *sn, const struct cr_sched_result *r, const char *engine,
+			      const struct cr_est_params *p, const struct cr_model_shape *shape)
+{
+	json_t *workers = json_array(), *split = json_array();
+	uint64_t vram = 0, ram = 0, gpu_total = 0;
+	for (int m = 0; m < r->n_members; m++) {
+		const struct cr_sched_member *x = &r->members[m];
+		const struct cr_sched_worker *w = &sn->s.workers[x->worker];
+		json_t *entry = NULL;
+		size_t k;
+		json_t *e;
+		json_array_foreach(workers, k, e)
+			if (!strcmp(cr_json_get_str(e, "id", ""), w->id))
+				entry = e;
+		if (!entry) {
+			entry = json_pack("{s:s,s:s,s:b,s:[],s:I}", "id", w->id, "name", w->name, "leader",
+					  x->worker == r->leader, "gpus", "ram", (json_int_t)0);
+			json_array_append_new(workers, entry);
+		}
+		if (x->gpu >= 0) {
+			json_array_append_new(json_object_get(entry, "gpus"),
+					      json_pack("{s:i,s:I,s:i}", "index", x->gpu, "claim", (json_int_t)x->claim,
+							"layers", (int)x->layers));
+			vram += x->claim;
+			json_array_append_new(split, json_real(x->split));
+			for (int g = 0; g < w->n_gpus; g++)
+				if (w->gpus[g].index == x->gpu && !gpu_total)
+					gpu_total = w->gpus[g].total;
+		} else {
+			json_object_set_new(entry, "ram", json_integer((json_int_t)x->claim));
+			ram += x->claim;
+		}
+	}
+	if (!ram && r->ram_claim)
+		ram = r->ram_claim;
+	if (!ram && strcmp(engine, "llama.cpp") == 0) { /* host memory for the embeddings and buffers */
+		struct cr_estimate e;
+		struct cr_est_params q = *p;
+		if (cr_estimate_llama(shape, &q, 1, NULL, &e, NULL) == 0)
+			ram = e.ram;
+		json_object_set_new(json_array_get(workers, 0), "ram", json_integer((json_int_t)ram));
+	}
+	json_t *o = json_pack("{s:s,s:s,s:s,s:i,s:i,s:o,s:I,s:I,s:i,s:i,s:i}", "kind", kind_name(r->kind), "summary",
+			      r->summary, "engine", engine, "n_ctx", p->n_ctx ? (int)p->n_ctx : (int)shape->n_ctx_train,
+			      "parallel", p->n_parallel ? (int)p->n_parallel : 1, "workers", workers, "vram",
+			      (json_int_t)vram, "ram", (json_int_t)ram, "ngl", (int)r->ngl, "tp", r->tp, "pp", r->pp);
+	if (json_array_size(split) > 1 && !strcmp(engine, "llama.cpp"))
+		json_object_set_new(o, "tensor_split", split);
+	else
+		json_decref(split);
+	if (strcmp(engine, "llama.cpp") != 0 && r->n_members && gpu_total)
+		json_object_set_new(o, "gpu_memory_utilization",
+				    json_real(cr_estimate_gpu_util(r->members[0].claim, gpu_total)));
+	if (r->warning[0])
+		json_object_set_new(o, "warning", json_string(r->warning));
+	json_object_set_new(o, "leader", json_string(r->n_members ? sn->s.workers[r->leader].id : ""));
+	return o;
+}
+
+static json_t *reasons_json(const struct snap *sn, const struct cr_sched_result *r)
+{
+	json_t *arr = json_array();
+	for (int i = 0; i < r->n_reasons; i++)
+		json_array_append_new(arr, json_pack("{s:s,s:s,s:s}", "worker", sn->s.workers[r->reasons[i].worker].name,
+						     "code", r->reasons[i].code, "message", r->reasons[i].message));
+	return arr;
+}
+
+static void request_from(json_t *spec, const char *name, const char *engine, const struct cr_model_shape *shape,
+			 struct cr_sched_request *q, const char ***sel_out, struct cr_sched_manual **man_out,
+			 char ***owned, size_t *n_owned)
+{
+	memset(q, 0, sizeof(*q));
+	q->model = name;
+	q->engine = engine;
+	q->shape = shape;
+	cr_model_spec_params(spec, &q->params);
+	q->policy = !strcmp(cr_json_get_str(spec, "policy", "spread"), "binpack") ? CR_SCHED_BINPACK : CR_SCHED_SPREAD;
+	json_t *sel = json_object_get(spec, "selector"), *gpus = json_object_get(spec, "gpus");
+	const char **s = cr_xcalloc(json_object_size(sel) + 1, sizeof(char *));
+	struct cr_sched_manual *man = cr_xcalloc(json_array_size(gpus) + 1, sizeof(*man));
+	*owned = cr_xcalloc(json_object_size(sel) + json_array_size(gpus) + 1, sizeof(char *));
+	*n_owned = 0;
+	const char *k;
+	json_t *v;
+	json_object_foreach(sel, k, v)
+		s[q->n_selector++] = (*owned)[(*n_owned)++] = cr_xasprintf("%s=%s", k, json_string_value(v));
+	size_t i;
+	json_array_foreach(gpus, i, v) {
+		char *item = (*owned)[(*n_owned)++] = cr_xstrdup(json_string_value(v));
+		char *colon = strrchr(item, ':');
+		*colon = '\0';
+		man[q->n_manual].worker = item;
+		man[q->n_manual++].index = strcmp(colon + 1, "cpu") ? (int)strtol(colon + 1, NULL, 10) : -1;
+	}
+	q->selector = s;
+	q->manual = man;
+	q->allow_cpu_offload = json_is_true(json_object_get(spec, "allow_cpu_offload"));
+	q->allow_distributed = json_is_true(json_object_get(spec, "allow_distributed"));
+	q->downloadable = json_object_get(spec, "url") != NULL;
+	*sel_out = s;
+	*man_out = man;
+}
+
+struct plan {
+	int placed;            /* replicas placed */
+	json_t *placements;    /* array of placement objects */
+	json_t *reasons;       /* when short */
+	char summary[600];
+	int rc;                /* 0, CR_ENOTFOUND, CR_EINPUT */
+	struct cr_err err;
+};
+
+/* Place `want` replicas of spec on the current cluster (without storing). */
+static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, const char *model_id, int want,
+			  struct plan *pl)
+{
+	const char *source = cr_model_spec_source(spec);
+	struct cr_model_shape shape = CR_MODEL_SHAPE_INIT;
+	memset(pl, 0, sizeof(*pl));
+	pl->placements = json_array();
+	if (find_shape(app, source, &shape) != 0) {
+		no_shape_summary(app, name, source, pl->summary, sizeof(pl->summary));
+		pl->rc = CR_ENOTFOUND;
+		return;
+	}
+	const char *format = shape.format;
+	const char *engine = cr_model_spec_engine(spec, format);
+	if (!strcmp(engine, "llama.cpp") && strcmp(format, "gguf") != 0) {
+		cr_err_set(&pl->err, CR_EINPUT, "use engine vllm or sglang for safetensors models, or give a .gguf file",
+			   "engine 'llama.cpp' needs a GGUF file, but '%s' is a %s model", source, format);
+		pl->rc = CR_EINPUT;
+		cr_shape_release(&shape);
+		return;
+	}
+	struct snap sn;
+	snap_build(app, &sn, source, model_id);
+	struct cr_sched_request q;
+	const char **sel;
+	struct cr_sched_manual *man;
+	char **owned;
+	size_t n_owned;
+	request_from(spec, name, engine, &shape, &q, &sel, &man, &owned, &n_owned);
+	for (int r = 0; r < want; r++) {
+		struct cr_sched_result res;
+		int rc = cr_sched_place(&sn.s, &q, &res, &pl->err);
+		if (rc) {
+			pl->rc = rc;
+			snprintf(pl->summary, sizeof(pl->summary), "%s", rc == CR_ENOTFOUND ? res.summary : pl->err.message);
+			if (rc == CR_ENOTFOUND && want > 1)
+				snprintf(pl->summary, sizeof(pl->summary), "replica %d of %d: %.480s", r + 1, want, res.summary);
+			pl->reasons = reasons_json(&sn, &res);
+			cr_sched_result_release(&res);
+			break;
+		}
+		json_array_append_new(pl->placements, placement_json(&sn, &res, engine, &q.params, &shape));
+		cr_sched_apply(&sn.s, &res);
+		cr_sched_result_release(&res);
+		pl->placed++;
+	}
+	for (size_t i = 0; i < n_owned; i++)
+		free(owned[i]);
+	free(owned);
+	free(sel);
+	free(man);
+	snap_release(&sn);
+	cr_shape_release(&shape);
+}
+
+/* ---- the controller ---- */
+
+static int save_instance(struct cr_app *app, struct cr_instance *i, struct cr_err *err)
+{
+	char *pj = cr_json_dump(i->placement);
+	struct cr_instance_rec r = { i->id, i->model_id, pj, i->state, i->message, i->created_ms, i->updated_ms };
+	int rc = app->store->ops->instance_put(app->store, &r, err);
+	free(pj);
+	return rc;
+}
+
+static void set_instance_state(struct cr_app *app, struct cr_instance *i, const char *state, const char *msg)
+{
+	if (!strcmp(i->state, state) && !strcmp(i->message, msg))
+		return;
+	cr_str_replace(&i->state, state);
+	cr_str_replace(&i->message, msg);
+	i->updated_ms = cr_wall_ms();
+	struct cr_err err = CR_ERR_INIT;
+	if (save_instance(app, i, &err))
+		cr_warn("instance %s: %s", i->id, err.message);
+	push_placement(app, i->placement);
+}
+
+static void remove_instance(struct cr_app *app, struct cr_instance *i, const char *why)
+{
+	struct cr_err err = CR_ERR_INIT;
+	if (app->store->ops->instance_del(app->store, i->id, &err)) {
+		cr_warn("instance %s: %s", i->id, err.message);
+		return;
+	}
+	cr_info("instance %s removed: %s", i->id, why);
+	cr_map_del(&app->instances, i->id);
+	push_placement(app, i->placement);
+	instance_free(i);
+}
+
+static void set_status(struct cr_model *m, const char *status, json_t *reasons)
+{
+	if (status && (!m->status || strcmp(m->status, status) != 0))
+		cr_info("model '%s': %s", m->name, status);
+	cr_str_replace(&m->status, status);
+	json_decref(m->reasons);
+	m->reasons = reasons;
+}
+
+static size_t model_instances(struct cr_app *app, struct cr_model *m, struct cr_instance ***out)
+{
+	size_t n = 0, it = 0;
+	void *v;
+	*out = cr_xcalloc(app->instances.count + 1, sizeof(**out));
+	while (cr_map_next(&app->instances, &it, NULL, &v))
+		if (!strcmp(((struct cr_instance *)v)->model_id, m->id))
+			(*out)[n++] = v;
+	return n;
+}
+
+/* Instances whose workers are gone or down: unreachable now, removed after
+ * the grace period. Returns true when one was removed. */
+static bool check_members(struct cr_app *app, struct cr_instance *i, int64_t now)
+{
+	size_t k;
+	json_t *pw;
+	json_array_foreach(json_object_get(i->placement, "workers"), k, pw) {
+		struct cr_worker *w = cr_map_get(&app->workers, cr_json_get_str(pw, "id", ""));
+		char msg[600];
+		if (!w) {
+			snprintf(msg, sizeof(msg), "worker '%s' was removed from the cluster", cr_json_get_str(pw, "name", "?"));
+			remove_instance(app, i, msg);
+			return true;
+		}
+		if (w->state == CR_W_READY)
+			continue;
+		if (w->state == CR_W_NOT_READY && now - w->state_since_mono > (int64_t)app->cfg.reschedule_grace_s * 1000) {
+			snprintf(msg, sizeof(msg), "worker '%s' has been not_ready for more than %d s; placing it elsewhere",
+				 w->name, app->cfg.reschedule_grace_s);
+			remove_instance(app, i, msg);
+			return true;
+		}
+		snprintf(msg, sizeof(msg), "worker '%s' is %s: %s", w->name, cr_worker_state_name(w->state),
+			 w->state_message ? w->state_message : "");
+		set_instance_state(app, i, "unreachable", msg);
+		return false;
+	}
+	if (!strcmp(i->state, "unreachable"))
+		set_instance_state(app, i, "scheduled", "waiting for the engine supervisor (not part of this release)");
+	return false;
+}
+
+/* The least valuable instance: not running first, then on the busiest GPU,
+ * then the newest. */
+static struct cr_instance *least_valuable(struct cr_app *app, struct cr_instance **is, size_t n)
+{
+	struct cr_instance *best = NULL;
+	double best_busy = -1;
+	for (size_t k = 0; k < n; k++) {
+		struct cr_instance *i = is[k];
+		double busy = 0;
+		json_t *w0 = json_array_get(json_object_get(i->placement, "workers"), 0);
+		struct cr_worker *w = cr_map_get(&app->workers, cr_json_get_str(w0, "id", ""));
+		if (w && w->gpu_count) {
+			json_t *r = merged_report(w);
+			json_t *g0 = json_array_get(json_object_get(w0, "gpus"), 0);
+			size_t gi;
+			json_t *g;
+			json_array_foreach(json_object_get(r, "gpus"), gi, g)
+				if (g0 && cr_json_get_int(g, "index", -1) == cr_json_get_int(g0, "index", -2) && u64(g, "memory_total"))
+					busy = 1.0 - (double)u64(g, "memory_free") / (double)u64(g, "memory_total");
+			json_decref(r);
+		}
+		bool running = !strcmp(i->state, "running");
+		double score = (running ? 0 : 10) + busy;
+		if (!best || score > best_busy || (score == best_busy && i->created_ms >= best->created_ms)) {
+			best = i;
+			best_busy = score;
+		}
+	}
+	return best;
+}
+
+static void scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t now)
+{
+	const char *source = cr_model_spec_source(m->spec);
+	json_t *wait = waiting_for(app, source);
+	if (json_array_size(wait) && now - m->created_mono < REPORT_WAIT_MS) {
+		char msg[300];
+		snprintf(msg, sizeof(msg), "waiting for %zu worker(s) to inspect '%s'", json_array_size(wait), source);
+		set_status(m, msg, NULL);
+		json_decref(wait);
+		return;
+	}
+	json_decref(wait);
+	struct plan pl;
+	plan_replicas(app, m->spec, m->name, m->id, want, &pl);
+	size_t k;
+	json_t *p;
+	json_array_foreach(pl.placements, k, p) {
+		struct cr_instance *i = cr_xcalloc(1, sizeof(*i));
+		char *rand = cr_secret_id();
+		i->id = cr_xasprintf("%s-%.8s", m->name, rand);
+		free(rand);
+		i->model_id = cr_xstrdup(m->id);
+		i->placement = json_incref(p);
+		i->state = cr_xstrdup("scheduled");
+		i->message = cr_xstrdup("placed; waiting for the engine supervisor (not part of this release)");
+		i->created_ms = i->updated_ms = cr_wall_ms();
+		struct cr_err err = CR_ERR_INIT;
+		if (save_instance(app, i, &err)) {
+			cr_warn("model '%s': cannot save instance: %s", m->name, err.message);
+			instance_free(i);
+			break;
+		}
+		cr_map_put(&app->instances, i->id, i);
+		cr_info("instance %s of '%s': %s", i->id, m->name, cr_json_get_str(p, "summary", ""));
+		push_placement(app, p);
+	}
+	if (pl.rc)
+		set_status(m, pl.rc == CR_EINPUT ? pl.err.message : pl.summary, pl.reasons ? json_incref(pl.reasons) : NULL);
+	else
+		set_status(m, NULL, NULL);
+	json_decref(pl.placements);
+	json_decref(pl.reasons);
+}
+
+static void reconcile(struct cr_app *app, struct cr_model *m, int64_t now)
+{
+	struct cr_instance **is;
+	size_t n = model_instances(app, m, &is);
+	size_t live = 0;
+	for (size_t k = 0; k < n; k++)
+		if (!check_members(app, is[k], now))
+			is[live++] = is[k];
+	int want = (int)cr_json_get_int(m->spec, "replicas", 0);
+	while ((int)live > want) {
+		struct cr_instance *x = least_valuable(app, is, live);
+		for (size_t k = 0; k < live; k++)
+			if (is[k] == x)
+				is[k] = is[--live];
+		remove_instance(app, x, "scaled down");
+	}
+	free(is);
+	if ((int)live < want)
+		scale_up(app, m, want - (int)live, now);
+	else
+		set_status(m, NULL, NULL);
+}
+
+void cr_models_tick(struct cr_app *app)
+{
+	int64_t now = cr_mono_ms();
+	const char *src;
+	json_t *when;
+	void *tmp;
+	json_object_foreach_safe(app->probe_sources, tmp, src, when)
+		if (now - json_integer_value(when) > PROBE_SOURCE_TTL_MS)
+			json_object_del(app->probe_sources, src);
+	if (!app->sched_dirty && now < app->next_sched_mono)
+		return;
+	app->sched_dirty = false;
+	app->next_sched_mono = now + 5000;
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->models, &it, NULL, &v))
+		reconcile(app, v, now);
+}
+
+/* ---- handlers ---- */
+
+static struct cr_model *model_or_reply(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	const char *key = cr_req_param(req, 0);
+	struct cr_model *m = cr_map_get(&app->model_names, key);
+	if (!m)
+		m = cr_map_get(&app->models, key);
+	if (!m) {
+		char msg[200];
+		snprintf(msg, sizeof(msg), "no model '%.100s'", key);
+		cr_reply_error(req, CR_ENOTFOUND, msg, "list the models with 'corral models'");
+	}
+	return m;
+}
+
+static int save_model(struct cr_app *app, const char *id, const char *name, json_t *spec, int64_t created,
+		      struct cr_err *err)
+{
+	char *sj = cr_json_dump(spec);
+	struct cr_model_rec r = { (char *)id, (char *)name, sj, created, cr_wall_ms() };
+	int rc = app->store->ops->model_put(app->store, &r, err);
+	free(sj);
+	return rc;
+}
+
+static void create_model(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *body = cr_req_json(req, &err), *spec = NULL;
+	if (!body || cr_model_spec_parse(body, NULL, &spec, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	const char *name = cr_json_get_str(spec, "name", "");
+	if (cr_map_get(&app->model_names, name)) {
+		json_decref(spec);
+		cr_err_set(&err, CR_ECONFLICT, "choose another name, change it with PATCH, or 'corral rm' it first",
+			   "a model named '%s' already exists", name);
+		cr_reply_err(req, &err);
+		return;
+	}
+	char *id = cr_secret_id();
+	int64_t now = cr_wall_ms();
+	if (save_model(app, id, name, spec, now, &err)) {
+		free(id);
+		json_decref(spec);
+		cr_reply_err(req, &err);
+		return;
+	}
+	struct cr_model *m = model_add(app, id, name, spec);
+	m->created_ms = m->updated_ms = now;
+	free(id);
+	cr_info("model '%s' created (%s)", m->name, cr_model_spec_source(spec));
+	push_all(app); /* workers inspect the new source */
+	app->sched_dirty = true;
+	cr_models_tick(app);
+	cr_reply_json(req, 201, model_json(app, m));
+}
+
+static void list_models(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	json_t *arr = json_array();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->models, &it, NULL, &v))
+		json_array_append_new(arr, model_json(app, v));
+	cr_reply_json(req, 200, json_pack("{s:o}", "models", arr));
+}
+
+static void get_model(struct cr_req *req)
+{
+	struct cr_model *m = model_or_reply(req);
+	if (m)
+		cr_reply_json(req, 200, model_json(cr_req_app(req), m));
+}
+
+static void patch_model(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_model *m = model_or_reply(req);
+	if (!m)
+		return;
+	struct cr_err err = CR_ERR_INIT;
+	json_t *body = cr_req_json(req, &err), *spec = NULL;
+	if (!body || cr_model_spec_parse(body, m->spec, &spec, &err) ||
+	    save_model(app, m->id, m->name, spec, m->created_ms, &err)) {
+		json_decref(spec);
+		cr_reply_err(req, &err);
+		return;
+	}
+	bool placement_changed = false;
+	static const char *const keys[] = { "path", "url", "engine", "engine_args", "ctx", "parallel", "policy",
+					    "selector", "gpus", "allow_cpu_offload", "allow_distributed", NULL };
+	for (size_t k = 0; keys[k]; k++)
+		placement_changed |= !json_equal(json_object_get(spec, keys[k]) ? json_object_get(spec, keys[k]) : json_null(),
+						 json_object_get(m->spec, keys[k]) ? json_object_get(m->spec, keys[k]) : json_null());
+	json_decref(m->spec);
+	m->spec = spec;
+	m->updated_ms = cr_wall_ms();
+	if (placement_changed) { /* replace the instances: placed again with the new spec */
+		struct cr_instance **is;
+		size_t n = model_instances(app, m, &is);
+		for (size_t k = 0; k < n; k++)
+			remove_instance(app, is[k], "the model's spec changed");
+		free(is);
+		m->created_mono = cr_mono_ms();
+		push_all(app);
+	}
+	app->sched_dirty = true;
+	cr_models_tick(app);
+	cr_reply_json(req, 200, model_json(app, m));
+}
+
+static void delete_model(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_model *m = model_or_reply(req);
+	if (!m)
+		return;
+	struct cr_err err = CR_ERR_INIT;
+	if (app->store->ops->model_del(app->store, m->id, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	struct cr_instance **is;
+	size_t n = model_instances(app, m, &is);
+	json_t *gone = json_array();
+	for (size_t k = 0; k < n; k++) { /* the store cascaded; drop them from memory */
+		json_array_append_new(gone, json_string(is[k]->id));
+		cr_map_del(&app->instances, is[k]->id);
+		push_placement(app, is[k]->placement);
+		instance_free(is[k]);
+	}
+	free(is);
+	cr_info("model '%s' deleted with %zu instance(s)", m->name, n);
+	json_t *body = json_pack("{s:s,s:s,s:o}", "deleted", m->id, "name", m->name, "instances", gone);
+	cr_map_del(&app->models, m->id);
+	cr_map_del(&app->model_names, m->name);
+	model_free(m);
+	push_all(app);
+	cr_reply_json(req, 200, body);
+}
+
+/* POST /api/models/plan: the placement of every replica and the reasons,
+ * nothing stored. Workers that have not inspected the source yet are asked
+ * to and listed in "waiting_for"; clients ask again shortly. */
+static void plan_model(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *body = cr_req_json(req, &err), *spec = NULL;
+	if (body && !json_object_get(body, "name"))
+		json_object_set_new(body, "name", json_string("plan"));
+	if (!body || cr_model_spec_parse(body, NULL, &spec, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	const char *source = cr_model_spec_source(spec), *name = cr_json_get_str(spec, "name", "plan");
+	bool known = json_object_get(app->probe_sources, source) != NULL;
+	json_object_set_new(app->probe_sources, source, json_integer(cr_mono_ms()));
+	if (!known)
+		push_all(app);
+	json_t *wait = waiting_for(app, source);
+	int want = (int)cr_json_get_int(spec, "replicas", 1);
+	struct plan pl;
+	plan_replicas(app, spec, name, NULL, want ? want : 1, &pl);
+	if (pl.rc == CR_EINPUT) {
+		cr_reply_err(req, &pl.err);
+	} else {
+		json_t *o = json_pack("{s:s,s:b,s:i,s:i,s:O,s:s,s:o,s:o}", "model", name, "placed", pl.rc == 0, "replicas",
+				      want, "placed_replicas", pl.placed, "instances", pl.placements, "summary",
+				      pl.rc ? pl.summary : "", "reasons", pl.reasons ? json_incref(pl.reasons) : json_array(),
+				      "waiting_for", json_incref(wait));
+		cr_reply_json(req, 200, o);
+	}
+	json_decref(wait);
+	json_decref(pl.placements);
+	json_decref(pl.reasons);
+	json_decref(spec);
+}
+
+static void list_instances(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	const char *model = cr_req_query(req, "model");
+	json_t *arr = json_array();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->instances, &it, NULL, &v)) {
+		struct cr_instance *i = v;
+		struct cr_model *m = cr_map_get(&app->models, i->model_id);
+		if (model && (!m || strcmp(m->name, model) != 0))
+			continue;
+		json_array_append_new(arr, instance_json(app, i));
+	}
+	cr_reply_json(req, 200, json_pack("{s:o}", "instances", arr));
+}
+
+const struct cr_http_route cr_api_model_routes[] = {
+	{ CR_POST, "/api/models/plan", CR_AUTH_ADMIN, plan_model },
+	{ CR_POST, "/api/models", CR_AUTH_ADMIN, create_model },
+	{ CR_GET, "/api/models", CR_AUTH_USER, list_models },
+	{ CR_GET, "/api/models/{}", CR_AUTH_USER, get_model },
+	{ CR_PATCH, "/api/models/{}", CR_AUTH_ADMIN, patch_model },
+	{ CR_DELETE, "/api/models/{}", CR_AUTH_ADMIN, delete_model },
+	{ CR_GET, "/api/instances", CR_AUTH_USER, list_instances },
+	{ 0, NULL, 0, NULL },
+};
