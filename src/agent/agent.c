@@ -16,6 +16,7 @@
 
 #include "agent/detect.h"
 #include "agent/engines.h"
+#include "agent/files.h"
 #include "agent/report.h"
 #include "base/err.h"
 #include "base/json.h"
@@ -46,6 +47,11 @@ struct agent {
 	/* connection state, for logging once per change */
 	char *last_problem;
 	bool watch_up;
+	/* model files: reported when they change, again after reconnecting */
+	struct cr_files *files;
+	char *files_sent;       /* reporter thread */
+	bool files_pending;     /* under mu: wake the reporter */
+	bool files_resend;      /* under mu */
 };
 
 /* ---- identity ---- */
@@ -99,8 +105,9 @@ static void recovered(struct agent *a, const char *what)
 	}
 }
 
-/* Sleep ms unless stopping; returns false when stopping. */
-static bool nap(struct agent *a, int64_t ms)
+/* Sleep ms unless stopping (or, with files, until model files changed);
+ * returns false when stopping. */
+static bool nap_until(struct agent *a, int64_t ms, bool files)
 {
 	struct timespec until;
 	clock_gettime(CLOCK_REALTIME, &until);
@@ -111,11 +118,16 @@ static bool nap(struct agent *a, int64_t ms)
 		until.tv_nsec -= 1000000000;
 	}
 	pthread_mutex_lock(&a->mu);
-	while (!a->stopping && pthread_cond_timedwait(&a->wake, &a->mu, &until) == 0)
+	while (!a->stopping && !(files && a->files_pending) && pthread_cond_timedwait(&a->wake, &a->mu, &until) == 0)
 		;
 	bool go = !a->stopping;
 	pthread_mutex_unlock(&a->mu);
 	return go;
+}
+
+static bool nap(struct agent *a, int64_t ms)
+{
+	return nap_until(a, ms, false);
 }
 
 static int64_t backoff_ms(int attempt)
@@ -234,6 +246,44 @@ static int send_status(struct agent *a, struct cr_err *err)
 	return rc;
 }
 
+/* POST the model-file report when it differs from the last one sent. */
+static void send_files(struct agent *a)
+{
+	pthread_mutex_lock(&a->mu);
+	a->files_pending = false;
+	bool resend = a->files_resend;
+	a->files_resend = false;
+	pthread_mutex_unlock(&a->mu);
+	cr_files_take_changed(a->files);
+	json_t *report = cr_files_report(a->files);
+	char *text = cr_json_dump(report);
+	json_decref(report);
+	if (!resend && a->files_sent && !strcmp(text, a->files_sent)) {
+		free(text);
+		return;
+	}
+	pthread_mutex_lock(&a->mu);
+	char *url = cr_xasprintf("%s/api/workers/%s/files", a->cfg->server_url, a->id);
+	char *secret = cr_xstrdup(a->secret);
+	pthread_mutex_unlock(&a->mu);
+	struct cr_http_resp resp;
+	struct cr_err err = CR_ERR_INIT;
+	int rc = cr_http_call("POST", url, secret, text, 10000, &resp, &err);
+	if (!rc && resp.status != 200)
+		rc = cr_http_error_from(&resp, &err);
+	if (!rc || rc != CR_EUPSTREAM)
+		cr_http_resp_release(&resp);
+	if (rc) {
+		cr_warn("model file report failed: %s", err.message);
+		free(text);
+	} else {
+		free(a->files_sent);
+		a->files_sent = text;
+	}
+	free(secret);
+	free(url);
+}
+
 static void *reporter(void *arg)
 {
 	struct agent *a = arg;
@@ -247,8 +297,11 @@ static void *reporter(void *arg)
 				recovered(a, "status reports reach the server again");
 			registered = true;
 			attempt = 0;
-			if (!nap(a, (int64_t)a->cfg->status_interval_s * 1000))
+			send_files(a);
+			if (!nap_until(a, (int64_t)a->cfg->status_interval_s * 1000, true))
 				break;
+			/* woken early for model files: report them, then finish the interval */
+			send_files(a);
 			continue;
 		}
 		if (registered && (rc == CR_EUNAUTH || rc == CR_ENOTFOUND)) {
@@ -276,8 +329,22 @@ static void *reporter(void *arg)
 static int on_event(const char *event, const char *data, void *arg)
 {
 	struct agent *a = arg;
-	(void)a;
 	cr_debug("watch event '%s': %s", event, data);
+	json_t *j = json_loads(data, 0, NULL);
+	if (!json_is_object(j)) {
+		cr_warn("watch event '%s' is not a JSON object; ignored", event);
+		json_decref(j);
+		return 0;
+	}
+	if (!strcmp(event, "sources"))
+		cr_files_set_sources(a->files, j);
+	else if (!strcmp(event, "snapshot"))
+		cr_files_set_instances(a->files, j);
+	json_decref(j);
+	pthread_mutex_lock(&a->mu);
+	a->files_pending = true;
+	pthread_cond_broadcast(&a->wake);
+	pthread_mutex_unlock(&a->mu);
 	return 0;
 }
 
@@ -294,6 +361,9 @@ static int on_watch_data(const char *data, size_t len, void *arg)
 	if (!a->watch_up) {
 		a->watch_up = true;
 		cr_info("watch stream connected");
+		pthread_mutex_lock(&a->mu);
+		a->files_resend = true; /* the server may have restarted and forgotten them */
+		pthread_mutex_unlock(&a->mu);
 	}
 	pthread_mutex_lock(&a->mu);
 	bool stop = a->stopping;
@@ -392,6 +462,9 @@ int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err)
 		goto out;
 	ap->identity_path = cr_xasprintf("%s/worker.json", cfg->data_dir);
 	load_identity(ap);
+	char *cache = cr_xasprintf("%s/models", cfg->data_dir);
+	ap->files = cr_files_new(cache);
+	free(cache);
 
 	evthread_use_pthreads();
 	ap->base = event_base_new();
@@ -419,6 +492,8 @@ int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err)
 	event_base_dispatch(ap->base);
 	pthread_join(rep, NULL);
 	pthread_join(wat, NULL); /* the stream notices stopping within a second */
+	cr_files_free(ap->files);
+	ap->files = NULL;
 	event_free(sigterm);
 	event_free(sigint);
 out_http:
@@ -432,6 +507,8 @@ out:
 	free(ap->secret);
 	free(ap->last_problem);
 	free(ap->last_static);
+	free(ap->files_sent);
+	cr_files_free(ap->files);
 	pthread_mutex_destroy(&ap->mu);
 	pthread_cond_destroy(&ap->wake);
 	free(ap);

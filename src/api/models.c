@@ -209,6 +209,12 @@ static json_t *instance_json(struct cr_app *app, struct cr_instance *i)
 		json_t *sha = json_object_get(m->spec, "sha256");
 		if (sha)
 			json_object_set(o, "sha256", sha);
+		const char *url = cr_json_get_str(m->spec, "url", NULL);
+		json_t *w0 = json_array_get(json_object_get(i->placement, "workers"), 0);
+		struct cr_worker *w = url ? cr_map_get(&app->workers, cr_json_get_str(w0, "id", "")) : NULL;
+		json_t *dl = w ? json_object_get(json_object_get(w->files, url), "download") : NULL;
+		if (dl) /* the leader's download of the model, as it last reported */
+			json_object_set(o, "download", dl);
 	}
 	return o;
 }

@@ -1,12 +1,15 @@
-/* corral inspect: a model file's shape and memory estimate on this node,
- * without a server (what workers report, and what the scheduler would claim). */
+/* Model commands: inspect (a model file's shape and memory estimate on this
+ * node, without a server), deploy, models, instances, rm (through the API). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent/modelfile.h"
 #include "base/err.h"
+#include "base/json.h"
+#include "base/mem.h"
 #include "base/util.h"
 #include "cmd/cli.h"
 #include "cmd/cmd.h"
@@ -138,5 +141,393 @@ int cr_cmd_inspect(int argc, char **argv)
 	else
 		print_estimate(path, &s, &e);
 	cr_shape_release(&s);
+	return 0;
+}
+
+/* ---- deploy, models, instances, rm (through the server's API) ---- */
+
+static const char deploy_usage[] =
+	"usage: corral deploy NAME (--path FILE | --url URL [--sha256 HEX]) [options] [-- ENGINE_ARGS...]\n"
+	"\n"
+	"Deploy a model: the scheduler places its replicas on the cluster's GPUs and explains\n"
+	"any refusal. Arguments after -- are passed to the engine (e.g. -- -ctk q8_0).\n"
+	"\n"
+	"  --path FILE            model file (.gguf) or safetensors directory, present on the workers\n"
+	"  --url URL              or an HTTP(S) URL each chosen worker downloads into its cache\n"
+	"  --sha256 HEX           checksum the download must match\n"
+	"  --engine E             auto (default: llama.cpp for GGUF, vllm otherwise), llama.cpp, vllm,\n"
+	"                         sglang or a custom engine\n"
+	"  --ctx N                total context (default: the model's)\n"
+	"  --parallel N           parallel slots (default 1)\n"
+	"  --replicas N           instances to keep (default 1)\n"
+	"  --policy P             spread (default) or binpack\n"
+	"  --selector K=V,...     only workers with all these labels\n"
+	"  --gpus W:I,...         place on exactly these GPUs (overcommit is allowed, with a warning)\n"
+	"  --allow-cpu-offload    llama.cpp may keep layers in RAM, or run on CPU-only workers\n"
+	"  --allow-distributed    one instance may span several workers\n"
+	"  --dry-run              show the placement and reasons; store nothing\n"
+	"  --wait S               seconds to wait for the placement (default 15; 0 = do not wait)\n"
+	"  --json                 print the API's answer\n"
+	"  --server-url URL       the server (default $CORRAL_SERVER_URL or the saved one)\n";
+
+static void print_placement(json_t *p, int n)
+{
+	char mem[32], ram[32];
+	cr_bytes_human((uint64_t)json_integer_value(json_object_get(p, "vram")), mem, sizeof(mem));
+	cr_bytes_human((uint64_t)json_integer_value(json_object_get(p, "ram")), ram, sizeof(ram));
+	printf("  replica %d: %s, %s VRAM, %s RAM\n", n, json_string_value(json_object_get(p, "summary")), mem, ram);
+	size_t i;
+	json_t *w;
+	json_array_foreach(json_object_get(p, "workers"), i, w) {
+		printf("    %s%s:", json_string_value(json_object_get(w, "name")),
+		       json_is_true(json_object_get(w, "leader")) && json_array_size(json_object_get(p, "workers")) > 1 ? " (leader)" : "");
+		size_t k;
+		json_t *g;
+		json_array_foreach(json_object_get(w, "gpus"), k, g) {
+			cr_bytes_human((uint64_t)json_integer_value(json_object_get(g, "claim")), mem, sizeof(mem));
+			printf(" gpu %lld %s (%lld layers)", (long long)json_integer_value(json_object_get(g, "index")), mem,
+			       (long long)json_integer_value(json_object_get(g, "layers")));
+		}
+		if (json_integer_value(json_object_get(w, "ram"))) {
+			cr_bytes_human((uint64_t)json_integer_value(json_object_get(w, "ram")), mem, sizeof(mem));
+			printf(" ram %s", mem);
+		}
+		printf("\n");
+	}
+	const char *warn = json_string_value(json_object_get(p, "warning"));
+	if (warn)
+		printf("    warning: %s\n", warn);
+}
+
+static void print_reasons(json_t *reasons)
+{
+	size_t i;
+	json_t *r;
+	json_array_foreach(reasons, i, r)
+		printf("  %-16s %-18s %s\n", json_string_value(json_object_get(r, "worker")),
+		       json_string_value(json_object_get(r, "code")), json_string_value(json_object_get(r, "message")));
+}
+
+static json_t *split_csv_pairs(const char *s)
+{
+	json_t *arr = json_array();
+	char *copy = cr_xstrdup(s), *save = NULL;
+	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+		json_array_append_new(arr, json_string(cr_trim(t)));
+	free(copy);
+	return arr;
+}
+
+static int run_plan(struct cr_cli *cl, const char *body, bool as_json, int wait_s)
+{
+	struct cr_err err = CR_ERR_INIT;
+	json_t *ans = NULL;
+	int64_t deadline = cr_mono_ms() + (int64_t)(wait_s > 0 ? wait_s : 0) * 1000;
+	for (;;) {
+		json_decref(ans);
+		ans = cr_cli_api(cl, "POST", "/api/models/plan", body, &err);
+		if (!ans)
+			return cr_cmd_fail(&err);
+		if (!json_array_size(json_object_get(ans, "waiting_for")) || cr_mono_ms() > deadline)
+			break;
+		usleep(300 * 1000); /* workers are inspecting the file */
+	}
+	if (as_json)
+		return cr_cli_print_json(ans);
+	bool placed = json_is_true(json_object_get(ans, "placed"));
+	size_t i;
+	json_t *p;
+	printf("dry run: %s\n", placed ? "every replica fits" : json_string_value(json_object_get(ans, "summary")));
+	json_array_foreach(json_object_get(ans, "instances"), i, p)
+		print_placement(p, (int)i + 1);
+	if (!placed)
+		print_reasons(json_object_get(ans, "reasons"));
+	json_t *wait = json_object_get(ans, "waiting_for");
+	if (json_array_size(wait))
+		printf("  (%zu worker(s) had not inspected the file yet)\n", json_array_size(wait));
+	json_decref(ans);
+	return placed ? 0 : 1;
+}
+
+int cr_cmd_deploy(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "path", 1, 0, 'p' },     { "url", 1, 0, 'u' },       { "sha256", 1, 0, 'S' },
+		{ "engine", 1, 0, 'e' },   { "ctx", 1, 0, 'c' },       { "parallel", 1, 0, 'n' },
+		{ "replicas", 1, 0, 'r' }, { "policy", 1, 0, 'P' },    { "selector", 1, 0, 's' },
+		{ "gpus", 1, 0, 'g' },     { "allow-cpu-offload", 0, 0, 'C' }, { "allow-distributed", 0, 0, 'D' },
+		{ "dry-run", 0, 0, 'd' },  { "wait", 1, 0, 'w' },      { "json", 0, 0, 'j' },
+		{ "server-url", 1, 0, 'U' }, { "help", 0, 0, 'h' },    { 0, 0, 0, 0 },
+	};
+	json_t *body = json_object();
+	const char *url = NULL;
+	bool dry = false, as_json = false;
+	long long v, wait_s = 15;
+	int ch, rc = 0;
+	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'p': json_object_set_new(body, "path", json_string(optarg)); break;
+		case 'u': json_object_set_new(body, "url", json_string(optarg)); break;
+		case 'S': json_object_set_new(body, "sha256", json_string(optarg)); break;
+		case 'e': json_object_set_new(body, "engine", json_string(optarg)); break;
+		case 'P': json_object_set_new(body, "policy", json_string(optarg)); break;
+		case 's': json_object_set_new(body, "selector", json_string(optarg)); break;
+		case 'g': json_object_set_new(body, "gpus", split_csv_pairs(optarg)); break;
+		case 'C': json_object_set_new(body, "allow_cpu_offload", json_true()); break;
+		case 'D': json_object_set_new(body, "allow_distributed", json_true()); break;
+		case 'c':
+		case 'n':
+		case 'r':
+			rc |= parse_u(optarg, ch == 'c' ? "--ctx" : ch == 'n' ? "--parallel" : "--replicas", 1 << 24, &v);
+			json_object_set_new(body, ch == 'c' ? "ctx" : ch == 'n' ? "parallel" : "replicas", json_integer(v));
+			break;
+		case 'w': rc |= parse_u(optarg, "--wait", 3600, &wait_s); break;
+		case 'd': dry = true; break;
+		case 'j': as_json = true; break;
+		case 'U': url = optarg; break;
+		case 'h': fputs(deploy_usage, stdout); json_decref(body); return 0;
+		default: fputs(deploy_usage, stderr); json_decref(body); return 2;
+		}
+	}
+	if (rc || optind >= argc || argv[optind][0] == '-') {
+		fputs(deploy_usage, stderr);
+		json_decref(body);
+		return 2;
+	}
+	json_object_set_new(body, "name", json_string(argv[optind++]));
+	if (optind < argc && !strcmp(argv[optind], "--"))
+		optind++;
+	json_t *args = json_array();
+	for (; optind < argc; optind++)
+		json_array_append_new(args, json_string(argv[optind]));
+	if (json_array_size(args))
+		json_object_set_new(body, "engine_args", args);
+	else
+		json_decref(args);
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	char *text = cr_json_dump(body);
+	struct cr_err err = CR_ERR_INIT;
+	if (dry) {
+		rc = run_plan(&cl, text, as_json, (int)wait_s);
+		goto out;
+	}
+	json_t *ans = cr_cli_api(&cl, "POST", "/api/models", text, &err);
+	if (!ans) {
+		rc = cr_cmd_fail(&err);
+		goto out;
+	}
+	char *path = cr_xasprintf("/api/models/%s", json_string_value(json_object_get(body, "name")));
+	int64_t deadline = cr_mono_ms() + wait_s * 1000;
+	for (;;) { /* until every replica is placed, or the scheduler says why not */
+		json_t *rs = json_object_get(ans, "replicas_status");
+		const char *status = json_string_value(json_object_get(ans, "status"));
+		bool done = json_integer_value(json_object_get(rs, "total")) >= json_integer_value(json_object_get(rs, "desired"));
+		if (done || (status && strncmp(status, "waiting", 7) != 0) || cr_mono_ms() > deadline)
+			break;
+		usleep(300 * 1000);
+		json_t *next = cr_cli_api(&cl, "GET", path, NULL, &err);
+		if (!next)
+			break;
+		json_decref(ans);
+		ans = next;
+	}
+	free(path);
+	if (as_json) {
+		rc = cr_cli_print_json(ans);
+		goto out;
+	}
+	json_t *rs = json_object_get(ans, "replicas_status");
+	printf("model '%s' deployed: %lld/%lld replicas placed\n", json_string_value(json_object_get(ans, "name")),
+	       (long long)json_integer_value(json_object_get(rs, "total")),
+	       (long long)json_integer_value(json_object_get(rs, "desired")));
+	const char *status = json_string_value(json_object_get(ans, "status"));
+	if (status) {
+		printf("  %s\n", status);
+		print_reasons(json_object_get(ans, "reasons"));
+	}
+	printf("see 'corral instances --model %s'\n", json_string_value(json_object_get(ans, "name")));
+	json_decref(ans);
+out:
+	free(text);
+	json_decref(body);
+	cr_cli_release(&cl);
+	return rc;
+}
+
+static int simple_opts(int argc, char **argv, const char *usage, const char **url, bool *as_json, const char **model)
+{
+	static const struct option lo[] = {
+		{ "server-url", 1, 0, 'U' }, { "json", 0, 0, 'j' }, { "model", 1, 0, 'm' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'U': *url = optarg; break;
+		case 'j': *as_json = true; break;
+		case 'm':
+			if (!model) {
+				fputs(usage, stderr);
+				return 2;
+			}
+			*model = optarg;
+			break;
+		case 'h': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return 2;
+		}
+	}
+	return -1;
+}
+
+int cr_cmd_models(int argc, char **argv)
+{
+	static const char usage[] = "usage: corral models [--json] [--server-url URL]\n"
+				    "\n"
+				    "List deployed models: engine, replicas (running/desired, with how many are placed),\n"
+				    "memory per replica, and why replicas are missing when they are.\n";
+	const char *url = NULL;
+	bool as_json = false;
+	int rc = simple_opts(argc, argv, usage, &url, &as_json, NULL);
+	if (rc >= 0)
+		return rc;
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *ans = cr_cli_api(&cl, "GET", "/api/models", NULL, &err);
+	cr_cli_release(&cl);
+	if (!ans)
+		return cr_cmd_fail(&err);
+	if (as_json)
+		return cr_cli_print_json(json_incref(json_object_get(ans, "models"))), json_decref(ans), 0;
+	struct cr_table t = { .ncols = 6, .rows = json_array() };
+	const char *head[] = { "NAME", "ENGINE", "REPLICAS", "MEMORY/REPLICA", "SOURCE", "STATUS" };
+	cr_table_row(&t, head);
+	size_t i;
+	json_t *m;
+	json_array_foreach(json_object_get(ans, "models"), i, m) {
+		json_t *rs = json_object_get(m, "replicas_status");
+		char reps[64], mem[48] = "-";
+		snprintf(reps, sizeof(reps), "%lld/%lld (%lld placed)", (long long)json_integer_value(json_object_get(rs, "running")),
+			 (long long)json_integer_value(json_object_get(rs, "desired")),
+			 (long long)json_integer_value(json_object_get(rs, "total")));
+		json_t *vram = json_object_get(m, "memory_per_replica");
+		if (json_integer_value(vram))
+			cr_bytes_human((uint64_t)json_integer_value(vram), mem, sizeof(mem));
+		else if (json_integer_value(json_object_get(m, "ram_per_replica"))) {
+			char r[32];
+			cr_bytes_human((uint64_t)json_integer_value(json_object_get(m, "ram_per_replica")), r, sizeof(r));
+			snprintf(mem, sizeof(mem), "%s RAM", r);
+		}
+		const char *engine = json_string_value(json_object_get(m, "engine_resolved"));
+		const char *src = json_string_value(json_object_get(m, "path"));
+		const char *status = json_string_value(json_object_get(m, "status"));
+		const char *row[] = { json_string_value(json_object_get(m, "name")),
+				      engine ? engine : json_string_value(json_object_get(m, "engine")), reps, mem,
+				      src ? src : json_string_value(json_object_get(m, "url")), status ? status : "ok" };
+		cr_table_row(&t, row);
+	}
+	cr_table_print(&t);
+	json_decref(ans);
+	return 0;
+}
+
+static void where(json_t *placement, char *out, size_t n)
+{
+	size_t len = 0, i;
+	json_t *w;
+	out[0] = '\0';
+	json_array_foreach(json_object_get(placement, "workers"), i, w) {
+		const char *name = json_string_value(json_object_get(w, "name"));
+		json_t *gpus = json_object_get(w, "gpus");
+		if (!json_array_size(gpus))
+			len += (size_t)snprintf(out + len, len < n ? n - len : 0, "%s%s:cpu", len ? "," : "", name);
+		size_t k;
+		json_t *g;
+		json_array_foreach(gpus, k, g)
+			len += (size_t)snprintf(out + len, len < n ? n - len : 0, "%s%s:%lld", len ? "," : "", name,
+						(long long)json_integer_value(json_object_get(g, "index")));
+		if (len >= n)
+			break;
+	}
+}
+
+int cr_cmd_instances(int argc, char **argv)
+{
+	static const char usage[] = "usage: corral instances [--model NAME] [--json] [--server-url URL]\n"
+				    "\n"
+				    "List instances (replicas): where each runs (worker:gpu), its memory claim, its state\n"
+				    "and message, and download progress for url models.\n";
+	const char *url = NULL, *model = NULL;
+	bool as_json = false;
+	int rc = simple_opts(argc, argv, usage, &url, &as_json, &model);
+	if (rc >= 0)
+		return rc;
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	char *path = model ? cr_xasprintf("/api/instances?model=%s", model) : cr_xstrdup("/api/instances");
+	json_t *ans = cr_cli_api(&cl, "GET", path, NULL, &err);
+	free(path);
+	cr_cli_release(&cl);
+	if (!ans)
+		return cr_cmd_fail(&err);
+	if (as_json)
+		return cr_cli_print_json(json_incref(json_object_get(ans, "instances"))), json_decref(ans), 0;
+	struct cr_table t = { .ncols = 6, .rows = json_array() };
+	const char *head[] = { "INSTANCE", "MODEL", "STATE", "WHERE", "CLAIM", "MESSAGE" };
+	cr_table_row(&t, head);
+	size_t i;
+	json_t *x;
+	json_array_foreach(json_object_get(ans, "instances"), i, x) {
+		json_t *p = json_object_get(x, "placement");
+		char at[256], claim[64], msg[512];
+		where(p, at, sizeof(at));
+		uint64_t vram = (uint64_t)json_integer_value(json_object_get(p, "vram"));
+		cr_bytes_human(vram ? vram : (uint64_t)json_integer_value(json_object_get(p, "ram")), claim, sizeof(claim));
+		if (!vram)
+			snprintf(claim + strlen(claim), sizeof(claim) - strlen(claim), " RAM");
+		json_t *dl = json_object_get(x, "download");
+		snprintf(msg, sizeof(msg), "%s", json_string_value(json_object_get(x, "message")));
+		if (dl && json_integer_value(json_object_get(dl, "total")))
+			snprintf(msg, sizeof(msg), "download %s: %.1f%% of %lld bytes",
+				 json_string_value(json_object_get(dl, "state")),
+				 100.0 * (double)json_integer_value(json_object_get(dl, "bytes")) /
+					 (double)json_integer_value(json_object_get(dl, "total")),
+				 (long long)json_integer_value(json_object_get(dl, "total")));
+		const char *row[] = { json_string_value(json_object_get(x, "id")), json_string_value(json_object_get(x, "model")),
+				      json_string_value(json_object_get(x, "state")), at, claim, msg };
+		cr_table_row(&t, row);
+	}
+	cr_table_print(&t);
+	json_decref(ans);
+	return 0;
+}
+
+int cr_cmd_rm(int argc, char **argv)
+{
+	static const char usage[] = "usage: corral rm NAME [--server-url URL]\n"
+				    "\n"
+				    "Delete a model and all its instances; their memory claims are released at once.\n";
+	const char *url = NULL;
+	bool as_json = false;
+	int rc = simple_opts(argc, argv, usage, &url, &as_json, NULL);
+	if (rc >= 0)
+		return rc;
+	if (optind + 1 != argc) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	char *path = cr_xasprintf("/api/models/%s", argv[optind]);
+	json_t *ans = cr_cli_api(&cl, "DELETE", path, NULL, &err);
+	free(path);
+	cr_cli_release(&cl);
+	if (!ans)
+		return cr_cmd_fail(&err);
+	printf("removed model '%s' and %zu instance(s)\n", json_string_value(json_object_get(ans, "name")),
+	       json_array_size(json_object_get(ans, "instances")));
+	json_decref(ans);
 	return 0;
 }

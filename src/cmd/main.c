@@ -21,6 +21,10 @@ static const char usage[] =
 	"  logout     end the session\n"
 	"  workers    list workers; 'workers show NAME', 'workers rm NAME'\n"
 	"  gpus       list the GPUs of every worker\n"
+	"  deploy     deploy a model (or --dry-run: show where it would go, and why not)\n"
+	"  models     list models with their replicas and memory\n"
+	"  instances  list instances: where each replica runs, its claim and state\n"
+	"  rm         delete a model and its instances\n"
 	"\n"
 	"On this node, without a server:\n"
 	"  doctor     what this node has: devices, drivers, memory, notes\n"
@@ -47,6 +51,8 @@ int main(int argc, char **argv)
 		{ "server", cr_cmd_server }, { "worker", cr_cmd_worker }, { "login", cr_cmd_login },
 		{ "logout", cr_cmd_logout }, { "workers", cr_cmd_workers }, { "gpus", cr_cmd_gpus },
 		{ "doctor", cr_cmd_doctor }, { "inspect", cr_cmd_inspect },
+		{ "deploy", cr_cmd_deploy }, { "models", cr_cmd_models }, { "instances", cr_cmd_instances },
+		{ "rm", cr_cmd_rm },
 	};
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		fputs(usage, argc < 2 ? stderr : stdout);

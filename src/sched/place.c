@@ -247,13 +247,25 @@ static bool try_llama_split(struct ctx *c, const struct gref *gs, int k, struct 
 	struct cr_estimate e;
 	if (k > CR_SCHED_MAX_MEMBERS || k > CR_EST_MAX_DEV)
 		return false;
+	/* start in proportion to what each GPU has left after its fixed costs */
 	for (int i = 0; i < k; i++)
-		split[i] = (double)gs[i].free;
-	if (est_llama(c, k, split, -1, &e))
-		return false;
-	for (int i = 0; i < k; i++)
-		if (e.dev[i].total > gs[i].free)
+		split[i] = gs[i].free > c->per_dev ? (double)(gs[i].free - c->per_dev) : 1.0;
+	bool fits = false;
+	/* whole layers do not divide evenly: shift share away from a GPU that overflows */
+	for (int iter = 0; iter < 16 && !fits; iter++) {
+		if (est_llama(c, k, split, -1, &e))
 			return false;
+		fits = true;
+		for (int i = 0; i < k; i++) {
+			if (e.dev[i].total <= gs[i].free)
+				continue;
+			fits = false;
+			double f = (double)gs[i].free / (double)e.dev[i].total;
+			split[i] *= f < 0.95 ? f : 0.95;
+		}
+	}
+	if (!fits)
+		return false;
 	if (r) {
 		double sum = 0;
 		for (int i = 0; i < k; i++)

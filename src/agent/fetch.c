@@ -1,0 +1,273 @@
+/* Downloads with libcurl: range requests for headers, resumable files. */
+#include "agent/fetch.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/mem.h"
+#include "base/secret.h"
+#include "sched/gguf.h"
+
+struct range {
+	uint8_t *buf;
+	size_t len, want;
+	uint64_t total; /* from Content-Range or Content-Length */
+};
+
+static size_t range_write(char *p, size_t size, size_t n, void *arg)
+{
+	struct range *r = arg;
+	size_t bytes = size * n, take = bytes;
+	if (r->len + take > r->want)
+		take = r->want - r->len;
+	memcpy(r->buf + r->len, p, take);
+	r->len += take;
+	return r->len >= r->want ? 0 : bytes; /* 0 stops a server that ignored the range */
+}
+
+static size_t range_header(char *p, size_t size, size_t n, void *arg)
+{
+	struct range *r = arg;
+	size_t len = size * n;
+	unsigned long long a, b, t;
+	char line[256];
+	snprintf(line, sizeof(line), "%.*s", (int)(len < 255 ? len : 255), p);
+	if (strncasecmp(line, "content-range:", 14) == 0 && sscanf(line + 14, " bytes %llu-%llu/%llu", &a, &b, &t) == 3)
+		r->total = t;
+	else if (strncasecmp(line, "content-length:", 15) == 0 && !r->total && sscanf(line + 15, " %llu", &t) == 1)
+		r->total = t; /* a 200 answer: the whole file's length */
+	return len;
+}
+
+static int get_range(const char *url, size_t want, struct range *r, struct cr_err *err)
+{
+	CURL *c = curl_easy_init();
+	char range[64], errbuf[CURL_ERROR_SIZE] = "";
+	r->buf = cr_xrealloc(r->buf, want);
+	r->len = 0;
+	r->want = want;
+	r->total = 0;
+	snprintf(range, sizeof(range), "0-%zu", want - 1);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_RANGE, range);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, range_write);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, range_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 120000L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	CURLcode cc = curl_easy_perform(c);
+	long status = 0;
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && r->len == want))
+		return cr_err_set(err, CR_EUPSTREAM, "check the URL and that the worker can reach it", "GET %s failed: %s",
+				  url, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+	if (status == 206 && !r->total)
+		return cr_err_set(err, CR_EUPSTREAM, "serve the file with a standard HTTP server",
+				  "GET %s: partial answer without a total size", url);
+	if (!r->total)
+		r->total = r->len;
+	return 0;
+}
+
+int cr_fetch_header(const char *url, struct cr_model_shape *shape, uint64_t *size, struct cr_err *err)
+{
+	struct range r = { 0 };
+	size_t want = 1u << 20;
+	struct cr_gguf *g = NULL;
+	int rc;
+	for (;;) {
+		rc = get_range(url, want, &r, err);
+		if (rc)
+			break;
+		uint64_t need = 0;
+		rc = cr_gguf_parse(r.buf, r.len, r.total, &g, &need, err);
+		if (rc != -EAGAIN)
+			break;
+		if (need > 256u << 20 || r.len < want) {
+			rc = cr_err_set(err, CR_EINPUT, "check that the URL points at a GGUF model file",
+					"%s: GGUF header not complete within %zu bytes", url, r.len);
+			break;
+		}
+		want = (size_t)(need > (uint64_t)want * 2 ? need : (uint64_t)want * 2);
+	}
+	free(r.buf);
+	if (rc == 0) {
+		*size = r.total;
+		rc = cr_shape_from_gguf(g, r.total, shape, err);
+		cr_gguf_free(g);
+	}
+	return rc;
+}
+
+json_t *cr_fetch_report(const char *url)
+{
+	struct cr_model_shape shape = CR_MODEL_SHAPE_INIT;
+	struct cr_err err = CR_ERR_INIT;
+	uint64_t size = 0;
+	int rc = cr_fetch_header(url, &shape, &size, &err);
+	json_t *j = json_pack("{s:s,s:b}", "path", url, "exists", rc == 0 || rc == CR_EINPUT);
+	if (rc == 0) {
+		json_object_set_new(j, "size", json_integer((json_int_t)size));
+		json_object_set_new(j, "format", json_string("gguf"));
+		json_object_set_new(j, "shape", cr_shape_to_json(&shape));
+	} else {
+		json_object_set_new(j, "error", json_pack("{s:s,s:s}", "message", err.message, "fix", err.fix));
+	}
+	cr_shape_release(&shape);
+	return j;
+}
+
+struct dl {
+	FILE *f;
+	uint64_t have, total;
+	cr_fetch_progress_cb progress;
+	void *arg;
+	int64_t last_cb;
+	int stopped;
+};
+
+static size_t dl_write(char *p, size_t size, size_t n, void *arg)
+{
+	struct dl *d = arg;
+	size_t bytes = size * n;
+	if (fwrite(p, 1, bytes, d->f) != bytes)
+		return 0;
+	d->have += bytes;
+	return bytes;
+}
+
+static int dl_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ult, curl_off_t uln)
+{
+	(void)dlnow;
+	(void)ult;
+	(void)uln;
+	struct dl *d = arg;
+	if (dltotal > 0 && !d->total)
+		d->total = d->have + (uint64_t)dltotal - (uint64_t)dlnow;
+	if (d->progress && d->progress(d->have, d->total, d->arg)) {
+		d->stopped = 1;
+		return 1;
+	}
+	return 0;
+}
+
+static int hash_file(const char *path, char hex[65], struct cr_err *err)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return cr_err_set(err, -errno, "check the model cache", "open('%s') failed: %s", path, strerror(errno));
+	crypto_hash_sha256_state st;
+	crypto_hash_sha256_init(&st);
+	unsigned char buf[1 << 16], out[crypto_hash_sha256_BYTES];
+	size_t n;
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
+		crypto_hash_sha256_update(&st, buf, n);
+	fclose(f);
+	crypto_hash_sha256_final(&st, out);
+	sodium_bin2hex(hex, 65, out, sizeof(out));
+	return 0;
+}
+
+int cr_fetch_download(const char *url, const char *dest, const char *sha256, cr_fetch_progress_cb progress,
+		      void *arg, struct cr_err *err)
+{
+	char *part = cr_xasprintf("%s.part", dest);
+	struct stat st;
+	struct dl d = { .progress = progress, .arg = arg };
+	d.have = stat(part, &st) == 0 ? (uint64_t)st.st_size : 0;
+	uint64_t resumed_from = d.have;
+	d.f = fopen(part, "ab");
+	int rc = 0;
+	if (!d.f) {
+		rc = cr_err_set(err, -errno, "check that the worker's data directory is writable", "open('%s') failed: %s",
+				part, strerror(errno));
+		goto out;
+	}
+	CURL *c = curl_easy_init();
+	char errbuf[CURL_ERROR_SIZE] = "";
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)d.have);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, dl_write);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, dl_progress);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, &d);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	CURLcode cc = curl_easy_perform(c);
+	long status = 0;
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	if (fclose(d.f) != 0 && cc == CURLE_OK)
+		cc = CURLE_WRITE_ERROR;
+	if (cc == CURLE_RANGE_ERROR || status == 416) { /* the part is already whole */
+		cc = CURLE_OK;
+	} else if (cc == CURLE_OK && resumed_from && status == 200) {
+		/* the server ignored the range and sent everything after the part */
+		unlink(part);
+		free(part);
+		return cr_fetch_download(url, dest, sha256, progress, arg, err);
+	}
+	if (cc != CURLE_OK) {
+		rc = cr_err_set(err, d.stopped ? -ECANCELED : CR_EUPSTREAM,
+				"check the URL and the worker's network; the download resumes where it stopped",
+				"download of %s stopped after %llu bytes: %s", url, (unsigned long long)d.have,
+				d.stopped ? "cancelled" : errbuf[0] ? errbuf : curl_easy_strerror(cc));
+		goto out;
+	}
+	if (sha256 && *sha256) {
+		char hex[65];
+		rc = hash_file(part, hex, err);
+		if (!rc && strcasecmp(hex, sha256) != 0) {
+			unlink(part);
+			rc = cr_err_set(err, CR_EINPUT, "check the sha256 given with the model, or the file at the URL",
+					"%s: SHA-256 is %s, expected %s; the download was discarded", url, hex, sha256);
+		}
+		if (rc)
+			goto out;
+	}
+	if (rename(part, dest) != 0)
+		rc = cr_err_set(err, -errno, "check the model cache directory", "rename('%s') failed: %s", part,
+				strerror(errno));
+	if (!rc && progress)
+		progress(d.have, d.have, arg);
+out:
+	free(part);
+	return rc;
+}
+
+char *cr_fetch_cache_path(const char *dir, const char *url)
+{
+	char hash[CR_HASH_HEX];
+	cr_secret_hash(url, hash);
+	const char *base = strrchr(url, '/');
+	base = base && base[1] ? base + 1 : "model";
+	char clean[96];
+	size_t n = 0;
+	for (const char *p = base; *p && *p != '?' && *p != '#' && n + 1 < sizeof(clean); p++)
+		clean[n++] = (char)((*p == '.' || *p == '-' || *p == '_' || (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+				     (*p >= 'A' && *p <= 'Z'))
+					    ? *p
+					    : '_');
+	clean[n] = '\0';
+	return cr_xasprintf("%s/%.16s-%s", dir, hash, clean);
+}

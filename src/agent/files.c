@@ -1,0 +1,258 @@
+/* Worker-side model files: a cache of per-source reports keyed by the file's
+ * size and mtime, and one download thread per url source in use here. */
+#include "agent/files.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "agent/fetch.h"
+#include "agent/modelfile.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/util.h"
+
+struct download {
+	char *url, *sha256, *dest;
+	pthread_t thread;
+	bool running, joined;
+	/* under f->mu */
+	char state[16]; /* downloading, done, error */
+	uint64_t bytes, total;
+	char *message;
+	struct download *next;
+};
+
+struct cr_files {
+	char *cache_dir;
+	pthread_mutex_t mu;
+	bool stopping, changed;
+	json_t *sources;   /* as received */
+	json_t *cache;     /* source -> {"key", "report"} (reporter thread only) */
+	struct download *downloads;
+	int64_t last_progress_ms;
+};
+
+struct cr_files *cr_files_new(const char *cache_dir)
+{
+	struct cr_files *f = cr_xcalloc(1, sizeof(*f));
+	f->cache_dir = cr_xstrdup(cache_dir);
+	pthread_mutex_init(&f->mu, NULL);
+	f->sources = json_array();
+	f->cache = json_object();
+	return f;
+}
+
+void cr_files_free(struct cr_files *f)
+{
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->mu);
+	f->stopping = true;
+	pthread_mutex_unlock(&f->mu);
+	for (struct download *d = f->downloads, *next; d; d = next) {
+		next = d->next;
+		if (d->running || !d->joined)
+			pthread_join(d->thread, NULL);
+		free(d->url);
+		free(d->sha256);
+		free(d->dest);
+		free(d->message);
+		free(d);
+	}
+	json_decref(f->sources);
+	json_decref(f->cache);
+	pthread_mutex_destroy(&f->mu);
+	free(f->cache_dir);
+	free(f);
+}
+
+void cr_files_set_sources(struct cr_files *f, json_t *data)
+{
+	json_t *arr = json_object_get(data, "sources");
+	if (!json_is_array(arr))
+		return;
+	pthread_mutex_lock(&f->mu);
+	if (!json_equal(arr, f->sources)) {
+		json_decref(f->sources);
+		f->sources = json_incref(arr);
+		f->changed = true;
+	}
+	pthread_mutex_unlock(&f->mu);
+}
+
+bool cr_files_take_changed(struct cr_files *f)
+{
+	pthread_mutex_lock(&f->mu);
+	bool c = f->changed;
+	f->changed = false;
+	pthread_mutex_unlock(&f->mu);
+	return c;
+}
+
+/* ---- downloads ---- */
+
+static int on_progress(uint64_t have, uint64_t total, void *arg)
+{
+	struct download *d = ((void **)arg)[0];
+	struct cr_files *f = ((void **)arg)[1];
+	pthread_mutex_lock(&f->mu);
+	d->bytes = have;
+	d->total = total;
+	int64_t now = cr_mono_ms();
+	if (now - f->last_progress_ms > 1000) {
+		f->changed = true;
+		f->last_progress_ms = now;
+	}
+	bool stop = f->stopping;
+	pthread_mutex_unlock(&f->mu);
+	return stop;
+}
+
+static void *download_main(void *arg)
+{
+	struct download *d = ((void **)arg)[0];
+	struct cr_files *f = ((void **)arg)[1];
+	struct cr_err err = CR_ERR_INIT;
+	cr_info("downloading %s to %s", d->url, d->dest);
+	int rc = cr_mkdir_p(f->cache_dir, 0700, &err);
+	if (!rc)
+		rc = cr_fetch_download(d->url, d->dest, d->sha256, on_progress, arg, &err);
+	pthread_mutex_lock(&f->mu);
+	snprintf(d->state, sizeof(d->state), "%s", rc ? "error" : "done");
+	cr_str_replace(&d->message, rc ? err.message : "");
+	d->running = false;
+	f->changed = true;
+	pthread_mutex_unlock(&f->mu);
+	if (rc)
+		cr_warn("download of %s failed: %s", d->url, err.message);
+	else
+		cr_info("downloaded %s (%llu bytes)", d->url, (unsigned long long)d->bytes);
+	free(arg);
+	return NULL;
+}
+
+static void start_download(struct cr_files *f, struct download *d)
+{
+	void **arg = cr_xcalloc(2, sizeof(void *));
+	arg[0] = d;
+	arg[1] = f;
+	snprintf(d->state, sizeof(d->state), "downloading");
+	d->running = true;
+	d->joined = false;
+	if (pthread_create(&d->thread, NULL, download_main, arg) != 0) {
+		d->running = false;
+		d->joined = true;
+		snprintf(d->state, sizeof(d->state), "error");
+		cr_str_replace(&d->message, "could not start a download thread");
+		free(arg);
+	}
+}
+
+void cr_files_set_instances(struct cr_files *f, json_t *snapshot)
+{
+	size_t i;
+	json_t *inst;
+	pthread_mutex_lock(&f->mu);
+	json_array_foreach(json_object_get(snapshot, "instances"), i, inst) {
+		const char *src = cr_json_get_str(inst, "source", NULL);
+		if (!src || strncmp(src, "http", 4) != 0 || f->stopping)
+			continue;
+		struct download *d = f->downloads;
+		while (d && strcmp(d->url, src) != 0)
+			d = d->next;
+		if (d && (d->running || !strcmp(d->state, "done")))
+			continue;
+		if (d && !d->joined) { /* a failed one: try again */
+			pthread_mutex_unlock(&f->mu);
+			pthread_join(d->thread, NULL);
+			pthread_mutex_lock(&f->mu);
+			d->joined = true;
+		}
+		if (!d) {
+			d = cr_xcalloc(1, sizeof(*d));
+			d->url = cr_xstrdup(src);
+			const char *sha = cr_json_get_str(inst, "sha256", NULL);
+			d->sha256 = sha ? cr_xstrdup(sha) : NULL;
+			d->dest = cr_fetch_cache_path(f->cache_dir, src);
+			d->joined = true;
+			d->next = f->downloads;
+			f->downloads = d;
+		}
+		struct stat st;
+		if (stat(d->dest, &st) == 0) { /* downloaded before */
+			snprintf(d->state, sizeof(d->state), "done");
+			d->bytes = d->total = (uint64_t)st.st_size;
+			continue;
+		}
+		start_download(f, d);
+		f->changed = true;
+	}
+	pthread_mutex_unlock(&f->mu);
+}
+
+/* ---- reports ---- */
+
+static char *file_key(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) != 0)
+		return cr_xstrdup("absent");
+	return cr_xasprintf("%lld:%lld.%09ld", (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+
+json_t *cr_files_report(struct cr_files *f)
+{
+	pthread_mutex_lock(&f->mu);
+	json_t *sources = json_deep_copy(f->sources);
+	pthread_mutex_unlock(&f->mu);
+	json_t *out = json_array(), *cache = json_object();
+	size_t i;
+	json_t *s;
+	json_array_foreach(sources, i, s) {
+		const char *src = cr_json_get_str(s, "source", NULL);
+		if (!src)
+			continue;
+		bool url = !strcmp(cr_json_get_str(s, "kind", "path"), "url");
+		json_t *old = json_object_get(f->cache, src), *report;
+		char *key;
+		if (url && old && !json_object_get(json_object_get(old, "report"), "error"))
+			key = cr_xstrdup("url");
+		else if (url) /* a failed header fetch is tried again every 30 s */
+			key = cr_xasprintf("url@%lld", (long long)(cr_mono_ms() / 30000));
+		else
+			key = file_key(src);
+		if (old && !strcmp(cr_json_get_str(old, "key", ""), key)) {
+			report = json_incref(json_object_get(old, "report"));
+		} else {
+			report = url ? cr_fetch_report(src) : cr_modelfile_report(src);
+			json_object_del(report, "path");
+			json_object_set_new(report, "source", json_string(src));
+		}
+		json_object_set_new(cache, src, json_pack("{s:s,s:O}", "key", key, "report", report));
+		free(key);
+		json_t *entry = json_deep_copy(report);
+		json_decref(report);
+		pthread_mutex_lock(&f->mu);
+		for (struct download *d = f->downloads; d; d = d->next) {
+			if (strcmp(d->url, src) != 0)
+				continue;
+			json_t *dl = json_pack("{s:s,s:I,s:I}", "state", d->state, "bytes", (json_int_t)d->bytes, "total",
+					       (json_int_t)d->total);
+			if (!strcmp(d->state, "done"))
+				json_object_set_new(dl, "path", json_string(d->dest));
+			if (d->message && *d->message)
+				json_object_set_new(dl, "message", json_string(d->message));
+			json_object_set_new(entry, "download", dl);
+		}
+		pthread_mutex_unlock(&f->mu);
+		json_array_append_new(out, entry);
+	}
+	json_decref(f->cache);
+	f->cache = cache;
+	json_decref(sources);
+	return json_pack("{s:o}", "files", out);
+}

@@ -1,0 +1,35 @@
+/* Model files on a worker: the sources the server asks about (watch event
+ * "sources"), what this node has at each (cr_modelfile / cr_fetch reports,
+ * re-read when a file's size or mtime changes), and downloads of url sources
+ * that instances placed here need (watch event "snapshot"), with progress.
+ * Thread-safe: the watcher sets, the reporter reads. */
+#ifndef CR_AGENT_FILES_H
+#define CR_AGENT_FILES_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+struct cr_files;
+
+/* cache_dir: where downloads go (created on first use). */
+struct cr_files *cr_files_new(const char *cache_dir);
+
+/* Stop downloads (resumable later), wait for them, free. NULL is fine. */
+void cr_files_free(struct cr_files *f);
+
+/* The "sources" event's data: {"sources":[{"source","kind","sha256"?}]}. */
+void cr_files_set_sources(struct cr_files *f, json_t *sources);
+
+/* The "snapshot" event's data: {"instances":[...]}; url sources of these
+ * instances are downloaded into the cache. */
+void cr_files_set_instances(struct cr_files *f, json_t *snapshot);
+
+/* {"files":[report, ...]}, each with "source" and, for url sources being or
+ * having been downloaded, "download":{"state","bytes","total","path"?,"message"?}.
+ * Reads headers only for new or changed files. New reference. */
+json_t *cr_files_report(struct cr_files *f);
+
+/* True once since the last call when sources or downloads changed. */
+bool cr_files_take_changed(struct cr_files *f);
+
+#endif
