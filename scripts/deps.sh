@@ -4,11 +4,14 @@
 # apt-get; otherwise it prints the exact command to run. Quiet when all are present.
 set -e
 PKGS="build-essential pkg-config libevent-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev \
-libsodium-dev libcriterion-dev python3 iproute2 \
-nodejs npm cmake ninja-build g++ git"
+libsodium-dev libcriterion-dev python3 iproute2"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+# Tools that build llama.cpp: any installation of them will do.
+for pair in node:nodejs npm:npm cmake:cmake ninja:ninja-build g++:g++ git:git; do
+	command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"
 done
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ]; then

@@ -33,11 +33,11 @@ Test(store, migrations_apply_once_and_refuse_newer_schemas)
 	struct cr_store *s = open_at(path);
 	int v = 0;
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 2);
+	cr_assert_eq(v, 3);
 	cr_store_close(s);
 	s = open_at(path); /* reopening applies nothing again */
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 2);
+	cr_assert_eq(v, 3);
 	cr_store_close(s);
 
 	sqlite3 *db;
@@ -190,4 +190,57 @@ Test(store, unwritable_location_is_explained)
 	cr_assert_neq(cr_store_open_sqlite("/nonexistent-dir/corral.db", &s, &err), 0);
 	cr_assert(strstr(err.message, "/nonexistent-dir/corral.db"), "%s", err.message);
 	cr_assert(strstr(err.fix, "writable"), "%s", err.fix);
+}
+
+struct seen_models {
+	int models, instances;
+	char state[32];
+	char spec[64];
+};
+
+static void count_model(const struct cr_model_rec *m, void *arg)
+{
+	struct seen_models *s = arg;
+	s->models++;
+	snprintf(s->spec, sizeof(s->spec), "%s", m->spec_json);
+}
+
+static void count_instance(const struct cr_instance_rec *i, void *arg)
+{
+	struct seen_models *s = arg;
+	s->instances++;
+	snprintf(s->state, sizeof(s->state), "%s", i->state);
+}
+
+Test(store, models_names_are_unique_and_delete_cascades)
+{
+	char *path = db_path();
+	struct cr_store *s = open_at(path);
+	struct cr_err err = CR_ERR_INIT;
+	struct cr_model_rec m = { "m1", "qwen", "{\"replicas\":1}", 1, 1 };
+	cr_assert_eq(s->ops->model_put(s, &m, &err), 0, "%s", err.message);
+	struct cr_model_rec clash = { "m2", "qwen", "{}", 2, 2 };
+	cr_assert_eq(s->ops->model_put(s, &clash, &err), CR_ECONFLICT);
+	cr_assert(strstr(err.message, "a model named 'qwen' already exists"), "%s", err.message);
+	m.spec_json = "{\"replicas\":3}";
+	cr_assert_eq(s->ops->model_put(s, &m, &err), 0, "update by id");
+	struct cr_instance_rec i = { "i1", "m1", "{}", "scheduled", "", 1, 1 };
+	cr_assert_eq(s->ops->instance_put(s, &i, &err), 0, "%s", err.message);
+	i.state = "unreachable";
+	cr_assert_eq(s->ops->instance_put(s, &i, &err), 0);
+	struct cr_instance_rec orphan = { "i2", "nope", "{}", "scheduled", "", 1, 1 };
+	cr_assert_neq(s->ops->instance_put(s, &orphan, &err), 0, "an instance needs its model");
+	struct seen_models seen = { 0 };
+	s->ops->model_list(s, count_model, &seen, &err);
+	s->ops->instance_list(s, count_instance, &seen, &err);
+	cr_assert_eq(seen.models, 1);
+	cr_assert_str_eq(seen.spec, "{\"replicas\":3}");
+	cr_assert_eq(seen.instances, 1);
+	cr_assert_str_eq(seen.state, "unreachable");
+	cr_assert_eq(s->ops->model_del(s, "m1", &err), 0);
+	memset(&seen, 0, sizeof(seen));
+	s->ops->instance_list(s, count_instance, &seen, &err);
+	cr_assert_eq(seen.instances, 0, "deleting a model deletes its instances");
+	cr_store_close(s);
+	free(path);
 }
