@@ -117,7 +117,7 @@ static void parse_worker(const char *spec, struct cr_sched_worker *w, struct wst
 						     : CR_FILE_INVALID;
 	if (w->file == CR_FILE_INVALID)
 		w->file_error = "not a GGUF file: magic is 0x4c4d4747";
-	w->replicas = *replicas ? atoi(replicas) : 0;
+	w->replicas = *replicas ? (int)strtol(replicas, NULL, 10) : 0;
 }
 
 struct scase {
@@ -178,7 +178,7 @@ static void build(const struct scase *c, struct built *b)
 			char *colon = strchr(items[i], ':');
 			*colon = '\0';
 			b->man[i].worker = items[i];
-			b->man[i].index = strcmp(colon + 1, "cpu") ? atoi(colon + 1) : -1;
+			b->man[i].index = strcmp(colon + 1, "cpu") ? (int)strtol(colon + 1, NULL, 10) : -1;
 		}
 		b->req.manual = b->man;
 		b->req.n_manual = k;
