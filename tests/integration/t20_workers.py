@@ -178,11 +178,12 @@ class Watch(ClusterCase):
     def test_watch_stream_sends_a_snapshot_then_keepalives(self):
         self.start_server()
         self.login()
-        self.start_worker("watcher")
+        worker = self.start_worker("watcher")
         w = self.wait_state("watcher", "ready")
         self.wait_for(lambda: self.workers()["watcher"]["watch_connected"], "worker's watch stream")
         with open(os.path.join(self.tmp, "w-watcher", "worker.json")) as f:
             secret = json.load(f)["secret"]
+        worker.stop()  # or its own watcher, reconnecting, would replace the stream opened below
         req = urllib.request.Request(self.url + "/api/workers/%s/watch" % w["id"],
                                      headers={"Authorization": "Bearer " + secret})
         with urllib.request.urlopen(req, timeout=10) as r:

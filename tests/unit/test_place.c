@@ -47,6 +47,7 @@ static void shape(struct cr_model_shape *s, const char *which)
 
 struct wstore {
 	char *fields;
+	char *engines_buf;
 	const char *labels[8];
 	const char *engines[8];
 };
@@ -102,7 +103,8 @@ static void parse_worker(const char *spec, struct cr_sched_worker *w, struct wst
 		x->ours_used = GIB_F(ours);
 	}
 	static char all_engines[] = "llama.cpp,vllm,sglang";
-	w->n_engines = split_list(*engines ? engines : strdup(all_engines), st->engines, 8);
+	st->engines_buf = *engines ? NULL : strdup(all_engines);
+	w->n_engines = split_list(*engines ? engines : st->engines_buf, st->engines, 8);
 	w->engines = st->engines;
 	w->n_labels = *labels ? split_list(labels, st->labels, 8) : 0;
 	w->labels = st->labels;
@@ -190,8 +192,10 @@ static void build(const struct scase *c, struct built *b)
 
 static void unbuild(struct built *b)
 {
-	for (int i = 0; i < b->snap.n_workers; i++)
+	for (int i = 0; i < b->snap.n_workers; i++) {
 		free(b->st[i].fields);
+		free(b->st[i].engines_buf);
+	}
 	cr_shape_release(&b->shape);
 	free(b->sel_buf);
 	free(b->man_buf);

@@ -1,0 +1,212 @@
+/* Unit tests of model shapes and memory estimates: shapes from GGUF headers
+ * and config.json, the KV cache formula with cache types, how llama.cpp's
+ * layers are split over devices, and vLLM's per-GPU claim and utilisation. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched/estimate.h"
+#include "sched/gguf_write.h"
+
+/* A llama-shaped header: L layers of E dims, H heads, K KV heads, F FFN. */
+static struct cr_gguf *llama_header(uint32_t L, uint64_t E, uint32_t H, uint32_t K, uint64_t F, uint64_t V, int tied)
+{
+	struct cr_gguf_writer *w = cr_gguf_writer_new(3);
+	cr_gguf_w_str(w, "general.architecture", "llama");
+	cr_gguf_w_u32(w, "llama.block_count", L);
+	cr_gguf_w_u32(w, "llama.embedding_length", (uint32_t)E);
+	cr_gguf_w_u32(w, "llama.attention.head_count", H);
+	cr_gguf_w_u32(w, "llama.attention.head_count_kv", K);
+	cr_gguf_w_u32(w, "llama.feed_forward_length", (uint32_t)F);
+	cr_gguf_w_u32(w, "llama.context_length", 4096);
+	uint64_t ev[2] = { E, V }, ee[2] = { E, E }, ek[2] = { E, E / H * K }, ef[2] = { E, F }, fe[2] = { F, E }, e1[1] = { E };
+	cr_gguf_w_tensor(w, "token_embd.weight", 2, ev, 1);
+	for (uint32_t l = 0; l < L; l++) {
+		char n[64];
+#define T(suffix, nd, ne, ty) (snprintf(n, sizeof(n), "blk.%u.%s", l, suffix), cr_gguf_w_tensor(w, n, nd, ne, ty))
+		T("attn_norm.weight", 1, e1, 0);
+		T("attn_q.weight", 2, ee, 8);
+		T("attn_k.weight", 2, ek, 8);
+		T("attn_v.weight", 2, ek, 8);
+		T("attn_output.weight", 2, ee, 8);
+		T("ffn_gate.weight", 2, ef, 8);
+		T("ffn_up.weight", 2, ef, 8);
+		T("ffn_down.weight", 2, fe, 8);
+#undef T
+	}
+	cr_gguf_w_tensor(w, "output_norm.weight", 1, e1, 0);
+	if (!tied)
+		cr_gguf_w_tensor(w, "output.weight", 2, ev, 8);
+	size_t len;
+	uint8_t *h = cr_gguf_writer_header(w, &len);
+	struct cr_gguf *g = NULL;
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_eq(cr_gguf_parse(h, len, len + cr_gguf_writer_data_size(w), &g, NULL, &err), 0, "%s", err.message);
+	free(h);
+	cr_gguf_writer_free(w);
+	return g;
+}
+
+Test(estimate, shape_from_gguf_counts_layers_input_and_output)
+{
+	struct cr_gguf *g = llama_header(4, 256, 8, 2, 512, 1000, 0);
+	struct cr_model_shape s = CR_MODEL_SHAPE_INIT;
+	cr_assert_eq(cr_shape_from_gguf(g, 123, &s, NULL), 0);
+	cr_assert_eq(s.n_layer, 4);
+	cr_assert_eq(s.n_head_kv, 2);
+	cr_assert_eq(s.head_dim_k, 32);
+	cr_assert_eq(s.n_ctx_train, 4096);
+	uint64_t q8 = 256 / 32 * 34; /* one Q8_0 row of 256 */
+	uint64_t layer = 256 * 4 + q8 * (256 + 64 + 64 + 256 + 512 + 512) + 512 / 32 * 34 * 256;
+	cr_assert_eq(s.layer_bytes[0], layer);
+	cr_assert_eq(s.input_bytes, 256 * 1000 * 2, "F16 embeddings stay in host memory");
+	cr_assert_eq(s.output_bytes, 256 * 4 + q8 * 1000);
+	json_t *j = cr_shape_to_json(&s);
+	struct cr_model_shape back = CR_MODEL_SHAPE_INIT;
+	cr_assert_eq(cr_shape_from_json(j, &back, NULL), 0);
+	cr_assert_eq(back.layer_bytes[3], layer);
+	cr_assert_eq(back.output_bytes, s.output_bytes);
+	json_object_set_new(j, "layer_bytes", json_array());
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_eq(cr_shape_from_json(j, &back, &err), CR_EINPUT, "a short layer list is refused");
+	json_decref(j);
+	cr_shape_release(&back);
+	cr_shape_release(&s);
+	cr_gguf_free(g);
+	g = llama_header(2, 64, 4, 4, 128, 100, 1);
+	cr_assert_eq(cr_shape_from_gguf(g, 1, &s, NULL), 0);
+	cr_assert_eq(s.output_bytes, 64 * 4 + 64 * 100 * 2, "tied: the embeddings again for the output device");
+	cr_shape_release(&s);
+	cr_gguf_free(g);
+}
+
+Test(estimate, shape_needs_the_architecture_keys)
+{
+	struct cr_gguf_writer *w = cr_gguf_writer_new(3);
+	cr_gguf_w_str(w, "general.architecture", "qwen2");
+	cr_gguf_w_u32(w, "qwen2.embedding_length", 64);
+	size_t len;
+	uint8_t *h = cr_gguf_writer_header(w, &len);
+	struct cr_gguf *g = NULL;
+	cr_assert_eq(cr_gguf_parse(h, len, len, &g, NULL, NULL), 0);
+	struct cr_model_shape s = CR_MODEL_SHAPE_INIT;
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_eq(cr_shape_from_gguf(g, len, &s, &err), CR_EINPUT);
+	cr_assert_str_eq(err.message, "GGUF metadata has no valid 'qwen2.block_count'");
+	cr_assert(err.fix[0]);
+	cr_gguf_free(g);
+	free(h);
+	cr_gguf_writer_free(w);
+}
+
+static struct cr_model_shape flat(uint32_t L, uint64_t layer_bytes)
+{
+	struct cr_model_shape s = CR_MODEL_SHAPE_INIT;
+	s.n_layer = L;
+	s.n_embd = 4096;
+	s.n_head = 32;
+	s.n_head_kv = 8;
+	s.head_dim_k = s.head_dim_v = 128;
+	s.n_ff = 14336;
+	s.n_vocab = 32000;
+	s.n_ctx_train = 8192;
+	s.layer_bytes = calloc(L, sizeof(uint64_t));
+	for (uint32_t l = 0; l < L; l++)
+		s.layer_bytes[l] = layer_bytes;
+	s.input_bytes = s.output_bytes = 100 * CR_MIB;
+	s.weight_bytes = L * layer_bytes + 200 * CR_MIB;
+	snprintf(s.format, sizeof(s.format), "gguf");
+	return s;
+}
+
+Test(estimate, kv_cache_follows_context_layers_and_cache_type)
+{
+	struct cr_model_shape s = flat(32, 100 * CR_MIB);
+	struct cr_est_params p = CR_EST_PARAMS_INIT;
+	struct cr_estimate e;
+	p.n_ctx = 8192;
+	cr_assert_eq(cr_estimate_llama(&s, &p, 1, NULL, &e, NULL), 0);
+	cr_assert_eq(e.kv, 8192ull * 32 * (1024 + 1024) * 2, "n_ctx x n_layer x (k + v) x f16");
+	p.cache_type_k = p.cache_type_v = cr_ggml_type_from_name("q8_0");
+	cr_assert_eq(cr_estimate_llama(&s, &p, 1, NULL, &e, NULL), 0);
+	cr_assert_eq(e.kv, 8192ull * 32 * 2 * (1024 / 32 * 34));
+	p.cache_type_k = 99;
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_eq(cr_estimate_llama(&s, &p, 1, NULL, &e, &err), CR_EINPUT);
+	p.cache_type_k = -1;
+	p.n_ctx = 0;
+	cr_assert_eq(cr_estimate_llama(&s, &p, 1, NULL, &e, NULL), 0);
+	cr_assert_eq(e.n_ctx, 8192, "0 = the model's training context");
+	cr_shape_release(&s);
+}
+
+Test(estimate, layers_split_like_llama_cpp)
+{
+	struct cr_model_shape s = flat(8, 100 * CR_MIB);
+	struct cr_est_params p = CR_EST_PARAMS_INIT;
+	struct cr_estimate e;
+	p.n_ctx = 1024;
+	double split[2] = { 1, 1 };
+	cr_assert_eq(cr_estimate_llama(&s, &p, 2, split, &e, NULL), 0);
+	/* 9 units (8 layers + output) cut at 1/2: units 0-4 on the first GPU */
+	cr_assert_eq(e.dev[0].layers, 5);
+	cr_assert_eq(e.dev[1].layers, 3);
+	cr_assert(e.dev[1].output && !e.dev[0].output, "the output layer goes to the last device");
+	cr_assert_eq(e.dev[0].weights, 500 * CR_MIB);
+	cr_assert_eq(e.dev[1].weights, 400 * CR_MIB, "3 layers + the output layer");
+	cr_assert_eq(e.dev[0].overhead, CR_EST_GPU_RUNTIME);
+	cr_assert_eq(e.vram, e.dev[0].total + e.dev[1].total);
+	p.n_gpu_layers = 4; /* the last 4 units: layers 5-7 and the output */
+	cr_assert_eq(cr_estimate_llama(&s, &p, 1, NULL, &e, NULL), 0);
+	cr_assert_eq(e.dev[0].layers, 3);
+	cr_assert(e.dev[0].output);
+	cr_assert_geq(e.ram, 100 * CR_MIB + 5 * 100 * CR_MIB, "embeddings and 5 layers stay in RAM");
+	cr_assert_eq(cr_estimate_llama(&s, &p, 0, NULL, &e, NULL), 0);
+	cr_assert_eq(e.vram, 0);
+	cr_assert_geq(e.ram, s.weight_bytes, "CPU only: everything in RAM");
+	cr_shape_release(&s);
+}
+
+Test(estimate, layers_fitting_counts_from_the_end)
+{
+	struct cr_model_shape s = flat(10, 100 * CR_MIB);
+	struct cr_est_params p = CR_EST_PARAMS_INIT;
+	p.n_ctx = 512;
+	struct cr_estimate one;
+	cr_estimate_llama(&s, &p, 1, NULL, &one, NULL);
+	uint64_t fixed = one.dev[0].compute + CR_EST_GPU_RUNTIME, per = 100 * CR_MIB + one.kv / 10;
+	cr_assert_eq(cr_estimate_layers_fitting(&s, &p, fixed + 3 * per + 1), 3);
+	cr_assert_eq(cr_estimate_layers_fitting(&s, &p, fixed - 1), 0);
+	cr_shape_release(&s);
+}
+
+Test(estimate, vllm_claim_per_gpu_and_utilisation)
+{
+	json_t *cfg = json_pack("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:s}", "model_type", "llama", "num_hidden_layers", 32,
+				"hidden_size", 4096, "num_attention_heads", 32, "num_key_value_heads", 8, "intermediate_size",
+				14336, "vocab_size", 128256, "torch_dtype", "bfloat16");
+	struct cr_model_shape s = CR_MODEL_SHAPE_INIT;
+	cr_assert_eq(cr_shape_from_config(cfg, 16 * CR_GIB, &s, NULL), 0);
+	cr_assert_eq(s.head_dim_k, 128);
+	struct cr_est_params p = CR_EST_PARAMS_INIT;
+	p.n_ctx = 8192;
+	p.n_parallel = 4;
+	struct cr_estimate one, two;
+	cr_assert_eq(cr_estimate_vllm(&s, &p, 1, 1, &one, NULL), 0);
+	cr_assert_eq(one.kv, 2ull * 32 * 8 * 128 * 2 * 8192 * 4, "KV per token x context x sequences");
+	cr_assert_eq(cr_estimate_vllm(&s, &p, 2, 1, &two, NULL), 0);
+	cr_assert_eq(two.n_dev, 2);
+	cr_assert_eq(two.dev[0].weights, 8 * CR_GIB, "weights split over the tensor-parallel group");
+	cr_assert_lt(two.dev[0].total, one.dev[0].total);
+	double u = cr_estimate_gpu_util(one.dev[0].total, 80 * CR_GIB);
+	cr_assert_geq(u * 80 * (double)CR_GIB, (double)one.dev[0].total, "the utilisation covers the claim");
+	cr_assert_lt((u - 0.01) * 80 * (double)CR_GIB, (double)one.dev[0].total, "rounded up by at most 0.01");
+	cr_assert_float_eq(cr_estimate_gpu_util(100 * CR_GIB, 80 * CR_GIB), 0.95, 1e-9, "capped at 0.95");
+	json_t *bad = json_pack("{s:i}", "hidden_size", 64);
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_eq(cr_shape_from_config(bad, 1, &s, &err), CR_EINPUT);
+	cr_assert(strstr(err.message, "num_hidden_layers"), "%s", err.message);
+	json_decref(bad);
+	json_decref(cfg);
+	cr_shape_release(&s);
+}
