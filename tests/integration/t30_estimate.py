@@ -109,3 +109,33 @@ class InspectRefusals(ClusterCase):
         r = subprocess.run([CORRAL, "inspect", model, "--cache-type-k", "q9_9"], capture_output=True, text=True)
         self.assertEqual(r.returncode, 2)
         self.assertIn("unknown cache type", r.stderr)
+
+
+class InspectSafetensors(ClusterCase):
+    def test_safetensors_directory_is_read_from_config_and_headers(self):
+        import json
+        import struct
+        d = os.path.join(self.tmp, "hf-model")
+        os.makedirs(d)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump({"model_type": "llama", "num_hidden_layers": 4, "hidden_size": 256, "num_attention_heads": 8,
+                       "num_key_value_heads": 2, "intermediate_size": 512, "vocab_size": 1000,
+                       "max_position_embeddings": 8192, "torch_dtype": "bfloat16"}, f)
+        total = 0
+        for shard, n in (("model-00001-of-00002.safetensors", 3000), ("model-00002-of-00002.safetensors", 5000)):
+            header = json.dumps({"w": {"dtype": "BF16", "shape": [n // 2], "data_offsets": [0, n]}}).encode()
+            with open(os.path.join(d, shard), "wb") as f:
+                f.write(struct.pack("<Q", len(header)) + header + bytes(n))
+            total += n
+        out = subprocess.run([CORRAL, "inspect", d, "--json", "--ctx", "4096"], check=True, capture_output=True,
+                             text=True).stdout
+        j = json.loads(out)
+        self.assertEqual(j["shape"]["format"], "safetensors")
+        self.assertEqual(j["shape"]["weight_bytes"], total, "tensor bytes of every shard, headers excluded")
+        self.assertEqual(j["shape"]["n_head_kv"], 2)
+        self.assertEqual(j["estimate"]["kv"], 2 * 4 * 2 * 32 * 2 * 4096, "2 x layers x kv heads x head dim x bf16 x ctx")
+        with open(os.path.join(d, "config.json"), "w") as f:
+            f.write("{broken")
+        r = subprocess.run([CORRAL, "inspect", d], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("config.json': invalid JSON", r.stderr)

@@ -25,7 +25,9 @@ def gpus(name, *sizes_gib, used=0):
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with HTTP Range support, as model hosts serve them."""
+    """Static files with HTTP Range support, as model hosts serve them; keeps
+    the Range headers it was asked for."""
+    ranges = []
 
     def log_message(self, *args):
         pass
@@ -38,6 +40,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         with open(path, "rb") as f:
             data = f.read()
         rng = self.headers.get("Range")
+        RangeHandler.ranges.append(rng)
         if rng and rng.startswith("bytes="):
             a, _, b = rng[6:].partition("-")
             a = int(a)
@@ -270,3 +273,32 @@ class Models(ClusterCase):
         inst = self.wait_for(lambda: (lambda i: i and i[0].get("download", {}).get("state") == "error" and i[0])(
             self.instances("dl-bad")), "the checksum to fail", timeout=30)
         self.assertIn("SHA-256 is %s, expected %s" % (digest, "0" * 64), inst["download"]["message"])
+
+    def test_interrupted_download_resumes_where_it_stopped(self):
+        self.cluster(("g1", gpus("NVIDIA L4", 24)))
+        root = os.path.join(self.tmp, "www")
+        os.makedirs(root)
+        src = self.model("www/big.gguf", "--layers", "4", "--embd", "256", "--ff", "512", "--heads", "4")
+        with open(src, "rb") as f:
+            data = f.read()
+        handler = lambda *a, **k: RangeHandler(*a, directory=root, **k)
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        self.addCleanup(httpd.shutdown)
+        url = "http://127.0.0.1:%d/big.gguf" % httpd.server_address[1]
+        # what an earlier, interrupted download left in the worker's cache
+        cache = os.path.join(self.tmp, "w-g1", "models")
+        os.makedirs(cache, exist_ok=True)
+        dest = os.path.join(cache, "%s-big.gguf" % hashlib.blake2b(url.encode(), digest_size=32).hexdigest()[:16])
+        half = len(data) // 2
+        with open(dest + ".part", "wb") as f:
+            f.write(data[:half])
+        RangeHandler.ranges = []
+        self.deploy({"name": "resumed", "url": url, "sha256": hashlib.sha256(data).hexdigest()})
+        inst = self.wait_for(lambda: (lambda i: i and i[0].get("download", {}).get("state") == "done" and i[0])(
+            self.instances("resumed")), "the download to finish", timeout=30)
+        self.assertEqual(inst["download"]["path"], dest)
+        self.assertIn("bytes=%d-" % half, RangeHandler.ranges, "the download asked only for the missing half")
+        with open(dest, "rb") as f:
+            self.assertEqual(f.read(), data)
+        self.assertFalse(os.path.exists(dest + ".part"))
