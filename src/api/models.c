@@ -248,6 +248,13 @@ static json_t *model_json(struct cr_app *app, struct cr_model *m)
 							    (json_int_t)cr_json_get_int(m->spec, "replicas", 0), "total",
 							    total, "scheduled", scheduled, "running", running));
 	json_object_set_new(o, "status", m->status ? json_string(m->status) : json_null());
+	const char *format = NULL;
+	size_t wit = 0;
+	void *wv;
+	while (!format && cr_map_next(&app->workers, &wit, NULL, &wv)) /* as the workers found it */
+		format = cr_json_get_str(json_object_get(((struct cr_worker *)wv)->files, cr_model_spec_source(m->spec)),
+					 "format", NULL);
+	json_object_set_new(o, "format", format ? json_string(format) : json_null());
 	json_object_set_new(o, "reasons", m->reasons ? json_incref(m->reasons) : json_array());
 	/* memory per replica: the claim of one of its instances */
 	size_t it = 0;
@@ -801,7 +808,9 @@ static void scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t n
 		i->model_id = cr_xstrdup(m->id);
 		i->placement = json_incref(p);
 		i->state = cr_xstrdup("scheduled");
-		i->message = cr_xstrdup("placed; waiting for the engine supervisor (not part of this release)");
+		const char *warn = cr_json_get_str(p, "warning", NULL);
+		i->message = warn ? cr_xasprintf("placed, %s", warn)
+				  : cr_xstrdup("placed; waiting for the engine supervisor (not part of this release)");
 		i->created_ms = i->updated_ms = cr_wall_ms();
 		struct cr_err err = CR_ERR_INIT;
 		if (save_instance(app, i, &err)) {

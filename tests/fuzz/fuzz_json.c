@@ -1,9 +1,10 @@
 /* Fuzz target: request-body handling as the API does it: parse an object,
- * read typed fields, parse labels, and validate a declared-resources merge. */
+ * read typed fields, parse labels, and validate it as a model spec. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "api/model_spec.h"
 #include "base/err.h"
 #include "base/json.h"
 #include "base/mem.h"
@@ -30,6 +31,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	json_t *labels = NULL;
 	if (text && cr_labels_parse(text, &labels, &err) == 0)
 		json_decref(labels);
+	json_t *spec = NULL;
+	if (cr_model_spec_parse(o, NULL, &spec, &err) == 0) {
+		struct cr_est_params p;
+		cr_model_spec_params(spec, &p);
+		cr_model_spec_engine(spec, NULL);
+		json_t *patched = NULL;
+		if (cr_model_spec_parse(o, spec, &patched, &err) == 0)
+			json_decref(patched);
+		json_decref(spec);
+	}
 	free(cr_json_dump(o));
 	json_decref(o);
 	return 0;

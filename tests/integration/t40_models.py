@@ -126,6 +126,7 @@ class Models(ClusterCase):
         m = self.api("GET", "/api/models/tiny")
         self.assertEqual(m["replicas_status"], {"desired": 2, "total": 2, "scheduled": 2, "running": 0})
         self.assertEqual(m["engine_resolved"], "llama.cpp")
+        self.assertEqual(m["format"], "gguf")
         out = self.cli("models").stdout
         self.assertIn("tiny", out)
         self.assertIn("0/2 (2 placed)", out)
@@ -136,6 +137,10 @@ class Models(ClusterCase):
         big = {"name": "big", "path": path, "ctx": 450000, "gpus": ["g2:0"]}
         p = self.plan(big)
         self.assertIn("warning", p["instances"][0], p)
+        self.deploy(big)
+        over = self.wait_placed("big", 1)[0]
+        self.assertIn("placed, overcommit: g2:0 needs", over["message"])
+        self.cli("rm", "big")
         self.cli("rm", "tiny")
         self.assertEqual(self.instances(), [])
         p2 = self.plan(big)
