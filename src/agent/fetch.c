@@ -16,6 +16,33 @@
 #include "base/secret.h"
 #include "sched/gguf.h"
 
+/* An easy handle for url with what every transfer here shares: redirects
+ * followed, HTTP errors as failures, connect timeout, no signals. */
+static CURL *easy_new(const char *url, char *errbuf)
+{
+	CURL *c = curl_easy_init();
+	if (!c)
+		abort();
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	errbuf[0] = '\0';
+	return c;
+}
+
+/* Perform and free the handle; *status gets the HTTP status. */
+static CURLcode perform(CURL *c, long *status)
+{
+	CURLcode cc = curl_easy_perform(c);
+	*status = 0;
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+	curl_easy_cleanup(c);
+	return cc;
+}
+
 struct range {
 	uint8_t *buf;
 	size_t len, want;
@@ -49,29 +76,21 @@ static size_t range_header(char *p, size_t size, size_t n, void *arg)
 
 static int get_range(const char *url, size_t want, struct range *r, struct cr_err *err)
 {
-	CURL *c = curl_easy_init();
-	char range[64], errbuf[CURL_ERROR_SIZE] = "";
+	char range[64], errbuf[CURL_ERROR_SIZE];
+	CURL *c = easy_new(url, errbuf);
 	r->buf = cr_xrealloc(r->buf, want);
 	r->len = 0;
 	r->want = want;
 	r->total = 0;
 	snprintf(range, sizeof(range), "0-%zu", want - 1);
-	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_RANGE, range);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, range_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, range_header);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 120000L);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-	CURLcode cc = curl_easy_perform(c);
-	long status = 0;
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	curl_easy_cleanup(c);
+	long status;
+	CURLcode cc = perform(c, &status);
 	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && r->len == want))
 		return cr_err_set(err, CR_EUPSTREAM, "check the URL and that the worker can reach it", "GET %s failed: %s",
 				  url, errbuf[0] ? errbuf : curl_easy_strerror(cc));
@@ -197,26 +216,18 @@ int cr_fetch_download(const char *url, const char *dest, const char *sha256, cr_
 				part, strerror(errno));
 		goto out;
 	}
-	CURL *c = curl_easy_init();
-	char errbuf[CURL_ERROR_SIZE] = "";
-	curl_easy_setopt(c, CURLOPT_URL, url);
+	char errbuf[CURL_ERROR_SIZE];
+	CURL *c = easy_new(url, errbuf);
 	curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)d.have);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, dl_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
 	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, dl_progress);
 	curl_easy_setopt(c, CURLOPT_XFERINFODATA, &d);
 	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-	CURLcode cc = curl_easy_perform(c);
-	long status = 0;
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	curl_easy_cleanup(c);
+	long status;
+	CURLcode cc = perform(c, &status);
 	if (fclose(d.f) != 0 && cc == CURLE_OK)
 		cc = CURLE_WRITE_ERROR;
 	if (cc == CURLE_RANGE_ERROR || status == 416) { /* the part is already whole */

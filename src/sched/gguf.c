@@ -94,7 +94,7 @@ struct cursor {
 	uint64_t pos;
 	uint64_t need;
 	struct cr_err *err;
-	const char *what; /* what is being read, for messages */
+	char what[64]; /* what is being read, for messages */
 };
 
 /* Make n bytes at the cursor available: 0, -EAGAIN (need more of the
@@ -219,12 +219,16 @@ static int read_array(struct cursor *c, struct cr_gguf_kv *kv)
 	return rc;
 }
 
+/* The name that starts item idx of a kind ("metadata key", "tensor info"). */
+static int read_name(struct cursor *c, const char *kind, uint64_t idx, char **name)
+{
+	snprintf(c->what, sizeof(c->what), "%s #%" PRIu64, kind, idx);
+	return read_str(c, name);
+}
+
 static int read_kv(struct cursor *c, struct cr_gguf_kv *kv, uint64_t idx)
 {
-	char what[64];
-	snprintf(what, sizeof(what), "metadata key #%" PRIu64, idx);
-	c->what = what;
-	int rc = read_str(c, &kv->key);
+	int rc = read_name(c, "metadata key", idx, &kv->key);
 	if (rc)
 		return rc;
 	uint32_t type;
@@ -248,10 +252,7 @@ static int read_kv(struct cursor *c, struct cr_gguf_kv *kv, uint64_t idx)
 
 static int read_tensor(struct cursor *c, struct cr_gguf_tensor *t, uint64_t idx)
 {
-	char what[64];
-	snprintf(what, sizeof(what), "tensor info #%" PRIu64, idx);
-	c->what = what;
-	int rc = read_str(c, &t->name);
+	int rc = read_name(c, "tensor info", idx, &t->name);
 	if (rc)
 		return rc;
 	if (strlen(t->name) >= 64)
@@ -302,7 +303,7 @@ static int check_unique(struct cursor *c, struct cr_map *seen, const char *name,
 static int read_header(struct cursor *c, struct cr_gguf *g)
 {
 	uint64_t magic;
-	c->what = "the GGUF header";
+	snprintf(c->what, sizeof(c->what), "the GGUF header");
 	int rc = read_le(c, 4, &magic);
 	if (rc)
 		return rc;

@@ -7,15 +7,6 @@
 
 #include "base/mem.h"
 
-struct wtensor {
-	char *name;
-	uint32_t n_dims;
-	uint64_t ne[CR_GGUF_MAX_DIMS];
-	uint32_t type;
-	uint64_t offset;
-	uint64_t bytes;
-};
-
 struct bytes {
 	uint8_t *p;
 	size_t len, alloc;
@@ -26,7 +17,7 @@ struct cr_gguf_writer {
 	uint32_t alignment;
 	uint64_t n_kv;
 	struct bytes kv;
-	struct wtensor *t;
+	struct cr_gguf_tensor *t;
 	size_t n_t, alloc_t;
 };
 
@@ -166,7 +157,7 @@ uint64_t cr_gguf_w_tensor(struct cr_gguf_writer *w, const char *name, uint32_t n
 		w->alloc_t = w->alloc_t ? w->alloc_t * 2 : 16;
 		w->t = cr_xrealloc(w->t, w->alloc_t * sizeof(*w->t));
 	}
-	struct wtensor *t = &w->t[w->n_t++];
+	struct cr_gguf_tensor *t = &w->t[w->n_t++];
 	memset(t, 0, sizeof(*t));
 	t->name = cr_xstrdup(name);
 	t->n_dims = n_dims;
@@ -195,7 +186,7 @@ uint8_t *cr_gguf_writer_header(struct cr_gguf_writer *w, size_t *len)
 	put_le(&b, w->n_kv, 8);
 	put(&b, w->kv.p, w->kv.len);
 	for (size_t i = 0; i < w->n_t; i++) {
-		struct wtensor *t = &w->t[i];
+		struct cr_gguf_tensor *t = &w->t[i];
 		put_str(&b, t->name);
 		put_le(&b, t->n_dims, 4);
 		for (uint32_t d = 0; d < t->n_dims; d++)
