@@ -52,7 +52,13 @@ struct agent {
 	char *files_sent;       /* reporter thread */
 	bool files_pending;     /* under mu: wake the reporter */
 	bool files_resend;      /* under mu */
+	/* engines: discovered again every ENGINES_EVERY_MS (reporter thread) */
+	struct cr_engine_catalog catalog;
+	json_t *engines, *engine_notes;
+	int64_t engines_at;
 };
+
+#define ENGINES_EVERY_MS 60000
 
 /* ---- identity ---- */
 
@@ -199,7 +205,18 @@ static json_t *build_report(struct agent *a)
 {
 	struct cr_detect_opts o = { a->cfg->data_dir, a->cfg->resources_file, NULL, NULL, NULL };
 	json_t *full = cr_detect_node(&o);
-	json_object_set_new(full, "engines", cr_engines_detect());
+	int64_t now = cr_mono_ms();
+	if (!a->engines || now - a->engines_at > ENGINES_EVERY_MS) {
+		json_decref(a->engines);
+		json_decref(a->engine_notes);
+		a->engine_notes = json_array();
+		a->engines = cr_engines_discover(&a->catalog, a->engine_notes);
+		a->engines_at = now;
+	}
+	json_object_set(full, "engines", a->engines);
+	json_t *notes = json_object_get(full, "notes");
+	if (json_is_array(notes))
+		json_array_extend(notes, a->engine_notes);
 	json_t *stat = json_deep_copy(full);
 	json_t *dyn = cr_report_split(stat);
 	char *text = cr_json_dump(stat);
@@ -457,6 +474,8 @@ int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err)
 	ap->name = cfg->name ? cr_xstrdup(cfg->name) : default_name();
 	int rc = cr_labels_parse(cfg->labels, &ap->labels, err);
 	if (!rc)
+		rc = cr_engines_load(cfg->engines_config, &ap->catalog, err);
+	if (!rc)
 		rc = cr_mkdir_p(cfg->data_dir, 0700, err);
 	if (rc)
 		goto out;
@@ -509,6 +528,9 @@ out:
 	free(ap->last_static);
 	free(ap->files_sent);
 	cr_files_free(ap->files);
+	cr_engines_release(&ap->catalog);
+	json_decref(ap->engines);
+	json_decref(ap->engine_notes);
 	pthread_mutex_destroy(&ap->mu);
 	pthread_cond_destroy(&ap->wake);
 	free(ap);

@@ -18,6 +18,7 @@ struct cr_agent_config {
 	const char *labels;         /* "k=v,..." or NULL */
 	const char *resources_file; /* or NULL */
 	int status_interval_s;      /* default 5 */
+	const char *engines_config; /* user engine definitions (JSON), or NULL */
 };
 
 /* Run until SIGTERM or SIGINT (returns 0) or until start-up fails (returns

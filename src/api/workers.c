@@ -286,6 +286,7 @@ static json_t *worker_json(struct cr_worker *w)
 	set_or_default(o, report, "gpus", json_array());
 	set_or_default(o, report, "drivers", json_object());
 	set_or_default(o, report, "notes", json_array());
+	set_or_default(o, report, "engines", json_array());
 	json_decref(report);
 	return o;
 }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "agent/detect.h"
+#include "agent/engines.h"
 #include "base/buf.h"
 #include "base/err.h"
 #include "base/json.h"
@@ -367,6 +368,11 @@ static void print_doctor(json_t *r)
 		printf("gpu %-7lld %s %s, %s, %s\n", cr_json_get_int(g, "index", 0), cr_json_get_str(g, "vendor", "?"),
 		       cr_json_get_str(g, "name", "?"), a, cr_json_get_str(g, "uuid", ""));
 	}
+	json_array_foreach(json_object_get(r, "engines"), i, g)
+		printf("engine      %s %s (%s)\n", cr_json_get_str(g, "name", "?"), cr_json_get_str(g, "version", "?"),
+		       cr_json_get_str(g, "path", "?"));
+	if (!json_array_size(json_object_get(r, "engines")))
+		puts("engines     none found (install llama-server on PATH, or set CORRAL_ENGINE_PATH)");
 	json_array_foreach(json_object_get(r, "notes"), i, g)
 		printf("note        %s\n", json_string_value(g));
 }
@@ -374,17 +380,18 @@ static void print_doctor(json_t *r)
 int cr_cmd_doctor(int argc, char **argv)
 {
 	static const char usage[] =
-		"usage: corral doctor [--json] [--data-dir DIR] [--resources FILE]\n"
+		"usage: corral doctor [--json] [--data-dir DIR] [--resources FILE] [--engines-config FILE]\n"
 		"\n"
 		"Report what this node has, as a worker here would detect it: CPU, memory,\n"
-		"disk, /dev/shm, ports, GPUs and drivers, and notes on anything missing.\n"
-		"Needs no server.\n";
+		"disk, /dev/shm, ports, GPUs and drivers, installed engines with their\n"
+		"versions, and notes on anything missing. Needs no server.\n";
 	static const struct option longopts[] = {
 		{ "json", no_argument, NULL, 'j' },          { "data-dir", required_argument, NULL, 'd' },
 		{ "resources", required_argument, NULL, 'r' }, { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+		{ "engines-config", required_argument, NULL, 'E' }, { NULL, 0, NULL, 0 },
 	};
 	struct cr_detect_opts o = { ".", NULL, NULL, NULL, NULL };
+	const char *engines_config = NULL;
 	bool as_json = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -392,11 +399,18 @@ int cr_cmd_doctor(int argc, char **argv)
 		case 'j': as_json = true; break;
 		case 'd': o.data_dir = optarg; break;
 		case 'r': o.resources_file = optarg; break;
+		case 'E': engines_config = optarg; break;
 		case 'h': fputs(usage, stdout); return 0;
 		default: fputs(usage, stderr); return 2;
 		}
 	}
+	struct cr_engine_catalog cat;
+	struct cr_err err = CR_ERR_INIT;
+	if (cr_engines_load(engines_config, &cat, &err))
+		return cr_cmd_fail(&err);
 	json_t *r = cr_detect_node(&o);
+	json_object_set_new(r, "engines", cr_engines_discover(&cat, json_object_get(r, "notes")));
+	cr_engines_release(&cat);
 	if (as_json)
 		return cr_cli_print_json(r);
 	print_doctor(r);

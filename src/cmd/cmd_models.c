@@ -531,3 +531,46 @@ int cr_cmd_rm(int argc, char **argv)
 	json_decref(ans);
 	return 0;
 }
+
+int cr_cmd_engines(int argc, char **argv)
+{
+	static const char usage[] = "usage: corral engines [--json] [--server-url URL]\n"
+				    "\n"
+				    "The inference engines each worker found, with their versions and paths. An engine\n"
+				    "that is missing or whose version command fails is not listed; 'corral workers show\n"
+				    "NAME' has a note saying why.\n";
+	const char *url = NULL;
+	bool as_json = false;
+	int rc = simple_opts(argc, argv, usage, &url, &as_json, NULL);
+	if (rc >= 0)
+		return rc;
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *ans = cr_cli_api(&cl, "GET", "/api/workers", NULL, &err);
+	cr_cli_release(&cl);
+	if (!ans)
+		return cr_cmd_fail(&err);
+	json_t *rows = json_array();
+	size_t i, k;
+	json_t *w, *e;
+	json_array_foreach(json_object_get(ans, "workers"), i, w)
+		json_array_foreach(json_object_get(w, "engines"), k, e)
+			json_array_append_new(rows, json_pack("{s:O,s:O,s:O,s:O}", "worker", json_object_get(w, "name"), "name",
+							      json_object_get(e, "name"), "version", json_object_get(e, "version"),
+							      "path", json_object_get(e, "path")));
+	json_decref(ans);
+	if (as_json)
+		return cr_cli_print_json(rows);
+	struct cr_table t = { .ncols = 4, .rows = json_array() };
+	const char *head[] = { "WORKER", "ENGINE", "VERSION", "PATH" };
+	cr_table_row(&t, head);
+	json_array_foreach(rows, i, e) {
+		const char *row[] = { cr_json_get_str(e, "worker", "?"), cr_json_get_str(e, "name", "?"),
+				      cr_json_get_str(e, "version", "?"), cr_json_get_str(e, "path", "?") };
+		cr_table_row(&t, row);
+	}
+	cr_table_print(&t);
+	json_decref(rows);
+	return 0;
+}

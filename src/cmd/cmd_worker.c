@@ -28,6 +28,7 @@ static const char worker_usage[] =
 	"                           (default: the address the server sees)\n"
 	"  --labels k=v,...         labels for placement selectors\n"
 	"  --resources FILE         declare or override devices (JSON, see docs/ops.md)\n"
+	"  --engines-config FILE    add or replace engine definitions (JSON, see docs/engines.md)\n"
 	"  --status-interval S      seconds between status reports (default 5)\n"
 	"  -h, --help               this text\n";
 
@@ -49,11 +50,11 @@ int cr_cmd_worker(int argc, char **argv)
 		{ "name", required_argument, NULL, 'n' },       { "data-dir", required_argument, NULL, 'd' },
 		{ "worker-port", required_argument, NULL, 'p' }, { "listen-host", required_argument, NULL, 'H' },
 		{ "advertise-address", required_argument, NULL, 'a' }, { "labels", required_argument, NULL, 'l' },
-		{ "resources", required_argument, NULL, 'r' },  { "status-interval", required_argument, NULL, 's' },
+		{ "resources", required_argument, NULL, 'r' },  { "engines-config", required_argument, NULL, 'E' },  { "status-interval", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },             { NULL, 0, NULL, 0 },
 	};
 	struct cr_agent_config cfg = { getenv("CORRAL_SERVER_URL"), getenv("CORRAL_TOKEN"), NULL, NULL, NULL, 10150, NULL,
-				       NULL, NULL, 5 };
+				       NULL, NULL, 5, NULL };
 	char *dir = NULL;
 	long long v;
 	int c;
@@ -67,6 +68,7 @@ int cr_cmd_worker(int argc, char **argv)
 		case 'a': cfg.advertise_address = optarg; break;
 		case 'l': cfg.labels = optarg; break;
 		case 'r': cfg.resources_file = optarg; break;
+		case 'E': cfg.engines_config = optarg; break;
 		case 'p':
 			if (!cr_parse_int(optarg, 1, 65535, &v)) {
 				fprintf(stderr, "corral worker: --worker-port must be 1-65535, not '%s'\n", optarg);

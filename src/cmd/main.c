@@ -25,6 +25,7 @@ static const char usage[] =
 	"  models     list models with their replicas and memory\n"
 	"  instances  list instances: where each replica runs, its claim and state\n"
 	"  rm         delete a model and its instances\n"
+	"  engines    the inference engines each worker found, with versions\n"
 	"\n"
 	"On this node, without a server:\n"
 	"  doctor     what this node has: devices, drivers, memory, notes\n"
@@ -52,7 +53,7 @@ int main(int argc, char **argv)
 		{ "logout", cr_cmd_logout }, { "workers", cr_cmd_workers }, { "gpus", cr_cmd_gpus },
 		{ "doctor", cr_cmd_doctor }, { "inspect", cr_cmd_inspect },
 		{ "deploy", cr_cmd_deploy }, { "models", cr_cmd_models }, { "instances", cr_cmd_instances },
-		{ "rm", cr_cmd_rm },
+		{ "rm", cr_cmd_rm }, { "engines", cr_cmd_engines },
 	};
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		fputs(usage, argc < 2 ? stderr : stdout);
