@@ -17,6 +17,7 @@
 #include "agent/detect.h"
 #include "agent/engines.h"
 #include "agent/files.h"
+#include "agent/supervise.h"
 #include "agent/report.h"
 #include "base/err.h"
 #include "base/json.h"
@@ -54,6 +55,8 @@ struct agent {
 	bool files_resend;      /* under mu */
 	/* engines: discovered again every ENGINES_EVERY_MS (reporter thread) */
 	struct cr_engine_catalog catalog;
+	struct cr_supervisor *sup;
+	char *instances_sent;   /* reporter thread */
 	json_t *engines, *engine_notes;
 	int64_t engines_at;
 };
@@ -263,24 +266,26 @@ static int send_status(struct agent *a, struct cr_err *err)
 	return rc;
 }
 
-/* POST the model-file report when it differs from the last one sent. */
-static void send_files(struct agent *a)
+static void sup_changed(void *arg)
 {
+	struct agent *a = arg; /* called under the supervisor's lock: take only ours */
 	pthread_mutex_lock(&a->mu);
-	a->files_pending = false;
-	bool resend = a->files_resend;
-	a->files_resend = false;
+	a->files_pending = true;
+	pthread_cond_broadcast(&a->wake);
 	pthread_mutex_unlock(&a->mu);
-	cr_files_take_changed(a->files);
-	json_t *report = cr_files_report(a->files);
+}
+
+/* POST body to the worker's path under /api/workers/{id}/ and keep what was
+ * sent in *sent; skipped when unchanged unless resend. */
+static void post_if_changed(struct agent *a, const char *what, json_t *report, char **sent, bool resend)
+{
 	char *text = cr_json_dump(report);
-	json_decref(report);
-	if (!resend && a->files_sent && !strcmp(text, a->files_sent)) {
+	if (!resend && *sent && !strcmp(text, *sent)) {
 		free(text);
 		return;
 	}
 	pthread_mutex_lock(&a->mu);
-	char *url = cr_xasprintf("%s/api/workers/%s/files", a->cfg->server_url, a->id);
+	char *url = cr_xasprintf("%s/api/workers/%s/%s", a->cfg->server_url, a->id, what);
 	char *secret = cr_xstrdup(a->secret);
 	pthread_mutex_unlock(&a->mu);
 	struct cr_http_resp resp;
@@ -291,14 +296,46 @@ static void send_files(struct agent *a)
 	if (!rc || rc != CR_EUPSTREAM)
 		cr_http_resp_release(&resp);
 	if (rc) {
-		cr_warn("model file report failed: %s", err.message);
+		cr_warn("%s report failed: %s", what, err.message);
 		free(text);
 	} else {
-		free(a->files_sent);
-		a->files_sent = text;
+		free(*sent);
+		*sent = text;
 	}
 	free(secret);
 	free(url);
+}
+
+/* POST the model-file report when it differs from the last one sent. */
+static void send_files(struct agent *a)
+{
+	pthread_mutex_lock(&a->mu);
+	a->files_pending = false;
+	bool resend = a->files_resend;
+	a->files_resend = false;
+	pthread_mutex_unlock(&a->mu);
+	cr_files_take_changed(a->files);
+	cr_supervisor_take_changed(a->sup);
+	json_t *files = cr_files_report(a->files);
+	post_if_changed(a, "files", files, &a->files_sent, resend);
+	json_decref(files);
+	json_t *inst = cr_supervisor_report(a->sup);
+	post_if_changed(a, "instances", inst, &a->instances_sent, resend);
+	json_decref(inst);
+}
+
+/* Engine ports inside the kernel's ephemeral range can be taken by any
+ * outgoing connection; say so once at start. */
+static void warn_port_overlap(int lo, int hi)
+{
+	char *text = NULL;
+	size_t len;
+	int elo, ehi;
+	if (cr_file_read("/proc/sys/net/ipv4/ip_local_port_range", 256, &text, &len, NULL) == 0 &&
+	    sscanf(text, "%d %d", &elo, &ehi) == 2 && lo <= ehi && hi >= elo)
+		cr_warn("engine ports %d-%d overlap the kernel's ephemeral range %d-%d: outgoing connections may take "
+			"them; choose --port-range outside it", lo, hi, elo, ehi);
+	free(text);
 }
 
 static void *reporter(void *arg)
@@ -355,8 +392,14 @@ static int on_event(const char *event, const char *data, void *arg)
 	}
 	if (!strcmp(event, "sources"))
 		cr_files_set_sources(a->files, j);
-	else if (!strcmp(event, "snapshot"))
+	else if (!strcmp(event, "snapshot")) {
 		cr_files_set_instances(a->files, j);
+		pthread_mutex_lock(&a->mu);
+		char *id = cr_xstrdup(a->id ? a->id : "");
+		pthread_mutex_unlock(&a->mu);
+		cr_supervisor_set_desired(a->sup, id, j);
+		free(id);
+	}
 	json_decref(j);
 	pthread_mutex_lock(&a->mu);
 	a->files_pending = true;
@@ -484,6 +527,11 @@ int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err)
 	char *cache = cr_xasprintf("%s/models", cfg->data_dir);
 	ap->files = cr_files_new(cache);
 	free(cache);
+	struct cr_supervisor_config sc = { cfg->data_dir, cfg->listen_host ? cfg->listen_host : "0.0.0.0",
+					   cfg->port_lo ? cfg->port_lo : 20000, cfg->port_hi ? cfg->port_hi : 20999,
+					   cfg->restart_backoff_s, 10, &ap->catalog, ap->files, sup_changed, ap };
+	warn_port_overlap(sc.port_lo, sc.port_hi);
+	ap->sup = cr_supervisor_start(&sc);
 
 	evthread_use_pthreads();
 	ap->base = event_base_new();
@@ -511,6 +559,8 @@ int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err)
 	event_base_dispatch(ap->base);
 	pthread_join(rep, NULL);
 	pthread_join(wat, NULL); /* the stream notices stopping within a second */
+	cr_supervisor_free(ap->sup); /* engines keep running; the next start adopts them */
+	ap->sup = NULL;
 	cr_files_free(ap->files);
 	ap->files = NULL;
 	event_free(sigterm);
@@ -527,6 +577,8 @@ out:
 	free(ap->last_problem);
 	free(ap->last_static);
 	free(ap->files_sent);
+	free(ap->instances_sent);
+	cr_supervisor_free(ap->sup);
 	cr_files_free(ap->files);
 	cr_engines_release(&ap->catalog);
 	json_decref(ap->engines);

@@ -19,6 +19,8 @@ struct cr_agent_config {
 	const char *resources_file; /* or NULL */
 	int status_interval_s;      /* default 5 */
 	const char *engines_config; /* user engine definitions (JSON), or NULL */
+	int port_lo, port_hi;       /* engine ports (default 20000-20999) */
+	int restart_backoff_s;      /* first engine restart delay (default 10) */
 };
 
 /* Run until SIGTERM or SIGINT (returns 0) or until start-up fails (returns

@@ -256,3 +256,14 @@ json_t *cr_files_report(struct cr_files *f)
 	json_decref(sources);
 	return json_pack("{s:o}", "files", out);
 }
+
+char *cr_files_local_path(struct cr_files *f, const char *url)
+{
+	char *path = NULL;
+	pthread_mutex_lock(&f->mu);
+	for (struct download *d = f->downloads; d && !path; d = d->next)
+		if (!strcmp(d->url, url) && !strcmp(d->state, "done"))
+			path = cr_xstrdup(d->dest);
+	pthread_mutex_unlock(&f->mu);
+	return path;
+}

@@ -29,6 +29,9 @@ void cr_files_set_instances(struct cr_files *f, json_t *snapshot);
  * Reads headers only for new or changed files. New reference. */
 json_t *cr_files_report(struct cr_files *f);
 
+/* The local path of a finished download of url (caller frees), or NULL. */
+char *cr_files_local_path(struct cr_files *f, const char *url);
+
 /* True once since the last call when sources or downloads changed. */
 bool cr_files_take_changed(struct cr_files *f);
 

@@ -81,6 +81,8 @@ struct cr_instance {
 	json_t *placement;  /* workers, GPUs, claims, split, leader */
 	char *state, *message;
 	int64_t created_ms, updated_ms;
+	json_t *members;    /* worker id -> that worker's engine report (observed, not stored) */
+	char *endpoint;     /* host:port of the serving engine once running, else NULL */
 };
 
 struct cr_app {

@@ -40,6 +40,8 @@ static void instance_free(struct cr_instance *i)
 	free(i->id);
 	free(i->model_id);
 	json_decref(i->placement);
+	json_decref(i->members);
+	free(i->endpoint);
 	free(i->state);
 	free(i->message);
 	free(i);
@@ -194,6 +196,26 @@ static void push_all(struct cr_app *app)
 
 /* ---- JSON views ---- */
 
+/* The running RPC followers of a distributed instance, for its leader:
+ * [{"worker","host","port"}], the host being the worker's address. */
+static json_t *followers_of(struct cr_app *app, struct cr_instance *i)
+{
+	json_t *arr = json_array();
+	const char *leader = cr_json_get_str(i->placement, "leader", "");
+	size_t k;
+	json_t *pw;
+	json_array_foreach(json_object_get(i->placement, "workers"), k, pw) {
+		const char *id = cr_json_get_str(pw, "id", "");
+		json_t *r = json_object_get(i->members, id);
+		struct cr_worker *w = cr_map_get(&app->workers, id);
+		if (!strcmp(id, leader) || !w || !r || strcmp(cr_json_get_str(r, "state", ""), "running") != 0)
+			continue;
+		json_array_append_new(arr, json_pack("{s:s,s:s,s:I}", "worker", w->name, "host", w->address ? w->address : "",
+						     "port", (json_int_t)cr_json_get_int(r, "port", 0)));
+	}
+	return arr;
+}
+
 static json_t *instance_json(struct cr_app *app, struct cr_instance *i)
 {
 	struct cr_model *m = cr_map_get(&app->models, i->model_id);
@@ -209,6 +231,7 @@ static json_t *instance_json(struct cr_app *app, struct cr_instance *i)
 		json_t *sha = json_object_get(m->spec, "sha256");
 		if (sha)
 			json_object_set(o, "sha256", sha);
+		json_object_set(o, "engine_args", json_object_get(m->spec, "engine_args"));
 		const char *url = cr_json_get_str(m->spec, "url", NULL);
 		json_t *w0 = json_array_get(json_object_get(i->placement, "workers"), 0);
 		struct cr_worker *w = url ? cr_map_get(&app->workers, cr_json_get_str(w0, "id", "")) : NULL;
@@ -216,6 +239,9 @@ static json_t *instance_json(struct cr_app *app, struct cr_instance *i)
 		if (dl) /* the leader's download of the model, as it last reported */
 			json_object_set(o, "download", dl);
 	}
+	json_object_set_new(o, "members", i->members ? json_incref(i->members) : json_object());
+	json_object_set_new(o, "endpoint", i->endpoint ? json_string(i->endpoint) : json_null());
+	json_object_set_new(o, "followers", followers_of(app, i));
 	return o;
 }
 
@@ -515,9 +541,13 @@ static json_t *placement_json(const struct snap *sn, const struct cr_sched_resul
 			json_array_append_new(workers, entry);
 		}
 		if (x->gpu >= 0) {
+			const char *vendor = "nvidia";
+			for (int g = 0; g < w->n_gpus; g++)
+				if (w->gpus[g].index == x->gpu)
+					vendor = w->gpus[g].vendor;
 			json_array_append_new(json_object_get(entry, "gpus"),
-					      json_pack("{s:i,s:I,s:i}", "index", x->gpu, "claim", (json_int_t)x->claim,
-							"layers", (int)x->layers));
+					      json_pack("{s:i,s:I,s:i,s:s}", "index", x->gpu, "claim", (json_int_t)x->claim,
+							"layers", (int)x->layers, "vendor", vendor));
 			vram += x->claim;
 			json_array_append_new(split, json_real(x->split));
 			for (int g = 0; g < w->n_gpus; g++)
@@ -749,7 +779,7 @@ static bool check_members(struct cr_app *app, struct cr_instance *i, int64_t now
 		return false;
 	}
 	if (!strcmp(i->state, "unreachable"))
-		set_instance_state(app, i, "scheduled", "waiting for the engine supervisor (not part of this release)");
+		set_instance_state(app, i, "scheduled", "its workers are back; waiting for the engine's state");
 	return false;
 }
 
@@ -810,7 +840,7 @@ static void scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t n
 		i->state = cr_xstrdup("scheduled");
 		const char *warn = cr_json_get_str(p, "warning", NULL);
 		i->message = warn ? cr_xasprintf("placed, %s", warn)
-				  : cr_xstrdup("placed; waiting for the engine supervisor (not part of this release)");
+				  : cr_xstrdup("placed; waiting for the worker to start the engine");
 		i->created_ms = i->updated_ms = cr_wall_ms();
 		struct cr_err err = CR_ERR_INIT;
 		if (save_instance(app, i, &err)) {
@@ -1074,7 +1104,76 @@ static void list_instances(struct cr_req *req)
 	cr_reply_json(req, 200, json_pack("{s:o}", "instances", arr));
 }
 
+/* The instance's state from its members' engine reports: an error anywhere
+ * is the instance's error; otherwise the leader's state. */
+static void derive_state(struct cr_app *app, struct cr_instance *i)
+{
+	const char *leader = cr_json_get_str(i->placement, "leader", "");
+	json_t *lr = json_object_get(i->members, leader);
+	const char *wid;
+	json_t *r;
+	char msg[1200];
+	json_object_foreach(i->members, wid, r) {
+		if (strcmp(cr_json_get_str(r, "state", ""), "error") != 0)
+			continue;
+		struct cr_worker *w = cr_map_get(&app->workers, wid);
+		const char *fix = cr_json_get_str(r, "fix", NULL);
+		snprintf(msg, sizeof(msg), "%s%s%s%s%s", strcmp(wid, leader) ? (w ? w->name : wid) : "",
+			 strcmp(wid, leader) ? " (RPC follower): " : "", cr_json_get_str(r, "message", "engine failed"),
+			 fix ? "; fix: " : "", fix ? fix : "");
+		set_instance_state(app, i, "error", msg);
+		return;
+	}
+	if (!lr)
+		return;
+	const char *state = cr_json_get_str(lr, "state", "starting");
+	struct cr_worker *w = cr_map_get(&app->workers, leader);
+	if (!strcmp(state, "running") && w) {
+		char *ep = cr_xasprintf("%s:%lld", w->address ? w->address : "127.0.0.1", cr_json_get_int(lr, "port", 0));
+		cr_str_replace(&i->endpoint, ep);
+		free(ep);
+	} else {
+		free(i->endpoint);
+		i->endpoint = NULL;
+	}
+	set_instance_state(app, i, state, cr_json_get_str(lr, "message", ""));
+}
+
+/* POST /api/workers/{id}/instances {"instances":[...]}: the worker's engines. */
+static void engines_report(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	const char *wid = cr_req_principal(req)->worker_id;
+	struct cr_err err = CR_ERR_INIT;
+	json_t *body = cr_req_json(req, &err), *list = NULL;
+	if (!body || cr_json_arr(body, "instances", &list, &err) || !list) {
+		if (!err.code)
+			cr_err_set(&err, CR_EINPUT, "send {\"instances\":[...]}", "field 'instances' is required");
+		cr_reply_err(req, &err);
+		return;
+	}
+	size_t k;
+	json_t *r;
+	json_array_foreach(list, k, r) {
+		struct cr_instance *i = cr_map_get(&app->instances, cr_json_get_str(r, "id", ""));
+		if (!i || !placement_has(i->placement, wid))
+			continue; /* an instance that was removed meanwhile: the worker stops it */
+		if (!i->members)
+			i->members = json_object();
+		json_t *old_followers = followers_of(app, i);
+		json_object_set(i->members, wid, r);
+		derive_state(app, i);
+		json_t *new_followers = followers_of(app, i);
+		if (!json_equal(old_followers, new_followers))
+			push_placement(app, i->placement); /* the leader learns where its followers listen */
+		json_decref(old_followers);
+		json_decref(new_followers);
+	}
+	cr_reply_json(req, 200, json_pack("{s:I}", "instances", (json_int_t)json_array_size(list)));
+}
+
 const struct cr_http_route cr_api_model_routes[] = {
+	{ CR_POST, "/api/workers/{}/instances", CR_AUTH_WORKER, engines_report },
 	{ CR_POST, "/api/models/plan", CR_AUTH_ADMIN, plan_model },
 	{ CR_POST, "/api/models", CR_AUTH_ADMIN, create_model },
 	{ CR_GET, "/api/models", CR_AUTH_USER, list_models },

@@ -29,6 +29,9 @@ static const char worker_usage[] =
 	"  --labels k=v,...         labels for placement selectors\n"
 	"  --resources FILE         declare or override devices (JSON, see docs/ops.md)\n"
 	"  --engines-config FILE    add or replace engine definitions (JSON, see docs/engines.md)\n"
+	"  --port-range LO-HI       ports for engines (default 20000-20999, outside the ephemeral range)\n"
+	"  --restart-backoff S      first delay before restarting a failed engine (default 10, doubling\n"
+	"                           to 300)\n"
 	"  --status-interval S      seconds between status reports (default 5)\n"
 	"  -h, --help               this text\n";
 
@@ -50,11 +53,12 @@ int cr_cmd_worker(int argc, char **argv)
 		{ "name", required_argument, NULL, 'n' },       { "data-dir", required_argument, NULL, 'd' },
 		{ "worker-port", required_argument, NULL, 'p' }, { "listen-host", required_argument, NULL, 'H' },
 		{ "advertise-address", required_argument, NULL, 'a' }, { "labels", required_argument, NULL, 'l' },
-		{ "resources", required_argument, NULL, 'r' },  { "engines-config", required_argument, NULL, 'E' },  { "status-interval", required_argument, NULL, 's' },
+		{ "resources", required_argument, NULL, 'r' },  { "engines-config", required_argument, NULL, 'E' },
+		{ "port-range", required_argument, NULL, 'R' },  { "restart-backoff", required_argument, NULL, 'B' },  { "status-interval", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },             { NULL, 0, NULL, 0 },
 	};
 	struct cr_agent_config cfg = { getenv("CORRAL_SERVER_URL"), getenv("CORRAL_TOKEN"), NULL, NULL, NULL, 10150, NULL,
-				       NULL, NULL, 5, NULL };
+				       NULL, NULL, 5, NULL, 0, 0, 0 };
 	char *dir = NULL;
 	long long v;
 	int c;
@@ -69,6 +73,22 @@ int cr_cmd_worker(int argc, char **argv)
 		case 'l': cfg.labels = optarg; break;
 		case 'r': cfg.resources_file = optarg; break;
 		case 'E': cfg.engines_config = optarg; break;
+		case 'R':
+			if (sscanf(optarg, "%d-%d", &cfg.port_lo, &cfg.port_hi) != 2 || cfg.port_lo < 1 || cfg.port_hi > 65535 ||
+			    cfg.port_lo > cfg.port_hi) {
+				fprintf(stderr, "corral worker: --port-range wants LO-HI, e.g. 20000-20999, not '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case 'B': {
+			long long secs;
+			if (!cr_parse_int(optarg, 1, 300, &secs)) {
+				fprintf(stderr, "corral worker: --restart-backoff wants seconds from 1 to 300, not '%s'\n", optarg);
+				return 2;
+			}
+			cfg.restart_backoff_s = (int)secs;
+			break;
+		}
 		case 'p':
 			if (!cr_parse_int(optarg, 1, 65535, &v)) {
 				fprintf(stderr, "corral worker: --worker-port must be 1-65535, not '%s'\n", optarg);

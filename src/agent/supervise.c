@@ -1,0 +1,826 @@
+/* Engine supervision: a thread that compares the desired instances with the
+ * processes it runs, every 200 ms or when the desired set changes. */
+#include "agent/supervise.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include "agent/diagnose.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/secret.h"
+#include "base/util.h"
+#include "http/client.h"
+
+#define HEALTHY_RESET_MS (10 * 60 * 1000)
+#define MAX_BACKOFF_MS (5 * 60 * 1000)
+#define LOG_ROTATE_BYTES (10u << 20)
+#define TAIL_LINES 20
+
+struct proc {
+	char *id;           /* instance id */
+	char *role;         /* "leader" (serves the model) or "follower" (rpc-server) */
+	char *key;          /* what it was started for: changes mean restart */
+	pid_t pid;          /* 0: not running */
+	bool child;         /* ours to waitpid; adopted ones are polled */
+	unsigned long long start_time; /* /proc/pid/stat field 22 */
+	char *cmdline;      /* NUL-separated args joined by '\x1f' */
+	int port;
+	char state[16];     /* starting, running, error, restarting, stopping */
+	char *message;
+	char *cause, *fix, *log_tail;
+	int exit_status;    /* -1: none yet; 128+N for a signal */
+	int restarts;
+	int64_t next_start; /* mono ms, for restarts */
+	int64_t started, healthy_since, stop_deadline, next_probe;
+	bool wanted;
+	json_t *desired;    /* the instance from the snapshot */
+	struct proc *next;
+};
+
+struct cr_supervisor {
+	struct cr_supervisor_config cfg;
+	char *data_dir, *engine_host, *state_path, *log_dir;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t wake;
+	bool stopping, changed, have_snapshot;
+	json_t *desired;    /* id -> instance (under mu) */
+	char *worker_id;
+	struct proc *procs; /* supervisor thread, reports under mu */
+};
+
+/* ---- small helpers ---- */
+
+static void set_str(char **slot, const char *s)
+{
+	cr_str_replace(slot, s ? s : "");
+}
+
+static unsigned long long proc_start_time(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')'); /* the command name may contain spaces */
+	if (!p)
+		return 0;
+	unsigned long long v = 0;
+	int field = 2;
+	for (char *save = NULL, *t = strtok_r(p + 1, " ", &save); t; t = strtok_r(NULL, " ", &save))
+		if (++field == 22) {
+			v = strtoull(t, NULL, 10);
+			break;
+		}
+	return v;
+}
+
+static char *proc_cmdline(pid_t pid)
+{
+	char path[64], *text = NULL;
+	size_t len = 0;
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	if (cr_file_read(path, 1 << 16, &text, &len, NULL) != 0)
+		return NULL;
+	for (size_t i = 0; i + 1 < len; i++)
+		if (text[i] == '\0')
+			text[i] = '\x1f';
+	return text;
+}
+
+static char *join_argv(char **argv)
+{
+	char *s = cr_xstrdup("");
+	for (size_t i = 0; argv[i]; i++) {
+		char *n = cr_xasprintf("%s%s%s", s, i ? "\x1f" : "", argv[i]);
+		free(s);
+		s = n;
+	}
+	return s;
+}
+
+static bool alive(struct proc *p)
+{
+	if (!p->pid)
+		return false;
+	if (p->child) {
+		int st;
+		pid_t r = waitpid(p->pid, &st, WNOHANG);
+		if (r == 0)
+			return true;
+		if (r == p->pid)
+			p->exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+		return false;
+	}
+	return kill(p->pid, 0) == 0 && proc_start_time(p->pid) == p->start_time;
+}
+
+static bool port_free(const char *host, int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	if (inet_pton(AF_INET, host, &a.sin_addr) != 1)
+		a.sin_addr.s_addr = htonl(INADDR_ANY);
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	bool ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	close(fd);
+	return ok;
+}
+
+static int pick_port(struct cr_supervisor *s)
+{
+	for (int port = s->cfg.port_lo; port <= s->cfg.port_hi; port++) {
+		bool used = false;
+		for (struct proc *p = s->procs; p && !used; p = p->next)
+			used = p->port == port && p->pid;
+		if (!used && port_free(s->engine_host, port))
+			return port;
+	}
+	return 0;
+}
+
+/* The last n lines of a file. */
+static char *tail_lines(const char *path, int n)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return cr_xstrdup("");
+	fseek(f, 0, SEEK_END);
+	long size = ftell(f), from = size > 16384 ? size - 16384 : 0;
+	fseek(f, from, SEEK_SET);
+	char *buf = cr_xmalloc(16385);
+	size_t len = fread(buf, 1, 16384, f);
+	fclose(f);
+	buf[len] = '\0';
+	char *p = buf + len;
+	int lines = 0;
+	while (p > buf && lines <= n)
+		if (*--p == '\n' && p + 1 < buf + len)
+			lines++;
+	if (lines > n)
+		p++;
+	char *out = cr_xstrdup(p);
+	free(buf);
+	return out;
+}
+
+/* ---- adoption state ---- */
+
+static void save_state(struct cr_supervisor *s)
+{
+	json_t *arr = json_array();
+	for (struct proc *p = s->procs; p; p = p->next)
+		if (p->pid)
+			json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:i,s:I,s:s,s:i}", "id", p->id, "role", p->role,
+							     "key", p->key, "pid", (int)p->pid, "start_time",
+							     (json_int_t)p->start_time, "cmdline", p->cmdline ? p->cmdline : "",
+							     "port", p->port));
+	char *text = json_dumps(arr, JSON_INDENT(1));
+	cr_file_write(s->state_path, text, strlen(text), 0600, NULL);
+	free(text);
+	json_decref(arr);
+}
+
+static struct proc *proc_new(struct cr_supervisor *s, const char *id, const char *role)
+{
+	struct proc *p = cr_xcalloc(1, sizeof(*p));
+	p->id = cr_xstrdup(id);
+	p->role = cr_xstrdup(role);
+	p->key = cr_xstrdup("");
+	p->message = cr_xstrdup("");
+	p->exit_status = -1;
+	p->next = s->procs;
+	s->procs = p;
+	return p;
+}
+
+static void load_state(struct cr_supervisor *s)
+{
+	char *text = NULL;
+	size_t len;
+	if (cr_file_read(s->state_path, 1 << 20, &text, &len, NULL) != 0)
+		return;
+	json_t *arr = json_loadb(text, len, 0, NULL);
+	free(text);
+	size_t i;
+	json_t *e;
+	json_array_foreach(arr, i, e) {
+		pid_t pid = (pid_t)cr_json_get_int(e, "pid", 0);
+		unsigned long long st = (unsigned long long)cr_json_get_int(e, "start_time", 0);
+		char *cmd = pid > 0 ? proc_cmdline(pid) : NULL;
+		bool same = pid > 0 && proc_start_time(pid) == st && cmd && !strcmp(cmd, cr_json_get_str(e, "cmdline", ""));
+		if (same) {
+			struct proc *p = proc_new(s, cr_json_get_str(e, "id", "?"), cr_json_get_str(e, "role", "leader"));
+			p->pid = pid;
+			p->start_time = st;
+			p->cmdline = cmd;
+			cmd = NULL;
+			p->port = (int)cr_json_get_int(e, "port", 0);
+			set_str(&p->key, cr_json_get_str(e, "key", ""));
+			snprintf(p->state, sizeof(p->state), "starting");
+			set_str(&p->message, "adopted after a worker restart");
+			p->started = cr_mono_ms();
+			cr_info("instance %s: adopted its engine (pid %d, port %d)", p->id, (int)pid, p->port);
+		}
+		free(cmd);
+	}
+	json_decref(arr);
+}
+
+/* ---- start, stop ---- */
+
+static void set_state(struct cr_supervisor *s, struct proc *p, const char *state, const char *msg)
+{
+	pthread_mutex_lock(&s->mu);
+	if (strcmp(p->state, state) != 0 || strcmp(p->message, msg ? msg : "") != 0) {
+		snprintf(p->state, sizeof(p->state), "%s", state);
+		set_str(&p->message, msg);
+		s->changed = true;
+		if (s->cfg.on_change)
+			s->cfg.on_change(s->cfg.arg);
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+static const char *gpu_env(const char *vendor)
+{
+	return !strcmp(vendor, "amd") ? "HIP_VISIBLE_DEVICES" : "CUDA_VISIBLE_DEVICES";
+}
+
+/* This worker's entry in the instance's placement. */
+static json_t *my_member(struct cr_supervisor *s, json_t *inst)
+{
+	size_t i;
+	json_t *w;
+	json_array_foreach(json_object_get(json_object_get(inst, "placement"), "workers"), i, w)
+		if (!strcmp(cr_json_get_str(w, "id", ""), s->worker_id))
+			return w;
+	return NULL;
+}
+
+/* The argv and environment for p's engine, or a message why not (yet). */
+static char **build_command(struct cr_supervisor *s, struct proc *p, char ***envp, char *why, size_t n)
+{
+	json_t *inst = p->desired, *pl = json_object_get(inst, "placement"), *me = my_member(s, inst);
+	const char *engine = cr_json_get_str(pl, "engine", "llama.cpp");
+	bool follower = !strcmp(p->role, "follower");
+	const struct cr_engine *e = cr_engines_find(s->cfg.catalog, follower ? "llama.cpp-rpc" : engine);
+	json_t *notes = json_array(), *found = e ? cr_engines_discover(&(struct cr_engine_catalog){ (struct cr_engine *)e, 1 }, notes) : NULL;
+	const char *exe = json_array_size(found) ? cr_json_get_str(json_array_get(found, 0), "path", NULL) : NULL;
+	char **argv = NULL;
+	char *model = NULL;
+	if (!exe) {
+		snprintf(why, n, "engine '%s' is not installed on this worker%s%s", follower ? "llama.cpp-rpc" : engine,
+			 json_array_size(notes) ? ": " : "", json_array_size(notes) ? json_string_value(json_array_get(notes, 0)) : "");
+		goto out;
+	}
+	size_t members = json_array_size(json_object_get(pl, "workers"));
+	if (!follower && members > 1 && !strcmp(engine, "llama.cpp") &&
+	    json_array_size(json_object_get(inst, "followers")) < members - 1) {
+		snprintf(why, n, "waiting for %zu RPC follower(s) to run", members - 1);
+		goto out;
+	}
+	if (follower) { /* rpc-server needs no model file */
+		json_t *vars = json_pack("{s:s,s:s,s:i}", "exe", exe, "host", s->engine_host, "port", p->port);
+		struct cr_err err = CR_ERR_INIT;
+		argv = cr_engine_expand(e->command, vars, &err);
+		json_decref(vars);
+		if (!argv)
+			snprintf(why, n, "%s", err.message);
+		else
+			goto env;
+		goto out;
+	}
+	const char *src = cr_json_get_str(inst, "source", "");
+	if (!strncmp(src, "http", 4)) {
+		model = cr_files_local_path(s->cfg.files, src);
+		if (!model) {
+			snprintf(why, n, "waiting for the model download");
+			goto out;
+		}
+	} else {
+		model = cr_xstrdup(src);
+	}
+	json_t *split = json_object_get(pl, "tensor_split");
+	char ts[256] = "";
+	size_t i, len = 0;
+	json_t *x;
+	json_array_foreach(split, i, x)
+		len += (size_t)snprintf(ts + len, len < sizeof(ts) ? sizeof(ts) - len : 0, "%s%.3f", i ? "," : "",
+					json_real_value(x));
+	char rpc[512] = "";
+	len = 0;
+	json_array_foreach(json_object_get(inst, "followers"), i, x)
+		len += (size_t)snprintf(rpc + len, len < sizeof(rpc) ? sizeof(rpc) - len : 0, "%s%s:%lld", i ? "," : "",
+					cr_json_get_str(x, "host", ""), cr_json_get_int(x, "port", 0));
+	json_t *vars = json_pack("{s:s,s:s,s:s,s:i,s:I,s:I,s:I,s:s,s:s,s:s,s:I,s:I,s:s,s:s}", "exe", exe, "model", model,
+				 "host", s->engine_host, "port", p->port, "ctx", (json_int_t)cr_json_get_int(pl, "n_ctx", 0),
+				 "parallel", (json_int_t)cr_json_get_int(pl, "parallel", 1), "ngl",
+				 (json_int_t)cr_json_get_int(pl, "ngl", 0), "tensor_split", ts, "rpc", rpc, "name",
+				 cr_json_get_str(inst, "model", "model"), "tp", (json_int_t)cr_json_get_int(pl, "tp", 1), "pp",
+				 (json_int_t)cr_json_get_int(pl, "pp", 1), "gpu_util", "0.90", "executor", "");
+	json_t *gu = json_object_get(pl, "gpu_memory_utilization");
+	if (json_is_number(gu))
+		json_object_set_new(vars, "gpu_util", json_sprintf("%.2f", json_number_value(gu)));
+	struct cr_err err = CR_ERR_INIT;
+	argv = cr_engine_expand(e->command, vars, &err);
+	json_decref(vars);
+	if (!argv) {
+		snprintf(why, n, "%s", err.message);
+		goto out;
+	}
+	/* the user's engine arguments go last (leaders only) */
+	json_t *extra = follower ? NULL : json_object_get(inst, "engine_args");
+	size_t na = 0;
+	while (argv[na])
+		na++;
+	argv = cr_xrealloc(argv, (na + json_array_size(extra) + 1) * sizeof(char *));
+	json_array_foreach(extra, i, x)
+		argv[na++] = cr_xstrdup(json_string_value(x));
+	argv[na] = NULL;
+env:;
+	/* environment: ours, the engine's, and device visibility */
+	size_t ne = 0;
+	extern char **environ;
+	while (environ[ne])
+		ne++;
+	char **env = cr_xcalloc(ne + 16, sizeof(char *));
+	size_t k = 0;
+	for (size_t j = 0; j < ne; j++)
+		if (strncmp(environ[j], "CUDA_VISIBLE_DEVICES=", 21) && strncmp(environ[j], "HIP_VISIBLE_DEVICES=", 20) &&
+		    strncmp(environ[j], "ROCR_VISIBLE_DEVICES=", 21))
+			env[k++] = cr_xstrdup(environ[j]);
+	for (size_t j = 0; e->env && e->env[j]; j++)
+		env[k++] = cr_xstrdup(e->env[j]);
+	char devs[2][128] = { "", "" };
+	size_t dl[2] = { 0, 0 };
+	json_array_foreach(json_object_get(me, "gpus"), i, x) {
+		int v = !strcmp(cr_json_get_str(x, "vendor", "nvidia"), "amd");
+		dl[v] += (size_t)snprintf(devs[v] + dl[v], dl[v] < 128 ? 128 - dl[v] : 0, "%s%lld", dl[v] ? "," : "",
+					  cr_json_get_int(x, "index", 0));
+	}
+	env[k++] = cr_xasprintf("%s=%s", gpu_env("nvidia"), devs[0]); /* empty: no NVIDIA GPU for this engine */
+	env[k++] = cr_xasprintf("%s=%s", gpu_env("amd"), devs[1]);
+	env[k++] = cr_xasprintf("ROCR_VISIBLE_DEVICES=%s", devs[1]);
+	*envp = env;
+out:
+	free(model);
+	json_decref(found);
+	json_decref(notes);
+	return argv;
+}
+
+static void rotate_log(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) == 0 && (uint64_t)st.st_size > LOG_ROTATE_BYTES) {
+		char *old = cr_xasprintf("%s.1", path);
+		rename(path, old);
+		free(old);
+	}
+}
+
+static void start(struct cr_supervisor *s, struct proc *p)
+{
+	char why[512] = "";
+	char **env = NULL;
+	if (!p->port || !port_free(s->engine_host, p->port))
+		p->port = pick_port(s);
+	if (!p->port) {
+		set_state(s, p, "error", "no free port in the worker's --port-range");
+		p->next_start = cr_mono_ms() + 5000;
+		return;
+	}
+	char **argv = build_command(s, p, &env, why, sizeof(why));
+	if (!argv) {
+		bool waiting = !strncmp(why, "waiting", 7);
+		set_state(s, p, waiting ? "starting" : "error", why);
+		p->next_start = cr_mono_ms() + 1000;
+		return;
+	}
+	char *log = cr_xasprintf("%s/%s.log", s->log_dir, p->id);
+	cr_mkdir_p(s->log_dir, 0700, NULL);
+	rotate_log(log);
+	int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	char *cmd = join_argv(argv);
+	pid_t pid = fd < 0 ? -1 : fork();
+	if (pid == 0) {
+		setsid(); /* own session and process group: outlives the worker, killed as a group */
+		dup2(fd, 1);
+		dup2(fd, 2);
+		int nul = open("/dev/null", O_RDONLY);
+		if (nul >= 0)
+			dup2(nul, 0);
+		execve(argv[0], argv, env);
+		dprintf(2, "corral: exec '%s' failed: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	if (fd >= 0) {
+		dprintf(fd, "---- corral: starting %s\n", cmd);
+		close(fd);
+	}
+	if (pid < 0) {
+		set_state(s, p, "error", "could not start the engine (fork or log file failed)");
+		p->next_start = cr_mono_ms() + 5000;
+	} else {
+		p->pid = pid;
+		p->child = true;
+		p->exit_status = -1;
+		p->started = cr_mono_ms();
+		p->healthy_since = 0;
+		p->next_probe = 0;
+		/* the start time from /proc identifies this process for adoption */
+		for (int tries = 0; tries < 50 && !(p->start_time = proc_start_time(pid)); tries++)
+			usleep(1000);
+		free(p->cmdline);
+		p->cmdline = cmd;
+		cmd = NULL;
+		char msg[128];
+		snprintf(msg, sizeof(msg), "engine started (pid %d, port %d)%s", (int)pid, p->port,
+			 p->restarts ? ", after a restart" : "");
+		set_state(s, p, "starting", msg);
+		cr_info("instance %s: %s", p->id, msg);
+		save_state(s);
+	}
+	free(cmd);
+	free(log);
+	cr_argv_free(argv);
+	cr_argv_free(env);
+}
+
+static void signal_group(struct proc *p, int sig)
+{
+	if (p->pid > 0 && kill(-p->pid, sig) != 0)
+		kill(p->pid, sig);
+}
+
+/* ---- exits and health ---- */
+
+static void exited(struct cr_supervisor *s, struct proc *p)
+{
+	char *log = cr_xasprintf("%s/%s.log", s->log_dir, p->id);
+	char *tail = tail_lines(log, TAIL_LINES);
+	free(log);
+	struct cr_diag_facts facts = { 0 };
+	struct statvfs sv;
+	if (statvfs("/dev/shm", &sv) == 0)
+		facts.shm_bytes = (uint64_t)sv.f_blocks * sv.f_frsize;
+	const struct cr_diagnosis *d = cr_diagnose(tail, &facts);
+	char how[64];
+	if (p->exit_status < 0)
+		snprintf(how, sizeof(how), "ended");
+	else if (p->exit_status >= 128)
+		snprintf(how, sizeof(how), "was killed by signal %d", p->exit_status - 128);
+	else
+		snprintf(how, sizeof(how), "exited with status %d", p->exit_status);
+	int64_t now = cr_mono_ms();
+	if (p->healthy_since && now - p->healthy_since > HEALTHY_RESET_MS)
+		p->restarts = 0;
+	int64_t delay = (int64_t)s->cfg.backoff_s * 1000;
+	for (int i = 0; i < p->restarts && delay < MAX_BACKOFF_MS; i++)
+		delay *= 2;
+	if (delay > MAX_BACKOFF_MS)
+		delay = MAX_BACKOFF_MS;
+	p->restarts++;
+	p->next_start = now + delay;
+	p->pid = 0;
+	char msg[600];
+	snprintf(msg, sizeof(msg), "engine %s%s%s; restarting in %lld s (restart %d)", how, d ? ": " : "",
+		 d ? d->cause : "", (long long)(delay / 1000), p->restarts);
+	pthread_mutex_lock(&s->mu);
+	set_str(&p->cause, d ? d->cause : NULL);
+	set_str(&p->fix, d ? d->fix : NULL);
+	free(p->log_tail);
+	p->log_tail = tail;
+	pthread_mutex_unlock(&s->mu);
+	set_state(s, p, "error", msg);
+	cr_warn("instance %s: %s", p->id, msg);
+	save_state(s);
+}
+
+static bool tcp_open(const char *host, int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	if (inet_pton(AF_INET, !strcmp(host, "0.0.0.0") ? "127.0.0.1" : host, &a.sin_addr) != 1)
+		inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	bool ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+static void probe(struct cr_supervisor *s, struct proc *p)
+{
+	int64_t now = cr_mono_ms();
+	if (now < p->next_probe)
+		return;
+	bool starting = strcmp(p->state, "running") != 0;
+	p->next_probe = now + (starting ? 100 : 2000);
+	json_t *pl = json_object_get(p->desired, "placement");
+	bool follower = !strcmp(p->role, "follower");
+	const struct cr_engine *e = cr_engines_find(s->cfg.catalog, follower ? "llama.cpp-rpc" : cr_json_get_str(pl, "engine", "llama.cpp"));
+	const char *host = !strcmp(s->engine_host, "0.0.0.0") ? "127.0.0.1" : s->engine_host;
+	bool ready = false;
+	char msg[160] = "loading";
+	if (e && e->health) {
+		char *url = cr_xasprintf("http://%s:%d%s", host, p->port, e->health);
+		struct cr_http_resp r;
+		struct cr_err err = CR_ERR_INIT;
+		if (cr_http_call("GET", url, NULL, NULL, 1000, &r, &err) == 0) {
+			ready = r.status == 200;
+			if (r.status == 503)
+				snprintf(msg, sizeof(msg), "loading the model");
+			cr_http_resp_release(&r);
+		} else {
+			snprintf(msg, sizeof(msg), "waiting for the engine to listen");
+		}
+		free(url);
+	} else {
+		ready = tcp_open(host, p->port);
+	}
+	if (ready && starting) {
+		p->healthy_since = now;
+		char m[160];
+		snprintf(m, sizeof(m), "serving on port %d (pid %d)", p->port, (int)p->pid);
+		set_state(s, p, "running", m);
+		cr_info("instance %s: running after %lld ms", p->id, (long long)(now - p->started));
+	} else if (!ready && starting) {
+		set_state(s, p, "starting", msg);
+	}
+}
+
+/* ---- the loop ---- */
+
+static void stop_proc(struct cr_supervisor *s, struct proc *p, int64_t now)
+{
+	if (!p->stop_deadline) {
+		p->stop_deadline = now + (int64_t)s->cfg.stop_grace_s * 1000;
+		signal_group(p, SIGTERM);
+		set_state(s, p, "stopping", "SIGTERM sent");
+	} else if (now > p->stop_deadline) {
+		signal_group(p, SIGKILL);
+	}
+}
+
+static void proc_free(struct proc *p)
+{
+	free(p->id);
+	free(p->role);
+	free(p->key);
+	free(p->cmdline);
+	free(p->message);
+	free(p->cause);
+	free(p->fix);
+	free(p->log_tail);
+	json_decref(p->desired);
+	free(p);
+}
+
+/* The key of what a process was started for: a change means restart. */
+static char *desired_key(json_t *inst, const char *role)
+{
+	json_t *k = json_pack("{s:O?,s:O?,s:O?,s:O?,s:s}", "placement", json_object_get(inst, "placement"), "source",
+			      json_object_get(inst, "source"), "args", json_object_get(inst, "engine_args"), "followers",
+			      json_object_get(inst, "followers"), "role", role);
+	char *text = json_dumps(k, JSON_SORT_KEYS | JSON_COMPACT);
+	json_decref(k);
+	char hash[CR_HASH_HEX];
+	cr_secret_hash(text, hash);
+	free(text);
+	return cr_xstrdup(hash);
+}
+
+static void reconcile(struct cr_supervisor *s)
+{
+	int64_t now = cr_mono_ms();
+	pthread_mutex_lock(&s->mu);
+	json_t *desired = json_deep_copy(s->desired);
+	bool have = s->have_snapshot;
+	pthread_mutex_unlock(&s->mu);
+	for (struct proc *p = s->procs; p; p = p->next)
+		p->wanted = false;
+	const char *id;
+	json_t *inst;
+	json_object_foreach(desired, id, inst) {
+		json_t *pl = json_object_get(inst, "placement");
+		const char *role = !strcmp(cr_json_get_str(pl, "leader", ""), s->worker_id) ? "leader" : "follower";
+		struct proc *p = s->procs;
+		while (p && strcmp(p->id, id) != 0)
+			p = p->next;
+		if (!p)
+			p = proc_new(s, id, role);
+		char *key = desired_key(inst, role);
+		if (p->pid && strcmp(p->key, key) != 0 && p->key[0] && !p->stop_deadline) {
+			cr_info("instance %s: its placement changed; restarting the engine", id);
+			stop_proc(s, p, now);
+		}
+		p->wanted = true;
+		set_str(&p->role, role);
+		json_decref(p->desired);
+		p->desired = json_incref(inst);
+		if (!p->pid && !p->stop_deadline)
+			set_str(&p->key, key);
+		free(key);
+	}
+	json_decref(desired);
+	struct proc **pp = &s->procs;
+	while (*pp) {
+		struct proc *p = *pp;
+		bool up = alive(p);
+		if (!up && p->pid) {
+			if (p->stop_deadline) { /* stopped on purpose */
+				p->pid = 0;
+				p->stop_deadline = 0;
+				save_state(s);
+			} else {
+				exited(s, p);
+			}
+		}
+		if (!p->wanted && have) {
+			if (p->pid) {
+				stop_proc(s, p, now);
+			} else { /* gone: forget it */
+				*pp = p->next;
+				pthread_mutex_lock(&s->mu);
+				s->changed = true;
+				pthread_mutex_unlock(&s->mu);
+				proc_free(p);
+				save_state(s);
+				continue;
+			}
+		} else if (p->wanted && !p->pid && !p->stop_deadline && now >= p->next_start) {
+			start(s, p);
+		} else if (p->wanted && p->pid && !p->stop_deadline) {
+			probe(s, p);
+		} else if (p->pid && p->stop_deadline) {
+			stop_proc(s, p, now);
+		}
+		pp = &p->next;
+	}
+}
+
+static void *loop(void *arg)
+{
+	struct cr_supervisor *s = arg;
+	for (;;) {
+		pthread_mutex_lock(&s->mu);
+		bool stop = s->stopping;
+		pthread_mutex_unlock(&s->mu);
+		if (stop)
+			break;
+		reconcile(s);
+		pthread_mutex_lock(&s->mu);
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 200 * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		if (!s->stopping)
+			pthread_cond_timedwait(&s->wake, &s->mu, &until);
+		pthread_mutex_unlock(&s->mu);
+	}
+	return NULL;
+}
+
+struct cr_supervisor *cr_supervisor_start(const struct cr_supervisor_config *cfg)
+{
+	struct cr_supervisor *s = cr_xcalloc(1, sizeof(*s));
+	s->cfg = *cfg;
+	s->data_dir = cr_xstrdup(cfg->data_dir);
+	s->engine_host = cr_xstrdup(cfg->engine_host ? cfg->engine_host : "0.0.0.0");
+	s->cfg.data_dir = s->data_dir;
+	s->cfg.engine_host = s->engine_host;
+	if (s->cfg.backoff_s <= 0)
+		s->cfg.backoff_s = 10;
+	if (s->cfg.stop_grace_s <= 0)
+		s->cfg.stop_grace_s = 10;
+	s->state_path = cr_xasprintf("%s/engines.json", s->data_dir);
+	s->log_dir = cr_xasprintf("%s/logs", s->data_dir);
+	s->desired = json_object();
+	s->worker_id = cr_xstrdup("");
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->wake, NULL);
+	load_state(s);
+	pthread_create(&s->thread, NULL, loop, s);
+	return s;
+}
+
+void cr_supervisor_free(struct cr_supervisor *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->stopping = true;
+	pthread_cond_broadcast(&s->wake);
+	pthread_mutex_unlock(&s->mu);
+	pthread_join(s->thread, NULL);
+	save_state(s);
+	while (s->procs) {
+		struct proc *p = s->procs;
+		s->procs = p->next;
+		if (p->child && p->pid)
+			waitpid(p->pid, NULL, WNOHANG);
+		proc_free(p);
+	}
+	json_decref(s->desired);
+	free(s->worker_id);
+	free(s->state_path);
+	free(s->log_dir);
+	free(s->data_dir);
+	free(s->engine_host);
+	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->wake);
+	free(s);
+}
+
+void cr_supervisor_set_desired(struct cr_supervisor *s, const char *worker_id, json_t *snapshot)
+{
+	json_t *by_id = json_object();
+	size_t i;
+	json_t *inst;
+	json_array_foreach(json_object_get(snapshot, "instances"), i, inst) {
+		const char *id = cr_json_get_str(inst, "id", NULL);
+		if (id)
+			json_object_set(by_id, id, inst);
+	}
+	pthread_mutex_lock(&s->mu);
+	set_str(&s->worker_id, worker_id);
+	json_decref(s->desired);
+	s->desired = by_id;
+	s->have_snapshot = true;
+	pthread_cond_broadcast(&s->wake);
+	pthread_mutex_unlock(&s->mu);
+}
+
+json_t *cr_supervisor_report(struct cr_supervisor *s)
+{
+	json_t *arr = json_array();
+	pthread_mutex_lock(&s->mu);
+	for (struct proc *p = s->procs; p; p = p->next) {
+		json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:i,s:i,s:s,s:i}", "id", p->id, "role", p->role, "state",
+				      p->state[0] ? p->state : "starting", "message", p->message, "pid", (int)p->pid, "port",
+				      p->port, "host", s->engine_host, "restarts", p->restarts);
+		if (p->exit_status >= 0)
+			json_object_set_new(o, "exit", json_integer(p->exit_status));
+		if (p->cause && *p->cause)
+			json_object_set_new(o, "cause", json_string(p->cause));
+		if (p->fix && *p->fix)
+			json_object_set_new(o, "fix", json_string(p->fix));
+		if (p->log_tail && *p->log_tail)
+			json_object_set_new(o, "log_tail", json_string(p->log_tail));
+		json_array_append_new(arr, o);
+	}
+	pthread_mutex_unlock(&s->mu);
+	return json_pack("{s:o}", "instances", arr);
+}
+
+bool cr_supervisor_take_changed(struct cr_supervisor *s)
+{
+	pthread_mutex_lock(&s->mu);
+	bool c = s->changed;
+	s->changed = false;
+	pthread_mutex_unlock(&s->mu);
+	return c;
+}
+
+char *cr_supervisor_log_path(struct cr_supervisor *s, const char *instance_id)
+{
+	if (strchr(instance_id, '/') || instance_id[0] == '.')
+		return NULL;
+	char *path = cr_xasprintf("%s/%s.log", s->log_dir, instance_id);
+	if (access(path, R_OK) != 0) {
+		free(path);
+		return NULL;
+	}
+	return path;
+}
+
+void cr_supervisor_stop_all(struct cr_supervisor *s)
+{
+	for (struct proc *p = s->procs; p; p = p->next)
+		signal_group(p, SIGTERM);
+}
