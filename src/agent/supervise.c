@@ -130,7 +130,10 @@ static bool alive(struct proc *p)
 			p->exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 		return false;
 	}
-	return kill(p->pid, 0) == 0 && proc_start_time(p->pid) == p->start_time;
+	if (kill(p->pid, 0) == 0 && proc_start_time(p->pid) == p->start_time)
+		return true;
+	p->exit_status = -1; /* not our child: its status is not ours to read */
+	return false;
 }
 
 static bool port_free(const char *host, int port)
@@ -322,13 +325,27 @@ static char **build_command(struct cr_supervisor *s, struct proc *p, char ***env
 	} else {
 		model = cr_xstrdup(src);
 	}
-	json_t *split = json_object_get(pl, "tensor_split");
+	/* llama.cpp puts RPC devices first, in --rpc order, then its own GPUs */
 	char ts[256] = "";
 	size_t i, len = 0;
-	json_t *x;
-	json_array_foreach(split, i, x)
-		len += (size_t)snprintf(ts + len, len < sizeof(ts) ? sizeof(ts) - len : 0, "%s%.3f", i ? "," : "",
-					json_real_value(x));
+	json_t *x, *w;
+	if (json_array_size(json_object_get(pl, "workers")) > 1 || json_array_size(json_object_get(me, "gpus")) > 1) {
+		json_array_foreach(json_object_get(inst, "followers"), i, x) {
+			double share = 0;
+			size_t k;
+			json_array_foreach(json_object_get(pl, "workers"), k, w)
+				if (!strcmp(cr_json_get_str(w, "id", ""), cr_json_get_str(x, "id", "?"))) {
+					size_t g;
+					json_t *gpu;
+					json_array_foreach(json_object_get(w, "gpus"), g, gpu)
+						share += json_number_value(json_object_get(gpu, "split"));
+				}
+			len += (size_t)snprintf(ts + len, len < sizeof(ts) ? sizeof(ts) - len : 0, "%s%.3f", len ? "," : "", share);
+		}
+		json_array_foreach(json_object_get(me, "gpus"), i, x)
+			len += (size_t)snprintf(ts + len, len < sizeof(ts) ? sizeof(ts) - len : 0, "%s%.3f", len ? "," : "",
+						json_number_value(json_object_get(x, "split")));
+	}
 	char rpc[512] = "";
 	len = 0;
 	json_array_foreach(json_object_get(inst, "followers"), i, x)
@@ -446,7 +463,6 @@ static void start(struct cr_supervisor *s, struct proc *p)
 	} else {
 		p->pid = pid;
 		p->child = true;
-		p->exit_status = -1;
 		p->started = cr_mono_ms();
 		p->healthy_since = 0;
 		p->next_probe = 0;
@@ -601,9 +617,10 @@ static void proc_free(struct proc *p)
 /* The key of what a process was started for: a change means restart. */
 static char *desired_key(json_t *inst, const char *role)
 {
+	/* a leader restarts when its RPC followers move; followers do not */
 	json_t *k = json_pack("{s:O?,s:O?,s:O?,s:O?,s:s}", "placement", json_object_get(inst, "placement"), "source",
 			      json_object_get(inst, "source"), "args", json_object_get(inst, "engine_args"), "followers",
-			      json_object_get(inst, "followers"), "role", role);
+			      !strcmp(role, "leader") ? json_object_get(inst, "followers") : NULL, "role", role);
 	char *text = json_dumps(k, JSON_SORT_KEYS | JSON_COMPACT);
 	json_decref(k);
 	char hash[CR_HASH_HEX];

@@ -210,8 +210,8 @@ static json_t *followers_of(struct cr_app *app, struct cr_instance *i)
 		struct cr_worker *w = cr_map_get(&app->workers, id);
 		if (!strcmp(id, leader) || !w || !r || strcmp(cr_json_get_str(r, "state", ""), "running") != 0)
 			continue;
-		json_array_append_new(arr, json_pack("{s:s,s:s,s:I}", "worker", w->name, "host", w->address ? w->address : "",
-						     "port", (json_int_t)cr_json_get_int(r, "port", 0)));
+		json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:I}", "id", id, "worker", w->name, "host",
+						     w->address ? w->address : "", "port", (json_int_t)cr_json_get_int(r, "port", 0)));
 	}
 	return arr;
 }
@@ -546,8 +546,8 @@ static json_t *placement_json(const struct snap *sn, const struct cr_sched_resul
 				if (w->gpus[g].index == x->gpu)
 					vendor = w->gpus[g].vendor;
 			json_array_append_new(json_object_get(entry, "gpus"),
-					      json_pack("{s:i,s:I,s:i,s:s}", "index", x->gpu, "claim", (json_int_t)x->claim,
-							"layers", (int)x->layers, "vendor", vendor));
+					      json_pack("{s:i,s:I,s:i,s:s,s:f}", "index", x->gpu, "claim", (json_int_t)x->claim,
+							"layers", (int)x->layers, "vendor", vendor, "split", x->split));
 			vram += x->claim;
 			json_array_append_new(split, json_real(x->split));
 			for (int g = 0; g < w->n_gpus; g++)

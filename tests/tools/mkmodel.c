@@ -4,6 +4,7 @@
  * printable ASCII and suppresses end-of-sequence, so every request runs to
  * max_tokens with valid UTF-8. Shape, tensor type and GGUF version are options. */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,13 +130,16 @@ static int suppressed(int tok)
 static void write_tensor(FILE *f, const struct tensor *t)
 {
 	uint64_t rows = t->n_dims > 1 ? t->ne[1] : 1, cols = t->ne[0];
+	/* 1/sqrt(fan-in) keeps activations from growing layer after layer, so the
+	 * bias channel below stays dominant in deep or wide shapes too */
+	float scale = 1.6f / sqrtf((float)cols);
 	uint32_t block = 1, block_bytes = 4;
 	cr_ggml_type_info(t->type, NULL, &block, &block_bytes);
 	float *row = cr_xmalloc(cols * sizeof(float));
 	uint8_t *out = cr_xmalloc(cols / block * block_bytes + 64);
 	for (uint64_t r = 0; r < rows; r++) {
 		for (uint64_t c = 0; c < cols; c++)
-			row[c] = t->fill == FILL_ONE ? 1.0f : uniform(t->fill == FILL_RAND_BIG ? 1.0f : 0.2f);
+			row[c] = t->fill == FILL_ONE ? 1.0f : uniform(t->fill == FILL_RAND_BIG ? 1.0f : scale);
 		if (t->zero_row0 && r == 0)
 			memset(row, 0, cols * sizeof(float));
 		if (t->embd_bias)

@@ -1,0 +1,204 @@
+"""Tier 50: engines on workers, end to end with the real llama-server and
+ggml-rpc-server on loopback: deploy and chat straight from the engine, crash
+and restart with backoff, worker restarts adopting engines, a corrupted model
+diagnosed without a restart storm, deletion stopping engines, and one model
+across three workers through llama.cpp RPC."""
+import json
+import os
+import signal
+import subprocess
+import time
+import unittest
+import urllib.request
+
+from harness import BUILD, ClusterCase
+
+MKMODEL = os.path.join(BUILD, "tools", "mkmodel")
+LLAMA_BIN = os.environ.get("CORRAL_LLAMA_BIN", "")
+GIB = 1 << 30
+_next_range = [22000 + (os.getpid() * 97) % 20000]
+
+
+def port_range(n=20):
+    lo = _next_range[0]
+    _next_range[0] += n
+    return "%d-%d" % (lo, lo + n - 1)
+
+
+def gpu(size_gib):
+    return {"driver_version": "550.54.15", "cuda_driver_version": 12040, "devices": [
+        {"name": "NVIDIA L4", "uuid": "GPU-L4-0", "memory_total": int(size_gib * GIB), "memory_used": 0, "cc": [8, 9]}]}
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    with open("/proc/%d/stat" % pid) as f:
+        return f.read().split(") ")[1][0] != "Z"
+
+
+@unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK),
+                     "llama-server not built (scripts/llama-build.sh)")
+class Engines(ClusterCase):
+    def setUp(self):
+        super().setUp()
+        self.env["CORRAL_ENGINE_PATH"] = LLAMA_BIN
+        self.engine_pids = []
+
+    def tearDown(self):
+        # engines outlive workers by design; the test cleans up what it started
+        for p in self.procs:
+            if p.name.startswith("worker-"):
+                p.stop()
+        subprocess.run(["pkill", "-f", self.tmp], check=False)
+        super().tearDown()
+
+    def cluster(self, *workers):
+        self.start_server(extra=("--gpu-reserve", "0"))
+        self.login()
+        self.env["CORRAL_SERVER_URL"] = self.url
+        self.env["CORRAL_API_TOKEN"] = self.token
+        for name, cfg in workers:
+            self.worker(name, cfg)
+        for name, _ in workers:
+            self.wait_state(name, "ready")
+            self.wait_for(lambda: self.workers()[name]["watch_connected"], "watch stream of " + name)
+
+    def worker(self, name, cfg=None):
+        if not hasattr(self, "ranges"):
+            self.ranges = {}
+        self.ranges.setdefault(name, port_range())
+        return self.start_worker(name, nvml_config=cfg, extra=("--port-range", self.ranges[name],
+                                                               "--restart-backoff", "1"))
+
+    def model(self, name="tiny.gguf", *args):
+        path = os.path.join(self.tmp, name)
+        subprocess.run([MKMODEL, "--out", path] + list(args), check=True)
+        return path
+
+    def instance(self, model):
+        insts = self.api("GET", "/api/instances?model=" + model)["instances"]
+        return insts[0] if insts else None
+
+    def wait_running(self, model, timeout=30):
+        return self.wait_for(lambda: (lambda i: i and i["state"] == "running" and i)(self.instance(model)),
+                             "instance of %s running" % model, timeout)
+
+    def leader_report(self, inst):
+        return inst["members"][inst["placement"]["leader"]]
+
+    def chat(self, endpoint, stream=False):
+        body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8, "stream": stream}
+        req = urllib.request.Request("http://%s/v1/chat/completions" % endpoint, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.read().decode()
+
+    def test_deploy_runs_and_answers_then_rm_stops_it(self):
+        self.cluster(("w1", None))
+        path = self.model()
+        t0 = time.monotonic()
+        self.api("POST", "/api/models", {"name": "tiny", "path": path, "ctx": 2048, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        inst = self.wait_running("tiny")
+        print("\ndeploy -> running: %.0f ms" % ((time.monotonic() - t0) * 1000))
+        self.assertTrue(inst["endpoint"].startswith("127.0.0.1:"))
+        answer = json.loads(self.chat(inst["endpoint"]))
+        self.assertEqual(answer["choices"][0]["finish_reason"], "length")
+        self.assertEqual(answer["usage"]["completion_tokens"], 8)
+        streamed = self.chat(inst["endpoint"], stream=True)
+        self.assertIn("data: [DONE]", streamed)
+        self.assertGreater(streamed.count("data: {"), 2, "chunks arrive one by one")
+        pid = self.leader_report(inst)["pid"]
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            env = f.read().split(b"\0")
+        self.assertIn(b"GGML_NO_BACKTRACE=1", env)
+        self.assertIn(b"CUDA_VISIBLE_DEVICES=", env, "a CPU instance sees no GPU")
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmd = f.read().split(b"\0")
+        self.assertIn(b"-t", cmd)
+        self.assertEqual(os.getpgid(pid), pid, "the engine leads its own process group")
+        log = os.path.join(self.tmp, "w-w1", "logs", inst["id"] + ".log")
+        self.assertIn("---- corral: starting", open(log).read())
+        self.cli("rm", "tiny")
+        self.wait_for(lambda: not pid_alive(pid), "the engine to stop after rm")
+
+    def test_engine_crash_is_restarted_with_backoff(self):
+        self.cluster(("w1", None))
+        self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 2048, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        inst = self.wait_running("tiny")
+        pid = self.leader_report(inst)["pid"]
+        os.kill(pid, signal.SIGKILL)
+        err = self.wait_for(lambda: (lambda i: i["state"] == "error" and i)(self.instance("tiny")), "the error state")
+        self.assertIn("engine was killed by signal 9; restarting in 1 s (restart 1)", err["message"])
+        again = self.wait_running("tiny")
+        report = self.leader_report(again)
+        self.assertNotEqual(report["pid"], pid)
+        self.assertEqual(report["restarts"], 1)
+        self.assertEqual(report["exit"], 137)
+        json.loads(self.chat(again["endpoint"]))
+
+    def test_worker_restart_adopts_the_engine(self):
+        self.cluster(("w1", None))
+        self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 2048, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        inst = self.wait_running("tiny")
+        pid = self.leader_report(inst)["pid"]
+        w = [p for p in self.procs if p.name == "worker-w1"][0]
+        w.stop()
+        self.assertTrue(pid_alive(pid), "engines outlive their worker")
+        w2 = self.worker("w1")
+        self.wait_for(lambda: "adopted its engine (pid %d" % pid in w2.output(), "adoption in the worker log")
+        again = self.wait_running("tiny")
+        self.assertEqual(self.leader_report(again)["pid"], pid, "same engine, not restarted")
+        json.loads(self.chat(again["endpoint"]))
+
+    def test_corrupted_model_is_diagnosed_without_a_restart_storm(self):
+        self.cluster(("w1", None))
+        path = self.model()
+        self.api("POST", "/api/models", {"name": "tiny", "path": path, "ctx": 2048, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        inst = self.wait_running("tiny")
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 2)
+        os.kill(self.leader_report(inst)["pid"], signal.SIGKILL)
+        err = self.wait_for(lambda: (lambda i: i["state"] == "error" and "truncated" in i["message"] and i)(
+            self.instance("tiny")), "the diagnosed error", timeout=30)
+        report = self.leader_report(err)
+        self.assertEqual(report["cause"], "the model file is truncated")
+        self.assertIn("corral inspect", report["fix"])
+        self.assertIn("not within the file bounds", report["log_tail"])
+        self.assertIn("engine exited with status 1", err["message"])
+        time.sleep(3)
+        restarts = self.leader_report(self.instance("tiny"))["restarts"]
+        self.assertLessEqual(restarts, 4, "backoff doubles: 1 s, 2 s, 4 s ... not a storm")
+
+    @unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "ggml-rpc-server"), os.X_OK), "ggml-rpc-server not built")
+    def test_one_model_across_three_workers_through_rpc(self):
+        self.cluster(("g1", gpu(1.25)), ("g2", gpu(1.25)), ("g3", gpu(1.25)))
+        path = self.model("wide.gguf", "--layers", "8", "--embd", "512", "--heads", "8", "--kv-heads", "8",
+                          "--ff", "1024")
+        self.api("POST", "/api/models", {"name": "wide", "path": path, "ctx": 131072, "allow_distributed": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        inst = self.wait_running("wide", timeout=60)
+        self.assertEqual(inst["placement"]["kind"], "distributed")
+        self.assertEqual(len(inst["placement"]["workers"]), 3)
+        self.assertEqual(len(inst["followers"]), 2)
+        leader = self.leader_report(inst)
+        with open("/proc/%d/cmdline" % leader["pid"], "rb") as f:
+            cmd = f.read().split(b"\0")
+        rpc = cmd[cmd.index(b"--rpc") + 1].decode()
+        self.assertEqual(sorted(rpc.split(",")), sorted("%s:%d" % (f["host"], f["port"]) for f in inst["followers"]))
+        self.assertIn(b"--tensor-split", cmd)
+        answer = json.loads(self.chat(inst["endpoint"]))
+        self.assertEqual(answer["usage"]["completion_tokens"], 8)
+        # a follower dies: the group restarts (followers first, leader last) and answers again
+        follower = [r for wid, r in inst["members"].items() if r["role"] == "follower"][0]
+        os.kill(follower["pid"], signal.SIGKILL)
+        self.wait_for(lambda: self.instance("wide")["state"] != "running", "the instance to notice")
+        again = self.wait_running("wide", timeout=60)
+        self.assertNotEqual(self.leader_report(again)["pid"], leader["pid"], "the leader was restarted too")
+        json.loads(self.chat(again["endpoint"]))
