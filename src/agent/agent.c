@@ -23,6 +23,7 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "base/secret.h"
 #include "base/sse.h"
 #include "base/util.h"
 #include "http/client.h"
@@ -478,8 +479,77 @@ static void healthz(struct cr_req *req)
 	cr_reply_json(req, 200, j);
 }
 
+/* Replace bytes that are not valid UTF-8 with '?', so logs fit in JSON. */
+static void clean_utf8(unsigned char *s, size_t len)
+{
+	size_t i = 0;
+	while (i < len) {
+		unsigned char c = s[i];
+		size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+		bool ok = n > 0 && i + n <= len && !(n == 1 && c == 0);
+		for (size_t k = 1; ok && k < n; k++)
+			ok = (s[i + k] & 0xC0) == 0x80;
+		if (!ok) {
+			s[i++] = '?';
+			continue;
+		}
+		i += n;
+	}
+}
+
+/* GET /instances/{id}/log?offset=N | ?tail=LINES, for the server (cluster
+ * token): {"data", "offset" (where the next read starts), "size"}. At most
+ * 256 KiB per call. */
+static void instance_log(struct cr_req *req)
+{
+	struct agent *a = cr_req_app(req);
+	const char *auth = cr_req_header(req, "Authorization");
+	if (!a->cfg->token || !auth || strncmp(auth, "Bearer ", 7) != 0 || !cr_secret_equal(auth + 7, a->cfg->token)) {
+		cr_reply_error(req, CR_EUNAUTH, "this endpoint is for the server (cluster token)", "use 'corral logs'");
+		return;
+	}
+	char *path = cr_supervisor_log_path(a->sup, cr_req_param(req, 0));
+	if (!path) {
+		cr_reply_error(req, CR_ENOTFOUND, "no log for this instance on this worker", "check the instance id");
+		return;
+	}
+	FILE *f = fopen(path, "r");
+	free(path);
+	if (!f) {
+		cr_reply_error(req, CR_ENOTFOUND, "the instance's log cannot be opened", "check the worker's data directory");
+		return;
+	}
+	fseek(f, 0, SEEK_END);
+	long long size = ftell(f), from = 0, n;
+	const char *off = cr_req_query(req, "offset"), *tail = cr_req_query(req, "tail");
+	if (off && cr_parse_int(off, 0, size, &n))
+		from = n;
+	else if (tail && cr_parse_int(tail, 0, 100000, &n)) /* the last n lines, within 256 KiB */
+		from = size > 262144 ? size - 262144 : 0;
+	long long len = size - from > 262144 ? 262144 : size - from;
+	char *buf = cr_xmalloc((size_t)len + 1);
+	fseek(f, from, SEEK_SET);
+	len = (long long)fread(buf, 1, (size_t)len, f);
+	fclose(f);
+	buf[len] = '\0';
+	clean_utf8((unsigned char *)buf, (size_t)len);
+	char *start = buf;
+	if (!off && tail && cr_parse_int(tail, 0, 100000, &n)) {
+		char *p = buf + len;
+		long long lines = 0;
+		while (p > buf && lines <= n)
+			if (*--p == '\n' && p + 1 < buf + len)
+				lines++;
+		start = lines > n ? p + 1 : buf;
+	}
+	cr_reply_json(req, 200, json_pack("{s:s%,s:I,s:I}", "data", start, (size_t)(buf + len - start), "offset",
+					   (json_int_t)(from + len), "size", (json_int_t)size));
+	free(buf);
+}
+
 static const struct cr_http_route agent_routes[] = {
 	{ CR_GET, "/healthz", CR_AUTH_NONE, healthz },
+	{ CR_GET, "/instances/{}/log", CR_AUTH_NONE, instance_log },
 	{ 0, NULL, 0, NULL },
 };
 

@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/util.h"
+#include "http/fetch.h"
 #include "sched/place.h"
 #include "store/store.h"
 
@@ -1172,7 +1173,61 @@ static void engines_report(struct cr_req *req)
 	cr_reply_json(req, 200, json_pack("{s:I}", "instances", (json_int_t)json_array_size(list)));
 }
 
+/* ---- logs: read through the worker that runs the engine ---- */
+
+static void log_fetched(int status, const char *body, size_t len, const char *error, void *arg)
+{
+	struct cr_req *req = arg;
+	if (status == 0) {
+		char msg[300];
+		snprintf(msg, sizeof(msg), "the worker did not answer: %s", error);
+		cr_reply_error(req, CR_EUPSTREAM, msg, "check the worker with 'corral workers'");
+		return;
+	}
+	struct cr_err err = CR_ERR_INIT;
+	json_t *j = cr_json_parse_object(body, len, &err);
+	if (!j) {
+		cr_reply_error(req, CR_EUPSTREAM, "the worker answered something that is not JSON", "update the worker");
+		return;
+	}
+	cr_reply_json(req, status, j);
+}
+
+/* GET /api/instances/{id}/logs?offset=N|tail=LINES[&worker=NAME]: the
+ * engine log of an instance (its leader's by default), from its worker. */
+static void instance_logs(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_instance *i = cr_map_get(&app->instances, cr_req_param(req, 0));
+	if (!i) {
+		cr_reply_error(req, CR_ENOTFOUND, "no such instance", "list instances with 'corral instances'");
+		return;
+	}
+	const char *want = cr_req_query(req, "worker");
+	struct cr_worker *w = NULL;
+	size_t k;
+	json_t *pw;
+	json_array_foreach(json_object_get(i->placement, "workers"), k, pw) {
+		struct cr_worker *x = cr_map_get(&app->workers, cr_json_get_str(pw, "id", ""));
+		if (x && (want ? !strcmp(x->name, want) : !strcmp(x->id, cr_json_get_str(i->placement, "leader", ""))))
+			w = x;
+	}
+	if (!w) {
+		cr_reply_error(req, CR_ENOTFOUND, "that worker is not part of this instance", "see 'corral instances'");
+		return;
+	}
+	const char *off = cr_req_query(req, "offset"), *tail = cr_req_query(req, "tail");
+	long long n;
+	char *path = off && cr_parse_int(off, 0, 1LL << 50, &n) ? cr_xasprintf("/instances/%s/log?offset=%lld", i->id, n)
+		     : cr_xasprintf("/instances/%s/log?tail=%lld", i->id,
+				    tail && cr_parse_int(tail, 0, 100000, &n) ? n : 100LL);
+	cr_http_fetch(app->base, w->address ? w->address : "127.0.0.1", w->port, path, app->cluster_token, 10,
+		      log_fetched, req);
+	free(path);
+}
+
 const struct cr_http_route cr_api_model_routes[] = {
+	{ CR_GET, "/api/instances/{}/logs", CR_AUTH_USER, instance_logs },
 	{ CR_POST, "/api/workers/{}/instances", CR_AUTH_WORKER, engines_report },
 	{ CR_POST, "/api/models/plan", CR_AUTH_ADMIN, plan_model },
 	{ CR_POST, "/api/models", CR_AUTH_ADMIN, create_model },

@@ -574,3 +574,62 @@ int cr_cmd_engines(int argc, char **argv)
 	json_decref(rows);
 	return 0;
 }
+
+int cr_cmd_logs(int argc, char **argv)
+{
+	static const char usage[] = "usage: corral logs INSTANCE [-f] [--tail N] [--worker NAME] [--server-url URL]\n"
+				    "\n"
+				    "Print an instance's engine log (its leader's; --worker for a follower), read\n"
+				    "through the server from the worker that runs it. -f keeps following it.\n";
+	static const struct option lo[] = {
+		{ "follow", 0, 0, 'f' }, { "tail", 1, 0, 't' }, { "worker", 1, 0, 'w' }, { "server-url", 1, 0, 'U' },
+		{ "help", 0, 0, 'h' },   { 0, 0, 0, 0 },
+	};
+	const char *url = NULL, *worker = NULL;
+	bool follow = false;
+	long long tail = 100;
+	int ch;
+	while ((ch = getopt_long(argc, argv, "hf", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'f': follow = true; break;
+		case 't':
+			if (parse_u(optarg, "--tail", 100000, &tail))
+				return 2;
+			break;
+		case 'w': worker = optarg; break;
+		case 'U': url = optarg; break;
+		case 'h': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return 2;
+		}
+	}
+	if (optind + 1 != argc) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	char *path = cr_xasprintf("/api/instances/%s/logs?tail=%lld%s%s", argv[optind], tail, worker ? "&worker=" : "",
+				  worker ? worker : "");
+	int rc = 0;
+	for (;;) {
+		json_t *ans = cr_cli_api(&cl, "GET", path, NULL, &err);
+		free(path);
+		if (!ans) {
+			rc = cr_cmd_fail(&err);
+			break;
+		}
+		fputs(json_string_value(json_object_get(ans, "data")) ? json_string_value(json_object_get(ans, "data")) : "",
+		      stdout);
+		fflush(stdout);
+		long long off = json_integer_value(json_object_get(ans, "offset"));
+		json_decref(ans);
+		if (!follow)
+			break;
+		usleep(500 * 1000);
+		path = cr_xasprintf("/api/instances/%s/logs?offset=%lld%s%s", argv[optind], off, worker ? "&worker=" : "",
+				    worker ? worker : "");
+	}
+	cr_cli_release(&cl);
+	return rc;
+}

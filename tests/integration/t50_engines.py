@@ -121,7 +121,23 @@ class Engines(ClusterCase):
         self.assertIn(b"-t", cmd)
         self.assertEqual(os.getpgid(pid), pid, "the engine leads its own process group")
         log = os.path.join(self.tmp, "w-w1", "logs", inst["id"] + ".log")
-        self.assertIn("---- corral: starting", open(log).read())
+        with open(log) as f:
+            self.assertIn("---- corral: starting", f.read())
+        out = self.cli("logs", inst["id"], "--tail", "1000").stdout
+        self.assertIn("---- corral: starting", out, "corral logs reads the log through the server")
+        self.assertIn("llama-server", out)
+        follow = subprocess.Popen([os.path.join(BUILD, "corral"), "logs", inst["id"], "-f", "--tail", "0"],
+                                  stdout=subprocess.PIPE, text=True, env=self.env)
+        time.sleep(1)
+        self.chat(inst["endpoint"])  # llama-server logs the request
+        self.wait_for(lambda: follow.poll() is None and os.path.getsize(log) > 0, "following")
+        time.sleep(1.5)
+        follow.terminate()
+        followed = follow.communicate(timeout=10)[0]
+        self.assertIn("print_timing", followed, "-f shows what the engine logs about the new request")
+        self.assertNotIn("---- corral: starting", followed, "--tail 0 starts at the end")
+        status, body = self.request("GET", "/api/instances/nope/logs", token=self.token)
+        self.assert_error(status, body, 404, "no such instance")
         self.cli("rm", "tiny")
         self.wait_for(lambda: not pid_alive(pid), "the engine to stop after rm")
 

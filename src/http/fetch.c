@@ -1,0 +1,85 @@
+/* evhttp GET with the body collected, see fetch.h. */
+#include "http/fetch.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "base/mem.h"
+
+struct fetch {
+	struct evhttp_connection *con;
+	cr_fetch_cb cb;
+	void *arg;
+	int timeout_s;
+	int failed_timeout;
+};
+
+static void free_con(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	evhttp_connection_free(arg);
+}
+
+static void on_error(enum evhttp_request_error e, void *arg)
+{
+	struct fetch *f = arg;
+	f->failed_timeout = e == EVREQ_HTTP_TIMEOUT;
+}
+
+static void on_done(struct evhttp_request *req, void *arg)
+{
+	struct fetch *f = arg;
+	int status = req ? evhttp_request_get_response_code(req) : 0;
+	struct evbuffer *in = req ? evhttp_request_get_input_buffer(req) : NULL;
+	size_t len = in ? evbuffer_get_length(in) : 0;
+	char why[96] = "";
+	if (status == 0)
+		snprintf(why, sizeof(why), "%s", f->failed_timeout ? "timed out" : "connection refused, reset or closed");
+	if (len > (4u << 20)) {
+		status = 0;
+		snprintf(why, sizeof(why), "answer larger than 4 MiB");
+		len = 0;
+	}
+	char *body = cr_xmalloc(len + 1);
+	if (len)
+		evbuffer_copyout(in, body, len);
+	body[len] = '\0';
+	f->cb(status, body, len, why, f->arg);
+	free(body);
+	/* the connection cannot be freed inside its own callback */
+	event_base_once(evhttp_connection_get_base(f->con), -1, EV_TIMEOUT, free_con, f->con, NULL);
+	free(f);
+}
+
+void cr_http_fetch(struct event_base *base, const char *host, int port, const char *path, const char *bearer,
+		   int timeout_s, cr_fetch_cb cb, void *arg)
+{
+	struct fetch *f = cr_xcalloc(1, sizeof(*f));
+	f->cb = cb;
+	f->arg = arg;
+	f->timeout_s = timeout_s;
+	f->con = evhttp_connection_base_new(base, NULL, host, (ev_uint16_t)port);
+	if (!f->con)
+		abort();
+	evhttp_connection_set_retries(f->con, 0);
+	evhttp_connection_set_timeout(f->con, timeout_s);
+	struct evhttp_request *req = evhttp_request_new(on_done, f);
+	evhttp_request_set_error_cb(req, on_error);
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	evhttp_add_header(h, "Host", host);
+	evhttp_add_header(h, "Connection", "close");
+	if (bearer) {
+		char *auth = cr_xasprintf("Bearer %s", bearer);
+		evhttp_add_header(h, "Authorization", auth);
+		free(auth);
+	}
+	if (evhttp_make_request(f->con, req, EVHTTP_REQ_GET, path) != 0) {
+		cb(0, "", 0, "could not start the request", arg);
+		evhttp_connection_free(f->con);
+		free(f);
+	}
+}
