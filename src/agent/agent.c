@@ -216,6 +216,13 @@ static json_t *build_report(struct agent *a)
 		a->engine_notes = json_array();
 		a->engines = cr_engines_discover(&a->catalog, a->engine_notes);
 		a->engines_at = now;
+		for (size_t i = 0; a->cfg->no_ray && i < json_array_size(a->engines); i++)
+			if (!strcmp(cr_json_get_str(json_array_get(a->engines, i), "name", ""), "ray")) {
+				json_array_remove(a->engines, i);
+				json_array_append_new(a->engine_notes, json_string("Ray is not offered: this worker runs "
+										   "inside the server, which never joins a Ray cluster"));
+				break;
+			}
 	}
 	json_object_set(full, "engines", a->engines);
 	json_t *notes = json_object_get(full, "notes");
@@ -599,7 +606,7 @@ int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err)
 	free(cache);
 	struct cr_supervisor_config sc = { cfg->data_dir, cfg->listen_host ? cfg->listen_host : "0.0.0.0",
 					   cfg->port_lo ? cfg->port_lo : 20000, cfg->port_hi ? cfg->port_hi : 20999,
-					   cfg->restart_backoff_s, 10, &ap->catalog, ap->files, sup_changed, ap };
+					   cfg->restart_backoff_s, 10, &ap->catalog, ap->files, cfg->no_ray, sup_changed, ap };
 	warn_port_overlap(sc.port_lo, sc.port_hi);
 	ap->sup = cr_supervisor_start(&sc);
 

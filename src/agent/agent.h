@@ -5,6 +5,8 @@
 #ifndef CR_AGENT_AGENT_H
 #define CR_AGENT_AGENT_H
 
+#include <stdbool.h>
+
 struct cr_err;
 
 struct cr_agent_config {
@@ -21,6 +23,7 @@ struct cr_agent_config {
 	const char *engines_config; /* user engine definitions (JSON), or NULL */
 	int port_lo, port_hi;       /* engine ports (default 20000-20999) */
 	int restart_backoff_s;      /* first engine restart delay (default 10) */
+	bool no_ray;                /* embedded in a server: never offer or start Ray */
 };
 
 /* Run until SIGTERM or SIGINT (returns 0) or until start-up fails (returns

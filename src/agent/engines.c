@@ -231,12 +231,10 @@ static char *find_in(const char *dirs, const char *exe)
 	return found;
 }
 
-/* Run argv with a timeout; its first output line in out. 0, or -ETIMEDOUT,
- * or the exit status (positive). */
-static int run_capture(char **argv, char *out, size_t n)
+int cr_run_output(char **argv, int timeout_ms, char **out)
 {
 	int fds[2];
-	out[0] = '\0';
+	*out = NULL;
 	if (pipe2(fds, O_CLOEXEC) != 0)
 		return -errno;
 	pid_t pid = fork();
@@ -256,8 +254,9 @@ static int run_capture(char **argv, char *out, size_t n)
 		_exit(127);
 	}
 	close(fds[1]);
-	size_t len = 0;
-	int64_t deadline = cr_mono_ms() + VERSION_TIMEOUT_MS;
+	size_t len = 0, cap = 65536;
+	char *buf = cr_xmalloc(cap + 1);
+	int64_t deadline = cr_mono_ms() + timeout_ms;
 	bool timed_out = false;
 	for (;;) {
 		int64_t left = deadline - cr_mono_ms();
@@ -266,17 +265,17 @@ static int run_capture(char **argv, char *out, size_t n)
 			timed_out = true;
 			break;
 		}
-		char buf[512];
-		ssize_t r = read(fds[0], buf, sizeof(buf));
+		char chunk[4096];
+		ssize_t r = read(fds[0], chunk, sizeof(chunk));
 		if (r <= 0)
 			break;
-		size_t take = (size_t)r < n - 1 - len ? (size_t)r : n - 1 - len;
-		memcpy(out + len, buf, take);
+		size_t take = (size_t)r < cap - len ? (size_t)r : cap - len;
+		memcpy(buf + len, chunk, take);
 		len += take;
 	}
 	close(fds[0]);
-	out[len] = '\0';
-	out[strcspn(out, "\r\n")] = '\0';
+	buf[len] = '\0';
+	*out = buf;
 	if (timed_out)
 		kill(-pid, SIGKILL);
 	int st = 0;
@@ -285,6 +284,17 @@ static int run_capture(char **argv, char *out, size_t n)
 	if (timed_out)
 		return -ETIMEDOUT;
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* Run argv with a timeout; its first output line in out. */
+static int run_capture(char **argv, char *out, size_t n)
+{
+	char *all = NULL;
+	int rc = cr_run_output(argv, VERSION_TIMEOUT_MS, &all);
+	snprintf(out, n, "%s", all ? all : "");
+	out[strcspn(out, "\r\n")] = '\0';
+	free(all);
+	return rc;
 }
 
 /* The version in a version command's first line: "version: 0.4.0 (...)" ->

@@ -50,4 +50,10 @@ json_t *cr_engines_discover(const struct cr_engine_catalog *cat, json_t *notes);
 char **cr_engine_expand(char *const *tmpl, json_t *vars, struct cr_err *err);
 void cr_argv_free(char **argv);
 
+/* Run argv (argv[0] a path) with stdin from /dev/null, collecting stdout and
+ * stderr (64 KiB at most) into *out (caller frees). Returns the exit status
+ * (128+N for a signal), or -ETIMEDOUT after timeout_ms (its process group is
+ * killed), or a negated errno when it could not start. */
+int cr_run_output(char **argv, int timeout_ms, char **out);
+
 #endif

@@ -163,6 +163,43 @@ static int pick_port(struct cr_supervisor *s)
 	return 0;
 }
 
+static int pick_port_excluding2(struct cr_supervisor *s, int a, int b)
+{
+	for (int port = s->cfg.port_hi; port >= s->cfg.port_lo; port--) { /* from the top: away from engines */
+		bool used = port == a || port == b;
+		for (struct proc *p = s->procs; p && !used; p = p->next)
+			used = p->port == port && p->pid;
+		if (!used && port_free(s->engine_host, port))
+			return port;
+	}
+	return 0;
+}
+
+static int pick_port_excluding(struct cr_supervisor *s, int a)
+{
+	return pick_port_excluding2(s, a, a);
+}
+
+/* Nodes that `ray status --address addr` lists (0 when it fails). */
+static size_t ray_nodes(struct cr_supervisor *s, const char *addr)
+{
+	const struct cr_engine *e = cr_engines_find(s->cfg.catalog, "ray");
+	json_t *notes = json_array(), *found = e ? cr_engines_discover(&(struct cr_engine_catalog){ (struct cr_engine *)e, 1 }, notes) : NULL;
+	const char *exe = json_array_size(found) ? cr_json_get_str(json_array_get(found, 0), "path", NULL) : NULL;
+	size_t nodes = 0;
+	if (exe) {
+		char *argv[] = { (char *)exe, "status", "--address", (char *)addr, NULL };
+		char *out = NULL;
+		if (cr_run_output(argv, 5000, &out) == 0)
+			for (const char *q = out; (q = strstr(q, " node_")); q++)
+				nodes++;
+		free(out);
+	}
+	json_decref(found);
+	json_decref(notes);
+	return nodes;
+}
+
 /* The last n lines of a file. */
 static char *tail_lines(const char *path, int n)
 {
@@ -271,6 +308,13 @@ static const char *gpu_env(const char *vendor)
 	return !strcmp(vendor, "amd") ? "HIP_VISIBLE_DEVICES" : "CUDA_VISIBLE_DEVICES";
 }
 
+/* vLLM or SGLang over several workers: run through a per-instance Ray cluster. */
+static bool is_ray_group(json_t *pl)
+{
+	const char *engine = cr_json_get_str(pl, "engine", "");
+	return (!strcmp(engine, "vllm") || !strcmp(engine, "sglang")) && json_array_size(json_object_get(pl, "workers")) > 1;
+}
+
 /* This worker's entry in the instance's placement. */
 static json_t *my_member(struct cr_supervisor *s, json_t *inst)
 {
@@ -287,8 +331,13 @@ static char **build_command(struct cr_supervisor *s, struct proc *p, char ***env
 {
 	json_t *inst = p->desired, *pl = json_object_get(inst, "placement"), *me = my_member(s, inst);
 	const char *engine = cr_json_get_str(pl, "engine", "llama.cpp");
-	bool follower = !strcmp(p->role, "follower");
-	const struct cr_engine *e = cr_engines_find(s->cfg.catalog, follower ? "llama.cpp-rpc" : engine);
+	bool follower = !strcmp(p->role, "follower"), raynode = !strncmp(p->role, "ray", 3);
+	if (raynode && s->cfg.no_ray) {
+		snprintf(why, n, "this worker runs inside the server, which never starts Ray; deploy with --selector to "
+				 "use other workers");
+		return NULL;
+	}
+	const struct cr_engine *e = cr_engines_find(s->cfg.catalog, follower ? "llama.cpp-rpc" : raynode ? "ray" : engine);
 	json_t *notes = json_array(), *found = e ? cr_engines_discover(&(struct cr_engine_catalog){ (struct cr_engine *)e, 1 }, notes) : NULL;
 	const char *exe = json_array_size(found) ? cr_json_get_str(json_array_get(found, 0), "path", NULL) : NULL;
 	char **argv = NULL;
@@ -303,6 +352,51 @@ static char **build_command(struct cr_supervisor *s, struct proc *p, char ***env
 	    json_array_size(json_object_get(inst, "followers")) < members - 1) {
 		snprintf(why, n, "waiting for %zu RPC follower(s) to run", members - 1);
 		goto out;
+	}
+	const char *addr = cr_json_get_str(json_object_get(inst, "addresses"), s->worker_id, s->engine_host);
+	json_t *head = json_object_get(inst, "ray_head");
+	if (json_is_null(head))
+		head = NULL;
+	char head_addr[300] = "";
+	if (head)
+		snprintf(head_addr, sizeof(head_addr), "%s:%lld", cr_json_get_str(head, "host", ""), cr_json_get_int(head, "port", 0));
+	if (raynode) { /* a node of this instance's own Ray cluster */
+		char gpus[16];
+		snprintf(gpus, sizeof(gpus), "%zu", json_array_size(json_object_get(me, "gpus")));
+		if (!strcmp(p->role, "ray-worker") && !head) {
+			snprintf(why, n, "waiting for the Ray head on the leader");
+			goto out;
+		}
+		int p2 = pick_port_excluding(s, p->port), p3 = pick_port_excluding2(s, p->port, p2);
+		char a[16], b[16], c[16];
+		snprintf(a, sizeof(a), "%d", p->port);
+		snprintf(b, sizeof(b), "%d", p2);
+		snprintf(c, sizeof(c), "%d", p3);
+		const char *head_argv[] = { exe, "start", "--head", "--port", a, "--node-ip-address", addr, "--num-gpus", gpus,
+					    "--node-manager-port", b, "--object-manager-port", c, "--block", NULL };
+		const char *join_argv[] = { exe, "start", "--address", head_addr, "--node-ip-address", addr, "--num-gpus", gpus,
+					    "--node-manager-port", b, "--object-manager-port", c, "--block", NULL };
+		const char **src_argv = !strcmp(p->role, "ray-head") ? head_argv : join_argv;
+		size_t na = 0;
+		while (src_argv[na])
+			na++;
+		argv = cr_xcalloc(na + 1, sizeof(char *));
+		for (size_t j = 0; j < na; j++)
+			argv[j] = cr_xstrdup(src_argv[j]);
+		goto env;
+	}
+	bool via_ray = is_ray_group(pl);
+	if (via_ray) { /* the engine starts once Ray sees every node of the group */
+		if (!head) {
+			snprintf(why, n, "waiting for the Ray head");
+			goto out;
+		}
+		size_t want = json_array_size(json_object_get(pl, "workers"));
+		size_t have = ray_nodes(s, head_addr);
+		if (have < want) {
+			snprintf(why, n, "waiting for Ray to see every node (%zu of %zu)", have, want);
+			goto out;
+		}
 	}
 	if (follower) { /* rpc-server needs no model file */
 		json_t *vars = json_pack("{s:s,s:s,s:i}", "exe", exe, "host", s->engine_host, "port", p->port);
@@ -356,7 +450,7 @@ static char **build_command(struct cr_supervisor *s, struct proc *p, char ***env
 				 "parallel", (json_int_t)cr_json_get_int(pl, "parallel", 1), "ngl",
 				 (json_int_t)cr_json_get_int(pl, "ngl", 0), "tensor_split", ts, "rpc", rpc, "name",
 				 cr_json_get_str(inst, "model", "model"), "tp", (json_int_t)cr_json_get_int(pl, "tp", 1), "pp",
-				 (json_int_t)cr_json_get_int(pl, "pp", 1), "gpu_util", "0.90", "executor", "");
+				 (json_int_t)cr_json_get_int(pl, "pp", 1), "gpu_util", "0.90", "executor", via_ray ? "ray" : "");
 	json_t *gu = json_object_get(pl, "gpu_memory_utilization");
 	if (json_is_number(gu))
 		json_object_set_new(vars, "gpu_util", json_sprintf("%.2f", json_number_value(gu)));
@@ -400,12 +494,31 @@ env:;
 	env[k++] = cr_xasprintf("%s=%s", gpu_env("nvidia"), devs[0]); /* empty: no NVIDIA GPU for this engine */
 	env[k++] = cr_xasprintf("%s=%s", gpu_env("amd"), devs[1]);
 	env[k++] = cr_xasprintf("ROCR_VISIBLE_DEVICES=%s", devs[1]);
+	if (head && !raynode)
+		env[k++] = cr_xasprintf("RAY_ADDRESS=%s", head_addr);
 	*envp = env;
 out:
 	free(model);
 	json_decref(found);
 	json_decref(notes);
 	return argv;
+}
+
+/* The key of what a process was started for: a change means restart. */
+static char *desired_key(json_t *inst, const char *role)
+{
+	/* a leader restarts when its RPC followers move, a Ray node when its head does */
+	json_t *k = json_pack("{s:O?,s:O?,s:O?,s:O?,s:O?,s:s}", "placement", json_object_get(inst, "placement"), "source",
+			      json_object_get(inst, "source"), "args", json_object_get(inst, "engine_args"), "followers",
+			      !strcmp(role, "leader") ? json_object_get(inst, "followers") : NULL, "head",
+			      !strcmp(role, "ray-worker") || !strcmp(role, "leader") ? json_object_get(inst, "ray_head") : NULL,
+			      "role", role);
+	char *text = json_dumps(k, JSON_SORT_KEYS | JSON_COMPACT);
+	json_decref(k);
+	char hash[CR_HASH_HEX];
+	cr_secret_hash(text, hash);
+	free(text);
+	return cr_xstrdup(hash);
 }
 
 static void rotate_log(const char *path)
@@ -429,6 +542,9 @@ static void start(struct cr_supervisor *s, struct proc *p)
 		p->next_start = cr_mono_ms() + 5000;
 		return;
 	}
+	char *key = desired_key(p->desired, p->role); /* what this start is for */
+	set_str(&p->key, key);
+	free(key);
 	char **argv = build_command(s, p, &env, why, sizeof(why));
 	if (!argv) {
 		bool waiting = !strncmp(why, "waiting", 7);
@@ -556,7 +672,7 @@ static void probe(struct cr_supervisor *s, struct proc *p)
 	p->next_probe = now + (starting ? 100 : 2000);
 	json_t *pl = json_object_get(p->desired, "placement");
 	bool follower = !strcmp(p->role, "follower");
-	const struct cr_engine *e = cr_engines_find(s->cfg.catalog, follower ? "llama.cpp-rpc" : cr_json_get_str(pl, "engine", "llama.cpp"));
+	const struct cr_engine *e = cr_engines_find(s->cfg.catalog, follower ? "llama.cpp-rpc" : !strncmp(p->role, "ray", 3) ? "ray" : cr_json_get_str(pl, "engine", "llama.cpp"));
 	const char *host = !strcmp(s->engine_host, "0.0.0.0") ? "127.0.0.1" : s->engine_host;
 	bool ready = false;
 	char msg[160] = "loading";
@@ -573,6 +689,8 @@ static void probe(struct cr_supervisor *s, struct proc *p)
 			snprintf(msg, sizeof(msg), "waiting for the engine to listen");
 		}
 		free(url);
+	} else if (!strcmp(p->role, "ray-worker")) {
+		ready = now - p->started > 500; /* joined: it would have exited otherwise */
 	} else {
 		ready = tcp_open(host, p->port);
 	}
@@ -614,21 +732,6 @@ static void proc_free(struct proc *p)
 	free(p);
 }
 
-/* The key of what a process was started for: a change means restart. */
-static char *desired_key(json_t *inst, const char *role)
-{
-	/* a leader restarts when its RPC followers move; followers do not */
-	json_t *k = json_pack("{s:O?,s:O?,s:O?,s:O?,s:s}", "placement", json_object_get(inst, "placement"), "source",
-			      json_object_get(inst, "source"), "args", json_object_get(inst, "engine_args"), "followers",
-			      !strcmp(role, "leader") ? json_object_get(inst, "followers") : NULL, "role", role);
-	char *text = json_dumps(k, JSON_SORT_KEYS | JSON_COMPACT);
-	json_decref(k);
-	char hash[CR_HASH_HEX];
-	cr_secret_hash(text, hash);
-	free(text);
-	return cr_xstrdup(hash);
-}
-
 static void reconcile(struct cr_supervisor *s)
 {
 	int64_t now = cr_mono_ms();
@@ -642,24 +745,36 @@ static void reconcile(struct cr_supervisor *s)
 	json_t *inst;
 	json_object_foreach(desired, id, inst) {
 		json_t *pl = json_object_get(inst, "placement");
-		const char *role = !strcmp(cr_json_get_str(pl, "leader", ""), s->worker_id) ? "leader" : "follower";
-		struct proc *p = s->procs;
-		while (p && strcmp(p->id, id) != 0)
-			p = p->next;
-		if (!p)
-			p = proc_new(s, id, role);
-		char *key = desired_key(inst, role);
-		if (p->pid && strcmp(p->key, key) != 0 && p->key[0] && !p->stop_deadline) {
-			cr_info("instance %s: its placement changed; restarting the engine", id);
-			stop_proc(s, p, now);
+		bool lead = !strcmp(cr_json_get_str(pl, "leader", ""), s->worker_id);
+		bool ray = is_ray_group(pl);
+		/* vLLM over Ray: a Ray node on every member, the engine on the leader only */
+		const char *roles[2] = { NULL, NULL };
+		if (ray) {
+			roles[0] = lead ? "ray-head" : "ray-worker";
+			roles[1] = lead ? "leader" : NULL;
+		} else {
+			roles[0] = lead ? "leader" : "follower";
 		}
-		p->wanted = true;
-		set_str(&p->role, role);
-		json_decref(p->desired);
-		p->desired = json_incref(inst);
-		if (!p->pid && !p->stop_deadline)
-			set_str(&p->key, key);
-		free(key);
+		for (int r = 0; r < 2 && roles[r]; r++) {
+			const char *role = roles[r];
+			char *pid_id = !strncmp(role, "ray", 3) ? cr_xasprintf("%s#ray", id) : cr_xstrdup(id);
+			struct proc *p = s->procs;
+			while (p && strcmp(p->id, pid_id) != 0)
+				p = p->next;
+			if (!p)
+				p = proc_new(s, pid_id, role);
+			char *key = desired_key(inst, role);
+			if (p->pid && strcmp(p->key, key) != 0 && p->key[0] && !p->stop_deadline) {
+				cr_info("instance %s: its placement changed; restarting the %s", pid_id, role);
+				stop_proc(s, p, now);
+			}
+			p->wanted = true;
+			set_str(&p->role, role);
+			json_decref(p->desired);
+			p->desired = json_incref(inst);
+			free(key);
+			free(pid_id);
+		}
 	}
 	json_decref(desired);
 	struct proc **pp = &s->procs;

@@ -24,6 +24,7 @@ struct cr_supervisor_config {
 	int stop_grace_s;           /* SIGTERM -> SIGKILL (default 10) */
 	const struct cr_engine_catalog *catalog;
 	struct cr_files *files;     /* local paths of downloaded url models */
+	bool no_ray;                /* the embedded worker of a server: never a Ray node */
 	void (*on_change)(void *arg); /* called (under the supervisor's lock) when a report changes */
 	void *arg;
 };

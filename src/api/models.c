@@ -217,6 +217,19 @@ static json_t *followers_of(struct cr_app *app, struct cr_instance *i)
 	return arr;
 }
 
+/* The Ray head of a vLLM-over-Ray instance once it runs: {"host","port"}, else null. */
+static json_t *ray_head_of(struct cr_app *app, struct cr_instance *i)
+{
+	const char *leader = cr_json_get_str(i->placement, "leader", "");
+	char key[200];
+	snprintf(key, sizeof(key), "%s#ray", leader);
+	json_t *r = json_object_get(i->members, key);
+	struct cr_worker *w = cr_map_get(&app->workers, leader);
+	if (!r || !w || strcmp(cr_json_get_str(r, "state", ""), "running") != 0)
+		return json_null();
+	return json_pack("{s:s,s:I}", "host", w->address ? w->address : "", "port", (json_int_t)cr_json_get_int(r, "port", 0));
+}
+
 static json_t *instance_json(struct cr_app *app, struct cr_instance *i)
 {
 	struct cr_model *m = cr_map_get(&app->models, i->model_id);
@@ -243,6 +256,16 @@ static json_t *instance_json(struct cr_app *app, struct cr_instance *i)
 	json_object_set_new(o, "members", i->members ? json_incref(i->members) : json_object());
 	json_object_set_new(o, "endpoint", i->endpoint ? json_string(i->endpoint) : json_null());
 	json_object_set_new(o, "followers", followers_of(app, i));
+	json_object_set_new(o, "ray_head", ray_head_of(app, i));
+	json_t *addrs = json_object();
+	size_t k;
+	json_t *pw;
+	json_array_foreach(json_object_get(i->placement, "workers"), k, pw) {
+		struct cr_worker *w = cr_map_get(&app->workers, cr_json_get_str(pw, "id", ""));
+		if (w && w->address)
+			json_object_set_new(addrs, w->id, json_string(w->address));
+	}
+	json_object_set_new(o, "addresses", addrs);
 	return o;
 }
 
@@ -1156,11 +1179,29 @@ static void engines_report(struct cr_req *req)
 	size_t k;
 	json_t *r;
 	json_array_foreach(list, k, r) {
-		struct cr_instance *i = cr_map_get(&app->instances, cr_json_get_str(r, "id", ""));
+		char id[200];
+		snprintf(id, sizeof(id), "%s", cr_json_get_str(r, "id", ""));
+		bool ray = strlen(id) > 4 && !strcmp(id + strlen(id) - 4, "#ray");
+		if (ray)
+			id[strlen(id) - 4] = '\0';
+		struct cr_instance *i = cr_map_get(&app->instances, id);
 		if (!i || !placement_has(i->placement, wid))
 			continue; /* an instance that was removed meanwhile: the worker stops it */
 		if (!i->members)
 			i->members = json_object();
+		if (ray) { /* a Ray node of the instance: kept beside the worker's engine report */
+			char key[200];
+			snprintf(key, sizeof(key), "%s#ray", wid);
+			json_t *old_head = ray_head_of(app, i);
+			json_object_set(i->members, key, r);
+			derive_state(app, i);
+			json_t *new_head = ray_head_of(app, i);
+			if (!json_equal(old_head, new_head))
+				push_placement(app, i->placement); /* followers learn where the head listens */
+			json_decref(old_head);
+			json_decref(new_head);
+			continue;
+		}
 		json_t *old_followers = followers_of(app, i);
 		json_object_set(i->members, wid, r);
 		derive_state(app, i);

@@ -203,6 +203,7 @@ static char **worker_argv(const struct server_opts *o, int port)
 	argv[n++] = cr_xstrdup("worker");
 	argv[n++] = cr_xasprintf("--server-url=http://%s:%d", host, port);
 	argv[n++] = cr_xasprintf("--data-dir=%s/worker", o->data_dir);
+	argv[n++] = cr_xstrdup("--embedded"); /* the control plane never joins a Ray cluster */
 	argv[n++] = cr_xasprintf("--worker-port=%d", o->worker_port);
 	argv[n++] = cr_xasprintf("--status-interval=%d", o->status_interval);
 	if (o->worker_name)

@@ -30,6 +30,7 @@ static const char worker_usage[] =
 	"  --resources FILE         declare or override devices (JSON, see docs/ops.md)\n"
 	"  --engines-config FILE    add or replace engine definitions (JSON, see docs/engines.md)\n"
 	"  --port-range LO-HI       ports for engines (default 20000-20999, outside the ephemeral range)\n"
+	"  --embedded               run as a server's embedded worker: never offer or start Ray\n"
 	"  --restart-backoff S      first delay before restarting a failed engine (default 10, doubling\n"
 	"                           to 300)\n"
 	"  --status-interval S      seconds between status reports (default 5)\n"
@@ -54,11 +55,11 @@ int cr_cmd_worker(int argc, char **argv)
 		{ "worker-port", required_argument, NULL, 'p' }, { "listen-host", required_argument, NULL, 'H' },
 		{ "advertise-address", required_argument, NULL, 'a' }, { "labels", required_argument, NULL, 'l' },
 		{ "resources", required_argument, NULL, 'r' },  { "engines-config", required_argument, NULL, 'E' },
-		{ "port-range", required_argument, NULL, 'R' },  { "restart-backoff", required_argument, NULL, 'B' },  { "status-interval", required_argument, NULL, 's' },
+		{ "port-range", required_argument, NULL, 'R' },  { "embedded", no_argument, NULL, 'M' },  { "restart-backoff", required_argument, NULL, 'B' },  { "status-interval", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },             { NULL, 0, NULL, 0 },
 	};
 	struct cr_agent_config cfg = { getenv("CORRAL_SERVER_URL"), getenv("CORRAL_TOKEN"), NULL, NULL, NULL, 10150, NULL,
-				       NULL, NULL, 5, NULL, 0, 0, 0 };
+				       NULL, NULL, 5, NULL, 0, 0, 0, false };
 	char *dir = NULL;
 	long long v;
 	int c;
@@ -73,6 +74,7 @@ int cr_cmd_worker(int argc, char **argv)
 		case 'l': cfg.labels = optarg; break;
 		case 'r': cfg.resources_file = optarg; break;
 		case 'E': cfg.engines_config = optarg; break;
+		case 'M': cfg.no_ray = true; break;
 		case 'R':
 			if (sscanf(optarg, "%d-%d", &cfg.port_lo, &cfg.port_hi) != 2 || cfg.port_lo < 1 || cfg.port_hi > 65535 ||
 			    cfg.port_lo > cfg.port_hi) {

@@ -446,6 +446,8 @@ static bool fit_distributed_vllm(struct ctx *c)
 						if (!c->eligible[i])
 							continue;
 						int ok = 0;
+						if (!has_engine(&s->workers[i], "ray")) /* each node joins the instance's Ray cluster */
+							continue;
 						for (int g = 0; g < s->workers[i].n_gpus; g++)
 							ok += eq(s->workers[i].gpus[g].name, name) &&
 							      cr_sched_gpu_free(&s->workers[i].gpus[g], s->gpu_reserve) >= claim;

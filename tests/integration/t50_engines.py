@@ -41,7 +41,7 @@ def pid_alive(pid):
 
 @unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK),
                      "llama-server not built (scripts/llama-build.sh)")
-class Engines(ClusterCase):
+class EngineCase(ClusterCase):
     def setUp(self):
         super().setUp()
         self.env["CORRAL_ENGINE_PATH"] = LLAMA_BIN
@@ -96,6 +96,11 @@ class Engines(ClusterCase):
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.read().decode()
 
+
+
+@unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK),
+                     "llama-server not built (scripts/llama-build.sh)")
+class Engines(EngineCase):
     def test_deploy_runs_and_answers_then_rm_stops_it(self):
         self.cluster(("w1", None))
         path = self.model()
@@ -218,3 +223,81 @@ class Engines(ClusterCase):
         again = self.wait_running("wide", timeout=60)
         self.assertNotEqual(self.leader_report(again)["pid"], leader["pid"], "the leader was restarted too")
         json.loads(self.chat(again["endpoint"]))
+
+
+FAKES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fakes")
+
+
+@unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK),
+                     "llama-server not built (scripts/llama-build.sh)")
+class VllmOverRay(EngineCase):
+    def test_vllm_across_two_workers_over_a_ray_cluster_of_its_own(self):
+        records = os.path.join(self.tmp, "records")
+        os.makedirs(records)
+        self.env["CORRAL_ENGINE_PATH"] = ":".join([LLAMA_BIN, os.path.join(FAKES, "vllm"), os.path.join(FAKES, "ray")])
+        self.env["PATH"] = os.path.join(FAKES, "ray") + ":" + self.env["PATH"]
+        self.env["FAKE_RECORD_DIR"] = records
+        # the server's embedded worker has a GPU too, but never joins a Ray cluster
+        cfg = os.path.join(self.tmp, "server-nvml.json")
+        with open(cfg, "w") as f:
+            json.dump(gpu(2), f)
+        server_env = dict(self.env, FAKE_NVML_CONFIG=cfg,
+                          CORRAL_NVML_LIBRARY=os.path.join(BUILD, "fakes", "nvml", "libnvidia-ml.so.1"))
+        server = self.start_server(disable_worker=False, extra=("--gpu-reserve", "0"), env=server_env)
+        self.login()
+        self.env["CORRAL_SERVER_URL"] = self.url
+        self.env["CORRAL_API_TOKEN"] = self.token
+        for name in ("g1", "g2"):
+            self.worker(name, gpu(2))
+        for name in ("g1", "g2"):
+            self.wait_state(name, "ready")
+        self.wait_for(lambda: len(self.workers()) == 3 and all(w["state"] == "ready" for w in self.workers().values()),
+                      "the embedded worker too")
+        embedded = [n for n in self.workers() if n not in ("g1", "g2")][0]
+        self.assertNotIn("ray", [e["name"] for e in self.workers()[embedded]["engines"]])
+        self.assertIn("ray", [e["name"] for e in self.workers()["g1"]["engines"]])
+        path = self.model()
+        self.api("POST", "/api/models", {"name": "big", "path": path, "engine": "vllm", "ctx": 4194304,
+                                          "allow_distributed": True}, expect=201)
+        try:
+            inst = self.wait_running("big", timeout=60)
+        except AssertionError:
+            print(json.dumps(self.instance("big"), indent=1)[:6000])
+            raise
+        pl = inst["placement"]
+        self.assertEqual((pl["kind"], pl["tp"], pl["pp"]), ("distributed", 1, 2))
+        self.assertEqual(sorted(w["name"] for w in pl["workers"]), ["g1", "g2"], "not the embedded worker")
+        head = inst["ray_head"]
+        recs = []
+        for fn in os.listdir(records):
+            with open(os.path.join(records, fn)) as f:
+                recs.append(json.load(f))
+        starts = [r for r in recs if r["tool"] == "ray" and r["kind"] == "start"]
+        self.assertEqual(len(starts), 2, recs)
+        h = [r for r in starts if "--head" in r["argv"]][0]
+        j = [r for r in starts if "--address" in r["argv"]][0]
+        a = h["argv"]
+        self.assertEqual(a[:9], ["start", "--head", "--port", str(head["port"]), "--node-ip-address", "127.0.0.1",
+                                 "--num-gpus", "1", "--node-manager-port"])
+        self.assertEqual(a[-1], "--block")
+        self.assertEqual(h["env"]["CUDA_VISIBLE_DEVICES"], "0")
+        self.assertEqual(j["argv"][:3], ["start", "--address", "127.0.0.1:%d" % head["port"]])
+        lo, hi = (int(x) for x in self.ranges[pl["workers"][0]["name"]].split("-"))
+        for flag in ("--node-manager-port", "--object-manager-port"):
+            self.assertTrue(lo <= int(a[a.index(flag) + 1]) <= hi, "Ray's other ports come from the worker's range")
+        v = [r for r in recs if r["tool"] == "vllm"]
+        self.assertEqual(len(v), 1)
+        va = v[0]["argv"]
+        self.assertEqual(va[:2], ["serve", path])
+        for flag, want in (("--distributed-executor-backend", "ray"), ("--tensor-parallel-size", "1"),
+                           ("--pipeline-parallel-size", "2"), ("--served-model-name", "big")):
+            self.assertEqual(va[va.index(flag) + 1], want)
+        self.assertGreater(float(va[va.index("--gpu-memory-utilization") + 1]), 0.5)
+        self.assertEqual(v[0]["env"]["RAY_ADDRESS"], "127.0.0.1:%d" % head["port"])
+        for r in recs:
+            self.assertNotIn(server.popen.pid, r["ancestors"], "the server never starts Ray or vLLM")
+        answer = json.loads(self.chat(inst["endpoint"]))
+        self.assertEqual(answer["usage"]["completion_tokens"], 8)
+        pids = [m["pid"] for m in inst["members"].values()]
+        self.cli("rm", "big")
+        self.wait_for(lambda: not any(pid_alive(p) for p in pids), "the Ray cluster and vLLM to stop")
