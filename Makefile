@@ -105,9 +105,10 @@ check: deps
 	scripts/check-layering.sh
 	scripts/check-banned.sh
 
-bench: $(BUILD)/corral $(BENCH_BINS)
+bench: $(BUILD)/corral $(BENCH_BINS) $(TOOLS) $(FAKE_NVML)
 	python3 bench/run_status.py --build $(BUILD) $(BENCH_ARGS)
 	$(BUILD)/bench/sched $(BENCH_ARGS)
+	CORRAL_LLAMA_BIN=$$(scripts/llama-build.sh) python3 bench/run_engines.py --build $(BUILD) $(BENCH_ARGS)
 
 run: deps all
 	@mkdir -p .data

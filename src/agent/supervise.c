@@ -47,6 +47,7 @@ struct proc {
 	int64_t next_start; /* mono ms, for restarts */
 	int64_t started, healthy_since, stop_deadline, next_probe;
 	bool wanted;
+	bool waiting;       /* not started for want of something the server will send */
 	json_t *desired;    /* the instance from the snapshot */
 	struct proc *next;
 };
@@ -58,6 +59,7 @@ struct cr_supervisor {
 	pthread_mutex_t mu;
 	pthread_cond_t wake;
 	bool stopping, changed, have_snapshot;
+	bool kick;          /* a new snapshot: retry what was waiting now */
 	json_t *desired;    /* id -> instance (under mu) */
 	char *worker_id;
 	struct proc *procs; /* supervisor thread, reports under mu */
@@ -547,9 +549,9 @@ static void start(struct cr_supervisor *s, struct proc *p)
 	free(key);
 	char **argv = build_command(s, p, &env, why, sizeof(why));
 	if (!argv) {
-		bool waiting = !strncmp(why, "waiting", 7);
-		set_state(s, p, waiting ? "starting" : "error", why);
-		p->next_start = cr_mono_ms() + 1000;
+		p->waiting = !strncmp(why, "waiting", 7);
+		set_state(s, p, p->waiting ? "starting" : "error", why);
+		p->next_start = cr_mono_ms() + 1000; /* or at the next snapshot */
 		return;
 	}
 	char *log = cr_xasprintf("%s/%s.log", s->log_dir, p->id);
@@ -579,6 +581,7 @@ static void start(struct cr_supervisor *s, struct proc *p)
 	} else {
 		p->pid = pid;
 		p->child = true;
+		p->waiting = false;
 		p->started = cr_mono_ms();
 		p->healthy_since = 0;
 		p->next_probe = 0;
@@ -669,7 +672,7 @@ static void probe(struct cr_supervisor *s, struct proc *p)
 	if (now < p->next_probe)
 		return;
 	bool starting = strcmp(p->state, "running") != 0;
-	p->next_probe = now + (starting ? 100 : 2000);
+	p->next_probe = now + (starting ? 20 : 2000);
 	json_t *pl = json_object_get(p->desired, "placement");
 	bool follower = !strcmp(p->role, "follower");
 	const struct cr_engine *e = cr_engines_find(s->cfg.catalog, follower ? "llama.cpp-rpc" : !strncmp(p->role, "ray", 3) ? "ray" : cr_json_get_str(pl, "engine", "llama.cpp"));
@@ -737,8 +740,12 @@ static void reconcile(struct cr_supervisor *s)
 	int64_t now = cr_mono_ms();
 	pthread_mutex_lock(&s->mu);
 	json_t *desired = json_deep_copy(s->desired);
-	bool have = s->have_snapshot;
+	bool have = s->have_snapshot, kick = s->kick;
+	s->kick = false;
 	pthread_mutex_unlock(&s->mu);
+	for (struct proc *p = s->procs; kick && p; p = p->next)
+		if (p->waiting && !p->pid)
+			p->next_start = 0;
 	for (struct proc *p = s->procs; p; p = p->next)
 		p->wanted = false;
 	const char *id;
@@ -823,15 +830,18 @@ static void *loop(void *arg)
 		if (stop)
 			break;
 		reconcile(s);
+		bool busy = false; /* engines starting: look again soon */
+		for (struct proc *p = s->procs; p && !busy; p = p->next)
+			busy = p->pid && strcmp(p->state, "running") != 0;
 		pthread_mutex_lock(&s->mu);
 		struct timespec until;
 		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_nsec += 200 * 1000000L;
+		until.tv_nsec += (busy ? 20 : 200) * 1000000L;
 		if (until.tv_nsec >= 1000000000L) {
 			until.tv_sec++;
 			until.tv_nsec -= 1000000000L;
 		}
-		if (!s->stopping)
+		if (!s->stopping && !s->kick) /* a snapshot that came during reconcile is not lost */
 			pthread_cond_timedwait(&s->wake, &s->mu, &until);
 		pthread_mutex_unlock(&s->mu);
 	}
@@ -904,6 +914,7 @@ void cr_supervisor_set_desired(struct cr_supervisor *s, const char *worker_id, j
 	json_decref(s->desired);
 	s->desired = by_id;
 	s->have_snapshot = true;
+	s->kick = true;
 	pthread_cond_broadcast(&s->wake);
 	pthread_mutex_unlock(&s->mu);
 }
