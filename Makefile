@@ -32,7 +32,7 @@ FAKE_NVML := $(BUILD)/fakes/nvml/libnvidia-ml.so.1 $(BUILD)/fakes/nvml-nouuid/li
 BENCH_BINS := $(BUILD)/bench/statusload $(BUILD)/bench/sched
 TOOLS := $(BUILD)/tools/mkmodel
 
-.PHONY: all deps test unit integration fuzz-replay run check clean bench fuzz
+.PHONY: all deps test unit integration fuzz-replay run check clean bench fuzz engines
 all: $(BUILD)/corral
 
 deps:
@@ -89,13 +89,17 @@ fuzz-replay: $(FUZZ_REPLAY)
 	@set -e; for t in $(FUZZ_REPLAY); do n=$$(basename $$t -replay); \
 	  $$t tests/fuzz/corpus/$$n; done
 
-# The integration tests run real llama.cpp engines, built once and cached
-# outside the repository (scripts/llama-build.sh).
+# The real llama.cpp engines (llama-server, ggml-rpc-server), built once from
+# node-llama-cpp@3.21.1's bundled source and cached outside the repository.
+engines: deps
+	@scripts/llama-build.sh
+
+# The integration tests run real llama.cpp engines (see `engines`).
 integration: $(BUILD)/corral $(FAKE_NVML) $(TOOLS)
 	CORRAL_LLAMA_BIN=$$(scripts/llama-build.sh) && export CORRAL_LLAMA_BIN && \
 	  CORRAL_BUILD=$(BUILD) python3 tests/integration/run.py
 
-test: deps
+test: deps engines
 	$(MAKE) WERROR=1 all $(UNIT_BINS) $(FUZZ_REPLAY) $(FAKE_NVML)
 	$(MAKE) unit fuzz-replay
 	$(MAKE) integration

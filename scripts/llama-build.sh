@@ -30,13 +30,13 @@ trap 'rm -rf "$WORK"' EXIT
 echo "llama-build: fetching node-llama-cpp@$VERSION (carries llama.cpp's source)" >&2
 (cd "$WORK" && npm init -y >/dev/null && \
 	npm i -E --omit=optional --ignore-scripts --no-audit --no-fund \
-	"node-llama-cpp@$VERSION" >/dev/null) >&2
+	"node-llama-cpp@$VERSION" "@node-llama-cpp/linux-x64@$VERSION" >/dev/null) >&2
 git clone -q "$WORK/node_modules/node-llama-cpp/llama/gitRelease.bundle" "$WORK/src" >&2
 echo "llama-build: building llama-server and ggml-rpc-server (several minutes)" >&2
 cmake -S "$WORK/src" -B "$WORK/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
 	-DBUILD_SHARED_LIBS=OFF -DGGML_RPC=ON -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
 	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
-	-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF >/dev/null >&2
+	-DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF >&2
 ninja -C "$WORK/build" -j"$(nproc)" llama-server ggml-rpc-server >/dev/null >&2
 mkdir -p "$BIN.tmp"
 cp "$WORK/build/bin/llama-server" "$WORK/build/bin/ggml-rpc-server" "$BIN.tmp/"
