@@ -39,6 +39,7 @@ struct proc {
 	unsigned long long start_time; /* /proc/pid/stat field 22 */
 	char *cmdline;      /* NUL-separated args joined by '\x1f' */
 	int port;
+	int aux_port;       /* vLLM multi-node: the leader's master port */
 	char state[16];     /* starting, running, error, restarting, stopping */
 	char *message;
 	char *cause, *fix, *log_tail;
@@ -310,11 +311,29 @@ static const char *gpu_env(const char *vendor)
 	return !strcmp(vendor, "amd") ? "HIP_VISIBLE_DEVICES" : "CUDA_VISIBLE_DEVICES";
 }
 
-/* vLLM or SGLang over several workers: run through a per-instance Ray cluster. */
-static bool is_ray_group(json_t *pl)
+/* vLLM or SGLang over several workers. */
+static bool is_multinode(json_t *pl)
 {
 	const char *engine = cr_json_get_str(pl, "engine", "");
 	return (!strcmp(engine, "vllm") || !strcmp(engine, "sglang")) && json_array_size(json_object_get(pl, "workers")) > 1;
+}
+
+/* Asked for vLLM's own multi-node launcher (engine_args
+ * "--distributed-executor-backend mp") instead of Ray. */
+static bool wants_mp(json_t *inst)
+{
+	json_t *a = json_object_get(inst, "engine_args");
+	for (size_t i = 0; i + 1 < json_array_size(a); i++)
+		if (!strcmp(json_string_value(json_array_get(a, i)), "--distributed-executor-backend") &&
+		    !strcmp(json_string_value(json_array_get(a, i + 1)), "mp"))
+			return true;
+	return false;
+}
+
+/* vLLM or SGLang over several workers through a per-instance Ray cluster. */
+static bool is_ray_group(json_t *inst)
+{
+	return is_multinode(json_object_get(inst, "placement")) && !wants_mp(inst);
 }
 
 /* This worker's entry in the instance's placement. */
@@ -387,7 +406,14 @@ static char **build_command(struct cr_supervisor *s, struct proc *p, char ***env
 			argv[j] = cr_xstrdup(src_argv[j]);
 		goto env;
 	}
-	bool via_ray = is_ray_group(pl);
+	bool via_ray = is_ray_group(inst), via_mp = is_multinode(pl) && !via_ray;
+	json_t *master = json_object_get(inst, "master");
+	if (json_is_null(master))
+		master = NULL;
+	if (via_mp && !strcmp(p->role, "headless") && !master) {
+		snprintf(why, n, "waiting for the leader's master address");
+		goto out;
+	}
 	if (via_ray) { /* the engine starts once Ray sees every node of the group */
 		if (!head) {
 			snprintf(why, n, "waiting for the Ray head");
@@ -468,9 +494,27 @@ static char **build_command(struct cr_supervisor *s, struct proc *p, char ***env
 	size_t na = 0;
 	while (argv[na])
 		na++;
-	argv = cr_xrealloc(argv, (na + json_array_size(extra) + 1) * sizeof(char *));
+	argv = cr_xrealloc(argv, (na + json_array_size(extra) + 10) * sizeof(char *));
 	json_array_foreach(extra, i, x)
 		argv[na++] = cr_xstrdup(json_string_value(x));
+	if (via_mp) { /* vLLM's own launcher: every node with its rank, followers headless */
+		size_t rank = 0, k;
+		json_array_foreach(json_object_get(pl, "workers"), k, x)
+			if (!strcmp(cr_json_get_str(x, "id", ""), s->worker_id))
+				rank = k;
+		if (!p->aux_port)
+			p->aux_port = pick_port_excluding(s, p->port);
+		argv[na++] = cr_xstrdup("--nnodes");
+		argv[na++] = cr_xasprintf("%zu", json_array_size(json_object_get(pl, "workers")));
+		argv[na++] = cr_xstrdup("--node-rank");
+		argv[na++] = cr_xasprintf("%zu", rank);
+		argv[na++] = cr_xstrdup("--master-addr");
+		argv[na++] = cr_xstrdup(master ? cr_json_get_str(master, "host", addr) : addr);
+		argv[na++] = cr_xstrdup("--master-port");
+		argv[na++] = cr_xasprintf("%lld", master ? cr_json_get_int(master, "port", 0) : (long long)p->aux_port);
+		if (!strcmp(p->role, "headless"))
+			argv[na++] = cr_xstrdup("--headless");
+	}
 	argv[na] = NULL;
 env:;
 	/* environment: ours, the engine's, and device visibility */
@@ -513,7 +557,8 @@ static char *desired_key(json_t *inst, const char *role)
 	json_t *k = json_pack("{s:O?,s:O?,s:O?,s:O?,s:O?,s:s}", "placement", json_object_get(inst, "placement"), "source",
 			      json_object_get(inst, "source"), "args", json_object_get(inst, "engine_args"), "followers",
 			      !strcmp(role, "leader") ? json_object_get(inst, "followers") : NULL, "head",
-			      !strcmp(role, "ray-worker") || !strcmp(role, "leader") ? json_object_get(inst, "ray_head") : NULL,
+			      !strcmp(role, "ray-worker") || !strcmp(role, "leader") ? json_object_get(inst, "ray_head")
+			      : !strcmp(role, "headless") ? json_object_get(inst, "master") : NULL,
 			      "role", role);
 	char *text = json_dumps(k, JSON_SORT_KEYS | JSON_COMPACT);
 	json_decref(k);
@@ -676,6 +721,8 @@ static void probe(struct cr_supervisor *s, struct proc *p)
 	json_t *pl = json_object_get(p->desired, "placement");
 	bool follower = !strcmp(p->role, "follower");
 	const struct cr_engine *e = cr_engines_find(s->cfg.catalog, follower ? "llama.cpp-rpc" : !strncmp(p->role, "ray", 3) ? "ray" : cr_json_get_str(pl, "engine", "llama.cpp"));
+	if (e && e->health && !strcmp(p->role, "headless"))
+		e = NULL; /* a headless vLLM node serves no HTTP */
 	const char *host = !strcmp(s->engine_host, "0.0.0.0") ? "127.0.0.1" : s->engine_host;
 	bool ready = false;
 	char msg[160] = "loading";
@@ -692,7 +739,7 @@ static void probe(struct cr_supervisor *s, struct proc *p)
 			snprintf(msg, sizeof(msg), "waiting for the engine to listen");
 		}
 		free(url);
-	} else if (!strcmp(p->role, "ray-worker")) {
+	} else if (!strcmp(p->role, "ray-worker") || !strcmp(p->role, "headless")) {
 		ready = now - p->started > 500; /* joined: it would have exited otherwise */
 	} else {
 		ready = tcp_open(host, p->port);
@@ -753,14 +800,14 @@ static void reconcile(struct cr_supervisor *s)
 	json_object_foreach(desired, id, inst) {
 		json_t *pl = json_object_get(inst, "placement");
 		bool lead = !strcmp(cr_json_get_str(pl, "leader", ""), s->worker_id);
-		bool ray = is_ray_group(pl);
+		bool ray = is_ray_group(inst);
 		/* vLLM over Ray: a Ray node on every member, the engine on the leader only */
 		const char *roles[2] = { NULL, NULL };
 		if (ray) {
 			roles[0] = lead ? "ray-head" : "ray-worker";
 			roles[1] = lead ? "leader" : NULL;
 		} else {
-			roles[0] = lead ? "leader" : "follower";
+			roles[0] = lead ? "leader" : is_multinode(pl) ? "headless" : "follower";
 		}
 		for (int r = 0; r < 2 && roles[r]; r++) {
 			const char *role = roles[r];
@@ -929,6 +976,8 @@ json_t *cr_supervisor_report(struct cr_supervisor *s)
 				      p->port, "host", s->engine_host, "restarts", p->restarts);
 		if (p->exit_status >= 0)
 			json_object_set_new(o, "exit", json_integer(p->exit_status));
+		if (p->aux_port)
+			json_object_set_new(o, "master_port", json_integer(p->aux_port));
 		if (p->cause && *p->cause)
 			json_object_set_new(o, "cause", json_string(p->cause));
 		if (p->fix && *p->fix)

@@ -209,8 +209,9 @@ static json_t *followers_of(struct cr_app *app, struct cr_instance *i)
 		const char *id = cr_json_get_str(pw, "id", "");
 		json_t *r = json_object_get(i->members, id);
 		struct cr_worker *w = cr_map_get(&app->workers, id);
-		if (!strcmp(id, leader) || !w || !r || strcmp(cr_json_get_str(r, "state", ""), "running") != 0)
-			continue;
+		if (!strcmp(id, leader) || !w || !r || strcmp(cr_json_get_str(r, "state", ""), "running") != 0 ||
+		    strcmp(cr_json_get_str(r, "role", ""), "follower") != 0)
+			continue; /* RPC followers only */
 		json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:I}", "id", id, "worker", w->name, "host",
 						     w->address ? w->address : "", "port", (json_int_t)cr_json_get_int(r, "port", 0)));
 	}
@@ -228,6 +229,19 @@ static json_t *ray_head_of(struct cr_app *app, struct cr_instance *i)
 	if (!r || !w || strcmp(cr_json_get_str(r, "state", ""), "running") != 0)
 		return json_null();
 	return json_pack("{s:s,s:I}", "host", w->address ? w->address : "", "port", (json_int_t)cr_json_get_int(r, "port", 0));
+}
+
+/* vLLM's own multi-node launcher: where the leader's master listens, once
+ * its engine reported the port: {"host","port"}, else null. */
+static json_t *master_of(struct cr_app *app, struct cr_instance *i)
+{
+	const char *leader = cr_json_get_str(i->placement, "leader", "");
+	json_t *r = json_object_get(i->members, leader);
+	struct cr_worker *w = cr_map_get(&app->workers, leader);
+	if (!r || !w || !cr_json_get_int(r, "master_port", 0))
+		return json_null();
+	return json_pack("{s:s,s:I}", "host", w->address ? w->address : "", "port",
+			 (json_int_t)cr_json_get_int(r, "master_port", 0));
 }
 
 static json_t *instance_json(struct cr_app *app, struct cr_instance *i)
@@ -257,6 +271,7 @@ static json_t *instance_json(struct cr_app *app, struct cr_instance *i)
 	json_object_set_new(o, "endpoint", i->endpoint ? json_string(i->endpoint) : json_null());
 	json_object_set_new(o, "followers", followers_of(app, i));
 	json_object_set_new(o, "ray_head", ray_head_of(app, i));
+	json_object_set_new(o, "master", master_of(app, i));
 	json_t *addrs = json_object();
 	size_t k;
 	json_t *pw;
@@ -649,6 +664,11 @@ static void request_from(json_t *spec, const char *name, const char *engine, con
 	q->allow_cpu_offload = json_is_true(json_object_get(spec, "allow_cpu_offload"));
 	q->allow_distributed = json_is_true(json_object_get(spec, "allow_distributed"));
 	q->downloadable = json_object_get(spec, "url") != NULL;
+	json_t *args = json_object_get(spec, "engine_args");
+	for (size_t a = 0; a + 1 < json_array_size(args); a++)
+		if (!strcmp(json_string_value(json_array_get(args, a)), "--distributed-executor-backend") &&
+		    !strcmp(json_string_value(json_array_get(args, a + 1)), "mp"))
+			q->no_ray = true; /* vLLM's own multi-node launcher: Ray not needed */
 	*sel_out = s;
 	*man_out = man;
 }
@@ -1152,6 +1172,22 @@ static void derive_state(struct cr_app *app, struct cr_instance *i)
 		return;
 	const char *state = cr_json_get_str(lr, "state", "starting");
 	struct cr_worker *w = cr_map_get(&app->workers, leader);
+	size_t members = json_array_size(json_object_get(i->placement, "workers")), up = 0, k;
+	json_t *pw;
+	json_array_foreach(json_object_get(i->placement, "workers"), k, pw) { /* every member's processes */
+		const char *id = cr_json_get_str(pw, "id", "");
+		char key[200];
+		snprintf(key, sizeof(key), "%s#ray", id);
+		json_t *main_r = json_object_get(i->members, id), *ray_r = json_object_get(i->members, key);
+		bool ok = (main_r || ray_r) && (!main_r || !strcmp(cr_json_get_str(main_r, "state", ""), "running")) &&
+			  (!ray_r || !strcmp(cr_json_get_str(ray_r, "state", ""), "running"));
+		up += ok;
+	}
+	if (!strcmp(state, "running") && up < members) {
+		snprintf(msg, sizeof(msg), "the leader runs; %zu of %zu members are up", up, members);
+		set_instance_state(app, i, "starting", msg);
+		return;
+	}
 	if (!strcmp(state, "running") && w) {
 		char *ep = cr_xasprintf("%s:%lld", w->address ? w->address : "127.0.0.1", cr_json_get_int(lr, "port", 0));
 		cr_str_replace(&i->endpoint, ep);
@@ -1202,14 +1238,14 @@ static void engines_report(struct cr_req *req)
 			json_decref(new_head);
 			continue;
 		}
-		json_t *old_followers = followers_of(app, i);
+		json_t *old = json_pack("{s:o,s:o}", "f", followers_of(app, i), "m", master_of(app, i));
 		json_object_set(i->members, wid, r);
 		derive_state(app, i);
-		json_t *new_followers = followers_of(app, i);
-		if (!json_equal(old_followers, new_followers))
-			push_placement(app, i->placement); /* the leader learns where its followers listen */
-		json_decref(old_followers);
-		json_decref(new_followers);
+		json_t *now = json_pack("{s:o,s:o}", "f", followers_of(app, i), "m", master_of(app, i));
+		if (!json_equal(old, now)) /* the leader learns where its followers listen, or they where it does */
+			push_placement(app, i->placement);
+		json_decref(old);
+		json_decref(now);
 	}
 	cr_reply_json(req, 200, json_pack("{s:I}", "instances", (json_int_t)json_array_size(list)));
 }

@@ -446,7 +446,7 @@ static bool fit_distributed_vllm(struct ctx *c)
 						if (!c->eligible[i])
 							continue;
 						int ok = 0;
-						if (!has_engine(&s->workers[i], "ray")) /* each node joins the instance's Ray cluster */
+						if (!c->req->no_ray && !has_engine(&s->workers[i], "ray")) /* each node joins the Ray cluster */
 							continue;
 						for (int g = 0; g < s->workers[i].n_gpus; g++)
 							ok += eq(s->workers[i].gpus[g].name, name) &&

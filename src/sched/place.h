@@ -79,6 +79,7 @@ struct cr_sched_request {
 	bool allow_cpu_offload;
 	bool allow_distributed;
 	bool downloadable;   /* url source: workers without the file can fetch it */
+	bool no_ray;         /* vLLM/SGLang across workers without Ray (--nnodes launcher) */
 };
 
 struct cr_sched_member {

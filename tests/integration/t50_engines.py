@@ -301,3 +301,32 @@ class VllmOverRay(EngineCase):
         pids = [m["pid"] for m in inst["members"].values()]
         self.cli("rm", "big")
         self.wait_for(lambda: not any(pid_alive(p) for p in pids), "the Ray cluster and vLLM to stop")
+
+    def test_vllm_across_two_workers_with_its_own_launcher(self):
+        records = os.path.join(self.tmp, "records")
+        os.makedirs(records)
+        self.env["CORRAL_ENGINE_PATH"] = ":".join([LLAMA_BIN, os.path.join(FAKES, "vllm")])
+        self.env["FAKE_RECORD_DIR"] = records
+        self.cluster(("g1", gpu(2)), ("g2", gpu(2)))
+        self.assertNotIn("ray", [e["name"] for e in self.workers()["g1"]["engines"]])
+        self.api("POST", "/api/models", {"name": "mp", "path": self.model(), "engine": "vllm", "ctx": 4194304,
+                                          "allow_distributed": True,
+                                          "engine_args": ["--distributed-executor-backend", "mp"]}, expect=201)
+        inst = self.wait_running("mp", timeout=60)
+        self.assertEqual(inst["placement"]["pp"], 2)
+        recs = []
+        for fn in os.listdir(records):
+            with open(os.path.join(records, fn)) as f:
+                recs.append(json.load(f))
+        self.assertEqual([r["tool"] for r in recs], ["vllm", "vllm"], "two vLLM nodes and no Ray")
+        by_rank = {r["argv"][r["argv"].index("--node-rank") + 1]: r["argv"] for r in recs}
+        lead, follow = by_rank["0"], by_rank["1"]
+        master = inst["master"]
+        for a in (lead, follow):
+            self.assertEqual(a[a.index("--nnodes") + 1], "2")
+            self.assertEqual(a[a.index("--master-addr") + 1], master["host"])
+            self.assertEqual(a[a.index("--master-port") + 1], str(master["port"]))
+            self.assertEqual(a[a.index("--distributed-executor-backend") + 1], "mp")
+        self.assertNotIn("--headless", lead)
+        self.assertIn("--headless", follow)
+        json.loads(self.chat(inst["endpoint"]))
