@@ -622,7 +622,11 @@ static void no_fit_reasons(struct ctx *c)
 				bg = g;
 			}
 		}
-		if (bg >= 0) {
+		if (bg >= 0 && !c->llama && c->req->allow_distributed && !c->req->no_ray && !has_engine(w, "ray")) {
+			gib(best, have, sizeof(have));
+			reason(c, i, "no_ray", "%s: needs %s, largest free %s on %s:%d, and it has no 'ray' to join a "
+			       "multi-worker group", w->name, need, have, w->name, w->gpus[bg].index);
+		} else if (bg >= 0) {
 			gib(best, have, sizeof(have));
 			reason(c, i, "insufficient_vram", "%s: needs %s, largest free %s on %s:%d", w->name, need, have,
 			       w->name, w->gpus[bg].index);
@@ -647,6 +651,7 @@ static const struct {
 	{ "insufficient_ram", "insufficient RAM" },
 	{ "no_gpu", "have no GPU (CPU offload not allowed)" },
 	{ "no_engine", "have no engine '%s'" },
+	{ "no_ray", "too small alone and without 'ray' for a multi-worker group" },
 	{ "engine_devices", "have no GPU that '%s' can use" },
 	{ "file_missing", "lack the model file" },
 	{ "file_invalid", "have an invalid model file" },

@@ -102,7 +102,7 @@ static void parse_worker(const char *spec, struct cr_sched_worker *w, struct wst
 		x->claimed = GIB_F(claimed);
 		x->ours_used = GIB_F(ours);
 	}
-	static char all_engines[] = "llama.cpp,vllm,sglang";
+	static char all_engines[] = "llama.cpp,vllm,sglang,ray";
 	st->engines_buf = *engines ? NULL : strdup(all_engines);
 	w->n_engines = split_list(*engines ? engines : st->engines_buf, st->engines, 8);
 	w->engines = st->engines;
@@ -317,6 +317,12 @@ static const struct scase cases[] = {
 							  "b; ; nvidia:A100:40:40, nvidia:A100:40:40" },
 	  .model = "70b-st", .engine = "vllm", .distributed = true, .members = "a:0,a:1,b:0,b:1", .kind = D, .tp = 2,
 	  .pp = 2 },
+	{ "vllm over workers needs ray on each", { "a; ; nvidia:A100:40:40, nvidia:A100:40:40; vllm",
+						   "b; ; nvidia:A100:40:40, nvidia:A100:40:40; vllm" },
+	  .model = "70b-st", .engine = "vllm", .distributed = true,
+	  .text = "0/2 workers fit 'm' (needs 136.2 GiB VRAM at ctx 8192): 2 too small alone and without 'ray' for a "
+		  "multi-worker group",
+	  .rc = NF },
 	{ "vllm over workers needs the same gpu model", { "a; ; nvidia:A100:40:40", "b; ; nvidia:L40:48:48" },
 	  .model = "70b-st", .engine = "vllm", .distributed = true,
 	  .text = "0/2 workers fit 'm' (needs 136.2 GiB VRAM at ctx 8192): 2 insufficient VRAM (largest free 47.5 GiB on b:0)",
