@@ -74,7 +74,7 @@ fuzz:
 	    -o build-fuzz/$$n $(LDLIBS) || exit 1; done
 	@echo "run e.g.: build-fuzz/fuzz_report -max_total_time=60 tests/fuzz/corpus/fuzz_report"
 
-$(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libcorral.a
+$(BUILD)/tools/%: tools/%.c $(BUILD)/libcorral.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(LDLIBS)
 
