@@ -96,6 +96,8 @@ class ClusterCase(unittest.TestCase):
         if failed or findings:
             for p in self.procs:
                 print("\n----- log of %s -----\n%s" % (p.name, p.output()[-6000:]))
+        # engines outlive their workers by design: stop those this test started
+        subprocess.run(["pkill", "-f", self.tmp], check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
         if findings:
             raise AssertionError("sanitizer findings in: " + ", ".join(p.name for p in findings))

@@ -118,28 +118,28 @@ class Models(ClusterCase):
                          sorted(tuple(self.where(p)) for p in plan["instances"]), "dry run == real placement")
         self.assertEqual({w["name"] for i in insts for w in i["placement"]["workers"]}, {"g1", "g2"},
                          "spread: one replica per worker")
-        for i in insts:
-            self.assertEqual(i["state"], "scheduled")
+        for i in insts:  # the workers start the engines at once (tier 50 tests that part)
+            self.assertIn(i["state"], ("scheduled", "starting", "running"))
             claim = i["placement"]["workers"][0]["gpus"][0]["claim"]
             self.assertGreater(claim, 320 << 20, "weights + KV + compute + GPU runtime")
             self.assertLess(claim, 400 << 20)
         m = self.api("GET", "/api/models/tiny")
-        self.assertEqual(m["replicas_status"], {"desired": 2, "total": 2, "scheduled": 2, "running": 0})
+        self.assertEqual((m["replicas_status"]["desired"], m["replicas_status"]["total"]), (2, 2))
         self.assertEqual(m["engine_resolved"], "llama.cpp")
         self.assertEqual(m["format"], "gguf")
         out = self.cli("models").stdout
         self.assertIn("tiny", out)
-        self.assertIn("0/2 (2 placed)", out)
+        self.assertRegex(out, r"[0-2]/2 \(2 placed\)")
         out = self.cli("instances").stdout
         self.assertIn("g1:", out)
-        self.assertIn("scheduled", out)
+        self.assertRegex(out, "scheduled|starting|running")
         # the claims are visible to the scheduler: a model that needs most of g2's 1 GiB overcommits it now
         big = {"name": "big", "path": path, "ctx": 450000, "gpus": ["g2:0"]}
         p = self.plan(big)
         self.assertIn("warning", p["instances"][0], p)
         self.deploy(big)
         over = self.wait_placed("big", 1)[0]
-        self.assertIn("placed, overcommit: g2:0 needs", over["message"])
+        self.assertTrue(over["placement"]["warning"].startswith("overcommit: g2:0 needs"), over["placement"])
         self.cli("rm", "big")
         self.cli("rm", "tiny")
         self.assertEqual(self.instances(), [])
@@ -273,8 +273,8 @@ class Models(ClusterCase):
         with open(inst["download"]["path"], "rb") as f:
             self.assertEqual(hashlib.sha256(f.read()).hexdigest(), digest)
         self.assertIn("download done", self.cli("instances").stdout)
-        self.deploy({"name": "dl-bad", "url": url.replace("served", "served2"), "sha256": "0" * 64}, expect=201)
         os.link(src, os.path.join(root, "served2.gguf"))
+        self.deploy({"name": "dl-bad", "url": url.replace("served", "served2"), "sha256": "0" * 64}, expect=201)
         inst = self.wait_for(lambda: (lambda i: i and i[0].get("download", {}).get("state") == "error" and i[0])(
             self.instances("dl-bad")), "the checksum to fail", timeout=30)
         self.assertIn("SHA-256 is %s, expected %s" % (digest, "0" * 64), inst["download"]["message"])
