@@ -379,24 +379,35 @@ static int simple_opts(int argc, char **argv, const char *usage, const char **ur
 	return -1;
 }
 
+/* Options of a listing command, then GET path: the answer, or NULL with
+ * *rc the exit status (help printed, usage error, or the API's error). */
+static json_t *get_once(int argc, char **argv, const char *usage, const char *path, bool *as_json, int *rc)
+{
+	const char *url = NULL;
+	*rc = simple_opts(argc, argv, usage, &url, as_json, NULL);
+	if (*rc >= 0)
+		return NULL;
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *ans = cr_cli_api(&cl, "GET", path, NULL, &err);
+	cr_cli_release(&cl);
+	if (!ans)
+		*rc = cr_cmd_fail(&err);
+	return ans;
+}
+
 int cr_cmd_models(int argc, char **argv)
 {
 	static const char usage[] = "usage: corral models [--json] [--server-url URL]\n"
 				    "\n"
 				    "List deployed models: engine, replicas (running/desired, with how many are placed),\n"
 				    "memory per replica, and why replicas are missing when they are.\n";
-	const char *url = NULL;
 	bool as_json = false;
-	int rc = simple_opts(argc, argv, usage, &url, &as_json, NULL);
-	if (rc >= 0)
-		return rc;
-	struct cr_cli cl;
-	cr_cli_init(&cl, url);
-	struct cr_err err = CR_ERR_INIT;
-	json_t *ans = cr_cli_api(&cl, "GET", "/api/models", NULL, &err);
-	cr_cli_release(&cl);
+	int rc;
+	json_t *ans = get_once(argc, argv, usage, "/api/models", &as_json, &rc);
 	if (!ans)
-		return cr_cmd_fail(&err);
+		return rc;
 	if (as_json)
 		return cr_cli_print_json(json_incref(json_object_get(ans, "models"))), json_decref(ans), 0;
 	struct cr_table t = { .ncols = 6, .rows = json_array() };
@@ -539,18 +550,11 @@ int cr_cmd_engines(int argc, char **argv)
 				    "The inference engines each worker found, with their versions and paths. An engine\n"
 				    "that is missing or whose version command fails is not listed; 'corral workers show\n"
 				    "NAME' has a note saying why.\n";
-	const char *url = NULL;
 	bool as_json = false;
-	int rc = simple_opts(argc, argv, usage, &url, &as_json, NULL);
-	if (rc >= 0)
-		return rc;
-	struct cr_cli cl;
-	cr_cli_init(&cl, url);
-	struct cr_err err = CR_ERR_INIT;
-	json_t *ans = cr_cli_api(&cl, "GET", "/api/workers", NULL, &err);
-	cr_cli_release(&cl);
+	int rc;
+	json_t *ans = get_once(argc, argv, usage, "/api/workers", &as_json, &rc);
 	if (!ans)
-		return cr_cmd_fail(&err);
+		return rc;
 	json_t *rows = json_array();
 	size_t i, k;
 	json_t *w, *e;
