@@ -83,7 +83,9 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libcorral.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(LDLIBS)
 
 unit: $(UNIT_BINS) $(FAKE_NVML)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; CORRAL_BUILD=$(BUILD) $$t --jobs 1; done
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; CORRAL_BUILD=$(BUILD) $$t --jobs 1 2>&1 | tee $(BUILD)/unit.out; \
+	  if grep -q "ERROR: [A-Za-z]*Sanitizer\|runtime error:" $(BUILD)/unit.out; then echo "sanitizer findings in $$t"; exit 1; fi; \
+	  grep -q "Failing: 0 | Crashing: 0" $(BUILD)/unit.out; done
 
 fuzz-replay: $(FUZZ_REPLAY)
 	@set -e; for t in $(FUZZ_REPLAY); do n=$$(basename $$t -replay); \

@@ -175,9 +175,11 @@ static int load_user(const char *path, struct cr_engine_catalog *cat, struct cr_
 		}
 		const char *health = cr_json_get_str(d, "health", NULL);
 		e->health = health && *health ? cr_xstrdup(health) : NULL;
-		json_t *devs = json_object_get(d, "devices");
+		json_t *devs = json_object_get(d, "devices"), *all = json_string("cpu nvidia amd");
 		char **dv = NULL;
-		if ((rc = strings(devs ? devs : json_string("cpu nvidia amd"), path, name, "devices", true, &dv, err)))
+		rc = strings(devs ? devs : all, path, name, "devices", true, &dv, err);
+		json_decref(all);
+		if (rc)
 			break;
 		char *joined = cr_xstrdup("");
 		for (size_t j = 0; dv[j]; j++) {
