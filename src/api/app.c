@@ -91,6 +91,8 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 		rc = cr_workers_load(app, err);
 	if (!rc)
 		rc = cr_models_load(app, err);
+	if (!rc)
+		rc = cr_keys_load(app, err);
 	if (rc)
 		goto fail;
 	struct cr_http_limits limits = { cfg->max_body, cfg->max_headers, 60 };
@@ -99,6 +101,7 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	cr_http_server_add_routes(app->http, cr_api_auth_routes);
 	cr_http_server_add_routes(app->http, cr_api_worker_routes);
 	cr_http_server_add_routes(app->http, cr_api_model_routes);
+	cr_http_server_add_routes(app->http, cr_api_key_routes);
 	app->tick = every(app, 1, on_tick);
 	app->flush = every(app, cfg->flush_interval_s > 0 ? cfg->flush_interval_s : 30, on_flush);
 	app->keepalive = every(app, cfg->keepalive_s > 0 ? cfg->keepalive_s : 15, on_keepalive);
@@ -131,6 +134,7 @@ void cr_app_free(struct cr_app *app)
 		event_free(app->flush);
 	if (app->keepalive)
 		event_free(app->keepalive);
+	cr_keys_free_all(app);
 	cr_models_free_all(app);
 	cr_workers_free_all(app);
 	/* Let the ends of closed watch streams go out, so that evhttp frees

@@ -177,6 +177,18 @@ int cr_auth_check(struct cr_req *req, enum cr_auth_need need, struct cr_err *err
 				  "missing bearer token");
 	if (need == CR_AUTH_WORKER)
 		return check_worker(req, token, err);
+	if (need == CR_AUTH_KEY) {
+		struct cr_apikey *k = cr_key_check(app, token);
+		if (!k)
+			return cr_err_set(err, CR_EUNAUTH, "create one with 'corral keys create NAME'",
+					  "Incorrect API key provided, or the key expired or was revoked.");
+		struct cr_principal *p = cr_req_principal(req);
+		p->user_id = k->user->id;
+		p->username = k->user->username;
+		p->admin = false;
+		p->key = k;
+		return 0;
+	}
 	char hash[CR_HASH_HEX];
 	cr_secret_hash(token, hash);
 	struct cr_session *s = cr_map_get(&app->sessions, hash);

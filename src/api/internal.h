@@ -85,6 +85,15 @@ struct cr_instance {
 	char *endpoint;     /* host:port of the serving engine once running, else NULL */
 };
 
+/* A gateway API key (only its hash is known). */
+struct cr_apikey {
+	char *id, *name, *prefix;
+	char hash[CR_HASH_HEX];
+	struct cr_user *user;
+	json_t *models;      /* allowed model names; empty = all */
+	int64_t rpm, tpm, expires_ms, created_ms;
+};
+
 struct cr_app {
 	struct event_base *base;
 	struct cr_app_config cfg;
@@ -101,6 +110,7 @@ struct cr_app {
 	struct cr_map models;       /* id -> cr_model */
 	struct cr_map model_names;  /* name -> cr_model */
 	struct cr_map instances;    /* id -> cr_instance */
+	struct cr_map keys;         /* hash -> cr_apikey */
 	json_t *probe_sources;      /* source -> mono ms of the last dry run that asked for it */
 	bool sched_dirty;           /* run the controller at the next tick */
 	int64_t next_sched_mono;
@@ -111,6 +121,7 @@ struct cr_app {
 extern const struct cr_http_route cr_api_auth_routes[];
 extern const struct cr_http_route cr_api_worker_routes[];
 extern const struct cr_http_route cr_api_model_routes[];
+extern const struct cr_http_route cr_api_key_routes[];
 
 /* auth.c */
 int cr_auth_bootstrap(struct cr_app *app, struct cr_err *err);
@@ -127,6 +138,14 @@ struct cr_worker *cr_worker_find(struct cr_app *app, const char *id_or_name);
 const char *cr_worker_state_name(enum cr_worker_state s);
 /* Send a worker its desired instances and the model sources to inspect. */
 void cr_workers_push(struct cr_app *app, struct cr_worker *w);
+
+/* keys.c */
+int cr_keys_load(struct cr_app *app, struct cr_err *err);
+void cr_keys_free_all(struct cr_app *app);
+/* The valid (not expired) key whose hash matches token, or NULL. */
+struct cr_apikey *cr_key_check(struct cr_app *app, const char *token);
+/* Whether key may use model (its list is empty or names it). */
+bool cr_key_allows(const struct cr_apikey *key, const char *model);
 
 /* models.c */
 int cr_models_load(struct cr_app *app, struct cr_err *err);

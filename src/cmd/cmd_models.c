@@ -637,3 +637,96 @@ int cr_cmd_logs(int argc, char **argv)
 	cr_cli_release(&cl);
 	return rc;
 }
+
+int cr_cmd_keys(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: corral keys [list] [--json]\n"
+		"       corral keys create NAME [--models M1,M2] [--rpm N] [--tpm N] [--expires-days N] [--owner USER]\n"
+		"       corral keys rm ID|NAME\n"
+		"\n"
+		"API keys for the OpenAI-compatible endpoint (/v1). A new key is printed once and\n"
+		"kept only as a hash. --models limits it to those models (others look absent);\n"
+		"--rpm/--tpm limit requests and tokens per minute; admins may --owner another user.\n";
+	static const struct option lo[] = {
+		{ "models", 1, 0, 'm' },  { "rpm", 1, 0, 'r' },        { "tpm", 1, 0, 't' }, { "expires-days", 1, 0, 'e' },
+		{ "owner", 1, 0, 'o' },   { "json", 0, 0, 'j' },       { "server-url", 1, 0, 'U' }, { "help", 0, 0, 'h' },
+		{ 0, 0, 0, 0 },
+	};
+	json_t *body = json_object();
+	const char *url = NULL;
+	bool as_json = false;
+	long long v;
+	int ch, rc = 0;
+	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'm': json_object_set_new(body, "models", split_csv_pairs(optarg)); break;
+		case 'r':
+		case 't':
+		case 'e':
+			rc |= parse_u(optarg, ch == 'r' ? "--rpm" : ch == 't' ? "--tpm" : "--expires-days", 1000000000, &v);
+			json_object_set_new(body, ch == 'r' ? "rpm" : ch == 't' ? "tpm" : "expires_days", json_integer(v));
+			break;
+		case 'o': json_object_set_new(body, "owner", json_string(optarg)); break;
+		case 'j': as_json = true; break;
+		case 'U': url = optarg; break;
+		case 'h': fputs(usage, stdout); json_decref(body); return 0;
+		default: fputs(usage, stderr); json_decref(body); return 2;
+		}
+	}
+	const char *verb = optind < argc ? argv[optind] : "list";
+	bool create = !strcmp(verb, "create"), rm = !strcmp(verb, "rm");
+	if (rc || (create && optind + 2 != argc) || (rm && optind + 2 != argc) || (!create && !rm && strcmp(verb, "list"))) {
+		fputs(usage, stderr);
+		json_decref(body);
+		return 2;
+	}
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *ans;
+	if (create) {
+		json_object_set_new(body, "name", json_string(argv[optind + 1]));
+		char *text = cr_json_dump(body);
+		ans = cr_cli_api(&cl, "POST", "/api/keys", text, &err);
+		free(text);
+	} else if (rm) {
+		char *path = cr_xasprintf("/api/keys/%s", argv[optind + 1]);
+		ans = cr_cli_api(&cl, "DELETE", path, NULL, &err);
+		free(path);
+	} else {
+		ans = cr_cli_api(&cl, "GET", "/api/keys", NULL, &err);
+	}
+	cr_cli_release(&cl);
+	json_decref(body);
+	if (!ans)
+		return cr_cmd_fail(&err);
+	if (as_json)
+		return cr_cli_print_json(ans);
+	if (create) {
+		printf("%s\n", json_string_value(json_object_get(ans, "key")));
+		fprintf(stderr, "API key '%s' created; it is shown only now. Use it as OPENAI_API_KEY with "
+				"OPENAI_BASE_URL=<server>/v1\n", json_string_value(json_object_get(ans, "name")));
+	} else if (rm) {
+		printf("revoked key '%s'\n", json_string_value(json_object_get(ans, "name")));
+	} else {
+		struct cr_table t = { .ncols = 6, .rows = json_array() };
+		const char *head[] = { "ID", "NAME", "OWNER", "PREFIX", "MODELS", "EXPIRES" };
+		cr_table_row(&t, head);
+		size_t i;
+		json_t *k;
+		json_array_foreach(json_object_get(ans, "keys"), i, k) {
+			char *models = json_array_size(json_object_get(k, "models")) ? json_dumps(json_object_get(k, "models"), JSON_COMPACT)
+										: cr_xstrdup("all");
+			const char *exp = json_string_value(json_object_get(k, "expires_at"));
+			const char *row[] = { json_string_value(json_object_get(k, "id")), json_string_value(json_object_get(k, "name")),
+					      json_string_value(json_object_get(k, "owner")), json_string_value(json_object_get(k, "prefix")),
+					      models, exp ? exp : "never" };
+			cr_table_row(&t, row);
+			free(models);
+		}
+		cr_table_print(&t);
+	}
+	json_decref(ans);
+	return 0;
+}

@@ -45,6 +45,7 @@ struct cr_req {
 	struct evkeyvalq query;
 	bool query_parsed;
 	char peer[64];
+	bool openai;                    /* under /v1/: errors in OpenAI's shape */
 	struct cr_principal principal;
 };
 
@@ -112,11 +113,29 @@ void cr_reply_json(struct cr_req *req, int status, json_t *body)
 	req_free(req);
 }
 
+/* OpenAI's error type and code for an HTTP status, as its clients expect. */
+static void openai_kind(int status, const char **type, const char **code)
+{
+	*type = status == 401 ? "invalid_request_error" : status == 429 ? "rate_limit_exceeded"
+		: status >= 500 ? "server_error" : "invalid_request_error";
+	*code = status == 401 ? "invalid_api_key" : status == 404 ? "model_not_found" : status == 429 ? "rate_limit_exceeded"
+		: status == 413 ? "request_too_large" : NULL;
+}
+
 static void reply_status_error(struct cr_req *req, int status, const char *code, const char *message,
 			       const char *fix)
 {
-	json_t *e = json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code, "message", message, "fix",
-			      fix ? fix : "");
+	json_t *e;
+	if (req->openai) { /* the gateway: {"error":{"message","type","code","param"}} */
+		const char *type, *oc;
+		openai_kind(status, &type, &oc);
+		char *msg = fix && *fix ? cr_xasprintf("%s; %s", message, fix) : cr_xstrdup(message);
+		e = json_pack("{s:{s:s,s:s,s:s?,s:n}}", "error", "message", msg, "type", type, "code", oc ? oc : code,
+			      "param");
+		free(msg);
+	} else {
+		e = json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code, "message", message, "fix", fix ? fix : "");
+	}
 	cr_reply_json(req, status, e);
 }
 
@@ -276,6 +295,7 @@ static void dispatch(struct evhttp_request *ev, void *arg)
 	fill_peer(req);
 	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(ev));
 	req->path = cr_xstrdup(path && *path ? path : "/");
+	req->openai = !strncmp(req->path, "/v1/", 4);
 
 	if (header_bytes(ev) > srv->limits.max_headers) {
 		char msg[160];

@@ -26,6 +26,7 @@ enum cr_auth_need {
 	CR_AUTH_USER,   /* a user session or API key */
 	CR_AUTH_ADMIN,  /* a user with the admin role */
 	CR_AUTH_WORKER, /* the worker named by the first path parameter */
+	CR_AUTH_KEY,    /* a gateway API key (OpenAI clients) */
 };
 
 typedef void (*cr_http_handler_cb)(struct cr_req *req);
@@ -83,6 +84,7 @@ struct cr_principal {
 	const char *username;   /* borrowed from the app's cache */
 	bool admin;
 	const char *worker_id;  /* for CR_AUTH_WORKER */
+	const void *key;        /* for CR_AUTH_KEY: the app's key record */
 };
 struct cr_principal *cr_req_principal(struct cr_req *req);
 

@@ -48,5 +48,17 @@ const char *const cr_schema_sqlite[] = {
 	"  created_ms INTEGER NOT NULL,"
 	"  updated_ms INTEGER NOT NULL);"
 	"CREATE INDEX instances_model ON instances(model_id);",
+	/* 4: API keys for the gateway (hashes only) */
+	"CREATE TABLE api_keys ("
+	"  id TEXT PRIMARY KEY,"
+	"  name TEXT NOT NULL,"
+	"  user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,"
+	"  hash TEXT NOT NULL UNIQUE,"
+	"  prefix TEXT NOT NULL,"
+	"  models TEXT NOT NULL DEFAULT '[]',"
+	"  rpm INTEGER NOT NULL DEFAULT 0,"
+	"  tpm INTEGER NOT NULL DEFAULT 0,"
+	"  expires_ms INTEGER NOT NULL DEFAULT 0,"
+	"  created_ms INTEGER NOT NULL);",
 	NULL,
 };

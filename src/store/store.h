@@ -60,11 +60,25 @@ struct cr_instance_rec {
 	int64_t updated_ms;
 };
 
+/* A gateway API key: only its hash is kept; the key itself is shown once. */
+struct cr_key_rec {
+	char *id;
+	char *name;
+	int64_t user_id;
+	char *hash;          /* BLAKE2b hex of the key */
+	char *prefix;        /* its first characters, to recognise it in lists */
+	char *models_json;   /* allowed models, [] = all */
+	int64_t rpm, tpm;    /* limits per minute, 0 = none */
+	int64_t expires_ms;  /* 0 = never */
+	int64_t created_ms;
+};
+
 typedef void (*cr_store_user_cb)(const struct cr_user_rec *u, void *arg);
 typedef void (*cr_store_session_cb)(const struct cr_session_rec *s, void *arg);
 typedef void (*cr_store_worker_cb)(const struct cr_worker_rec *w, void *arg);
 typedef void (*cr_store_model_cb)(const struct cr_model_rec *m, void *arg);
 typedef void (*cr_store_instance_cb)(const struct cr_instance_rec *i, void *arg);
+typedef void (*cr_store_key_cb)(const struct cr_key_rec *k, void *arg);
 
 /* Each op returns 0 or an error code with err filled. Callbacks borrow the
  * record for the duration of the call and are called once per row. */
@@ -92,6 +106,10 @@ struct cr_store_ops {
 	int (*instance_put)(struct cr_store *s, const struct cr_instance_rec *i, struct cr_err *err);
 	int (*instance_del)(struct cr_store *s, const char *id, struct cr_err *err);
 	int (*instance_list)(struct cr_store *s, cr_store_instance_cb cb, void *arg, struct cr_err *err);
+	/* API keys: add, delete (revoke) by id, list. */
+	int (*key_add)(struct cr_store *s, const struct cr_key_rec *k, struct cr_err *err);
+	int (*key_del)(struct cr_store *s, const char *id, struct cr_err *err);
+	int (*key_list)(struct cr_store *s, cr_store_key_cb cb, void *arg, struct cr_err *err);
 	/* Settings: small named strings. get returns CR_ENOTFOUND when unset;
 	 * *value is owned by the caller. */
 	int (*setting_get)(struct cr_store *s, const char *key, char **value, struct cr_err *err);

@@ -324,6 +324,55 @@ static int instance_list(struct cr_store *s, cr_store_instance_cb cb, void *arg,
 	return rc;
 }
 
+static int key_add(struct cr_store *s, const struct cr_key_rec *k, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s,
+			 "INSERT INTO api_keys (id, name, user_id, hash, prefix, models, rpm, tpm, expires_ms, created_ms) "
+			 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+			 &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, k->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, k->name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, k->user_id);
+	sqlite3_bind_text(st, 4, k->hash, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, k->prefix, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, k->models_json, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 7, k->rpm);
+	sqlite3_bind_int64(st, 8, k->tpm);
+	sqlite3_bind_int64(st, 9, k->expires_ms);
+	sqlite3_bind_int64(st, 10, k->created_ms);
+	return step_done(s, st, "save API key", err);
+}
+
+static int key_del(struct cr_store *s, const char *id, struct cr_err *err)
+{
+	return delete_by(s, "DELETE FROM api_keys WHERE id = ?", id, err);
+}
+
+static int key_list(struct cr_store *s, cr_store_key_cb cb, void *arg, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s,
+			 "SELECT id, name, user_id, hash, prefix, models, rpm, tpm, expires_ms, created_ms FROM api_keys "
+			 "ORDER BY created_ms, id",
+			 &st, err);
+	if (rc)
+		return rc;
+	int r;
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cr_key_rec k = { (char *)col_text(st, 0), (char *)col_text(st, 1), sqlite3_column_int64(st, 2),
+					(char *)col_text(st, 3), (char *)col_text(st, 4), (char *)col_text(st, 5),
+					sqlite3_column_int64(st, 6), sqlite3_column_int64(st, 7), sqlite3_column_int64(st, 8),
+					sqlite3_column_int64(st, 9) };
+		cb(&k, arg);
+	}
+	rc = r == SQLITE_DONE ? 0 : db_error(s, err, "list API keys");
+	sqlite3_finalize(st);
+	return rc;
+}
+
 static int setting_get(struct cr_store *s, const char *key, char **value, struct cr_err *err)
 {
 	sqlite3_stmt *st;
@@ -376,7 +425,7 @@ static void sqlite_close(struct cr_store *s)
 static const struct cr_store_ops sqlite_ops = {
 	"sqlite", user_add, user_list, session_add, session_del, session_list, worker_put, worker_del,
 	worker_list, worker_observed, model_put, model_del, model_list, instance_put, instance_del,
-	instance_list, setting_get, setting_put, schema_version, sqlite_close,
+	instance_list, key_add, key_del, key_list, setting_get, setting_put, schema_version, sqlite_close,
 };
 
 static int migrate(struct cr_store *s, struct cr_err *err)

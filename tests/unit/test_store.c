@@ -33,11 +33,11 @@ Test(store, migrations_apply_once_and_refuse_newer_schemas)
 	struct cr_store *s = open_at(path);
 	int v = 0;
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 3);
+	cr_assert_eq(v, 4);
 	cr_store_close(s);
 	s = open_at(path); /* reopening applies nothing again */
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 3);
+	cr_assert_eq(v, 4);
 	cr_store_close(s);
 
 	sqlite3 *db;
@@ -241,6 +241,35 @@ Test(store, models_names_are_unique_and_delete_cascades)
 	memset(&seen, 0, sizeof(seen));
 	s->ops->instance_list(s, count_instance, &seen, &err);
 	cr_assert_eq(seen.instances, 0, "deleting a model deletes its instances");
+	cr_store_close(s);
+	free(path);
+}
+
+static void count_key(const struct cr_key_rec *k, void *arg)
+{
+	int *n = arg;
+	(*n)++;
+	cr_assert_str_eq(k->models_json, "[\"a\"]");
+}
+
+Test(store, api_keys_are_kept_as_hashes_and_revoked)
+{
+	char *path = db_path();
+	struct cr_store *s = open_at(path);
+	struct cr_err err = CR_ERR_INIT;
+	struct cr_user_rec u = { 0, "bob", "x", "user", 1 };
+	cr_assert_eq(s->ops->user_add(s, &u, &err), 0, "%s", err.message);
+	struct cr_key_rec k = { "k1", "ci", u.id, "hash1", "sk-corral-abc", "[\"a\"]", 60, 0, 0, 1 };
+	cr_assert_eq(s->ops->key_add(s, &k, &err), 0, "%s", err.message);
+	struct cr_key_rec same = { "k2", "ci2", u.id, "hash1", "sk-corral-abd", "[]", 0, 0, 0, 2 };
+	cr_assert_neq(s->ops->key_add(s, &same, &err), 0, "two keys cannot share a hash");
+	int n = 0;
+	s->ops->key_list(s, count_key, &n, &err);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(s->ops->key_del(s, "k1", &err), 0);
+	n = 0;
+	s->ops->key_list(s, count_key, &n, &err);
+	cr_assert_eq(n, 0, "revoked");
 	cr_store_close(s);
 	free(path);
 }

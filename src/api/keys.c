@@ -1,0 +1,262 @@
+/* API keys for the gateway: created by users for themselves (admins for
+ * anyone), shown once, kept as BLAKE2b hashes, with an optional expiry, model
+ * list and per-minute limits; and GET /v1/models, the first gateway route. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "base/err.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/util.h"
+#include "store/store.h"
+
+static void key_free(struct cr_apikey *k)
+{
+	if (!k)
+		return;
+	free(k->id);
+	free(k->name);
+	free(k->prefix);
+	json_decref(k->models);
+	free(k);
+}
+
+static struct cr_user *user_by_id(struct cr_app *app, int64_t id)
+{
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->users, &it, NULL, &v))
+		if (((struct cr_user *)v)->id == id)
+			return v;
+	return NULL;
+}
+
+static void load_key(const struct cr_key_rec *r, void *arg)
+{
+	struct cr_app *app = arg;
+	struct cr_user *u = user_by_id(app, r->user_id);
+	if (!u)
+		return;
+	struct cr_apikey *k = cr_xcalloc(1, sizeof(*k));
+	k->id = cr_xstrdup(r->id);
+	k->name = cr_xstrdup(r->name);
+	k->prefix = cr_xstrdup(r->prefix);
+	snprintf(k->hash, sizeof(k->hash), "%s", r->hash);
+	k->user = u;
+	k->models = json_loads(r->models_json, 0, NULL);
+	if (!json_is_array(k->models)) {
+		json_decref(k->models);
+		k->models = json_array();
+	}
+	k->rpm = r->rpm;
+	k->tpm = r->tpm;
+	k->expires_ms = r->expires_ms;
+	k->created_ms = r->created_ms;
+	cr_map_put(&app->keys, k->hash, k);
+}
+
+int cr_keys_load(struct cr_app *app, struct cr_err *err)
+{
+	return app->store->ops->key_list(app->store, load_key, app, err);
+}
+
+void cr_keys_free_all(struct cr_app *app)
+{
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->keys, &it, NULL, &v))
+		key_free(v);
+	cr_map_release(&app->keys);
+}
+
+struct cr_apikey *cr_key_check(struct cr_app *app, const char *token)
+{
+	char hash[CR_HASH_HEX];
+	cr_secret_hash(token, hash);
+	struct cr_apikey *k = cr_map_get(&app->keys, hash);
+	if (!k || (k->expires_ms && k->expires_ms <= cr_wall_ms()))
+		return NULL;
+	return k;
+}
+
+bool cr_key_allows(const struct cr_apikey *key, const char *model)
+{
+	if (!json_array_size(key->models))
+		return true;
+	size_t i;
+	json_t *m;
+	json_array_foreach(key->models, i, m)
+		if (!strcmp(json_string_value(m), model))
+			return true;
+	return false;
+}
+
+static json_t *key_json(const struct cr_apikey *k)
+{
+	char created[40], expires[40] = "";
+	cr_time_format(k->created_ms, created, sizeof(created));
+	if (k->expires_ms)
+		cr_time_format(k->expires_ms, expires, sizeof(expires));
+	return json_pack("{s:s,s:s,s:s,s:s,s:O,s:I,s:I,s:s,s:o}", "id", k->id, "name", k->name, "owner", k->user->username,
+			 "prefix", k->prefix, "models", k->models, "rpm", (json_int_t)k->rpm, "tpm", (json_int_t)k->tpm,
+			 "created_at", created, "expires_at", k->expires_ms ? json_string(expires) : json_null());
+}
+
+/* POST /api/keys {"name", "models"?, "rpm"?, "tpm"?, "expires_days"?, "owner"? (admins)} */
+static void create_key(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_principal *p = cr_req_principal(req);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *body = cr_req_json(req, &err), *models = NULL;
+	const char *name = NULL, *owner = NULL;
+	long long rpm = 0, tpm = 0, days = 0;
+	if (!body || cr_json_req_str(body, "name", &name, &err) || cr_json_arr(body, "models", &models, &err) ||
+	    cr_json_int(body, "rpm", 0, 1000000, &rpm, &err) || cr_json_int(body, "tpm", 0, 1000000000, &tpm, &err) ||
+	    cr_json_int(body, "expires_days", 0, 3650, &days, &err) || cr_json_str(body, "owner", &owner, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	if (!*name || strlen(name) > 64) {
+		cr_reply_error(req, CR_EINPUT, "key name must be 1 to 64 characters", "give --name a short label");
+		return;
+	}
+	size_t i;
+	json_t *m;
+	json_array_foreach(models, i, m)
+		if (!json_is_string(m)) {
+			cr_reply_error(req, CR_EINPUT, "field 'models' must be a list of model names", "e.g. [\"qwen-7b\"]");
+			return;
+		}
+	struct cr_user *u = cr_map_get(&app->users, p->username);
+	if (owner && strcmp(owner, p->username) != 0) {
+		if (!p->admin) {
+			cr_reply_error(req, CR_EFORBID, "only admins create keys for other users", "leave out 'owner'");
+			return;
+		}
+		u = cr_map_get(&app->users, owner);
+		if (!u) {
+			cr_reply_error(req, CR_ENOTFOUND, "no such user", "list users with 'corral users'");
+			return;
+		}
+	}
+	char *token = cr_secret_token("sk-corral");
+	struct cr_apikey *k = cr_xcalloc(1, sizeof(*k));
+	k->id = cr_secret_id();
+	k->name = cr_xstrdup(name);
+	k->prefix = cr_xstrndup(token, 14);
+	cr_secret_hash(token, k->hash);
+	k->user = u;
+	k->models = models ? json_deep_copy(models) : json_array();
+	k->rpm = rpm;
+	k->tpm = tpm;
+	k->created_ms = cr_wall_ms();
+	k->expires_ms = days ? k->created_ms + days * 86400000LL : 0;
+	char *mj = cr_json_dump(k->models);
+	struct cr_key_rec rec = { k->id, k->name, u->id, k->hash, k->prefix, mj, rpm, tpm, k->expires_ms, k->created_ms };
+	int rc = app->store->ops->key_add(app->store, &rec, &err);
+	free(mj);
+	if (rc) {
+		key_free(k);
+		free(token);
+		cr_reply_err(req, &err);
+		return;
+	}
+	cr_map_put(&app->keys, k->hash, k);
+	cr_info("API key '%s' (%s) created for '%s'", k->name, k->prefix, u->username);
+	json_t *o = key_json(k);
+	json_object_set_new(o, "key", json_string(token)); /* shown this once */
+	memset(token, 0, strlen(token));
+	free(token);
+	cr_reply_json(req, 201, o);
+}
+
+static void list_keys(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_principal *p = cr_req_principal(req);
+	json_t *arr = json_array();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->keys, &it, NULL, &v)) {
+		struct cr_apikey *k = v;
+		if (p->admin || !strcmp(k->user->username, p->username))
+			json_array_append_new(arr, key_json(k));
+	}
+	cr_reply_json(req, 200, json_pack("{s:o}", "keys", arr));
+}
+
+static void delete_key(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_principal *p = cr_req_principal(req);
+	const char *id = cr_req_param(req, 0);
+	size_t it = 0;
+	void *v;
+	struct cr_apikey *found = NULL;
+	while (cr_map_next(&app->keys, &it, NULL, &v)) {
+		struct cr_apikey *k = v;
+		if ((!strcmp(k->id, id) || !strcmp(k->name, id)) && (p->admin || !strcmp(k->user->username, p->username)))
+			found = k;
+	}
+	if (!found) { /* other users' keys are not revealed */
+		cr_reply_error(req, CR_ENOTFOUND, "no such key", "list your keys with 'corral keys'");
+		return;
+	}
+	struct cr_err err = CR_ERR_INIT;
+	if (app->store->ops->key_del(app->store, found->id, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	cr_map_del(&app->keys, found->hash);
+	json_t *o = json_pack("{s:s,s:s}", "deleted", found->id, "name", found->name);
+	key_free(found);
+	cr_reply_json(req, 200, o);
+}
+
+/* GET /v1/models: the models this key may use, in OpenAI's shape. */
+static void v1_models(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	const struct cr_apikey *k = cr_req_principal(req)->key;
+	json_t *data = json_array();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->models, &it, NULL, &v)) {
+		struct cr_model *m = v;
+		if (cr_key_allows(k, m->name))
+			json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", m->name, "object", "model", "created",
+							      (json_int_t)(m->created_ms / 1000), "owned_by", "corral"));
+	}
+	cr_reply_json(req, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
+}
+
+/* GET /v1/models/{model}: one model, or 404 model_not_found for models the
+ * key may not use (their existence is not revealed). */
+static void v1_model(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	const struct cr_apikey *k = cr_req_principal(req)->key;
+	struct cr_model *m = cr_map_get(&app->model_names, cr_req_param(req, 0));
+	if (!m || !cr_key_allows(k, m->name)) {
+		char msg[200];
+		snprintf(msg, sizeof(msg), "The model '%.100s' does not exist or you do not have access to it.",
+			 cr_req_param(req, 0));
+		cr_reply_error(req, CR_ENOTFOUND, msg, NULL);
+		return;
+	}
+	cr_reply_json(req, 200, json_pack("{s:s,s:s,s:I,s:s}", "id", m->name, "object", "model", "created",
+					   (json_int_t)(m->created_ms / 1000), "owned_by", "corral"));
+}
+
+const struct cr_http_route cr_api_key_routes[] = {
+	{ CR_POST, "/api/keys", CR_AUTH_USER, create_key },
+	{ CR_GET, "/api/keys", CR_AUTH_USER, list_keys },
+	{ CR_DELETE, "/api/keys/{}", CR_AUTH_USER, delete_key },
+	{ CR_GET, "/v1/models", CR_AUTH_KEY, v1_models },
+	{ CR_GET, "/v1/models/{}", CR_AUTH_KEY, v1_model },
+	{ 0, NULL, 0, NULL },
+};
