@@ -102,6 +102,7 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	cr_http_server_add_routes(app->http, cr_api_worker_routes);
 	cr_http_server_add_routes(app->http, cr_api_model_routes);
 	cr_http_server_add_routes(app->http, cr_api_key_routes);
+	cr_http_server_add_routes(app->http, cr_api_gateway_routes);
 	app->tick = every(app, 1, on_tick);
 	app->flush = every(app, cfg->flush_interval_s > 0 ? cfg->flush_interval_s : 30, on_flush);
 	app->keepalive = every(app, cfg->keepalive_s > 0 ? cfg->keepalive_s : 15, on_keepalive);

@@ -83,6 +83,7 @@ struct cr_instance {
 	int64_t created_ms, updated_ms;
 	json_t *members;    /* worker id -> that worker's engine report (observed, not stored) */
 	char *endpoint;     /* host:port of the serving engine once running, else NULL */
+	int inflight;       /* gateway requests being relayed to it */
 };
 
 /* A gateway API key (only its hash is known). */
@@ -122,6 +123,7 @@ extern const struct cr_http_route cr_api_auth_routes[];
 extern const struct cr_http_route cr_api_worker_routes[];
 extern const struct cr_http_route cr_api_model_routes[];
 extern const struct cr_http_route cr_api_key_routes[];
+extern const struct cr_http_route cr_api_gateway_routes[];
 
 /* auth.c */
 int cr_auth_bootstrap(struct cr_app *app, struct cr_err *err);

@@ -27,6 +27,7 @@ const char *cr_err_name(int code)
 	case CR_EINPUT: return "invalid_input";
 	case CR_ENOTFOUND: return "not_found";
 	case CR_EUPSTREAM: return "upstream_error";
+	case CR_EUNAVAILABLE: return "unavailable";
 	case -ENOENT: return "not_found";
 	case -EINVAL: return "invalid_input";
 	case -EEXIST: return "conflict";

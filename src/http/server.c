@@ -71,6 +71,7 @@ int cr_http_status(int code)
 	case CR_ECONFLICT: case -EEXIST: return 409;
 	case CR_ETOOBIG: return 413;
 	case CR_EUPSTREAM: return 502;
+	case CR_EUNAVAILABLE: return 503;
 	default: return 500;
 	}
 }
@@ -118,6 +119,8 @@ static void openai_kind(int status, const char **type, const char **code)
 {
 	*type = status == 401 ? "invalid_request_error" : status == 429 ? "rate_limit_exceeded"
 		: status >= 500 ? "server_error" : "invalid_request_error";
+	if (status == 503)
+		*type = "service_unavailable";
 	*code = status == 401 ? "invalid_api_key" : status == 404 ? "model_not_found" : status == 429 ? "rate_limit_exceeded"
 		: status == 413 ? "request_too_large" : NULL;
 }
@@ -142,6 +145,21 @@ static void reply_status_error(struct cr_req *req, int status, const char *code,
 void cr_reply_error(struct cr_req *req, int code, const char *message, const char *fix)
 {
 	reply_status_error(req, cr_http_status(code), cr_err_name(code), message, fix);
+}
+
+void cr_reply_error_retry(struct cr_req *req, int code, const char *message, int retry_after_s)
+{
+	if (retry_after_s > 0) {
+		char v[16];
+		snprintf(v, sizeof(v), "%d", retry_after_s);
+		evhttp_add_header(evhttp_request_get_output_headers(req->ev), "Retry-After", v);
+	}
+	cr_reply_error(req, code, message, NULL);
+}
+
+const char *cr_req_uri(struct cr_req *req)
+{
+	return evhttp_request_get_uri(req->ev);
 }
 
 void cr_reply_err(struct cr_req *req, const struct cr_err *err)
@@ -502,4 +520,171 @@ void cr_offload(struct event_base *base, cr_offload_cb work, cr_offload_cb done,
 		offload_thread(o);
 	}
 	pthread_attr_destroy(&attr);
+}
+
+/* ---- relay ---- */
+
+struct relay {
+	struct evhttp_request *client;
+	struct evhttp_connection *client_con;
+	struct event_base *base;
+	struct evhttp_connection *up_con;
+	struct evhttp_request *up;
+	char *path, *body;
+	size_t len;
+	int timeout_s, attempt;
+	bool started, client_gone, finished;
+	uint64_t bytes;
+	cr_relay_pick_cb pick;
+	cr_relay_done_cb done;
+	void *arg;
+};
+
+static void free_con_later(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	evhttp_connection_free(arg);
+}
+
+static void relay_finish(struct relay *r, int status, const char *error)
+{
+	if (r->finished)
+		return;
+	r->finished = true;
+	if (r->client_con)
+		evhttp_connection_set_closecb(r->client_con, NULL, NULL);
+	if (r->up_con) /* not inside its own callback: later */
+		event_base_once(r->base, -1, EV_TIMEOUT, free_con_later, r->up_con, NULL);
+	r->done(r->arg, status, r->bytes, error);
+	free(r->path);
+	free(r->body);
+	free(r);
+}
+
+static void relay_client_closed(struct evhttp_connection *con, void *arg)
+{
+	struct relay *r = arg;
+	(void)con;
+	r->client_gone = true;
+	if (r->up) {
+		evhttp_cancel_request(r->up); /* the engine stops generating */
+		r->up = NULL;
+	}
+	if (r->started && !evhttp_request_get_connection(r->client))
+		evhttp_send_reply_end(r->client); /* frees the detached request */
+	relay_finish(r, 0, "the client went away");
+}
+
+static void relay_chunk(struct evhttp_request *up, void *arg)
+{
+	struct relay *r = arg;
+	struct evbuffer *in = evhttp_request_get_input_buffer(up);
+	if (r->client_gone)
+		return;
+	if (!r->started) {
+		r->started = true;
+		const char *ct = evhttp_find_header(evhttp_request_get_input_headers(up), "Content-Type");
+		struct evkeyvalq *h = evhttp_request_get_output_headers(r->client);
+		evhttp_add_header(h, "Content-Type", ct ? ct : "application/json");
+		if (ct && strstr(ct, "event-stream"))
+			evhttp_add_header(h, "Cache-Control", "no-store");
+		evhttp_send_reply_start(r->client, evhttp_request_get_response_code(up), "OK");
+	}
+	r->bytes += evbuffer_get_length(in);
+	evhttp_send_reply_chunk(r->client, in);
+}
+
+static void relay_attempt(struct relay *r);
+
+static void relay_done(struct evhttp_request *up, void *arg)
+{
+	struct relay *r = arg;
+	r->up = NULL;
+	int status = up ? evhttp_request_get_response_code(up) : 0;
+	if (r->client_gone)
+		return;
+	if (status == 0 && !r->started) { /* nothing reached the client: another instance may */
+		if (r->up_con) {
+			event_base_once(r->base, -1, EV_TIMEOUT, free_con_later, r->up_con, NULL);
+			r->up_con = NULL;
+		}
+		r->attempt++;
+		relay_attempt(r);
+		return;
+	}
+	if (!r->started) { /* an answer without a body */
+		evhttp_send_reply(r->client, status, "OK", NULL);
+	} else if (status == 0) {
+		/* the engine broke off mid-answer: end the stream with an error event */
+		struct evbuffer *b = evbuffer_new();
+		evbuffer_add_printf(b, "data: {\"error\":{\"message\":\"the engine closed the connection mid-answer\","
+				       "\"type\":\"server_error\",\"code\":\"upstream_closed\",\"param\":null}}\n\n");
+		evhttp_send_reply_chunk(r->client, b);
+		evbuffer_free(b);
+		evhttp_send_reply_end(r->client);
+	} else {
+		evhttp_send_reply_end(r->client);
+	}
+	relay_finish(r, status ? status : 502, status ? NULL : "the engine closed the connection mid-answer");
+}
+
+static void relay_attempt(struct relay *r)
+{
+	struct cr_relay_target t;
+	memset(&t, 0, sizeof(t));
+	if (r->pick(r->arg, r->attempt, &t) != 0) {
+		struct evbuffer *b = evbuffer_new();
+		evbuffer_add_printf(b, "{\"error\":{\"message\":\"%s; see 'corral instances'\",\"type\":\"server_error\","
+				       "\"code\":\"upstream_error\",\"param\":null}}\n",
+				    r->attempt ? "no instance of the model answered" : "no instance of the model is running");
+		evhttp_add_header(evhttp_request_get_output_headers(r->client), "Content-Type", "application/json");
+		evhttp_send_reply(r->client, 502, "Bad Gateway", b);
+		evbuffer_free(b);
+		relay_finish(r, 502, "no instance answered");
+		return;
+	}
+	r->up_con = evhttp_connection_base_new(r->base, NULL, t.host, (ev_uint16_t)t.port);
+	if (!r->up_con)
+		abort();
+	evhttp_connection_set_retries(r->up_con, 0);
+	evhttp_connection_set_timeout(r->up_con, r->timeout_s);
+	r->up = evhttp_request_new(relay_done, r);
+	evhttp_request_set_chunked_cb(r->up, relay_chunk);
+	struct evkeyvalq *h = evhttp_request_get_output_headers(r->up);
+	evhttp_add_header(h, "Host", t.host);
+	evhttp_add_header(h, "Content-Type", "application/json");
+	evbuffer_add(evhttp_request_get_output_buffer(r->up), r->body, r->len);
+	if (evhttp_make_request(r->up_con, r->up, EVHTTP_REQ_POST, r->path) != 0) {
+		r->up = NULL;
+		relay_done(NULL, r);
+		return;
+	}
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(r->up_con);
+	int one = 1;
+	if (bev && bufferevent_getfd(bev) >= 0)
+		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+void cr_relay(struct cr_req *req, const char *path, const char *body, size_t len, int timeout_s,
+	      cr_relay_pick_cb pick, cr_relay_done_cb done, void *arg)
+{
+	struct relay *r = cr_xcalloc(1, sizeof(*r));
+	r->client = req->ev;
+	r->client_con = evhttp_request_get_connection(req->ev);
+	r->base = evhttp_connection_get_base(r->client_con);
+	r->path = cr_xstrdup(path);
+	r->body = cr_xmalloc(len + 1);
+	memcpy(r->body, body, len);
+	r->len = len;
+	r->timeout_s = timeout_s;
+	r->pick = pick;
+	r->done = done;
+	r->arg = arg;
+	evhttp_connection_set_closecb(r->client_con, relay_client_closed, r);
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(r->client_con);
+	int one = 1;
+	setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	req_free(req);
+	relay_attempt(r);
 }
