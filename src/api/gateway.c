@@ -13,6 +13,7 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "base/util.h"
 
 struct call {
 	struct cr_app *app;
@@ -131,6 +132,23 @@ static void relay_v1(struct cr_req *req)
 		snprintf(msg, sizeof(msg), "The model '%.100s' does not exist or you do not have access to it.", model);
 		cr_reply_error(req, CR_ENOTFOUND, msg, NULL);
 		return;
+	}
+	if (k->rpm) { /* requests per minute, in fixed one-minute windows */
+		struct cr_apikey *key = (struct cr_apikey *)k;
+		int64_t now = cr_mono_ms();
+		if (now - key->window_start_ms >= 60000) {
+			key->window_start_ms = now;
+			key->window_requests = 0;
+		}
+		if (key->window_requests >= key->rpm) {
+			char msg[200];
+			int retry = (int)((key->window_start_ms + 60000 - now + 999) / 1000);
+			snprintf(msg, sizeof(msg), "Rate limit reached for key '%s': %lld requests per minute. Try again in %d s.",
+				 key->name, (long long)key->rpm, retry);
+			cr_reply_error_retry(req, CR_ELIMIT, msg, retry);
+			return;
+		}
+		key->window_requests++;
 	}
 	bool any = false;
 	size_t it = 0;

@@ -93,6 +93,7 @@ struct cr_apikey {
 	struct cr_user *user;
 	json_t *models;      /* allowed model names; empty = all */
 	int64_t rpm, tpm, expires_ms, created_ms;
+	int64_t window_start_ms, window_requests; /* the current minute, for rpm */
 };
 
 struct cr_app {

@@ -16,6 +16,7 @@ enum {
 	CR_ENOTFOUND = -1006, /* no such object (404) */
 	CR_EUPSTREAM = -1007, /* a peer answered badly or not at all (502) */
 	CR_EUNAVAILABLE = -1008, /* nothing can serve it right now (503) */
+	CR_ELIMIT = -1009,    /* over a rate limit (429) */
 };
 
 #define CR_ERR_MSG_MAX 512

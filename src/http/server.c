@@ -72,6 +72,7 @@ int cr_http_status(int code)
 	case CR_ETOOBIG: return 413;
 	case CR_EUPSTREAM: return 502;
 	case CR_EUNAVAILABLE: return 503;
+	case CR_ELIMIT: return 429;
 	default: return 500;
 	}
 }
@@ -117,7 +118,7 @@ void cr_reply_json(struct cr_req *req, int status, json_t *body)
 /* OpenAI's error type and code for an HTTP status, as its clients expect. */
 static void openai_kind(int status, const char **type, const char **code)
 {
-	*type = status == 401 ? "invalid_request_error" : status == 429 ? "rate_limit_exceeded"
+	*type = status == 401 ? "invalid_request_error" : status == 429 ? "requests"
 		: status >= 500 ? "server_error" : "invalid_request_error";
 	if (status == 503)
 		*type = "service_unavailable";

@@ -55,3 +55,14 @@ class Gateway(EngineCase):
         self.assertIn("you must provide a model parameter", json.loads(body)["error"]["message"])
         status, headers, body = self.post("/v1/chat/completions", msg, "sk-corral-nope")
         self.assertEqual(status, 401)
+        # requests per minute: the third request within the minute is refused, with when to retry
+        limited = self.cli("keys", "create", "slow", "--rpm", "2").stdout.strip()
+        for _ in range(2):
+            self.assertEqual(self.post("/v1/chat/completions", msg, limited)[0], 200)
+        status, headers, body = self.post("/v1/chat/completions", msg, limited)
+        self.assertEqual(status, 429, body)
+        err = json.loads(body)["error"]
+        self.assertEqual(err["code"], "rate_limit_exceeded")
+        self.assertIn("2 requests per minute", err["message"])
+        self.assertTrue(0 < int(headers["Retry-After"]) <= 60)
+        self.assertEqual(self.post("/v1/chat/completions", msg, key)[0], 200, "other keys are not limited")
