@@ -300,7 +300,136 @@ static void me(struct cr_req *req)
 	cr_reply_json(req, 200, json_pack("{s:s,s:s}", "username", p->username, "role", p->admin ? "admin" : "user"));
 }
 
+/* ---- users (admins) ---- */
+
+struct newuser {
+	struct cr_req *req;
+	struct cr_app *app;
+	char *username, *password, *role, *hash;
+};
+
+static void newuser_work(void *arg)
+{
+	struct newuser *n = arg;
+	n->hash = cr_password_hash(n->password);
+}
+
+static void newuser_done(void *arg)
+{
+	struct newuser *n = arg;
+	struct cr_app *app = n->app;
+	struct cr_user_rec rec = { 0, n->username, n->hash, n->role, cr_wall_ms() };
+	struct cr_err err = CR_ERR_INIT;
+	if (cr_map_get(&app->users, n->username)) /* created meanwhile */
+		cr_err_set(&err, CR_ECONFLICT, "choose another name", "user '%s' already exists", n->username);
+	else
+		app->store->ops->user_add(app->store, &rec, &err);
+	if (err.code) {
+		cr_reply_err(n->req, &err);
+	} else {
+		user_cache(app, &rec);
+		cr_info("user '%s' (%s) created", n->username, n->role);
+		cr_reply_json(n->req, 201, json_pack("{s:s,s:s}", "username", n->username, "role", n->role));
+	}
+	memset(n->password, 0, strlen(n->password));
+	free(n->password);
+	free(n->username);
+	free(n->role);
+	free(n->hash);
+	free(n);
+}
+
+static void create_user(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_err err = CR_ERR_INIT;
+	const char *username = NULL, *password = NULL, *role = NULL;
+	json_t *body = cr_req_json(req, &err);
+	if (!body || cr_json_req_str(body, "username", &username, &err) ||
+	    cr_json_req_str(body, "password", &password, &err) || cr_json_str(body, "role", &role, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	bool ok = *username && strlen(username) <= 32;
+	for (const char *c = username; ok && *c; c++)
+		ok = (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || strchr("._-", *c);
+	if (!ok) {
+		cr_reply_error(req, CR_EINPUT, "username must be 1 to 32 of a-z, 0-9, '.', '_', '-'", "choose another name");
+		return;
+	}
+	if (strlen(password) < 8) {
+		cr_reply_error(req, CR_EINPUT, "password must have at least 8 characters", "choose a longer password");
+		return;
+	}
+	if (role && strcmp(role, "user") != 0 && strcmp(role, "admin") != 0) {
+		cr_reply_error(req, CR_EINPUT, "role must be 'user' or 'admin'", "leave it out for 'user'");
+		return;
+	}
+	if (cr_map_get(&app->users, username)) {
+		cr_reply_error(req, CR_ECONFLICT, "a user with that name already exists", "choose another name");
+		return;
+	}
+	struct newuser *n = cr_xcalloc(1, sizeof(*n));
+	n->req = req;
+	n->app = app;
+	n->username = cr_xstrdup(username);
+	n->password = cr_xstrdup(password);
+	n->role = cr_xstrdup(role ? role : "user");
+	cr_offload(app->base, newuser_work, newuser_done, n); /* argon2id off the loop */
+}
+
+static void list_users(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	json_t *arr = json_array();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->users, &it, NULL, &v)) {
+		struct cr_user *u = v;
+		json_array_append_new(arr, json_pack("{s:s,s:s}", "username", u->username, "role", u->admin ? "admin" : "user"));
+	}
+	cr_reply_json(req, 200, json_pack("{s:o}", "users", arr));
+}
+
+static void delete_user(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_user *u = cr_map_get(&app->users, cr_req_param(req, 0));
+	if (!u) {
+		cr_reply_error(req, CR_ENOTFOUND, "no such user", "list users with 'corral users'");
+		return;
+	}
+	if (!strcmp(u->username, cr_req_principal(req)->username)) {
+		cr_reply_error(req, CR_ECONFLICT, "you cannot delete yourself", "log in as another admin to do it");
+		return;
+	}
+	struct cr_err err = CR_ERR_INIT;
+	if (app->store->ops->user_del(app->store, u->id, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	/* the store dropped their sessions and keys; so does memory */
+	size_t it = 0;
+	void *v;
+	const char *k;
+	while (cr_map_next(&app->sessions, &it, &k, &v))
+		if (((struct cr_session *)v)->user == u) {
+			cr_map_del(&app->sessions, k);
+			free(v);
+		}
+	cr_keys_forget_user(app, u);
+	json_t *o = json_pack("{s:s}", "deleted", u->username);
+	cr_map_del(&app->users, u->username);
+	free(u->username);
+	free(u->password_hash);
+	free(u);
+	cr_reply_json(req, 200, o);
+}
+
 const struct cr_http_route cr_api_auth_routes[] = {
+	{ CR_POST, "/api/users", CR_AUTH_ADMIN, create_user },
+	{ CR_GET, "/api/users", CR_AUTH_ADMIN, list_users },
+	{ CR_DELETE, "/api/users/{}", CR_AUTH_ADMIN, delete_user },
 	{ CR_POST, "/api/auth/login", CR_AUTH_NONE, login },
 	{ CR_POST, "/api/auth/logout", CR_AUTH_USER, logout },
 	{ CR_GET, "/api/auth/me", CR_AUTH_USER, me },

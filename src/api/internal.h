@@ -147,6 +147,8 @@ int cr_keys_load(struct cr_app *app, struct cr_err *err);
 void cr_keys_free_all(struct cr_app *app);
 /* The valid (not expired) key whose hash matches token, or NULL. */
 struct cr_apikey *cr_key_check(struct cr_app *app, const char *token);
+/* Drop a deleted user's keys from memory. */
+void cr_keys_forget_user(struct cr_app *app, const struct cr_user *u);
 /* Whether key may use model (its list is empty or names it). */
 bool cr_key_allows(const struct cr_apikey *key, const char *model);
 

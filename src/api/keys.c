@@ -260,3 +260,15 @@ const struct cr_http_route cr_api_key_routes[] = {
 	{ CR_GET, "/v1/models/{}", CR_AUTH_KEY, v1_model },
 	{ 0, NULL, 0, NULL },
 };
+
+void cr_keys_forget_user(struct cr_app *app, const struct cr_user *u)
+{
+	size_t it = 0;
+	void *v;
+	const char *k;
+	while (cr_map_next(&app->keys, &it, &k, &v))
+		if (((struct cr_apikey *)v)->user == u) {
+			cr_map_del(&app->keys, k);
+			key_free(v);
+		}
+}

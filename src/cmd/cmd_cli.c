@@ -417,3 +417,80 @@ int cr_cmd_doctor(int argc, char **argv)
 	json_decref(r);
 	return 0;
 }
+
+int cr_cmd_users(int argc, char **argv)
+{
+	static const char usage[] = "usage: corral users [list] [--json]\n"
+				    "       corral users create NAME [--role user|admin] [--password-stdin]\n"
+				    "       corral users rm NAME\n"
+				    "\n"
+				    "Users of the cluster (admins only). Users manage their own API keys;\n"
+				    "deleting a user revokes their sessions and keys.\n";
+	static const struct option longopts[] = {
+		{ "role", required_argument, NULL, 'r' },     { "password-stdin", no_argument, NULL, 's' },
+		{ "json", no_argument, NULL, 'j' },           { "server-url", required_argument, NULL, 'u' },
+		{ "help", no_argument, NULL, 'h' },           { NULL, 0, NULL, 0 },
+	};
+	const char *role = NULL, *url = NULL;
+	bool from_stdin = false, as_json = false;
+	int c;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'r': role = optarg; break;
+		case 's': from_stdin = true; break;
+		case 'j': as_json = true; break;
+		case 'u': url = optarg; break;
+		case 'h': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return 2;
+		}
+	}
+	const char *verb = optind < argc ? argv[optind] : "list";
+	bool create = !strcmp(verb, "create"), rm = !strcmp(verb, "rm");
+	if ((create || rm) ? optind + 2 != argc : strcmp(verb, "list") != 0) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *ans = NULL;
+	if (create) {
+		char *pw = read_password(from_stdin);
+		if (!pw) {
+			cr_cli_release(&cl);
+			fprintf(stderr, "corral: no password given\n");
+			return 2;
+		}
+		json_t *body = json_pack("{s:s,s:s,s:s}", "username", argv[optind + 1], "password", pw, "role",
+					 role ? role : "user");
+		char *text = cr_json_dump(body);
+		ans = cr_cli_api(&cl, "POST", "/api/users", text, &err);
+		memset(pw, 0, strlen(pw));
+		free(pw);
+		free(text);
+		json_decref(body);
+	} else if (rm) {
+		char *path = cr_xasprintf("/api/users/%s", argv[optind + 1]);
+		ans = cr_cli_api(&cl, "DELETE", path, NULL, &err);
+		free(path);
+	} else {
+		ans = cr_cli_api(&cl, "GET", "/api/users", NULL, &err);
+	}
+	cr_cli_release(&cl);
+	if (!ans)
+		return cr_cmd_fail(&err);
+	if (as_json)
+		return cr_cli_print_json(ans);
+	if (create)
+		printf("created user '%s' (%s)\n", cr_json_get_str(ans, "username", "?"), cr_json_get_str(ans, "role", "?"));
+	else if (rm)
+		printf("deleted user '%s' with their sessions and keys\n", cr_json_get_str(ans, "deleted", "?"));
+	else {
+		size_t i;
+		json_t *u;
+		json_array_foreach(json_object_get(ans, "users"), i, u)
+			printf("%-24s %s\n", cr_json_get_str(u, "username", "?"), cr_json_get_str(u, "role", "?"));
+	}
+	json_decref(ans);
+	return 0;
+}

@@ -86,6 +86,16 @@ static int user_list(struct cr_store *s, cr_store_user_cb cb, void *arg, struct 
 	return rc;
 }
 
+static int user_del(struct cr_store *s, int64_t id, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "DELETE FROM users WHERE id = ?", &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(st, 1, id);
+	return step_done(s, st, "delete user", err);
+}
+
 static int session_add(struct cr_store *s, const struct cr_session_rec *r, struct cr_err *err)
 {
 	sqlite3_stmt *st;
@@ -423,7 +433,7 @@ static void sqlite_close(struct cr_store *s)
 }
 
 static const struct cr_store_ops sqlite_ops = {
-	"sqlite", user_add, user_list, session_add, session_del, session_list, worker_put, worker_del,
+	"sqlite", user_add, user_list, user_del, session_add, session_del, session_list, worker_put, worker_del,
 	worker_list, worker_observed, model_put, model_del, model_list, instance_put, instance_del,
 	instance_list, key_add, key_del, key_list, setting_get, setting_put, schema_version, sqlite_close,
 };

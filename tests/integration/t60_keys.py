@@ -80,3 +80,45 @@ class Keys(ClusterCase):
             self.assertIn(needle, json.dumps(ans))
         status, ans = self.request("DELETE", "/api/keys/nope", token=self.token)
         self.assert_error(status, ans, 404, "no such key")
+
+    def test_users_manage_only_their_own_keys(self):
+        self.start_server()
+        self.login()
+        admin = self.token
+        self.api("POST", "/api/users", {"username": "bob", "password": "bob-secret-1"}, expect=201)
+        status, body = self.request("POST", "/api/users", {"username": "bob", "password": "another-1"}, token=admin)
+        self.assert_error(status, body, 409, "already exists")
+        status, body = self.request("POST", "/api/users", {"username": "Eve!", "password": "x"}, token=admin)
+        self.assert_error(status, body, 400, "username")
+        status, body = self.request("POST", "/api/auth/login", {"username": "bob", "password": "bob-secret-1"})
+        self.assertEqual(status, 200, body)
+        bob = body["token"]
+        status, body = self.request("GET", "/api/users", token=bob)
+        self.assert_error(status, body, 403, "not an admin")
+        status, body = self.request("POST", "/api/keys", {"name": "bobs"}, token=bob)
+        self.assertEqual(status, 201, body)
+        bob_key = body["key"]
+        status, body = self.request("POST", "/api/keys", {"name": "admins"}, token=admin)
+        self.assertEqual(status, 201)
+        admin_key_id = body["id"]
+        status, body = self.request("GET", "/api/keys", token=bob)
+        self.assertEqual([k["name"] for k in body["keys"]], ["bobs"], "bob sees only his keys")
+        status, body = self.request("GET", "/api/keys", token=admin)
+        self.assertEqual(sorted(k["name"] for k in body["keys"]), ["admins", "bobs"])
+        status, body = self.request("DELETE", "/api/keys/" + admin_key_id, token=bob)
+        self.assert_error(status, body, 404, "no such key")
+        status, body = self.request("POST", "/api/keys", {"name": "x", "owner": "admin"}, token=bob)
+        self.assert_error(status, body, 403, "only admins")
+        status, body = self.request("DELETE", "/api/users/admin", token=admin)
+        self.assert_error(status, body, 409, "cannot delete yourself")
+        self.assertEqual(self.request("GET", "/v1/models", token=bob_key)[0], 200)
+        self.api("DELETE", "/api/users/bob")
+        self.assertEqual(self.request("GET", "/v1/models", token=bob_key)[0], 401, "a deleted user's keys stop working")
+        self.assertEqual(self.request("GET", "/api/auth/me", token=bob)[0], 401, "and their sessions")
+        self.assertEqual([u["username"] for u in self.api("GET", "/api/users")["users"]], ["admin"])
+        self.env["CORRAL_SERVER_URL"] = self.url
+        self.env["CORRAL_API_TOKEN"] = self.token
+        self.assertIn("created user 'carol' (user)",
+                      self.cli("users", "create", "carol", "--password-stdin", stdin="carol-secret\n").stdout)
+        self.assertIn("carol", self.cli("users").stdout)
+        self.assertIn("deleted user 'carol'", self.cli("users", "rm", "carol").stdout)
