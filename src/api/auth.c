@@ -29,7 +29,7 @@ static void load_user(const struct cr_user_rec *r, void *arg)
 	user_cache(arg, r);
 }
 
-static struct cr_user *user_by_id(struct cr_app *app, int64_t id)
+struct cr_user *cr_user_by_id(struct cr_app *app, int64_t id)
 {
 	size_t it = 0;
 	void *v;
@@ -44,7 +44,7 @@ static struct cr_user *user_by_id(struct cr_app *app, int64_t id)
 static void load_session(const struct cr_session_rec *r, void *arg)
 {
 	struct cr_app *app = arg;
-	struct cr_user *u = user_by_id(app, r->user_id);
+	struct cr_user *u = cr_user_by_id(app, r->user_id);
 	if (!u)
 		return;
 	struct cr_session *s = cr_xcalloc(1, sizeof(*s));

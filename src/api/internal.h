@@ -127,6 +127,8 @@ extern const struct cr_http_route cr_api_key_routes[];
 extern const struct cr_http_route cr_api_gateway_routes[];
 
 /* auth.c */
+/* The cached user with this id, or NULL. */
+struct cr_user *cr_user_by_id(struct cr_app *app, int64_t id);
 int cr_auth_bootstrap(struct cr_app *app, struct cr_err *err);
 int cr_auth_check(struct cr_req *req, enum cr_auth_need need, struct cr_err *err);
 void cr_auth_free_all(struct cr_app *app);

@@ -24,20 +24,10 @@ static void key_free(struct cr_apikey *k)
 	free(k);
 }
 
-static struct cr_user *user_by_id(struct cr_app *app, int64_t id)
-{
-	size_t it = 0;
-	void *v;
-	while (cr_map_next(&app->users, &it, NULL, &v))
-		if (((struct cr_user *)v)->id == id)
-			return v;
-	return NULL;
-}
-
 static void load_key(const struct cr_key_rec *r, void *arg)
 {
 	struct cr_app *app = arg;
-	struct cr_user *u = user_by_id(app, r->user_id);
+	struct cr_user *u = cr_user_by_id(app, r->user_id);
 	if (!u)
 		return;
 	struct cr_apikey *k = cr_xcalloc(1, sizeof(*k));
