@@ -313,18 +313,24 @@ static const char *version_of(const char *line)
 	return line;
 }
 
+char *cr_engine_locate(const struct cr_engine *e)
+{
+	const char *extra = getenv("CORRAL_ENGINE_PATH"), *path = getenv("PATH");
+	char *exe = NULL;
+	for (size_t k = 0; e && e->exes[k] && !exe; k++) {
+		exe = find_in(extra, e->exes[k]);
+		if (!exe)
+			exe = find_in(path, e->exes[k]);
+	}
+	return exe;
+}
+
 json_t *cr_engines_discover(const struct cr_engine_catalog *cat, json_t *notes)
 {
 	json_t *out = json_array();
-	const char *extra = getenv("CORRAL_ENGINE_PATH"), *path = getenv("PATH");
 	for (size_t i = 0; i < cat->n; i++) {
 		const struct cr_engine *e = &cat->engines[i];
-		char *exe = NULL;
-		for (size_t k = 0; e->exes[k] && !exe; k++) {
-			exe = find_in(extra, e->exes[k]);
-			if (!exe)
-				exe = find_in(path, e->exes[k]);
-		}
+		char *exe = cr_engine_locate(e);
 		if (!exe) {
 			if (!e->builtin)
 				json_array_append_new(notes, json_sprintf("engine '%s': '%s' not found on PATH or CORRAL_ENGINE_PATH",

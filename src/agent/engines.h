@@ -39,6 +39,10 @@ void cr_engines_release(struct cr_engine_catalog *cat);
 /* The definition called name, or NULL. */
 const struct cr_engine *cr_engines_find(const struct cr_engine_catalog *cat, const char *name);
 
+/* The path of e's executable ($CORRAL_ENGINE_PATH, then PATH, or its
+ * absolute path), or NULL; caller frees. Runs nothing. */
+char *cr_engine_locate(const struct cr_engine *e);
+
 /* Installed engines: [{"name","version","path","devices":[...]}] (new
  * reference); why others are not offered is appended to notes (an array). */
 json_t *cr_engines_discover(const struct cr_engine_catalog *cat, json_t *notes);

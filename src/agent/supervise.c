@@ -186,9 +186,7 @@ static int pick_port_excluding(struct cr_supervisor *s, int a)
 /* Nodes that `ray status --address addr` lists (0 when it fails). */
 static size_t ray_nodes(struct cr_supervisor *s, const char *addr)
 {
-	const struct cr_engine *e = cr_engines_find(s->cfg.catalog, "ray");
-	json_t *notes = json_array(), *found = e ? cr_engines_discover(&(struct cr_engine_catalog){ (struct cr_engine *)e, 1 }, notes) : NULL;
-	const char *exe = json_array_size(found) ? cr_json_get_str(json_array_get(found, 0), "path", NULL) : NULL;
+	char *exe = cr_engine_locate(cr_engines_find(s->cfg.catalog, "ray"));
 	size_t nodes = 0;
 	if (exe) {
 		char *argv[] = { (char *)exe, "status", "--address", (char *)addr, NULL };
@@ -198,8 +196,7 @@ static size_t ray_nodes(struct cr_supervisor *s, const char *addr)
 				nodes++;
 		free(out);
 	}
-	json_decref(found);
-	json_decref(notes);
+	free(exe);
 	return nodes;
 }
 
@@ -359,13 +356,12 @@ static char **build_command(struct cr_supervisor *s, struct proc *p, char ***env
 		return NULL;
 	}
 	const struct cr_engine *e = cr_engines_find(s->cfg.catalog, follower ? "llama.cpp-rpc" : raynode ? "ray" : engine);
-	json_t *notes = json_array(), *found = e ? cr_engines_discover(&(struct cr_engine_catalog){ (struct cr_engine *)e, 1 }, notes) : NULL;
-	const char *exe = json_array_size(found) ? cr_json_get_str(json_array_get(found, 0), "path", NULL) : NULL;
+	char *exe = cr_engine_locate(e); /* the worker's reports say whether it runs (version command) */
 	char **argv = NULL;
 	char *model = NULL;
 	if (!exe) {
-		snprintf(why, n, "engine '%s' is not installed on this worker%s%s", follower ? "llama.cpp-rpc" : engine,
-			 json_array_size(notes) ? ": " : "", json_array_size(notes) ? json_string_value(json_array_get(notes, 0)) : "");
+		snprintf(why, n, "engine '%s' is not installed on this worker (PATH, CORRAL_ENGINE_PATH)",
+			 follower ? "llama.cpp-rpc" : raynode ? "ray" : engine);
 		goto out;
 	}
 	size_t members = json_array_size(json_object_get(pl, "workers"));
@@ -545,8 +541,7 @@ env:;
 	*envp = env;
 out:
 	free(model);
-	json_decref(found);
-	json_decref(notes);
+	free(exe);
 	return argv;
 }
 
