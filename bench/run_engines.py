@@ -54,6 +54,14 @@ def wait(cond, timeout=60, what="a condition"):
     raise RuntimeError("timed out waiting for " + what)
 
 
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
 def proc_stat(pid):
     """((RSS kB, anonymous RSS kB), CPU ticks) of a process."""
     with open("/proc/%d/status" % pid) as f:
@@ -75,7 +83,7 @@ class Cluster:
         self.procs = []
         self.spawn(["server", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", self.tmp + "/s",
                     "--disable-worker", "--gpu-reserve", "0"], self.env)
-        wait(lambda: http("GET", self.url + "/healthz")[0] == 200)
+        wait(lambda: http("GET", self.url + "/healthz")[0] == 200, what="server")
         pw = open(self.tmp + "/s/initial_admin_password").read().strip()
         self.token = http("POST", self.url + "/api/auth/login", {"username": "admin", "password": pw})[1]["token"]
         ctoken = open(self.tmp + "/s/token").read().strip()
@@ -89,13 +97,14 @@ class Cluster:
                         {"name": "NVIDIA L4", "uuid": "GPU-%s" % name, "memory_total": int(gib * 2 ** 30),
                          "memory_used": 0}]}, f)
                 env.update(FAKE_NVML_CONFIG=cfg, CORRAL_NVML_LIBRARY=os.path.join(build, "fakes/nvml/libnvidia-ml.so.1"))
-            lo = 23000 + i * 50
+            lo = 21000 + (os.getpid() % 100) * 200 + i * 50  # apart from other runs on this machine
             self.workers[name] = self.spawn(
                 ["worker", "--server-url", self.url, "--token", ctoken, "--name", name, "--data-dir",
                  "%s/w-%s" % (self.tmp, name), "--worker-port", str(free_port()), "--listen-host", "127.0.0.1",
                  "--status-interval", "1", "--port-range", "%d-%d" % (lo, lo + 49)], env)
         wait(lambda: (lambda ws: len(ws) == len(workers) and all(w["state"] == "ready" and w["watch_connected"]
-                                                                 for w in ws))(self.api("GET", "/api/workers")[1].get("workers", [])))
+                                                                 for w in ws))(self.api("GET", "/api/workers")[1].get("workers", [])),
+             what="workers ready")
 
     def spawn(self, args, env):
         p = subprocess.Popen([self.corral] + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -112,12 +121,12 @@ class Cluster:
         t0 = time.monotonic()
         code, _ = self.api("POST", "/api/models", body)
         assert code == 201, code
-        wait(lambda: (lambda i: i and all(x["state"] == "running" for x in i))(self.instances(body["name"])))
+        wait(lambda: (lambda i: i and all(x["state"] == "running" for x in i))(self.instances(body["name"])),
+             what="%s running" % body["name"])
         dt = time.monotonic() - t0
         pids = [m["pid"] for i in self.instances(body["name"]) for m in i["members"].values()]
         self.api("DELETE", "/api/models/" + body["name"])
-        wait(lambda: not any(os.path.exists("/proc/%d" % p) and open("/proc/%d/stat" % p).read().split(") ")[1][0] != "Z"
-                             for p in pids))
+        wait(lambda: not any(alive(p) for p in pids), what="engines stopped")
         return dt
 
     def close(self):
@@ -134,7 +143,7 @@ def direct_start(llama_bin, model):
     p = subprocess.Popen([os.path.join(llama_bin, "llama-server"), "-m", model, "--host", "127.0.0.1", "--port",
                           str(port), "-c", "2048", "-np", "1", "-t", "1"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
-    wait(lambda: http("GET", "http://127.0.0.1:%d/health" % port, timeout=1)[0] == 200)
+    wait(lambda: http("GET", "http://127.0.0.1:%d/health" % port, timeout=1)[0] == 200, what="llama-server health")
     dt = time.monotonic() - t0
     p.terminate()
     p.wait()
