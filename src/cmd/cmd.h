@@ -21,6 +21,7 @@ int cr_cmd_engines(int argc, char **argv);
 int cr_cmd_logs(int argc, char **argv);
 int cr_cmd_keys(int argc, char **argv);
 int cr_cmd_users(int argc, char **argv);
+int cr_cmd_chat(int argc, char **argv);
 
 /* Print an error and its fix to stderr the same way for every command. */
 struct cr_err;

@@ -10,6 +10,9 @@
 #include "base/err.h"
 #include "base/json.h"
 #include "base/mem.h"
+#include "base/buf.h"
+#include "base/sse.h"
+#include "http/client.h"
 #include "base/util.h"
 #include "cmd/cli.h"
 #include "cmd/cmd.h"
@@ -729,4 +732,129 @@ int cr_cmd_keys(int argc, char **argv)
 	}
 	json_decref(ans);
 	return 0;
+}
+
+/* ---- corral chat ---- */
+
+struct chat {
+	struct cr_sse sse;
+	struct cr_buf reply; /* the assistant's answer, for the history */
+	bool done;
+};
+
+static int chat_event(const char *event, const char *data, void *arg)
+{
+	struct chat *c = arg;
+	(void)event;
+	if (!strcmp(data, "[DONE]")) {
+		c->done = true;
+		return 0;
+	}
+	json_t *j = json_loads(data, 0, NULL);
+	json_t *err = json_object_get(j, "error");
+	const char *piece = cr_json_get_str(json_object_get(json_array_get(json_object_get(j, "choices"), 0), "delta"),
+					    "content", NULL);
+	if (err)
+		fprintf(stderr, "\ncorral: %s\n", cr_json_get_str(err, "message", "the stream broke off"));
+	if (piece) {
+		fputs(piece, stdout);
+		fflush(stdout);
+		cr_buf_adds(&c->reply, piece);
+	}
+	json_decref(j);
+	return 0;
+}
+
+static int chat_data(const char *data, size_t len, void *arg)
+{
+	struct chat *c = arg;
+	return data ? cr_sse_feed(&c->sse, data, len, chat_event, c) != 0 : 0;
+}
+
+int cr_cmd_chat(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: corral chat MODEL [-m MESSAGE] [--max-tokens N] [--key KEY] [--server-url URL]\n"
+		"\n"
+		"Chat with a deployed model through the OpenAI-compatible endpoint, the answer\n"
+		"streamed to the terminal as it is generated. With -m it answers once; otherwise\n"
+		"it reads one message per line (keeping the conversation) until end of input.\n"
+		"The API key comes from --key, $CORRAL_API_KEY or $OPENAI_API_KEY.\n";
+	static const struct option lo[] = {
+		{ "message", 1, 0, 'm' }, { "max-tokens", 1, 0, 'n' }, { "key", 1, 0, 'k' }, { "server-url", 1, 0, 'U' },
+		{ "help", 0, 0, 'h' },    { 0, 0, 0, 0 },
+	};
+	const char *message = NULL, *key = getenv("CORRAL_API_KEY"), *url = NULL;
+	long long max_tokens = 256;
+	int ch;
+	if (!key)
+		key = getenv("OPENAI_API_KEY");
+	while ((ch = getopt_long(argc, argv, "hm:", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'm': message = optarg; break;
+		case 'n':
+			if (parse_u(optarg, "--max-tokens", 1 << 20, &max_tokens))
+				return 2;
+			break;
+		case 'k': key = optarg; break;
+		case 'U': url = optarg; break;
+		case 'h': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return 2;
+		}
+	}
+	if (optind + 1 != argc) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	if (!key) {
+		fprintf(stderr, "corral: no API key\nfix: create one with 'corral keys create NAME' and pass --key or set "
+				"CORRAL_API_KEY\n");
+		return 2;
+	}
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	char *endpoint = cr_xasprintf("%s/v1/chat/completions", cl.url);
+	json_t *history = json_array();
+	bool interactive = !message && isatty(STDIN_FILENO);
+	int rc = 0;
+	char line[8192];
+	for (;;) {
+		const char *text = message;
+		if (!text) {
+			if (interactive)
+				fputs("> ", stderr);
+			if (!fgets(line, sizeof(line), stdin))
+				break;
+			line[strcspn(line, "\n")] = '\0';
+			if (!line[0])
+				continue;
+			text = line;
+		}
+		json_array_append_new(history, json_pack("{s:s,s:s}", "role", "user", "content", text));
+		json_t *body = json_pack("{s:s,s:O,s:b,s:I}", "model", argv[optind], "messages", history, "stream", 1,
+					 "max_tokens", (json_int_t)max_tokens);
+		char *bt = cr_json_dump(body);
+		json_decref(body);
+		struct chat c = { .reply = CR_BUF_INIT(1 << 20) };
+		cr_sse_init(&c.sse, 1 << 20);
+		struct cr_err err = CR_ERR_INIT;
+		long status = 0;
+		int r = cr_http_stream_post(endpoint, key, bt, 300, chat_data, &c, &status, &err);
+		free(bt);
+		cr_sse_release(&c.sse);
+		fputs("\n", stdout);
+		if (r) {
+			cr_buf_release(&c.reply);
+			rc = cr_cmd_fail(&err);
+			break;
+		}
+		json_array_append_new(history, json_pack("{s:s,s:s}", "role", "assistant", "content", cr_buf_str(&c.reply)));
+		cr_buf_release(&c.reply);
+		if (message)
+			break;
+	}
+	json_decref(history);
+	free(endpoint);
+	cr_cli_release(&cl);
+	return rc;
 }

@@ -90,6 +90,8 @@ struct stream_ctx {
 	void *arg;
 	int stopped;
 	long status;
+	char errbody[4096]; /* the start of a non-2xx answer, for the error message */
+	size_t errlen;
 };
 
 static size_t stream_write(char *p, size_t size, size_t n, void *arg)
@@ -97,8 +99,12 @@ static size_t stream_write(char *p, size_t size, size_t n, void *arg)
 	struct stream_ctx *s = arg;
 	if (!s->status)
 		curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &s->status);
-	if (s->status < 200 || s->status >= 300)
-		return size * n; /* drain error bodies without handing them on */
+	if (s->status < 200 || s->status >= 300) { /* kept for the message, not handed on */
+		size_t take = size * n < sizeof(s->errbody) - 1 - s->errlen ? size * n : sizeof(s->errbody) - 1 - s->errlen;
+		memcpy(s->errbody + s->errlen, p, take);
+		s->errlen += take;
+		return size * n;
+	}
 	if (s->cb(p, size * n, s->arg)) {
 		s->stopped = 1;
 		return 0;
@@ -117,14 +123,18 @@ static int stream_tick(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
 	return 0;
 }
 
-int cr_http_stream(const char *url, const char *bearer, long idle_s, cr_http_data_cb cb, void *arg, long *status,
-		   struct cr_err *err)
+static int stream(const char *url, const char *bearer, const char *body, long idle_s, cr_http_data_cb cb, void *arg,
+		  long *status, struct cr_err *err)
 {
 	CURL *c = curl_easy_init();
 	if (!c)
 		abort();
-	struct stream_ctx s = { c, cb, arg, 0, 0 };
-	struct curl_slist *h = headers_for(bearer, false);
+	struct stream_ctx s = { .c = c, .cb = cb, .arg = arg };
+	struct curl_slist *h = headers_for(bearer, body != NULL);
+	if (body) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	}
 	h = curl_slist_append(h, "Accept: text/event-stream");
 	char errbuf[CURL_ERROR_SIZE] = "";
 	curl_easy_setopt(c, CURLOPT_URL, url);
@@ -146,9 +156,26 @@ int cr_http_stream(const char *url, const char *bearer, long idle_s, cr_http_dat
 	if (rc != CURLE_OK && !s.stopped)
 		ret = cr_err_set(err, CR_EUPSTREAM, "check that the server is running and reachable",
 				 "stream %s failed: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+	else if (s.status && (s.status < 200 || s.status >= 300)) {
+		struct cr_http_resp r = { s.status, s.errbody, s.errlen };
+		s.errbody[s.errlen] = '\0';
+		ret = cr_http_error_from(&r, err);
+	}
 	curl_slist_free_all(h);
 	curl_easy_cleanup(c);
 	return ret;
+}
+
+int cr_http_stream(const char *url, const char *bearer, long idle_s, cr_http_data_cb cb, void *arg, long *status,
+		   struct cr_err *err)
+{
+	return stream(url, bearer, NULL, idle_s, cb, arg, status, err);
+}
+
+int cr_http_stream_post(const char *url, const char *bearer, const char *body, long idle_s, cr_http_data_cb cb,
+			void *arg, long *status, struct cr_err *err)
+{
+	return stream(url, bearer, body, idle_s, cb, arg, status, err);
 }
 
 int cr_http_error_from(const struct cr_http_resp *r, struct cr_err *err)

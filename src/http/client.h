@@ -36,6 +36,11 @@ typedef int (*cr_http_data_cb)(const char *data, size_t len, void *arg);
 int cr_http_stream(const char *url, const char *bearer, long idle_s, cr_http_data_cb cb, void *arg, long *status,
 		   struct cr_err *err);
 
+/* The same with a JSON body POSTed; a non-2xx answer fails with its error
+ * message (management or OpenAI shape) in err. */
+int cr_http_stream_post(const char *url, const char *bearer, const char *body, long idle_s, cr_http_data_cb cb,
+			void *arg, long *status, struct cr_err *err);
+
 /* Pull the "error" object of a management error reply into err (message and
  * fix), or describe the status when the body is not one. Returns err->code. */
 int cr_http_error_from(const struct cr_http_resp *r, struct cr_err *err);
