@@ -250,8 +250,10 @@ static struct proc *proc_new(struct cr_supervisor *s, const char *id, const char
 	p->key = cr_xstrdup("");
 	p->message = cr_xstrdup("");
 	p->exit_status = -1;
+	pthread_mutex_lock(&s->mu); /* the reporter walks the list */
 	p->next = s->procs;
 	s->procs = p;
+	pthread_mutex_unlock(&s->mu);
 	return p;
 }
 
@@ -818,7 +820,11 @@ static void reconcile(struct cr_supervisor *s)
 				stop_proc(s, p, now);
 			}
 			p->wanted = true;
-			set_str(&p->role, role);
+			if (strcmp(p->role, role) != 0) { /* the reporter reads it */
+				pthread_mutex_lock(&s->mu);
+				set_str(&p->role, role);
+				pthread_mutex_unlock(&s->mu);
+			}
 			json_decref(p->desired);
 			p->desired = json_incref(inst);
 			free(key);
@@ -842,9 +848,9 @@ static void reconcile(struct cr_supervisor *s)
 		if (!p->wanted && have) {
 			if (p->pid) {
 				stop_proc(s, p, now);
-			} else { /* gone: forget it */
-				*pp = p->next;
+			} else { /* gone: forget it (the reporter walks the list under the lock) */
 				pthread_mutex_lock(&s->mu);
+				*pp = p->next;
 				s->changed = true;
 				pthread_mutex_unlock(&s->mu);
 				proc_free(p);
