@@ -314,8 +314,8 @@ static void post_if_changed(struct agent *a, const char *what, json_t *report, c
 	free(url);
 }
 
-/* POST the model-file report when it differs from the last one sent. */
-static void send_files(struct agent *a)
+/* POST the model-file and engine reports when they differ from the last ones sent. */
+static void send_reports(struct agent *a)
 {
 	pthread_mutex_lock(&a->mu);
 	a->files_pending = false;
@@ -359,11 +359,11 @@ static void *reporter(void *arg)
 				recovered(a, "status reports reach the server again");
 			registered = true;
 			attempt = 0;
-			send_files(a);
+			send_reports(a);
 			if (!nap_until(a, (int64_t)a->cfg->status_interval_s * 1000, true))
 				break;
-			/* woken early for model files: report them, then finish the interval */
-			send_files(a);
+			/* woken early by a file or engine change: report it, then finish the interval */
+			send_reports(a);
 			continue;
 		}
 		if (registered && (rc == CR_EUNAUTH || rc == CR_ENOTFOUND)) {
