@@ -9,6 +9,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/util.h"
+#include "http/relay.h"
 #include "store/store.h"
 
 void cr_app_config_defaults(struct cr_app_config *c)
@@ -25,6 +26,10 @@ void cr_app_config_defaults(struct cr_app_config *c)
 	c->reschedule_grace_s = 300;
 	c->gpu_reserve = 512ull << 20;
 	c->ram_reserve = 1ull << 30;
+	c->gw_connect_timeout_ms = 5000;
+	c->gw_first_byte_timeout_ms = 600000;
+	c->gw_idle_timeout_ms = 300000;
+	c->gw_pool_idle = 64;
 }
 
 static void healthz(struct cr_req *req)
@@ -49,7 +54,11 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	cr_workers_flush(arg);
+	struct cr_app *app = arg;
+	struct cr_err err = CR_ERR_INIT;
+	cr_workers_flush(app);
+	if (cr_usage_flush(app, &err))
+		cr_warn("usage not saved yet (kept in memory, retried at the next flush): %s", err.message);
 }
 
 static void on_keepalive(evutil_socket_t fd, short what, void *arg)
@@ -103,6 +112,8 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	cr_http_server_add_routes(app->http, cr_api_model_routes);
 	cr_http_server_add_routes(app->http, cr_api_key_routes);
 	cr_http_server_add_routes(app->http, cr_api_gateway_routes);
+	cr_http_server_add_routes(app->http, cr_api_usage_routes);
+	app->relay_pool = cr_relay_pool_new(base, cfg->gw_pool_idle, 30);
 	app->tick = every(app, 1, on_tick);
 	app->flush = every(app, cfg->flush_interval_s > 0 ? cfg->flush_interval_s : 30, on_flush);
 	app->keepalive = every(app, cfg->keepalive_s > 0 ? cfg->keepalive_s : 15, on_keepalive);
@@ -127,14 +138,19 @@ void cr_app_free(struct cr_app *app)
 {
 	if (!app)
 		return;
-	if (app->store)
+	if (app->store) {
+		struct cr_err err = CR_ERR_INIT;
 		cr_workers_flush(app);
+		if (cr_usage_flush(app, &err))
+			cr_warn("usage of the last %d s is lost: %s", app->cfg.flush_interval_s, err.message);
+	}
 	if (app->tick)
 		event_free(app->tick);
 	if (app->flush)
 		event_free(app->flush);
 	if (app->keepalive)
 		event_free(app->keepalive);
+	cr_usage_free_all(app);
 	cr_keys_free_all(app);
 	cr_models_free_all(app);
 	cr_workers_free_all(app);
@@ -143,6 +159,7 @@ void cr_app_free(struct cr_app *app)
 	for (int i = 0; i < 3 && app->http; i++)
 		event_base_loop(app->base, EVLOOP_NONBLOCK);
 	cr_http_server_free(app->http);
+	cr_relay_pool_free(app->relay_pool);
 	cr_auth_free_all(app);
 	cr_store_close(app->store);
 	free(app->cluster_token);

@@ -25,6 +25,10 @@ struct cr_app_config {
 	int reschedule_grace_s;     /* instances of a worker not_ready this long move elsewhere */
 	uint64_t gpu_reserve;       /* bytes kept free on every GPU */
 	uint64_t ram_reserve;       /* bytes kept free on every worker for CPU instances */
+	int gw_connect_timeout_ms;  /* gateway -> engine: TCP connect */
+	int gw_first_byte_timeout_ms; /* request sent -> first byte of the answer */
+	int gw_idle_timeout_ms;     /* longest silence mid-answer */
+	int gw_pool_idle;           /* idle keep-alive connections kept per engine */
 };
 
 /* Defaults for every field but data_dir. */

@@ -2,8 +2,11 @@
  * /v1/embeddings and /v1/rerank, checked just enough to route (JSON, a model
  * the key may use), then relayed to a running instance: least outstanding
  * requests first, ties by round robin; another instance when the first cannot
- * be reached before any byte was answered. When none runs, the answer says
- * why, per replica. */
+ * be reached. When none runs, the answer says why, per replica. Every request
+ * is metered: tokens from the answer's usage (for streams the final usage
+ * chunk, asked for with stream_options.include_usage and removed again when
+ * the client did not ask for it), errors and latency. */
+#include <event2/buffer.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,13 +17,21 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/util.h"
+#include "http/relay.h"
+
+#define CHECK_LIMIT (8u << 20) /* non-streamed answers above this are relayed unchecked, unmetered */
 
 struct call {
 	struct cr_app *app;
-	char *model_id;
+	char *model_id, *model_name, *key_hash;
 	char *tried[8];
 	int n_tried;
-	char *current; /* instance id being tried */
+	char *current;        /* instance id being tried */
+	int64_t t_start, ttft_ms;
+	int status;
+	bool stream, sse, client_usage;
+	struct evbuffer *hold; /* an SSE event not yet complete */
+	int64_t prompt_tokens, completion_tokens;
 };
 
 static unsigned long round_robin;
@@ -74,7 +85,124 @@ static int pick(void *arg, int attempt, struct cr_relay_target *out)
 	c->tried[c->n_tried++] = cr_xstrdup(best->id);
 	c->current = cr_xstrdup(best->id);
 	best->inflight++;
+	best->requests++;
 	return 0;
+}
+
+/* Token counts from a response object's "usage". */
+static void take_usage(struct call *c, json_t *o)
+{
+	json_t *u = json_object_get(o, "usage");
+	if (!json_is_object(u))
+		return;
+	c->prompt_tokens = cr_json_get_int(u, "prompt_tokens", c->prompt_tokens);
+	c->completion_tokens = cr_json_get_int(u, "completion_tokens", c->completion_tokens);
+}
+
+/* Non-streamed answers are read whole and checked (see check_answer);
+ * streams go out as they come. */
+static bool on_head(void *arg, int status, const char *content_type)
+{
+	struct call *c = arg;
+	c->status = status;
+	c->ttft_ms = c->stream ? cr_mono_ms() - c->t_start : -1;
+	c->sse = content_type && strstr(content_type, "event-stream");
+	if (c->sse)
+		c->hold = evbuffer_new();
+	return !c->sse && status == 200;
+}
+
+/* A whole 200 answer: valid JSON (else the client gets a 502 naming the
+ * problem rather than a body its SDK cannot parse), and its usage. */
+static int check_answer(void *arg, struct evbuffer *whole, char *msg, size_t n)
+{
+	struct call *c = arg;
+	json_error_t je;
+	size_t len = evbuffer_get_length(whole);
+	json_t *o = json_loadb((const char *)evbuffer_pullup(whole, -1), len, 0, &je);
+	if (!json_is_object(o)) {
+		snprintf(msg, n, "the engine answered 200 with %s (%s at byte %d); see 'corral logs' for the instance",
+			 o ? "JSON that is not an object" : "a body that is not JSON", o ? "type" : je.text, je.position);
+		json_decref(o);
+		c->status = 502;
+		return -1;
+	}
+	take_usage(c, o);
+	json_decref(o);
+	return 0;
+}
+
+/* One complete SSE event of chunk (its first n bytes) carrying "usage":
+ * count it, and say whether to drop it (a usage-only chunk the client did
+ * not ask for). */
+static bool usage_event(struct call *c, struct evbuffer *chunk, size_t n)
+{
+	char *text = cr_xmalloc(n + 1);
+	evbuffer_copyout(chunk, text, n);
+	text[n] = 0;
+	bool drop = false;
+	const char *data = strstr(text, "data:");
+	json_t *o = data ? json_loads(data + 5, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+	if (json_is_object(o)) {
+		take_usage(c, o);
+		json_t *choices = json_object_get(o, "choices");
+		drop = !c->client_usage && json_is_array(choices) && json_array_size(choices) == 0;
+	}
+	json_decref(o);
+	free(text);
+	return drop;
+}
+
+/* The end of the first event in b at or after pos: the offset just past its
+ * blank line, or -1 when it is not complete yet. */
+static ssize_t event_end(struct evbuffer *b, size_t pos)
+{
+	struct evbuffer_ptr p;
+	evbuffer_ptr_set(b, &p, pos, EVBUFFER_PTR_SET);
+	struct evbuffer_ptr lf = evbuffer_search(b, "\n\n", 2, &p);
+	struct evbuffer_ptr crlf = evbuffer_search(b, "\r\n\r\n", 4, &p);
+	if (lf.pos < 0 && crlf.pos < 0)
+		return -1;
+	if (crlf.pos >= 0 && (lf.pos < 0 || crlf.pos < lf.pos))
+		return (ssize_t)crlf.pos + 4;
+	return (ssize_t)lf.pos + 2;
+}
+
+static void on_data(void *arg, struct evbuffer *chunk, bool end)
+{
+	struct call *c = arg;
+	if (!c->hold)
+		return;
+	if (evbuffer_get_length(c->hold))
+		evbuffer_prepend_buffer(chunk, c->hold);
+	if (end) { /* whatever was held goes out as it is */
+		return;
+	}
+	struct evbuffer_ptr u = evbuffer_search(chunk, "\"usage\"", 7, NULL);
+	size_t len = evbuffer_get_length(chunk);
+	char last[2] = { 0, 0 };
+	if (len >= 2) {
+		struct evbuffer_ptr p;
+		evbuffer_ptr_set(chunk, &p, len - 2, EVBUFFER_PTR_SET);
+		evbuffer_copyout_from(chunk, &p, last, 2);
+	}
+	if (u.pos < 0 && last[0] == '\n' && last[1] == '\n')
+		return; /* the common case: whole events, no usage */
+	/* walk the events: forward complete ones (less a dropped usage chunk),
+	 * hold back an incomplete last one */
+	struct evbuffer *out = evbuffer_new();
+	ssize_t e;
+	while ((e = event_end(chunk, 0)) >= 0) {
+		struct evbuffer_ptr p = evbuffer_search_range(chunk, "\"usage\"", 7, NULL, NULL);
+		bool has_usage = p.pos >= 0 && p.pos < e;
+		if (has_usage && usage_event(c, chunk, (size_t)e))
+			evbuffer_drain(chunk, (size_t)e);
+		else
+			evbuffer_remove_buffer(chunk, out, (size_t)e);
+	}
+	evbuffer_add_buffer(c->hold, chunk); /* the incomplete rest */
+	evbuffer_add_buffer(chunk, out);
+	evbuffer_free(out);
 }
 
 static void finished(void *arg, int status, uint64_t bytes, const char *error)
@@ -84,9 +212,20 @@ static void finished(void *arg, int status, uint64_t bytes, const char *error)
 	if (error && status != 200)
 		cr_debug("gateway: %s", error);
 	release_current(c);
+	struct cr_apikey *k = cr_map_get(&c->app->keys, c->key_hash); /* NULL when revoked meanwhile */
+	if (k) {
+		struct cr_usage_sample s = { status >= 400 || (error && status != 0), c->prompt_tokens,
+					     c->completion_tokens, c->ttft_ms, cr_mono_ms() - c->t_start };
+		cr_usage_record(c->app, k, c->model_name, &s);
+		k->window_tokens += c->prompt_tokens + c->completion_tokens;
+	}
+	if (c->hold)
+		evbuffer_free(c->hold);
 	for (int i = 0; i < c->n_tried; i++)
 		free(c->tried[i]);
 	free(c->model_id);
+	free(c->model_name);
+	free(c->key_hash);
 	free(c);
 }
 
@@ -111,10 +250,83 @@ static void why_none(struct cr_app *app, struct cr_model *m, char *out, size_t n
 		 total ? parts : "", !total && m->status ? ": " : "", !total && m->status ? m->status : "");
 }
 
+/* A gateway refusal after the key and model are known: counted as an error. */
+static void refuse(struct cr_req *req, const struct cr_apikey *k, const char *model, int code, const char *msg,
+		   int retry_s)
+{
+	struct cr_usage_sample s = { true, 0, 0, -1, 0 };
+	cr_usage_record(cr_req_app(req), k, model, &s);
+	cr_reply_error_retry(req, code, msg, retry_s);
+}
+
+/* The per-minute limits of key k (fixed one-minute windows); 0 or the
+ * seconds to wait, with msg filled. */
+static int over_limit(struct cr_apikey *k, char *msg, size_t n)
+{
+	int64_t now = cr_mono_ms();
+	if (now - k->window_start_ms >= 60000) {
+		k->window_start_ms = now;
+		k->window_requests = 0;
+		k->window_tokens = 0;
+	}
+	int retry = (int)((k->window_start_ms + 60000 - now + 999) / 1000);
+	if (k->rpm && k->window_requests >= k->rpm) {
+		snprintf(msg, n, "Rate limit reached for key '%s': %lld requests per minute. Try again in %d s.", k->name,
+			 (long long)k->rpm, retry);
+		return retry;
+	}
+	if (k->tpm && k->window_tokens >= k->tpm) {
+		snprintf(msg, n, "Rate limit reached for key '%s': %lld tokens per minute (%lld used). Try again in %d s.",
+			 k->name, (long long)k->tpm, (long long)k->window_tokens, retry);
+		return retry;
+	}
+	k->window_requests++;
+	return 0;
+}
+
+/* Ask a streaming request for the final usage chunk. Returns the body to
+ * send (body itself, or a new string in *owned) and whether the client had
+ * asked for usage. The raw text is kept when possible: only the member is
+ * added in front. */
+static const char *with_usage(const char *raw, size_t len, json_t *body, char **owned, size_t *out_len,
+			      bool *client_usage)
+{
+	json_t *so = json_object_get(body, "stream_options");
+	*owned = NULL;
+	*out_len = len;
+	*client_usage = json_is_true(json_object_get(so, "include_usage"));
+	if (*client_usage)
+		return raw;
+	if (!so) {
+		static const char member[] = "\"stream_options\":{\"include_usage\":true}";
+		const char *brace = memchr(raw, '{', len);
+		size_t head = (size_t)(brace - raw) + 1;
+		const char *rest = brace + 1;
+		while (rest < raw + len && (*rest == ' ' || *rest == '\t' || *rest == '\r' || *rest == '\n'))
+			rest++;
+		bool empty = rest < raw + len && *rest == '}';
+		*owned = cr_xasprintf("%.*s%s%s%.*s", (int)head, raw, member, empty ? "" : ",", (int)(len - head),
+				      raw + head);
+		*out_len = strlen(*owned);
+		return *owned;
+	}
+	json_t *copy = json_deep_copy(body);
+	json_t *so2 = json_object_get(copy, "stream_options");
+	if (!json_is_object(so2)) {
+		so2 = json_object();
+		json_object_set_new(copy, "stream_options", so2);
+	}
+	json_object_set_new(so2, "include_usage", json_true());
+	*owned = json_dumps(copy, JSON_COMPACT);
+	json_decref(copy);
+	*out_len = strlen(*owned);
+	return *owned;
+}
+
 static void relay_v1(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
-	const struct cr_apikey *k = cr_req_principal(req)->key;
+	struct cr_apikey *k = (struct cr_apikey *)cr_req_principal(req)->key;
 	struct cr_err err = CR_ERR_INIT;
 	json_t *body = cr_req_json(req, &err);
 	if (!body) {
@@ -133,22 +345,11 @@ static void relay_v1(struct cr_req *req)
 		cr_reply_error(req, CR_ENOTFOUND, msg, NULL);
 		return;
 	}
-	if (k->rpm) { /* requests per minute, in fixed one-minute windows */
-		struct cr_apikey *key = (struct cr_apikey *)k;
-		int64_t now = cr_mono_ms();
-		if (now - key->window_start_ms >= 60000) {
-			key->window_start_ms = now;
-			key->window_requests = 0;
-		}
-		if (key->window_requests >= key->rpm) {
-			char msg[200];
-			int retry = (int)((key->window_start_ms + 60000 - now + 999) / 1000);
-			snprintf(msg, sizeof(msg), "Rate limit reached for key '%s': %lld requests per minute. Try again in %d s.",
-				 key->name, (long long)key->rpm, retry);
-			cr_reply_error_retry(req, CR_ELIMIT, msg, retry);
-			return;
-		}
-		key->window_requests++;
+	char msg[1400];
+	int retry = over_limit(k, msg, sizeof(msg));
+	if (retry) {
+		refuse(req, k, m->name, CR_ELIMIT, msg, retry);
+		return;
 	}
 	bool any = false;
 	size_t it = 0;
@@ -156,10 +357,9 @@ static void relay_v1(struct cr_req *req)
 	while (!any && cr_map_next(&app->instances, &it, NULL, &v))
 		any = !strcmp(((struct cr_instance *)v)->model_id, m->id) && !strcmp(((struct cr_instance *)v)->state, "running");
 	if (!any) {
-		char msg[1400];
 		bool starting;
 		why_none(app, m, msg, sizeof(msg), &starting);
-		cr_reply_error_retry(req, CR_EUNAVAILABLE, msg, starting ? 5 : 0);
+		refuse(req, k, m->name, CR_EUNAVAILABLE, msg, starting ? 5 : 0);
 		return;
 	}
 	size_t len;
@@ -167,7 +367,22 @@ static void relay_v1(struct cr_req *req)
 	struct call *c = cr_xcalloc(1, sizeof(*c));
 	c->app = app;
 	c->model_id = cr_xstrdup(m->id);
-	cr_relay(req, cr_req_uri(req), raw, len, 600, pick, finished, c);
+	c->model_name = cr_xstrdup(m->name);
+	c->key_hash = cr_xstrdup(k->hash);
+	c->t_start = cr_mono_ms();
+	c->ttft_ms = -1;
+	c->stream = json_is_true(json_object_get(body, "stream"));
+	char *owned = NULL;
+	const char *path = cr_req_uri(req);
+	size_t plen = strcspn(path, "?");
+	if (c->stream && ((plen == 20 && !strncmp(path, "/v1/chat/completions", 20)) ||
+			  (plen == 15 && !strncmp(path, "/v1/completions", 15))))
+		raw = with_usage(raw, len, body, &owned, &len, &c->client_usage);
+	struct cr_relay_opts o = { app->relay_pool, app->cfg.gw_connect_timeout_ms, app->cfg.gw_first_byte_timeout_ms,
+				   app->cfg.gw_idle_timeout_ms, pick, on_head, check_answer, CHECK_LIMIT, on_data,
+				   finished, c };
+	cr_relay(req, path, raw, len, &o);
+	free(owned);
 }
 
 const struct cr_http_route cr_api_gateway_routes[] = {

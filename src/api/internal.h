@@ -15,6 +15,7 @@
 struct event;
 struct cr_probe;
 struct cr_store;
+struct cr_relay_pool;
 
 struct cr_user {
 	int64_t id;
@@ -84,6 +85,7 @@ struct cr_instance {
 	json_t *members;    /* worker id -> that worker's engine report (observed, not stored) */
 	char *endpoint;     /* host:port of the serving engine once running, else NULL */
 	int inflight;       /* gateway requests being relayed to it */
+	int64_t requests;   /* gateway requests given to it since the server started */
 };
 
 /* A gateway API key (only its hash is known). */
@@ -94,6 +96,7 @@ struct cr_apikey {
 	json_t *models;      /* allowed model names; empty = all */
 	int64_t rpm, tpm, expires_ms, created_ms;
 	int64_t window_start_ms, window_requests; /* the current minute, for rpm */
+	int64_t window_tokens;                    /* and tokens answered in it, for tpm */
 };
 
 struct cr_app {
@@ -113,6 +116,8 @@ struct cr_app {
 	struct cr_map model_names;  /* name -> cr_model */
 	struct cr_map instances;    /* id -> cr_instance */
 	struct cr_map keys;         /* hash -> cr_apikey */
+	struct cr_map usage;        /* "day\x1fkey id\x1fmodel" -> cr_usage_rec not yet flushed */
+	struct cr_relay_pool *relay_pool; /* keep-alive connections to engines */
 	json_t *probe_sources;      /* source -> mono ms of the last dry run that asked for it */
 	bool sched_dirty;           /* run the controller at the next tick */
 	int64_t next_sched_mono;
@@ -125,6 +130,7 @@ extern const struct cr_http_route cr_api_worker_routes[];
 extern const struct cr_http_route cr_api_model_routes[];
 extern const struct cr_http_route cr_api_key_routes[];
 extern const struct cr_http_route cr_api_gateway_routes[];
+extern const struct cr_http_route cr_api_usage_routes[];
 
 /* auth.c */
 /* The cached user with this id, or NULL. */
@@ -153,6 +159,19 @@ struct cr_apikey *cr_key_check(struct cr_app *app, const char *token);
 void cr_keys_forget_user(struct cr_app *app, const struct cr_user *u);
 /* Whether key may use model (its list is empty or names it). */
 bool cr_key_allows(const struct cr_apikey *key, const char *model);
+
+/* usage.c */
+/* One gateway request's outcome, counted for its key's day and model. */
+struct cr_usage_sample {
+	bool error;
+	int64_t prompt_tokens, completion_tokens;
+	int64_t ttft_ms;    /* time to the first byte of a streamed answer; -1: not streamed */
+	int64_t latency_ms;
+};
+void cr_usage_record(struct cr_app *app, const struct cr_apikey *k, const char *model, const struct cr_usage_sample *s);
+/* Add the counted deltas to the store; kept in memory when that fails. */
+int cr_usage_flush(struct cr_app *app, struct cr_err *err);
+void cr_usage_free_all(struct cr_app *app);
 
 /* models.c */
 int cr_models_load(struct cr_app *app, struct cr_err *err);

@@ -269,6 +269,8 @@ static json_t *instance_json(struct cr_app *app, struct cr_instance *i)
 	}
 	json_object_set_new(o, "members", i->members ? json_incref(i->members) : json_object());
 	json_object_set_new(o, "endpoint", i->endpoint ? json_string(i->endpoint) : json_null());
+	json_object_set_new(o, "inflight", json_integer(i->inflight));
+	json_object_set_new(o, "requests", json_integer(i->requests));
 	json_object_set_new(o, "followers", followers_of(app, i));
 	json_object_set_new(o, "ray_head", ray_head_of(app, i));
 	json_object_set_new(o, "master", master_of(app, i));

@@ -20,6 +20,7 @@ int cr_cmd_rm(int argc, char **argv);
 int cr_cmd_engines(int argc, char **argv);
 int cr_cmd_logs(int argc, char **argv);
 int cr_cmd_keys(int argc, char **argv);
+int cr_cmd_usage(int argc, char **argv);
 int cr_cmd_users(int argc, char **argv);
 int cr_cmd_chat(int argc, char **argv);
 

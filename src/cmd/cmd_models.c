@@ -1,5 +1,6 @@
 /* Model commands: inspect (a model file's shape and memory estimate on this
  * node, without a server), deploy, models, instances, rm (through the API). */
+#include <curl/curl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -857,4 +858,115 @@ int cr_cmd_chat(int argc, char **argv)
 	free(endpoint);
 	cr_cli_release(&cl);
 	return rc;
+}
+
+/* One cell of a usage row: the counter, or "-" for a missing average. */
+static void usage_cell(json_t *row, const char *name, char *out, size_t n)
+{
+	json_t *v = json_object_get(row, name);
+	if (json_is_integer(v))
+		snprintf(out, n, "%lld", (long long)json_integer_value(v));
+	else
+		snprintf(out, n, "-");
+}
+
+int cr_cmd_usage(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: corral usage [--by key,user,model,day] [--since 7d|YYYY-MM-DD] [--until YYYY-MM-DD]\n"
+		"                    [--model M] [--key NAME|ID] [--user U] [--json]\n"
+		"\n"
+		"Gateway usage: requests, errors, prompt and completion tokens, average time to\n"
+		"first token (streams) and latency, summed per the --by columns (default: one\n"
+		"total) over days in UTC. Users see their own keys; admins everyone's.\n";
+	static const struct option lo[] = {
+		{ "by", 1, 0, 'b' },   { "since", 1, 0, 's' }, { "until", 1, 0, 'u' },      { "model", 1, 0, 'm' },
+		{ "key", 1, 0, 'k' },  { "user", 1, 0, 'U' },  { "json", 0, 0, 'j' },       { "server-url", 1, 0, 'S' },
+		{ "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+	};
+	const char *names[] = { "by", "since", "until", "model", "key", "user" };
+	const char *vals[6] = { NULL };
+	const char *url = NULL;
+	bool as_json = false;
+	int ch;
+	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'b': vals[0] = optarg; break;
+		case 's': vals[1] = optarg; break;
+		case 'u': vals[2] = optarg; break;
+		case 'm': vals[3] = optarg; break;
+		case 'k': vals[4] = optarg; break;
+		case 'U': vals[5] = optarg; break;
+		case 'j': as_json = true; break;
+		case 'S': url = optarg; break;
+		case 'h': fputs(usage, stdout); return 0;
+		default: fputs(usage, stderr); return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "corral usage: unexpected argument '%s'\n%s", argv[optind], usage);
+		return 2;
+	}
+	struct cr_buf path = CR_BUF_INIT(8192);
+	cr_buf_adds(&path, "/api/usage");
+	for (int i = 0; i < 6; i++) {
+		if (!vals[i])
+			continue;
+		char *enc = curl_easy_escape(NULL, vals[i], 0);
+		cr_buf_addf(&path, "%c%s=%s", path.len == 10 ? '?' : '&', names[i], enc);
+		curl_free(enc);
+	}
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *ans = cr_cli_api(&cl, "GET", cr_buf_str(&path), NULL, &err);
+	cr_cli_release(&cl);
+	cr_buf_release(&path);
+	if (!ans)
+		return cr_cmd_fail(&err);
+	if (as_json)
+		return cr_cli_print_json(ans);
+	static const char *const cols[] = { "day", "user", "key", "model" };
+	static const char *const counters[] = { "requests", "errors", "prompt_tokens", "completion_tokens",
+						"ttft_ms_avg", "latency_ms_avg" };
+	static const char *const heads[] = { "DAY", "USER", "KEY", "MODEL", "REQUESTS", "ERRORS", "PROMPT", "COMPLETION",
+					     "TTFT_MS", "LATENCY_MS" };
+	json_t *rows = json_object_get(ans, "rows");
+	bool shown[4] = { false };
+	size_t i;
+	json_t *row;
+	json_array_foreach(rows, i, row)
+		for (int c = 0; c < 4; c++)
+			shown[c] |= json_object_get(row, cols[c]) != NULL;
+	struct cr_table t = { .rows = json_array() };
+	const char *cells[CR_TABLE_MAX_COLS];
+	char num[6][32];
+	for (int c = 0; c < 4; c++)
+		if (shown[c])
+			cells[t.ncols++] = heads[c];
+	for (int c = 0; c < 6; c++)
+		cells[t.ncols++] = heads[4 + c];
+	cr_table_row(&t, cells);
+	json_t *total = json_object_get(ans, "total");
+	for (i = 0; i <= json_array_size(rows); i++) {
+		row = i < json_array_size(rows) ? json_array_get(rows, i) : total;
+		int n = 0;
+		for (int c = 0; c < 4; c++) {
+			if (!shown[c])
+				continue;
+			cells[n] = row == total ? (n == 0 ? "TOTAL" : "") : cr_json_get_str(row, cols[c], "");
+			n++;
+		}
+		for (int c = 0; c < 6; c++) {
+			usage_cell(row, counters[c], num[c], sizeof(num[c]));
+			cells[n++] = num[c];
+		}
+		if (row == total && n == 6 && json_array_size(rows))
+			break; /* no grouping: the only row is the total */
+		cr_table_row(&t, cells);
+	}
+	cr_table_print(&t);
+	printf("%s to %s (UTC)\n", cr_json_get_str(ans, "since", "?"), cr_json_get_str(ans, "until", "?"));
+	json_decref(ans);
+	return 0;
 }

@@ -39,6 +39,10 @@ static const char server_usage[] =
 	"  --max-body BYTES       largest request body accepted (default 1048576)\n"
 	"  --reschedule-grace S   move instances off a worker not ready this long (default 300)\n"
 	"  --gpu-reserve MIB      memory kept free on every GPU (default 512)\n"
+	"  --gateway-connect-timeout MS     gateway to engine: connect, else the next replica (default 5000)\n"
+	"  --gateway-first-byte-timeout MS  request sent to first byte of the answer, else 504 (default 600000)\n"
+	"  --gateway-idle-timeout MS        longest silence mid-answer before it is cut (default 300000)\n"
+	"  --gateway-pool N       idle keep-alive connections kept per engine (default 64)\n"
 	"  -h, --help             this text\n";
 
 struct embedded {
@@ -163,6 +167,9 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		{ "probe-interval", required_argument, NULL, 'P' }, { "flush-interval", required_argument, NULL, 'f' },
 		{ "keepalive", required_argument, NULL, 'k' },    { "max-body", required_argument, NULL, 'b' },
 		{ "reschedule-grace", required_argument, NULL, 'g' }, { "gpu-reserve", required_argument, NULL, 'r' },
+		{ "gateway-connect-timeout", required_argument, NULL, 'C' },
+		{ "gateway-first-byte-timeout", required_argument, NULL, 'F' },
+		{ "gateway-idle-timeout", required_argument, NULL, 'I' }, { "gateway-pool", required_argument, NULL, 'O' },
 		{ "help", no_argument, NULL, 'h' },               { NULL, 0, NULL, 0 },
 	};
 	long long v;
@@ -183,6 +190,10 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		case 'b': if (parse_int_opt("--max-body", optarg, 1024, 1 << 30, &v)) return 2; o->app.max_body = (size_t)v; break;
 		case 'g': if (parse_int_opt("--reschedule-grace", optarg, 1, 86400, &v)) return 2; o->app.reschedule_grace_s = (int)v; break;
 		case 'r': if (parse_int_opt("--gpu-reserve", optarg, 0, 1 << 20, &v)) return 2; o->app.gpu_reserve = (uint64_t)v << 20; break;
+		case 'C': if (parse_int_opt("--gateway-connect-timeout", optarg, 1, 3600000, &v)) return 2; o->app.gw_connect_timeout_ms = (int)v; break;
+		case 'F': if (parse_int_opt("--gateway-first-byte-timeout", optarg, 1, 86400000, &v)) return 2; o->app.gw_first_byte_timeout_ms = (int)v; break;
+		case 'I': if (parse_int_opt("--gateway-idle-timeout", optarg, 1, 86400000, &v)) return 2; o->app.gw_idle_timeout_ms = (int)v; break;
+		case 'O': if (parse_int_opt("--gateway-pool", optarg, 0, 100000, &v)) return 2; o->app.gw_pool_idle = (int)v; break;
 		case 'h': fputs(server_usage, stdout); return 0;
 		default: fputs(server_usage, stderr); return 2;
 		}

@@ -30,6 +30,7 @@ static const char usage[] =
 	"  keys       API keys for the OpenAI-compatible endpoint: list, create, rm\n"
 	"  users      users of the cluster (admins): list, create, rm\n"
 	"  chat       chat with a model through /v1, streamed to the terminal\n"
+	"  usage      gateway usage per key, user, model and day\n"
 	"\n"
 	"On this node, without a server:\n"
 	"  doctor     what this node has: devices, drivers, memory, notes\n"
@@ -59,7 +60,7 @@ int main(int argc, char **argv)
 		{ "deploy", cr_cmd_deploy }, { "models", cr_cmd_models }, { "instances", cr_cmd_instances },
 		{ "rm", cr_cmd_rm }, { "engines", cr_cmd_engines },
 		{ "logs", cr_cmd_logs }, { "keys", cr_cmd_keys },
-		{ "users", cr_cmd_users }, { "chat", cr_cmd_chat },
+		{ "users", cr_cmd_users }, { "chat", cr_cmd_chat }, { "usage", cr_cmd_usage },
 	};
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		fputs(usage, argc < 2 ? stderr : stdout);

@@ -1,6 +1,7 @@
 /* evhttp-based server: routing, limits, JSON replies, SSE streams and the
  * thread offload used for slow work (password hashing). See server.h. */
 #include "http/server.h"
+#include "http/server_impl.h"
 
 #include <sys/queue.h>
 #include <arpa/inet.h>
@@ -22,7 +23,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 
-#define MAX_PARAMS 4
+#define MAX_PARAMS CR_MAX_PARAMS
 #define MAX_TABLES 16
 
 struct cr_http_server {
@@ -35,21 +36,8 @@ struct cr_http_server {
 	int ntables;
 };
 
-struct cr_req {
-	struct evhttp_request *ev;
-	struct cr_http_server *srv;
-	char *path;                     /* owned; split in place once routed */
-	const char *params[MAX_PARAMS];
-	int nparams;
-	json_t *body;                   /* owned */
-	struct evkeyvalq query;
-	bool query_parsed;
-	char peer[64];
-	bool openai;                    /* under /v1/: errors in OpenAI's shape */
-	struct cr_principal principal;
-};
 
-static void req_free(struct cr_req *req)
+void cr_req_release(struct cr_req *req)
 {
 	if (!req)
 		return;
@@ -93,6 +81,8 @@ static const char *reason(int status)
 	case 431: return "Request Header Fields Too Large";
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	case 429: return "Too Many Requests";
 	default: return "Error";
 	}
 }
@@ -112,7 +102,7 @@ void cr_reply_json(struct cr_req *req, int status, json_t *body)
 	evhttp_add_header(h, "Cache-Control", "no-store");
 	evhttp_send_reply(req->ev, status, reason(status), out);
 	evbuffer_free(out);
-	req_free(req);
+	cr_req_release(req);
 }
 
 /* OpenAI's error type and code for an HTTP status, as its clients expect. */
@@ -443,7 +433,7 @@ struct cr_stream *cr_stream_open(struct cr_req *req, cr_stream_close_cb on_close
 	struct bufferevent *bev = evhttp_connection_get_bufferevent(s->con);
 	int one = 1;
 	setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	req_free(req);
+	cr_req_release(req);
 	return s;
 }
 
@@ -521,171 +511,4 @@ void cr_offload(struct event_base *base, cr_offload_cb work, cr_offload_cb done,
 		offload_thread(o);
 	}
 	pthread_attr_destroy(&attr);
-}
-
-/* ---- relay ---- */
-
-struct relay {
-	struct evhttp_request *client;
-	struct evhttp_connection *client_con;
-	struct event_base *base;
-	struct evhttp_connection *up_con;
-	struct evhttp_request *up;
-	char *path, *body;
-	size_t len;
-	int timeout_s, attempt;
-	bool started, client_gone, finished;
-	uint64_t bytes;
-	cr_relay_pick_cb pick;
-	cr_relay_done_cb done;
-	void *arg;
-};
-
-static void free_con_later(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	evhttp_connection_free(arg);
-}
-
-static void relay_finish(struct relay *r, int status, const char *error)
-{
-	if (r->finished)
-		return;
-	r->finished = true;
-	if (r->client_con)
-		evhttp_connection_set_closecb(r->client_con, NULL, NULL);
-	if (r->up_con) /* not inside its own callback: later */
-		event_base_once(r->base, -1, EV_TIMEOUT, free_con_later, r->up_con, NULL);
-	r->done(r->arg, status, r->bytes, error);
-	free(r->path);
-	free(r->body);
-	free(r);
-}
-
-static void relay_client_closed(struct evhttp_connection *con, void *arg)
-{
-	struct relay *r = arg;
-	(void)con;
-	r->client_gone = true;
-	if (r->up) {
-		evhttp_cancel_request(r->up); /* the engine stops generating */
-		r->up = NULL;
-	}
-	if (r->started && !evhttp_request_get_connection(r->client))
-		evhttp_send_reply_end(r->client); /* frees the detached request */
-	relay_finish(r, 0, "the client went away");
-}
-
-static void relay_chunk(struct evhttp_request *up, void *arg)
-{
-	struct relay *r = arg;
-	struct evbuffer *in = evhttp_request_get_input_buffer(up);
-	if (r->client_gone)
-		return;
-	if (!r->started) {
-		r->started = true;
-		const char *ct = evhttp_find_header(evhttp_request_get_input_headers(up), "Content-Type");
-		struct evkeyvalq *h = evhttp_request_get_output_headers(r->client);
-		evhttp_add_header(h, "Content-Type", ct ? ct : "application/json");
-		if (ct && strstr(ct, "event-stream"))
-			evhttp_add_header(h, "Cache-Control", "no-store");
-		evhttp_send_reply_start(r->client, evhttp_request_get_response_code(up), "OK");
-	}
-	r->bytes += evbuffer_get_length(in);
-	evhttp_send_reply_chunk(r->client, in);
-}
-
-static void relay_attempt(struct relay *r);
-
-static void relay_done(struct evhttp_request *up, void *arg)
-{
-	struct relay *r = arg;
-	r->up = NULL;
-	int status = up ? evhttp_request_get_response_code(up) : 0;
-	if (r->client_gone)
-		return;
-	if (status == 0 && !r->started) { /* nothing reached the client: another instance may */
-		if (r->up_con) {
-			event_base_once(r->base, -1, EV_TIMEOUT, free_con_later, r->up_con, NULL);
-			r->up_con = NULL;
-		}
-		r->attempt++;
-		relay_attempt(r);
-		return;
-	}
-	if (!r->started) { /* an answer without a body */
-		evhttp_send_reply(r->client, status, "OK", NULL);
-	} else if (status == 0) {
-		/* the engine broke off mid-answer: end the stream with an error event */
-		struct evbuffer *b = evbuffer_new();
-		evbuffer_add_printf(b, "data: {\"error\":{\"message\":\"the engine closed the connection mid-answer\","
-				       "\"type\":\"server_error\",\"code\":\"upstream_closed\",\"param\":null}}\n\n");
-		evhttp_send_reply_chunk(r->client, b);
-		evbuffer_free(b);
-		evhttp_send_reply_end(r->client);
-	} else {
-		evhttp_send_reply_end(r->client);
-	}
-	relay_finish(r, status ? status : 502, status ? NULL : "the engine closed the connection mid-answer");
-}
-
-static void relay_attempt(struct relay *r)
-{
-	struct cr_relay_target t;
-	memset(&t, 0, sizeof(t));
-	if (r->pick(r->arg, r->attempt, &t) != 0) {
-		struct evbuffer *b = evbuffer_new();
-		evbuffer_add_printf(b, "{\"error\":{\"message\":\"%s; see 'corral instances'\",\"type\":\"server_error\","
-				       "\"code\":\"upstream_error\",\"param\":null}}\n",
-				    r->attempt ? "no instance of the model answered" : "no instance of the model is running");
-		evhttp_add_header(evhttp_request_get_output_headers(r->client), "Content-Type", "application/json");
-		evhttp_send_reply(r->client, 502, "Bad Gateway", b);
-		evbuffer_free(b);
-		relay_finish(r, 502, "no instance answered");
-		return;
-	}
-	r->up_con = evhttp_connection_base_new(r->base, NULL, t.host, (ev_uint16_t)t.port);
-	if (!r->up_con)
-		abort();
-	evhttp_connection_set_retries(r->up_con, 0);
-	evhttp_connection_set_timeout(r->up_con, r->timeout_s);
-	r->up = evhttp_request_new(relay_done, r);
-	evhttp_request_set_chunked_cb(r->up, relay_chunk);
-	struct evkeyvalq *h = evhttp_request_get_output_headers(r->up);
-	evhttp_add_header(h, "Host", t.host);
-	evhttp_add_header(h, "Content-Type", "application/json");
-	evbuffer_add(evhttp_request_get_output_buffer(r->up), r->body, r->len);
-	if (evhttp_make_request(r->up_con, r->up, EVHTTP_REQ_POST, r->path) != 0) {
-		r->up = NULL;
-		relay_done(NULL, r);
-		return;
-	}
-	struct bufferevent *bev = evhttp_connection_get_bufferevent(r->up_con);
-	int one = 1;
-	if (bev && bufferevent_getfd(bev) >= 0)
-		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
-void cr_relay(struct cr_req *req, const char *path, const char *body, size_t len, int timeout_s,
-	      cr_relay_pick_cb pick, cr_relay_done_cb done, void *arg)
-{
-	struct relay *r = cr_xcalloc(1, sizeof(*r));
-	r->client = req->ev;
-	r->client_con = evhttp_request_get_connection(req->ev);
-	r->base = evhttp_connection_get_base(r->client_con);
-	r->path = cr_xstrdup(path);
-	r->body = cr_xmalloc(len + 1);
-	memcpy(r->body, body, len);
-	r->len = len;
-	r->timeout_s = timeout_s;
-	r->pick = pick;
-	r->done = done;
-	r->arg = arg;
-	evhttp_connection_set_closecb(r->client_con, relay_client_closed, r);
-	struct bufferevent *bev = evhttp_connection_get_bufferevent(r->client_con);
-	int one = 1;
-	setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	req_free(req);
-	relay_attempt(r);
 }

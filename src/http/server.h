@@ -116,24 +116,6 @@ void cr_stream_comment(struct cr_stream *s, const char *text);
 /* End the stream from the server side and free it. */
 void cr_stream_close(struct cr_stream *s);
 
-/* Relay a request to an upstream HTTP server (the gateway to its engines):
- * POST path with body to a target that pick chooses, and the answer back to
- * the client as it arrives (chunks relayed as they come, TCP_NODELAY on both
- * sides). When the connection to a target fails before any byte of an answer
- * came back, pick is asked for another (attempt counts from 0); once bytes
- * went to the client nothing is retried. A client that goes away cancels the
- * upstream request. done is called exactly once, with the HTTP status given to
- * the client (0 when the client went away), the bytes relayed and an error
- * text or NULL. The request is ended by the relay. */
-struct cr_relay_target {
-	char host[256];
-	int port;
-};
-typedef int (*cr_relay_pick_cb)(void *arg, int attempt, struct cr_relay_target *out);
-typedef void (*cr_relay_done_cb)(void *arg, int status, uint64_t bytes, const char *error);
-void cr_relay(struct cr_req *req, const char *path, const char *body, size_t len, int timeout_s,
-	      cr_relay_pick_cb pick, cr_relay_done_cb done, void *arg);
-
 /* Run work(arg) on a new thread, then done(arg) on base's loop thread.
  * Requires evthread_use_pthreads() before base was created. done is called
  * exactly once. */

@@ -60,5 +60,22 @@ const char *const cr_schema_sqlite[] = {
 	"  tpm INTEGER NOT NULL DEFAULT 0,"
 	"  expires_ms INTEGER NOT NULL DEFAULT 0,"
 	"  created_ms INTEGER NOT NULL);",
+	/* 5: gateway usage per day, key and model (names kept: keys and users may go) */
+	"CREATE TABLE usage ("
+	"  day TEXT NOT NULL,"
+	"  key_id TEXT NOT NULL,"
+	"  key_name TEXT NOT NULL,"
+	"  user_id INTEGER NOT NULL,"
+	"  username TEXT NOT NULL,"
+	"  model TEXT NOT NULL,"
+	"  requests INTEGER NOT NULL DEFAULT 0,"
+	"  errors INTEGER NOT NULL DEFAULT 0,"
+	"  prompt_tokens INTEGER NOT NULL DEFAULT 0,"
+	"  completion_tokens INTEGER NOT NULL DEFAULT 0,"
+	"  ttft_ms_sum INTEGER NOT NULL DEFAULT 0,"
+	"  ttft_count INTEGER NOT NULL DEFAULT 0,"
+	"  latency_ms_sum INTEGER NOT NULL DEFAULT 0,"
+	"  PRIMARY KEY (day, key_id, model));"
+	"CREATE INDEX usage_user ON usage(user_id, day);",
 	NULL,
 };

@@ -6,6 +6,7 @@
 #define CR_STORE_STORE_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct cr_err;
@@ -73,12 +74,37 @@ struct cr_key_rec {
 	int64_t created_ms;
 };
 
+/* Gateway usage of one key on one model on one day (UTC, YYYY-MM-DD). As a
+ * query result, the fields not grouped by are empty (strings) or 0. */
+struct cr_usage_rec {
+	char *day;
+	char *key_id, *key_name;
+	int64_t user_id;
+	char *username;
+	char *model;
+	int64_t requests, errors;
+	int64_t prompt_tokens, completion_tokens;
+	int64_t ttft_ms_sum, ttft_count;   /* time to first byte of streamed answers */
+	int64_t latency_ms_sum;            /* whole requests */
+};
+
+/* What usage_query sums: rows with since <= day <= until ("" = open),
+ * optionally of one user (0 = all), key id or model, grouped by the columns
+ * that are true (none: one total row). */
+struct cr_usage_query {
+	const char *since, *until;
+	int64_t user_id;
+	const char *key_id, *model;
+	bool by_day, by_key, by_user, by_model;
+};
+
 typedef void (*cr_store_user_cb)(const struct cr_user_rec *u, void *arg);
 typedef void (*cr_store_session_cb)(const struct cr_session_rec *s, void *arg);
 typedef void (*cr_store_worker_cb)(const struct cr_worker_rec *w, void *arg);
 typedef void (*cr_store_model_cb)(const struct cr_model_rec *m, void *arg);
 typedef void (*cr_store_instance_cb)(const struct cr_instance_rec *i, void *arg);
 typedef void (*cr_store_key_cb)(const struct cr_key_rec *k, void *arg);
+typedef void (*cr_store_usage_cb)(const struct cr_usage_rec *u, void *arg);
 
 /* Each op returns 0 or an error code with err filled. Callbacks borrow the
  * record for the duration of the call and are called once per row. */
@@ -112,6 +138,11 @@ struct cr_store_ops {
 	int (*key_add)(struct cr_store *s, const struct cr_key_rec *k, struct cr_err *err);
 	int (*key_del)(struct cr_store *s, const char *id, struct cr_err *err);
 	int (*key_list)(struct cr_store *s, cr_store_key_cb cb, void *arg, struct cr_err *err);
+	/* Usage: add n rows' counters to the stored ones (inserting new rows)
+	 * in one transaction; sum them back per query. */
+	int (*usage_add)(struct cr_store *s, const struct cr_usage_rec *const *rows, size_t n, struct cr_err *err);
+	int (*usage_query)(struct cr_store *s, const struct cr_usage_query *q, cr_store_usage_cb cb, void *arg,
+			   struct cr_err *err);
 	/* Settings: small named strings. get returns CR_ENOTFOUND when unset;
 	 * *value is owned by the caller. */
 	int (*setting_get)(struct cr_store *s, const char *key, char **value, struct cr_err *err);

@@ -1,6 +1,7 @@
 /* SQLite backend of the store: WAL journal, synchronous=NORMAL, foreign keys
  * on, migrations from schema_sqlite.c recorded in PRAGMA user_version. */
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -383,6 +384,86 @@ static int key_list(struct cr_store *s, cr_store_key_cb cb, void *arg, struct cr
 	return rc;
 }
 
+static int usage_add(struct cr_store *s, const struct cr_usage_rec *const *rows, size_t n, struct cr_err *err)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = exec(s, "BEGIN", err);
+	if (rc)
+		return rc;
+	rc = prepare(s,
+		     "INSERT INTO usage (day, key_id, key_name, user_id, username, model, requests, errors, prompt_tokens, "
+		     "completion_tokens, ttft_ms_sum, ttft_count, latency_ms_sum) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+		     "ON CONFLICT(day, key_id, model) DO UPDATE SET key_name = excluded.key_name, "
+		     "username = excluded.username, requests = requests + excluded.requests, "
+		     "errors = errors + excluded.errors, prompt_tokens = prompt_tokens + excluded.prompt_tokens, "
+		     "completion_tokens = completion_tokens + excluded.completion_tokens, "
+		     "ttft_ms_sum = ttft_ms_sum + excluded.ttft_ms_sum, ttft_count = ttft_count + excluded.ttft_count, "
+		     "latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum",
+		     &st, err);
+	for (size_t i = 0; !rc && i < n; i++) {
+		const struct cr_usage_rec *u = rows[i];
+		sqlite3_bind_text(st, 1, u->day, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, u->key_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, u->key_name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, u->user_id);
+		sqlite3_bind_text(st, 5, u->username, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 6, u->model, -1, SQLITE_STATIC);
+		int64_t v[7] = { u->requests, u->errors, u->prompt_tokens, u->completion_tokens, u->ttft_ms_sum,
+				 u->ttft_count, u->latency_ms_sum };
+		for (int j = 0; j < 7; j++)
+			sqlite3_bind_int64(st, 7 + j, v[j]);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			rc = db_error(s, err, "record usage");
+		sqlite3_reset(st);
+	}
+	if (st)
+		sqlite3_finalize(st);
+	if (rc) {
+		exec(s, "ROLLBACK", NULL);
+		return rc;
+	}
+	return exec(s, "COMMIT", err);
+}
+
+static int usage_query(struct cr_store *s, const struct cr_usage_query *q, cr_store_usage_cb cb, void *arg,
+		       struct cr_err *err)
+{
+	/* grouping columns come from this fixed list only; values are bound */
+	char sql[1024];
+	snprintf(sql, sizeof(sql),
+		 "SELECT %s, %s, %s, %s, %s, %s, SUM(requests), SUM(errors), SUM(prompt_tokens), "
+		 "SUM(completion_tokens), SUM(ttft_ms_sum), SUM(ttft_count), SUM(latency_ms_sum) FROM usage "
+		 "WHERE (?1 = '' OR day >= ?1) AND (?2 = '' OR day <= ?2) AND (?3 = 0 OR user_id = ?3) "
+		 "AND (?4 = '' OR key_id = ?4) AND (?5 = '' OR model = ?5) GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 3, 5, 6",
+		 q->by_day ? "day" : "''", q->by_key ? "key_id" : "''", q->by_key ? "MAX(key_name)" : "''",
+		 q->by_user || q->by_key ? "user_id" : "0", q->by_user || q->by_key ? "MAX(username)" : "''",
+		 q->by_model ? "model" : "''");
+	sqlite3_stmt *st;
+	int rc = prepare(s, sql, &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, q->since ? q->since : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, q->until ? q->until : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, q->user_id);
+	sqlite3_bind_text(st, 4, q->key_id ? q->key_id : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, q->model ? q->model : "", -1, SQLITE_STATIC);
+	int r;
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		if (sqlite3_column_type(st, 6) == SQLITE_NULL)
+			continue; /* no rows at all */
+		struct cr_usage_rec u = { (char *)col_text(st, 0), (char *)col_text(st, 1), (char *)col_text(st, 2),
+					  sqlite3_column_int64(st, 3), (char *)col_text(st, 4), (char *)col_text(st, 5),
+					  sqlite3_column_int64(st, 6), sqlite3_column_int64(st, 7),
+					  sqlite3_column_int64(st, 8), sqlite3_column_int64(st, 9),
+					  sqlite3_column_int64(st, 10), sqlite3_column_int64(st, 11),
+					  sqlite3_column_int64(st, 12) };
+		cb(&u, arg);
+	}
+	rc = r == SQLITE_DONE ? 0 : db_error(s, err, "query usage");
+	sqlite3_finalize(st);
+	return rc;
+}
+
 static int setting_get(struct cr_store *s, const char *key, char **value, struct cr_err *err)
 {
 	sqlite3_stmt *st;
@@ -435,7 +516,7 @@ static void sqlite_close(struct cr_store *s)
 static const struct cr_store_ops sqlite_ops = {
 	"sqlite", user_add, user_list, user_del, session_add, session_del, session_list, worker_put, worker_del,
 	worker_list, worker_observed, model_put, model_del, model_list, instance_put, instance_del,
-	instance_list, key_add, key_del, key_list, setting_get, setting_put, schema_version, sqlite_close,
+	instance_list, key_add, key_del, key_list, usage_add, usage_query, setting_get, setting_put, schema_version, sqlite_close,
 };
 
 static int migrate(struct cr_store *s, struct cr_err *err)

@@ -1,0 +1,30 @@
+/* Private to src/http: the request context that server.c and relay.c share. */
+#ifndef CR_HTTP_SERVER_IMPL_H
+#define CR_HTTP_SERVER_IMPL_H
+
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "http/server.h"
+
+#define CR_MAX_PARAMS 4
+
+struct cr_req {
+	struct evhttp_request *ev;
+	struct cr_http_server *srv;
+	char *path;                     /* owned; split in place once routed */
+	const char *params[CR_MAX_PARAMS];
+	int nparams;
+	json_t *body;                   /* owned */
+	struct evkeyvalq query;
+	bool query_parsed;
+	char peer[64];
+	bool openai;                    /* under /v1/: errors in OpenAI's shape */
+	struct cr_principal principal;
+};
+
+/* Free a request context (not the evhttp request). NULL allowed. */
+void cr_req_release(struct cr_req *req);
+
+#endif
