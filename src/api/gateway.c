@@ -242,9 +242,12 @@ static void why_none(struct cr_app *app, struct cr_model *m, char *out, size_t n
 		if (strcmp(i->model_id, m->id) != 0)
 			continue;
 		total++;
-		*starting |= !strcmp(i->state, "starting") || !strcmp(i->state, "scheduled");
+		bool unreported = !strcmp(i->state, "running") && !i->endpoint;
+		*starting |= !strcmp(i->state, "starting") || !strcmp(i->state, "scheduled") || unreported;
 		len += (size_t)snprintf(parts + len, len < sizeof(parts) ? sizeof(parts) - len : 0, "%s1 %s (%.160s)",
-					len ? ", " : ": ", i->state, i->message);
+					len ? ", " : ": ", i->state,
+					unreported ? "its worker has not reported the engine's address since the server "
+						     "started" : i->message);
 	}
 	snprintf(out, n, "model '%s' has 0/%lld replicas running%s%s%s", m->name, cr_json_get_int(m->spec, "replicas", 0),
 		 total ? parts : "", !total && m->status ? ": " : "", !total && m->status ? m->status : "");
@@ -355,7 +358,8 @@ static void relay_v1(struct cr_req *req)
 	size_t it = 0;
 	void *v;
 	while (!any && cr_map_next(&app->instances, &it, NULL, &v))
-		any = !strcmp(((struct cr_instance *)v)->model_id, m->id) && !strcmp(((struct cr_instance *)v)->state, "running");
+		any = !strcmp(((struct cr_instance *)v)->model_id, m->id) &&
+		      !strcmp(((struct cr_instance *)v)->state, "running") && ((struct cr_instance *)v)->endpoint;
 	if (!any) {
 		bool starting;
 		why_none(app, m, msg, sizeof(msg), &starting);

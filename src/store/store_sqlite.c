@@ -429,15 +429,21 @@ static int usage_query(struct cr_store *s, const struct cr_usage_query *q, cr_st
 		       struct cr_err *err)
 {
 	/* grouping columns come from this fixed list only; values are bound */
-	char sql[1024];
+	char sql[1200], group[64] = "";
+	const char *cols[] = { q->by_day ? "day" : NULL, q->by_key ? "key_id" : NULL,
+			       q->by_user || q->by_key ? "user_id" : NULL, q->by_model ? "model" : NULL };
+	for (int i = 0; i < 4; i++)
+		if (cols[i])
+			snprintf(group + strlen(group), sizeof(group) - strlen(group), "%s%s", *group ? ", " : " GROUP BY ",
+				 cols[i]);
 	snprintf(sql, sizeof(sql),
 		 "SELECT %s, %s, %s, %s, %s, %s, SUM(requests), SUM(errors), SUM(prompt_tokens), "
 		 "SUM(completion_tokens), SUM(ttft_ms_sum), SUM(ttft_count), SUM(latency_ms_sum) FROM usage "
 		 "WHERE (?1 = '' OR day >= ?1) AND (?2 = '' OR day <= ?2) AND (?3 = 0 OR user_id = ?3) "
-		 "AND (?4 = '' OR key_id = ?4) AND (?5 = '' OR model = ?5) GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 3, 5, 6",
+		 "AND (?4 = '' OR key_id = ?4) AND (?5 = '' OR model = ?5)%s ORDER BY 1, 5, 3, 6",
 		 q->by_day ? "day" : "''", q->by_key ? "key_id" : "''", q->by_key ? "MAX(key_name)" : "''",
 		 q->by_user || q->by_key ? "user_id" : "0", q->by_user || q->by_key ? "MAX(username)" : "''",
-		 q->by_model ? "model" : "''");
+		 q->by_model ? "model" : "''", group);
 	sqlite3_stmt *st;
 	int rc = prepare(s, sql, &st, err);
 	if (rc)

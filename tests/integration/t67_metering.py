@@ -1,0 +1,136 @@
+"""Tier 67: metering through the gateway with a real llama-server: totals per
+key and model equal what the engine reported (streams included, with the
+usage chunk asked for and removed again when the client did not want it),
+embeddings, users seeing only their own usage, token-per-minute limits, the
+CLI, and the counts surviving a server restart."""
+import json
+import os
+import signal
+import unittest
+import urllib.error
+import urllib.request
+
+from t50_engines import EngineCase, LLAMA_BIN
+
+
+@unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")
+class Metering(EngineCase):
+    def gw(self, path, body, key):
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": "Bearer " + key})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, dict(r.headers), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read().decode()
+
+    def events(self, body):
+        return [json.loads(l[6:]) for l in body.split("\n") if l.startswith("data: {")]
+
+    def test_usage_equals_what_the_engines_reported_and_survives_a_restart(self):
+        self.cluster(("w1", None))
+        path = self.model()
+        self.api("POST", "/api/models", {"name": "tiny", "path": path, "ctx": 2048, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        self.api("POST", "/api/models", {"name": "embed", "path": path, "ctx": 512, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1", "--embeddings", "--pooling", "mean"]},
+                 expect=201)
+        self.wait_running("tiny")
+        self.wait_running("embed")
+        a = self.cli("keys", "create", "a").stdout.strip()
+        self.api("POST", "/api/users", {"username": "bob", "password": "bob-password-1"}, expect=201)
+        status, bob = self.request("POST", "/api/auth/login", {"username": "bob", "password": "bob-password-1"})
+        self.assertEqual(status, 200)
+        status, created = self.request("POST", "/api/keys", {"name": "b"}, token=bob["token"])
+        self.assertEqual(status, 201, created)
+        b = created["key"]
+
+        msg = {"model": "tiny", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 6}
+        expect = {}  # (key, model) -> [requests, prompt, completion]
+
+        def count(key, model, prompt, completion):
+            e = expect.setdefault((key, model), [0, 0, 0])
+            e[0] += 1
+            e[1] += prompt
+            e[2] += completion
+
+        for _ in range(2):
+            status, _, body = self.gw("/v1/chat/completions", msg, a)
+            self.assertEqual(status, 200, body)
+            u = json.loads(body)["usage"]
+            count("a", "tiny", u["prompt_tokens"], u["completion_tokens"])
+        prompt_of_msg = u["prompt_tokens"]
+        # a stream that did not ask for usage: none shown, still counted
+        status, _, body = self.gw("/v1/chat/completions", dict(msg, stream=True), a)
+        events = self.events(body)
+        self.assertFalse([e for e in events if "usage" in e and not e["choices"]], "usage chunk removed")
+        self.assertEqual(events[-1]["choices"][0]["finish_reason"], "length")
+        self.assertTrue(body.rstrip().endswith("data: [DONE]"))
+        count("a", "tiny", prompt_of_msg, 6)
+        # a stream that asked for it gets the engine's own chunk
+        status, _, body = self.gw("/v1/chat/completions",
+                                  dict(msg, stream=True, stream_options={"include_usage": True}), a)
+        u = [e for e in self.events(body) if not e["choices"]][0]["usage"]
+        self.assertEqual(u["completion_tokens"], 6)
+        count("a", "tiny", u["prompt_tokens"], u["completion_tokens"])
+        status, _, body = self.gw("/v1/completions", {"model": "tiny", "prompt": "abc", "max_tokens": 5}, a)
+        u = json.loads(body)["usage"]
+        count("a", "tiny", u["prompt_tokens"], u["completion_tokens"])
+        status, _, body = self.gw("/v1/embeddings", {"model": "embed", "input": ["one two", "three"]}, a)
+        self.assertEqual(status, 200, body)
+        answer = json.loads(body)
+        self.assertEqual(len(answer["data"]), 2)
+        self.assertEqual(len(answer["data"][0]["embedding"]), 64)
+        count("a", "embed", answer["usage"]["prompt_tokens"], 0)
+        status, _, body = self.gw("/v1/chat/completions", msg, b)
+        u = json.loads(body)["usage"]
+        count("b", "tiny", u["prompt_tokens"], u["completion_tokens"])
+
+        def check_usage():
+            rows = self.api("GET", "/api/usage?by=key,model")["rows"]
+            got = {(r["key"], r["model"]): [r["requests"], r["prompt_tokens"], r["completion_tokens"]] for r in rows}
+            self.assertEqual(got, expect)
+            self.assertTrue(all(r["errors"] == 0 for r in rows))
+            self.assertEqual({r["user"] for r in rows}, {"admin", "bob"})
+            ttft = [r for r in rows if r["key"] == "a" and r["model"] == "tiny"][0]["ttft_ms_avg"]
+            self.assertIsNotNone(ttft, "streams record a time to first token")
+        check_usage()
+        # bob sees his own usage only
+        status, mine = self.request("GET", "/api/usage?by=key", token=bob["token"])
+        self.assertEqual([(r["key"], r["requests"]) for r in mine["rows"]], [("b", 1)])
+        status, other = self.request("GET", "/api/usage?user=admin", token=bob["token"])
+        self.assertEqual(status, 403, other)
+        status, bad = self.request("GET", "/api/usage?since=last-week")
+        self.assertIn(status, (400, 401))
+        status, bad = self.request("GET", "/api/usage?since=last-week", token=self.token)
+        self.assertEqual(status, 400)
+        self.assertIn("YYYY-MM-DD", bad["error"]["fix"])
+        out = self.cli("usage", "--by", "key,model").stdout
+        self.assertIn("KEY", out)
+        row = [l.split() for l in out.splitlines() if l.startswith("admin") and " embed " in l][0]
+        self.assertEqual(row[3:6], ["1", "0", str(expect[("a", "embed")][1])])
+        total = [l.split() for l in out.splitlines() if l.startswith("TOTAL")][0]
+        self.assertEqual(int(total[1]), sum(e[0] for e in expect.values()))
+
+        # the counts survive a restart (SIGTERM flushes what the timer had not)
+        server = self.procs[0]
+        server.signal(signal.SIGTERM)
+        server.popen.wait(10)
+        self.start_server(name="server2", data_dir=self.data_dir, port=self.port, extra=("--gpu-reserve", "0"))
+        self.login()
+        check_usage()
+
+        # tokens per minute: the answer that passes the limit is the last one in that minute
+        c = self.cli("keys", "create", "c", "--tpm", "10").stdout.strip()
+        self.wait_for(lambda: self.wait_running("tiny")["endpoint"], "the worker to report the engine again")
+        self.assertEqual(self.gw("/v1/chat/completions", msg, c)[0], 200)
+        status, headers, body = self.gw("/v1/chat/completions", msg, c)
+        self.assertEqual(status, 429, body)
+        self.assertIn("10 tokens per minute", json.loads(body)["error"]["message"])
+        self.assertTrue(0 < int(headers["Retry-After"]) <= 60)
+        rows = self.api("GET", "/api/usage?key=c")["rows"]
+        self.assertEqual((rows[0]["requests"], rows[0]["errors"]), (2, 1))
+
+
+if __name__ == "__main__":
+    unittest.main()
