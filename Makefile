@@ -29,7 +29,7 @@ UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_REPLAY := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%-replay)
 FAKE_NVML := $(BUILD)/fakes/nvml/libnvidia-ml.so.1 $(BUILD)/fakes/nvml-nouuid/libnvidia-ml.so.1
-BENCH_BINS := $(BUILD)/bench/statusload $(BUILD)/bench/sched
+BENCH_BINS := $(BUILD)/bench/statusload $(BUILD)/bench/sched $(BUILD)/bench/upstream $(BUILD)/bench/gwload
 TOOLS := $(BUILD)/tools/mkmodel
 
 .PHONY: all deps test unit integration fuzz-replay run check clean bench fuzz engines
@@ -115,6 +115,7 @@ bench: $(BUILD)/corral $(BENCH_BINS) $(TOOLS) $(FAKE_NVML)
 	python3 bench/run_status.py --build $(BUILD) $(BENCH_ARGS)
 	$(BUILD)/bench/sched $(BENCH_ARGS)
 	CORRAL_LLAMA_BIN=$$(scripts/llama-build.sh) python3 bench/run_engines.py --build $(BUILD) $(BENCH_ARGS)
+	python3 bench/run_gateway.py --build $(BUILD) $(BENCH_ARGS)
 
 run: deps all
 	@mkdir -p .data

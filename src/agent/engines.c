@@ -217,8 +217,13 @@ int cr_engines_load(const char *config_path, struct cr_engine_catalog *cat, stru
 
 static char *find_in(const char *dirs, const char *exe)
 {
-	if (exe[0] == '/')
-		return access(exe, X_OK) == 0 ? cr_xstrdup(exe) : NULL;
+	if (strchr(exe, '/')) { /* a path, as a shell takes it; kept absolute for the engine's start */
+		char *abs = realpath(exe, NULL);
+		if (abs && access(abs, X_OK) == 0)
+			return abs;
+		free(abs);
+		return NULL;
+	}
 	if (!dirs || !*dirs)
 		return NULL;
 	char *copy = cr_xstrdup(dirs), *save = NULL, *found = NULL;
