@@ -211,13 +211,16 @@ def main():
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if args.idle * 2 + 100 > limit:
-        print("bench: %d open files allowed; idle streams cut to %d" % (limit, (limit - 100) // 2))
-        args.idle = (limit - 100) // 2
+    if args.idle * 2 + 200 > limit:
+        print("bench: %d open files allowed; idle streams cut to %d" % (limit, (limit - 200) // 2))
+        args.idle = (limit - 200) // 2
     tmp = tempfile.mkdtemp(prefix="corral-bench-gw-")
     s = Setup(args.build, tmp, args.chunks)
     res = {"streams": {}, "json": {}, "ttfc256": {}, "idle": {}}
     try:
+        # idle streams first, while the processes have not yet grown their heaps under load
+        for t in ("corral", "nginx"):
+            res["idle"][t] = idle_streams(s, t, args.idle)
         for r in range(args.rounds):
             for mode in ("stream", "json"):
                 for t in ("direct", "corral", "nginx"):
@@ -225,8 +228,6 @@ def main():
                         measure(s, t, mode, args.conns, args.seconds, 1))
             for t in ("direct", "corral", "nginx"):
                 res["ttfc256"].setdefault(t, []).append(measure(s, t, "stream", 256, args.seconds, 1))
-        for t in ("corral", "nginx"):
-            res["idle"][t] = idle_streams(s, t, args.idle)
     finally:
         s.stop()
 

@@ -132,40 +132,81 @@ static int check_answer(void *arg, struct evbuffer *whole, char *msg, size_t n)
 	return 0;
 }
 
-/* One complete SSE event of chunk (its first n bytes) carrying "usage":
- * count it, and say whether to drop it (a usage-only chunk the client did
- * not ask for). */
-static bool usage_event(struct call *c, struct evbuffer *chunk, size_t n)
+/* One complete SSE event (text, n bytes) carrying "usage": count it, and say
+ * whether to drop it (a usage-only chunk the client did not ask for). */
+static bool usage_event(struct call *c, const char *text, size_t n)
 {
-	char *text = cr_xmalloc(n + 1);
-	evbuffer_copyout(chunk, text, n);
-	text[n] = 0;
 	bool drop = false;
-	const char *data = strstr(text, "data:");
-	json_t *o = data ? json_loads(data + 5, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+	const char *data = memmem(text, n, "data:", 5);
+	json_t *o = data ? json_loadb(data + 5, n - (size_t)(data + 5 - text), JSON_DISABLE_EOF_CHECK, NULL) : NULL;
 	if (json_is_object(o)) {
 		take_usage(c, o);
 		json_t *choices = json_object_get(o, "choices");
 		drop = !c->client_usage && json_is_array(choices) && json_array_size(choices) == 0;
 	}
 	json_decref(o);
-	free(text);
 	return drop;
 }
 
-/* The end of the first event in b at or after pos: the offset just past its
- * blank line, or -1 when it is not complete yet. */
-static ssize_t event_end(struct evbuffer *b, size_t pos)
+/* SSE events end with a blank line: "\n\n" or "\n\r\n". The offset just past
+ * the first one in t[from, n), or 0 when there is none. */
+static size_t next_boundary(const char *t, size_t from, size_t n)
 {
-	struct evbuffer_ptr p;
-	evbuffer_ptr_set(b, &p, pos, EVBUFFER_PTR_SET);
-	struct evbuffer_ptr lf = evbuffer_search(b, "\n\n", 2, &p);
-	struct evbuffer_ptr crlf = evbuffer_search(b, "\r\n\r\n", 4, &p);
-	if (lf.pos < 0 && crlf.pos < 0)
-		return -1;
-	if (crlf.pos >= 0 && (lf.pos < 0 || crlf.pos < lf.pos))
-		return (ssize_t)crlf.pos + 4;
-	return (ssize_t)lf.pos + 2;
+	for (const char *q = t + from; q < t + n; q++) {
+		q = memchr(q, '\n', (size_t)(t + n - q));
+		if (!q)
+			return 0;
+		if (q + 1 < t + n && q[1] == '\n')
+			return (size_t)(q - t) + 2;
+		if (q + 2 < t + n && q[1] == '\r' && q[2] == '\n')
+			return (size_t)(q - t) + 3;
+	}
+	return 0;
+}
+
+/* The offset just past the last blank line at or before n, or 0. */
+static size_t last_boundary(const char *t, size_t n)
+{
+	for (size_t i = n; i >= 2; i--) {
+		if (t[i - 1] == '\n' && t[i - 2] == '\n')
+			return i;
+		if (i >= 3 && t[i - 1] == '\n' && t[i - 2] == '\r' && t[i - 3] == '\n')
+			return i;
+	}
+	return 0;
+}
+
+/* Whether b holds "usage" (with its quotes) anywhere: memmem over its
+ * segments, with the few bytes around each seam checked apart. Much cheaper
+ * than evbuffer_search on JSON, where '"' is everywhere. */
+static bool has_usage_key(struct evbuffer *b)
+{
+	static const char key[] = "\"usage\"";
+	const size_t kl = sizeof(key) - 1;
+	struct evbuffer_iovec v[32];
+	int n = evbuffer_peek(b, -1, NULL, v, 32);
+	if (n > 32)
+		return evbuffer_search(b, key, kl, NULL).pos >= 0;
+	char seam[2 * sizeof(key)]; /* the last kl - 1 bytes seen, then the next segment's head */
+	size_t seam_len = 0;
+	for (int i = 0; i < n; i++) {
+		const char *seg = v[i].iov_base;
+		size_t len = v[i].iov_len, head = len < kl - 1 ? len : kl - 1;
+		if (memmem(seg, len, key, kl))
+			return true;
+		memcpy(seam + seam_len, seg, head);
+		if (memmem(seam, seam_len + head, key, kl))
+			return true;
+		if (len >= kl - 1) {
+			memcpy(seam, seg + len - (kl - 1), kl - 1);
+			seam_len = kl - 1;
+		} else {
+			size_t total = seam_len + len, keep = total < kl - 1 ? total : kl - 1;
+			memmove(seam, seam + total - keep, keep);
+			seam_len = keep;
+		}
+	}
+	return false;
 }
 
 static void on_data(void *arg, struct evbuffer *chunk, bool end)
@@ -178,27 +219,40 @@ static void on_data(void *arg, struct evbuffer *chunk, bool end)
 	if (end) { /* whatever was held goes out as it is */
 		return;
 	}
-	struct evbuffer_ptr u = evbuffer_search(chunk, "\"usage\"", 7, NULL);
+	bool u = has_usage_key(chunk);
 	size_t len = evbuffer_get_length(chunk);
-	char last[2] = { 0, 0 };
-	if (len >= 2) {
+	char last[3] = { 0, 0, 0 };
+	if (len >= 3) {
 		struct evbuffer_ptr p;
-		evbuffer_ptr_set(chunk, &p, len - 2, EVBUFFER_PTR_SET);
-		evbuffer_copyout_from(chunk, &p, last, 2);
+		evbuffer_ptr_set(chunk, &p, len - 3, EVBUFFER_PTR_SET);
+		evbuffer_copyout_from(chunk, &p, last, 3);
 	}
-	if (u.pos < 0 && last[0] == '\n' && last[1] == '\n')
+	if (!u && last[2] == '\n' && (last[1] == '\n' || (last[1] == '\r' && last[0] == '\n')))
 		return; /* the common case: whole events, no usage */
-	/* walk the events: forward complete ones (less a dropped usage chunk),
-	 * hold back an incomplete last one */
+	/* the batch in one piece: forward its complete events, less a usage
+	 * chunk the client did not ask for, and hold back an incomplete last one */
+	const char *t = (const char *)evbuffer_pullup(chunk, -1);
+	size_t complete = last_boundary(t, len), drop_from = 0, drop_to = 0;
+	for (size_t at = 0; u && at < complete;) {
+		const char *k = memmem(t + at, complete - at, "\"usage\"", 7);
+		if (!k)
+			break;
+		size_t start = last_boundary(t, (size_t)(k - t)), stop = next_boundary(t, (size_t)(k - t), complete);
+		if (!stop)
+			break;
+		if (usage_event(c, t + start, stop - start) && drop_to == 0) {
+			drop_from = start;
+			drop_to = stop;
+		}
+		at = stop;
+	}
 	struct evbuffer *out = evbuffer_new();
-	ssize_t e;
-	while ((e = event_end(chunk, 0)) >= 0) {
-		struct evbuffer_ptr p = evbuffer_search_range(chunk, "\"usage\"", 7, NULL, NULL);
-		bool has_usage = p.pos >= 0 && p.pos < e;
-		if (has_usage && usage_event(c, chunk, (size_t)e))
-			evbuffer_drain(chunk, (size_t)e);
-		else
-			evbuffer_remove_buffer(chunk, out, (size_t)e);
+	if (drop_to) {
+		evbuffer_remove_buffer(chunk, out, drop_from);
+		evbuffer_drain(chunk, drop_to - drop_from);
+		evbuffer_remove_buffer(chunk, out, complete - drop_to);
+	} else {
+		evbuffer_remove_buffer(chunk, out, complete);
 	}
 	evbuffer_add_buffer(c->hold, chunk); /* the incomplete rest */
 	evbuffer_add_buffer(chunk, out);

@@ -235,7 +235,12 @@ int cr_cmd_server(int argc, char **argv)
 	o.app.cluster_token = o.token;
 	signal(SIGPIPE, SIG_IGN);
 	evthread_use_pthreads();
-	struct event_base *base = event_base_new();
+	/* epoll changes batched per loop turn: fewer epoll_ctl calls for the
+	 * gateway's short-lived read/write interest changes */
+	struct event_config *ecfg = event_config_new();
+	event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	struct event_base *base = event_base_new_with_config(ecfg);
+	event_config_free(ecfg);
 	struct cr_app *app = NULL;
 	struct cr_err err = CR_ERR_INIT;
 	int port = 0;

@@ -173,11 +173,13 @@ struct relay {
 	size_t len;
 	int attempt;
 	enum phase phase;
-	bool started, finished, reached, reused, sse, buffering, header_error;
+	bool started, finished, reached, reused, sse, buffering, header_error, flush_queued;
 	int status;
 	char *status_line;
 	char *content_type;
 	struct evbuffer *whole; /* the answer being read whole, for check */
+	struct evbuffer *pending; /* chunks read in this loop turn, sent together */
+	struct event *flush;
 	int64_t t_sent, t_last;
 	uint64_t bytes;
 };
@@ -201,6 +203,10 @@ static void relay_finish(struct relay *r, int status, const char *error)
 	r->o.done(r->o.arg, status, r->bytes, error);
 	if (r->whole)
 		evbuffer_free(r->whole);
+	if (r->pending)
+		evbuffer_free(r->pending);
+	if (r->flush)
+		event_free(r->flush);
 	free(r->status_line);
 	free(r->content_type);
 	free(r->path);
@@ -218,6 +224,8 @@ static void relay_abandon_upstream(struct relay *r)
 	free_con_later(r->base, r->up_con);
 	r->up_con = NULL;
 }
+
+static void flush_pending(struct relay *r);
 
 /* A failure before any byte of an answer: an OpenAI-shaped JSON error. */
 static void reply_error(struct relay *r, int status, const char *code, const char *message)
@@ -242,6 +250,8 @@ static void cut_answer(struct relay *r, const char *code, const char *message)
 		reply_error(r, 502, code, message);
 		return;
 	}
+	if (r->flush_queued)
+		flush_pending(r);
 	struct evbuffer *b = evbuffer_new();
 	if (r->o.data)
 		r->o.data(r->o.arg, b, true);
@@ -317,13 +327,35 @@ static void relay_chunk(struct evhttp_request *up, void *arg)
 	}
 	if (!r->started)
 		start_reply(r);
+	/* evhttp calls this once per upstream chunk, often many per read: they
+	 * go out as one chunk when this loop turn's callbacks are done */
+	evbuffer_add_buffer(r->pending, in);
+	if (!r->flush_queued) {
+		r->flush_queued = true;
+		event_active(r->flush, EV_TIMEOUT, 0);
+	}
+}
+
+/* Send what this loop turn read (after the data callback had its look). */
+static void flush_pending(struct relay *r)
+{
+	r->flush_queued = false;
 	if (r->o.data)
-		r->o.data(r->o.arg, in, false);
-	size_t n = evbuffer_get_length(in);
+		r->o.data(r->o.arg, r->pending, false);
+	size_t n = evbuffer_get_length(r->pending);
 	if (n) { /* an empty chunk would end the chunked reply */
 		r->bytes += n;
-		evhttp_send_reply_chunk(r->client, in);
+		evhttp_send_reply_chunk(r->client, r->pending);
 	}
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct relay *r = arg;
+	(void)fd;
+	(void)what;
+	if (r->flush_queued)
+		flush_pending(r);
 }
 
 static void relay_attempt(struct relay *r);
@@ -385,6 +417,8 @@ static void relay_done(struct evhttp_request *up, void *arg)
 		relay_finish(r, status, NULL);
 		return;
 	}
+	if (r->flush_queued)
+		flush_pending(r);
 	struct evbuffer *b = evbuffer_new();
 	if (r->o.data)
 		r->o.data(r->o.arg, b, true);
@@ -474,7 +508,8 @@ static void relay_attempt(struct relay *r)
 		relay_done(NULL, r);
 		return;
 	}
-	set_nodelay(r->up_con);
+	if (!r->reused)
+		set_nodelay(r->up_con);
 	arm(r, r->o.connect_timeout_ms);
 }
 
@@ -495,9 +530,12 @@ void cr_relay(struct cr_req *req, const char *path, const char *body, size_t len
 	r->body = cr_xmalloc(len + 1);
 	memcpy(r->body, body, len);
 	r->len = len;
+	struct evbuffer *in = evhttp_request_get_input_buffer(req->ev);
+	evbuffer_drain(in, evbuffer_get_length(in)); /* copied: its read-sized chain is not kept for the stream */
 	r->timer = event_new(r->base, -1, 0, relay_timer, r);
-	evhttp_connection_set_closecb(r->client_con, relay_client_closed, r);
-	set_nodelay(r->client_con);
+	r->flush = event_new(r->base, -1, 0, flush_cb, r);
+	r->pending = evbuffer_new();
+	evhttp_connection_set_closecb(r->client_con, relay_client_closed, r); /* TCP_NODELAY: from the listener */
 	cr_req_release(req);
 	relay_attempt(r);
 }

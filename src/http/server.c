@@ -379,6 +379,8 @@ int cr_http_server_listen(struct cr_http_server *s, const char *host, int port, 
 		return cr_err_set(err, -EADDRINUSE, "stop the other process on that port or pick another with --port",
 				  "cannot listen on %s:%d: %s", host, port, strerror(errno));
 	evutil_socket_t fd = evhttp_bound_socket_get_fd(h);
+	int one = 1; /* accepted sockets inherit it: small replies and SSE events go out at once */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 	getsockname(fd, (struct sockaddr *)&ss, &len);
