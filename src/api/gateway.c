@@ -18,6 +18,7 @@
 #include "base/mem.h"
 #include "base/util.h"
 #include "http/relay.h"
+#include "http/usage_filter.h"
 
 #define CHECK_LIMIT (8u << 20) /* non-streamed answers above this are relayed unchecked, unmetered */
 
@@ -29,9 +30,8 @@ struct call {
 	char *current;        /* instance id being tried */
 	int64_t t_start, ttft_ms;
 	int status;
-	bool stream, sse, client_usage;
-	struct evbuffer *hold; /* an SSE event not yet complete */
-	int64_t prompt_tokens, completion_tokens;
+	bool stream, sse;
+	struct cr_usage_filter filter; /* tokens, and the usage chunk the client did not ask for */
 };
 
 static unsigned long round_robin;
@@ -89,16 +89,6 @@ static int pick(void *arg, int attempt, struct cr_relay_target *out)
 	return 0;
 }
 
-/* Token counts from a response object's "usage". */
-static void take_usage(struct call *c, json_t *o)
-{
-	json_t *u = json_object_get(o, "usage");
-	if (!json_is_object(u))
-		return;
-	c->prompt_tokens = cr_json_get_int(u, "prompt_tokens", c->prompt_tokens);
-	c->completion_tokens = cr_json_get_int(u, "completion_tokens", c->completion_tokens);
-}
-
 /* Non-streamed answers are read whole and checked (see check_answer);
  * streams go out as they come. */
 static bool on_head(void *arg, int status, const char *content_type)
@@ -107,8 +97,6 @@ static bool on_head(void *arg, int status, const char *content_type)
 	c->status = status;
 	c->ttft_ms = c->stream ? cr_mono_ms() - c->t_start : -1;
 	c->sse = content_type && strstr(content_type, "event-stream");
-	if (c->sse)
-		c->hold = evbuffer_new();
 	return !c->sse && status == 200;
 }
 
@@ -127,136 +115,16 @@ static int check_answer(void *arg, struct evbuffer *whole, char *msg, size_t n)
 		c->status = 502;
 		return -1;
 	}
-	take_usage(c, o);
+	cr_usage_filter_take(&c->filter, o);
 	json_decref(o);
 	return 0;
-}
-
-/* One complete SSE event (text, n bytes) carrying "usage": count it, and say
- * whether to drop it (a usage-only chunk the client did not ask for). */
-static bool usage_event(struct call *c, const char *text, size_t n)
-{
-	bool drop = false;
-	const char *data = memmem(text, n, "data:", 5);
-	json_t *o = data ? json_loadb(data + 5, n - (size_t)(data + 5 - text), JSON_DISABLE_EOF_CHECK, NULL) : NULL;
-	if (json_is_object(o)) {
-		take_usage(c, o);
-		json_t *choices = json_object_get(o, "choices");
-		drop = !c->client_usage && json_is_array(choices) && json_array_size(choices) == 0;
-	}
-	json_decref(o);
-	return drop;
-}
-
-/* SSE events end with a blank line: "\n\n" or "\n\r\n". The offset just past
- * the first one in t[from, n), or 0 when there is none. */
-static size_t next_boundary(const char *t, size_t from, size_t n)
-{
-	for (const char *q = t + from; q < t + n; q++) {
-		q = memchr(q, '\n', (size_t)(t + n - q));
-		if (!q)
-			return 0;
-		if (q + 1 < t + n && q[1] == '\n')
-			return (size_t)(q - t) + 2;
-		if (q + 2 < t + n && q[1] == '\r' && q[2] == '\n')
-			return (size_t)(q - t) + 3;
-	}
-	return 0;
-}
-
-/* The offset just past the last blank line at or before n, or 0. */
-static size_t last_boundary(const char *t, size_t n)
-{
-	for (size_t i = n; i >= 2; i--) {
-		if (t[i - 1] == '\n' && t[i - 2] == '\n')
-			return i;
-		if (i >= 3 && t[i - 1] == '\n' && t[i - 2] == '\r' && t[i - 3] == '\n')
-			return i;
-	}
-	return 0;
-}
-
-/* Whether b holds "usage" (with its quotes) anywhere: memmem over its
- * segments, with the few bytes around each seam checked apart. Much cheaper
- * than evbuffer_search on JSON, where '"' is everywhere. */
-static bool has_usage_key(struct evbuffer *b)
-{
-	static const char key[] = "\"usage\"";
-	const size_t kl = sizeof(key) - 1;
-	struct evbuffer_iovec v[32];
-	int n = evbuffer_peek(b, -1, NULL, v, 32);
-	if (n > 32)
-		return evbuffer_search(b, key, kl, NULL).pos >= 0;
-	char seam[2 * sizeof(key)]; /* the last kl - 1 bytes seen, then the next segment's head */
-	size_t seam_len = 0;
-	for (int i = 0; i < n; i++) {
-		const char *seg = v[i].iov_base;
-		size_t len = v[i].iov_len, head = len < kl - 1 ? len : kl - 1;
-		if (memmem(seg, len, key, kl))
-			return true;
-		memcpy(seam + seam_len, seg, head);
-		if (memmem(seam, seam_len + head, key, kl))
-			return true;
-		if (len >= kl - 1) {
-			memcpy(seam, seg + len - (kl - 1), kl - 1);
-			seam_len = kl - 1;
-		} else {
-			size_t total = seam_len + len, keep = total < kl - 1 ? total : kl - 1;
-			memmove(seam, seam + total - keep, keep);
-			seam_len = keep;
-		}
-	}
-	return false;
 }
 
 static void on_data(void *arg, struct evbuffer *chunk, bool end)
 {
 	struct call *c = arg;
-	if (!c->hold)
-		return;
-	if (evbuffer_get_length(c->hold))
-		evbuffer_prepend_buffer(chunk, c->hold);
-	if (end) { /* whatever was held goes out as it is */
-		return;
-	}
-	bool u = has_usage_key(chunk);
-	size_t len = evbuffer_get_length(chunk);
-	char last[3] = { 0, 0, 0 };
-	if (len >= 3) {
-		struct evbuffer_ptr p;
-		evbuffer_ptr_set(chunk, &p, len - 3, EVBUFFER_PTR_SET);
-		evbuffer_copyout_from(chunk, &p, last, 3);
-	}
-	if (!u && last[2] == '\n' && (last[1] == '\n' || (last[1] == '\r' && last[0] == '\n')))
-		return; /* the common case: whole events, no usage */
-	/* the batch in one piece: forward its complete events, less a usage
-	 * chunk the client did not ask for, and hold back an incomplete last one */
-	const char *t = (const char *)evbuffer_pullup(chunk, -1);
-	size_t complete = last_boundary(t, len), drop_from = 0, drop_to = 0;
-	for (size_t at = 0; u && at < complete;) {
-		const char *k = memmem(t + at, complete - at, "\"usage\"", 7);
-		if (!k)
-			break;
-		size_t start = last_boundary(t, (size_t)(k - t)), stop = next_boundary(t, (size_t)(k - t), complete);
-		if (!stop)
-			break;
-		if (usage_event(c, t + start, stop - start) && drop_to == 0) {
-			drop_from = start;
-			drop_to = stop;
-		}
-		at = stop;
-	}
-	struct evbuffer *out = evbuffer_new();
-	if (drop_to) {
-		evbuffer_remove_buffer(chunk, out, drop_from);
-		evbuffer_drain(chunk, drop_to - drop_from);
-		evbuffer_remove_buffer(chunk, out, complete - drop_to);
-	} else {
-		evbuffer_remove_buffer(chunk, out, complete);
-	}
-	evbuffer_add_buffer(c->hold, chunk); /* the incomplete rest */
-	evbuffer_add_buffer(chunk, out);
-	evbuffer_free(out);
+	if (c->sse)
+		cr_usage_filter_feed(&c->filter, chunk, end);
 }
 
 static void finished(void *arg, int status, uint64_t bytes, const char *error)
@@ -268,13 +136,12 @@ static void finished(void *arg, int status, uint64_t bytes, const char *error)
 	release_current(c);
 	struct cr_apikey *k = cr_map_get(&c->app->keys, c->key_hash); /* NULL when revoked meanwhile */
 	if (k) {
-		struct cr_usage_sample s = { status >= 400 || (error && status != 0), c->prompt_tokens,
-					     c->completion_tokens, c->ttft_ms, cr_mono_ms() - c->t_start };
+		struct cr_usage_sample s = { status >= 400 || (error && status != 0), c->filter.prompt_tokens,
+					     c->filter.completion_tokens, c->ttft_ms, cr_mono_ms() - c->t_start };
 		cr_usage_record(c->app, k, c->model_name, &s);
-		k->window_tokens += c->prompt_tokens + c->completion_tokens;
+		k->window_tokens += c->filter.prompt_tokens + c->filter.completion_tokens;
 	}
-	if (c->hold)
-		evbuffer_free(c->hold);
+	cr_usage_filter_release(&c->filter);
 	for (int i = 0; i < c->n_tried; i++)
 		free(c->tried[i]);
 	free(c->model_id);
@@ -435,7 +302,7 @@ static void relay_v1(struct cr_req *req)
 	size_t plen = strcspn(path, "?");
 	if (c->stream && ((plen == 20 && !strncmp(path, "/v1/chat/completions", 20)) ||
 			  (plen == 15 && !strncmp(path, "/v1/completions", 15))))
-		raw = with_usage(raw, len, body, &owned, &len, &c->client_usage);
+		raw = with_usage(raw, len, body, &owned, &len, &c->filter.client_wants);
 	struct cr_relay_opts o = { app->relay_pool, app->cfg.gw_connect_timeout_ms, app->cfg.gw_first_byte_timeout_ms,
 				   app->cfg.gw_idle_timeout_ms, pick, on_head, check_answer, CHECK_LIMIT, on_data,
 				   finished, c };

@@ -33,11 +33,11 @@ Test(store, migrations_apply_once_and_refuse_newer_schemas)
 	struct cr_store *s = open_at(path);
 	int v = 0;
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 4);
+	cr_assert_eq(v, 5);
 	cr_store_close(s);
 	s = open_at(path); /* reopening applies nothing again */
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 4);
+	cr_assert_eq(v, 5);
 	cr_store_close(s);
 
 	sqlite3 *db;
@@ -270,6 +270,58 @@ Test(store, api_keys_are_kept_as_hashes_and_revoked)
 	n = 0;
 	s->ops->key_list(s, count_key, &n, &err);
 	cr_assert_eq(n, 0, "revoked");
+	cr_store_close(s);
+	free(path);
+}
+
+struct usage_sum {
+	int rows;
+	int64_t requests, prompt, completion;
+	char last_model[32], last_day[16];
+};
+
+static void sum_usage(const struct cr_usage_rec *u, void *arg)
+{
+	struct usage_sum *s = arg;
+	s->rows++;
+	s->requests += u->requests;
+	s->prompt += u->prompt_tokens;
+	s->completion += u->completion_tokens;
+	snprintf(s->last_model, sizeof(s->last_model), "%s", u->model);
+	snprintf(s->last_day, sizeof(s->last_day), "%s", u->day);
+}
+
+Test(store, usage_adds_up_across_flushes_and_sums_per_group)
+{
+	char *path = db_path();
+	struct cr_store *s = open_at(path);
+	struct cr_err err = CR_ERR_INIT;
+	struct cr_usage_rec a = { "2026-11-24", "k1", "ci", 1, "admin", "tiny", 2, 0, 100, 20, 30, 1, 400 };
+	struct cr_usage_rec b = { "2026-11-25", "k1", "ci", 1, "admin", "tiny", 1, 1, 50, 10, 0, 0, 100 };
+	struct cr_usage_rec c = { "2026-11-25", "k2", "bot", 2, "bob", "embed", 3, 0, 9, 0, 0, 0, 30 };
+	const struct cr_usage_rec *rows[] = { &a, &b, &c };
+	cr_assert_eq(s->ops->usage_add(s, rows, 3, &err), 0, "%s", err.message);
+	cr_assert_eq(s->ops->usage_add(s, rows, 1, &err), 0, "a second flush adds to the row");
+	struct usage_sum sum = { 0 };
+	struct cr_usage_query all = { "", "", 0, NULL, NULL, false, false, false, false };
+	cr_assert_eq(s->ops->usage_query(s, &all, sum_usage, &sum, &err), 0, "%s", err.message);
+	cr_assert_eq(sum.rows, 1, "no grouping: one total");
+	cr_assert_eq(sum.requests, 2 + 2 + 1 + 3);
+	cr_assert_eq(sum.prompt, 200 + 50 + 9);
+	memset(&sum, 0, sizeof(sum));
+	struct cr_usage_query by_model = { "2026-11-25", "", 0, NULL, NULL, false, false, false, true };
+	s->ops->usage_query(s, &by_model, sum_usage, &sum, &err);
+	cr_assert_eq(sum.rows, 2, "two models on the 25th");
+	memset(&sum, 0, sizeof(sum));
+	struct cr_usage_query bob = { "", "", 2, NULL, NULL, true, false, false, false };
+	s->ops->usage_query(s, &bob, sum_usage, &sum, &err);
+	cr_assert_eq(sum.rows, 1);
+	cr_assert_eq(sum.requests, 3);
+	cr_assert_str_eq(sum.last_day, "2026-11-25");
+	memset(&sum, 0, sizeof(sum));
+	struct cr_usage_query none = { "2027-01-01", "", 0, NULL, NULL, false, false, false, false };
+	s->ops->usage_query(s, &none, sum_usage, &sum, &err);
+	cr_assert_eq(sum.rows, 0, "nothing in range: no rows, not a row of zeros");
 	cr_store_close(s);
 	free(path);
 }

@@ -1,0 +1,35 @@
+/* Token usage in OpenAI-style answers as they pass the gateway: counted from
+ * a JSON answer's "usage" or from a stream's usage chunk, and that chunk
+ * dropped again when the client did not ask for it (the gateway asks engines
+ * for it with stream_options.include_usage). Pure byte handling over
+ * evbuffers; no I/O. */
+#ifndef CR_HTTP_USAGE_FILTER_H
+#define CR_HTTP_USAGE_FILTER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct evbuffer;
+
+struct cr_usage_filter {
+	bool client_wants;       /* set by the caller: keep usage-only chunks */
+	int64_t prompt_tokens;   /* the last usage seen, 0 until then */
+	int64_t completion_tokens;
+	struct evbuffer *hold;   /* an event not complete yet; owned */
+};
+
+/* Take prompt_tokens and completion_tokens from o's "usage" when present. */
+void cr_usage_filter_take(struct cr_usage_filter *f, json_t *o);
+
+/* Pass the next bytes of an SSE stream through f: chunk is rewritten in
+ * place to what may go to the client now. Complete events go out unchanged,
+ * except a usage chunk ("choices":[] with "usage") the client did not want;
+ * an incomplete last event is held back until its end arrives. end = true
+ * (with an empty or final chunk) releases whatever is held, as it is. */
+void cr_usage_filter_feed(struct cr_usage_filter *f, struct evbuffer *chunk, bool end);
+
+/* Free what f holds; f may be fed again afterwards. */
+void cr_usage_filter_release(struct cr_usage_filter *f);
+
+#endif
