@@ -103,13 +103,13 @@ int cr_json_arr(json_t *obj, const char *field, json_t **out, struct cr_err *err
 	return 0;
 }
 
-const char *cr_json_get_str(json_t *obj, const char *field, const char *def)
+const char *cr_json_get_str(const json_t *obj, const char *field, const char *def)
 {
 	json_t *v = json_object_get(obj, field);
 	return json_is_string(v) ? json_string_value(v) : def;
 }
 
-long long cr_json_get_int(json_t *obj, const char *field, long long def)
+long long cr_json_get_int(const json_t *obj, const char *field, long long def)
 {
 	json_t *v = json_object_get(obj, field);
 	if (json_is_integer(v))

@@ -27,8 +27,8 @@ int cr_json_arr(json_t *obj, const char *field, json_t **out, struct cr_err *err
 int cr_json_req_str(json_t *obj, const char *field, const char **out, struct cr_err *err);
 
 /* Getters for trusted documents: default when absent or mistyped. */
-const char *cr_json_get_str(json_t *obj, const char *field, const char *def);
-long long cr_json_get_int(json_t *obj, const char *field, long long def);
+const char *cr_json_get_str(const json_t *obj, const char *field, const char *def);
+long long cr_json_get_int(const json_t *obj, const char *field, long long def);
 
 /* Compact serialisation owned by the caller; aborts on OOM. */
 char *cr_json_dump(const json_t *j);
