@@ -19,6 +19,7 @@
 #include "agent/files.h"
 #include "agent/supervise.h"
 #include "agent/report.h"
+#include "checks/checks.h"
 #include "base/err.h"
 #include "base/json.h"
 #include "base/log.h"
@@ -60,7 +61,14 @@ struct agent {
 	char *instances_sent;   /* reporter thread */
 	json_t *engines, *engine_notes;
 	int64_t engines_at;
+	/* node checks: run at start and every CHECKS_EVERY_MS (reporter thread) */
+	json_t *checks;
+	int64_t checks_at;
+	long long clock_offset_ms;
+	bool clock_known, clock_checked;
 };
+
+#define CHECKS_EVERY_MS 300000
 
 #define ENGINES_EVERY_MS 60000
 
@@ -228,6 +236,21 @@ static json_t *build_report(struct agent *a)
 	json_t *notes = json_object_get(full, "notes");
 	if (json_is_array(notes))
 		json_array_extend(notes, a->engine_notes);
+	cr_detect_check_facts(full, a->cfg->port_lo ? a->cfg->port_lo : 20000, a->cfg->port_hi ? a->cfg->port_hi : 20999);
+	if (!a->checks || now - a->checks_at > CHECKS_EVERY_MS || (a->clock_known && !a->clock_checked)) {
+		/* the clock offset changes a little every time: it is read only here,
+		 * so that reports stay light between checks */
+		json_t *facts = json_deep_copy(full);
+		if (a->clock_known)
+			json_object_set_new(facts, "clock_offset_ms", json_integer(a->clock_offset_ms));
+		json_decref(a->checks);
+		a->checks = json_array();
+		cr_checks_node(facts, 0, a->checks);
+		json_decref(facts);
+		a->checks_at = now;
+		a->clock_checked = a->clock_known;
+	}
+	json_object_set(full, "checks", a->checks);
 	json_t *stat = json_deep_copy(full);
 	json_t *dyn = cr_report_split(stat);
 	char *text = cr_json_dump(stat);
@@ -263,9 +286,20 @@ static int send_status(struct agent *a, struct cr_err *err)
 	char *secret = cr_xstrdup(a->secret);
 	pthread_mutex_unlock(&a->mu);
 	struct cr_http_resp resp;
+	int64_t sent = cr_wall_ms();
 	int rc = cr_http_call("POST", url, secret, text, 10000, &resp, err);
+	int64_t back = cr_wall_ms();
 	if (!rc && resp.status != 200)
 		rc = cr_http_error_from(&resp, err);
+	if (!rc) { /* the server's clock at the middle of the round trip */
+		json_t *ans = json_loadb(resp.body, resp.len, 0, NULL);
+		json_t *t = json_object_get(ans, "server_time_ms");
+		if (json_is_integer(t) && back - sent < 2000) {
+			a->clock_offset_ms = (long long)(json_integer_value(t) - (sent + back) / 2);
+			a->clock_known = true;
+		}
+		json_decref(ans);
+	}
 	if (!rc || rc != CR_EUPSTREAM)
 		cr_http_resp_release(&resp);
 	free(secret);
@@ -660,6 +694,7 @@ out:
 	cr_engines_release(&ap->catalog);
 	json_decref(ap->engines);
 	json_decref(ap->engine_notes);
+	json_decref(ap->checks);
 	pthread_mutex_destroy(&ap->mu);
 	pthread_cond_destroy(&ap->wake);
 	free(ap);

@@ -27,6 +27,12 @@ struct cr_detect_opts {
  * (missing libraries, unreadable files, a bad resources file) are notes. */
 json_t *cr_detect_node(const struct cr_detect_opts *o);
 
+/* Add what the node checks read beyond detection to report: "port_range"
+ * [lo, hi] (the engine ports), "reserved_ports" (the kernel's
+ * ip_local_reserved_ports) and "nvidia_device_files" (/dev/nvidia0 or the
+ * kernel module's /proc/driver/nvidia/version exist). */
+void cr_detect_check_facts(json_t *report, int port_lo, int port_hi);
+
 /* NVIDIA GPUs through NVML. Appends GPUs to gpus (index = position in gpus),
  * driver facts to drivers["nvidia"], and notes. Thread-compatible: call from
  * one thread at a time. */

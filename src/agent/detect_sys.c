@@ -209,3 +209,17 @@ json_t *cr_detect_node(const struct cr_detect_opts *o)
 	}
 	return report;
 }
+
+void cr_detect_check_facts(json_t *report, int port_lo, int port_hi)
+{
+	json_object_set_new(report, "port_range", json_pack("[i,i]", port_lo, port_hi));
+	char *text = NULL;
+	size_t len;
+	if (cr_file_read("/proc/sys/net/ipv4/ip_local_reserved_ports", 4096, &text, &len, NULL) == 0) {
+		text[strcspn(text, "\n")] = 0;
+		json_object_set_new(report, "reserved_ports", json_string(text));
+	}
+	free(text);
+	bool nv = access("/dev/nvidia0", F_OK) == 0 || access("/proc/driver/nvidia/version", F_OK) == 0;
+	json_object_set_new(report, "nvidia_device_files", json_boolean(nv));
+}

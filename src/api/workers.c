@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/util.h"
+#include "checks/checks.h"
 #include "http/probe.h"
 #include "store/store.h"
 
@@ -287,6 +288,15 @@ static json_t *worker_json(struct cr_worker *w)
 	set_or_default(o, report, "drivers", json_object());
 	set_or_default(o, report, "notes", json_array());
 	set_or_default(o, report, "engines", json_array());
+	/* the worker's own checks, and the server's view of its address */
+	json_t *checks = json_deep_copy(json_is_array(json_object_get(report, "checks")) ? json_object_get(report, "checks")
+											     : json_array());
+	if (w->state != CR_W_NOT_READY)
+		cr_checks_address(w->address, w->address_seen, w->state != CR_W_UNREACHABLE, w->probe_error, checks);
+	int warns, fails;
+	cr_checks_worst(checks, &warns, &fails);
+	json_object_set_new(o, "checks", checks);
+	json_object_set_new(o, "checks_summary", json_pack("{s:i,s:i}", "warn", warns, "fail", fails));
 	json_decref(report);
 	return o;
 }

@@ -16,6 +16,7 @@
 #include "base/json.h"
 #include "base/mem.h"
 #include "base/util.h"
+#include "checks/checks.h"
 #include "cmd/cli.h"
 #include "cmd/cmd.h"
 #include "http/client.h"
@@ -180,8 +181,8 @@ static void gpu_summary(json_t *gpus, char *out, size_t n)
 
 static void print_workers(json_t *workers)
 {
-	struct cr_table t = { 7, { 0 }, json_array() };
-	static const char *const head[] = { "NAME", "STATE", "ADDRESS", "GPUS", "CPU", "RAM", "LAST SEEN" };
+	struct cr_table t = { 8, { 0 }, json_array() };
+	static const char *const head[] = { "NAME", "STATE", "ADDRESS", "GPUS", "CPU", "RAM", "CHECKS", "LAST SEEN" };
 	cr_table_row(&t, head);
 	size_t i;
 	json_t *w;
@@ -200,8 +201,15 @@ static void print_workers(json_t *workers)
 			snprintf(ram, sizeof(ram), "-");
 		json_t *ls = json_object_get(w, "last_seen");
 		ago(json_is_string(ls) ? json_string_value(ls) : NULL, seen, sizeof(seen));
+		json_t *cs = json_object_get(w, "checks_summary");
+		char checks[48];
+		long long warns = cr_json_get_int(cs, "warn", 0), fails = cr_json_get_int(cs, "fail", 0);
+		if (warns || fails)
+			snprintf(checks, sizeof(checks), "%lld fail, %lld warn", fails, warns);
+		else
+			snprintf(checks, sizeof(checks), "ok");
 		const char *row[] = { cr_json_get_str(w, "name", ""), cr_json_get_str(w, "state", ""), addr, gpus, cpu,
-				      ram, seen };
+				      ram, checks, seen };
 		cr_table_row(&t, row);
 	}
 	cr_table_print(&t);
@@ -333,6 +341,21 @@ int cr_cmd_gpus(int argc, char **argv)
 	return 0;
 }
 
+/* Checks as "level  id  message", with the fix below failures and warnings. */
+static void print_checks(json_t *checks)
+{
+	size_t i;
+	json_t *c;
+	puts("\nchecks");
+	json_array_foreach(checks, i, c) {
+		const char *fix = cr_json_get_str(c, "fix", "");
+		printf("  %-5s %-20s %s\n", cr_json_get_str(c, "level", "?"), cr_json_get_str(c, "id", "?"),
+		       cr_json_get_str(c, "message", ""));
+		if (*fix)
+			printf("        %-20s fix: %s\n", "", fix);
+	}
+}
+
 static void print_doctor(json_t *r)
 {
 	json_t *sys = json_object_get(r, "system");
@@ -381,17 +404,22 @@ int cr_cmd_doctor(int argc, char **argv)
 {
 	static const char usage[] =
 		"usage: corral doctor [--json] [--data-dir DIR] [--resources FILE] [--engines-config FILE]\n"
+		"                     [--port-range LO-HI]\n"
 		"\n"
 		"Report what this node has, as a worker here would detect it: CPU, memory,\n"
 		"disk, /dev/shm, ports, GPUs and drivers, installed engines with their\n"
-		"versions, and notes on anything missing. Needs no server.\n";
+		"versions, and notes on anything missing; then every node check (pass, warn,\n"
+		"fail) with the measured values and the fix. Needs no server. Exits 1 when a\n"
+		"check fails.\n";
 	static const struct option longopts[] = {
 		{ "json", no_argument, NULL, 'j' },          { "data-dir", required_argument, NULL, 'd' },
 		{ "resources", required_argument, NULL, 'r' }, { "help", no_argument, NULL, 'h' },
-		{ "engines-config", required_argument, NULL, 'E' }, { NULL, 0, NULL, 0 },
+		{ "engines-config", required_argument, NULL, 'E' }, { "port-range", required_argument, NULL, 'p' },
+		{ NULL, 0, NULL, 0 },
 	};
 	struct cr_detect_opts o = { ".", NULL, NULL, NULL, NULL };
 	const char *engines_config = NULL;
+	int port_lo = 20000, port_hi = 20999;
 	bool as_json = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -400,6 +428,12 @@ int cr_cmd_doctor(int argc, char **argv)
 		case 'd': o.data_dir = optarg; break;
 		case 'r': o.resources_file = optarg; break;
 		case 'E': engines_config = optarg; break;
+		case 'p':
+			if (sscanf(optarg, "%d-%d", &port_lo, &port_hi) != 2 || port_lo < 1 || port_hi > 65535 || port_lo > port_hi) {
+				fprintf(stderr, "corral doctor: --port-range takes LO-HI, e.g. 20000-20999, not '%s'\n", optarg);
+				return 2;
+			}
+			break;
 		case 'h': fputs(usage, stdout); return 0;
 		default: fputs(usage, stderr); return 2;
 		}
@@ -411,11 +445,20 @@ int cr_cmd_doctor(int argc, char **argv)
 	json_t *r = cr_detect_node(&o);
 	json_object_set_new(r, "engines", cr_engines_discover(&cat, json_object_get(r, "notes")));
 	cr_engines_release(&cat);
-	if (as_json)
-		return cr_cli_print_json(r);
+	cr_detect_check_facts(r, port_lo, port_hi);
+	json_t *checks = json_array();
+	cr_checks_node(r, 0, checks);
+	json_object_set_new(r, "checks", checks);
+	int fails;
+	cr_checks_worst(checks, NULL, &fails);
+	if (as_json) {
+		cr_cli_print_json(r);
+		return fails ? 1 : 0;
+	}
 	print_doctor(r);
+	print_checks(checks);
 	json_decref(r);
-	return 0;
+	return fails ? 1 : 0;
 }
 
 int cr_cmd_users(int argc, char **argv)
