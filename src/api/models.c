@@ -347,6 +347,7 @@ struct snap {
 	size_t n_strs, alloc_strs;
 	const char ***lists;     /* owned arrays of labels / engines */
 	size_t n_lists;
+	json_t *reports;         /* the workers' merged reports the snapshot points to */
 };
 
 static const char *keep(struct snap *sn, char *s)
@@ -375,6 +376,7 @@ static void snap_release(struct snap *sn)
 	free(sn->lists);
 	free(sn->s.workers);
 	free(sn->src);
+	json_decref(sn->reports);
 }
 
 static json_t *merged_report(struct cr_worker *w)
@@ -426,7 +428,10 @@ static void fill_worker(struct snap *sn, struct cr_sched_worker *x, struct cr_wo
 	json_t *mem = json_object_get(json_object_get(r, "system"), "memory");
 	x->ram_total = u64(mem, "total");
 	x->ram_available = u64(mem, "available");
-	json_decref(r);
+	if (!sn->reports)
+		sn->reports = json_array();
+	json_array_append_new(sn->reports, r); /* kept for the group checks */
+	x->report = r;
 	json_t *f = json_object_get(w->files, source);
 	if (!f)
 		x->file = CR_FILE_UNKNOWN;
@@ -621,6 +626,8 @@ static json_t *placement_json(const struct snap *sn, const struct cr_sched_resul
 				    json_real(cr_estimate_gpu_util(r->members[0].claim, gpu_total)));
 	if (r->warning[0])
 		json_object_set_new(o, "warning", json_string(r->warning));
+	if (r->checks)
+		json_object_set_new(o, "checks", json_incref(r->checks));
 	json_object_set_new(o, "leader", json_string(r->n_members ? sn->s.workers[r->leader].id : ""));
 	return o;
 }
@@ -679,6 +686,7 @@ struct plan {
 	int placed;            /* replicas placed */
 	json_t *placements;    /* array of placement objects */
 	json_t *reasons;       /* when short */
+	json_t *groups;        /* multi-worker groups refused by their checks, when short */
 	char summary[600];
 	int rc;                /* 0, CR_ENOTFOUND, CR_EINPUT */
 	struct cr_err err;
@@ -723,6 +731,7 @@ static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, co
 			if (rc == CR_ENOTFOUND && want > 1)
 				snprintf(pl->summary, sizeof(pl->summary), "replica %d of %d: %.480s", r + 1, want, res.summary);
 			pl->reasons = reasons_json(&sn, &res);
+			pl->groups = res.groups ? json_incref(res.groups) : NULL;
 			cr_sched_result_release(&res);
 			break;
 		}
@@ -904,6 +913,7 @@ static void scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t n
 		set_status(m, NULL, NULL);
 	json_decref(pl.placements);
 	json_decref(pl.reasons);
+	json_decref(pl.groups);
 }
 
 static void reconcile(struct cr_app *app, struct cr_model *m, int64_t now)
@@ -1125,11 +1135,13 @@ static void plan_model(struct cr_req *req)
 				      want, "placed_replicas", pl.placed, "instances", pl.placements, "summary",
 				      pl.rc ? pl.summary : "", "reasons", pl.reasons ? json_incref(pl.reasons) : json_array(),
 				      "waiting_for", json_incref(wait));
+		json_object_set_new(o, "groups_refused", pl.groups ? json_incref(pl.groups) : json_array());
 		cr_reply_json(req, 200, o);
 	}
 	json_decref(wait);
 	json_decref(pl.placements);
 	json_decref(pl.reasons);
+	json_decref(pl.groups);
 	json_decref(spec);
 }
 

@@ -581,3 +581,20 @@ enum cr_check_level cr_checks_group(const struct cr_group_member *members, int n
 			worst = level_of(json_array_get(out, i));
 	return worst;
 }
+
+void cr_checks_group_key(const json_t *report, const char *engine, bool with_ray, char *out, size_t n)
+{
+	struct cr_group_member m = { "", "", report, false, 0 };
+	char drv[128] = "", buf[128];
+	bool vl = is_vllm_like(engine);
+	const char *ev = member_value(&m, vl ? engine : "llama.cpp", buf, sizeof(buf));
+	char ever[128];
+	snprintf(ever, sizeof(ever), "%s", ev ? ev : "");
+	if (vl)
+		driver_key(report, drv, sizeof(drv));
+	const char *ray = vl && with_ray ? member_value(&m, "ray", buf, sizeof(buf)) : "";
+	char rayv[128];
+	snprintf(rayv, sizeof(rayv), "%s", ray ? ray : "");
+	const char *py = vl && with_ray ? cr_json_get_str(report, "python_version", "") : "";
+	snprintf(out, n, "%s|%s|%s|%s|%s", drv, vl ? (gpu_count(report, NULL) ? "gpu" : "cpu") : "", ever, rayv, py);
+}

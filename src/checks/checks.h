@@ -78,6 +78,12 @@ struct cr_group_member {
 enum cr_check_level cr_checks_group(const struct cr_group_member *members, int n, const char *engine, bool with_ray,
 				    bool downloadable, const struct cr_group_limits *limits, json_t *out);
 
+/* What must be equal across a vLLM/SGLang (or, for llama.cpp, RPC) group,
+ * as one string: driver major or ROCm version, engine version, and with_ray
+ * the Ray and Python versions. Workers with equal keys pass the version
+ * checks together. */
+void cr_checks_group_key(const json_t *report, const char *engine, bool with_ray, char *out, size_t n);
+
 /* One line for a failed or warned list: "id: message (fix: ...); ...". */
 void cr_checks_summary(const json_t *list, enum cr_check_level min, char *out, size_t n);
 

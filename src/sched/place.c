@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/json.h"
 #include "base/mem.h"
 #include "base/util.h"
 
@@ -64,6 +65,8 @@ struct ctx {
 	uint64_t need1;      /* claim on one GPU for the whole model */
 	uint64_t per_dev;    /* the part of it every device pays again (compute, runtime) */
 	bool llama;
+	char **keys;         /* per worker: its group key (versions that must match), made when first needed */
+	struct cr_group_limits limits;
 };
 
 static void reason(struct ctx *c, int w, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -402,7 +405,97 @@ static void order_leader(struct cr_sched_result *r, int n_workers)
 	free(share);
 }
 
-static bool fit_distributed_llama(struct ctx *c)
+/* ---- group checks ---- */
+
+static const char *group_key(struct ctx *c, int w)
+{
+	if (!c->keys[w]) {
+		char k[512];
+		cr_checks_group_key(c->snap->workers[w].report, c->req->engine, !c->req->no_ray, k, sizeof(k));
+		c->keys[w] = cr_xstrdup(k);
+	}
+	return c->keys[w];
+}
+
+/* Run the group checks on workers ws[0..n) (ws[0] the leader) into list;
+ * the worst level. */
+static enum cr_check_level run_group_checks(struct ctx *c, const int *ws, int n, json_t *list)
+{
+	struct cr_group_member ms[CR_SCHED_MAX_MEMBERS];
+	json_t *empty = json_object();
+	for (int i = 0; i < n; i++) {
+		const struct cr_sched_worker *w = &c->snap->workers[ws[i]];
+		/* llama.cpp RPC followers get the weights over the network */
+		ms[i] = (struct cr_group_member){ w->id, w->name, w->report ? w->report : empty, !c->llama || i == 0,
+						  (int)w->file };
+	}
+	enum cr_check_level l = cr_checks_group(ms, n, c->req->engine, !c->llama && !c->req->no_ray,
+						 c->req->downloadable, &c->limits, list);
+	json_decref(empty);
+	return l;
+}
+
+/* Record a refused group with its failed checks (once per set of workers). */
+static void refuse_group(struct ctx *c, const int *ws, int n, json_t *list)
+{
+	struct cr_sched_result *r = c->out;
+	if (!r->groups)
+		r->groups = json_array();
+	json_t *names = json_array();
+	for (int i = 0; i < n; i++)
+		json_array_append_new(names, json_string(c->snap->workers[ws[i]].name));
+	size_t i;
+	json_t *g;
+	json_array_foreach(r->groups, i, g)
+		if (json_equal(json_object_get(g, "workers"), names)) {
+			json_decref(names);
+			return;
+		}
+	json_t *failed = json_array(), *ch;
+	json_array_foreach(list, i, ch)
+		if (!strcmp(cr_json_get_str(ch, "level", ""), "fail"))
+			json_array_append(failed, ch);
+	json_array_append_new(r->groups, json_pack("{s:o,s:o}", "workers", names, "checks", failed));
+}
+
+/* The distinct workers of a placement, leader first. */
+static int group_of(const struct cr_sched_result *r, int *ws)
+{
+	int n = 0;
+	ws[n++] = r->leader;
+	for (int m = 0; m < r->n_members; m++) {
+		bool seen = false;
+		for (int k = 0; k < n; k++)
+			seen |= ws[k] == r->members[m].worker;
+		if (!seen && n < CR_SCHED_MAX_MEMBERS)
+			ws[n++] = r->members[m].worker;
+	}
+	return n;
+}
+
+/* Whether the placement in c->out passes its group checks; keeps them in
+ * c->out->checks when it does, records the group when not. */
+static bool group_passes(struct ctx *c)
+{
+	int ws[CR_SCHED_MAX_MEMBERS];
+	int n = group_of(c->out, ws);
+	for (int i = 0; i < n; i++)
+		if (!c->snap->workers[ws[i]].report)
+			return true; /* no reports (the scheduler's own tests): nothing to check against */
+	if (n < 2)
+		return true;
+	json_t *list = json_array();
+	if (run_group_checks(c, ws, n, list) == CR_CHECK_FAIL) {
+		refuse_group(c, ws, n, list);
+		json_decref(list);
+		return false;
+	}
+	json_decref(c->out->checks);
+	c->out->checks = list;
+	return true;
+}
+
+static bool fit_distributed_llama_once(struct ctx *c)
 {
 	int total = 0;
 	for (int i = 0; i < c->snap->n_workers; i++)
@@ -420,6 +513,36 @@ static bool fit_distributed_llama(struct ctx *c)
 	c->out->tp = c->out->pp = 1;
 	order_leader(c->out, c->snap->n_workers);
 	return true;
+}
+
+/* llama.cpp RPC across workers: the split, then its group checks; a member
+ * that fails them together with the leader (another llama.cpp build, no
+ * route, no file) is left out and the split made again without it. */
+static bool fit_distributed_llama(struct ctx *c)
+{
+	for (int round = 0; round < c->snap->n_workers; round++) {
+		if (!fit_distributed_llama_once(c))
+			return false;
+		if (group_passes(c))
+			return true;
+		int ws[CR_SCHED_MAX_MEMBERS], n = group_of(c->out, ws), dropped = 0;
+		for (int i = 1; i < n; i++) {
+			int pair[2] = { ws[0], ws[i] };
+			json_t *list = json_array();
+			if (run_group_checks(c, pair, 2, list) == CR_CHECK_FAIL) {
+				char why[256];
+				cr_checks_summary(list, CR_CHECK_FAIL, why, sizeof(why));
+				reason(c, ws[i], "group_check", "%s: cannot join an RPC group led by %s: %s",
+				       c->snap->workers[ws[i]].name, c->snap->workers[ws[0]].name, why);
+				c->eligible[ws[i]] = false;
+				dropped++;
+			}
+			json_decref(list);
+		}
+		if (!dropped) /* the leader itself is the problem (its file): no other split helps */
+			return false;
+	}
+	return false;
 }
 
 /* vLLM/SGLang across workers: tp GPUs of one model on each of pp workers. */
@@ -441,7 +564,9 @@ static bool fit_distributed_vllm(struct ctx *c)
 					continue;
 				for (int g0 = 0; g0 < s->workers[i0].n_gpus; g0++) {
 					const char *name = s->workers[i0].gpus[g0].name;
-					int picked[16], np = 0;
+					/* workers with tp GPUs of this model free enough; picked: those
+					 * whose versions match the first one's too; naive: all of them */
+					int picked[16], np = 0, naive[16], nn = 0;
 					for (int i = i0; i < s->n_workers && np < pp; i++) {
 						if (!c->eligible[i])
 							continue;
@@ -451,11 +576,22 @@ static bool fit_distributed_vllm(struct ctx *c)
 						for (int g = 0; g < s->workers[i].n_gpus; g++)
 							ok += eq(s->workers[i].gpus[g].name, name) &&
 							      cr_sched_gpu_free(&s->workers[i].gpus[g], s->gpu_reserve) >= claim;
-						if (ok >= tp)
+						if (ok < tp)
+							continue;
+						if (nn < 16 && nn < pp)
+							naive[nn++] = i;
+						if (np == 0 || !strcmp(group_key(c, i), group_key(c, picked[0])))
 							picked[np++] = i;
 					}
-					if (np < pp)
+					if (np < pp) {
+						if (nn == pp && s->workers[naive[0]].report) { /* enough GPUs, not of matching nodes: say why */
+							json_t *list = json_array();
+							if (run_group_checks(c, naive, nn, list) == CR_CHECK_FAIL)
+								refuse_group(c, naive, nn, list);
+							json_decref(list);
+						}
 						continue;
+					}
 					struct cr_sched_result *r = c->out;
 					r->n_members = 0;
 					for (int p = 0; p < pp; p++) {
@@ -468,7 +604,8 @@ static bool fit_distributed_vllm(struct ctx *c)
 					r->tp = tp;
 					r->pp = pp;
 					r->leader = picked[0];
-					return true;
+					if (group_passes(c))
+						return true;
 				}
 			}
 		}
@@ -599,6 +736,13 @@ static int place_manual(struct ctx *c, struct cr_err *err)
 	if (cpu)
 		r->ram_claim = e.ram;
 	order_leader(r, s->n_workers);
+	if (!group_passes(c)) { /* chosen by hand, refused by the checks: say which and why */
+		char why[400];
+		cr_checks_summary(json_object_get(json_array_get(r->groups, 0), "checks"), CR_CHECK_FAIL, why, sizeof(why));
+		snprintf(r->summary, sizeof(r->summary), "the chosen workers cannot run '%s' together: %s", c->req->model,
+			 why);
+		return CR_ENOTFOUND;
+	}
 	return 0;
 }
 
@@ -657,6 +801,7 @@ static const struct {
 	{ "file_invalid", "have an invalid model file" },
 	{ "selector", "do not match the selector" },
 	{ "not_ready", "not ready" },
+	{ "group_check", "failed the group checks with the leader" },
 };
 
 static void summarise(struct ctx *c)
@@ -730,6 +875,13 @@ static void summarise(struct ctx *c)
 		counts[top] = 0;
 		first = false;
 	}
+	if (json_array_size(r->groups) && len < (int)sizeof(buf)) {
+		json_t *g = json_array_get(r->groups, 0);
+		char why[300];
+		cr_checks_summary(json_object_get(g, "checks"), CR_CHECK_FAIL, why, sizeof(why));
+		len += snprintf(buf + len, sizeof(buf) - (size_t)len, "; %zu multi-worker group(s) refused by checks, e.g. %s",
+				json_array_size(r->groups), why);
+	}
 	snprintf(r->summary, sizeof(r->summary), "%s", buf);
 }
 
@@ -776,6 +928,11 @@ int cr_sched_place(const struct cr_sched_snapshot *snap, const struct cr_sched_r
 	c.need1 = out->need_vram = e.dev[0].total;
 	c.per_dev = e.dev[0].compute + e.dev[0].overhead;
 	c.eligible = cr_xcalloc((size_t)snap->n_workers + 1, sizeof(bool));
+	c.keys = cr_xcalloc((size_t)snap->n_workers + 1, sizeof(char *));
+	if (req->limits)
+		c.limits = *req->limits;
+	else
+		cr_group_limits_defaults(&c.limits);
 	if (req->n_manual) {
 		rc = place_manual(&c, err);
 		goto done;
@@ -806,6 +963,9 @@ done:
 		describe(&c);
 	}
 	free(c.eligible);
+	for (int i = 0; i < snap->n_workers; i++)
+		free(c.keys[i]);
+	free(c.keys);
 	return rc;
 }
 
@@ -833,6 +993,9 @@ void cr_sched_apply(struct cr_sched_snapshot *snap, const struct cr_sched_result
 
 void cr_sched_result_release(struct cr_sched_result *res)
 {
+	json_decref(res->checks);
+	json_decref(res->groups);
+	res->checks = res->groups = NULL;
 	free(res->reasons);
 	res->reasons = NULL;
 	res->n_reasons = 0;

@@ -5,7 +5,8 @@
  *
  * Order of fits: one GPU; several GPUs of one worker; several workers (only
  * with allow_distributed and an engine that can); CPU or partial offload
- * (llama.cpp, only with allow_cpu_offload). Multi-GPU splits are greedy over
+ * (llama.cpp, only with allow_cpu_offload). Every multi-worker candidate
+ * passes the group checks (checks.h) or is skipped with its failures. Multi-GPU splits are greedy over
  * GPUs sorted by free memory, so placement is polynomial in the cluster size. */
 #ifndef CR_SCHED_PLACE_H
 #define CR_SCHED_PLACE_H
@@ -13,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "checks/checks.h"
 #include "sched/estimate.h"
 
 #define CR_SCHED_MAX_GPUS 16      /* per worker */
@@ -50,6 +52,7 @@ struct cr_sched_worker {
 	enum cr_sched_file file;  /* the model's file on this worker */
 	const char *file_error;   /* why the file is invalid, when it is */
 	int replicas;             /* instances of this model already here */
+	const json_t *report;     /* the worker's merged report, for group checks (NULL: none) */
 };
 
 struct cr_sched_snapshot {
@@ -80,6 +83,7 @@ struct cr_sched_request {
 	bool allow_distributed;
 	bool downloadable;   /* url source: workers without the file can fetch it */
 	bool no_ray;         /* vLLM/SGLang across workers without Ray (--nnodes launcher) */
+	const struct cr_group_limits *limits; /* round-trip limits; NULL: defaults */
 };
 
 struct cr_sched_member {
@@ -122,6 +126,9 @@ struct cr_sched_result {
 	char summary[512];   /* one line: what was placed, or why nothing fits */
 	int n_reasons;
 	struct cr_sched_reason *reasons; /* one per worker that was ruled out, owned */
+	json_t *checks;      /* group checks of a multi-worker placement, or NULL; owned */
+	json_t *groups;      /* multi-worker groups refused by their checks: [{"workers": [names],
+				"checks": [failed]}], or NULL; owned */
 };
 
 /* Place one instance of req on snap. Fills out (release with

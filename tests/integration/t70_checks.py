@@ -1,0 +1,117 @@
+"""Tier 70: cluster compatibility checks with several workers on loopback and
+fake NVML: a driver mismatch refuses a distributed vLLM group with the fix
+(and a group without the odd node is chosen when it is enough); a node with
+a 64 MB /dev/shm warns for vLLM; a CPU-only node asked into a vLLM group is
+refused with the reason; checks show in the API, `corral workers` and
+`corral doctor`."""
+import copy
+import json
+import os
+
+from harness import ROOT
+from t50_engines import EngineCase, LLAMA_BIN, gpu
+
+FAKES = os.path.join(ROOT, "tests", "fakes")
+
+
+def nvml(driver, size_gib=2, name="NVIDIA L4"):
+    cfg = copy.deepcopy(gpu(size_gib))
+    cfg["driver_version"] = driver
+    cfg["devices"][0]["name"] = name
+    return cfg
+
+
+class Checks(EngineCase):
+    def setUp(self):
+        super().setUp()
+        self.env["CORRAL_ENGINE_PATH"] = ":".join([LLAMA_BIN, os.path.join(FAKES, "vllm"), os.path.join(FAKES, "ray")])
+
+    def plan(self, **spec):
+        body = {"name": "big", "path": self.path, "engine": "vllm", "allow_distributed": True}
+        body.update(spec)
+        return self.wait_for(lambda: (lambda p: not p["waiting_for"] and p)(self.api("POST", "/api/models/plan", body)),
+                             "the workers to inspect the model file")
+
+    def test_driver_mismatch_refuses_a_vllm_group_with_the_fix(self):
+        self.cluster(("gpu-1", nvml("550.54.15")), ("gpu-2", nvml("535.104.05")), ("gpu-3", nvml("550.54.14")))
+        self.path = self.model("four.gguf", "--layers", "4")
+        # the smallest context two nodes cannot hold: three could, but not gpu-2 with the others
+        ctx = 1 << 21
+        while True:
+            plan = self.plan(ctx=ctx)
+            if not plan["placed"]:
+                break
+            self.assertNotIn("gpu-2", [w["name"] for w in plan["instances"][0]["workers"]])
+            ctx = ctx * 5 // 4
+        refused = plan["groups_refused"]
+        self.assertTrue(refused, plan)
+        group = [g for g in refused if len(g["workers"]) == 3][0]
+        self.assertEqual(sorted(group["workers"]), ["gpu-1", "gpu-2", "gpu-3"])
+        fail = [c for c in group["checks"] if c["id"] == "driver-mismatch"][0]
+        self.assertIn("gpu-2 runs NVIDIA driver 535, gpu-1 and gpu-3 run NVIDIA driver 550", fail["message"])
+        self.assertIn("--selector", fail["fix"])
+        self.assertIn("refused by checks", plan["summary"])
+        r = self.cli("deploy", "big", "--path", self.path, "--engine", "vllm", "--ctx", str(ctx),
+                     "--allow-distributed", "--dry-run", check=False)
+        self.assertIn("driver-mismatch", r.stdout + r.stderr)
+        # a model two nodes can hold goes to the two that match, with its checks
+        plan = self.plan(ctx=ctx * 4 // 5)
+        self.assertTrue(plan["placed"], plan)
+        inst = plan["instances"][0]
+        self.assertEqual(sorted(w["name"] for w in inst["workers"]), ["gpu-1", "gpu-3"])
+        ids = {c["id"]: c["level"] for c in inst["checks"]}
+        self.assertEqual(ids["driver-mismatch"], "pass")
+        self.assertEqual(ids["engine-mismatch"], "pass")
+        self.assertEqual(ids["ray-mismatch"], "pass")
+
+    def test_small_shm_warns_and_a_cpu_only_node_never_joins_a_vllm_group(self):
+        res = os.path.join(self.tmp, "shm.json")
+        with open(res, "w") as f:
+            json.dump({"system": {"shm_bytes": 64 << 20}}, f)
+        self.start_server(extra=("--gpu-reserve", "0"))
+        self.login()
+        self.env["CORRAL_SERVER_URL"] = self.url
+        self.env["CORRAL_API_TOKEN"] = self.token
+        self.start_worker("gpu-1", nvml_config=nvml("550.54.15"), extra=("--resources", res))
+        self.start_worker("gpu-2", nvml_config=nvml("550.54.15"))
+        self.start_worker("cpu-1")
+        for n in ("gpu-1", "gpu-2", "cpu-1"):
+            self.wait_state(n, "ready")
+        w = self.api("GET", "/api/workers/gpu-1")
+        shm = [c for c in w["checks"] if c["id"] == "shm"][0]
+        self.assertEqual(shm["level"], "warn")
+        self.assertIn("/dev/shm is 64 MiB", shm["message"])
+        self.assertGreaterEqual(w["checks_summary"]["warn"], 1)
+        self.assertEqual([c["level"] for c in w["checks"] if c["id"] == "address"], ["pass"])
+        self.assertTrue([c for c in w["checks"] if c["id"] == "engine:vllm" and c["level"] == "pass"])
+        out = self.cli("workers").stdout
+        self.assertIn("CHECKS", out)
+        line = [l for l in out.splitlines() if l.startswith("gpu-1")][0]
+        self.assertIn("warn", line)
+        self.path = self.model()
+        # the CPU-only node is never part of a vLLM group the scheduler builds...
+        plan = self.plan(ctx=4194304)
+        self.assertTrue(plan["placed"], plan)
+        inst = plan["instances"][0]
+        self.assertEqual(sorted(x["name"] for x in inst["workers"]), ["gpu-1", "gpu-2"])
+        self.assertEqual([c["level"] for c in inst["checks"] if c["id"] == "shm"], ["warn"])
+        # ...and asked in by hand, it is refused with the reason and the fix
+        plan = self.plan(ctx=4194304, gpus=["gpu-1:0", "cpu-1:cpu"])
+        self.assertFalse(plan["placed"], plan)
+        self.assertIn("cpu-1 has no GPU: vllm needs a GPU on every node", plan["summary"])
+        self.assertIn("llama.cpp", plan["summary"])
+
+    def test_doctor_prints_every_check_and_fails_on_failures(self):
+        r = self.cli("doctor", "--port-range", "32000-33000", check=False)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("checks", r.stdout)
+        self.assertIn("port-range", r.stdout)
+        self.assertIn("fix: choose --port-range outside the ephemeral range", r.stdout)
+        cfg = os.path.join(self.tmp, "nvml.json")
+        with open(cfg, "w") as f:
+            json.dump(nvml("525.60.13"), f)
+        env = dict(self.env, FAKE_NVML_CONFIG=cfg, CORRAL_NVML_LIBRARY=os.path.join(
+            os.path.dirname(os.path.dirname(LLAMA_BIN)), "nope"))
+        out = json.loads(self.cli("doctor", "--json", check=False).stdout)
+        self.assertTrue(any(c["id"] == "nvml" for c in out["checks"]))
+        del env
