@@ -17,6 +17,7 @@
 #include "agent/detect.h"
 #include "agent/engines.h"
 #include "agent/files.h"
+#include "agent/peers.h"
 #include "agent/supervise.h"
 #include "agent/report.h"
 #include "checks/checks.h"
@@ -64,6 +65,7 @@ struct agent {
 	/* node checks: run at start and every CHECKS_EVERY_MS (reporter thread) */
 	json_t *checks;
 	int64_t checks_at;
+	struct cr_peers *peers; /* probes of the other workers */
 	long long clock_offset_ms;
 	bool clock_known, clock_checked;
 };
@@ -251,6 +253,8 @@ static json_t *build_report(struct agent *a)
 		a->clock_checked = a->clock_known;
 	}
 	json_object_set(full, "checks", a->checks);
+	if (a->peers)
+		json_object_set_new(full, "peers", cr_peers_results(a->peers));
 	json_t *stat = json_deep_copy(full);
 	json_t *dyn = cr_report_split(stat);
 	char *text = cr_json_dump(stat);
@@ -508,6 +512,44 @@ static void *watcher(void *arg)
 	return NULL;
 }
 
+/* ---- peers ---- */
+
+/* GET /api/workers/{id}/peers: the workers to probe. */
+static int list_peers(void *arg, json_t **list)
+{
+	struct agent *a = arg;
+	pthread_mutex_lock(&a->mu);
+	if (!a->id) {
+		pthread_mutex_unlock(&a->mu);
+		return -1;
+	}
+	char *url = cr_xasprintf("%s/api/workers/%s/peers", a->cfg->server_url, a->id);
+	char *secret = cr_xstrdup(a->secret);
+	pthread_mutex_unlock(&a->mu);
+	struct cr_http_resp resp;
+	struct cr_err err = CR_ERR_INIT;
+	int rc = cr_http_call("GET", url, secret, NULL, 5000, &resp, &err);
+	if (!rc && resp.status == 200) {
+		json_t *ans = json_loadb(resp.body, resp.len, 0, NULL);
+		*list = json_incref(json_object_get(ans, "peers"));
+		json_decref(ans);
+	} else if (!rc) {
+		rc = -1;
+	}
+	if (!rc || rc != CR_EUPSTREAM)
+		cr_http_resp_release(&resp);
+	free(url);
+	free(secret);
+	return *list ? 0 : -1;
+}
+
+/* GET /probe: a short echo for other workers' round-trip measurements. */
+static void probe(struct cr_req *req)
+{
+	const char *e = cr_req_query(req, "echo");
+	cr_reply_json(req, 200, json_pack("{s:s}", "echo", e && strlen(e) < 64 ? e : ""));
+}
+
 /* ---- /healthz and signals ---- */
 
 static void healthz(struct cr_req *req)
@@ -590,6 +632,7 @@ static void instance_log(struct cr_req *req)
 
 static const struct cr_http_route agent_routes[] = {
 	{ CR_GET, "/healthz", CR_AUTH_NONE, healthz },
+	{ CR_GET, "/probe", CR_AUTH_NONE, probe },
 	{ CR_GET, "/instances/{}/log", CR_AUTH_NONE, instance_log },
 	{ 0, NULL, 0, NULL },
 };
@@ -664,12 +707,16 @@ int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err)
 	event_add(sigint, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	int every = cfg->status_interval_s * 3 < 30 ? cfg->status_interval_s * 3 : 30;
+	ap->peers = cr_peers_start(every, 1000, list_peers, ap);
 	pthread_t rep, wat;
 	pthread_create(&rep, NULL, reporter, ap);
 	pthread_create(&wat, NULL, watcher, ap);
 	event_base_dispatch(ap->base);
 	pthread_join(rep, NULL);
 	pthread_join(wat, NULL); /* the stream notices stopping within a second */
+	cr_peers_stop(ap->peers);
+	ap->peers = NULL;
 	cr_supervisor_free(ap->sup); /* engines keep running; the next start adopts them */
 	ap->sup = NULL;
 	cr_files_free(ap->files);

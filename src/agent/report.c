@@ -22,6 +22,7 @@ json_t *cr_report_split(json_t *report)
 	move(json_object_get(sys, "swap"), "free", dyn, "swap_free");
 	move(json_object_get(sys, "disk"), "free", dyn, "disk_free");
 	move(sys, "uptime_s", dyn, "uptime_s");
+	move(report, "peers", dyn, "peers");
 	json_t *gpus = json_array();
 	size_t i;
 	json_t *g;
@@ -49,6 +50,7 @@ void cr_report_merge(json_t *report, json_t *dynamic)
 	put(json_object_get(sys, "swap"), "free", dynamic, "swap_free");
 	put(json_object_get(sys, "disk"), "free", dynamic, "disk_free");
 	put(sys, "uptime_s", dynamic, "uptime_s");
+	put(report, "peers", dynamic, "peers");
 	json_t *gpus = json_object_get(report, "gpus");
 	size_t i;
 	json_t *d;

@@ -29,6 +29,8 @@ struct cr_app_config {
 	int gw_first_byte_timeout_ms; /* request sent -> first byte of the answer */
 	int gw_idle_timeout_ms;     /* longest silence mid-answer */
 	int gw_pool_idle;           /* idle keep-alive connections kept per engine */
+	double rtt_limit_tp_ms;     /* group checks: vLLM/SGLang across nodes */
+	double rtt_limit_rpc_ms;    /* group checks: llama.cpp RPC */
 };
 
 /* Defaults for every field but data_dir. */

@@ -722,6 +722,8 @@ static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, co
 	char **owned;
 	size_t n_owned;
 	request_from(spec, name, engine, &shape, &q, &sel, &man, &owned, &n_owned);
+	struct cr_group_limits limits = { app->cfg.rtt_limit_tp_ms, app->cfg.rtt_limit_rpc_ms };
+	q.limits = &limits;
 	for (int r = 0; r < want; r++) {
 		struct cr_sched_result res;
 		int rc = cr_sched_place(&sn.s, &q, &res, &pl->err);

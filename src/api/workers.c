@@ -288,6 +288,7 @@ static json_t *worker_json(struct cr_worker *w)
 	set_or_default(o, report, "drivers", json_object());
 	set_or_default(o, report, "notes", json_array());
 	set_or_default(o, report, "engines", json_array());
+	set_or_default(o, report, "peers", json_object());
 	/* the worker's own checks, and the server's view of its address */
 	json_t *checks = json_deep_copy(json_is_array(json_object_get(report, "checks")) ? json_object_get(report, "checks")
 											     : json_array());
@@ -686,7 +687,29 @@ static void files_report(struct cr_req *req)
 	cr_reply_json(req, 200, json_pack("{s:I}", "files", (json_int_t)json_array_size(files)));
 }
 
+/* GET /api/workers/{id}/peers: the other workers this one should probe
+ * (reachable or not, with an address), at most 64, by name. */
+static void worker_peers(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	const char *self = cr_req_principal(req)->worker_id;
+	json_t *arr = json_array();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		if (!strcmp(w->id, self) || w->state == CR_W_NOT_READY || !w->address || !*w->address || !w->port)
+			continue;
+		json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:i}", "id", w->id, "name", w->name, "address",
+						     w->address, "port", w->port));
+	}
+	while (json_array_size(arr) > 64)
+		json_array_remove(arr, json_array_size(arr) - 1);
+	cr_reply_json(req, 200, json_pack("{s:o}", "peers", arr));
+}
+
 const struct cr_http_route cr_api_worker_routes[] = {
+	{ CR_GET, "/api/workers/{}/peers", CR_AUTH_WORKER, worker_peers },
 	{ CR_POST, "/api/workers/register", CR_AUTH_NONE, register_worker },
 	{ CR_GET, "/api/workers", CR_AUTH_USER, list_workers },
 	{ CR_GET, "/api/workers/{}", CR_AUTH_USER, get_worker },

@@ -545,6 +545,79 @@ static bool fit_distributed_llama(struct ctx *c)
 	return false;
 }
 
+/* Workers of ws[1..n) that fail the group checks together with ws[0]. */
+static int pairwise_failures(struct ctx *c, const int *ws, int n, bool *bad)
+{
+	int found = 0;
+	for (int i = 1; i < n; i++) {
+		int pair[2] = { ws[0], ws[i] };
+		json_t *list = json_array();
+		if (run_group_checks(c, pair, 2, list) == CR_CHECK_FAIL) {
+			bad[ws[i]] = true;
+			found++;
+		}
+		json_decref(list);
+	}
+	return found;
+}
+
+/* One vLLM/SGLang group led by worker i0 on GPUs named name: pp workers with
+ * tp such GPUs free enough each, whose versions match i0's; a group that
+ * fails its checks is recorded and tried again without the members that fail
+ * them with the leader (unreachable, too far), while there are others. */
+static bool try_vllm_group(struct ctx *c, int i0, const char *name, int tp, int pp, uint64_t claim, uint32_t layers)
+{
+	const struct cr_sched_snapshot *s = c->snap;
+	bool *bad = cr_xcalloc((size_t)s->n_workers, sizeof(bool));
+	bool placed = false;
+	for (int round = 0; round < s->n_workers && !placed; round++) {
+		/* picked: matching versions; naive: any with the GPUs */
+		int picked[16], np = 0, naive[16], nn = 0;
+		for (int i = i0; i < s->n_workers && np < pp; i++) {
+			if (!c->eligible[i] || bad[i])
+				continue;
+			int ok = 0;
+			if (!c->req->no_ray && !has_engine(&s->workers[i], "ray")) /* each node joins the Ray cluster */
+				continue;
+			for (int g = 0; g < s->workers[i].n_gpus; g++)
+				ok += eq(s->workers[i].gpus[g].name, name) &&
+				      cr_sched_gpu_free(&s->workers[i].gpus[g], s->gpu_reserve) >= claim;
+			if (ok < tp)
+				continue;
+			if (nn < 16 && nn < pp)
+				naive[nn++] = i;
+			if (np == 0 || !strcmp(group_key(c, i), group_key(c, picked[0])))
+				picked[np++] = i;
+		}
+		if (np < pp) {
+			if (nn == pp && s->workers[naive[0]].report) { /* enough GPUs, not of matching nodes: say why */
+				json_t *list = json_array();
+				if (run_group_checks(c, naive, nn, list) == CR_CHECK_FAIL)
+					refuse_group(c, naive, nn, list);
+				json_decref(list);
+			}
+			break;
+		}
+		struct cr_sched_result *r = c->out;
+		r->n_members = 0;
+		for (int p = 0; p < pp; p++) {
+			struct gref gs[CR_SCHED_MAX_GPUS];
+			int n = collect(c, picked[p], name, claim, gs);
+			for (int t = 0; t < tp && t < n; t++)
+				member(r, picked[p], s->workers[picked[p]].gpus[gs[t].g].index, claim, 1.0 / (tp * pp),
+				       layers);
+		}
+		r->tp = tp;
+		r->pp = pp;
+		r->leader = picked[0];
+		placed = group_passes(c);
+		if (!placed && !pairwise_failures(c, picked, np, bad))
+			break; /* the group fails as a whole (the leader's file, shm): others will not help */
+	}
+	free(bad);
+	return placed;
+}
+
 /* vLLM/SGLang across workers: tp GPUs of one model on each of pp workers. */
 static bool fit_distributed_vllm(struct ctx *c)
 {
@@ -564,47 +637,7 @@ static bool fit_distributed_vllm(struct ctx *c)
 					continue;
 				for (int g0 = 0; g0 < s->workers[i0].n_gpus; g0++) {
 					const char *name = s->workers[i0].gpus[g0].name;
-					/* workers with tp GPUs of this model free enough; picked: those
-					 * whose versions match the first one's too; naive: all of them */
-					int picked[16], np = 0, naive[16], nn = 0;
-					for (int i = i0; i < s->n_workers && np < pp; i++) {
-						if (!c->eligible[i])
-							continue;
-						int ok = 0;
-						if (!c->req->no_ray && !has_engine(&s->workers[i], "ray")) /* each node joins the Ray cluster */
-							continue;
-						for (int g = 0; g < s->workers[i].n_gpus; g++)
-							ok += eq(s->workers[i].gpus[g].name, name) &&
-							      cr_sched_gpu_free(&s->workers[i].gpus[g], s->gpu_reserve) >= claim;
-						if (ok < tp)
-							continue;
-						if (nn < 16 && nn < pp)
-							naive[nn++] = i;
-						if (np == 0 || !strcmp(group_key(c, i), group_key(c, picked[0])))
-							picked[np++] = i;
-					}
-					if (np < pp) {
-						if (nn == pp && s->workers[naive[0]].report) { /* enough GPUs, not of matching nodes: say why */
-							json_t *list = json_array();
-							if (run_group_checks(c, naive, nn, list) == CR_CHECK_FAIL)
-								refuse_group(c, naive, nn, list);
-							json_decref(list);
-						}
-						continue;
-					}
-					struct cr_sched_result *r = c->out;
-					r->n_members = 0;
-					for (int p = 0; p < pp; p++) {
-						struct gref gs[CR_SCHED_MAX_GPUS];
-						int n = collect(c, picked[p], name, claim, gs);
-						for (int t = 0; t < tp && t < n; t++)
-							member(r, picked[p], s->workers[picked[p]].gpus[gs[t].g].index, claim,
-							       1.0 / (tp * pp), e.dev[0].layers);
-					}
-					r->tp = tp;
-					r->pp = pp;
-					r->leader = picked[0];
-					if (group_passes(c))
+					if (try_vllm_group(c, i0, name, tp, pp, claim, e.dev[0].layers))
 						return true;
 				}
 			}

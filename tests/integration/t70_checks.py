@@ -89,12 +89,22 @@ class Checks(EngineCase):
         line = [l for l in out.splitlines() if l.startswith("gpu-1")][0]
         self.assertIn("warn", line)
         self.path = self.model()
+        # the workers measure each other through their probe endpoints
+        def measured():
+            ws = self.workers()
+            return all(ws[b]["id"] in ws[a]["peers"] and "rtt_ms" in ws[a]["peers"][ws[b]["id"]]
+                       for a, b in (("gpu-1", "gpu-2"), ("gpu-2", "gpu-1")))
+        self.wait_for(measured, "the workers' peer probes", timeout=30)
         # the CPU-only node is never part of a vLLM group the scheduler builds...
         plan = self.plan(ctx=4194304)
         self.assertTrue(plan["placed"], plan)
         inst = plan["instances"][0]
         self.assertEqual(sorted(x["name"] for x in inst["workers"]), ["gpu-1", "gpu-2"])
-        self.assertEqual([c["level"] for c in inst["checks"] if c["id"] == "shm"], ["warn"])
+        levels = {c["id"]: (c["level"], c["message"]) for c in inst["checks"]}
+        self.assertEqual(levels["shm"][0], "warn")
+        self.assertEqual(levels["reach"][0], "pass", levels)
+        self.assertEqual(levels["rtt"][0], "pass", levels)
+        self.assertIn("limit 2 ms", levels["rtt"][1])
         # ...and asked in by hand, it is refused with the reason and the fix
         plan = self.plan(ctx=4194304, gpus=["gpu-1:0", "cpu-1:cpu"])
         self.assertFalse(plan["placed"], plan)
