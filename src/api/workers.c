@@ -708,7 +708,50 @@ static void worker_peers(struct cr_req *req)
 	cr_reply_json(req, 200, json_pack("{s:o}", "peers", arr));
 }
 
+/* GET /api/health: workers and instances by state, and every failing or
+ * warning check with its fix; "status" is "ok", "degraded" (warnings, or
+ * workers or instances not up) or "failing" (failed checks, instances in
+ * error). */
+static void health(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	json_t *workers = json_object(), *instances = json_object(), *problems = json_array();
+	bool degraded = false, failing = false;
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		const char *st = cr_worker_state_name(w->state);
+		json_object_set_new(workers, st, json_integer(cr_json_get_int(workers, st, 0) + 1));
+		degraded |= w->state != CR_W_READY;
+		json_t *o = worker_json(w);
+		size_t i;
+		json_t *c;
+		json_array_foreach(json_object_get(o, "checks"), i, c) {
+			const char *level = cr_json_get_str(c, "level", "pass");
+			if (!strcmp(level, "pass"))
+				continue;
+			failing |= !strcmp(level, "fail");
+			degraded = true;
+			json_t *pr = json_deep_copy(c);
+			json_object_set_new(pr, "worker", json_string(w->name));
+			json_array_append_new(problems, pr);
+		}
+		json_decref(o);
+	}
+	it = 0;
+	while (cr_map_next(&app->instances, &it, NULL, &v)) {
+		struct cr_instance *i = v;
+		json_object_set_new(instances, i->state, json_integer(cr_json_get_int(instances, i->state, 0) + 1));
+		failing |= !strcmp(i->state, "error");
+		degraded |= strcmp(i->state, "running") != 0;
+	}
+	cr_reply_json(req, 200, json_pack("{s:s,s:o,s:o,s:o}", "status", failing ? "failing" : degraded ? "degraded" : "ok",
+					   "workers", workers, "instances", instances, "checks", problems));
+}
+
 const struct cr_http_route cr_api_worker_routes[] = {
+	{ CR_GET, "/api/health", CR_AUTH_USER, health },
 	{ CR_GET, "/api/workers/{}/peers", CR_AUTH_WORKER, worker_peers },
 	{ CR_POST, "/api/workers/register", CR_AUTH_NONE, register_worker },
 	{ CR_GET, "/api/workers", CR_AUTH_USER, list_workers },

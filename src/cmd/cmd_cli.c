@@ -400,26 +400,119 @@ static void print_doctor(json_t *r)
 		printf("note        %s\n", json_string_value(g));
 }
 
+/* corral doctor --cluster: every worker's checks from the server, then who
+ * reaches whom and in how long, as the workers measured it. */
+static int doctor_cluster(const char *url, bool as_json)
+{
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *ans = cr_cli_api(&cl, "GET", "/api/workers", NULL, &err);
+	cr_cli_release(&cl);
+	if (!ans)
+		return cr_cmd_fail(&err);
+	json_t *ws = json_object_get(ans, "workers");
+	int fails_total = 0;
+	size_t i, j;
+	json_t *w, *x;
+	json_array_foreach(ws, i, w) {
+		int warns, fails;
+		cr_checks_worst(json_object_get(w, "checks"), &warns, &fails);
+		fails_total += fails;
+	}
+	if (as_json) {
+		cr_cli_print_json(ans);
+		return fails_total ? 1 : 0;
+	}
+	json_array_foreach(ws, i, w) {
+		int warns, fails;
+		json_t *checks = json_object_get(w, "checks");
+		cr_checks_worst(checks, &warns, &fails);
+		printf("%s (%s): %zu checks, %d warn, %d fail\n", cr_json_get_str(w, "name", "?"),
+		       cr_json_get_str(w, "state", "?"), json_array_size(checks), warns, fails);
+		json_t *c;
+		json_array_foreach(checks, j, c) {
+			if (!strcmp(cr_json_get_str(c, "level", "pass"), "pass"))
+				continue;
+			printf("  %-5s %-20s %s\n        %-20s fix: %s\n", cr_json_get_str(c, "level", "?"),
+			       cr_json_get_str(c, "id", "?"), cr_json_get_str(c, "message", ""), "",
+			       cr_json_get_str(c, "fix", ""));
+		}
+	}
+	/* round trips: rows measure columns */
+	struct cr_table t = { .rows = json_array() };
+	const char *cells[CR_TABLE_MAX_COLS];
+	size_t n = json_array_size(ws) < CR_TABLE_MAX_COLS - 1 ? json_array_size(ws) : CR_TABLE_MAX_COLS - 1;
+	t.ncols = (int)n + 1;
+	cells[0] = "RTT ms (row to column)";
+	for (j = 0; j < n; j++)
+		cells[j + 1] = cr_json_get_str(json_array_get(ws, j), "name", "?");
+	cr_table_row(&t, cells);
+	char buf[CR_TABLE_MAX_COLS][32];
+	for (i = 0; i < n; i++) {
+		w = json_array_get(ws, i);
+		cells[0] = cr_json_get_str(w, "name", "?");
+		for (j = 0; j < n; j++) {
+			x = json_array_get(ws, j);
+			json_t *p = json_object_get(json_object_get(w, "peers"), cr_json_get_str(x, "id", ""));
+			if (i == j)
+				snprintf(buf[j], sizeof(buf[j]), "-");
+			else if (json_is_number(json_object_get(p, "rtt_ms")))
+				snprintf(buf[j], sizeof(buf[j]), "%.2f", json_number_value(json_object_get(p, "rtt_ms")));
+			else if (p)
+				snprintf(buf[j], sizeof(buf[j]), "unreachable");
+			else
+				snprintf(buf[j], sizeof(buf[j]), "?");
+			cells[j + 1] = buf[j];
+		}
+		cr_table_row(&t, cells);
+	}
+	if (n > 1) {
+		puts("");
+		cr_table_print(&t);
+		json_array_foreach(ws, i, w) {
+			const char *k;
+			json_t *p;
+			json_object_foreach(json_object_get(w, "peers"), k, p)
+				if (json_object_get(p, "error"))
+					printf("%s cannot reach %s: %s\n", cr_json_get_str(w, "name", "?"),
+					       cr_json_get_str(p, "name", k), cr_json_get_str(p, "error", ""));
+		}
+	} else {
+		json_decref(t.rows);
+	}
+	if (json_array_size(ws) > n)
+		printf("(round trips shown for the first %zu workers; --json has them all)\n", n);
+	json_decref(ans);
+	return fails_total ? 1 : 0;
+}
+
 int cr_cmd_doctor(int argc, char **argv)
 {
 	static const char usage[] =
 		"usage: corral doctor [--json] [--data-dir DIR] [--resources FILE] [--engines-config FILE]\n"
 		"                     [--port-range LO-HI]\n"
+		"       corral doctor --cluster [--json] [--server-url URL]\n"
 		"\n"
 		"Report what this node has, as a worker here would detect it: CPU, memory,\n"
 		"disk, /dev/shm, ports, GPUs and drivers, installed engines with their\n"
 		"versions, and notes on anything missing; then every node check (pass, warn,\n"
 		"fail) with the measured values and the fix. Needs no server. Exits 1 when a\n"
-		"check fails.\n";
+		"check fails.\n"
+		"--cluster asks the server instead: every worker's checks (warnings and failures\n"
+		"with their fixes) and the round-trip times the workers measured to each other.\n";
 	static const struct option longopts[] = {
 		{ "json", no_argument, NULL, 'j' },          { "data-dir", required_argument, NULL, 'd' },
 		{ "resources", required_argument, NULL, 'r' }, { "help", no_argument, NULL, 'h' },
 		{ "engines-config", required_argument, NULL, 'E' }, { "port-range", required_argument, NULL, 'p' },
+		{ "cluster", no_argument, NULL, 'C' },           { "server-url", required_argument, NULL, 'U' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct cr_detect_opts o = { ".", NULL, NULL, NULL, NULL };
 	const char *engines_config = NULL;
 	int port_lo = 20000, port_hi = 20999;
+	bool cluster = false;
+	const char *url = NULL;
 	bool as_json = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -428,6 +521,8 @@ int cr_cmd_doctor(int argc, char **argv)
 		case 'd': o.data_dir = optarg; break;
 		case 'r': o.resources_file = optarg; break;
 		case 'E': engines_config = optarg; break;
+		case 'C': cluster = true; break;
+		case 'U': url = optarg; break;
 		case 'p':
 			if (sscanf(optarg, "%d-%d", &port_lo, &port_hi) != 2 || port_lo < 1 || port_hi > 65535 || port_lo > port_hi) {
 				fprintf(stderr, "corral doctor: --port-range takes LO-HI, e.g. 20000-20999, not '%s'\n", optarg);
@@ -438,6 +533,8 @@ int cr_cmd_doctor(int argc, char **argv)
 		default: fputs(usage, stderr); return 2;
 		}
 	}
+	if (cluster)
+		return doctor_cluster(url, as_json);
 	struct cr_engine_catalog cat;
 	struct cr_err err = CR_ERR_INIT;
 	if (cr_engines_load(engines_config, &cat, &err))

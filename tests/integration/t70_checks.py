@@ -95,6 +95,17 @@ class Checks(EngineCase):
             return all(ws[b]["id"] in ws[a]["peers"] and "rtt_ms" in ws[a]["peers"][ws[b]["id"]]
                        for a, b in (("gpu-1", "gpu-2"), ("gpu-2", "gpu-1")))
         self.wait_for(measured, "the workers' peer probes", timeout=30)
+        # the cluster view: every worker's checks, the measured round trips, the health summary
+        r = self.cli("doctor", "--cluster", check=False)
+        self.assertIn("gpu-1 (ready)", r.stdout)
+        self.assertIn("/dev/shm is 64 MiB", r.stdout)
+        self.assertIn("RTT ms (row to column)", r.stdout)
+        row = [l.split() for l in r.stdout.splitlines() if l.startswith("gpu-2 ")][-1]
+        self.assertTrue(any(c.replace(".", "").isdigit() for c in row[1:]), row)
+        health = self.api("GET", "/api/health")
+        self.assertEqual(health["workers"], {"ready": 3})
+        self.assertIn(health["status"], ("degraded", "failing"))
+        self.assertTrue([c for c in health["checks"] if c["worker"] == "gpu-1" and c["id"] == "shm"], health)
         # the CPU-only node is never part of a vLLM group the scheduler builds...
         plan = self.plan(ctx=4194304)
         self.assertTrue(plan["placed"], plan)

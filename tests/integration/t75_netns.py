@@ -184,6 +184,10 @@ class MultiHost(unittest.TestCase):
         self.assertIn("gpu-b cannot reach gpu-a", reach["message"])
         self.assertIn("firewall", reach["fix"])
         self.assertIn("gpu-a cannot reach gpu-b", plan["summary"])
+        r = subprocess.run([CORRAL, "doctor", "--cluster"], capture_output=True, text=True, timeout=30,
+                           env=dict(os.environ, CORRAL_SERVER_URL=self.url, CORRAL_API_TOKEN=self.token))
+        self.assertIn("gpu-a cannot reach gpu-b", r.stdout)
+        self.assertIn("unreachable", r.stdout)
 
     def test_latency_on_one_link_fails_the_round_trip_check(self):
         r = subprocess.run(["ip", "netns", "exec", self.ns["c"], "tc", "qdisc", "add", "dev", self.dev_c, "root",
