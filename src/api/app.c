@@ -30,6 +30,7 @@ void cr_app_config_defaults(struct cr_app_config *c)
 	c->gw_first_byte_timeout_ms = 600000;
 	c->gw_idle_timeout_ms = 300000;
 	c->gw_pool_idle = 64;
+	c->health_probe_interval_s = 30;
 	c->rtt_limit_tp_ms = 2;
 	c->rtt_limit_rpc_ms = 20;
 }

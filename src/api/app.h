@@ -29,6 +29,7 @@ struct cr_app_config {
 	int gw_first_byte_timeout_ms; /* request sent -> first byte of the answer */
 	int gw_idle_timeout_ms;     /* longest silence mid-answer */
 	int gw_pool_idle;           /* idle keep-alive connections kept per engine */
+	int health_probe_interval_s; /* end-to-end probes of models with health_probe */
 	double rtt_limit_tp_ms;     /* group checks: vLLM/SGLang across nodes */
 	double rtt_limit_rpc_ms;    /* group checks: llama.cpp RPC */
 };

@@ -86,6 +86,9 @@ struct cr_instance {
 	char *endpoint;     /* host:port of the serving engine once running, else NULL */
 	int inflight;       /* gateway requests being relayed to it */
 	int64_t requests;   /* gateway requests given to it since the server started */
+	int probe_failures; /* end-to-end probes failed in a row (models with health_probe) */
+	bool probe_inflight;
+	char *probe_error;  /* the last failure */
 };
 
 /* A gateway API key (only its hash is known). */
@@ -121,6 +124,7 @@ struct cr_app {
 	json_t *probe_sources;      /* source -> mono ms of the last dry run that asked for it */
 	bool sched_dirty;           /* run the controller at the next tick */
 	int64_t next_sched_mono;
+	int64_t next_e2e_mono;      /* the next round of end-to-end probes */
 	int64_t started_mono;
 	struct event *tick, *flush, *keepalive;
 };

@@ -12,7 +12,7 @@
 
 static const char *const fields[] = {
 	"name", "path", "url", "sha256", "engine", "engine_args", "replicas", "ctx", "parallel", "policy",
-	"selector", "gpus", "allow_cpu_offload", "allow_distributed", NULL,
+	"selector", "gpus", "allow_cpu_offload", "allow_distributed", "health_probe", NULL,
 };
 
 static bool name_ok(const char *s, size_t max)
@@ -178,7 +178,8 @@ int cr_model_spec_parse(json_t *body, json_t *base, json_t **out, struct cr_err 
 	if ((rc = cr_json_int(spec, "replicas", 0, 64, &n, err)) || (rc = cr_json_int(spec, "ctx", 0, 1 << 24, &n, err)) ||
 	    (rc = cr_json_int(spec, "parallel", 1, 256, &n, err)) ||
 	    (rc = cr_json_bool(spec, "allow_cpu_offload", &b, err)) ||
-	    (rc = cr_json_bool(spec, "allow_distributed", &b, err)))
+	    (rc = cr_json_bool(spec, "allow_distributed", &b, err)) ||
+	    (json_object_get(spec, "health_probe") && (rc = cr_json_bool(spec, "health_probe", &b, err))))
 		goto out;
 	s = cr_json_get_str(spec, "policy", "");
 	if (strcmp(s, "spread") != 0 && strcmp(s, "binpack") != 0) {

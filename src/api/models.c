@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/util.h"
+#include "checks/checks.h"
 #include "http/fetch.h"
 #include "sched/place.h"
 #include "store/store.h"
@@ -43,6 +44,7 @@ static void instance_free(struct cr_instance *i)
 	json_decref(i->placement);
 	json_decref(i->members);
 	free(i->endpoint);
+	free(i->probe_error);
 	free(i->state);
 	free(i->message);
 	free(i);
@@ -941,6 +943,8 @@ static void reconcile(struct cr_app *app, struct cr_model *m, int64_t now)
 		set_status(m, NULL, NULL);
 }
 
+static void e2e_probes(struct cr_app *app, int64_t now);
+
 void cr_models_tick(struct cr_app *app)
 {
 	int64_t now = cr_mono_ms();
@@ -950,6 +954,7 @@ void cr_models_tick(struct cr_app *app)
 	json_object_foreach_safe(app->probe_sources, tmp, src, when)
 		if (now - json_integer_value(when) > PROBE_SOURCE_TTL_MS)
 			json_object_del(app->probe_sources, src);
+	e2e_probes(app, now);
 	if (!app->sched_dirty && now < app->next_sched_mono)
 		return;
 	app->sched_dirty = false;
@@ -1166,6 +1171,8 @@ static void list_instances(struct cr_req *req)
 
 /* The instance's state from its members' engine reports: an error anywhere
  * is the instance's error; otherwise the leader's state. */
+#define E2E_FAILS 3 /* end-to-end probe failures in a row that make an instance 'error' */
+
 static void derive_state(struct cr_app *app, struct cr_instance *i)
 {
 	const char *leader = cr_json_get_str(i->placement, "leader", "");
@@ -1178,9 +1185,16 @@ static void derive_state(struct cr_app *app, struct cr_instance *i)
 			continue;
 		struct cr_worker *w = cr_map_get(&app->workers, wid);
 		const char *fix = cr_json_get_str(r, "fix", NULL);
-		snprintf(msg, sizeof(msg), "%s%s%s%s%s", strcmp(wid, leader) ? (w ? w->name : wid) : "",
-			 strcmp(wid, leader) ? " (RPC follower): " : "", cr_json_get_str(r, "message", "engine failed"),
-			 fix ? "; fix: " : "", fix ? fix : "");
+		int len = snprintf(msg, sizeof(msg), "%s%s%s%s%s", strcmp(wid, leader) ? (w ? w->name : wid) : "",
+				   strcmp(wid, leader) ? " (RPC follower): " : "", cr_json_get_str(r, "message", "engine failed"),
+				   fix ? "; fix: " : "", fix ? fix : "");
+		/* what the node's own checks say may be the cause (small /dev/shm, old driver, ...) */
+		json_t *report = w && w->report_json ? json_loads(w->report_json, 0, NULL) : NULL;
+		char hint[600];
+		cr_checks_summary(json_object_get(report, "checks"), CR_CHECK_WARN, hint, sizeof(hint));
+		if (*hint && len > 0 && (size_t)len < sizeof(msg))
+			snprintf(msg + len, sizeof(msg) - (size_t)len, " [node checks on %s: %s]", w->name, hint);
+		json_decref(report);
 		set_instance_state(app, i, "error", msg);
 		return;
 	}
@@ -1212,7 +1226,90 @@ static void derive_state(struct cr_app *app, struct cr_instance *i)
 		free(i->endpoint);
 		i->endpoint = NULL;
 	}
+	if (!strcmp(state, "running") && i->probe_failures >= E2E_FAILS) { /* runs, but does not answer right */
+		snprintf(msg, sizeof(msg), "the end-to-end probe failed %d times in a row: %s; see 'corral logs %s'",
+			 i->probe_failures, i->probe_error ? i->probe_error : "?", i->id);
+		set_instance_state(app, i, "error", msg);
+		return;
+	}
 	set_instance_state(app, i, state, cr_json_get_str(lr, "message", ""));
+}
+
+/* ---- end-to-end probes ---- */
+
+struct e2e {
+	struct cr_app *app;
+	char *instance_id;
+};
+
+static void e2e_done(int status, const char *body, size_t len, const char *error, void *arg)
+{
+	struct e2e *e = arg;
+	struct cr_instance *i = cr_map_get(&e->app->instances, e->instance_id); /* gone meanwhile: nothing to do */
+	if (i) {
+		char why[400] = "";
+		i->probe_inflight = false;
+		if (status == 0) {
+			snprintf(why, sizeof(why), "no answer (%s)", error);
+		} else if (status != 200) {
+			snprintf(why, sizeof(why), "answered %d: %.200s", status, body);
+		} else {
+			json_t *o = json_loadb(body, len, 0, NULL);
+			if (!json_is_array(json_object_get(o, "choices")))
+				snprintf(why, sizeof(why), "answered 200 with %s", o ? "JSON that is not a completion"
+										: "a body that is not JSON");
+			json_decref(o);
+		}
+		if (!*why) {
+			bool was_failing = i->probe_failures >= E2E_FAILS;
+			i->probe_failures = 0;
+			if (was_failing) {
+				cr_info("instance %s answers its end-to-end probe again", i->id);
+				derive_state(e->app, i);
+			}
+		} else {
+			cr_str_replace(&i->probe_error, why);
+			if (++i->probe_failures == E2E_FAILS) {
+				cr_warn("instance %s: end-to-end probe failed %d times: %s", i->id, E2E_FAILS, why);
+				derive_state(e->app, i);
+			}
+		}
+	}
+	free(e->instance_id);
+	free(e);
+}
+
+/* A one-token completion to every running instance of the models deployed
+ * with health_probe, every --health-probe-interval seconds. */
+static void e2e_probes(struct cr_app *app, int64_t now)
+{
+	if (now < app->next_e2e_mono)
+		return;
+	app->next_e2e_mono = now + (int64_t)app->cfg.health_probe_interval_s * 1000;
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->instances, &it, NULL, &v)) {
+		struct cr_instance *i = v;
+		struct cr_model *m = cr_map_get(&app->models, i->model_id);
+		if (!m || !json_is_true(json_object_get(m->spec, "health_probe")) || !i->endpoint || i->probe_inflight ||
+		    (strcmp(i->state, "running") != 0 && i->probe_failures < E2E_FAILS))
+			continue;
+		const char *colon = strrchr(i->endpoint, ':');
+		if (!colon)
+			continue;
+		char host[256];
+		snprintf(host, sizeof(host), "%.*s", (int)(colon - i->endpoint), i->endpoint);
+		json_t *req = json_pack("{s:s,s:s,s:i}", "model", m->name, "prompt", "ping", "max_tokens", 1);
+		char *body = cr_json_dump(req);
+		json_decref(req);
+		struct e2e *e = cr_xcalloc(1, sizeof(*e));
+		e->app = app;
+		e->instance_id = cr_xstrdup(i->id);
+		i->probe_inflight = true;
+		cr_http_fetch_post(app->base, host, (int)strtol(colon + 1, NULL, 10), "/v1/completions", body, 30, e2e_done,
+				   e);
+		free(body);
+	}
 }
 
 /* POST /api/workers/{id}/instances {"instances":[...]}: the worker's engines. */

@@ -43,6 +43,7 @@ static const char server_usage[] =
 	"  --gateway-first-byte-timeout MS  request sent to first byte of the answer, else 504 (default 600000)\n"
 	"  --gateway-idle-timeout MS        longest silence mid-answer before it is cut (default 300000)\n"
 	"  --gateway-pool N       idle keep-alive connections kept per engine (default 64)\n"
+	"  --health-probe-interval S  end-to-end probes of models deployed with health_probe (default 30)\n"
 	"  --rtt-limit-tp MS      group check: longest round trip between vLLM/SGLang nodes (default 2)\n"
 	"  --rtt-limit-rpc MS     group check: longest round trip between llama.cpp RPC nodes (default 20)\n"
 	"  -h, --help             this text\n";
@@ -172,6 +173,7 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		{ "gateway-connect-timeout", required_argument, NULL, 'C' },
 		{ "gateway-first-byte-timeout", required_argument, NULL, 'F' },
 		{ "gateway-idle-timeout", required_argument, NULL, 'I' }, { "gateway-pool", required_argument, NULL, 'O' },
+		{ "health-probe-interval", required_argument, NULL, 'Q' },
 		{ "rtt-limit-tp", required_argument, NULL, 'T' }, { "rtt-limit-rpc", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },               { NULL, 0, NULL, 0 },
 	};
@@ -197,6 +199,7 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		case 'F': if (parse_int_opt("--gateway-first-byte-timeout", optarg, 1, 86400000, &v)) return 2; o->app.gw_first_byte_timeout_ms = (int)v; break;
 		case 'I': if (parse_int_opt("--gateway-idle-timeout", optarg, 1, 86400000, &v)) return 2; o->app.gw_idle_timeout_ms = (int)v; break;
 		case 'O': if (parse_int_opt("--gateway-pool", optarg, 0, 100000, &v)) return 2; o->app.gw_pool_idle = (int)v; break;
+		case 'Q': if (parse_int_opt("--health-probe-interval", optarg, 1, 86400, &v)) return 2; o->app.health_probe_interval_s = (int)v; break;
 		case 'T':
 		case 'R': {
 			char *end;

@@ -6,6 +6,7 @@
 #include <event2/http.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/mem.h"
 
@@ -55,8 +56,8 @@ static void on_done(struct evhttp_request *req, void *arg)
 	free(f);
 }
 
-void cr_http_fetch(struct event_base *base, const char *host, int port, const char *path, const char *bearer,
-		   int timeout_s, cr_fetch_cb cb, void *arg)
+static void fetch(struct event_base *base, enum evhttp_cmd_type method, const char *host, int port, const char *path,
+		  const char *bearer, const char *body, int timeout_s, cr_fetch_cb cb, void *arg)
 {
 	struct fetch *f = cr_xcalloc(1, sizeof(*f));
 	f->cb = cb;
@@ -77,9 +78,25 @@ void cr_http_fetch(struct event_base *base, const char *host, int port, const ch
 		evhttp_add_header(h, "Authorization", auth);
 		free(auth);
 	}
-	if (evhttp_make_request(f->con, req, EVHTTP_REQ_GET, path) != 0) {
+	if (body) {
+		evhttp_add_header(h, "Content-Type", "application/json");
+		evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
+	}
+	if (evhttp_make_request(f->con, req, method, path) != 0) {
 		cb(0, "", 0, "could not start the request", arg);
 		evhttp_connection_free(f->con);
 		free(f);
 	}
+}
+
+void cr_http_fetch(struct event_base *base, const char *host, int port, const char *path, const char *bearer,
+		   int timeout_s, cr_fetch_cb cb, void *arg)
+{
+	fetch(base, EVHTTP_REQ_GET, host, port, path, bearer, NULL, timeout_s, cb, arg);
+}
+
+void cr_http_fetch_post(struct event_base *base, const char *host, int port, const char *path, const char *body,
+			int timeout_s, cr_fetch_cb cb, void *arg)
+{
+	fetch(base, EVHTTP_REQ_POST, host, port, path, NULL, body, timeout_s, cb, arg);
 }

@@ -1,5 +1,5 @@
-/* One asynchronous HTTP GET on the event loop (evhttp client) whose whole
- * answer is wanted: the server uses it to read from workers (instance logs). */
+/* One asynchronous HTTP GET (or POST) on the event loop (evhttp client) whose whole
+ * answer is wanted: the server uses it to read from workers (instance logs) and to probe engines end to end. */
 #ifndef CR_HTTP_FETCH_H
 #define CR_HTTP_FETCH_H
 
@@ -14,5 +14,9 @@ typedef void (*cr_fetch_cb)(int status, const char *body, size_t len, const char
  * exactly once, on the loop. Answers above 4 MiB count as failures. */
 void cr_http_fetch(struct event_base *base, const char *host, int port, const char *path, const char *bearer,
 		   int timeout_s, cr_fetch_cb cb, void *arg);
+
+/* The same as a POST of a JSON body (copied). */
+void cr_http_fetch_post(struct event_base *base, const char *host, int port, const char *path, const char *body,
+			int timeout_s, cr_fetch_cb cb, void *arg);
 
 #endif

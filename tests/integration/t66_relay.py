@@ -182,7 +182,7 @@ class Relay(EngineCase):
         self.assertEqual([(r["model"], r["requests"]) for r in usage], [("tiny", 2)],
                          "refused bodies are not metered as model use")
 
-    def misbehaving(self, modes, extra=()):
+    def misbehaving(self, modes, extra=(), **spec):
         cfg = os.path.join(self.tmp, "engines.json")
         with open(cfg, "w") as f:
             json.dump({"engines": [{"name": "bad-" + m, "command": [MISBEHAVING, "--host", "{host}", "--port",
@@ -198,8 +198,8 @@ class Relay(EngineCase):
         key = self.cli("keys", "create", "t").stdout.strip()
         path = self.model()
         for m in modes:
-            self.deploy(m, path, engine="bad-" + m)
-        self.deploy("tiny", path)
+            self.deploy(m, path, engine="bad-" + m, **spec)
+        self.deploy("tiny", path, **spec)
         for m in modes + ["tiny"]:
             self.running(m, 1)
         return key
@@ -227,6 +227,21 @@ class Relay(EngineCase):
         events = [json.loads(l[6:]) for l in body.split("\n") if l.startswith("data: ")]
         self.assertEqual(events[0]["choices"][0]["delta"]["content"], "hi", "what came before is relayed")
         self.assertIn("sent nothing for 1500 ms", events[-1]["error"]["message"])
+
+
+    def test_an_engine_that_runs_but_answers_wrong_goes_error_after_three_probes(self):
+        key = self.misbehaving(["badjson"], extra=("--health-probe-interval", "1"), health_probe=True)
+        inst = self.wait_for(lambda: (lambda i: i["state"] == "error" and i)(self.instance("badjson")),
+                             "three failed end-to-end probes", timeout=20)
+        self.assertIn("the end-to-end probe failed 3 times in a row: answered 200 with a body that is not JSON",
+                      inst["message"])
+        self.assertEqual(self.instance("tiny")["state"], "running", "a good engine passes its probes")
+        err = self.openai_error(self.gw("/v1/chat/completions", {"model": "badjson", "messages": []}, key), 503,
+                                "1 error")
+        self.assertIn("end-to-end probe", err["message"])
+        health = self.api("GET", "/api/health")
+        self.assertEqual(health["status"], "failing")
+        self.assertEqual(health["instances"].get("error"), 1)
 
 
 def port_range_for(case):
