@@ -29,7 +29,7 @@ void cr_app_config_defaults(struct cr_app_config *c)
 	c->gw_connect_timeout_ms = 5000;
 	c->gw_first_byte_timeout_ms = 600000;
 	c->gw_idle_timeout_ms = 300000;
-	c->gw_pool_idle = 64;
+	c->gw_pool_idle = 16;
 	c->health_probe_interval_s = 30;
 	c->rtt_limit_tp_ms = 2;
 	c->rtt_limit_rpc_ms = 20;
@@ -116,7 +116,9 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	cr_http_server_add_routes(app->http, cr_api_key_routes);
 	cr_http_server_add_routes(app->http, cr_api_gateway_routes);
 	cr_http_server_add_routes(app->http, cr_api_usage_routes);
-	app->relay_pool = cr_relay_pool_new(base, cfg->gw_pool_idle, 30);
+	/* idle connections go before engines close them (llama-server: 5 s), so
+	 * that a request never races an engine's close of an idle connection */
+	app->relay_pool = cr_relay_pool_new(base, cfg->gw_pool_idle, 4);
 	app->tick = every(app, 1, on_tick);
 	app->flush = every(app, cfg->flush_interval_s > 0 ? cfg->flush_interval_s : 30, on_flush);
 	app->keepalive = every(app, cfg->keepalive_s > 0 ? cfg->keepalive_s : 15, on_keepalive);

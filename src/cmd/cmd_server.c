@@ -42,7 +42,7 @@ static const char server_usage[] =
 	"  --gateway-connect-timeout MS     gateway to engine: connect, else the next replica (default 5000)\n"
 	"  --gateway-first-byte-timeout MS  request sent to first byte of the answer, else 504 (default 600000)\n"
 	"  --gateway-idle-timeout MS        longest silence mid-answer before it is cut (default 300000)\n"
-	"  --gateway-pool N       idle keep-alive connections kept per engine (default 64)\n"
+	"  --gateway-pool N       idle keep-alive connections kept per engine, 4 s at most (default 16)\n"
 	"  --health-probe-interval S  end-to-end probes of models deployed with health_probe (default 30)\n"
 	"  --rtt-limit-tp MS      group check: longest round trip between vLLM/SGLang nodes (default 2)\n"
 	"  --rtt-limit-rpc MS     group check: longest round trip between llama.cpp RPC nodes (default 20)\n"

@@ -82,7 +82,7 @@ struct cr_relay_pool *cr_relay_pool_new(struct event_base *base, int max_idle, i
 	p->max_idle = max_idle > 0 ? max_idle : 0;
 	p->idle_ms = (int64_t)(idle_s > 0 ? idle_s : 1) * 1000;
 	p->sweep = event_new(base, -1, EV_PERSIST, pool_sweep, p);
-	struct timeval tv = { idle_s > 0 && idle_s < 10 ? idle_s : 10, 0 };
+	struct timeval tv = { 1, 0 };
 	event_add(p->sweep, &tv);
 	return p;
 }
@@ -122,10 +122,16 @@ static struct evhttp_connection *pool_get(struct cr_relay_pool *p, const struct 
 	char key[300];
 	target_key(t, key, sizeof(key));
 	struct target_pool *tp = cr_map_get(&p->targets, key);
-	if (tp && tp->n) {
+	int64_t now = cr_mono_ms();
+	while (tp && tp->n) {
+		struct idle_con ic = tp->v[--tp->n]; /* the most recently used: likely still open */
+		if (now - ic.since_ms >= p->idle_ms) { /* the engine may be closing it right now */
+			free_con_later(p->base, ic.con);
+			continue;
+		}
 		*reused = true;
 		p->reused++;
-		return tp->v[--tp->n].con; /* the most recently used: likely still open */
+		return ic.con;
 	}
 	*reused = false;
 	p->opened++;

@@ -84,7 +84,8 @@ class Relay(EngineCase):
         results = []
 
         def stream():
-            results.append(self.gw("/v1/chat/completions", dict(msg, stream=True, max_tokens=32), key)[0])
+            status, _, body = self.gw("/v1/chat/completions", dict(msg, stream=True, max_tokens=32), key)
+            results.append(status if status == 200 else (status, body))
         threads = [threading.Thread(target=stream) for _ in range(8)]
         for t in threads:
             t.start()
