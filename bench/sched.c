@@ -3,11 +3,17 @@
  * already claiming memory. Three requests: a model that fits one GPU, one
  * that needs several GPUs of a worker, and one that needs several workers.
  * Prints the median and p90 of many placements for each, and the ratio to
- * the smallest cluster (how the cost grows). */
+ * the smallest cluster (how the cost grows). Then the cost of the group
+ * checks: the distributed placements at 1,000 workers again with every
+ * worker's report attached (drivers, engines, /dev/shm, 64 measured peers),
+ * so that every multi-worker candidate runs its checks, against the same
+ * placements without reports. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <jansson.h>
 
 #include "sched/place.h"
 
@@ -96,6 +102,81 @@ static void shape(struct cr_model_shape *s, uint32_t layers, uint32_t embd, uint
 	s->weight_bytes = s->layer_bytes[0] * layers + 2 * CR_GIB;
 }
 
+/* A worker report as workers send it, with what the group checks read. */
+static json_t *report_for(const struct cr_sched_worker *ws, int n, int i, bool mixed)
+{
+	json_t *gpus = json_array(), *peers = json_object();
+	for (int g = 0; g < ws[i].n_gpus; g++)
+		json_array_append_new(gpus, json_pack("{s:s,s:s,s:s}", "vendor", "nvidia", "name", ws[i].gpus[g].name,
+						      "compute_capability", "9.0"));
+	for (int k = 1; k <= 64 && k < n; k++)
+		json_object_set_new(peers, ws[(i + k) % n].id, json_pack("{s:s,s:f}", "name", ws[(i + k) % n].name, "rtt_ms",
+									 0.2 + (double)(next() % 100) / 1000));
+	return json_pack("{s:{s:{s:s,s:s}},s:o,s:[{s:s,s:s},{s:s,s:s},{s:s,s:s}],s:{s:I},s:o}", "drivers", "nvidia",
+			 "driver_version", mixed && i % 2 ? "535.104.05" : "550.54.15", "cuda_driver_version", "12.4", "gpus", gpus, "engines", "name",
+			 "llama.cpp", "version", "b4000", "name", "vllm", "version", "0.6.3", "name", "ray", "version", "2.40.0",
+			 "system", "shm_bytes", (json_int_t)(64 * CR_GIB), "peers", peers);
+}
+
+static double median_place(struct cr_sched_snapshot *snap, struct cr_sched_request *q, int iters, char *summary,
+			   size_t n)
+{
+	double *t = calloc((size_t)iters, sizeof(double));
+	for (int i = 0; i < iters; i++) {
+		struct cr_sched_result res;
+		double t0 = now_us();
+		int rc = cr_sched_place(snap, q, &res, NULL);
+		t[i] = (now_us() - t0) / 1000.0;
+		snprintf(summary, n, "%s%.100s%s", rc ? "refused: " : "", res.summary,
+			 res.checks ? " (checks run)" : "");
+		cr_sched_result_release(&res);
+	}
+	qsort(t, (size_t)iters, sizeof(double), cmp_d);
+	double med = t[iters / 2];
+	free(t);
+	return med;
+}
+
+static void group_checks_cost(bool quick)
+{
+	int n = 1000;
+	struct cr_sched_worker *ws = cluster(n);
+	static const char *const with_ray[] = { "llama.cpp", "vllm", "ray" };
+	struct cr_model_shape huge;
+	shape(&huge, 126, 16384, 53248, 6.0);
+	struct cr_sched_snapshot snap = { ws, n, 512 * CR_MIB, 8 * CR_GIB };
+	printf("\ngroup checks in distributed placements at %d workers (median ms):\n", n);
+	printf("%-10s %14s %14s %10s  %s\n", "engine", "no_reports", "with_checks", "added", "result");
+	const char *engs[] = { "llama.cpp", "vllm", "vllm" };
+	for (int e = 0; e < 3; e++) {
+		bool mixed = e == 2; /* every other worker on another driver: groups of one kind only */
+		struct cr_sched_request q = { .model = "huge", .engine = engs[e], .shape = &huge, .params = CR_EST_PARAMS_INIT,
+					      .allow_distributed = true };
+		q.params.n_ctx = 8192;
+		for (int i = 0; i < n; i++) {
+			ws[i].report = NULL;
+			ws[i].engines = with_ray;
+			ws[i].n_engines = 3;
+		}
+		char s1[200], s2[200];
+		int iters = quick ? 5 : 41;
+		double without = median_place(&snap, &q, iters, s1, sizeof(s1));
+		json_t **reports = calloc((size_t)n, sizeof(json_t *));
+		for (int i = 0; i < n; i++)
+			ws[i].report = reports[i] = report_for(ws, n, i, mixed);
+		double with = median_place(&snap, &q, iters, s2, sizeof(s2));
+		printf("%-10s %14.3f %14.3f %10.3f  %s\n", mixed ? "vllm-mixed" : engs[e], without, with, with - without, s2);
+		for (int i = 0; i < n; i++) {
+			json_decref(reports[i]);
+			ws[i].report = NULL;
+		}
+		free(reports);
+	}
+	cr_shape_release(&huge);
+	free((void *)ws[0].name);
+	free(ws);
+}
+
 int main(int argc, char **argv)
 {
 	bool quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
@@ -140,5 +221,6 @@ int main(int argc, char **argv)
 	cr_shape_release(&small);
 	cr_shape_release(&big);
 	cr_shape_release(&huge);
+	group_checks_cost(quick);
 	return 0;
 }

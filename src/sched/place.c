@@ -66,6 +66,7 @@ struct ctx {
 	uint64_t per_dev;    /* the part of it every device pays again (compute, runtime) */
 	bool llama;
 	char **keys;         /* per worker: its group key (versions that must match), made when first needed */
+	bool *bad;           /* per worker: scratch for try_vllm_group */
 	struct cr_group_limits limits;
 };
 
@@ -565,11 +566,11 @@ static int pairwise_failures(struct ctx *c, const int *ws, int n, bool *bad)
  * tp such GPUs free enough each, whose versions match i0's; a group that
  * fails its checks is recorded and tried again without the members that fail
  * them with the leader (unreachable, too far), while there are others. */
-static bool try_vllm_group(struct ctx *c, int i0, const char *name, int tp, int pp, uint64_t claim, uint32_t layers)
+static int try_vllm_group(struct ctx *c, int i0, const char *name, int tp, int pp, uint64_t claim, uint32_t layers)
 {
 	const struct cr_sched_snapshot *s = c->snap;
-	bool *bad = cr_xcalloc((size_t)s->n_workers, sizeof(bool));
-	bool placed = false;
+	bool *bad = c->bad; /* all false on entry and on return */
+	bool placed = false, exhausted = false;
 	for (int round = 0; round < s->n_workers && !placed; round++) {
 		/* picked: matching versions; naive: any with the GPUs */
 		int picked[16], np = 0, naive[16], nn = 0;
@@ -590,6 +591,7 @@ static bool try_vllm_group(struct ctx *c, int i0, const char *name, int tp, int 
 				picked[np++] = i;
 		}
 		if (np < pp) {
+			exhausted = nn < pp && round == 0; /* not enough such GPUs from i0 on, whatever the versions */
 			if (nn == pp && s->workers[naive[0]].report) { /* enough GPUs, not of matching nodes: say why */
 				json_t *list = json_array();
 				if (run_group_checks(c, naive, nn, list) == CR_CHECK_FAIL)
@@ -614,8 +616,9 @@ static bool try_vllm_group(struct ctx *c, int i0, const char *name, int tp, int 
 		if (!placed && !pairwise_failures(c, picked, np, bad))
 			break; /* the group fails as a whole (the leader's file, shm): others will not help */
 	}
-	free(bad);
-	return placed;
+	for (int i = 0; i < s->n_workers; i++)
+		bad[i] = false;
+	return placed ? 1 : exhausted ? -1 : 0;
 }
 
 /* vLLM/SGLang across workers: tp GPUs of one model on each of pp workers. */
@@ -631,14 +634,28 @@ static bool fit_distributed_vllm(struct ctx *c)
 			if (!tp_ok(c, tp) || est_vllm(c, tp, pp, &e))
 				continue;
 			uint64_t claim = e.dev[0].total;
-			/* per GPU model: the workers with tp GPUs of it that hold a claim */
+			/* per GPU model: the workers with tp GPUs of it that hold a claim; a
+			 * model with too few such workers from some worker on has too few
+			 * from every later one too */
+			const char *exhausted[32];
+			int n_ex = 0;
 			for (int i0 = 0; i0 < s->n_workers; i0++) {
 				if (!c->eligible[i0])
 					continue;
 				for (int g0 = 0; g0 < s->workers[i0].n_gpus; g0++) {
 					const char *name = s->workers[i0].gpus[g0].name;
-					if (try_vllm_group(c, i0, name, tp, pp, claim, e.dev[0].layers))
+					bool skip = false;
+					for (int g = 0; g < g0 && !skip; g++) /* one try per GPU model of the worker */
+						skip = eq(s->workers[i0].gpus[g].name, name);
+					for (int x = 0; x < n_ex && !skip; x++)
+						skip = eq(exhausted[x], name);
+					if (skip)
+						continue;
+					int r = try_vllm_group(c, i0, name, tp, pp, claim, e.dev[0].layers);
+					if (r > 0)
 						return true;
+					if (r < 0 && n_ex < 32)
+						exhausted[n_ex++] = name;
 				}
 			}
 		}
@@ -962,6 +979,7 @@ int cr_sched_place(const struct cr_sched_snapshot *snap, const struct cr_sched_r
 	c.per_dev = e.dev[0].compute + e.dev[0].overhead;
 	c.eligible = cr_xcalloc((size_t)snap->n_workers + 1, sizeof(bool));
 	c.keys = cr_xcalloc((size_t)snap->n_workers + 1, sizeof(char *));
+	c.bad = cr_xcalloc((size_t)snap->n_workers + 1, sizeof(bool));
 	if (req->limits)
 		c.limits = *req->limits;
 	else
@@ -999,6 +1017,7 @@ done:
 	for (int i = 0; i < snap->n_workers; i++)
 		free(c.keys[i]);
 	free(c.keys);
+	free(c.bad);
 	return rc;
 }
 
