@@ -48,6 +48,10 @@ void cr_table_print(struct cr_table *t);
 /* "used/total" in human units. */
 void cr_cli_mem_pair(long long used, long long total, char *out, size_t n);
 
+/* Print checks as "level  id  message" lines, each fix on the line below,
+ * every line starting with indent. */
+void cr_cli_print_checks(json_t *checks, const char *indent);
+
 /* Print j indented on stdout and decref it; returns 0. */
 int cr_cli_print_json(json_t *j);
 

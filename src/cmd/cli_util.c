@@ -121,3 +121,16 @@ int cr_cli_print_json(json_t *j)
 	return 0;
 }
 
+
+void cr_cli_print_checks(json_t *checks, const char *indent)
+{
+	size_t i;
+	json_t *c;
+	json_array_foreach(checks, i, c) {
+		const char *fix = cr_json_get_str(c, "fix", "");
+		printf("%s%-5s %-20s %s\n", indent, cr_json_get_str(c, "level", "?"), cr_json_get_str(c, "id", "?"),
+		       cr_json_get_str(c, "message", ""));
+		if (*fix)
+			printf("%s      %-20s fix: %s\n", indent, "", fix);
+	}
+}

@@ -341,21 +341,6 @@ int cr_cmd_gpus(int argc, char **argv)
 	return 0;
 }
 
-/* Checks as "level  id  message", with the fix below failures and warnings. */
-static void print_checks(json_t *checks)
-{
-	size_t i;
-	json_t *c;
-	puts("\nchecks");
-	json_array_foreach(checks, i, c) {
-		const char *fix = cr_json_get_str(c, "fix", "");
-		printf("  %-5s %-20s %s\n", cr_json_get_str(c, "level", "?"), cr_json_get_str(c, "id", "?"),
-		       cr_json_get_str(c, "message", ""));
-		if (*fix)
-			printf("        %-20s fix: %s\n", "", fix);
-	}
-}
-
 static void print_doctor(json_t *r)
 {
 	json_t *sys = json_object_get(r, "system");
@@ -434,9 +419,9 @@ static int doctor_cluster(const char *url, bool as_json)
 		json_array_foreach(checks, j, c) {
 			if (!strcmp(cr_json_get_str(c, "level", "pass"), "pass"))
 				continue;
-			printf("  %-5s %-20s %s\n        %-20s fix: %s\n", cr_json_get_str(c, "level", "?"),
-			       cr_json_get_str(c, "id", "?"), cr_json_get_str(c, "message", ""), "",
-			       cr_json_get_str(c, "fix", ""));
+			json_t *one = json_pack("[O]", c);
+			cr_cli_print_checks(one, "  ");
+			json_decref(one);
 		}
 	}
 	/* round trips: rows measure columns */
@@ -553,7 +538,8 @@ int cr_cmd_doctor(int argc, char **argv)
 		return fails ? 1 : 0;
 	}
 	print_doctor(r);
-	print_checks(checks);
+	puts("\nchecks");
+	cr_cli_print_checks(checks, "  ");
 	json_decref(r);
 	return fails ? 1 : 0;
 }

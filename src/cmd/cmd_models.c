@@ -168,7 +168,8 @@ static const char deploy_usage[] =
 	"  --selector K=V,...     only workers with all these labels\n"
 	"  --gpus W:I,...         place on exactly these GPUs (overcommit is allowed, with a warning)\n"
 	"  --allow-cpu-offload    llama.cpp may keep layers in RAM, or run on CPU-only workers\n"
-	"  --allow-distributed    one instance may span several workers\n"
+	"  --allow-distributed    one instance may span several workers (groups must pass the checks)\n"
+	"  --health-probe         probe each instance end to end with a one-token completion\n"
 	"  --dry-run              show the placement and reasons; store nothing\n"
 	"  --wait S               seconds to wait for the placement (default 15; 0 = do not wait)\n"
 	"  --json                 print the API's answer\n"
@@ -201,6 +202,7 @@ static void print_placement(json_t *p, int n)
 	const char *warn = json_string_value(json_object_get(p, "warning"));
 	if (warn)
 		printf("    warning: %s\n", warn);
+	cr_cli_print_checks(json_object_get(p, "checks"), "    ");
 }
 
 static void print_reasons(json_t *reasons)
@@ -246,6 +248,16 @@ static int run_plan(struct cr_cli *cl, const char *body, bool as_json, int wait_
 		print_placement(p, (int)i + 1);
 	if (!placed)
 		print_reasons(json_object_get(ans, "reasons"));
+	json_array_foreach(json_object_get(ans, "groups_refused"), i, p) {
+		char names[512] = "";
+		size_t k, len = 0;
+		json_t *w;
+		json_array_foreach(json_object_get(p, "workers"), k, w)
+			if (len < sizeof(names))
+				len += (size_t)snprintf(names + len, sizeof(names) - len, "%s%s", k ? ", " : "", json_string_value(w));
+		printf("  group %s refused:\n", names);
+		cr_cli_print_checks(json_object_get(p, "checks"), "    ");
+	}
 	json_t *wait = json_object_get(ans, "waiting_for");
 	if (json_array_size(wait))
 		printf("  (%zu worker(s) had not inspected the file yet)\n", json_array_size(wait));
@@ -261,7 +273,8 @@ int cr_cmd_deploy(int argc, char **argv)
 		{ "replicas", 1, 0, 'r' }, { "policy", 1, 0, 'P' },    { "selector", 1, 0, 's' },
 		{ "gpus", 1, 0, 'g' },     { "allow-cpu-offload", 0, 0, 'C' }, { "allow-distributed", 0, 0, 'D' },
 		{ "dry-run", 0, 0, 'd' },  { "wait", 1, 0, 'w' },      { "json", 0, 0, 'j' },
-		{ "server-url", 1, 0, 'U' }, { "help", 0, 0, 'h' },    { 0, 0, 0, 0 },
+		{ "server-url", 1, 0, 'U' }, { "help", 0, 0, 'h' },    { "health-probe", 0, 0, 'H' },
+		{ 0, 0, 0, 0 },
 	};
 	json_t *body = json_object();
 	const char *url = NULL;
@@ -279,6 +292,7 @@ int cr_cmd_deploy(int argc, char **argv)
 		case 'g': json_object_set_new(body, "gpus", split_csv_pairs(optarg)); break;
 		case 'C': json_object_set_new(body, "allow_cpu_offload", json_true()); break;
 		case 'D': json_object_set_new(body, "allow_distributed", json_true()); break;
+		case 'H': json_object_set_new(body, "health_probe", json_true()); break;
 		case 'c':
 		case 'n':
 		case 'r':
