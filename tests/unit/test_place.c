@@ -467,3 +467,82 @@ Test(place, free_memory_rule)
 	g.claimed = 90 * CR_GIB;
 	cr_assert_eq(cr_sched_gpu_free(&g, CR_GIB), 0, "never negative");
 }
+
+/* Reports for the group checks: a driver and the peers measured. */
+static json_t *report(const char *driver, const char *peers)
+{
+	json_t *r = json_pack("{s:{s:{s:s}},s:[{s:s,s:s}],s:[{s:s,s:s},{s:s,s:s},{s:s,s:s}],s:{s:I}}", "drivers", "nvidia",
+			      "driver_version", driver, "gpus", "vendor", "nvidia", "name", "H100", "engines", "name", "vllm",
+			      "version", "0.6.3", "name", "ray", "version", "2.40.0", "name", "llama.cpp", "version", "b1",
+			      "system", "shm_bytes", (json_int_t)(16 * CR_GIB));
+	json_object_set_new(r, "peers", json_loads(peers, 0, NULL));
+	return r;
+}
+
+#define OK3 "{\"a\":{\"rtt_ms\":0.2},\"b\":{\"rtt_ms\":0.2},\"c\":{\"rtt_ms\":0.2}}"
+
+Test(place, vllm_groups_pass_the_group_checks_or_are_explained)
+{
+	/* 70b safetensors needs two 80 GiB GPUs: one on each of two workers */
+	struct scase c = { .name = "groups", .workers = { "a; ; nvidia:H100:80:80", "b; ; nvidia:H100:80:80",
+							 "c; ; nvidia:H100:80:80" },
+			   .model = "70b-st", .engine = "vllm", .distributed = true };
+	struct built b;
+	build(&c, &b);
+	json_t *ra = report("550.54.15", OK3), *rb = report("535.104.05", OK3), *rc = report("550.54.14", OK3);
+	b.w[0].report = ra;
+	b.w[1].report = rb;
+	b.w[2].report = rc;
+	struct cr_sched_result r;
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_eq(cr_sched_place(&b.snap, &b.req, &r, &err), 0, "%s", r.summary);
+	cr_assert_eq(r.n_members, 2);
+	cr_assert_str_eq(b.w[r.members[0].worker].name, "a");
+	cr_assert_str_eq(b.w[r.members[1].worker].name, "c", "b runs another driver: passed over");
+	cr_assert(r.checks, "the chosen group's checks are kept");
+	cr_sched_result_release(&r);
+	/* with c unreachable from a, no group of matching nodes is left: refused, explained */
+	json_decref(rc);
+	b.w[2].report = rc = report("550.54.14", "{\"a\":{\"error\":\"connection refused\"}}");
+	json_object_set_new(json_object_get(ra, "peers"), "c", json_pack("{s:s}", "error", "no route to host"));
+	cr_assert_eq(cr_sched_place(&b.snap, &b.req, &r, &err), CR_ENOTFOUND);
+	cr_assert(r.groups && json_array_size(r.groups) >= 1, "groups tried are listed");
+	cr_assert(strstr(r.summary, "refused by checks"), "%s", r.summary);
+	char all[2000] = "";
+	size_t i;
+	json_t *g;
+	json_array_foreach(r.groups, i, g) {
+		char one[600];
+		cr_checks_summary(json_object_get(g, "checks"), CR_CHECK_FAIL, one, sizeof(one));
+		strncat(all, one, sizeof(all) - strlen(all) - 1);
+	}
+	cr_assert(strstr(all, "a cannot reach c (no route to host)"), "%s", all);
+	cr_assert(strstr(all, "driver-mismatch"), "%s", all);
+	cr_sched_result_release(&r);
+	json_decref(ra);
+	json_decref(rb);
+	json_decref(rc);
+	unbuild(&b);
+}
+
+Test(place, a_hand_picked_vllm_group_with_a_cpu_only_node_is_refused)
+{
+	struct scase c = { .name = "manual", .workers = { "a; ; nvidia:H100:80:80", "cpu1; ; " },
+			   .model = "7b", .engine = "vllm", .manual = "a:0,cpu1:cpu", .distributed = true };
+	struct built b;
+	build(&c, &b);
+	json_t *ra = report("550.54.15", OK3), *rc = json_pack("{s:[],s:[{s:s,s:s}],s:{s:I},s:{}}", "gpus", "engines",
+								"name", "vllm", "version", "0.6.3", "system",
+								"shm_bytes", (json_int_t)CR_GIB, "peers");
+	b.w[0].report = ra;
+	b.w[1].report = rc;
+	struct cr_sched_result r;
+	struct cr_err err = CR_ERR_INIT;
+	int rc_place = cr_sched_place(&b.snap, &b.req, &r, &err);
+	cr_assert_eq(rc_place, CR_ENOTFOUND, "%s %s", r.summary, err.message);
+	cr_assert(strstr(r.summary, "cpu1 has no GPU: vllm needs a GPU on every node"), "%s", r.summary);
+	cr_sched_result_release(&r);
+	json_decref(ra);
+	json_decref(rc);
+	unbuild(&b);
+}
