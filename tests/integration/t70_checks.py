@@ -68,14 +68,19 @@ class Checks(EngineCase):
         res = os.path.join(self.tmp, "shm.json")
         with open(res, "w") as f:
             json.dump({"system": {"shm_bytes": 64 << 20}}, f)
-        self.start_server(extra=("--gpu-reserve", "0"))
+        # the server's embedded worker is this CPU-only machine
+        self.start_server(disable_worker=False, extra=("--gpu-reserve", "0", "--worker-name", "cpu-1",
+                                                       "--status-interval", "1"))
         self.login()
         self.env["CORRAL_SERVER_URL"] = self.url
         self.env["CORRAL_API_TOKEN"] = self.token
         self.start_worker("gpu-1", nvml_config=nvml("550.54.15"), extra=("--resources", res))
         self.start_worker("gpu-2", nvml_config=nvml("550.54.15"))
-        self.start_worker("cpu-1")
-        for n in ("gpu-1", "gpu-2", "cpu-1"):
+        with_engines = self.env["CORRAL_ENGINE_PATH"]
+        self.env["CORRAL_ENGINE_PATH"] = LLAMA_BIN  # gpu-3 has no vLLM
+        self.start_worker("gpu-3", nvml_config=nvml("550.54.15"))
+        self.env["CORRAL_ENGINE_PATH"] = with_engines
+        for n in ("gpu-1", "gpu-2", "gpu-3", "cpu-1"):
             self.wait_state(n, "ready")
         w = self.api("GET", "/api/workers/gpu-1")
         shm = [c for c in w["checks"] if c["id"] == "shm"][0]
@@ -103,19 +108,26 @@ class Checks(EngineCase):
         row = [l.split() for l in r.stdout.splitlines() if l.startswith("gpu-2 ")][-1]
         self.assertTrue(any(c.replace(".", "").isdigit() for c in row[1:]), row)
         health = self.api("GET", "/api/health")
-        self.assertEqual(health["workers"], {"ready": 3})
+        self.assertEqual(health["workers"], {"ready": 4})
         self.assertIn(health["status"], ("degraded", "failing"))
         self.assertTrue([c for c in health["checks"] if c["worker"] == "gpu-1" and c["id"] == "shm"], health)
         # the CPU-only node is never part of a vLLM group the scheduler builds...
         plan = self.plan(ctx=4194304)
         self.assertTrue(plan["placed"], plan)
         inst = plan["instances"][0]
-        self.assertEqual(sorted(x["name"] for x in inst["workers"]), ["gpu-1", "gpu-2"])
+        self.assertEqual(sorted(x["name"] for x in inst["workers"]), ["gpu-1", "gpu-2"],
+                         "not the embedded CPU-only worker, not gpu-3 without vLLM")
         levels = {c["id"]: (c["level"], c["message"]) for c in inst["checks"]}
         self.assertEqual(levels["shm"][0], "warn")
         self.assertEqual(levels["reach"][0], "pass", levels)
         self.assertEqual(levels["rtt"][0], "pass", levels)
         self.assertIn("limit 2 ms", levels["rtt"][1])
+        # a model too big for the two: gpu-3 (no vLLM) and cpu-1 (no GPU) are named, never used
+        plan = self.plan(ctx=4194304 * 3)
+        self.assertFalse(plan["placed"], plan)
+        why = {r["worker"]: r["code"] for r in plan["reasons"]}
+        self.assertEqual(why.get("gpu-3"), "no_engine", plan["reasons"])
+        self.assertIn(why.get("cpu-1"), ("no_engine", "engine_devices", "no_gpu"), plan["reasons"])
         # ...and asked in by hand, it is refused with the reason and the fix
         plan = self.plan(ctx=4194304, gpus=["gpu-1:0", "cpu-1:cpu"])
         self.assertFalse(plan["placed"], plan)
