@@ -290,8 +290,8 @@ static json_t *worker_json(struct cr_worker *w)
 	set_or_default(o, report, "engines", json_array());
 	set_or_default(o, report, "peers", json_object());
 	/* the worker's own checks, and the server's view of its address */
-	json_t *checks = json_deep_copy(json_is_array(json_object_get(report, "checks")) ? json_object_get(report, "checks")
-											     : json_array());
+	json_t *reported = json_object_get(report, "checks");
+	json_t *checks = json_is_array(reported) ? json_deep_copy(reported) : json_array();
 	if (w->state != CR_W_NOT_READY)
 		cr_checks_address(w->address, w->address_seen, w->state != CR_W_UNREACHABLE, w->probe_error, checks);
 	int warns, fails;
