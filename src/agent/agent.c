@@ -66,6 +66,7 @@ struct agent {
 	json_t *checks;
 	int64_t checks_at;
 	struct cr_peers *peers; /* probes of the other workers */
+	char *python_version;   /* where vLLM, SGLang or Ray is installed */
 	long long clock_offset_ms;
 	bool clock_known, clock_checked;
 };
@@ -226,6 +227,18 @@ static json_t *build_report(struct agent *a)
 		a->engine_notes = json_array();
 		a->engines = cr_engines_discover(&a->catalog, a->engine_notes);
 		a->engines_at = now;
+		free(a->python_version); /* Ray groups need one Python version: said where Python engines run */
+		a->python_version = NULL;
+		for (size_t i = 0; i < json_array_size(a->engines) && !a->python_version; i++) {
+			const char *n = cr_json_get_str(json_array_get(a->engines, i), "name", "");
+			char *argv[] = { (char *)"python3", (char *)"--version", NULL }, *out = NULL;
+			if ((!strcmp(n, "vllm") || !strcmp(n, "sglang") || !strcmp(n, "ray")) &&
+			    cr_run_output(argv, 5000, &out) == 0 && out && !strncmp(out, "Python ", 7)) {
+				out[strcspn(out, "\r\n")] = 0;
+				a->python_version = cr_xstrdup(out + 7);
+			}
+			free(out);
+		}
 		for (size_t i = 0; a->cfg->no_ray && i < json_array_size(a->engines); i++)
 			if (!strcmp(cr_json_get_str(json_array_get(a->engines, i), "name", ""), "ray")) {
 				json_array_remove(a->engines, i);
@@ -235,6 +248,8 @@ static json_t *build_report(struct agent *a)
 			}
 	}
 	json_object_set(full, "engines", a->engines);
+	if (a->python_version)
+		json_object_set_new(full, "python_version", json_string(a->python_version));
 	json_t *notes = json_object_get(full, "notes");
 	if (json_is_array(notes))
 		json_array_extend(notes, a->engine_notes);
@@ -247,7 +262,7 @@ static json_t *build_report(struct agent *a)
 			json_object_set_new(facts, "clock_offset_ms", json_integer(a->clock_offset_ms));
 		json_decref(a->checks);
 		a->checks = json_array();
-		cr_checks_node(facts, 0, a->checks);
+		cr_checks_node(facts, cr_files_largest_download(a->files), a->checks);
 		json_decref(facts);
 		a->checks_at = now;
 		a->clock_checked = a->clock_known;
@@ -742,6 +757,7 @@ out:
 	json_decref(ap->engines);
 	json_decref(ap->engine_notes);
 	json_decref(ap->checks);
+	free(ap->python_version);
 	pthread_mutex_destroy(&ap->mu);
 	pthread_cond_destroy(&ap->wake);
 	free(ap);

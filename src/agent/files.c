@@ -257,6 +257,17 @@ json_t *cr_files_report(struct cr_files *f)
 	return json_pack("{s:o}", "files", out);
 }
 
+uint64_t cr_files_largest_download(struct cr_files *f)
+{
+	uint64_t most = 0;
+	pthread_mutex_lock(&f->mu);
+	for (struct download *d = f->downloads; d; d = d->next)
+		if (strcmp(d->state, "done") != 0 && d->total > d->bytes && d->total - d->bytes > most)
+			most = d->total - d->bytes;
+	pthread_mutex_unlock(&f->mu);
+	return most;
+}
+
 char *cr_files_local_path(struct cr_files *f, const char *url)
 {
 	char *path = NULL;

@@ -7,6 +7,7 @@
 #define CR_AGENT_FILES_H
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdbool.h>
 
 struct cr_files;
@@ -28,6 +29,10 @@ void cr_files_set_instances(struct cr_files *f, json_t *snapshot);
  * having been downloaded, "download":{"state","bytes","total","path"?,"message"?}.
  * Reads headers only for new or changed files. New reference. */
 json_t *cr_files_report(struct cr_files *f);
+
+/* Bytes still to download for the largest unfinished download, 0 when none
+ * (what the disk check compares free space with). */
+uint64_t cr_files_largest_download(struct cr_files *f);
 
 /* The local path of a finished download of url (caller frees), or NULL. */
 char *cr_files_local_path(struct cr_files *f, const char *url);

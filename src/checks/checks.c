@@ -595,6 +595,7 @@ void cr_checks_group_key(const json_t *report, const char *engine, bool with_ray
 	const char *ray = vl && with_ray ? member_value(&m, "ray", buf, sizeof(buf)) : "";
 	char rayv[128];
 	snprintf(rayv, sizeof(rayv), "%s", ray ? ray : "");
-	const char *py = vl && with_ray ? cr_json_get_str(report, "python_version", "") : "";
-	snprintf(out, n, "%s|%s|%s|%s|%s", drv, vl ? (gpu_count(report, NULL) ? "gpu" : "cpu") : "", ever, rayv, py);
+	/* Python is not in the key: not every worker reports it, and an unknown one
+	 * must not keep a node out; the python-mismatch check catches real ones */
+	snprintf(out, n, "%s|%s|%s|%s", drv, vl ? (gpu_count(report, NULL) ? "gpu" : "cpu") : "", ever, rayv);
 }

@@ -79,9 +79,9 @@ enum cr_check_level cr_checks_group(const struct cr_group_member *members, int n
 				    bool downloadable, const struct cr_group_limits *limits, json_t *out);
 
 /* What must be equal across a vLLM/SGLang (or, for llama.cpp, RPC) group,
- * as one string: driver major or ROCm version, engine version, and with_ray
- * the Ray and Python versions. Workers with equal keys pass the version
- * checks together. */
+ * as one string: driver major or ROCm version, GPU or not, engine version,
+ * and with_ray the Ray version. Workers with different keys fail the version
+ * checks together (Python, not reported everywhere, is left to the checks). */
 void cr_checks_group_key(const json_t *report, const char *engine, bool with_ray, char *out, size_t n);
 
 /* One line for a failed or warned list: "id: message (fix: ...); ...". */

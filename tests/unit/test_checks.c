@@ -272,3 +272,32 @@ Test(checks, group_shm_and_model_file)
 	json_decref(l);
 	json_decref(r);
 }
+
+Test(checks, group_python_mismatch_only_where_reported)
+{
+	const char *a = "{\"drivers\":{\"nvidia\":{\"driver_version\":\"550.1\"}},\"gpus\":[{\"name\":\"L4\"}],"
+			"\"engines\":[{\"name\":\"vllm\",\"version\":\"0.6.3\"},{\"name\":\"ray\",\"version\":\"2.40.0\"}],"
+			"\"python_version\":\"3.11.2\",\"peers\":" PEERS_OK ",\"system\":{\"shm_bytes\":" BIG "}}";
+	const char *b = "{\"drivers\":{\"nvidia\":{\"driver_version\":\"550.1\"}},\"gpus\":[{\"name\":\"L4\"}],"
+			"\"engines\":[{\"name\":\"vllm\",\"version\":\"0.6.3\"},{\"name\":\"ray\",\"version\":\"2.40.0\"}],"
+			"\"python_version\":\"3.10.12\",\"peers\":" PEERS_OK ",\"system\":{\"shm_bytes\":" BIG "}}";
+	json_t *l = group("vllm", a, b, NULL);
+	expect(l, "python-mismatch", "fail", "gpu-2 runs Python 3.10.12, gpu-1 runs Python 3.11.2");
+	json_decref(l);
+	const char *c = "{\"drivers\":{\"nvidia\":{\"driver_version\":\"550.1\"}},\"gpus\":[{\"name\":\"L4\"}],"
+			"\"engines\":[{\"name\":\"vllm\",\"version\":\"0.6.3\"},{\"name\":\"ray\",\"version\":\"2.40.0\"}],"
+			"\"peers\":" PEERS_OK ",\"system\":{\"shm_bytes\":" BIG "}}";
+	l = group("vllm", a, c, NULL);
+	cr_assert_null(find(l, "python-mismatch"), "not reported by every node: not compared");
+	json_decref(l);
+	char ka[512], kb[512];
+	json_t *ra = J(a), *rb = J(b);
+	cr_checks_group_key(ra, "vllm", true, ka, sizeof(ka));
+	cr_checks_group_key(rb, "vllm", true, kb, sizeof(kb));
+	cr_assert_str_eq(ka, kb, "Python is left to the checks, not the key");
+	cr_checks_group_key(ra, "llama.cpp", true, ka, sizeof(ka));
+	cr_checks_group_key(rb, "llama.cpp", true, kb, sizeof(kb));
+	cr_assert_str_eq(ka, kb, "llama.cpp RPC does not care about Python");
+	json_decref(ra);
+	json_decref(rb);
+}
