@@ -25,8 +25,8 @@ json_t *cr_peers_results(struct cr_peers *p);
 /* Stop the thread (within timeout_ms) and free. NULL allowed. */
 void cr_peers_stop(struct cr_peers *p);
 
-/* Probe host:port once: the smallest of the connect time and two echo round
- * trips, in ms. Returns 0, or -1 with why in err (the connection refused, a
+/* Probe host:port once: connect, then the shorter of two echo round trips on
+ * that connection, in ms. Returns 0, or -1 with why in err (the connection refused, a
  * timeout, an answer that is not a worker's). */
 int cr_peer_probe(const char *host, int port, int timeout_ms, double *rtt_ms, char *err, size_t n);
 

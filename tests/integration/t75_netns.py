@@ -3,9 +3,10 @@ created here and removed after): the server in one namespace, three workers
 in three others, each on its own address. gpu-b has a route to the server
 only, so the other workers cannot reach its probe port: the vLLM group with
 it fails its reach check naming both workers, and the group is made without
-it. With `tc netem` delay on one worker's link, the round-trip check fails
-with the measured value. Skipped, with the reason, where namespaces or netem
-cannot be made."""
+it. With delay on the way to one worker (`tc netem` on its link, or where the
+kernel lacks netem a relay in front of its worker port that holds data 5 ms
+each way), the round-trip check fails with the measured value. Skipped, with
+the reason, where namespaces cannot be made."""
 import json
 import os
 import signal
@@ -124,7 +125,7 @@ class MultiHost(unittest.TestCase):
                     logs += "\n--- %s ---\n%s" % (f, fh.read()[-2000:])
         self.fail("timed out waiting for " + what + logs)
 
-    def cluster(self, extra=()):
+    def cluster(self, extra=(), advertise_c=None):
         port = 18080
         data = os.path.join(self.tmp, "server")
         self.spawn("s", "server", ["server", "--host", "0.0.0.0", "--port", str(port), "--data-dir", data,
@@ -144,7 +145,8 @@ class MultiHost(unittest.TestCase):
         for i, k in enumerate(("a", "b", "c"), start=1):
             self.spawn(k, "worker-" + k, ["worker", "--server-url", "http://%s.%d.1:%d" % (NET, i, port), "--token",
                                           token, "--name", "gpu-" + k, "--data-dir", os.path.join(self.tmp, "w" + k),
-                                          "--listen-host", "0.0.0.0", "--advertise-address", "%s.%d.2" % (NET, i),
+                                          "--listen-host", "0.0.0.0", "--advertise-address",
+                                          advertise_c if k == "c" and advertise_c else "%s.%d.2" % (NET, i),
                                           "--worker-port", "10150", "--status-interval", "1",
                                           "--port-range", "21000-21099"], env)
         self.wait(lambda: len([w for w in self.api("GET", "/api/workers")["workers"] if w["state"] == "ready"]) == 3,
@@ -189,24 +191,54 @@ class MultiHost(unittest.TestCase):
         self.assertIn("gpu-a cannot reach gpu-b", r.stdout)
         self.assertIn("unreachable", r.stdout)
 
+    def add_latency(self):
+        """Delay traffic to gpu-c: netem on its link where the kernel has it; else gpu-c advertises an
+        address in the server's namespace where a relay holds every piece of data 5 ms each way (the
+        worker port only: what the probes measure). Returns how, and the address gpu-c advertises."""
+        c = self.ns["c"]
+        r = subprocess.run(["ip", "netns", "exec", c, "tc", "qdisc", "add", "dev", self.dev_c, "root", "netem",
+                            "delay", "5ms"], capture_output=True, text=True)
+        if r.returncode == 0:
+            return "netem 5 ms", None
+        far = NET + ".4.1"
+        sh("ip", "-n", self.ns["s"], "addr", "add", far + "/32", "dev", "lo")
+        relay = ("import asyncio\n"
+                 "async def pipe(r, w):\n"
+                 "    try:\n"
+                 "        while True:\n"
+                 "            d = await r.read(65536)\n"
+                 "            if not d: break\n"
+                 "            await asyncio.sleep(0.005)\n"
+                 "            w.write(d); await w.drain()\n"
+                 "    except OSError: pass\n"
+                 "    finally: w.close()\n"
+                 "async def handle(cr, cw):\n"
+                 "    try: ur, uw = await asyncio.open_connection('%s.3.2', 10150)\n"
+                 "    except OSError: cw.close(); return\n"
+                 "    await asyncio.gather(pipe(cr, uw), pipe(ur, cw))\n"
+                 "async def main():\n"
+                 "    s = await asyncio.start_server(handle, '%s', 10150)\n"
+                 "    async with s: await s.serve_forever()\n"
+                 "asyncio.run(main())\n" % (NET, far))
+        self.procs.append(subprocess.Popen(["ip", "netns", "exec", self.ns["s"], "python3", "-c", relay],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return "a relay adding 5 ms each way (no sch_netem in this kernel)", far
+
     def test_latency_on_one_link_fails_the_round_trip_check(self):
-        r = subprocess.run(["ip", "netns", "exec", self.ns["c"], "tc", "qdisc", "add", "dev", self.dev_c, "root",
-                            "netem", "delay", "5ms"], capture_output=True, text=True)
-        if r.returncode != 0:
-            self.skipTest("tc netem is not available here (%s); the round-trip check is covered by unit tests"
-                          % r.stderr.strip())
-        self.cluster()
-        self.wait(lambda: (self.peers().get(("gpu-a", "gpu-c")) or {}).get("rtt_ms", 0) > 4,
-                  "the delayed round trip to be measured")
-        plan = self.plan()
+        how, far = self.add_latency()
+        self.cluster(advertise_c=far)
+        self.wait(lambda: (self.peers().get(("gpu-a", "gpu-c")) or {}).get("rtt_ms", 0) > 2.5,
+                  "the delayed round trip to be measured (%s)" % how, timeout=60)
+        plan = self.plan(gpus=["gpu-a:0", "gpu-c:0"])
         self.assertFalse(plan["placed"], plan)
         rtt = [c for g in plan["groups_refused"] for c in g["checks"] if c["id"] == "rtt"]
         self.assertTrue(rtt, plan)
-        self.assertIn("gpu-a to gpu-c", rtt[0]["message"])
-        self.assertIn("over the 2 ms limit", rtt[0]["message"])
-        # llama.cpp RPC allows 20 ms: the same nodes make a group
-        plan = self.plan(engine="llama.cpp")
+        self.assertIn("over the 2 ms limit for tensor parallelism", rtt[0]["message"])
+        self.assertRegex(rtt[0]["message"], r"gpu-a to gpu-c \d+\.\d\d ms")
+        # llama.cpp RPC allows 20 ms: the same two nodes make a group
+        plan = self.plan(engine="llama.cpp", gpus=["gpu-a:0", "gpu-c:0"])
         self.assertTrue(plan["placed"], plan)
+        self.assertEqual([c["level"] for c in plan["instances"][0]["checks"] if c["id"] == "rtt"], ["pass"])
 
 
 if __name__ == "__main__":
