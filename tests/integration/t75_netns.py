@@ -19,7 +19,7 @@ from harness import CORRAL, FAKE_NVML, ROOT
 from t50_engines import LLAMA_BIN, MKMODEL, gpu
 
 FAKES = os.path.join(ROOT, "tests", "fakes")
-NET = "10.213"
+NET = "10.%d" % (200 + os.getpid() % 50)  # apart from other runs on the same machine
 
 
 def sh(*args, check=True):
