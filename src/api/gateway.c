@@ -55,10 +55,17 @@ static void release_current(struct call *c)
 	c->current = NULL;
 }
 
-static int pick(void *arg, int attempt, struct cr_relay_target *out)
+#define SHUN_MS 10000 /* how long an instance that could not be reached is tried last */
+
+static int pick(void *arg, int attempt, bool unreachable, struct cr_relay_target *out)
 {
 	struct call *c = arg;
-	(void)attempt;
+	int64_t now = cr_mono_ms();
+	if (attempt > 0 && unreachable && c->current) { /* it could not be reached: others first for a while */
+		struct cr_instance *failed = cr_map_get(&c->app->instances, c->current);
+		if (failed)
+			failed->shunned_until = now + SHUN_MS;
+	}
 	release_current(c);
 	struct cr_instance *best = NULL;
 	int n_best = 0;
@@ -69,6 +76,14 @@ static int pick(void *arg, int attempt, struct cr_relay_target *out)
 		if (strcmp(i->model_id, c->model_id) != 0 || strcmp(i->state, "running") != 0 || !i->endpoint ||
 		    tried(c, i->id))
 			continue;
+		bool shunned = i->shunned_until > now;
+		if (best && shunned != (best->shunned_until > now)) {
+			if (!shunned) { /* a reachable one beats any shunned one */
+				best = i;
+				n_best = 1;
+			}
+			continue;
+		}
 		if (!best || i->inflight < best->inflight) {
 			best = i;
 			n_best = 1;

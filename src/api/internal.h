@@ -86,6 +86,7 @@ struct cr_instance {
 	char *endpoint;     /* host:port of the serving engine once running, else NULL */
 	int inflight;       /* gateway requests being relayed to it */
 	int64_t requests;   /* gateway requests given to it since the server started */
+	int64_t shunned_until; /* mono ms: a connection to it just failed; others are tried first */
 	int probe_failures; /* end-to-end probes failed in a row (models with health_probe) */
 	bool probe_inflight;
 	char *probe_error;  /* the last failure */

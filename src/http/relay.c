@@ -180,6 +180,7 @@ struct relay {
 	int attempt;
 	enum phase phase;
 	bool started, finished, reached, reused, sse, buffering, header_error, flush_queued;
+	bool unreachable; /* the last attempt could not connect */
 	int status;
 	char *status_line;
 	char *content_type;
@@ -383,6 +384,7 @@ static void relay_done(struct evhttp_request *up, void *arg)
 		free_con_later(r->base, r->up_con);
 		r->up_con = NULL;
 		if (!r->reached || (r->reused && r->phase != PH_BODY && !r->header_error)) {
+			r->unreachable = !r->reached;
 			r->attempt++; /* the request never reached it: another may take it */
 			relay_attempt(r);
 			return;
@@ -461,6 +463,7 @@ static void relay_timer(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		relay_abandon_upstream(r); /* not connected in time: try another */
+		r->unreachable = true;
 		r->attempt++;
 		relay_attempt(r);
 		return;
@@ -488,7 +491,7 @@ static void relay_timer(evutil_socket_t fd, short what, void *arg)
 static void relay_attempt(struct relay *r)
 {
 	memset(&r->target, 0, sizeof(r->target));
-	if (r->o.pick(r->o.arg, r->attempt, &r->target) != 0) {
+	if (r->o.pick(r->o.arg, r->attempt, r->unreachable, &r->target) != 0) {
 		reply_error(r, 502, "upstream_error",
 			    r->attempt ? "no instance of the model could be reached; see 'corral instances'"
 				       : "no instance of the model is running; see 'corral instances'");

@@ -20,8 +20,10 @@ struct cr_relay_target {
 };
 
 /* Choose the upstream for attempt (0, 1, ...): fill out and return 0, or
- * return -1 when there is none (left). */
-typedef int (*cr_relay_pick_cb)(void *arg, int attempt, struct cr_relay_target *out);
+ * return -1 when there is none (left). unreachable: the previous attempt's
+ * upstream could not be connected to (refused, or no connection within the
+ * connect timeout), as opposed to a pooled connection found closed. */
+typedef int (*cr_relay_pick_cb)(void *arg, int attempt, bool unreachable, struct cr_relay_target *out);
 /* The upstream's status and Content-Type (NULL when absent), once, before any
  * of its body is seen. Return true to have the whole answer read before any
  * of it goes out (then check decides), false to relay it as it arrives. */

@@ -241,5 +241,36 @@ class MultiHost(unittest.TestCase):
         self.assertEqual([c["level"] for c in plan["instances"][0]["checks"] if c["id"] == "rtt"], ["pass"])
 
 
+    def test_a_replica_whose_link_goes_silent_is_skipped_after_the_connect_timeout(self):
+        self.cluster(extra=("--gateway-connect-timeout", "500", "--probe-interval", "60"))
+        key = self.api("POST", "/api/keys", {"name": "t"})["key"]
+        self.api("POST", "/api/models", {"name": "tiny", "path": self.model, "ctx": 2048, "allow_cpu_offload": True,
+                                         "engine_args": ["-t", "1"], "replicas": 2})
+
+        def running():
+            insts = self.api("GET", "/api/instances?model=tiny")["instances"]
+            up = [i for i in insts if i["state"] == "running" and i.get("endpoint")]
+            return len(up) == 2 and up
+        insts = self.wait(running, "two running replicas", timeout=60)
+        where = {i["id"]: i["placement"]["workers"][0]["name"] for i in insts}
+        self.assertEqual(len(set(where.values())), 2, where)
+        # the link to one replica's worker goes silent: packets vanish, connects hang
+        silent = [i for i in insts if where[i["id"]] != "gpu-b"][0]
+        ns = {"gpu-a": "a", "gpu-b": "b", "gpu-c": "c"}[where[silent["id"]]]
+        sh("ip", "-n", self.ns[ns], "link", "set", "cr%sw%s" % (ns, self.tag), "down")
+        before = {i["id"]: i["requests"] for i in self.api("GET", "/api/instances?model=tiny")["instances"]}
+        msg = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        for _ in range(4):
+            req = urllib.request.Request(self.url + "/v1/chat/completions", data=json.dumps(msg).encode(),
+                                         headers={"Content-Type": "application/json", "Authorization": "Bearer " + key})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                self.assertEqual(r.status, 200)
+        after = {i["id"]: i["requests"] for i in self.api("GET", "/api/instances?model=tiny")["instances"]}
+        self.assertEqual(after[silent["id"]] - before[silent["id"]], 1,
+                         "the silent replica was tried once, then others first")
+        other = [k for k in after if k != silent["id"]][0]
+        self.assertEqual(after[other] - before[other], 4, "every request was answered by the other")
+
+
 if __name__ == "__main__":
     unittest.main()
