@@ -22,6 +22,8 @@ import tempfile
 import time
 import urllib.request
 
+from run_status import wait_http
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -48,19 +50,6 @@ def mem_kb(pid, field="VmRSS"):
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
-
-
-def wait_http(url, timeout=20):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except OSError as e:
-            if hasattr(e, "code"):
-                return
-            time.sleep(0.05)
-    raise RuntimeError("nothing answers at " + url)
 
 
 def api(url, method, path, body=None, token=None):

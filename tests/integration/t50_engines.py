@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 import unittest
+import urllib.error
 import urllib.request
 
 from harness import BUILD, ClusterCase
@@ -88,6 +89,17 @@ class EngineCase(ClusterCase):
 
     def leader_report(self, inst):
         return inst["members"][inst["placement"]["leader"]]
+
+    def gw(self, path, body, key, timeout=30, raw=None):
+        """POST to the gateway with an API key: (status, headers, body text), errors included."""
+        data = raw if raw is not None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data,
+                                     headers={"Content-Type": "application/json", "Authorization": "Bearer " + key})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, dict(r.headers), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers), e.read().decode()
 
     def chat(self, endpoint, stream=False):
         body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8, "stream": stream}

@@ -10,13 +10,11 @@ import os
 import signal
 import socket
 import threading
-import time
 import unittest
-import urllib.error
 import urllib.request
 
 from harness import ROOT
-from t50_engines import EngineCase, LLAMA_BIN, pid_alive
+from t50_engines import EngineCase, LLAMA_BIN
 
 MISBEHAVING = os.path.join(ROOT, "tests", "fakes", "engines", "misbehaving_engine")
 
@@ -27,16 +25,6 @@ def fds(pid):
 
 @unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")
 class Relay(EngineCase):
-    def gw(self, path, body, key, timeout=30, raw=None):
-        data = raw if raw is not None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data,
-                                     headers={"Content-Type": "application/json", "Authorization": "Bearer " + key})
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
-                return r.status, dict(r.headers), r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read().decode()
-
     def openai_error(self, result, expect_status, *needles):
         status, _, body = result
         self.assertEqual(status, expect_status, body)

@@ -7,23 +7,12 @@ import json
 import os
 import signal
 import unittest
-import urllib.error
-import urllib.request
 
 from t50_engines import EngineCase, LLAMA_BIN
 
 
 @unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")
 class Metering(EngineCase):
-    def gw(self, path, body, key):
-        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json", "Authorization": "Bearer " + key})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, dict(r.headers), r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read().decode()
-
     def events(self, body):
         return [json.loads(l[6:]) for l in body.split("\n") if l.startswith("data: {")]
 
