@@ -29,7 +29,6 @@ struct call {
 	int n_tried;
 	char *current;        /* instance id being tried */
 	int64_t t_start, ttft_ms;
-	int status;
 	bool stream, sse;
 	struct cr_usage_filter filter; /* tokens, and the usage chunk the client did not ask for */
 };
@@ -109,7 +108,6 @@ static int pick(void *arg, int attempt, bool unreachable, struct cr_relay_target
 static bool on_head(void *arg, int status, const char *content_type)
 {
 	struct call *c = arg;
-	c->status = status;
 	c->ttft_ms = c->stream ? cr_mono_ms() - c->t_start : -1;
 	c->sse = content_type && strstr(content_type, "event-stream");
 	return !c->sse && status == 200;
@@ -127,7 +125,6 @@ static int check_answer(void *arg, struct evbuffer *whole, char *msg, size_t n)
 		snprintf(msg, n, "the engine answered 200 with %s (%s at byte %d); see 'corral logs' for the instance",
 			 o ? "JSON that is not an object" : "a body that is not JSON", o ? "type" : je.text, je.position);
 		json_decref(o);
-		c->status = 502;
 		return -1;
 	}
 	cr_usage_filter_take(&c->filter, o);
