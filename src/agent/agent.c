@@ -253,11 +253,12 @@ static json_t *build_report(struct agent *a)
 	json_t *notes = json_object_get(full, "notes");
 	if (json_is_array(notes))
 		json_array_extend(notes, a->engine_notes);
-	cr_detect_check_facts(full, a->cfg->port_lo ? a->cfg->port_lo : 20000, a->cfg->port_hi ? a->cfg->port_hi : 20999);
 	if (!a->checks || now - a->checks_at > CHECKS_EVERY_MS || (a->clock_known && !a->clock_checked)) {
-		/* the clock offset changes a little every time: it is read only here,
-		 * so that reports stay light between checks */
+		/* what only the checks read is gathered only for them; the clock offset
+		 * changes a little every time, so reports stay light between checks */
 		json_t *facts = json_deep_copy(full);
+		cr_detect_check_facts(facts, a->cfg->port_lo ? a->cfg->port_lo : 20000,
+				      a->cfg->port_hi ? a->cfg->port_hi : 20999);
 		if (a->clock_known)
 			json_object_set_new(facts, "clock_offset_ms", json_integer(a->clock_offset_ms));
 		json_decref(a->checks);
