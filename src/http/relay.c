@@ -250,6 +250,24 @@ static void reply_error(struct relay *r, int status, const char *code, const cha
 	relay_finish(r, status, message);
 }
 
+/* End a streamed answer: what this loop turn read, what the data callback
+ * still holds, then last (NULL: nothing) and the end of the chunked reply. */
+static void end_answer(struct relay *r, const char *last)
+{
+	if (r->flush_queued)
+		flush_pending(r);
+	struct evbuffer *b = evbuffer_new();
+	if (r->o.data)
+		r->o.data(r->o.arg, b, true);
+	r->bytes += evbuffer_get_length(b);
+	if (last)
+		evbuffer_add(b, last, strlen(last));
+	if (evbuffer_get_length(b))
+		evhttp_send_reply_chunk(r->client, b);
+	evbuffer_free(b);
+	evhttp_send_reply_end(r->client);
+}
+
 /* A failure mid-answer: a last SSE event naming it (for streams), then end. */
 static void cut_answer(struct relay *r, const char *code, const char *message)
 {
@@ -257,23 +275,17 @@ static void cut_answer(struct relay *r, const char *code, const char *message)
 		reply_error(r, 502, code, message);
 		return;
 	}
-	if (r->flush_queued)
-		flush_pending(r);
-	struct evbuffer *b = evbuffer_new();
-	if (r->o.data)
-		r->o.data(r->o.arg, b, true);
+	char *event = NULL;
 	if (r->sse) {
 		json_t *e = json_pack("{s:{s:s,s:s,s:s,s:n}}", "error", "message", message, "type", "server_error", "code",
 				      code, "param");
 		char *text = json_dumps(e, JSON_COMPACT);
 		json_decref(e);
-		evbuffer_add_printf(b, "data: %s\n\n", text);
+		event = cr_xasprintf("data: %s\n\n", text);
 		free(text);
 	}
-	if (evbuffer_get_length(b))
-		evhttp_send_reply_chunk(r->client, b);
-	evbuffer_free(b);
-	evhttp_send_reply_end(r->client);
+	end_answer(r, event);
+	free(event);
 	relay_finish(r, 502, message);
 }
 
@@ -425,17 +437,7 @@ static void relay_done(struct evhttp_request *up, void *arg)
 		relay_finish(r, status, NULL);
 		return;
 	}
-	if (r->flush_queued)
-		flush_pending(r);
-	struct evbuffer *b = evbuffer_new();
-	if (r->o.data)
-		r->o.data(r->o.arg, b, true);
-	if (evbuffer_get_length(b)) {
-		r->bytes += evbuffer_get_length(b);
-		evhttp_send_reply_chunk(r->client, b);
-	}
-	evbuffer_free(b);
-	evhttp_send_reply_end(r->client);
+	end_answer(r, NULL);
 	relay_finish(r, status, NULL);
 }
 

@@ -90,6 +90,18 @@ class EngineCase(ClusterCase):
     def leader_report(self, inst):
         return inst["members"][inst["placement"]["leader"]]
 
+    def deploy_chat_and_embed(self):
+        """'tiny' (chat) and 'embed' (embeddings, mean pooling) from one test model, both running."""
+        path = self.model()
+        self.api("POST", "/api/models", {"name": "tiny", "path": path, "ctx": 2048, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        self.api("POST", "/api/models", {"name": "embed", "path": path, "ctx": 512, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1", "--embeddings", "--pooling", "mean"]},
+                 expect=201)
+        for m in ("tiny", "embed"):
+            self.wait_for(lambda: self.wait_running(m)["endpoint"], m + " running")
+        return path
+
     def gw(self, path, body, key, timeout=30, raw=None):
         """POST to the gateway with an API key: (status, headers, body text), errors included."""
         data = raw if raw is not None else json.dumps(body).encode()

@@ -18,14 +18,7 @@ class Metering(EngineCase):
 
     def test_usage_equals_what_the_engines_reported_and_survives_a_restart(self):
         self.cluster(("w1", None))
-        path = self.model()
-        self.api("POST", "/api/models", {"name": "tiny", "path": path, "ctx": 2048, "allow_cpu_offload": True,
-                                          "engine_args": ["-t", "1"]}, expect=201)
-        self.api("POST", "/api/models", {"name": "embed", "path": path, "ctx": 512, "allow_cpu_offload": True,
-                                          "engine_args": ["-t", "1", "--embeddings", "--pooling", "mean"]},
-                 expect=201)
-        self.wait_running("tiny")
-        self.wait_running("embed")
+        path = self.deploy_chat_and_embed()
         a = self.cli("keys", "create", "a").stdout.strip()
         self.api("POST", "/api/users", {"username": "bob", "password": "bob-password-1"}, expect=201)
         status, bob = self.request("POST", "/api/auth/login", {"username": "bob", "password": "bob-password-1"})

@@ -42,14 +42,7 @@ class OpenAISdk(EngineCase):
                 self.fail(why)
             self.skipTest(why)
         self.cluster(("w1", None))
-        path = self.model()
-        self.api("POST", "/api/models", {"name": "tiny", "path": path, "ctx": 2048, "allow_cpu_offload": True,
-                                          "engine_args": ["-t", "1"]}, expect=201)
-        self.api("POST", "/api/models", {"name": "embed", "path": path, "ctx": 512, "allow_cpu_offload": True,
-                                          "engine_args": ["-t", "1", "--embeddings", "--pooling", "mean"]},
-                 expect=201)
-        for m in ("tiny", "embed"):
-            self.wait_for(lambda: self.wait_running(m)["endpoint"], m + " running")
+        self.deploy_chat_and_embed()
         key = self.cli("keys", "create", "sdk", "--models", "tiny,embed").stdout.strip()
         limited = self.cli("keys", "create", "limited", "--rpm", "1").stdout.strip()
         self.cli("chat", "tiny", "--key", limited, "-m", "hi", "--max-tokens", "1")  # uses up the minute
