@@ -135,6 +135,12 @@ class Checks(EngineCase):
         self.assertIn("llama.cpp", plan["summary"])
 
     def test_doctor_prints_every_check_and_fails_on_failures(self):
+        r = self.cli("doctor", "--port-range", "5-1", check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--port-range takes LO-HI, e.g. 20000-20999, not '5-1'", r.stderr)
+        r = self.cli("server", "--rtt-limit-tp", "fast", check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--rtt-limit-tp takes milliseconds", r.stderr)
         r = self.cli("doctor", "--port-range", "32000-33000", check=False)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("checks", r.stdout)
