@@ -703,9 +703,13 @@ int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err)
 	warn_port_overlap(sc.port_lo, sc.port_hi);
 	ap->sup = cr_supervisor_start(&sc);
 
+	cr_http_raise_fd_limit();
 	evthread_use_pthreads();
 	ap->base = event_base_new();
-	struct cr_http_limits limits = { 64 << 10, 16 << 10, 30 };
+	struct cr_http_limits limits;
+	cr_http_limits_defaults(&limits);
+	limits.max_body = 64 << 10;
+	limits.read_timeout_s = 30;
 	struct cr_http_server *http = cr_http_server_new(ap->base, &limits, NULL, ap);
 	cr_http_server_add_routes(http, agent_routes);
 	int port = 0;

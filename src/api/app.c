@@ -23,6 +23,8 @@ void cr_app_config_defaults(struct cr_app_config *c)
 	c->session_ttl_s = 7 * 24 * 3600;
 	c->max_body = 1 << 20;
 	c->max_headers = 16 << 10;
+	c->header_timeout_s = 10;
+	c->body_timeout_s = 60;
 	c->reschedule_grace_s = 300;
 	c->gpu_reserve = 512ull << 20;
 	c->ram_reserve = 1ull << 30;
@@ -107,7 +109,14 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 		rc = cr_keys_load(app, err);
 	if (rc)
 		goto fail;
-	struct cr_http_limits limits = { cfg->max_body, cfg->max_headers, 60 };
+	struct cr_http_limits limits;
+	cr_http_limits_defaults(&limits);
+	limits.max_body = cfg->max_body;
+	limits.max_headers = cfg->max_headers;
+	limits.header_timeout_s = cfg->header_timeout_s;
+	limits.body_timeout_s = cfg->body_timeout_s;
+	if (cfg->max_connections > 0)
+		limits.max_connections = cfg->max_connections;
 	app->http = cr_http_server_new(base, &limits, cr_auth_check, app);
 	cr_http_server_add_routes(app->http, app_routes);
 	cr_http_server_add_routes(app->http, cr_api_auth_routes);

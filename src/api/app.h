@@ -22,6 +22,9 @@ struct cr_app_config {
 	int session_ttl_s;
 	size_t max_body;            /* request body limit in bytes */
 	size_t max_headers;
+	int header_timeout_s;       /* slow-loris deadlines: a request's head, then its body */
+	int body_timeout_s;
+	int max_connections;        /* 0: from the open-files limit */
 	int reschedule_grace_s;     /* instances of a worker not_ready this long move elsewhere */
 	uint64_t gpu_reserve;       /* bytes kept free on every GPU */
 	uint64_t ram_reserve;       /* bytes kept free on every worker for CPU instances */

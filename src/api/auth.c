@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/internal.h"
 #include "base/err.h"
@@ -11,6 +12,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/util.h"
+#include "http/workpool.h"
 #include "store/store.h"
 
 static struct cr_user *user_cache(struct cr_app *app, const struct cr_user_rec *r)
@@ -121,6 +123,12 @@ int cr_auth_bootstrap(struct cr_app *app, struct cr_err *err)
 		rc = bootstrap_token(app, err);
 	/* Unknown users are checked against this so they cost as much as known ones. */
 	app->dummy_hash = cr_password_hash("corral-unknown-user");
+	/* each argon2id check takes 64 MiB and a core for tens of milliseconds:
+	 * half the cores hash, the rest serve the loop; the queue is short so
+	 * that a flood is answered 503 at once instead of piling up */
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	int threads = cores > 1 ? (int)(cores / 2) : 1;
+	app->hash_pool = cr_workpool_new(app->base, threads, 8 * threads);
 	return rc;
 }
 
@@ -140,6 +148,11 @@ void cr_auth_free_all(struct cr_app *app)
 	}
 	cr_map_release(&app->users);
 	free(app->dummy_hash);
+	cr_workpool_free(app->hash_pool);
+	it = 0;
+	while (cr_map_next(&app->login_fails, &it, NULL, &v))
+		free(v);
+	cr_map_release(&app->login_fails);
 }
 
 static const char *bearer(struct cr_req *req)
@@ -205,12 +218,73 @@ int cr_auth_check(struct cr_req *req, enum cr_auth_need need, struct cr_err *err
 	return 0;
 }
 
+/* ---- failed logins ----
+ * Failures are counted per client address and per username in a one-minute
+ * window; past the limit, logins from that address or for that user are
+ * refused with 429 before any hashing until the window ends. The address
+ * limit is the lower one, so one guessing client is stopped before it locks
+ * the user out for everyone. */
+
+#define FAIL_WINDOW_MS 60000
+#define FAIL_LIMIT_ADDR 10
+#define FAIL_LIMIT_USER 30
+#define FAIL_MAP_MAX 20000 /* entries kept before stale ones are swept */
+
+struct login_fail {
+	int64_t window_start_ms;
+	int count;
+};
+
+static void fail_sweep(struct cr_map *m, int64_t now)
+{
+	size_t it = 0;
+	const char *k;
+	void *v;
+	while (cr_map_next(m, &it, &k, &v)) {
+		struct login_fail *f = v;
+		if (now - f->window_start_ms >= FAIL_WINDOW_MS)
+			free(cr_map_del(m, k));
+	}
+}
+
+/* Seconds until key may try again, or 0. */
+static int fail_wait_s(struct cr_map *m, const char *key, int limit, int64_t now)
+{
+	struct login_fail *f = cr_map_get(m, key);
+	if (!f || f->count < limit || now - f->window_start_ms >= FAIL_WINDOW_MS)
+		return 0;
+	return (int)((FAIL_WINDOW_MS - (now - f->window_start_ms) + 999) / 1000);
+}
+
+static void fail_count(struct cr_map *m, const char *key, int64_t now)
+{
+	if (m->count >= FAIL_MAP_MAX)
+		fail_sweep(m, now);
+	struct login_fail *f = cr_map_get(m, key);
+	if (!f) {
+		f = cr_xcalloc(1, sizeof(*f));
+		cr_map_put(m, key, f);
+	}
+	if (now - f->window_start_ms >= FAIL_WINDOW_MS) {
+		f->window_start_ms = now;
+		f->count = 0;
+	}
+	f->count++;
+}
+
+static void fail_keys(const char *peer, const char *username, char *a, size_t an, char *u, size_t un)
+{
+	snprintf(a, an, "a\x1f%s", peer);
+	snprintf(u, un, "u\x1f%.200s", username);
+}
+
 /* ---- routes ---- */
 
 struct login {
 	struct cr_req *req;
 	struct cr_app *app;
 	char *username, *password, *hash;
+	char peer[64];
 	bool ok;
 };
 
@@ -226,6 +300,11 @@ static void login_done(void *arg)
 	struct cr_app *app = l->app;
 	struct cr_user *u = cr_map_get(&app->users, l->username);
 	if (!l->ok || !u) {
+		char ka[128], ku[256];
+		int64_t now = cr_mono_ms();
+		fail_keys(l->peer, l->username, ka, sizeof(ka), ku, sizeof(ku));
+		fail_count(&app->login_fails, ka, now);
+		fail_count(&app->login_fails, ku, now);
 		cr_reply_error(l->req, CR_EUNAUTH, "wrong username or password",
 			       "check the credentials; the first admin password is in DATA_DIR/initial_admin_password");
 		goto out;
@@ -270,6 +349,18 @@ static void login(struct cr_req *req)
 		cr_reply_err(req, &err);
 		return;
 	}
+	char ka[128], ku[256];
+	int64_t now = cr_mono_ms();
+	fail_keys(cr_req_peer(req), username, ka, sizeof(ka), ku, sizeof(ku));
+	int wait_a = fail_wait_s(&app->login_fails, ka, FAIL_LIMIT_ADDR, now);
+	int wait_u = fail_wait_s(&app->login_fails, ku, FAIL_LIMIT_USER, now);
+	if (wait_a || wait_u) {
+		char msg[200];
+		snprintf(msg, sizeof(msg), "too many failed logins %s; try again in %d s",
+			 wait_a ? "from this address" : "for this user", wait_a > wait_u ? wait_a : wait_u);
+		cr_reply_error_retry(req, CR_ELIMIT, msg, wait_a > wait_u ? wait_a : wait_u);
+		return;
+	}
 	struct cr_user *u = cr_map_get(&app->users, username);
 	struct login *l = cr_xcalloc(1, sizeof(*l));
 	l->req = req;
@@ -277,7 +368,16 @@ static void login(struct cr_req *req)
 	l->username = cr_xstrdup(username);
 	l->password = cr_xstrdup(password);
 	l->hash = cr_xstrdup(u ? u->password_hash : app->dummy_hash);
-	cr_offload(app->base, login_work, login_done, l);
+	snprintf(l->peer, sizeof(l->peer), "%s", cr_req_peer(req));
+	if (cr_workpool_submit(app->hash_pool, login_work, login_done, l) != 0) {
+		memset(l->password, 0, strlen(l->password));
+		free(l->password);
+		free(l->username);
+		free(l->hash);
+		free(l);
+		cr_reply_error_retry(req, CR_EUNAVAILABLE, "too many logins are being checked right now; try again in 1 s",
+				     1);
+	}
 }
 
 static void logout(struct cr_req *req)
@@ -375,7 +475,15 @@ static void create_user(struct cr_req *req)
 	n->username = cr_xstrdup(username);
 	n->password = cr_xstrdup(password);
 	n->role = cr_xstrdup(role ? role : "user");
-	cr_offload(app->base, newuser_work, newuser_done, n); /* argon2id off the loop */
+	if (cr_workpool_submit(app->hash_pool, newuser_work, newuser_done, n) != 0) { /* argon2id off the loop */
+		memset(n->password, 0, strlen(n->password));
+		free(n->password);
+		free(n->username);
+		free(n->role);
+		free(n);
+		cr_reply_error_retry(req, CR_EUNAVAILABLE, "too many passwords are being hashed right now; try again in 1 s",
+				     1);
+	}
 }
 
 static void list_users(struct cr_req *req)

@@ -16,6 +16,7 @@ struct event;
 struct cr_probe;
 struct cr_store;
 struct cr_relay_pool;
+struct cr_workpool;
 
 struct cr_user {
 	int64_t id;
@@ -112,6 +113,8 @@ struct cr_app {
 	char *cluster_token;
 	char cluster_token_hash[CR_HASH_HEX];
 	char *dummy_hash;
+	struct cr_workpool *hash_pool; /* argon2id, off the loop, bounded */
+	struct cr_map login_fails;  /* "a\x1fADDR" / "u\x1fUSER" -> failed logins this minute */
 	struct cr_map users;      /* username -> cr_user */
 	struct cr_map sessions;   /* token hash -> cr_session */
 	struct cr_map workers;    /* id -> cr_worker */

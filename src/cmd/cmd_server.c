@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/util.h"
+#include "http/server.h"
 #include "cmd/cmd.h"
 
 static const char server_usage[] =
@@ -37,6 +38,10 @@ static const char server_usage[] =
 	"  --flush-interval S     seconds between writes of observed state (default 30)\n"
 	"  --keepalive S          seconds between watch-stream keepalives (default 15)\n"
 	"  --max-body BYTES       largest request body accepted (default 1048576)\n"
+	"  --header-timeout S     a request's headers must arrive within S s of its first byte (default 10)\n"
+	"  --body-timeout S       and the whole request within S s (default 60)\n"
+	"  --max-connections N    open client connections; past it the oldest idle ones are closed\n"
+	"                         (default: half the open-files limit, which is raised to its maximum)\n"
 	"  --reschedule-grace S   move instances off a worker not ready this long (default 300)\n"
 	"  --gpu-reserve MIB      memory kept free on every GPU (default 512)\n"
 	"  --gateway-connect-timeout MS     gateway to engine: connect, else the next replica (default 5000)\n"
@@ -175,6 +180,8 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		{ "gateway-idle-timeout", required_argument, NULL, 'I' }, { "gateway-pool", required_argument, NULL, 'O' },
 		{ "health-probe-interval", required_argument, NULL, 'Q' },
 		{ "rtt-limit-tp", required_argument, NULL, 'T' }, { "rtt-limit-rpc", required_argument, NULL, 'R' },
+		{ "header-timeout", required_argument, NULL, 1001 }, { "body-timeout", required_argument, NULL, 1002 },
+		{ "max-connections", required_argument, NULL, 1003 },
 		{ "help", no_argument, NULL, 'h' },               { NULL, 0, NULL, 0 },
 	};
 	long long v;
@@ -215,6 +222,9 @@ static int parse(int argc, char **argv, struct server_opts *o)
 				o->app.rtt_limit_rpc_ms = ms;
 			break;
 		}
+		case 1001: if (parse_int_opt("--header-timeout", optarg, 1, 3600, &v)) return 2; o->app.header_timeout_s = (int)v; break;
+		case 1002: if (parse_int_opt("--body-timeout", optarg, 1, 86400, &v)) return 2; o->app.body_timeout_s = (int)v; break;
+		case 1003: if (parse_int_opt("--max-connections", optarg, 16, 1000000, &v)) return 2; o->app.max_connections = (int)v; break;
 		case 'h': fputs(server_usage, stdout); return 0;
 		default: fputs(server_usage, stderr); return 2;
 		}
@@ -255,6 +265,7 @@ int cr_cmd_server(int argc, char **argv)
 	o.app.data_dir = o.data_dir;
 	o.app.cluster_token = o.token;
 	signal(SIGPIPE, SIG_IGN);
+	cr_http_raise_fd_limit();
 	evthread_use_pthreads();
 	/* epoll changes batched per loop turn: fewer epoll_ctl calls for the
 	 * gateway's short-lived read/write interest changes */

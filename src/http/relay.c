@@ -167,6 +167,7 @@ static void pool_put(struct cr_relay_pool *p, const struct cr_relay_target *t, s
 enum phase { PH_CONNECT, PH_FIRST_BYTE, PH_BODY };
 
 struct relay {
+	struct cr_http_server *srv;
 	struct evhttp_request *client;
 	struct evhttp_connection *client_con;
 	struct event_base *base;
@@ -199,12 +200,24 @@ static void set_nodelay(struct evhttp_connection *con)
 		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
+/* Stop hearing about the client's connection. Called before every call that
+ * ends the client's reply: with HTTP/1.0 (or "Connection: close") ending it
+ * may free the connection at once, and its close callback must not then
+ * finish this relay behind the caller's back. */
+static void release_client(struct relay *r)
+{
+	if (r->client_con) {
+		cr_http_conn_set_closecb(r->srv, r->client_con, NULL, NULL);
+		r->client_con = NULL;
+	}
+}
+
 static void relay_finish(struct relay *r, int status, const char *error)
 {
 	if (r->finished)
 		return;
 	r->finished = true;
-	evhttp_connection_set_closecb(r->client_con, NULL, NULL);
+	release_client(r);
 	event_free(r->timer);
 	free_con_later(r->base, r->up_con);
 	r->o.done(r->o.arg, status, r->bytes, error);
@@ -244,6 +257,7 @@ static void reply_error(struct relay *r, int status, const char *code, const cha
 	struct evbuffer *b = evbuffer_new();
 	evbuffer_add_printf(b, "%s\n", text);
 	free(text);
+	release_client(r);
 	evhttp_add_header(evhttp_request_get_output_headers(r->client), "Content-Type", "application/json");
 	evhttp_send_reply(r->client, status, status == 504 ? "Gateway Timeout" : "Bad Gateway", b);
 	evbuffer_free(b);
@@ -265,6 +279,7 @@ static void end_answer(struct relay *r, const char *last)
 	if (evbuffer_get_length(b))
 		evhttp_send_reply_chunk(r->client, b);
 	evbuffer_free(b);
+	release_client(r);
 	evhttp_send_reply_end(r->client);
 }
 
@@ -293,6 +308,7 @@ static void relay_client_closed(struct evhttp_connection *con, void *arg)
 {
 	struct relay *r = arg;
 	(void)con;
+	r->client_con = NULL; /* being freed by evhttp */
 	relay_abandon_upstream(r); /* the engine stops generating */
 	if (r->started && !evhttp_request_get_connection(r->client))
 		evhttp_send_reply_end(r->client); /* frees the detached request */
@@ -421,6 +437,7 @@ static void relay_done(struct evhttp_request *up, void *arg)
 	if (r->phase != PH_BODY) { /* an answer without a body */
 		if (r->o.head)
 			r->o.head(r->o.arg, status, NULL);
+		release_client(r);
 		evhttp_send_reply(r->client, status, evhttp_request_get_response_code_line(up), NULL);
 		relay_finish(r, status, NULL);
 		return;
@@ -433,6 +450,7 @@ static void relay_done(struct evhttp_request *up, void *arg)
 		r->bytes = evbuffer_get_length(r->whole);
 		evhttp_add_header(evhttp_request_get_output_headers(r->client), "Content-Type",
 				  r->content_type ? r->content_type : "application/json");
+		release_client(r);
 		evhttp_send_reply(r->client, status, r->status_line, r->whole);
 		relay_finish(r, status, NULL);
 		return;
@@ -546,7 +564,8 @@ void cr_relay(struct cr_req *req, const char *path, const char *body, size_t len
 	r->timer = event_new(r->base, -1, 0, relay_timer, r);
 	r->flush = event_new(r->base, -1, 0, flush_cb, r);
 	r->pending = evbuffer_new();
-	evhttp_connection_set_closecb(r->client_con, relay_client_closed, r); /* TCP_NODELAY: from the listener */
+	r->srv = req->srv;
+	cr_http_conn_set_closecb(r->srv, r->client_con, relay_client_closed, r); /* TCP_NODELAY: from the listener */
 	cr_req_release(req);
 	relay_attempt(r);
 }

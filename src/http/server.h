@@ -47,8 +47,19 @@ typedef int (*cr_http_auth_cb)(struct cr_req *req, enum cr_auth_need need, struc
 struct cr_http_limits {
 	size_t max_body;    /* bodies above this get 413 (JSON) */
 	size_t max_headers; /* total header bytes above this get 431 (JSON) */
-	int read_timeout_s; /* slow clients are cut after this */
+	int read_timeout_s; /* a connection that sends nothing this long is closed */
+	int header_timeout_s; /* a request's head must arrive this soon after its first byte */
+	int body_timeout_s;   /* and its whole body this soon (slow-loris deadlines) */
+	int max_connections;  /* open client connections; above it the oldest idle are shed */
 };
+
+/* Defaults for the limits: 1 MiB bodies, 16 KiB headers, 60 s idle, 10 s for
+ * a head, 60 s for a body, and a connection cap from the fd limit. */
+void cr_http_limits_defaults(struct cr_http_limits *l);
+
+/* Raise the soft limit on open files to the hard one (at most 1,048,576) and
+ * return the soft limit now in force. */
+long cr_http_raise_fd_limit(void);
 
 /* Create a server on base that dispatches to the route tables (borrowed, kept
  * until free) with app as the context handed to handlers. */
@@ -115,11 +126,5 @@ void cr_stream_event(struct cr_stream *s, const char *event, const char *data);
 void cr_stream_comment(struct cr_stream *s, const char *text);
 /* End the stream from the server side and free it. */
 void cr_stream_close(struct cr_stream *s);
-
-/* Run work(arg) on a new thread, then done(arg) on base's loop thread.
- * Requires evthread_use_pthreads() before base was created. done is called
- * exactly once. */
-typedef void (*cr_offload_cb)(void *arg);
-void cr_offload(struct event_base *base, cr_offload_cb work, cr_offload_cb done, void *arg);
 
 #endif

@@ -24,6 +24,14 @@ struct cr_req {
 	struct cr_principal principal;
 };
 
+struct evhttp_connection;
+/* The close callback of a client connection: evhttp keeps one per connection
+ * and the server uses it to track connections, so the relay and streams set
+ * theirs here. cb NULL removes it. Called when evhttp frees the connection. */
+typedef void (*evhttp_connection_closecb)(struct evhttp_connection *, void *);
+void cr_http_conn_set_closecb(struct cr_http_server *srv, struct evhttp_connection *evcon,
+			      evhttp_connection_closecb cb, void *arg);
+
 /* Free a request context (not the evhttp request). NULL allowed. */
 void cr_req_release(struct cr_req *req);
 

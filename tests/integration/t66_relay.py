@@ -136,6 +136,48 @@ class Relay(EngineCase):
         self.assertLessEqual(fds(server.popen.pid), base + 1, "no sockets left behind by vanished clients")
         self.assertEqual(self.gw("/v1/completions", msg, key)[0], 200)
 
+    def http10(self, key, body):
+        """One HTTP/1.0 request (nginx's default upstream protocol): the server
+        closes the connection when the answer ends."""
+        data = json.dumps(body).encode()
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=20)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.0\r\nAuthorization: Bearer " + key.encode() +
+                  b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(data)).encode() +
+                  b"\r\n\r\n" + data)
+        chunks = []
+        while True:
+            c = s.recv(65536)
+            if not c:
+                break
+            chunks.append(c)
+        s.close()
+        head, _, rest = b"".join(chunks).partition(b"\r\n\r\n")
+        return head.decode(), rest.decode(errors="replace")
+
+    def test_http10_clients_streamed_and_not(self):
+        """Ending an answer to an HTTP/1.0 client frees its connection at once;
+        the relay must not be finished a second time by the close callback
+        (a use after free that ASan reports)."""
+        server = self.cluster(("w1", None)) or self.procs[0]
+        key = self.cli("keys", "create", "t").stdout.strip()
+        self.deploy("tiny", self.model())
+        self.running("tiny", 1)
+        msg = {"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
+        for _ in range(3):
+            head, body = self.http10(key, msg)
+            self.assertTrue(head.startswith("HTTP/1.0 200") or head.startswith("HTTP/1.1 200"), head)
+            self.assertEqual(json.loads(body)["object"], "chat.completion")
+            head, body = self.http10(key, dict(msg, stream=True))
+            self.assertIn(" 200 ", head.split("\r\n")[0])
+            self.assertIn("data: [DONE]", body, "the whole stream arrives before the close")
+            # an error before any byte of an answer, also over HTTP/1.0
+            head, body = self.http10(key, dict(msg, model="nope"))
+            self.assertIn(" 404 ", head.split("\r\n")[0])
+        self.assertTrue(server.alive(), server.output()[-3000:])
+        self.assertEqual(self.gw("/v1/chat/completions", msg, key)[0], 200)
+        rows = {r["model"]: r for r in self.api("GET", "/api/usage?by=model")["rows"]}
+        self.assertEqual(rows["tiny"]["requests"], 7, "each HTTP/1.0 answer is metered once")
+
     def test_bad_input_and_slow_clients_get_clear_errors_and_others_are_served(self):
         self.start_server(extra=("--max-body", "4096"))
         self.login()
