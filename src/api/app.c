@@ -1,8 +1,11 @@
 /* Server application lifecycle: open the store, bootstrap, load state, run
  * the periodic timers (liveness, flush, keepalive), serve /healthz. */
+#include <errno.h>
 #include <event2/event.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "api/internal.h"
 #include "base/err.h"
@@ -81,6 +84,37 @@ static struct event *every(struct cr_app *app, int seconds, event_callback_fn cb
 	return ev;
 }
 
+static off_t file_size(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/* A data dir that was initialised (its token or first admin password is
+ * there) but whose store is missing or empty lost its state: starting would
+ * make a new admin, forget every user, key and model, and then stop the
+ * workers' engines. Only a data dir with no prior state is initialised. */
+static int check_prior_state(const char *dir, const char *db, struct cr_err *err)
+{
+	char *wal = cr_xasprintf("%s-wal", db);
+	char *token = cr_xasprintf("%s/token", dir);
+	char *pw = cr_xasprintf("%s/initial_admin_password", dir);
+	bool has_state = file_size(db) > 0 || file_size(wal) > 0;
+	bool initialised = file_size(token) >= 0 || file_size(pw) >= 0;
+	int rc = 0;
+	if (!has_state && initialised)
+		rc = cr_err_set(err, -EIO,
+				"restore corral.db (with its -wal file) from a backup; to start over with a new admin "
+				"and no users, keys or models, move the data directory away",
+				"the store '%s' is %s, but this data directory was set up before ('%s' exists): "
+				"refusing to start with empty state",
+				db, file_size(db) < 0 ? "missing" : "empty", file_size(token) >= 0 ? token : pw);
+	free(wal);
+	free(token);
+	free(pw);
+	return rc;
+}
+
 int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct cr_app **out, struct cr_err *err)
 {
 	struct cr_app *app = cr_xcalloc(1, sizeof(*app));
@@ -94,7 +128,9 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	if (rc)
 		goto fail;
 	char *db = cr_xasprintf("%s/corral.db", app->data_dir);
-	rc = cr_store_open_sqlite(db, &app->store, err);
+	rc = check_prior_state(app->data_dir, db, err);
+	if (!rc)
+		rc = cr_store_open_sqlite(db, &app->store, err);
 	free(db);
 	if (rc)
 		goto fail;

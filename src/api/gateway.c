@@ -56,6 +56,11 @@ static void release_current(struct call *c)
 
 #define SHUN_MS 10000 /* how long an instance that could not be reached is tried last */
 
+static int rank_of(const struct cr_instance *i, int64_t now)
+{
+	return (i->shunned_until > now ? 2 : 0) + (strcmp(i->state, "running") != 0);
+}
+
 static int pick(void *arg, int attempt, bool unreachable, struct cr_relay_target *out)
 {
 	struct call *c = arg;
@@ -72,12 +77,14 @@ static int pick(void *arg, int attempt, bool unreachable, struct cr_relay_target
 	void *v;
 	while (cr_map_next(&c->app->instances, &it, NULL, &v)) {
 		struct cr_instance *i = v;
-		if (strcmp(i->model_id, c->model_id) != 0 || strcmp(i->state, "running") != 0 || !i->endpoint ||
-		    tried(c, i->id))
+		if (strcmp(i->model_id, c->model_id) != 0 || !cr_instance_is_routable(i) || tried(c, i->id))
 			continue;
-		bool shunned = i->shunned_until > now;
-		if (best && shunned != (best->shunned_until > now)) {
-			if (!shunned) { /* a reachable one beats any shunned one */
+		/* running ones first, then those whose worker is not heard from
+		 * (their engine may still answer); any that just failed to
+		 * connect go last */
+		int rank = rank_of(i, now), best_rank = best ? rank_of(best, now) : 0;
+		if (best && rank != best_rank) {
+			if (rank < best_rank) {
 				best = i;
 				n_best = 1;
 			}
@@ -291,8 +298,7 @@ static void relay_v1(struct cr_req *req)
 	size_t it = 0;
 	void *v;
 	while (!any && cr_map_next(&app->instances, &it, NULL, &v))
-		any = !strcmp(((struct cr_instance *)v)->model_id, m->id) &&
-		      !strcmp(((struct cr_instance *)v)->state, "running") && ((struct cr_instance *)v)->endpoint;
+		any = !strcmp(((struct cr_instance *)v)->model_id, m->id) && cr_instance_is_routable(v);
 	if (!any) {
 		bool starting;
 		why_none(app, m, msg, sizeof(msg), &starting);

@@ -182,6 +182,11 @@ int cr_usage_flush(struct cr_app *app, struct cr_err *err);
 void cr_usage_free_all(struct cr_app *app);
 
 /* models.c */
+/* Whether the gateway may send requests to i: its engine was last known to
+ * run (it has an endpoint) and it is not in error. An instance whose worker
+ * is not_ready or unreachable keeps serving while its engine answers; the
+ * relay's connect failures put one that does not answer last. */
+bool cr_instance_is_routable(const struct cr_instance *i);
 int cr_models_load(struct cr_app *app, struct cr_err *err);
 void cr_models_tick(struct cr_app *app);
 void cr_models_free_all(struct cr_app *app);

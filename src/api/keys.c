@@ -187,10 +187,26 @@ static void delete_key(struct cr_req *req)
 	size_t it = 0;
 	void *v;
 	struct cr_apikey *found = NULL;
+	int by_name = 0;
+	/* by id: any key the caller may see (admins: all); by name: only among
+	 * the caller's own keys, where names are the caller's to choose */
 	while (cr_map_next(&app->keys, &it, NULL, &v)) {
 		struct cr_apikey *k = v;
-		if ((!strcmp(k->id, id) || !strcmp(k->name, id)) && (p->admin || !strcmp(k->user->username, p->username)))
+		bool own = !strcmp(k->user->username, p->username);
+		if (!strcmp(k->id, id) && (p->admin || own)) {
 			found = k;
+			by_name = 0;
+			break;
+		}
+		if (own && !strcmp(k->name, id)) {
+			found = k;
+			by_name++;
+		}
+	}
+	if (by_name > 1) {
+		cr_reply_error(req, CR_ECONFLICT, "several of your keys have that name",
+			       "revoke one by its id (see 'corral keys')");
+		return;
 	}
 	if (!found) { /* other users' keys are not revealed */
 		cr_reply_error(req, CR_ENOTFOUND, "no such key", "list your keys with 'corral keys'");

@@ -139,6 +139,10 @@ int cr_model_spec_parse(json_t *body, json_t *base, json_t **out, struct cr_err 
 			known |= !strcmp(key, fields[i]);
 		if (!known)
 			return cr_err_set(err, CR_EINPUT, "see docs/api.md for the fields of a model", "unknown field '%s'", key);
+		/* null is never a value: {"replicas": null} once deleted every replica */
+		if (json_is_null(v))
+			return cr_err_set(err, CR_EINPUT, "leave the field out to keep its value (or its default)",
+					  "field '%s' cannot be null", key);
 	}
 	json_t *spec = base ? json_deep_copy(base) : json_pack("{s:s,s:[],s:i,s:i,s:i,s:s,s:{},s:[],s:b,s:b}", "engine",
 							      "auto", "engine_args", "replicas", 1, "ctx", 0, "parallel",

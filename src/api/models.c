@@ -92,6 +92,7 @@ static void load_instance(const struct cr_instance_rec *r, void *arg)
 	i->message = cr_xstrdup(r->message ? r->message : "");
 	i->created_ms = r->created_ms;
 	i->updated_ms = r->updated_ms;
+	i->endpoint = r->endpoint && *r->endpoint ? cr_xstrdup(r->endpoint) : NULL;
 	cr_map_put(&app->instances, i->id, i);
 }
 
@@ -758,7 +759,8 @@ static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, co
 static int save_instance(struct cr_app *app, struct cr_instance *i, struct cr_err *err)
 {
 	char *pj = cr_json_dump(i->placement);
-	struct cr_instance_rec r = { i->id, i->model_id, pj, i->state, i->message, i->created_ms, i->updated_ms };
+	struct cr_instance_rec r = { i->id, i->model_id, pj, i->state, i->message, i->created_ms, i->updated_ms,
+				     i->endpoint };
 	int rc = app->store->ops->instance_put(app->store, &r, err);
 	free(pj);
 	return rc;
@@ -810,6 +812,8 @@ static size_t model_instances(struct cr_app *app, struct cr_model *m, struct cr_
 	return n;
 }
 
+static void derive_state(struct cr_app *app, struct cr_instance *i);
+
 /* Instances whose workers are gone or down: unreachable now, removed after
  * the grace period. Returns true when one was removed. */
 static bool check_members(struct cr_app *app, struct cr_instance *i, int64_t now)
@@ -837,8 +841,12 @@ static bool check_members(struct cr_app *app, struct cr_instance *i, int64_t now
 		set_instance_state(app, i, "unreachable", msg);
 		return false;
 	}
-	if (!strcmp(i->state, "unreachable"))
-		set_instance_state(app, i, "scheduled", "its workers are back; waiting for the engine's state");
+	if (!strcmp(i->state, "unreachable")) { /* its workers are back */
+		if (json_object_get(i->members, cr_json_get_str(i->placement, "leader", "")))
+			derive_state(app, i); /* what the engines last said, kept meanwhile */
+		else
+			set_instance_state(app, i, "scheduled", "its workers are back; waiting for the engine's state");
+	}
 	return false;
 }
 
@@ -1173,6 +1181,23 @@ static void list_instances(struct cr_req *req)
  * is the instance's error; otherwise the leader's state. */
 #define E2E_FAILS 3 /* end-to-end probe failures in a row that make an instance 'error' */
 
+/* Where the instance's engine serves (NULL: it does not), kept in the store
+ * so that a restarted server routes to it before its worker reports again. */
+static void set_endpoint(struct cr_app *app, struct cr_instance *i, const char *ep)
+{
+	if ((!ep && !i->endpoint) || (ep && i->endpoint && !strcmp(ep, i->endpoint)))
+		return;
+	cr_str_replace(&i->endpoint, ep);
+	struct cr_err err = CR_ERR_INIT;
+	if (save_instance(app, i, &err))
+		cr_warn("instance %s: %s", i->id, err.message);
+}
+
+bool cr_instance_is_routable(const struct cr_instance *i)
+{
+	return i->endpoint && strcmp(i->state, "error") != 0 && strcmp(i->state, "stopping") != 0;
+}
+
 static void derive_state(struct cr_app *app, struct cr_instance *i)
 {
 	const char *leader = cr_json_get_str(i->placement, "leader", "");
@@ -1195,6 +1220,7 @@ static void derive_state(struct cr_app *app, struct cr_instance *i)
 		if (*hint && len > 0 && (size_t)len < sizeof(msg))
 			snprintf(msg + len, sizeof(msg) - (size_t)len, " [node checks on %s: %s]", w->name, hint);
 		json_decref(report);
+		set_endpoint(app, i, NULL);
 		set_instance_state(app, i, "error", msg);
 		return;
 	}
@@ -1220,11 +1246,10 @@ static void derive_state(struct cr_app *app, struct cr_instance *i)
 	}
 	if (!strcmp(state, "running") && w) {
 		char *ep = cr_xasprintf("%s:%lld", w->address ? w->address : "127.0.0.1", cr_json_get_int(lr, "port", 0));
-		cr_str_replace(&i->endpoint, ep);
+		set_endpoint(app, i, ep);
 		free(ep);
 	} else {
-		free(i->endpoint);
-		i->endpoint = NULL;
+		set_endpoint(app, i, NULL);
 	}
 	if (!strcmp(state, "running") && i->probe_failures >= E2E_FAILS) { /* runs, but does not answer right */
 		snprintf(msg, sizeof(msg), "the end-to-end probe failed %d times in a row: %s; see 'corral logs %s'",

@@ -492,10 +492,14 @@ static void register_worker(struct cr_req *req)
 	if (secret)
 		cr_str_replace(&w->secret_hash, secret_hash);
 	cr_str_replace(&w->labels_json, labels);
-	if (!w->address || strcmp(w->address, address) || w->port != (int)r.port) {
-		cr_probe_free(w->probe);
-		w->probe = NULL;
-	}
+	/* a (re)registered worker is probed afresh: a probe in flight is dropped
+	 * without its callback, and what earlier probes found is about the
+	 * process that went away */
+	cr_probe_free(w->probe);
+	w->probe = NULL;
+	w->probe_pending = false;
+	w->probe_failed = false;
+	cr_str_replace(&w->probe_error, NULL);
 	cr_str_replace(&w->address, address);
 	cr_str_replace(&w->address_seen, cr_req_peer(req));
 	w->port = (int)r.port;

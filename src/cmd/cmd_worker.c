@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "agent/agent.h"
@@ -117,8 +118,15 @@ int cr_cmd_worker(int argc, char **argv)
 	}
 	if (!cfg.data_dir)
 		cfg.data_dir = dir = default_dir();
+	/* the engines this worker starts inherit its environment: the cluster
+	 * token must not be in it (the embedded worker gets it there) */
+	char *token = cr_xstrdup(cfg.token);
+	cfg.token = token;
+	unsetenv("CORRAL_TOKEN");
 	struct cr_err err = CR_ERR_INIT;
 	int rc = cr_agent_run(&cfg, &err);
+	memset(token, 0, strlen(token));
+	free(token);
 	free(dir);
 	return rc ? cr_cmd_fail(&err) : 0;
 }

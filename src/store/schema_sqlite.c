@@ -77,5 +77,7 @@ const char *const cr_schema_sqlite[] = {
 	"  latency_ms_sum INTEGER NOT NULL DEFAULT 0,"
 	"  PRIMARY KEY (day, key_id, model));"
 	"CREATE INDEX usage_user ON usage(user_id, day);",
+	/* 6: where an instance's engine serves, so that a restarted server routes at once */
+	"ALTER TABLE instances ADD COLUMN endpoint TEXT;",
 	NULL,
 };

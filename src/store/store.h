@@ -59,6 +59,7 @@ struct cr_instance_rec {
 	char *message;
 	int64_t created_ms;
 	int64_t updated_ms;
+	char *endpoint;   /* host:port of its serving engine when last known running, or NULL */
 };
 
 /* A gateway API key: only its hash is kept; the key itself is shown once. */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "base/err.h"
 #include "base/mem.h"
@@ -293,9 +294,10 @@ static int instance_put(struct cr_store *s, const struct cr_instance_rec *i, str
 {
 	sqlite3_stmt *st;
 	int rc = prepare(s,
-			 "INSERT INTO instances (id, model_id, placement, state, message, created_ms, updated_ms) "
-			 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET placement = excluded.placement, "
-			 "state = excluded.state, message = excluded.message, updated_ms = excluded.updated_ms",
+			 "INSERT INTO instances (id, model_id, placement, state, message, created_ms, updated_ms, endpoint) "
+			 "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET placement = excluded.placement, "
+			 "state = excluded.state, message = excluded.message, updated_ms = excluded.updated_ms, "
+			 "endpoint = excluded.endpoint",
 			 &st, err);
 	if (rc)
 		return rc;
@@ -306,6 +308,10 @@ static int instance_put(struct cr_store *s, const struct cr_instance_rec *i, str
 	sqlite3_bind_text(st, 5, i->message ? i->message : "", -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 6, i->created_ms);
 	sqlite3_bind_int64(st, 7, i->updated_ms);
+	if (i->endpoint)
+		sqlite3_bind_text(st, 8, i->endpoint, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 8);
 	return step_done(s, st, "save instance", err);
 }
 
@@ -318,7 +324,7 @@ static int instance_list(struct cr_store *s, cr_store_instance_cb cb, void *arg,
 {
 	sqlite3_stmt *st;
 	int rc = prepare(s,
-			 "SELECT id, model_id, placement, state, message, created_ms, updated_ms FROM instances "
+			 "SELECT id, model_id, placement, state, message, created_ms, updated_ms, endpoint FROM instances "
 			 "ORDER BY created_ms, id",
 			 &st, err);
 	if (rc)
@@ -327,7 +333,7 @@ static int instance_list(struct cr_store *s, cr_store_instance_cb cb, void *arg,
 	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
 		struct cr_instance_rec i = { (char *)col_text(st, 0), (char *)col_text(st, 1), (char *)col_text(st, 2),
 					     (char *)col_text(st, 3), (char *)col_text(st, 4), sqlite3_column_int64(st, 5),
-					     sqlite3_column_int64(st, 6) };
+					     sqlite3_column_int64(st, 6), (char *)col_text(st, 7) };
 		cb(&i, arg);
 	}
 	rc = r == SQLITE_DONE ? 0 : db_error(s, err, "list instances");
@@ -561,7 +567,15 @@ int cr_store_open_sqlite(const char *path, struct cr_store **out, struct cr_err 
 		goto fail;
 	}
 	sqlite3_busy_timeout(ss->db, 5000);
+	/* users' hashes, keys and sessions: readable by the server's user only.
+	 * The WAL and shared-memory files take the database file's mode. */
+	chmod(path, 0600);
 	rc = exec(&ss->base, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;", err);
+	for (int i = 0; !rc && i < 2; i++) {
+		char *side = cr_xasprintf("%s%s", path, i ? "-shm" : "-wal");
+		chmod(side, 0600); /* made 0644 by an older version */
+		free(side);
+	}
 	if (!rc)
 		rc = migrate(&ss->base, err);
 	if (rc)

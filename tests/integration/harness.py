@@ -21,10 +21,46 @@ FAKE_NVML_NOUUID = os.path.join(BUILD, "fakes", "nvml-nouuid", "libnvidia-ml.so.
 NO_NVML = "/nonexistent/libnvidia-ml.so.1"
 
 
-def free_port(host="127.0.0.1"):
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports for servers, workers and engines come from below the kernel's
+# ephemeral range, so that no outgoing connection can take one between the
+# moment it is chosen and the moment it is bound. Each test process starts
+# at its own offset so that two runs on one machine rarely meet.
+_PORT_LOW = 10200
+_PORT_HIGH = min(_ephemeral_low(), 65536)
+_next_port = [_PORT_LOW + (os.getpid() * 97) % max(1, _PORT_HIGH - _PORT_LOW - 2000)]
+
+
+def _bindable(port, host="127.0.0.1"):
     with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_ports(n):
+    """The first of n consecutive free ports below the ephemeral range."""
+    for _ in range(_PORT_HIGH - _PORT_LOW):
+        lo = _next_port[0]
+        if lo + n > _PORT_HIGH:
+            lo = _PORT_LOW
+        _next_port[0] = lo + n
+        if all(_bindable(p) for p in range(lo, lo + n)):
+            return lo
+    raise OSError("no %d free ports between %d and %d" % (n, _PORT_LOW, _PORT_HIGH))
+
+
+def free_port(host="127.0.0.1"):
+    return free_ports(1)
 
 
 class Proc:
@@ -67,6 +103,49 @@ class Proc:
             self.popen.wait()
 
 
+def marked_pids(mark):
+    """Processes whose environment has CORRAL_TEST_RUN=mark."""
+    needle = b"CORRAL_TEST_RUN=" + mark.encode() + b"\0"
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit() or int(d) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/environ" % d, "rb") as f:
+                env = f.read() + b"\0"
+            with open("/proc/%s/stat" % d) as f:
+                zombie = f.read().rsplit(") ", 1)[1][0] == "Z"
+        except OSError:
+            continue
+        if needle in env and not zombie:
+            pids.append(int(d))
+    return pids
+
+
+def kill_marked(mark, timeout=10):
+    """SIGKILL every process of a test; the names of any still there after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = marked_pids(mark)
+        if not pids:
+            return []
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if time.monotonic() > deadline:
+            names = []
+            for pid in pids:
+                try:
+                    with open("/proc/%d/comm" % pid) as f:
+                        names.append("%d %s" % (pid, f.read().strip()))
+                except OSError:
+                    pass
+            return names
+        time.sleep(0.05)
+
+
 class ClusterCase(unittest.TestCase):
     """Base class: a temporary directory, process bookkeeping, HTTP helpers."""
 
@@ -82,6 +161,9 @@ class ClusterCase(unittest.TestCase):
         self.env.pop("CORRAL_API_TOKEN", None)
         self.env.pop("CORRAL_TOKEN", None)
         self.env.pop("CORRAL_DATA_DIR", None)
+        # every process of this test (servers, workers, and the engines they
+        # start, which inherit the environment) carries this mark
+        self.env["CORRAL_TEST_RUN"] = self.tmp
 
     def tearDown(self):
         outcome = getattr(self, "_outcome", None)
@@ -96,11 +178,14 @@ class ClusterCase(unittest.TestCase):
         if failed or findings:
             for p in self.procs:
                 print("\n----- log of %s -----\n%s" % (p.name, p.output()[-6000:]))
-        # engines outlive their workers by design: stop those this test started
-        subprocess.run(["pkill", "-f", self.tmp], check=False)
+        # engines outlive their workers by design: stop those this test
+        # started, found by their mark whatever their command line
+        survivors = kill_marked(self.tmp)
         shutil.rmtree(self.tmp, ignore_errors=True)
         if findings:
             raise AssertionError("sanitizer findings in: " + ", ".join(p.name for p in findings))
+        if survivors:
+            raise AssertionError("processes of this test survived SIGKILL: %s" % survivors)
 
     # ---- processes ----
 

@@ -140,6 +140,46 @@ class Restart(ClusterCase):
         self.assertEqual(status, 201, body)
 
 
+class LostStore(ClusterCase):
+    def test_database_files_are_private(self):
+        server = self.start_server()
+        self.login()  # a write: the WAL exists
+        for name in ("corral.db", "corral.db-wal", "corral.db-shm"):
+            path = os.path.join(self.data_dir, name)
+            self.assertTrue(os.path.exists(path), name)
+            self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600, name)
+        server.stop()
+
+    def check_refused(self, how):
+        server = self.start_server()
+        self.login()
+        server.stop()
+        db = os.path.join(self.data_dir, "corral.db")
+        for side in ("-wal", "-shm"):
+            if os.path.exists(db + side):
+                os.unlink(db + side)
+        if how == "missing":
+            os.unlink(db)
+        else:
+            open(db, "w").close()
+        password = self.admin_password()
+        p = self.spawn("server2", ["server", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir",
+                                   self.data_dir, "--disable-worker"])
+        self.wait_for(lambda: not p.alive(), "the server to refuse to start")
+        self.assertEqual(p.popen.returncode, 1)
+        out = p.output()
+        self.assertIn("the store '%s' is %s" % (db, how), out)
+        self.assertIn("restore corral.db", out)
+        self.assertNotIn("created user", out, "no new admin over lost state")
+        self.assertEqual(self.admin_password(), password, "the first admin password file is untouched")
+
+    def test_a_missing_store_in_a_used_data_dir_is_refused(self):
+        self.check_refused("missing")
+
+    def test_an_empty_store_in_a_used_data_dir_is_refused(self):
+        self.check_refused("empty")
+
+
 class Embedded(ClusterCase):
     def test_cpu_only_server_with_embedded_worker(self):
         server = self.start_server(disable_worker=False,

@@ -97,6 +97,30 @@ class Liveness(ClusterCase):
         self.assertIn("/healthz", w["state_message"])
         self.assertIn("--advertise-address", w["state_message"])
 
+    def test_a_worker_that_moves_while_a_probe_is_in_flight_is_probed_again(self):
+        """The probe of the old address hangs (a listener that never answers);
+        the worker comes back at a new address meanwhile: the probe in flight
+        is dropped, and the new address is probed (it used to stay
+        'unreachable' forever)."""
+        import socket
+        from harness import free_port
+        self.start_server(extra=["--probe-interval", "1"])
+        self.login()
+        port = free_port()
+        hang = socket.socket()
+        hang.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        hang.bind(("127.0.0.3", port))
+        hang.listen(64)  # accepts (the kernel does), never answers
+        try:
+            w = self.start_worker("mover", port=port, extra=["--advertise-address", "127.0.0.3"])
+            self.wait_state("mover", "unreachable", timeout=30)
+            w.stop()
+            self.start_worker("mover", port=port, extra=["--advertise-address", "127.0.0.1"])
+            back = self.wait_state("mover", "ready", timeout=30)
+            self.assertEqual(back["address"], "127.0.0.1")
+        finally:
+            hang.close()
+
     def test_worker_waits_for_the_server_and_logs_once(self):
         from harness import free_port
         self.port = free_port()

@@ -216,6 +216,14 @@ class Models(ClusterCase):
         self.assert_error(status, ans, 409, "already exists")
         status, ans = self.request("PATCH", "/api/models/x", {"name": "y"}, token=self.token)
         self.assert_error(status, ans, 400, "cannot change")
+        for field in ("replicas", "ctx", "engine", "engine_args", "path", "allow_cpu_offload"):
+            with self.subTest(null=field):  # {"replicas": null} once deleted every replica
+                status, ans = self.request("PATCH", "/api/models/x", {field: None}, token=self.token)
+                self.assert_error(status, ans, 400, "field '%s' cannot be null" % field, "leave the field out")
+        status, ans = self.request("POST", "/api/models", {"name": "z", "path": path, "replicas": None},
+                                   token=self.token)
+        self.assert_error(status, ans, 400, "field 'replicas' cannot be null")
+        self.assertEqual(self.api("GET", "/api/models/x")["spec"]["replicas"], 1, "the refused PATCH changed nothing")
         self.assertEqual(len(self.api("GET", "/api/models")["models"]), 1, "refusals stored nothing")
         status, ans = self.request("DELETE", "/api/models/nope", token=self.token)
         self.assert_error(status, ans, 404, "no model 'nope'")

@@ -12,17 +12,13 @@ import unittest
 import urllib.error
 import urllib.request
 
-from harness import BUILD, ClusterCase
+from harness import BUILD, ClusterCase, free_ports
 
 MKMODEL = os.path.join(BUILD, "tools", "mkmodel")
 LLAMA_BIN = os.environ.get("CORRAL_LLAMA_BIN", "")
 GIB = 1 << 30
-_next_range = [22000 + (os.getpid() * 97) % 20000]
-
-
 def port_range(n=20):
-    lo = _next_range[0]
-    _next_range[0] += n
+    lo = free_ports(n)
     return "%d-%d" % (lo, lo + n - 1)
 
 
@@ -53,8 +49,7 @@ class EngineCase(ClusterCase):
         for p in self.procs:
             if p.name.startswith("worker-"):
                 p.stop()
-        subprocess.run(["pkill", "-f", self.tmp], check=False)
-        super().tearDown()
+        super().tearDown()  # kills the engines by their mark
 
     def cluster(self, *workers):
         self.start_server(extra=("--gpu-reserve", "0"))

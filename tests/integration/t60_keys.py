@@ -107,6 +107,20 @@ class Keys(ClusterCase):
         self.assertEqual(sorted(k["name"] for k in body["keys"]), ["admins", "bobs"])
         status, body = self.request("DELETE", "/api/keys/" + admin_key_id, token=bob)
         self.assert_error(status, body, 404, "no such key")
+        # a name is looked up among the caller's own keys only: the admin
+        # revoking "bobs" by name must not revoke bob's key of that name
+        status, body = self.request("POST", "/api/keys", {"name": "bobs"}, token=admin)
+        self.assertEqual(status, 201, body)
+        admins_bobs = body["id"]
+        status, body = self.request("DELETE", "/api/keys/bobs", token=admin)
+        self.assertEqual((status, body["deleted"]), (200, admins_bobs), body)
+        self.assertEqual(self.request("GET", "/v1/models", token=bob_key)[0], 200, "bob's key still works")
+        status, body = self.request("POST", "/api/keys", {"name": "twin"}, token=bob)
+        twin1 = body["id"]
+        status, body = self.request("POST", "/api/keys", {"name": "twin"}, token=bob)
+        status, body = self.request("DELETE", "/api/keys/twin", token=bob)
+        self.assert_error(status, body, 409, "several of your keys have that name", "by its id")
+        self.assertEqual(self.request("DELETE", "/api/keys/" + twin1, token=bob)[0], 200, "by id it works")
         status, body = self.request("POST", "/api/keys", {"name": "x", "owner": "admin"}, token=bob)
         self.assert_error(status, body, 403, "only admins")
         status, body = self.request("DELETE", "/api/users/admin", token=admin)

@@ -15,7 +15,7 @@ import time
 import unittest
 import urllib.request
 
-from harness import CORRAL, FAKE_NVML, ROOT
+from harness import CORRAL, FAKE_NVML, ROOT, kill_marked
 from t50_engines import LLAMA_BIN, MKMODEL, gpu
 
 FAKES = os.path.join(ROOT, "tests", "fakes")
@@ -88,16 +88,18 @@ class MultiHost(unittest.TestCase):
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
-        subprocess.run(["pkill", "-f", self.tmp], capture_output=True)
+        survivors = kill_marked(self.tmp)
         for n in self.ns.values():
             subprocess.run(["ip", "netns", "del", n], capture_output=True)
         subprocess.run(["ip", "link", "del", "crh" + self.tag], capture_output=True)
         subprocess.run(["rm", "-rf", self.tmp])
+        if survivors:
+            raise AssertionError("processes of this test survived SIGKILL: %s" % survivors)
 
     def spawn(self, ns, name, args, env=None):
         with open(os.path.join(self.tmp, name + ".log"), "wb") as log:
             p = subprocess.Popen(["ip", "netns", "exec", self.ns[ns], CORRAL] + args, stdout=log,
-                                 stderr=subprocess.STDOUT, env=env or os.environ)
+                                 stderr=subprocess.STDOUT, env=dict(env or os.environ, CORRAL_TEST_RUN=self.tmp))
         self.procs.append(p)
         return p
 
