@@ -38,6 +38,16 @@ static long layer_of(const char *name)
 	return end != name + 4 && *end == '.' ? n : -1;
 }
 
+/* Multi-head latent attention (DeepSeek V2/V3/R1): the cache holds one
+ * compressed latent of kv_lora_rank plus the rotary part per token and
+ * layer, shared by every head, instead of K and V per KV head. */
+static void set_mla(struct cr_model_shape *s, uint32_t kv_lora_rank, uint32_t rope_dim)
+{
+	s->n_head_kv = 1;
+	s->head_dim_k = kv_lora_rank + rope_dim;
+	s->head_dim_v = 0;
+}
+
 int cr_shape_from_gguf(const struct cr_gguf *g, uint64_t file_bytes, struct cr_model_shape *s, struct cr_err *err)
 {
 	static const char fix[] = "the file lacks what llama.cpp needs to load it; re-convert it with a current llama.cpp";
@@ -61,6 +71,12 @@ int cr_shape_from_gguf(const struct cr_gguf *g, uint64_t file_bytes, struct cr_m
 		s->head_dim_k = s->n_embd / s->n_head;
 	if (!arch_u32(g, arch, "attention.value_length", &s->head_dim_v))
 		s->head_dim_v = s->head_dim_k;
+	uint32_t lora = 0, rope = 0;
+	if (arch_u32(g, arch, "attention.kv_lora_rank", &lora) && lora) {
+		if (!arch_u32(g, arch, "rope.dimension_count", &rope) || !rope)
+			rope = 64;
+		set_mla(s, lora, rope);
+	}
 	arch_u32(g, arch, "feed_forward_length", &s->n_ff);
 	if (!arch_u32(g, arch, "context_length", &s->n_ctx_train))
 		s->n_ctx_train = 4096;
@@ -106,7 +122,14 @@ int cr_shape_from_config(json_t *config, uint64_t weight_bytes, struct cr_model_
 	static const char fix[] = "the model directory needs the config.json it was published with";
 	cr_shape_release(s);
 	memset(s, 0, sizeof(*s));
+	/* the language model's part of multimodal configs */
+	json_t *thinker = json_object_get(config, "thinker_config");
 	json_t *c = json_object_get(config, "text_config");
+	if (!json_is_object(c) && json_is_object(thinker))
+		c = json_is_object(json_object_get(thinker, "text_config")) ? json_object_get(thinker, "text_config")
+									      : thinker;
+	if (!json_is_object(c))
+		c = json_object_get(config, "llm_config");
 	if (!json_is_object(c))
 		c = config;
 	copy_str(s->format, sizeof(s->format), "safetensors");
@@ -121,6 +144,9 @@ int cr_shape_from_config(json_t *config, uint64_t weight_bytes, struct cr_model_
 	if (!s->n_layer || !s->n_embd || !s->n_head)
 		return cr_err_set(err, CR_EINPUT, fix,
 				  "config.json lacks num_hidden_layers, hidden_size or num_attention_heads");
+	if (s->n_layer > 4096) /* as for GGUF: a hostile config must not size an allocation */
+		return cr_err_set(err, CR_EINPUT, fix, "config.json claims %" PRIu32 " hidden layers; at most 4096 are possible",
+				  s->n_layer);
 	s->n_head_kv = cfg_u32(c, "num_key_value_heads");
 	if (!s->n_head_kv)
 		s->n_head_kv = s->n_head;
@@ -128,6 +154,8 @@ int cr_shape_from_config(json_t *config, uint64_t weight_bytes, struct cr_model_
 	if (!s->head_dim_k)
 		s->head_dim_k = s->n_embd / s->n_head;
 	s->head_dim_v = s->head_dim_k;
+	if (cfg_u32(c, "kv_lora_rank"))
+		set_mla(s, cfg_u32(c, "kv_lora_rank"), cfg_u32(c, "qk_rope_head_dim") ? cfg_u32(c, "qk_rope_head_dim") : 64);
 	s->n_ff = cfg_u32(c, "intermediate_size");
 	s->n_vocab = cfg_u32(c, "vocab_size");
 	s->n_ctx_train = cfg_u32(c, "max_position_embeddings");
@@ -339,7 +367,7 @@ int cr_estimate_vllm(const struct cr_model_shape *s, const struct cr_est_params 
 	if (rc)
 		return rc;
 	uint64_t el = dtype_bytes(s->dtype);
-	uint64_t kv_token = 2ull * s->n_layer * s->n_head_kv * s->head_dim_k * el;
+	uint64_t kv_token = (uint64_t)s->n_layer * s->n_head_kv * ((uint64_t)s->head_dim_k + s->head_dim_v) * el;
 	int n = tp * pp;
 	out->n_ctx = (uint32_t)r.n_ctx;
 	out->n_dev = n;

@@ -332,14 +332,28 @@ static int read_header(struct cursor *c, struct cr_gguf *g)
 	return rc;
 }
 
+/* Room for item i in an array of *cap zeroed slots of size bytes: it
+ * doubles, so memory follows the items read (each has bytes in the buffer),
+ * not the count the header claims for a file that may be sparse or lie. */
+static void *grow(void *v, size_t *cap, uint64_t i, size_t size)
+{
+	if (i < *cap)
+		return v;
+	size_t n = *cap ? *cap * 2 : 16;
+	v = cr_xrealloc(v, n * size);
+	memset((char *)v + *cap * size, 0, (n - *cap) * size);
+	*cap = n;
+	return v;
+}
+
 static int parse(struct cursor *c, struct cr_gguf *g)
 {
 	struct cr_map seen = CR_MAP_INIT;
 	int rc = read_header(c, g);
 	if (rc)
 		goto out;
-	g->kv = cr_xcalloc(g->n_kv ? g->n_kv : 1, sizeof(*g->kv));
 	for (uint64_t i = 0; !rc && i < g->n_kv; i++) {
+		g->kv = grow(g->kv, &g->kv_cap, i, sizeof(*g->kv));
 		rc = read_kv(c, &g->kv[i], i);
 		if (!rc)
 			rc = check_unique(c, &seen, g->kv[i].key, "metadata key");
@@ -355,8 +369,8 @@ static int parse(struct cursor *c, struct cr_gguf *g)
 			g->alignment = (uint32_t)al->u;
 	}
 	cr_map_release(&seen);
-	g->tensors = cr_xcalloc(g->n_tensors ? g->n_tensors : 1, sizeof(*g->tensors));
 	for (uint64_t i = 0; !rc && i < g->n_tensors; i++) {
+		g->tensors = grow(g->tensors, &g->tensors_cap, i, sizeof(*g->tensors));
 		rc = read_tensor(c, &g->tensors[i], i);
 		if (!rc)
 			rc = check_unique(c, &seen, g->tensors[i].name, "tensor");
@@ -407,11 +421,11 @@ void cr_gguf_free(struct cr_gguf *g)
 {
 	if (!g)
 		return;
-	for (uint64_t i = 0; g->kv && i < g->n_kv; i++) {
+	for (size_t i = 0; i < g->kv_cap; i++) {
 		free(g->kv[i].key);
 		free(g->kv[i].str);
 	}
-	for (uint64_t i = 0; g->tensors && i < g->n_tensors; i++)
+	for (size_t i = 0; i < g->tensors_cap; i++)
 		free(g->tensors[i].name);
 	free(g->kv);
 	free(g->tensors);

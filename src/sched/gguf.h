@@ -56,6 +56,9 @@ struct cr_gguf {
 	uint32_t alignment;  /* general.alignment or 32 */
 	uint64_t data_offset; /* where tensor data starts (header end, aligned) */
 	uint64_t data_bytes;  /* sum of tensor sizes */
+	/* private to gguf.c: slots allocated so far. The arrays grow as items are
+	 * read, never from the counts a header claims. */
+	size_t kv_cap, tensors_cap;
 };
 
 /* Parse the header from buf, which holds the first len bytes of a file of

@@ -2,6 +2,7 @@
  * and config.json, the KV cache formula with cache types, how llama.cpp's
  * layers are split over devices, and vLLM's per-GPU claim and utilisation. */
 #include <criterion/criterion.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -209,4 +210,58 @@ Test(estimate, vllm_claim_per_gpu_and_utilisation)
 	json_decref(bad);
 	json_decref(cfg);
 	cr_shape_release(&s);
+}
+
+/* DeepSeek V3's config.json: 61 layers, 128 heads of 56 by the naive
+ * formula, but multi-head latent attention caches 512 + 64 values per token
+ * and layer. The naive estimate was about 25 times too large. */
+Test(estimate, mla_caches_one_latent_per_token_and_layer)
+{
+	json_t *cfg = json_pack("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:s}", "model_type", "deepseek_v3",
+				"num_hidden_layers", 61, "hidden_size", 7168, "num_attention_heads", 128,
+				"num_key_value_heads", 128, "kv_lora_rank", 512, "qk_rope_head_dim", 64, "vocab_size",
+				129280, "max_position_embeddings", 163840, "torch_dtype", "bfloat16");
+	struct cr_model_shape s = CR_MODEL_SHAPE_INIT;
+	cr_assert_eq(cr_shape_from_config(cfg, 600 * CR_GIB, &s, NULL), 0);
+	struct cr_est_params p = CR_EST_PARAMS_INIT;
+	p.n_ctx = 8192;
+	struct cr_estimate e;
+	cr_assert_eq(cr_estimate_vllm(&s, &p, 8, 1, &e, NULL), 0);
+	cr_assert_eq(e.kv, 61ull * (512 + 64) * 2 * 8192, "one latent of 576 bf16 values per token and layer");
+	uint64_t naive = 2ull * 61 * 128 * (7168 / 128) * 2 * 8192;
+	cr_assert_gt(naive / e.kv, 20, "the old formula was %" PRIu64 "x too large", naive / e.kv);
+	cr_shape_release(&s);
+	json_decref(cfg);
+}
+
+/* Multimodal configs keep the language model's shape in a nested object. */
+Test(estimate, nested_text_and_thinker_configs_are_read)
+{
+	json_t *inner = json_pack("{s:i,s:i,s:i,s:i}", "num_hidden_layers", 28, "hidden_size", 3584,
+				  "num_attention_heads", 28, "num_key_value_heads", 4);
+	json_t *omni = json_pack("{s:s,s:{s:O}}", "model_type", "qwen2_5_omni", "thinker_config", "text_config", inner);
+	json_t *thinker_only = json_pack("{s:s,s:O}", "model_type", "x", "thinker_config", inner);
+	struct cr_model_shape s = CR_MODEL_SHAPE_INIT;
+	cr_assert_eq(cr_shape_from_config(omni, CR_GIB, &s, NULL), 0);
+	cr_assert_eq(s.n_layer, 28);
+	cr_assert_eq(s.n_head_kv, 4);
+	cr_assert_eq(cr_shape_from_config(thinker_only, CR_GIB, &s, NULL), 0);
+	cr_assert_eq(s.n_embd, 3584);
+	cr_shape_release(&s);
+	json_decref(inner);
+	json_decref(omni);
+	json_decref(thinker_only);
+}
+
+/* A hostile config.json must not size an allocation. */
+Test(estimate, a_config_with_absurd_layers_is_refused)
+{
+	json_t *cfg = json_pack("{s:I,s:i,s:i}", "num_hidden_layers", (json_int_t)2000000000, "hidden_size", 64,
+				"num_attention_heads", 4);
+	struct cr_model_shape s = CR_MODEL_SHAPE_INIT;
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_eq(cr_shape_from_config(cfg, CR_GIB, &s, &err), CR_EINPUT);
+	cr_assert(strstr(err.message, "at most 4096"), "%s", err.message);
+	cr_shape_release(&s);
+	json_decref(cfg);
 }

@@ -337,3 +337,23 @@ Test(gguf, refuses_bad_tensor_infos)
 	tensor(&b, "w", 2, ne, 0, 0);
 	expect_error(b.p, b.n - 3, b.n - 3, "tensor info #0");
 }
+
+/* A server that claims a huge file (or a sparse file) used to make the
+ * parser allocate for the claimed counts and abort: a header costs at most
+ * what was read of it. */
+Test(gguf, a_huge_claimed_size_costs_only_the_bytes_read)
+{
+	struct hb b;
+	head(&b, 3, 1ull << 36, 1ull << 36); /* 68 billion tensors and keys "fit" in 1 PiB */
+	str(&b, "general.architecture");
+	le(&b, CR_GGUF_STRING, 4);
+	str(&b, "llama");
+	uint64_t need = 0;
+	struct cr_gguf *g = NULL;
+	struct cr_err err = CR_ERR_INIT;
+	int rc = cr_gguf_parse(b.p, b.n, 1ull << 50, &g, &need, &err);
+	cr_assert_eq(rc, -EAGAIN, "the parser asks for more bytes: %s", err.message);
+	cr_assert_gt(need, b.n);
+	cr_assert_lt(need, b.n + 64, "one item at a time, not the claimed counts");
+	cr_assert_null(g);
+}
