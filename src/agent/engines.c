@@ -109,7 +109,11 @@ static int strings(json_t *v, const char *file, const char *name, const char *fi
 		return 0;
 	if (json_is_string(v) && *json_string_value(v)) {
 		*out = split_words(json_string_value(v));
-		return 0;
+		if ((*out)[0]) /* not only spaces */
+			return 0;
+		cr_argv_free(*out);
+		*out = NULL;
+		goto bad;
 	}
 	if (json_is_array(v) && json_array_size(v)) {
 		char **a = cr_xcalloc(json_array_size(v) + 1, sizeof(char *));
@@ -122,12 +126,17 @@ static int strings(json_t *v, const char *file, const char *name, const char *fi
 			}
 			a[i] = cr_xstrdup(json_string_value(x));
 		}
+		if (!a[0][strspn(a[0], " \t")]) { /* the program itself is blank */
+			cr_argv_free(a);
+			goto bad;
+		}
 		*out = a;
 		return 0;
 	}
 bad:
 	return cr_err_set(err, CR_EINPUT, "give a list of strings (or one string of words), see docs/engines.md",
-			  "%s: engine '%s': field '%s' must be a non-empty list of strings", file, name, field);
+			  "%s: engine '%s': field '%s' must be a non-empty list of strings whose first is not blank", file,
+			  name, field);
 }
 
 static int load_user(const char *path, struct cr_engine_catalog *cat, struct cr_err *err)
@@ -169,6 +178,11 @@ static int load_user(const char *path, struct cr_engine_catalog *cat, struct cr_
 		/* the executable is the command's first word unless "exe" says otherwise */
 		const char *exe = cr_json_get_str(d, "exe", NULL);
 		e->exes = split_words(exe ? exe : e->command[0]);
+		if (!e->exes[0]) {
+			rc = cr_err_set(err, CR_EINPUT, "name the engine's program, e.g. \"exe\": \"/opt/x/bin/serve\"",
+					"%s: engine '%s': field 'exe' is blank", path, name);
+			break;
+		}
 		if (!exe) {
 			free(e->command[0]);
 			e->command[0] = cr_xstrdup("{exe}");

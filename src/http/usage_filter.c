@@ -34,32 +34,36 @@ static bool usage_event(struct cr_usage_filter *c, const char *text, size_t n)
 	return drop;
 }
 
-/* SSE events end with a blank line: "\n\n" or "\n\r\n". The offset just past
- * the first one in t[from, n), or 0 when there is none. */
-static size_t next_boundary(const char *t, size_t from, size_t n)
+/* SSE events end with a blank line; lines end with "\r\n", "\n" or "\r".
+ * Feed bytes to the detector: it returns the offset just past the last
+ * event end in t[0, n), or with first the first one (0: none), and keeps
+ * its state for the next bytes, so that a stream's bytes are looked at once. */
+static size_t scan(struct cr_sse_scan *st, const char *t, size_t n, bool first)
 {
-	for (const char *q = t + from; q < t + n; q++) {
-		q = memchr(q, '\n', (size_t)(t + n - q));
-		if (!q)
-			return 0;
-		if (q + 1 < t + n && q[1] == '\n')
-			return (size_t)(q - t) + 2;
-		if (q + 2 < t + n && q[1] == '\r' && q[2] == '\n')
-			return (size_t)(q - t) + 3;
+	size_t last = 0;
+	for (size_t i = 0; i < n; i++) {
+		char ch = t[i];
+		if (st->cr && ch == '\n') { /* the rest of a "\r\n" */
+			st->cr = false;
+			if (st->ended)
+				last = i + 1;
+			continue;
+		}
+		st->cr = ch == '\r';
+		st->ended = false;
+		if (ch != '\r' && ch != '\n') {
+			st->in_line = true;
+			continue;
+		}
+		if (!st->in_line) { /* a blank line: the event ends here */
+			last = i + 1;
+			st->ended = true;
+			if (first)
+				return ch == '\r' && i + 1 < n && t[i + 1] == '\n' ? i + 2 : i + 1;
+		}
+		st->in_line = false;
 	}
-	return 0;
-}
-
-/* The offset just past the last blank line at or before n, or 0. */
-static size_t last_boundary(const char *t, size_t n)
-{
-	for (size_t i = n; i >= 2; i--) {
-		if (t[i - 1] == '\n' && t[i - 2] == '\n')
-			return i;
-		if (i >= 3 && t[i - 1] == '\n' && t[i - 2] == '\r' && t[i - 3] == '\n')
-			return i;
-	}
-	return 0;
+	return last;
 }
 
 /* Whether b holds "usage" (with its quotes) anywhere: memmem over its
@@ -95,41 +99,83 @@ static bool has_usage_key(struct evbuffer *b)
 	return false;
 }
 
+/* The offset just past the last event end among chunk's bytes (0: none),
+ * looked at in place, segment by segment. */
+static size_t scan_new(struct cr_usage_filter *c, struct evbuffer *chunk)
+{
+	struct evbuffer_ptr p;
+	if (evbuffer_ptr_set(chunk, &p, 0, EVBUFFER_PTR_SET) != 0)
+		return 0;
+	struct evbuffer_iovec v[16];
+	size_t last = 0, at = 0;
+	for (;;) {
+		int n = evbuffer_peek(chunk, -1, &p, v, 16);
+		if (n <= 0)
+			break;
+		int got = n < 16 ? n : 16;
+		for (int i = 0; i < got; i++) {
+			size_t e = scan(&c->scan, v[i].iov_base, v[i].iov_len, false);
+			if (e)
+				last = at + e;
+			at += v[i].iov_len;
+		}
+		if (n <= 16 || evbuffer_ptr_set(chunk, &p, at, EVBUFFER_PTR_SET) != 0)
+			break;
+	}
+	return last;
+}
+
+/* Keep chunk's bytes for later: small pieces are copied, so that an event
+ * arriving a few bytes at a time is held in few chains, not one per read. */
+static void hold(struct cr_usage_filter *c, struct evbuffer *chunk)
+{
+	size_t n = evbuffer_get_length(chunk);
+	if (n < 4096) {
+		char tmp[4096];
+		evbuffer_remove(chunk, tmp, n);
+		evbuffer_add(c->hold, tmp, n);
+	} else {
+		evbuffer_add_buffer(c->hold, chunk);
+	}
+}
+
 void cr_usage_filter_feed(struct cr_usage_filter *c, struct evbuffer *chunk, bool end)
 {
 	if (!c->hold)
 		c->hold = evbuffer_new();
-	if (evbuffer_get_length(c->hold))
-		evbuffer_prepend_buffer(chunk, c->hold);
+	size_t held = evbuffer_get_length(c->hold);
 	if (end) { /* whatever was held goes out as it is */
+		if (held)
+			evbuffer_prepend_buffer(chunk, c->hold);
 		return;
 	}
-	bool u = has_usage_key(chunk);
-	size_t len = evbuffer_get_length(chunk);
-	char last[3] = { 0, 0, 0 };
-	if (len >= 3) {
-		struct evbuffer_ptr p;
-		evbuffer_ptr_set(chunk, &p, len - 3, EVBUFFER_PTR_SET);
-		evbuffer_copyout_from(chunk, &p, last, 3);
+	/* the held bytes were looked at already: only the new ones are */
+	size_t e = scan_new(c, chunk);
+	if (!e) {
+		hold(c, chunk);
+		return;
 	}
-	if (!u && last[2] == '\n' && (last[1] == '\n' || (last[1] == '\r' && last[0] == '\n')))
+	if (held)
+		evbuffer_prepend_buffer(chunk, c->hold);
+	size_t complete = held + e;
+	size_t len = evbuffer_get_length(chunk);
+	bool u = has_usage_key(chunk);
+	if (!u && complete == len)
 		return; /* the common case: whole events, no usage */
-	/* the batch in one piece: forward its complete events, less a usage
-	 * chunk the client did not ask for, and hold back an incomplete last one */
-	const char *t = (const char *)evbuffer_pullup(chunk, -1);
-	size_t complete = last_boundary(t, len), drop_from = 0, drop_to = 0;
-	for (size_t at = 0; u && at < complete;) {
-		const char *k = memmem(t + at, complete - at, "\"usage\"", 7);
-		if (!k)
-			break;
-		size_t start = last_boundary(t, (size_t)(k - t)), stop = next_boundary(t, (size_t)(k - t), complete);
-		if (!stop)
-			break;
-		if (usage_event(c, t + start, stop - start) && drop_to == 0) {
-			drop_from = start;
-			drop_to = stop;
+	size_t drop_from = 0, drop_to = 0;
+	if (u) { /* the complete events in one piece: count usage, maybe drop its chunk */
+		const char *t = (const char *)evbuffer_pullup(chunk, (ev_ssize_t)complete);
+		for (size_t at = 0, stop; at < complete; at = stop) {
+			struct cr_sse_scan st = { 0 };
+			size_t one = scan(&st, t + at, complete - at, true);
+			if (!one)
+				break;
+			stop = at + one;
+			if (memmem(t + at, stop - at, "\"usage\"", 7) && usage_event(c, t + at, stop - at) && !drop_to) {
+				drop_from = at;
+				drop_to = stop;
+			}
 		}
-		at = stop;
 	}
 	struct evbuffer *out = evbuffer_new();
 	if (drop_to) {
@@ -139,7 +185,7 @@ void cr_usage_filter_feed(struct cr_usage_filter *c, struct evbuffer *chunk, boo
 	} else {
 		evbuffer_remove_buffer(chunk, out, complete);
 	}
-	evbuffer_add_buffer(c->hold, chunk); /* the incomplete rest */
+	hold(c, chunk); /* the incomplete rest */
 	evbuffer_add_buffer(chunk, out);
 	evbuffer_free(out);
 }
@@ -149,4 +195,5 @@ void cr_usage_filter_release(struct cr_usage_filter *c)
 	if (c->hold)
 		evbuffer_free(c->hold);
 	c->hold = NULL;
+	memset(&c->scan, 0, sizeof(c->scan));
 }

@@ -12,11 +12,20 @@
 
 struct evbuffer;
 
+/* Where a stream's bytes stand between events (see usage_filter.c); all
+ * false at the start. */
+struct cr_sse_scan {
+	bool in_line; /* a character on the current line */
+	bool cr;      /* the last byte was '\r' */
+	bool ended;   /* and it ended an event */
+};
+
 struct cr_usage_filter {
 	bool client_wants;       /* set by the caller: keep usage-only chunks */
 	int64_t prompt_tokens;   /* the last usage seen, 0 until then */
 	int64_t completion_tokens;
 	struct evbuffer *hold;   /* an event not complete yet; owned */
+	struct cr_sse_scan scan;
 };
 
 /* Take prompt_tokens and completion_tokens from o's "usage" when present. */

@@ -128,5 +128,19 @@ Test(engines, user_definitions_replace_and_add)
 	close(fd);
 	cr_assert_eq(cr_engines_load(path, &cat, &err), CR_EINPUT);
 	cr_assert(strstr(err.message, "engine 'x': field 'command' must be a non-empty list of strings"), "%s", err.message);
+	/* a command of only spaces used to crash the worker */
+	const char *blanks[] = { "{\"engines\":[{\"name\":\"x\",\"command\":\"   \"}]}",
+				 "{\"engines\":[{\"name\":\"x\",\"command\":[\"  \",\"--port\"]}]}",
+				 "{\"engines\":[{\"name\":\"x\",\"command\":[\"\"]}]}",
+				 "{\"engines\":[{\"name\":\"x\",\"command\":\"serve\",\"exe\":\"  \"}]}" };
+	for (size_t i = 0; i < sizeof(blanks) / sizeof(blanks[0]); i++) {
+		fd = open(path, O_WRONLY | O_TRUNC);
+		cr_assert_eq(write(fd, blanks[i], strlen(blanks[i])), (ssize_t)strlen(blanks[i]));
+		close(fd);
+		cr_assert_eq(cr_engines_load(path, &cat, &err), CR_EINPUT, "%s", blanks[i]);
+		cr_assert(strstr(err.message, "engine 'x': field '"), "%s", err.message);
+		cr_assert(strstr(err.message, "blank"), "%s", err.message);
+		cr_engines_release(&cat);
+	}
 	unlink(path);
 }

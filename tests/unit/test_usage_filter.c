@@ -103,3 +103,62 @@ Test(usage_filter, a_non_streamed_answer_gives_its_usage)
 	json_decref(o);
 	cr_assert_eq(f.prompt_tokens + f.completion_tokens, 19);
 }
+
+/* Lines may end with "\r" alone (the SSE grammar allows CR, LF and CRLF):
+ * such events go out as they complete, not held to the end of the stream,
+ * and their usage chunk is found and removed too. */
+Test(usage_filter, cr_only_and_crlf_streams_go_out_event_by_event)
+{
+	static const char *const ends[] = { "\r\r", "\r\n\r\n", "\n\r\n", "\r\n\n" };
+	for (size_t k = 0; k < sizeof(ends) / sizeof(ends[0]); k++) {
+		char a[128], u[160], d[64];
+		snprintf(a, sizeof(a), "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}%s", ends[k]);
+		snprintf(u, sizeof(u), "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}%s",
+			 ends[k]);
+		snprintf(d, sizeof(d), "data: [DONE]%s", ends[k]);
+		struct cr_usage_filter f = { 0 };
+		struct evbuffer *chunk = evbuffer_new();
+		evbuffer_add(chunk, a, strlen(a));
+		cr_usage_filter_feed(&f, chunk, false);
+		cr_assert_eq(evbuffer_get_length(chunk), strlen(a), "the first event goes out at once (ending %zu)", k);
+		evbuffer_drain(chunk, evbuffer_get_length(chunk));
+		evbuffer_add(chunk, u, strlen(u));
+		evbuffer_add(chunk, d, strlen(d));
+		cr_usage_filter_feed(&f, chunk, false);
+		size_t n = evbuffer_get_length(chunk);
+		char *out = calloc(1, n + 1);
+		evbuffer_remove(chunk, out, n);
+		cr_assert_str_eq(out, d, "the usage chunk removed, [DONE] out (ending %zu)", k);
+		cr_assert_eq(f.completion_tokens, 2);
+		free(out);
+		cr_usage_filter_feed(&f, chunk, true);
+		cr_assert_eq(evbuffer_get_length(chunk), 0, "nothing was held");
+		evbuffer_free(chunk);
+		cr_usage_filter_release(&f);
+	}
+}
+
+/* An event split into many pieces is held whole and goes out once, intact,
+ * when its end arrives; the held bytes are not scanned again each time. */
+Test(usage_filter, a_long_event_in_small_pieces_comes_out_whole)
+{
+	size_t big = 300000;
+	char *in = malloc(big + 64);
+	size_t n = (size_t)snprintf(in, 64, "data: {\"choices\":[{\"delta\":{\"content\":\"");
+	memset(in + n, 'x', big);
+	n += big;
+	n += (size_t)snprintf(in + n, 64, "\"}}]}\n\n");
+	struct cr_usage_filter f = { 0 };
+	struct evbuffer *chunk = evbuffer_new();
+	for (size_t at = 0; at < n; at += 3) {
+		evbuffer_add(chunk, in + at, at + 3 <= n ? 3 : n - at);
+		cr_usage_filter_feed(&f, chunk, false);
+		if (at + 3 < n)
+			cr_assert_eq(evbuffer_get_length(chunk), 0, "held until complete");
+	}
+	cr_assert_eq(evbuffer_get_length(chunk), n);
+	cr_assert(!memcmp(evbuffer_pullup(chunk, -1), in, n));
+	evbuffer_free(chunk);
+	cr_usage_filter_release(&f);
+	free(in);
+}
