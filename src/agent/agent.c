@@ -320,8 +320,7 @@ static int send_status(struct agent *a, struct cr_err *err)
 		}
 		json_decref(ans);
 	}
-	if (!rc || rc != CR_EUPSTREAM)
-		cr_http_resp_release(&resp);
+	cr_http_resp_release(&resp); /* whatever the status: a 5xx answer's body too */
 	free(secret);
 	free(url);
 	free(text);
@@ -355,8 +354,7 @@ static void post_if_changed(struct agent *a, const char *what, json_t *report, c
 	int rc = cr_http_call("POST", url, secret, text, 10000, &resp, &err);
 	if (!rc && resp.status != 200)
 		rc = cr_http_error_from(&resp, &err);
-	if (!rc || rc != CR_EUPSTREAM)
-		cr_http_resp_release(&resp);
+	cr_http_resp_release(&resp); /* whatever the status: a 5xx answer's body too */
 	if (rc) {
 		cr_warn("%s report failed: %s", what, err.message);
 		free(text);
@@ -552,8 +550,7 @@ static int list_peers(void *arg, json_t **list)
 	} else if (!rc) {
 		rc = -1;
 	}
-	if (!rc || rc != CR_EUPSTREAM)
-		cr_http_resp_release(&resp);
+	cr_http_resp_release(&resp); /* whatever the status: a 5xx answer's body too */
 	free(url);
 	free(secret);
 	return *list ? 0 : -1;

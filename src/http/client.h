@@ -19,8 +19,9 @@ struct cr_http_resp {
 
 /* Send method url with an optional bearer token and JSON body (NULL: none).
  * Returns 0 when an HTTP answer came back (any status, in out), or
- * CR_EUPSTREAM with err saying why the server could not be reached. The
- * caller releases out with cr_http_resp_release. */
+ * CR_EUPSTREAM with err saying why the server could not be reached (out is
+ * then empty). Answers over 64 MiB are cut off (CR_EUPSTREAM). The caller
+ * releases out with cr_http_resp_release in every case. */
 int cr_http_call(const char *method, const char *url, const char *bearer, const char *body, long timeout_ms,
 		 struct cr_http_resp *out, struct cr_err *err);
 void cr_http_resp_release(struct cr_http_resp *r);

@@ -4,6 +4,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +16,11 @@ struct fetch {
 	cr_fetch_cb cb;
 	void *arg;
 	int timeout_s;
-	int failed_timeout;
+	enum evhttp_request_error failed;
+	bool has_failed;
 };
+
+#define FETCH_MAX_BODY (4u << 20)
 
 static void free_con(evutil_socket_t fd, short what, void *arg)
 {
@@ -28,7 +32,8 @@ static void free_con(evutil_socket_t fd, short what, void *arg)
 static void on_error(enum evhttp_request_error e, void *arg)
 {
 	struct fetch *f = arg;
-	f->failed_timeout = e == EVREQ_HTTP_TIMEOUT;
+	f->failed = e;
+	f->has_failed = true;
 }
 
 static void on_done(struct evhttp_request *req, void *arg)
@@ -38,11 +43,14 @@ static void on_done(struct evhttp_request *req, void *arg)
 	struct evbuffer *in = req ? evhttp_request_get_input_buffer(req) : NULL;
 	size_t len = in ? evbuffer_get_length(in) : 0;
 	char why[96] = "";
-	if (status == 0)
-		snprintf(why, sizeof(why), "%s", f->failed_timeout ? "timed out" : "connection refused, reset or closed");
-	if (len > (4u << 20)) {
+	bool too_long = f->has_failed && f->failed == EVREQ_HTTP_DATA_TOO_LONG;
+	if (status == 0 || too_long) /* evhttp stopped reading at the limit: nothing more was taken in */
+		snprintf(why, sizeof(why), "%s",
+			 too_long ? "answer larger than 4 MiB"
+			 : f->has_failed && f->failed == EVREQ_HTTP_TIMEOUT ? "timed out"
+									  : "connection refused, reset or closed");
+	if (too_long) {
 		status = 0;
-		snprintf(why, sizeof(why), "answer larger than 4 MiB");
 		len = 0;
 	}
 	char *body = cr_xmalloc(len + 1);
@@ -68,6 +76,8 @@ static void fetch(struct event_base *base, enum evhttp_cmd_type method, const ch
 		abort();
 	evhttp_connection_set_retries(f->con, 0);
 	evhttp_connection_set_timeout(f->con, timeout_s);
+	evhttp_connection_set_max_body_size(f->con, FETCH_MAX_BODY);
+	evhttp_connection_set_max_headers_size(f->con, 64 << 10);
 	struct evhttp_request *req = evhttp_request_new(on_done, f);
 	evhttp_request_set_error_cb(req, on_error);
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
