@@ -33,11 +33,11 @@ Test(store, migrations_apply_once_and_refuse_newer_schemas)
 	struct cr_store *s = open_at(path);
 	int v = 0;
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 5);
+	cr_assert_eq(v, 6);
 	cr_store_close(s);
 	s = open_at(path); /* reopening applies nothing again */
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 5);
+	cr_assert_eq(v, 6);
 	cr_store_close(s);
 
 	sqlite3 *db;
@@ -196,6 +196,7 @@ struct seen_models {
 	int models, instances;
 	char state[32];
 	char spec[64];
+	char endpoint[64];
 };
 
 static void count_model(const struct cr_model_rec *m, void *arg)
@@ -210,6 +211,7 @@ static void count_instance(const struct cr_instance_rec *i, void *arg)
 	struct seen_models *s = arg;
 	s->instances++;
 	snprintf(s->state, sizeof(s->state), "%s", i->state);
+	snprintf(s->endpoint, sizeof(s->endpoint), "%s", i->endpoint ? i->endpoint : "(null)");
 }
 
 Test(store, models_names_are_unique_and_delete_cascades)
@@ -224,11 +226,12 @@ Test(store, models_names_are_unique_and_delete_cascades)
 	cr_assert(strstr(err.message, "a model named 'qwen' already exists"), "%s", err.message);
 	m.spec_json = "{\"replicas\":3}";
 	cr_assert_eq(s->ops->model_put(s, &m, &err), 0, "update by id");
-	struct cr_instance_rec i = { "i1", "m1", "{}", "scheduled", "", 1, 1 };
+	struct cr_instance_rec i = { "i1", "m1", "{}", "scheduled", "", 1, 1, NULL };
 	cr_assert_eq(s->ops->instance_put(s, &i, &err), 0, "%s", err.message);
 	i.state = "unreachable";
+	i.endpoint = "10.0.0.7:20001"; /* kept so that a restarted server routes at once */
 	cr_assert_eq(s->ops->instance_put(s, &i, &err), 0);
-	struct cr_instance_rec orphan = { "i2", "nope", "{}", "scheduled", "", 1, 1 };
+	struct cr_instance_rec orphan = { "i2", "nope", "{}", "scheduled", "", 1, 1, NULL };
 	cr_assert_neq(s->ops->instance_put(s, &orphan, &err), 0, "an instance needs its model");
 	struct seen_models seen = { 0 };
 	s->ops->model_list(s, count_model, &seen, &err);
@@ -237,6 +240,7 @@ Test(store, models_names_are_unique_and_delete_cascades)
 	cr_assert_str_eq(seen.spec, "{\"replicas\":3}");
 	cr_assert_eq(seen.instances, 1);
 	cr_assert_str_eq(seen.state, "unreachable");
+	cr_assert_str_eq(seen.endpoint, "10.0.0.7:20001");
 	cr_assert_eq(s->ops->model_del(s, "m1", &err), 0);
 	memset(&seen, 0, sizeof(seen));
 	s->ops->instance_list(s, count_instance, &seen, &err);
