@@ -5,7 +5,7 @@
 
 CC ?= cc
 SANITIZE ?=
-BUILD ?= $(if $(SANITIZE),build-san,build)
+BUILD ?= $(if $(findstring thread,$(SANITIZE)),build-tsan,$(if $(SANITIZE),build-san,build))
 PKGS := libevent libevent_pthreads libcurl jansson sqlite3 libsodium
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla \
         -Wno-format-nonliteral
@@ -123,6 +123,6 @@ run: deps all
 	$(BUILD)/corral server --data-dir .data $(RUN_ARGS)
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-tsan build-fuzz
 
 -include $(LIB_OBJS:.o=.d) $(CMD_OBJS:.o=.d)

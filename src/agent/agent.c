@@ -3,6 +3,7 @@
  * thread holds the watch stream. They share the identity under a mutex. */
 #include "agent/agent.h"
 
+#include <ctype.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <pthread.h>
@@ -109,9 +110,27 @@ static void save_identity(struct agent *a)
 
 /* ---- connection state and backoff ---- */
 
+/* Whether two problem texts differ only in their numbers (curl says
+ * "after 4 ms", then "after 0 ms", for one and the same refusal). */
+static bool same_but_numbers(const char *x, const char *y)
+{
+	while (*x && *y) {
+		if (isdigit((unsigned char)*x) && isdigit((unsigned char)*y)) {
+			while (isdigit((unsigned char)*x))
+				x++;
+			while (isdigit((unsigned char)*y))
+				y++;
+			continue;
+		}
+		if (*x++ != *y++)
+			return false;
+	}
+	return !*x && !*y;
+}
+
 static void problem(struct agent *a, const char *what)
 {
-	if (a->last_problem && !strcmp(a->last_problem, what))
+	if (a->last_problem && same_but_numbers(a->last_problem, what))
 		return;
 	cr_warn("%s", what);
 	cr_str_replace(&a->last_problem, what);

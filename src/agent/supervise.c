@@ -62,8 +62,11 @@ struct cr_supervisor {
 	bool stopping, changed, have_snapshot;
 	bool kick;          /* a new snapshot: retry what was waiting now */
 	json_t *desired;    /* id -> instance (under mu) */
-	char *worker_id;
-	struct proc *procs; /* supervisor thread, reports under mu */
+	char *worker_id;    /* under mu: the watcher thread replaces it */
+	char *self_id;      /* the supervisor thread's copy, taken with each snapshot */
+	/* written by the supervisor thread; the fields the reporter reads (see
+	 * cr_supervisor_report) are written under mu */
+	struct proc *procs;
 };
 
 /* ---- small helpers ---- */
@@ -120,7 +123,14 @@ static char *join_argv(char **argv)
 	return s;
 }
 
-static bool alive(struct proc *p)
+static void set_exit(struct cr_supervisor *s, struct proc *p, int status)
+{
+	pthread_mutex_lock(&s->mu);
+	p->exit_status = status;
+	pthread_mutex_unlock(&s->mu);
+}
+
+static bool alive(struct cr_supervisor *s, struct proc *p)
 {
 	if (!p->pid)
 		return false;
@@ -130,13 +140,21 @@ static bool alive(struct proc *p)
 		if (r == 0)
 			return true;
 		if (r == p->pid)
-			p->exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+			set_exit(s, p, WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
 		return false;
 	}
 	if (kill(p->pid, 0) == 0 && proc_start_time(p->pid) == p->start_time)
 		return true;
-	p->exit_status = -1; /* not our child: its status is not ours to read */
+	set_exit(s, p, -1); /* not our child: its status is not ours to read */
 	return false;
+}
+
+/* The process and port the reporter shows, changed under the lock. */
+static void set_pid(struct cr_supervisor *s, struct proc *p, pid_t pid)
+{
+	pthread_mutex_lock(&s->mu);
+	p->pid = pid;
+	pthread_mutex_unlock(&s->mu);
 }
 
 static bool port_free(const char *host, int port)
@@ -341,7 +359,7 @@ static json_t *my_member(struct cr_supervisor *s, json_t *inst)
 	size_t i;
 	json_t *w;
 	json_array_foreach(json_object_get(json_object_get(inst, "placement"), "workers"), i, w)
-		if (!strcmp(cr_json_get_str(w, "id", ""), s->worker_id))
+		if (!strcmp(cr_json_get_str(w, "id", ""), s->self_id))
 			return w;
 	return NULL;
 }
@@ -372,7 +390,7 @@ static char **build_command(struct cr_supervisor *s, struct proc *p, char ***env
 		snprintf(why, n, "waiting for %zu RPC follower(s) to run", members - 1);
 		goto out;
 	}
-	const char *addr = cr_json_get_str(json_object_get(inst, "addresses"), s->worker_id, s->engine_host);
+	const char *addr = cr_json_get_str(json_object_get(inst, "addresses"), s->self_id, s->engine_host);
 	json_t *head = json_object_get(inst, "ray_head");
 	if (json_is_null(head))
 		head = NULL;
@@ -498,10 +516,14 @@ static char **build_command(struct cr_supervisor *s, struct proc *p, char ***env
 	if (via_mp) { /* vLLM's own launcher: every node with its rank, followers headless */
 		size_t rank = 0, k;
 		json_array_foreach(json_object_get(pl, "workers"), k, x)
-			if (!strcmp(cr_json_get_str(x, "id", ""), s->worker_id))
+			if (!strcmp(cr_json_get_str(x, "id", ""), s->self_id))
 				rank = k;
-		if (!p->aux_port)
-			p->aux_port = pick_port_excluding(s, p->port);
+		if (!p->aux_port) {
+			int aux = pick_port_excluding(s, p->port);
+			pthread_mutex_lock(&s->mu);
+			p->aux_port = aux;
+			pthread_mutex_unlock(&s->mu);
+		}
 		argv[na++] = cr_xstrdup("--nnodes");
 		argv[na++] = cr_xasprintf("%zu", json_array_size(json_object_get(pl, "workers")));
 		argv[na++] = cr_xstrdup("--node-rank");
@@ -579,8 +601,12 @@ static void start(struct cr_supervisor *s, struct proc *p)
 {
 	char why[512] = "";
 	char **env = NULL;
-	if (!p->port || !port_free(s->engine_host, p->port))
-		p->port = pick_port(s);
+	if (!p->port || !port_free(s->engine_host, p->port)) {
+		int port = pick_port(s);
+		pthread_mutex_lock(&s->mu);
+		p->port = port;
+		pthread_mutex_unlock(&s->mu);
+	}
 	if (!p->port) {
 		set_state(s, p, "error", "no free port in the worker's --port-range");
 		p->next_start = cr_mono_ms() + 5000;
@@ -621,7 +647,7 @@ static void start(struct cr_supervisor *s, struct proc *p)
 		set_state(s, p, "error", "could not start the engine (fork or log file failed)");
 		p->next_start = cr_mono_ms() + 5000;
 	} else {
-		p->pid = pid;
+		set_pid(s, p, pid);
 		p->child = true;
 		p->waiting = false;
 		p->started = cr_mono_ms();
@@ -672,20 +698,19 @@ static void exited(struct cr_supervisor *s, struct proc *p)
 	else
 		snprintf(how, sizeof(how), "exited with status %d", p->exit_status);
 	int64_t now = cr_mono_ms();
-	if (p->healthy_since && now - p->healthy_since > HEALTHY_RESET_MS)
-		p->restarts = 0;
+	int restarts = p->healthy_since && now - p->healthy_since > HEALTHY_RESET_MS ? 0 : p->restarts;
 	int64_t delay = (int64_t)s->cfg.backoff_s * 1000;
-	for (int i = 0; i < p->restarts && delay < MAX_BACKOFF_MS; i++)
+	for (int i = 0; i < restarts && delay < MAX_BACKOFF_MS; i++)
 		delay *= 2;
 	if (delay > MAX_BACKOFF_MS)
 		delay = MAX_BACKOFF_MS;
-	p->restarts++;
 	p->next_start = now + delay;
-	p->pid = 0;
 	char msg[600];
 	snprintf(msg, sizeof(msg), "engine %s%s%s; restarting in %lld s (restart %d)", how, d ? ": " : "",
-		 d ? d->cause : "", (long long)(delay / 1000), p->restarts);
+		 d ? d->cause : "", (long long)(delay / 1000), restarts + 1);
 	pthread_mutex_lock(&s->mu);
+	p->restarts = restarts + 1;
+	p->pid = 0;
 	set_str(&p->cause, d ? d->cause : NULL);
 	set_str(&p->fix, d ? d->fix : NULL);
 	free(p->log_tail);
@@ -784,6 +809,7 @@ static void reconcile(struct cr_supervisor *s)
 	int64_t now = cr_mono_ms();
 	pthread_mutex_lock(&s->mu);
 	json_t *desired = json_deep_copy(s->desired);
+	set_str(&s->self_id, s->worker_id);
 	bool have = s->have_snapshot, kick = s->kick;
 	s->kick = false;
 	pthread_mutex_unlock(&s->mu);
@@ -796,7 +822,7 @@ static void reconcile(struct cr_supervisor *s)
 	json_t *inst;
 	json_object_foreach(desired, id, inst) {
 		json_t *pl = json_object_get(inst, "placement");
-		bool lead = !strcmp(cr_json_get_str(pl, "leader", ""), s->worker_id);
+		bool lead = !strcmp(cr_json_get_str(pl, "leader", ""), s->self_id);
 		bool ray = is_ray_group(inst);
 		/* vLLM over Ray: a Ray node on every member, the engine on the leader only */
 		const char *roles[2] = { NULL, NULL };
@@ -835,10 +861,10 @@ static void reconcile(struct cr_supervisor *s)
 	struct proc **pp = &s->procs;
 	while (*pp) {
 		struct proc *p = *pp;
-		bool up = alive(p);
+		bool up = alive(s, p);
 		if (!up && p->pid) {
 			if (p->stop_deadline) { /* stopped on purpose */
-				p->pid = 0;
+				set_pid(s, p, 0);
 				p->stop_deadline = 0;
 				save_state(s);
 			} else {
@@ -912,6 +938,7 @@ struct cr_supervisor *cr_supervisor_start(const struct cr_supervisor_config *cfg
 	s->log_dir = cr_xasprintf("%s/logs", s->data_dir);
 	s->desired = json_object();
 	s->worker_id = cr_xstrdup("");
+	s->self_id = cr_xstrdup("");
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_cond_init(&s->wake, NULL);
 	load_state(s);
@@ -938,6 +965,7 @@ void cr_supervisor_free(struct cr_supervisor *s)
 	}
 	json_decref(s->desired);
 	free(s->worker_id);
+	free(s->self_id);
 	free(s->state_path);
 	free(s->log_dir);
 	free(s->data_dir);

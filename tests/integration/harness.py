@@ -174,7 +174,7 @@ class ClusterCase(unittest.TestCase):
         # under SANITIZE=address,undefined every finding fails the test
         findings = [p for p in self.procs
                     if any(m in p.output() for m in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                                                     "runtime error:"))]
+                                                     "runtime error:", "WARNING: ThreadSanitizer"))]
         if failed or findings:
             for p in self.procs:
                 print("\n----- log of %s -----\n%s" % (p.name, p.output()[-6000:]))

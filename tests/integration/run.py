@@ -10,7 +10,8 @@ import unittest
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, here)
-suite = unittest.defaultTestLoader.discover(here, pattern="t*.py")
+# CORRAL_TIERS narrows the run, e.g. "t[25]*.py" for the worker tiers
+suite = unittest.defaultTestLoader.discover(here, pattern=os.environ.get("CORRAL_TIERS", "t*.py"))
 result = unittest.TextTestRunner(verbosity=2).run(suite)
 failed = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
 skipped = len(result.skipped)
