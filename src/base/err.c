@@ -4,17 +4,16 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-int cr_err_set(struct cr_err *err, int code, const char *fix, const char *fmt, ...)
+void cr_err_setf(struct cr_err *err, int code, const char *fix, const char *fmt, ...)
 {
 	if (!err)
-		return code;
+		return;
 	err->code = code;
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(err->message, sizeof(err->message), fmt, ap);
 	va_end(ap);
 	snprintf(err->fix, sizeof(err->fix), "%s", fix ? fix : "");
-	return code;
 }
 
 const char *cr_err_name(int code)

@@ -32,9 +32,20 @@ struct cr_err {
 #define CR_ERR_INIT { 0, "", "" }
 
 /* Record code, a fix (may be NULL) and a printf-style message in err (which
- * may be NULL). Returns code so callers can `return cr_err_set(...)`. */
-int cr_err_set(struct cr_err *err, int code, const char *fix, const char *fmt, ...)
+ * may be NULL). */
+void cr_err_setf(struct cr_err *err, int code, const char *fix, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+
+/* cr_err_setf that evaluates to code (taken once, before the message is
+ * formatted), so callers can `return cr_err_set(...)`. A macro so that
+ * code's value is visible where it is returned: the static analyser then
+ * knows that a failure path returns non-zero. */
+#define cr_err_set(err, code, ...)                           \
+	({                                                   \
+		int cr_err_code_ = (code);                   \
+		cr_err_setf((err), cr_err_code_, __VA_ARGS__); \
+		cr_err_code_;                                \
+	})
 
 /* A short name for a code, e.g. "invalid_input", used in JSON errors. */
 const char *cr_err_name(int code);

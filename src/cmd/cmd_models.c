@@ -243,7 +243,13 @@ static int run_plan(struct cr_cli *cl, const char *body, bool as_json, int wait_
 	bool placed = json_is_true(json_object_get(ans, "placed"));
 	size_t i;
 	json_t *p;
-	printf("dry run: %s\n", placed ? "every replica fits" : json_string_value(json_object_get(ans, "summary")));
+	int over = 0; /* placed by hand beyond the GPUs' free memory */
+	json_array_foreach(json_object_get(ans, "instances"), i, p)
+		over += json_object_get(p, "warning") != NULL;
+	if (placed && over)
+		printf("dry run: placed as chosen, but %d replica(s) overcommit their GPUs (see the warnings)\n", over);
+	else
+		printf("dry run: %s\n", placed ? "every replica fits" : json_string_value(json_object_get(ans, "summary")));
 	json_array_foreach(json_object_get(ans, "instances"), i, p)
 		print_placement(p, (int)i + 1);
 	if (!placed)

@@ -399,24 +399,3 @@ double cr_estimate_gpu_util(uint64_t claim, uint64_t total)
 	double u = ceil((double)claim * 100.0 / (double)total) / 100.0;
 	return u > 0.95 ? 0.95 : u < 0.01 ? 0.01 : u;
 }
-
-uint32_t cr_estimate_layers_fitting(const struct cr_model_shape *s, const struct cr_est_params *p, uint64_t budget)
-{
-	struct resolved r;
-	if (resolve(s, p, &r, NULL))
-		return 0;
-	uint64_t fixed = r.compute + CR_EST_GPU_RUNTIME;
-	if (budget <= fixed)
-		return 0;
-	budget -= fixed;
-	uint32_t n = 0;
-	/* llama.cpp offloads the last layers first */
-	for (uint32_t l = s->n_layer; l > 0; l--) {
-		uint64_t need = s->layer_bytes[l - 1] + r.kv_per_layer;
-		if (need > budget)
-			break;
-		budget -= need;
-		n++;
-	}
-	return n;
-}

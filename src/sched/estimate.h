@@ -101,8 +101,4 @@ int cr_estimate_vllm(const struct cr_model_shape *s, const struct cr_est_params 
  * with total bytes: rounded up to 0.01, at most 0.95. */
 double cr_estimate_gpu_util(uint64_t claim, uint64_t total);
 
-/* Layers (0..n_layer) that fit in budget bytes on one device given the
- * per-layer cost of this estimate's parameters; used for partial offload. */
-uint32_t cr_estimate_layers_fitting(const struct cr_model_shape *s, const struct cr_est_params *p, uint64_t budget);
-
 #endif

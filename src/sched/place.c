@@ -663,6 +663,60 @@ static bool fit_distributed_vllm(struct ctx *c)
 	return false;
 }
 
+/* The largest llama.cpp -ngl at which the estimate fits the GPUs gs[0..n)
+ * (the layers split over them in proportion to their free memory, as
+ * --tensor-split does), with *out its estimate; 0 when not even one block
+ * fits. -ngl counts the output layer: -ngl N puts it and the last N-1 blocks
+ * on the GPUs, so N starts at 2 (one block), never 1 (the output alone).
+ * GPU memory grows with N, so the largest fitting N is found by bisection. */
+static uint32_t ngl_fitting(struct ctx *c, const struct gref *gs, int n, struct cr_estimate *out)
+{
+	double split[CR_SCHED_MAX_MEMBERS];
+	for (int m = 0; m < n; m++)
+		split[m] = (double)(gs[m].free ? gs[m].free : 1);
+	uint32_t lo = 2, hi = c->req->shape->n_layer + 1, best = 0;
+	while (n > 0 && lo <= hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		struct cr_estimate e;
+		bool fits = est_llama(c, n, split, (int)mid, &e) == 0;
+		for (int m = 0; fits && m < n; m++)
+			fits = e.dev[m].total <= gs[m].free;
+		if (fits) {
+			best = mid;
+			*out = e;
+			lo = mid + 1;
+		} else {
+			hi = mid - 1;
+		}
+	}
+	return best;
+}
+
+/* The members of a partial offload: each GPU with its share, then the CPU
+ * with the blocks left there. */
+static void offload_members(struct ctx *c, int w, const struct gref *gs, int n, uint32_t ngl,
+			    const struct cr_estimate *e)
+{
+	struct cr_sched_result *r = c->out;
+	const struct cr_sched_worker *wk = &c->snap->workers[w];
+	uint32_t on_gpu = 0;
+	uint64_t total = 0;
+	for (int m = 0; m < n; m++)
+		total += gs[m].free ? gs[m].free : 1;
+	r->n_members = 0;
+	r->leader = w;
+	r->ngl = ngl;
+	r->ram_claim = e->ram;
+	for (int m = 0; m < n; m++) {
+		if (!e->dev[m].layers && !e->dev[m].output)
+			continue;
+		member(r, w, wk->gpus[gs[m].g].index, e->dev[m].total, (double)(gs[m].free ? gs[m].free : 1) / (double)total,
+		       e->dev[m].layers);
+		on_gpu += e->dev[m].layers;
+	}
+	member(r, w, -1, e->ram, 0.0, c->req->shape->n_layer - on_gpu);
+}
+
 static bool fit_offload(struct ctx *c)
 {
 	const struct cr_sched_snapshot *s = c->snap;
@@ -673,20 +727,17 @@ static bool fit_offload(struct ctx *c)
 			continue;
 		const struct cr_sched_worker *w = &s->workers[i];
 		uint64_t rfree = ram_free(w, s->ram_reserve);
+		/* every GPU of the worker that the engine can use, plus its RAM */
+		struct gref gs[CR_SCHED_MAX_MEMBERS];
+		int n = 0;
+		for (int g = 0; g < w->n_gpus && n < CR_SCHED_MAX_MEMBERS; g++)
+			if (cr_sched_engine_uses(c->req->engine, w->gpus[g].vendor))
+				gs[n++] = (struct gref){ i, g, cr_sched_gpu_free(&w->gpus[g], s->gpu_reserve) };
 		struct cr_estimate e;
-		int bestg = -1;
-		uint64_t gfree = 0;
-		for (int g = 0; g < w->n_gpus; g++) {
-			uint64_t f = cr_sched_gpu_free(&w->gpus[g], s->gpu_reserve);
-			if (cr_sched_engine_uses(c->req->engine, w->gpus[g].vendor) && f > gfree) {
-				gfree = f;
-				bestg = g;
-			}
-		}
-		uint32_t ngl = bestg >= 0 ? cr_estimate_layers_fitting(c->req->shape, &c->req->params, gfree) : 0;
-		bool partial = ngl > 0;
-		if (est_llama(c, partial ? 1 : 0, NULL, (int)ngl, &e) || e.ram > rfree ||
-		    (partial && e.dev[0].total > gfree))
+		uint32_t ngl = ngl_fitting(c, gs, n, &e);
+		if (!ngl && est_llama(c, 0, NULL, 0, &e)) /* not one block on a GPU: all on the CPU */
+			continue;
+		if (e.ram > rfree)
 			continue;
 		long long k1, k2;
 		keys(c, w, rfree, e.ram, &k1, &k2);
@@ -694,14 +745,17 @@ static bool fit_offload(struct ctx *c)
 			continue;
 		found = true;
 		struct cr_sched_result *r = c->out;
-		r->n_members = 0;
-		r->leader = i;
-		r->ngl = ngl;
-		r->ram_claim = e.ram;
-		r->kind = partial ? CR_PLACE_PARTIAL_OFFLOAD : CR_PLACE_CPU;
-		if (partial)
-			member(r, i, w->gpus[bestg].index, e.dev[0].total, 1.0, ngl);
-		member(r, i, -1, e.ram, partial ? 0.0 : 1.0, c->req->shape->n_layer - (partial ? ngl : 0));
+		if (ngl) {
+			offload_members(c, i, gs, n, ngl, &e);
+			r->kind = CR_PLACE_PARTIAL_OFFLOAD;
+		} else {
+			r->n_members = 0;
+			r->leader = i;
+			r->ngl = 0;
+			r->ram_claim = e.ram;
+			member(r, i, -1, e.ram, 1.0, c->req->shape->n_layer);
+			r->kind = CR_PLACE_CPU;
+		}
 	}
 	return found;
 }
@@ -722,7 +776,9 @@ static int place_manual(struct ctx *c, struct cr_err *err)
 	const struct cr_sched_snapshot *s = c->snap;
 	struct cr_sched_result *r = c->out;
 	struct gref gs[CR_SCHED_MAX_MEMBERS];
-	int n = 0, workers = 0, prev = -1;
+	int n = 0, workers = 0;
+	int per_worker[CR_SCHED_MAX_MEMBERS] = { 0 }; /* chosen GPUs of each distinct worker, in order */
+	int which[CR_SCHED_MAX_MEMBERS];
 	if (q->n_manual > CR_SCHED_MAX_MEMBERS)
 		return cr_err_set(err, CR_EINPUT, "choose at most 64 GPUs", "too many GPUs in gpus");
 	for (int m = 0; m < q->n_manual; m++) {
@@ -743,14 +799,34 @@ static int place_manual(struct ctx *c, struct cr_err *err)
 				 s->workers[i].name, s->workers[i].state);
 			return CR_ENOTFOUND;
 		}
-		workers += i != prev;
-		prev = i;
+		int k = 0; /* distinct workers, however the list interleaves them */
+		while (k < workers && which[k] != i)
+			k++;
+		if (k == workers)
+			which[workers++] = i;
+		per_worker[k]++;
 		gs[n++] = (struct gref){ i, g, g >= 0 ? cr_sched_gpu_free(&s->workers[i].gpus[g], s->gpu_reserve)
 						       : ram_free(&s->workers[i], s->ram_reserve) };
 	}
 	if (workers > 1 && !q->allow_distributed)
 		return cr_err_set(err, CR_EINPUT, "add --allow-distributed, or choose GPUs of one worker",
 				  "gpus: the chosen GPUs are on %d workers", workers);
+	if (!c->llama) { /* tensor parallel within a worker, pipeline parallel across: an even shape */
+		for (int k = 1; k < workers; k++)
+			if (per_worker[k] != per_worker[0]) {
+				char counts[256] = "";
+				size_t len = 0;
+				for (int x = 0; x < workers && len < sizeof(counts); x++)
+					len += (size_t)snprintf(counts + len, sizeof(counts) - len, "%s%d on %s", x ? ", " : "",
+								per_worker[x], s->workers[which[x]].name);
+				return cr_err_set(err, CR_EINPUT,
+						  "choose the same number of GPUs on every worker (e.g. one each), or let the "
+						  "scheduler choose",
+						  "gpus: %s splits a model into tensor-parallel x pipeline-parallel equal parts, "
+						  "so every worker needs the same number of chosen GPUs, not %s",
+						  q->engine, counts);
+			}
+	}
 	struct cr_estimate e;
 	bool cpu = n == 1 && gs[0].g < 0;
 	int rc;
@@ -765,6 +841,20 @@ static int place_manual(struct ctx *c, struct cr_err *err)
 	if (rc)
 		return cr_err_set(err, CR_EINPUT, "check the model's context and cache settings", "cannot estimate '%s'",
 				  q->model);
+	bool over = false;
+	for (int m = 0; m < n && !cpu; m++)
+		over |= e.dev[m].total > gs[m].free;
+	if (over && c->llama && q->allow_cpu_offload && workers == 1 && gs[0].g >= 0) {
+		/* the chosen GPUs are too small for every layer: as many as fit, the rest in RAM */
+		struct cr_estimate pe;
+		uint32_t ngl = ngl_fitting(c, gs, n, &pe);
+		if (ngl && pe.ram <= ram_free(&s->workers[gs[0].w], s->ram_reserve)) {
+			offload_members(c, gs[0].w, gs, n, ngl, &pe);
+			r->kind = CR_PLACE_PARTIAL_OFFLOAD;
+			order_leader(r, s->n_workers);
+			return 0;
+		}
+	}
 	r->kind = CR_PLACE_MANUAL;
 	r->tp = c->llama ? 1 : n / workers;
 	r->pp = c->llama ? 1 : workers;

@@ -168,19 +168,6 @@ Test(estimate, layers_split_like_llama_cpp)
 	cr_shape_release(&s);
 }
 
-Test(estimate, layers_fitting_counts_from_the_end)
-{
-	struct cr_model_shape s = flat(10, 100 * CR_MIB);
-	struct cr_est_params p = CR_EST_PARAMS_INIT;
-	p.n_ctx = 512;
-	struct cr_estimate one;
-	cr_estimate_llama(&s, &p, 1, NULL, &one, NULL);
-	uint64_t fixed = one.dev[0].compute + CR_EST_GPU_RUNTIME, per = 100 * CR_MIB + one.kv / 10;
-	cr_assert_eq(cr_estimate_layers_fitting(&s, &p, fixed + 3 * per + 1), 3);
-	cr_assert_eq(cr_estimate_layers_fitting(&s, &p, fixed - 1), 0);
-	cr_shape_release(&s);
-}
-
 Test(estimate, vllm_claim_per_gpu_and_utilisation)
 {
 	json_t *cfg = json_pack("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:s}", "model_type", "llama", "num_hidden_layers", 32,

@@ -383,6 +383,18 @@ static const struct scase cases[] = {
 	  .text = "the chosen GPUs are on 2 workers", .rc = BAD },
 	{ "manual across workers with the flag", { "a; ; nvidia:L4:24:20", "b; ; nvidia:L4:24:20" }, .manual = "a:0,b:0", .model = "70b",
 	  .distributed = true, .members = "a:0,b:0", .kind = MAN, .text = "overcommit" },
+	{ "manual: workers are counted once however the list interleaves them", { "a; ; " H100 ", " H100, "b; ; " H100 },
+	  .manual = "a:0,b:0,a:1", .text = "the chosen GPUs are on 2 workers", .rc = BAD },
+	{ "manual vllm 2+1+1 is refused, not an impossible tp x pp",
+	  { "a; ; " L4 ", " L4, "b; ; " L4, "c; ; " L4 }, .model = "8b-st", .engine = "vllm", .distributed = true,
+	  .manual = "a:0,a:1,b:0,c:0", .text = "every worker needs the same number of chosen GPUs, not 2 on a, 1 on b, 1 on c",
+	  .rc = BAD },
+	{ "manual vllm 1+1 is pipeline parallel", { "a; ; " L4, "b; ; " L4 }, .model = "8b-st", .engine = "vllm",
+	  .distributed = true, .manual = "a:0,b:0", .members = "a:0,b:0", .kind = MAN, .tp = 1, .pp = 2 },
+	{ "manual too small with cpu offload: a partial offload on the chosen GPU", { "a; ; nvidia:T4:16:16, " H100 "; ; ; 128:120" },
+	  .model = "70b", .offload = true, .manual = "a:0", .members = "a:0,a:cpu", .kind = P },
+	{ "partial offload uses every GPU of the worker", { "a; ; nvidia:T4:16:16, nvidia:T4:16:16; ; ; 128:120" },
+	  .model = "70b", .offload = true, .members = "a:0,a:1,a:cpu", .kind = P },
 	{ "manual on a worker that is down", { "a; not_ready; " H100 }, .manual = "a:0",
 	  .text = "cannot place 'm' on the chosen GPUs: a is not_ready", .rc = NF },
 };
@@ -545,4 +557,43 @@ Test(place, a_hand_picked_vllm_group_with_a_cpu_only_node_is_refused)
 	json_decref(ra);
 	json_decref(rc);
 	unbuild(&b);
+}
+
+/* llama.cpp's -ngl counts the output layer: -ngl N is the output and N-1
+ * blocks. A GPU with room for 4 blocks but not for 4 blocks and the output
+ * gets -ngl 4 (3 blocks + output), claims no more than it has free, and a
+ * GPU too small for even one block next to the output gets none: never an
+ * "offload" of the output layer alone. */
+Test(place, partial_offload_counts_the_output_layer_and_fits)
+{
+	for (int gib_free = 1; gib_free <= 16; gib_free++) {
+		char w[128];
+		snprintf(w, sizeof(w), "a; ; nvidia:T4:16:%d; ; ; 128:120", gib_free);
+		struct scase c = { .name = "ngl", .workers = { w }, .model = "70b", .offload = true };
+		struct built b;
+		build(&c, &b);
+		struct cr_sched_result r;
+		struct cr_err err = CR_ERR_INIT;
+		cr_assert_eq(cr_sched_place(&b.snap, &b.req, &r, &err), 0, "%d GiB: %s %s", gib_free, r.summary,
+			     err.message);
+		if (r.kind == CR_PLACE_PARTIAL_OFFLOAD) {
+			cr_assert_geq(r.ngl, 2, "%d GiB: at least one block besides the output, -ngl %u", gib_free, r.ngl);
+			cr_assert_eq(r.members[0].layers, r.ngl - 1, "%d GiB: -ngl %u is %u blocks and the output", gib_free,
+				     r.ngl, r.members[0].layers);
+			uint64_t free_b = cr_sched_gpu_free(&b.w[0].gpus[0], b.snap.gpu_reserve);
+			cr_assert_leq(r.members[0].claim, free_b, "%d GiB: the claim fits what the scheduler sees free",
+				      gib_free);
+			/* one more block would not fit: the largest -ngl was chosen */
+			struct cr_est_params p = b.req.params;
+			p.n_gpu_layers = (int)r.ngl + 1;
+			struct cr_estimate e;
+			cr_assert_eq(cr_estimate_llama(&b.shape, &p, 1, NULL, &e, NULL), 0);
+			cr_assert_gt(e.dev[0].total, free_b, "%d GiB", gib_free);
+		} else {
+			cr_assert_eq(r.kind, CR_PLACE_CPU, "%d GiB", gib_free);
+			cr_assert_eq(r.ngl, 0);
+		}
+		cr_sched_result_release(&r);
+		unbuild(&b);
+	}
 }

@@ -1,0 +1,15 @@
+build-scan/src/api/usage.o: src/api/usage.c src/api/internal.h \
+ src/api/app.h src/base/map.h src/base/secret.h src/http/server.h \
+ src/base/err.h src/base/json.h src/base/log.h src/base/mem.h \
+ src/base/util.h src/store/store.h
+src/api/internal.h:
+src/api/app.h:
+src/base/map.h:
+src/base/secret.h:
+src/http/server.h:
+src/base/err.h:
+src/base/json.h:
+src/base/log.h:
+src/base/mem.h:
+src/base/util.h:
+src/store/store.h:
