@@ -223,7 +223,7 @@ class Models(ClusterCase):
         status, ans = self.request("POST", "/api/models", {"name": "z", "path": path, "replicas": None},
                                    token=self.token)
         self.assert_error(status, ans, 400, "field 'replicas' cannot be null")
-        self.assertEqual(self.api("GET", "/api/models/x")["spec"]["replicas"], 1, "the refused PATCH changed nothing")
+        self.assertEqual(self.api("GET", "/api/models/x")["replicas"], 1, "the refused PATCH changed nothing")
         self.assertEqual(len(self.api("GET", "/api/models")["models"]), 1, "refusals stored nothing")
         status, ans = self.request("DELETE", "/api/models/nope", token=self.token)
         self.assert_error(status, ans, 404, "no model 'nope'")
