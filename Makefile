@@ -12,9 +12,15 @@ WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu17 $(WARN) -Isrc -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(EXTRA_CFLAGS)
 LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -ldl -lm
+# Hardening (checked by scripts/check-hardening.sh in `make check`): fortified
+# libc calls, stack protector, position-independent executables, full RELRO.
+# Sanitizer builds go without: ASan and fortify replace the same calls.
 ifneq ($(SANITIZE),)
 CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS += -fsanitize=$(SANITIZE)
+else
+CFLAGS += -U_FORTIFY_SOURCE -D_FORTIFY_SOURCE=3 -fstack-protector-strong -fPIE
+EXE_LDFLAGS := -pie -Wl,-z,relro,-z,now
 endif
 ifeq ($(WERROR),1)
 CFLAGS += -Werror
@@ -32,7 +38,7 @@ FAKE_NVML := $(BUILD)/fakes/nvml/libnvidia-ml.so.1 $(BUILD)/fakes/nvml-nouuid/li
 BENCH_BINS := $(BUILD)/bench/statusload $(BUILD)/bench/sched $(BUILD)/bench/upstream $(BUILD)/bench/gwload
 TOOLS := $(BUILD)/tools/mkmodel
 
-.PHONY: all deps test unit integration fuzz-replay run check clean bench fuzz engines
+.PHONY: all deps test unit integration fuzz-replay run check clean bench fuzz fuzz-run engines
 all: $(BUILD)/corral
 
 deps:
@@ -47,11 +53,11 @@ $(BUILD)/libcorral.a: $(LIB_OBJS)
 	ar rcs $@ $^
 
 $(BUILD)/corral: $(CMD_OBJS) $(BUILD)/libcorral.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) $(EXE_LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcorral.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(LDLIBS) -lcriterion $(shell pkg-config --libs sqlite3)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(EXE_LDFLAGS) $(LDLIBS) -lcriterion $(shell pkg-config --libs sqlite3)
 
 $(BUILD)/fakes/nvml/libnvidia-ml.so.1: tests/fakes/nvml/fake_nvml.c
 	@mkdir -p $(dir $@)
@@ -65,22 +71,32 @@ $(BUILD)/fakes/nvml-nouuid/libnvidia-ml.so.1: tests/fakes/nvml/fake_nvml.c
 # `make fuzz` builds libFuzzer binaries with clang for real fuzzing.
 $(BUILD)/fuzz/%-replay: tests/fuzz/%.c tests/fuzz/replay_main.c $(BUILD)/libcorral.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< tests/fuzz/replay_main.c $(BUILD)/libcorral.a $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< tests/fuzz/replay_main.c $(BUILD)/libcorral.a $(LDFLAGS) $(EXE_LDFLAGS) $(LDLIBS)
 
 fuzz:
 	@mkdir -p build-fuzz
 	for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \
 	  clang -std=gnu17 -g -O1 -Isrc -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined $$f $(LIB_SRCS) \
 	    -o build-fuzz/$$n $(LDLIBS) || exit 1; done
-	@echo "run e.g.: build-fuzz/fuzz_report -max_total_time=60 tests/fuzz/corpus/fuzz_report"
+	@echo "run e.g.: build-fuzz/fuzz_gguf -max_total_time=60 tests/fuzz/corpus/fuzz_gguf, or make fuzz-run"
+
+# Every fuzz target for FUZZ_SECONDS, starting from its corpus (new finds go
+# to build-fuzz/corpus, not into the repository); a crash fails the run.
+FUZZ_SECONDS ?= 30
+fuzz-run: fuzz
+	@set -e; for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); mkdir -p build-fuzz/corpus/$$n; \
+	  echo "== $$n ($(FUZZ_SECONDS) s)"; \
+	  build-fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=build-fuzz/$$n- \
+	    build-fuzz/corpus/$$n tests/fuzz/corpus/$$n > build-fuzz/$$n.log 2>&1 || { tail -40 build-fuzz/$$n.log; exit 1; }; \
+	  grep -E "^stat::number_of_executed_units" build-fuzz/$$n.log; done
 
 $(BUILD)/tools/%: tools/%.c $(BUILD)/libcorral.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(EXE_LDFLAGS) $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libcorral.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(EXE_LDFLAGS) $(LDLIBS)
 
 unit: $(UNIT_BINS) $(FAKE_NVML)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; CORRAL_BUILD=$(BUILD) $$t --jobs 1 2>&1 | tee $(BUILD)/unit.out; \
@@ -110,6 +126,9 @@ check: deps
 	$(MAKE) WERROR=1 all $(UNIT_BINS) $(FUZZ_REPLAY) $(FAKE_NVML) $(BENCH_BINS)
 	scripts/check-layering.sh
 	scripts/check-banned.sh
+	scripts/check-hardening.sh $(BUILD)/corral
+	rm -rf build-scan
+	scan-build --status-bugs -o build-scan/report $(MAKE) BUILD=build-scan CC=clang all
 
 bench: $(BUILD)/corral $(BENCH_BINS) $(TOOLS) $(FAKE_NVML)
 	python3 bench/run_status.py --build $(BUILD) $(BENCH_ARGS)
@@ -123,6 +142,6 @@ run: deps all
 	$(BUILD)/corral server --data-dir .data $(RUN_ARGS)
 
 clean:
-	rm -rf build build-san build-tsan build-fuzz
+	rm -rf build build-san build-tsan build-fuzz build-scan
 
 -include $(LIB_OBJS:.o=.d) $(CMD_OBJS:.o=.d)

@@ -566,8 +566,6 @@ static int list_peers(void *arg, json_t **list)
 		json_t *ans = json_loadb(resp.body, resp.len, 0, NULL);
 		*list = json_incref(json_object_get(ans, "peers"));
 		json_decref(ans);
-	} else if (!rc) {
-		rc = -1;
 	}
 	cr_http_resp_release(&resp); /* whatever the status: a 5xx answer's body too */
 	free(url);

@@ -836,7 +836,9 @@ int cr_http_server_listen(struct cr_http_server *s, const char *host, int port, 
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
-	getsockname(fd, (struct sockaddr *)&ss, &len);
+	memset(&ss, 0, sizeof(ss));
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+		ss.ss_family = AF_UNSPEC;
 	if (bound_port)
 		*bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
 							     : ((struct sockaddr_in *)&ss)->sin_port);
@@ -848,8 +850,9 @@ void cr_http_server_free(struct cr_http_server *s)
 	if (!s)
 		return;
 	evhttp_free(s->http); /* attached connections go through conn_closed */
-	while (s->first) { /* accepted this loop turn, never attached */
-		struct conn *c = s->first;
+	struct conn *next;
+	for (struct conn *c = s->first; c; c = next) { /* accepted this loop turn, never attached */
+		next = c->next;
 		struct bufferevent *bev = c->bev;
 		evbuffer_remove_cb(bufferevent_get_input(bev), conn_input, c);
 		evbuffer_remove_cb(bufferevent_get_output(bev), conn_output, c);

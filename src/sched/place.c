@@ -573,7 +573,7 @@ static int try_vllm_group(struct ctx *c, int i0, const char *name, int tp, int p
 	bool placed = false, exhausted = false;
 	for (int round = 0; round < s->n_workers && !placed; round++) {
 		/* picked: matching versions; naive: any with the GPUs */
-		int picked[16], np = 0, naive[16], nn = 0;
+		int picked[16] = { 0 }, np = 0, naive[16] = { 0 }, nn = 0;
 		for (int i = i0; i < s->n_workers && np < pp; i++) {
 			if (!c->eligible[i] || bad[i])
 				continue;
@@ -603,7 +603,7 @@ static int try_vllm_group(struct ctx *c, int i0, const char *name, int tp, int p
 		struct cr_sched_result *r = c->out;
 		r->n_members = 0;
 		for (int p = 0; p < pp; p++) {
-			struct gref gs[CR_SCHED_MAX_GPUS];
+			struct gref gs[CR_SCHED_MAX_GPUS] = { { 0, 0, 0 } };
 			int n = collect(c, picked[p], name, claim, gs);
 			for (int t = 0; t < tp && t < n; t++)
 				member(r, picked[p], s->workers[picked[p]].gpus[gs[t].g].index, claim, 1.0 / (tp * pp),
@@ -779,8 +779,8 @@ static int place_manual(struct ctx *c, struct cr_err *err)
 	int n = 0, workers = 0;
 	int per_worker[CR_SCHED_MAX_MEMBERS] = { 0 }; /* chosen GPUs of each distinct worker, in order */
 	int which[CR_SCHED_MAX_MEMBERS];
-	if (q->n_manual > CR_SCHED_MAX_MEMBERS)
-		return cr_err_set(err, CR_EINPUT, "choose at most 64 GPUs", "too many GPUs in gpus");
+	if (q->n_manual < 1 || q->n_manual > CR_SCHED_MAX_MEMBERS)
+		return cr_err_set(err, CR_EINPUT, "choose 1 to 64 GPUs", "%d GPUs in gpus", q->n_manual);
 	for (int m = 0; m < q->n_manual; m++) {
 		int i = find_worker(s, q->manual[m].worker);
 		if (i < 0)
@@ -1019,8 +1019,8 @@ static void summarise(struct ctx *c)
 		json_t *g = json_array_get(r->groups, 0);
 		char why[300];
 		cr_checks_summary(json_object_get(g, "checks"), CR_CHECK_FAIL, why, sizeof(why));
-		len += snprintf(buf + len, sizeof(buf) - (size_t)len, "; %zu multi-worker group(s) refused by checks, e.g. %s",
-				json_array_size(r->groups), why);
+		snprintf(buf + len, sizeof(buf) - (size_t)len, "; %zu multi-worker group(s) refused by checks, e.g. %s",
+			 json_array_size(r->groups), why);
 	}
 	snprintf(r->summary, sizeof(r->summary), "%s", buf);
 }

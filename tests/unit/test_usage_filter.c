@@ -143,11 +143,12 @@ Test(usage_filter, cr_only_and_crlf_streams_go_out_event_by_event)
 Test(usage_filter, a_long_event_in_small_pieces_comes_out_whole)
 {
 	size_t big = 300000;
-	char *in = malloc(big + 64);
-	size_t n = (size_t)snprintf(in, 64, "data: {\"choices\":[{\"delta\":{\"content\":\"");
+	size_t cap = big + 128;
+	char *in = malloc(cap);
+	size_t n = (size_t)snprintf(in, cap, "data: {\"choices\":[{\"delta\":{\"content\":\"");
 	memset(in + n, 'x', big);
 	n += big;
-	n += (size_t)snprintf(in + n, 64, "\"}}]}\n\n");
+	n += (size_t)snprintf(in + n, cap - n, "\"}}]}\n\n");
 	struct cr_usage_filter f = { 0 };
 	struct evbuffer *chunk = evbuffer_new();
 	for (size_t at = 0; at < n; at += 3) {
