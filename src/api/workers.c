@@ -298,6 +298,10 @@ static json_t *worker_json(struct cr_worker *w)
 	cr_checks_worst(checks, &warns, &fails);
 	json_object_set_new(o, "checks", checks);
 	json_object_set_new(o, "checks_summary", json_pack("{s:i,s:i}", "warn", warns, "fail", fails));
+	/* which full report the view is built on (the worker counts them), and
+	 * whether a light report (the dynamic half alone) came since */
+	json_object_set_new(o, "report", json_pack("{s:I,s:b}", "base", (json_int_t)w->report_base, "light",
+						   w->dynamic_json != NULL));
 	json_decref(report);
 	return o;
 }

@@ -264,12 +264,17 @@ class LightReports(ClusterCase):
         cfg = json.loads(json.dumps(H100))
         self.start_worker("live", nvml_config=cfg)
         self.wait_state("live", "ready")
-        time.sleep(2.5)  # the worker has switched to light reports
+        # right after a full report the next one is 12 intervals away: a
+        # change seen before the base moves came in a light report
+        first = self.workers()["live"]["report"]["base"]
+        base = self.wait_for(lambda: (lambda b: b != first and b)(self.workers()["live"]["report"]["base"]),
+                             "a fresh full report", timeout=30)
         cfg["devices"][1]["memory_used"] = 42 * 2**30
         path = os.path.join(self.tmp, "live-nvml.json")
         with open(path + ".new", "w") as f:
             json.dump(cfg, f)
         os.replace(path + ".new", path)
-        # well before the next full report (every 12 intervals)
-        self.wait_for(lambda: self.workers()["live"]["gpus"][1]["memory_used"] == 42 * 2**30,
-                      "the new GPU memory use", timeout=5)
+        seen = self.wait_for(lambda: (lambda w: w["gpus"][1]["memory_used"] == 42 * 2**30 and w)(
+            self.workers()["live"]), "the new GPU memory use", timeout=8)
+        self.assertEqual(seen["report"]["base"], base, "it came in a light report, not with the next full one")
+        self.assertTrue(seen["report"]["light"])

@@ -70,6 +70,28 @@ Test(diagnose, port_in_use)
 	expect("OSError: [Errno 98] Address already in use", 0, "port_in_use");
 }
 
+Test(diagnose, device_buffer_allocation_failed)
+{
+	expect("ggml_gallocr_reserve_n: failed to allocate CUDA0 buffer of size 2147483648", 0, "alloc_failed");
+}
+
+Test(diagnose, ray_version_mismatch_in_lower_case)
+{
+	expect("RuntimeError: version mismatch between ray on the head (2.9.0) and this node (2.10.0)", 0, "ray_version");
+}
+
+Test(diagnose, rpc_follower_unreachable)
+{
+	expect("E ggml_backend_rpc_get_device_count: failed to connect to RPC server at 10.0.0.2:50052", 0,
+	       "rpc_unreachable");
+}
+
+Test(diagnose, model_that_does_not_load)
+{
+	expect("E llama_model_load_from_file_impl: failed to load model\nE main: exiting due to model loading error", 0,
+	       "model_load");
+}
+
 Test(diagnose, unknown_logs_have_no_diagnosis)
 {
 	cr_assert_null(cr_diagnose("I srv main: server is listening", NULL));
