@@ -73,11 +73,20 @@ $(BUILD)/fuzz/%-replay: tests/fuzz/%.c tests/fuzz/replay_main.c $(BUILD)/libcorr
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< tests/fuzz/replay_main.c $(BUILD)/libcorral.a $(LDFLAGS) $(EXE_LDFLAGS) $(LDLIBS)
 
-fuzz:
-	@mkdir -p build-fuzz
-	for f in $(FUZZ_SRCS); do n=$$(basename $$f .c); \
-	  clang -std=gnu17 -g -O1 -Isrc -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined $$f $(LIB_SRCS) \
-	    -o build-fuzz/$$n $(LDLIBS) || exit 1; done
+# The library once with the fuzzer's instrumentation, then one binary per target.
+FUZZ_CFLAGS := -std=gnu17 -g -O1 -Isrc -D_GNU_SOURCE $(shell pkg-config --cflags $(PKGS) 2>/dev/null) \
+	-fsanitize=fuzzer-no-link,address,undefined
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=build-fuzz/%.o)
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build-fuzz/%)
+build-fuzz/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+build-fuzz/libcorral.a: $(FUZZ_LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c build-fuzz/libcorral.a
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer $< build-fuzz/libcorral.a -o $@ $(LDLIBS)
+fuzz: $(FUZZ_BINS)
 	@echo "run e.g.: build-fuzz/fuzz_gguf -max_total_time=60 tests/fuzz/corpus/fuzz_gguf, or make fuzz-run"
 
 # Every fuzz target for FUZZ_SECONDS, starting from its corpus (new finds go
@@ -144,4 +153,4 @@ run: deps all
 clean:
 	rm -rf build build-san build-tsan build-fuzz build-scan
 
--include $(LIB_OBJS:.o=.d) $(CMD_OBJS:.o=.d)
+-include $(LIB_OBJS:.o=.d) $(CMD_OBJS:.o=.d) $(wildcard build-fuzz/src/*/*.d)
