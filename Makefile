@@ -145,6 +145,7 @@ bench: $(BUILD)/corral $(BENCH_BINS) $(TOOLS) $(FAKE_NVML)
 	CORRAL_LLAMA_BIN=$$(scripts/llama-build.sh) python3 bench/run_engines.py --build $(BUILD) $(BENCH_ARGS)
 	python3 bench/run_gateway.py --build $(BUILD) $(BENCH_ARGS)
 	python3 bench/run_doctor.py --build $(BUILD) $(BENCH_ARGS)
+	python3 bench/run_hostile.py --build $(BUILD) $(BENCH_ARGS)
 
 run: deps all
 	@mkdir -p .data

@@ -8,7 +8,12 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include "base/log.h"
 #include "base/mem.h"
 
 struct job {
@@ -41,6 +46,10 @@ static void job_done(evutil_socket_t fd, short what, void *arg)
 static void *pool_thread(void *arg)
 {
 	struct cr_workpool *p = arg;
+	/* below the event loop: a flood of slow work must not delay its answers
+	 * (on Linux the nice value is per thread) */
+	if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10) != 0)
+		cr_debug("setpriority for a pool thread failed: %s", strerror(errno));
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
 		while (!p->head && !p->stopping)
