@@ -37,6 +37,8 @@ FUZZ_REPLAY := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%-replay)
 FAKE_NVML := $(BUILD)/fakes/nvml/libnvidia-ml.so.1 $(BUILD)/fakes/nvml-nouuid/libnvidia-ml.so.1
 BENCH_BINS := $(BUILD)/bench/statusload $(BUILD)/bench/sched $(BUILD)/bench/upstream $(BUILD)/bench/gwload
 TOOLS := $(BUILD)/tools/mkmodel
+# The GGUF writer makes test models: tests and tools link it, the binary does not.
+TESTLIB := $(BUILD)/tools/gguf_write.o
 
 .PHONY: all deps test unit integration fuzz-replay run check clean bench fuzz fuzz-run engines
 all: $(BUILD)/corral
@@ -55,9 +57,9 @@ $(BUILD)/libcorral.a: $(LIB_OBJS)
 $(BUILD)/corral: $(CMD_OBJS) $(BUILD)/libcorral.a
 	$(CC) $(LDFLAGS) $(EXE_LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcorral.a
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcorral.a $(TESTLIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(EXE_LDFLAGS) $(LDLIBS) -lcriterion $(shell pkg-config --libs sqlite3)
+	$(CC) $(CFLAGS) -Itools -o $@ $< $(TESTLIB) $(BUILD)/libcorral.a $(LDFLAGS) $(EXE_LDFLAGS) $(LDLIBS) -lcriterion $(shell pkg-config --libs sqlite3)
 
 $(BUILD)/fakes/nvml/libnvidia-ml.so.1: tests/fakes/nvml/fake_nvml.c
 	@mkdir -p $(dir $@)
@@ -99,9 +101,13 @@ fuzz-run: fuzz
 	    build-fuzz/corpus/$$n tests/fuzz/corpus/$$n > build-fuzz/$$n.log 2>&1 || { tail -40 build-fuzz/$$n.log; exit 1; }; \
 	  grep -E "^stat::number_of_executed_units" build-fuzz/$$n.log; done
 
-$(BUILD)/tools/%: tools/%.c $(BUILD)/libcorral.a
+$(BUILD)/tools/gguf_write.o: tools/gguf_write.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(EXE_LDFLAGS) $(LDLIBS)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/tools/%: tools/%.c $(BUILD)/libcorral.a $(TESTLIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itools -o $@ $< $(TESTLIB) $(BUILD)/libcorral.a $(LDFLAGS) $(EXE_LDFLAGS) $(LDLIBS)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libcorral.a
 	@mkdir -p $(dir $@)

@@ -14,7 +14,7 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
-#include "agent/report.h"
+#include "checks/report.h"
 #include "base/json.h"
 #include "base/mem.h"
 #include "base/util.h"

@@ -1,22 +1,34 @@
 #!/bin/sh
-# Layering rules (style.md): pure modules never include the network, store or
-# event-loop layers, and base depends on nothing of ours but base.
+# Layering rules (docs/internals/style.md). Each rule names what may not
+# include what; the first violation fails the check with the offending lines.
+#   - sched and checks are pure: no network, store, event loop, api or agent
+#   - base depends on nothing of ours but base
+#   - server-side code (api, http, store, sched, checks) never includes agent/:
+#     the control plane runs no worker code
+#   - the store knows no transport (no http/, libevent or libcurl)
+#   - store, http and agent never include api or cmd
+#   - nothing in the library includes cmd
 set -e
-fail=0
-for dir in src/sched src/checks; do
-	[ -d "$dir" ] || continue
-	if grep -nE '#include *[<"](event2/|http/|store/|api/|curl/|sqlite3|libpq)' "$dir"/*.c "$dir"/*.h 2>/dev/null; then
-		echo "layering: $dir must not include http, store, api or libevent headers" >&2
-		fail=1
+rule() { # rule "what" "regex" files...
+	what=$1
+	re=$2
+	shift 2
+	if grep -nE "$re" "$@" 2>/dev/null; then
+		echo "layering: $what" >&2
+		exit 1
 	fi
-done
-if grep -nE '#include *"(http|store|api|agent|cmd|sched|checks)/' src/base/*.c src/base/*.h; then
-	echo "layering: src/base must include only base headers" >&2
-	fail=1
-fi
-if grep -nE '#include *"(api|cmd)/' src/store/*.c src/store/*.h src/http/*.c src/http/*.h src/agent/*.c src/agent/*.h; then
-	echo "layering: store, http and agent must not include api or cmd headers" >&2
-	fail=1
-fi
-[ $fail = 0 ] && echo "layering: ok"
-exit $fail
+}
+rule "src/sched and src/checks must not include http, store, api, agent, libevent, libcurl or database headers" \
+	'#include *[<"](event2/|http/|store/|api/|agent/|curl/|sqlite3|libpq)' src/sched/*.[ch] src/checks/*.[ch]
+rule "src/base must include only base headers" \
+	'#include *"(http|store|api|agent|cmd|sched|checks)/' src/base/*.[ch]
+rule "server-side code (api, http, store, sched, checks) must not include agent/" \
+	'#include *"agent/' src/api/*.[ch] src/http/*.[ch] src/store/*.[ch] src/sched/*.[ch] src/checks/*.[ch]
+rule "src/store must know no transport (http/, libevent, libcurl)" \
+	'#include *[<"](http/|event2/|curl/)' src/store/*.[ch]
+rule "store, http and agent must not include api or cmd headers" \
+	'#include *"(api|cmd)/' src/store/*.[ch] src/http/*.[ch] src/agent/*.[ch]
+rule "nothing in the library includes cmd headers" \
+	'#include *"cmd/' src/base/*.[ch] src/http/*.[ch] src/api/*.[ch] src/store/*.[ch] src/agent/*.[ch] \
+	src/sched/*.[ch] src/checks/*.[ch]
+echo "layering: ok"

@@ -11,7 +11,7 @@
 
 #include "base/mem.h"
 #include "base/util.h"
-#include "sched/gguf_write.h"
+#include "gguf_write.h"
 
 struct opts {
 	const char *out;

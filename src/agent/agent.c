@@ -20,7 +20,7 @@
 #include "agent/files.h"
 #include "agent/peers.h"
 #include "agent/supervise.h"
-#include "agent/report.h"
+#include "checks/report.h"
 #include "checks/checks.h"
 #include "base/err.h"
 #include "base/json.h"

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "api/internal.h"
-#include "agent/report.h"
+#include "checks/report.h"
 #include "api/model_spec.h"
 #include "base/json.h"
 #include "base/log.h"

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/report.h"
+#include "checks/report.h"
 #include "api/internal.h"
 #include <sodium.h>
 

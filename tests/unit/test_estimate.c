@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "sched/estimate.h"
-#include "sched/gguf_write.h"
+#include "gguf_write.h"
 
 /* A llama-shaped header: L layers of E dims, H heads, K KV heads, F FFN. */
 static struct cr_gguf *llama_header(uint32_t L, uint64_t E, uint32_t H, uint32_t K, uint64_t F, uint64_t V, int tied)

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "sched/gguf.h"
-#include "sched/gguf_write.h"
+#include "gguf_write.h"
 
 /* A byte builder for hand-made headers. */
 struct hb {

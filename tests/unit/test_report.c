@@ -2,7 +2,7 @@
 #include <criterion/criterion.h>
 #include <stdlib.h>
 
-#include "agent/report.h"
+#include "checks/report.h"
 
 static json_t *sample(void)
 {

@@ -1,5 +1,5 @@
 /* Splitting and merging the dynamic half of worker reports, see report.h. */
-#include "agent/report.h"
+#include "checks/report.h"
 
 static const char *const gpu_fields[] = { "memory_used", "memory_free", "utilization", "temperature",
 					  "power_draw_w" };

@@ -8,8 +8,8 @@
  *           "uptime_s", "gpus": [{"memory_used", "memory_free", "utilization",
  *           "temperature", "power_draw_w"}, ...]}}
  * A light report applies to the full report with the same "base". */
-#ifndef CR_AGENT_REPORT_H
-#define CR_AGENT_REPORT_H
+#ifndef CR_CHECKS_REPORT_H
+#define CR_CHECKS_REPORT_H
 
 #include <jansson.h>
 

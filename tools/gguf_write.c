@@ -1,6 +1,6 @@
 /* GGUF writer: metadata is serialised as it is added; tensor infos are kept
  * until the header is rendered, when the alignment is known. */
-#include "sched/gguf_write.h"
+#include "gguf_write.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,8 +1,8 @@
 /* GGUF writer (pure): collects metadata and tensor infos and renders the
  * header bytes; the caller writes tensor data after it. Used to generate test
  * models and the headers the parser's tests feed it. */
-#ifndef CR_SCHED_GGUF_WRITE_H
-#define CR_SCHED_GGUF_WRITE_H
+#ifndef CR_TOOLS_GGUF_WRITE_H
+#define CR_TOOLS_GGUF_WRITE_H
 
 #include <stddef.h>
 #include <stdint.h>
