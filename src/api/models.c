@@ -398,6 +398,12 @@ static uint64_t u64(json_t *o, const char *k)
 	return v > 0 ? (uint64_t)v : 0;
 }
 
+/* a + b, at most UINT64_MAX: claims from stored placements are summed */
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+	return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+}
+
 static void fill_worker(struct snap *sn, struct cr_sched_worker *x, struct cr_worker *w, const char *source)
 {
 	x->id = w->id;
@@ -463,14 +469,14 @@ static void add_claims(struct cr_app *app, struct snap *sn, const char *model_id
 				struct cr_sched_worker *x = &sn->s.workers[i];
 				if (strcmp(x->id, id) != 0)
 					continue;
-				x->ram_claimed += u64(pw, "ram");
+				x->ram_claimed = sat_add(x->ram_claimed, u64(pw, "ram"));
 				x->replicas += model_id && !strcmp(inst->model_id, model_id);
 				size_t gi;
 				json_t *g;
 				json_array_foreach(json_object_get(pw, "gpus"), gi, g)
 					for (int n = 0; n < x->n_gpus; n++)
 						if (x->gpus[n].index == cr_json_get_int(g, "index", -1)) {
-							x->gpus[n].claimed += u64(g, "claim");
+							x->gpus[n].claimed = sat_add(x->gpus[n].claimed, u64(g, "claim"));
 							x->gpus[n].instances++;
 						}
 			}

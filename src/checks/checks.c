@@ -274,7 +274,10 @@ static void check_clock(const json_t *r, json_t *out)
 	const json_t *o = json_object_get(r, "clock_offset_ms");
 	if (!json_is_integer(o))
 		return;
-	long long off = json_integer_value(o), mag = off < 0 ? -off : off;
+	long long off = json_integer_value(o);
+	if (off < -86400000000LL || off > 86400000000LL) /* a thousand days off: a broken report, and no overflow below */
+		off = off < 0 ? -86400000000LL : 86400000000LL;
+	long long mag = off < 0 ? -off : off;
 	enum cr_check_level l = mag >= 60000 ? CR_CHECK_FAIL : mag >= 2000 ? CR_CHECK_WARN : CR_CHECK_PASS;
 	cr_check_add(out, "clock", l, "run a time service on this node (chronyd or systemd-timesyncd)",
 		     "clock is %+lld ms from the server's%s", off,

@@ -9,13 +9,24 @@
 #include "base/json.h"
 
 /* Token counts from a response object's "usage". */
+/* A token count as an engine reported it, kept within what a count can be:
+ * the counters it is added to (per key, model and day) must never overflow. */
+static int64_t tokens(json_t *u, const char *key, int64_t old)
+{
+	json_t *v = json_object_get(u, key);
+	if (!json_is_integer(v))
+		return old;
+	json_int_t n = json_integer_value(v);
+	return n < 0 ? 0 : n > CR_TOKENS_MAX ? CR_TOKENS_MAX : n;
+}
+
 void cr_usage_filter_take(struct cr_usage_filter *c, json_t *o)
 {
 	json_t *u = json_object_get(o, "usage");
 	if (!json_is_object(u))
 		return;
-	c->prompt_tokens = cr_json_get_int(u, "prompt_tokens", c->prompt_tokens);
-	c->completion_tokens = cr_json_get_int(u, "completion_tokens", c->completion_tokens);
+	c->prompt_tokens = tokens(u, "prompt_tokens", c->prompt_tokens);
+	c->completion_tokens = tokens(u, "completion_tokens", c->completion_tokens);
 }
 
 /* One complete SSE event (text, n bytes) carrying "usage": count it, and say

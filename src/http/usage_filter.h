@@ -28,7 +28,13 @@ struct cr_usage_filter {
 	struct cr_sse_scan scan;
 };
 
-/* Take prompt_tokens and completion_tokens from o's "usage" when present. */
+/* The most tokens one answer is counted for: engines' numbers are clamped to
+ * 0..CR_TOKENS_MAX, so that summing them per key, model and day cannot
+ * overflow. */
+#define CR_TOKENS_MAX (1LL << 40)
+
+/* Take prompt_tokens and completion_tokens from o's "usage" when present
+ * (integers only, clamped to 0..CR_TOKENS_MAX). */
 void cr_usage_filter_take(struct cr_usage_filter *f, json_t *o);
 
 /* Pass the next bytes of an SSE stream through f: chunk is rewritten in

@@ -135,6 +135,10 @@ Test(checks, clock)
 	l = node("{\"clock_offset_ms\":90000}", 0);
 	expect(l, "clock", "fail", "+90000 ms");
 	json_decref(l);
+	/* a hostile report: negating the smallest integer was undefined behaviour */
+	l = node("{\"clock_offset_ms\":-9223372036854775808}", 0);
+	expect(l, "clock", "fail", "ms from the server's");
+	json_decref(l);
 }
 
 Test(checks, engines)

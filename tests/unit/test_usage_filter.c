@@ -163,3 +163,21 @@ Test(usage_filter, a_long_event_in_small_pieces_comes_out_whole)
 	cr_usage_filter_release(&f);
 	free(in);
 }
+
+/* An engine's token counts are clamped: negative ones count 0, absurd ones
+ * CR_TOKENS_MAX, non-integers are ignored; the sums they go into cannot
+ * overflow. */
+Test(usage_filter, hostile_token_counts_are_clamped)
+{
+	struct cr_usage_filter f = { 0 };
+	json_t *o = json_loads("{\"usage\":{\"prompt_tokens\":-5,\"completion_tokens\":9223372036854775807}}", 0, NULL);
+	cr_usage_filter_take(&f, o);
+	cr_assert_eq(f.prompt_tokens, 0);
+	cr_assert_eq(f.completion_tokens, CR_TOKENS_MAX);
+	json_decref(o);
+	o = json_loads("{\"usage\":{\"prompt_tokens\":1.5e300,\"completion_tokens\":\"7\"}}", 0, NULL);
+	cr_usage_filter_take(&f, o);
+	cr_assert_eq(f.prompt_tokens, 0, "a real number is not a count: the last value stays");
+	cr_assert_eq(f.completion_tokens, CR_TOKENS_MAX);
+	json_decref(o);
+}
