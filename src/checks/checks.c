@@ -364,8 +364,12 @@ static const char *member_value(const struct cr_group_member *m, const char *wha
 		driver_key(m->report, buf, n);
 		return buf;
 	}
-	if (!strcmp(what, "gpu")) {
-		const json_t *g = json_array_get(json_object_get(m->report, "gpus"), 0);
+	if (!strcmp(what, "gpu")) { /* the GPU chosen on the node, not whichever comes first */
+		const json_t *gpus = json_object_get(m->report, "gpus"), *g = json_array_get(gpus, 0), *x;
+		size_t i;
+		json_array_foreach(gpus, i, x)
+			if (m->gpu_index >= 0 && cr_json_get_int(x, "index", -1) == m->gpu_index)
+				g = x;
 		return g ? cr_json_get_str(g, "name", "?") : "no GPU";
 	}
 	if (!strcmp(what, "python"))
@@ -587,7 +591,7 @@ enum cr_check_level cr_checks_group(const struct cr_group_member *members, int n
 
 void cr_checks_group_key(const json_t *report, const char *engine, bool with_ray, char *out, size_t n)
 {
-	struct cr_group_member m = { "", "", report, false, 0 };
+	struct cr_group_member m = { "", "", report, false, 0, -1 };
 	char drv[128] = "", buf[128];
 	bool vl = is_vllm_like(engine);
 	const char *ev = member_value(&m, vl ? engine : "llama.cpp", buf, sizeof(buf));

@@ -59,6 +59,7 @@ struct cr_group_member {
 	const json_t *report;
 	bool needs_file;
 	int file_state;          /* 0 unknown, 1 present, 2 missing, 3 invalid (enum cr_sched_file) */
+	int gpu_index;           /* the GPU chosen on this node (its "index"); -1: not known, the first one */
 };
 
 /* Group checks for members (members[0] is the leader) running engine

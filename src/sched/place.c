@@ -420,7 +420,7 @@ static const char *group_key(struct ctx *c, int w)
 
 /* Run the group checks on workers ws[0..n) (ws[0] the leader) into list;
  * the worst level. */
-static enum cr_check_level run_group_checks(struct ctx *c, const int *ws, int n, json_t *list)
+static enum cr_check_level run_group_checks(struct ctx *c, const int *ws, int n, const int *gpu, json_t *list)
 {
 	struct cr_group_member ms[CR_SCHED_MAX_MEMBERS];
 	json_t *empty = json_object();
@@ -428,7 +428,7 @@ static enum cr_check_level run_group_checks(struct ctx *c, const int *ws, int n,
 		const struct cr_sched_worker *w = &c->snap->workers[ws[i]];
 		/* llama.cpp RPC followers get the weights over the network */
 		ms[i] = (struct cr_group_member){ w->id, w->name, w->report ? w->report : empty, !c->llama || i == 0,
-						  (int)w->file };
+						  (int)w->file, gpu ? gpu[i] : -1 };
 	}
 	enum cr_check_level l = cr_checks_group(ms, n, c->req->engine, !c->llama && !c->req->no_ray,
 						 c->req->downloadable, &c->limits, list);
@@ -485,8 +485,15 @@ static bool group_passes(struct ctx *c)
 			return true; /* no reports (the scheduler's own tests): nothing to check against */
 	if (n < 2)
 		return true;
+	int gpu[CR_SCHED_MAX_MEMBERS]; /* each worker's first chosen GPU */
+	for (int i = 0; i < n; i++) {
+		gpu[i] = -1;
+		for (int m = 0; m < c->out->n_members && gpu[i] < 0; m++)
+			if (c->out->members[m].worker == ws[i])
+				gpu[i] = c->out->members[m].gpu;
+	}
 	json_t *list = json_array();
-	if (run_group_checks(c, ws, n, list) == CR_CHECK_FAIL) {
+	if (run_group_checks(c, ws, n, gpu, list) == CR_CHECK_FAIL) {
 		refuse_group(c, ws, n, list);
 		json_decref(list);
 		return false;
@@ -530,7 +537,7 @@ static bool fit_distributed_llama(struct ctx *c)
 		for (int i = 1; i < n; i++) {
 			int pair[2] = { ws[0], ws[i] };
 			json_t *list = json_array();
-			if (run_group_checks(c, pair, 2, list) == CR_CHECK_FAIL) {
+			if (run_group_checks(c, pair, 2, NULL, list) == CR_CHECK_FAIL) {
 				char why[256];
 				cr_checks_summary(list, CR_CHECK_FAIL, why, sizeof(why));
 				reason(c, ws[i], "group_check", "%s: cannot join an RPC group led by %s: %s",
@@ -553,7 +560,7 @@ static int pairwise_failures(struct ctx *c, const int *ws, int n, bool *bad)
 	for (int i = 1; i < n; i++) {
 		int pair[2] = { ws[0], ws[i] };
 		json_t *list = json_array();
-		if (run_group_checks(c, pair, 2, list) == CR_CHECK_FAIL) {
+		if (run_group_checks(c, pair, 2, NULL, list) == CR_CHECK_FAIL) {
 			bad[ws[i]] = true;
 			found++;
 		}
@@ -594,7 +601,7 @@ static int try_vllm_group(struct ctx *c, int i0, const char *name, int tp, int p
 			exhausted = nn < pp && round == 0; /* not enough such GPUs from i0 on, whatever the versions */
 			if (nn == pp && s->workers[naive[0]].report) { /* enough GPUs, not of matching nodes: say why */
 				json_t *list = json_array();
-				if (run_group_checks(c, naive, nn, list) == CR_CHECK_FAIL)
+				if (run_group_checks(c, naive, nn, NULL, list) == CR_CHECK_FAIL)
 					refuse_group(c, naive, nn, list);
 				json_decref(list);
 			}

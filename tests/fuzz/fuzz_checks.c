@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (int e = 0; e < 4; e++) {
 		char key[512];
 		cr_checks_group_key(r, engines[e], true, key, sizeof(key));
-		struct cr_group_member ms[3] = { { "a", "a", r, true, 1 }, { "b", "b", r, false, 2 }, { "c", "c", empty, true, 0 } };
+		struct cr_group_member ms[3] = { { "a", "a", r, true, 1, -1 }, { "b", "b", r, false, 2, -1 }, { "c", "c", empty, true, 0, -1 } };
 		cr_checks_group(ms, 3, engines[e], e == 0, e == 1, &lim, out);
 	}
 	char line[256];

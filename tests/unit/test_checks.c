@@ -177,7 +177,7 @@ static json_t *group(const char *engine, const char *r1, const char *r2, const c
 	int n = r3 ? 3 : 2;
 	for (int i = 0; i < n; i++) {
 		reports[i] = J(rs[i]);
-		m[i] = (struct cr_group_member){ ids[i], names[i], reports[i], true, 1 };
+		m[i] = (struct cr_group_member){ ids[i], names[i], reports[i], true, 1, -1 };
 	}
 	struct cr_group_limits lim;
 	cr_group_limits_defaults(&lim);
@@ -264,7 +264,7 @@ Test(checks, group_shm_and_model_file)
 	expect(l, "model-file", "pass", NULL);
 	json_decref(l);
 	json_t *r = J(GPU_NODE("550.1", "L4", "0.6.3", "2.40.0", BIG, PEERS_OK));
-	struct cr_group_member m[2] = { { "a", "gpu-1", r, true, 1 }, { "b", "gpu-2", r, true, 2 } };
+	struct cr_group_member m[2] = { { "a", "gpu-1", r, true, 1, -1 }, { "b", "gpu-2", r, true, 2, -1 } };
 	struct cr_group_limits lim;
 	cr_group_limits_defaults(&lim);
 	l = json_array();

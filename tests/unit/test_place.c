@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/json.h"
 #include "sched/place.h"
 
 #define GIB_F(x) ((uint64_t)((x) * (double)CR_GIB))
@@ -596,4 +597,44 @@ Test(place, partial_offload_counts_the_output_layer_and_fits)
 		cr_sched_result_release(&r);
 		unbuild(&b);
 	}
+}
+
+/* The group checks compare the GPUs the placement chose, not each worker's
+ * first one: a worker whose GPU 0 is an L4 but whose chosen GPU 1 is an H100
+ * joins a group of H100s. */
+Test(place, vllm_group_checks_compare_the_chosen_gpus)
+{
+	struct scase c = { .name = "chosen", .workers = { "a; ; nvidia:L4:24:24, nvidia:H100:80:80", "b; ; nvidia:H100:80:80" },
+			   .model = "70b-st", .engine = "vllm", .distributed = true };
+	struct built b;
+	build(&c, &b);
+	const char *fmt = "{s:{s:{s:s}},s:[{s:i,s:s,s:s},{s:i,s:s,s:s}],s:[{s:s,s:s},{s:s,s:s}],s:{s:I},s:{s:{s:f},s:{s:f}}}";
+	json_t *ra = json_pack(fmt, "drivers", "nvidia", "driver_version", "550.54.15", "gpus", "index", 0, "vendor", "nvidia",
+			       "name", "L4", "index", 1, "vendor", "nvidia", "name", "H100", "engines", "name", "vllm", "version",
+			       "0.6.3", "name", "ray", "version", "2.40.0", "system", "shm_bytes", (json_int_t)(16 * CR_GIB),
+			       "peers", "a", "rtt_ms", 0.2, "b", "rtt_ms", 0.2);
+	json_t *rb = json_pack("{s:{s:{s:s}},s:[{s:i,s:s,s:s}],s:[{s:s,s:s},{s:s,s:s}],s:{s:I},s:{s:{s:f},s:{s:f}}}",
+			       "drivers", "nvidia", "driver_version", "550.54.15", "gpus", "index", 0, "vendor", "nvidia",
+			       "name", "H100", "engines", "name", "vllm", "version", "0.6.3", "name", "ray", "version", "2.40.0",
+			       "system", "shm_bytes", (json_int_t)(16 * CR_GIB), "peers", "a", "rtt_ms", 0.2, "b", "rtt_ms", 0.2);
+	b.w[0].report = ra;
+	b.w[1].report = rb;
+	struct cr_sched_result r;
+	struct cr_err err = CR_ERR_INIT;
+	int rc = cr_sched_place(&b.snap, &b.req, &r, &err);
+	char got[256];
+	members_text(&b, &r, got, sizeof(got));
+	cr_assert_eq(rc, 0, "%s | %s", r.summary, err.message);
+	cr_assert(strstr(got, "a:1") && strstr(got, "b:0"), "the two H100s: %s", got);
+	char all[2048] = "";
+	size_t i;
+	json_t *ck;
+	json_array_foreach(r.checks, i, ck)
+		if (!strcmp(cr_json_get_str(ck, "id", ""), "gpu-mismatch"))
+			snprintf(all, sizeof(all), "%s %s", cr_json_get_str(ck, "level", ""), cr_json_get_str(ck, "message", ""));
+	cr_assert(strstr(all, "pass every node has H100"), "%s", all);
+	cr_sched_result_release(&r);
+	json_decref(ra);
+	json_decref(rb);
+	unbuild(&b);
 }
