@@ -68,6 +68,11 @@ struct ctx {
 	char **keys;         /* per worker: its group key (versions that must match), made when first needed */
 	bool *bad;           /* per worker: scratch for try_vllm_group */
 	struct cr_group_limits limits;
+	/* rules that decided, for the refusal to name them */
+	int heads_tp, heads_worker; /* a tensor-parallel size that would fit, refused by the heads */
+	bool offload_tried;         /* a partial or CPU offload was tried and did not fit */
+	uint64_t offload_ram, offload_free; /* the try closest to fitting: RAM needed, free */
+	int offload_worker;
 };
 
 static void reason(struct ctx *c, int w, const char *code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -346,8 +351,15 @@ static bool fit_multi_gpu(struct ctx *c)
 		} else {
 			for (int tp = 2; tp <= w->n_gpus && !k; tp *= 2) {
 				struct cr_estimate e;
-				if (!tp_ok(c, tp) || est_vllm(c, tp, 1, &e))
+				if (est_vllm(c, tp, 1, &e))
 					continue;
+				if (!tp_ok(c, tp)) { /* say so when the GPUs are there: the rule decided, not memory */
+					if (!c->heads_tp && collect(c, i, NULL, e.dev[0].total, gs) >= tp) {
+						c->heads_tp = tp;
+						c->heads_worker = i;
+					}
+					continue;
+				}
 				for (int g = 0; g < w->n_gpus && !k; g++) { /* one GPU model per group */
 					int n = collect(c, i, w->gpus[g].name, e.dev[0].total, gs);
 					if (n < tp)
@@ -744,8 +756,15 @@ static bool fit_offload(struct ctx *c)
 		uint32_t ngl = ngl_fitting(c, gs, n, &e);
 		if (!ngl && est_llama(c, 0, NULL, 0, &e)) /* not one block on a GPU: all on the CPU */
 			continue;
-		if (e.ram > rfree)
+		if (e.ram > rfree) {
+			if (!c->offload_tried || e.ram - rfree < c->offload_ram - c->offload_free) {
+				c->offload_ram = e.ram;
+				c->offload_free = rfree;
+				c->offload_worker = i;
+			}
+			c->offload_tried = true;
 			continue;
+		}
 		long long k1, k2;
 		keys(c, w, rfree, e.ram, &k1, &k2);
 		if (!better(&b, k1, k2, i))
@@ -1021,6 +1040,24 @@ static void summarise(struct ctx *c)
 			len = (int)sizeof(buf) - 1;
 		counts[top] = 0;
 		first = false;
+	}
+	if (c->heads_tp && len < (int)sizeof(buf)) {
+		len += snprintf(buf + len, sizeof(buf) - (size_t)len,
+				"; %d GPUs of %s would hold it, but %s needs the tensor-parallel size to divide the %u attention "
+				"heads, and %d does not", c->heads_tp, s->workers[c->heads_worker].name, c->req->engine,
+				c->req->shape->n_head, c->heads_tp);
+		if (len >= (int)sizeof(buf))
+			len = (int)sizeof(buf) - 1;
+	}
+	if (c->offload_tried && !ram && len < (int)sizeof(buf)) {
+		char a[32], b[32];
+		gib(c->offload_ram, a, sizeof(a));
+		gib(c->offload_free, b, sizeof(b));
+		len += snprintf(buf + len, sizeof(buf) - (size_t)len,
+				"; CPU offload was tried too: the closest needs %s RAM beside its GPU layers, %s free on %s", a,
+				b, s->workers[c->offload_worker].name);
+		if (len >= (int)sizeof(buf))
+			len = (int)sizeof(buf) - 1;
 	}
 	if (json_array_size(r->groups) && len < (int)sizeof(buf)) {
 		json_t *g = json_array_get(r->groups, 0);

@@ -23,6 +23,9 @@ static void shape(struct cr_model_shape *s, const char *which)
 	} else if (!strcmp(which, "7b") || !strcmp(which, "8b-st")) {
 		*s = (struct cr_model_shape){ .n_layer = 32, .n_embd = 4096, .n_head = 32, .n_head_kv = 8, .n_ff = 14336 };
 		layer_gib = !strcmp(which, "7b") ? 0.12 : 0.45, io_gib = !strcmp(which, "7b") ? 0.26 : 1.0;
+	} else if (!strcmp(which, "big-28h-st")) { /* 28 heads, as Qwen2.5-7B: no tensor parallelism over 8 */
+		*s = (struct cr_model_shape){ .n_layer = 80, .n_embd = 3584, .n_head = 28, .n_head_kv = 4, .n_ff = 18944 };
+		layer_gib = 1.8, io_gib = 1.0;
 	} else { /* 70b, 70b-st */
 		*s = (struct cr_model_shape){ .n_layer = 80, .n_embd = 8192, .n_head = 64, .n_head_kv = 8, .n_ff = 28672 };
 		layer_gib = !strcmp(which, "70b") ? 0.5 : 1.6, io_gib = !strcmp(which, "70b") ? 0.5 : 2.0;
@@ -637,4 +640,31 @@ Test(place, vllm_group_checks_compare_the_chosen_gpus)
 	json_decref(ra);
 	json_decref(rb);
 	unbuild(&b);
+}
+
+/* A refusal names the rule that decided, not memory: eight L4s would hold
+ * the model, but 28 heads do not split eight ways; and a refused llama.cpp
+ * model says that CPU offload was tried too. */
+static void expect_refusal(const struct scase *c, const char *needle)
+{
+	struct built b;
+	build(c, &b);
+	struct cr_sched_result r;
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_eq(cr_sched_place(&b.snap, &b.req, &r, &err), CR_ENOTFOUND, "%s: %s %s", c->name, r.summary,
+		     err.message);
+	cr_assert(strstr(r.summary, needle), "%s:\n  %s\n  lacks: %s", c->name, r.summary, needle);
+	cr_sched_result_release(&r);
+	unbuild(&b);
+}
+
+Test(place, refusals_name_the_rule_and_the_offload_tried)
+{
+	struct scase heads = { .name = "heads", .workers = { "a; ; " L4 "," L4 "," L4 "," L4 "," L4 "," L4 "," L4 "," L4 },
+			       .model = "big-28h-st", .engine = "vllm" };
+	expect_refusal(&heads, "8 GPUs of a would hold it, but vllm needs the tensor-parallel size to divide the 28 "
+			       "attention heads, and 8 does not");
+	struct scase offload = { .name = "offload", .workers = { "a; ; nvidia:T4:16:16; ; ; 16:12" }, .model = "70b",
+				 .offload = true };
+	expect_refusal(&offload, "CPU offload was tried too: the closest needs");
 }
