@@ -22,6 +22,7 @@
 #include "agent/supervise.h"
 #include "checks/report.h"
 #include "checks/checks.h"
+#include "base/engine_kind.h"
 #include "base/err.h"
 #include "base/json.h"
 #include "base/log.h"
@@ -251,7 +252,7 @@ static json_t *build_report(struct agent *a)
 		for (size_t i = 0; i < json_array_size(a->engines) && !a->python_version; i++) {
 			const char *n = cr_json_get_str(json_array_get(a->engines, i), "name", "");
 			char *argv[] = { (char *)"python3", (char *)"--version", NULL }, *out = NULL;
-			if ((!strcmp(n, "vllm") || !strcmp(n, "sglang") || !strcmp(n, "ray")) &&
+			if (cr_engine_on_python(n) &&
 			    cr_run_output(argv, 5000, &out) == 0 && out && !strncmp(out, "Python ", 7)) {
 				out[strcspn(out, "\r\n")] = 0;
 				a->python_version = cr_xstrdup(out + 7);

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "agent/diagnose.h"
+#include "base/buf.h"
+#include "base/engine_kind.h"
 #include "base/json.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -332,7 +334,7 @@ static const char *gpu_env(const char *vendor)
 static bool is_multinode(json_t *pl)
 {
 	const char *engine = cr_json_get_str(pl, "engine", "");
-	return (!strcmp(engine, "vllm") || !strcmp(engine, "sglang")) && json_array_size(json_object_get(pl, "workers")) > 1;
+	return cr_engine_vllm_like(engine) && json_array_size(json_object_get(pl, "workers")) > 1;
 }
 
 /* Asked for vLLM's own multi-node launcher (engine_args
@@ -464,8 +466,9 @@ static char **build_command(struct cr_supervisor *s, struct proc *p, char ***env
 		model = cr_xstrdup(src);
 	}
 	/* llama.cpp puts RPC devices first, in --rpc order, then its own GPUs */
-	char ts[256] = "";
-	size_t i, len = 0;
+	/* growable: a group of many followers never truncates its lists */
+	struct cr_buf ts = CR_BUF_INIT(1 << 20), rpc = CR_BUF_INIT(1 << 20);
+	size_t i;
 	json_t *x, *w;
 	if (json_array_size(json_object_get(pl, "workers")) > 1 || json_array_size(json_object_get(me, "gpus")) > 1) {
 		json_array_foreach(json_object_get(inst, "followers"), i, x) {
@@ -478,23 +481,22 @@ static char **build_command(struct cr_supervisor *s, struct proc *p, char ***env
 					json_array_foreach(json_object_get(w, "gpus"), g, gpu)
 						share += json_number_value(json_object_get(gpu, "split"));
 				}
-			len += (size_t)snprintf(ts + len, len < sizeof(ts) ? sizeof(ts) - len : 0, "%s%.3f", len ? "," : "", share);
+			cr_buf_addf(&ts, "%s%.3f", ts.len ? "," : "", share);
 		}
 		json_array_foreach(json_object_get(me, "gpus"), i, x)
-			len += (size_t)snprintf(ts + len, len < sizeof(ts) ? sizeof(ts) - len : 0, "%s%.3f", len ? "," : "",
-						json_number_value(json_object_get(x, "split")));
+			cr_buf_addf(&ts, "%s%.3f", ts.len ? "," : "", json_number_value(json_object_get(x, "split")));
 	}
-	char rpc[512] = "";
-	len = 0;
 	json_array_foreach(json_object_get(inst, "followers"), i, x)
-		len += (size_t)snprintf(rpc + len, len < sizeof(rpc) ? sizeof(rpc) - len : 0, "%s%s:%lld", i ? "," : "",
-					cr_json_get_str(x, "host", ""), cr_json_get_int(x, "port", 0));
+		cr_buf_addf(&rpc, "%s%s:%lld", i ? "," : "", cr_json_get_str(x, "host", ""), cr_json_get_int(x, "port", 0));
 	json_t *vars = json_pack("{s:s,s:s,s:s,s:i,s:I,s:I,s:I,s:s,s:s,s:s,s:I,s:I,s:s,s:s}", "exe", exe, "model", model,
 				 "host", s->engine_host, "port", p->port, "ctx", (json_int_t)cr_json_get_int(pl, "n_ctx", 0),
 				 "parallel", (json_int_t)cr_json_get_int(pl, "parallel", 1), "ngl",
-				 (json_int_t)cr_json_get_int(pl, "ngl", 0), "tensor_split", ts, "rpc", rpc, "name",
+				 (json_int_t)cr_json_get_int(pl, "ngl", 0), "tensor_split", cr_buf_str(&ts), "rpc",
+				 cr_buf_str(&rpc), "name",
 				 cr_json_get_str(inst, "model", "model"), "tp", (json_int_t)cr_json_get_int(pl, "tp", 1), "pp",
 				 (json_int_t)cr_json_get_int(pl, "pp", 1), "gpu_util", "0.90", "executor", via_ray ? "ray" : "");
+	cr_buf_release(&ts);
+	cr_buf_release(&rpc);
 	json_t *gu = json_object_get(pl, "gpu_memory_utilization");
 	if (json_is_number(gu))
 		json_object_set_new(vars, "gpu_util", json_sprintf("%.2f", json_number_value(gu)));

@@ -49,6 +49,8 @@ struct cr_worker {
 	long long report_base;              /* its "base"; -1: light reports need a full one first */
 	size_t gpu_count;                   /* GPUs in the full report */
 	char *dynamic_json;                 /* last light report's dynamic half, or NULL */
+	json_t *report;                     /* the full report with the light ones since applied: parsed
+					       once as reports arrive, read (borrowed) by every view */
 	bool dirty;                         /* observed state not yet flushed */
 	bool report_dirty;                  /* the full report too */
 	enum cr_worker_state state;

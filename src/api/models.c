@@ -382,14 +382,11 @@ static void snap_release(struct snap *sn)
 	json_decref(sn->reports);
 }
 
+/* The worker's report as last received (a new reference to the one kept:
+ * parsed once when it arrived). */
 static json_t *merged_report(struct cr_worker *w)
 {
-	json_t *report = w->report_json ? json_loads(w->report_json, 0, NULL) : NULL;
-	json_t *dynamic = w->dynamic_json ? json_loads(w->dynamic_json, 0, NULL) : NULL;
-	if (report && dynamic)
-		cr_report_merge(report, dynamic);
-	json_decref(dynamic);
-	return report ? report : json_object();
+	return w->report ? json_incref(w->report) : json_object();
 }
 
 static uint64_t u64(json_t *o, const char *k)
@@ -1220,12 +1217,10 @@ static void derive_state(struct cr_app *app, struct cr_instance *i)
 				   strcmp(wid, leader) ? " (RPC follower): " : "", cr_json_get_str(r, "message", "engine failed"),
 				   fix ? "; fix: " : "", fix ? fix : "");
 		/* what the node's own checks say may be the cause (small /dev/shm, old driver, ...) */
-		json_t *report = w && w->report_json ? json_loads(w->report_json, 0, NULL) : NULL;
 		char hint[600];
-		cr_checks_summary(json_object_get(report, "checks"), CR_CHECK_WARN, hint, sizeof(hint));
+		cr_checks_summary(json_object_get(w ? w->report : NULL, "checks"), CR_CHECK_WARN, hint, sizeof(hint));
 		if (*hint && len > 0 && (size_t)len < sizeof(msg))
 			snprintf(msg + len, sizeof(msg) - (size_t)len, " [node checks on %s: %s]", w->name, hint);
-		json_decref(report);
 		set_endpoint(app, i, NULL);
 		set_instance_state(app, i, "error", msg);
 		return;

@@ -63,6 +63,7 @@ static void worker_free(struct cr_worker *w)
 	json_decref(w->files);
 	free(w->report_json);
 	free(w->dynamic_json);
+	json_decref(w->report);
 	free(w->state_message);
 	free(w->probe_error);
 	free(w);
@@ -86,6 +87,11 @@ static void load_worker(const struct cr_worker_rec *r, void *arg)
 	w->last_seen_ms = r->last_seen_ms;
 	w->report_json = cr_xstrdup(r->report_json);
 	w->dynamic_json = cr_xstrdup(r->dynamic_json);
+	w->report = w->report_json ? json_loads(w->report_json, 0, NULL) : NULL;
+	json_t *dynamic = w->dynamic_json ? json_loads(w->dynamic_json, 0, NULL) : NULL;
+	if (w->report && dynamic)
+		cr_report_merge(w->report, dynamic);
+	json_decref(dynamic);
 	w->report_base = -1;
 	cr_str_replace(&w->state_message, "waiting for a status report since the server started");
 }
@@ -278,11 +284,7 @@ static json_t *worker_json(struct cr_worker *w)
 			      w->address_seen ? w->address_seen : "", "labels", labels ? labels : json_object(),
 			      "last_seen", w->last_seen_ms ? json_string(seen) : json_null(), "registered_at", created,
 			      "status_interval_s", w->status_interval_s, "watch_connected", w->watch != NULL);
-	json_t *report = w->report_json ? json_loads(w->report_json, 0, NULL) : NULL;
-	json_t *dynamic = w->dynamic_json ? json_loads(w->dynamic_json, 0, NULL) : NULL;
-	if (report && dynamic)
-		cr_report_merge(report, dynamic);
-	json_decref(dynamic);
+	json_t *report = w->report; /* borrowed */
 	set_or_default(o, report, "system", json_object());
 	set_or_default(o, report, "gpus", json_array());
 	set_or_default(o, report, "drivers", json_object());
@@ -302,7 +304,6 @@ static json_t *worker_json(struct cr_worker *w)
 	 * whether a light report (the dynamic half alone) came since */
 	json_object_set_new(o, "report", json_pack("{s:I,s:b}", "base", (json_int_t)w->report_base, "light",
 						   w->dynamic_json != NULL));
-	json_decref(report);
 	return o;
 }
 
@@ -577,6 +578,7 @@ static int accept_light(struct cr_worker *w, json_t *body, struct cr_err *err)
 	}
 	free(w->dynamic_json);
 	w->dynamic_json = cr_json_dump(dyn);
+	cr_report_merge(w->report, dyn); /* the parsed view follows, once */
 	return 0;
 }
 
@@ -597,6 +599,8 @@ static int accept_full(struct cr_req *req, struct cr_worker *w, json_t *body, st
 	w->report_json = cr_xstrndup(raw, len);
 	free(w->dynamic_json);
 	w->dynamic_json = NULL;
+	json_decref(w->report);
+	w->report = json_incref(body); /* validated above; parsed once, here */
 	w->report_base = base;
 	w->gpu_count = json_array_size(json_object_get(body, "gpus"));
 	w->report_dirty = true;

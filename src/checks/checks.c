@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/engine_kind.h"
 #include "base/json.h"
 #include "base/mem.h"
 
@@ -412,15 +413,10 @@ static bool mismatch(const struct cr_group_member *ms, int n, const char *what, 
 	return true;
 }
 
-static bool is_vllm_like(const char *engine)
-{
-	return !strcmp(engine, "vllm") || !strcmp(engine, "sglang");
-}
-
 static void group_versions(const struct cr_group_member *ms, int n, const char *engine, bool with_ray, json_t *out)
 {
 	char msg[700], fix[300], buf[128];
-	bool vl = is_vllm_like(engine);
+	bool vl = cr_engine_vllm_like(engine);
 	if (vl) {
 		char cpu[300] = "";
 		size_t len = 0;
@@ -493,7 +489,7 @@ static double peer_rtt(const struct cr_group_member *a, const struct cr_group_me
 static void group_network(const struct cr_group_member *ms, int n, const char *engine,
 			  const struct cr_group_limits *lim, json_t *out)
 {
-	double limit = is_vllm_like(engine) ? lim->rtt_tp_ms : lim->rtt_rpc_ms, worst = 0;
+	double limit = cr_engine_vllm_like(engine) ? lim->rtt_tp_ms : lim->rtt_rpc_ms, worst = 0;
 	char unreach[600] = "", slow[600] = "", unmeasured[300] = "";
 	size_t lu = 0, ls = 0, lm = 0;
 	for (int i = 1; i < n; i++) {
@@ -534,7 +530,7 @@ static void group_network(const struct cr_group_member *ms, int n, const char *e
 			     "put the group on one network segment, use --selector to pick close nodes, or raise the "
 			     "server's limit (--rtt-limit-tp / --rtt-limit-rpc)",
 			     "round-trip time %s is over the %.0f ms limit for %s across nodes", slow, limit,
-			     is_vllm_like(engine) ? "tensor parallelism" : "llama.cpp RPC");
+			     cr_engine_vllm_like(engine) ? "tensor parallelism" : "llama.cpp RPC");
 	else if (!*unreach && !*unmeasured)
 		cr_check_add(out, "rtt", CR_CHECK_PASS, NULL, "round-trip time at most %.2f ms (limit %.0f ms)", worst, limit);
 }
@@ -542,7 +538,7 @@ static void group_network(const struct cr_group_member *ms, int n, const char *e
 static void group_shm_and_files(const struct cr_group_member *ms, int n, const char *engine, bool downloadable,
 				json_t *out)
 {
-	if (is_vllm_like(engine)) {
+	if (cr_engine_vllm_like(engine)) {
 		char low[400] = "";
 		size_t len = 0;
 		for (int i = 0; i < n; i++) {
@@ -593,7 +589,7 @@ void cr_checks_group_key(const json_t *report, const char *engine, bool with_ray
 {
 	struct cr_group_member m = { "", "", report, false, 0, -1 };
 	char drv[128] = "", buf[128];
-	bool vl = is_vllm_like(engine);
+	bool vl = cr_engine_vllm_like(engine);
 	const char *ev = member_value(&m, vl ? engine : "llama.cpp", buf, sizeof(buf));
 	char ever[128];
 	snprintf(ever, sizeof(ever), "%s", ev ? ev : "");

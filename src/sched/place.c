@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/engine_kind.h"
 #include "base/json.h"
 #include "base/mem.h"
 #include "base/util.h"
@@ -16,19 +17,15 @@ static bool eq(const char *a, const char *b)
 	return a && b && strcmp(a, b) == 0;
 }
 
-static bool is_vllm_like(const char *engine)
-{
-	return eq(engine, "vllm") || eq(engine, "sglang");
-}
-
 bool cr_sched_engine_distributes(const char *engine)
 {
-	return eq(engine, "llama.cpp") || is_vllm_like(engine);
+	enum cr_engine_kind k = cr_engine_kind(engine);
+	return k == CR_ENGINE_LLAMA || k == CR_ENGINE_VLLM_LIKE;
 }
 
 bool cr_sched_engine_uses(const char *engine, const char *device)
 {
-	if (is_vllm_like(engine))
+	if (cr_engine_vllm_like(engine))
 		return eq(device, "nvidia") || eq(device, "amd");
 	return true; /* llama.cpp runs on every backend; custom engines are trusted */
 }
@@ -134,7 +131,7 @@ static void filter(struct ctx *c)
 			reason(c, i, "file_missing", "%s does not have the model file", w->name);
 		else if (w->file == CR_FILE_UNKNOWN && !q->downloadable)
 			reason(c, i, "file_missing", "%s has not reported the model file yet", w->name);
-		else if (!usable_gpus(c, w) && is_vllm_like(q->engine))
+		else if (!usable_gpus(c, w) && cr_engine_vllm_like(q->engine))
 			reason(c, i, "engine_devices", "%s has no GPU that '%s' can use (%s)", w->name, q->engine,
 			       w->n_gpus ? "unsupported vendor" : "CPU only");
 		else
@@ -1103,7 +1100,7 @@ int cr_sched_place(const struct cr_sched_snapshot *snap, const struct cr_sched_r
 {
 	memset(out, 0, sizeof(*out));
 	struct ctx c = { .snap = snap, .req = req, .out = out };
-	c.llama = !is_vllm_like(req->engine);
+	c.llama = !cr_engine_vllm_like(req->engine);
 	struct cr_estimate e;
 	int rc = c.llama ? cr_estimate_llama(req->shape, &req->params, 1, NULL, &e, err)
 			 : cr_estimate_vllm(req->shape, &req->params, 1, 1, &e, err);
