@@ -58,7 +58,7 @@ static void release_current(struct call *c)
 
 static int rank_of(const struct cr_instance *i, int64_t now)
 {
-	return (i->shunned_until > now ? 2 : 0) + (strcmp(i->state, "running") != 0);
+	return (i->shunned_until > now ? 2 : 0) + (i->state != CR_I_RUNNING);
 }
 
 static int pick(void *arg, int attempt, bool unreachable, struct cr_relay_target *out)
@@ -182,10 +182,10 @@ static void why_none(struct cr_app *app, struct cr_model *m, char *out, size_t n
 		if (strcmp(i->model_id, m->id) != 0)
 			continue;
 		total++;
-		bool unreported = !strcmp(i->state, "running") && !i->endpoint;
-		*starting |= !strcmp(i->state, "starting") || !strcmp(i->state, "scheduled") || unreported;
+		bool unreported = i->state == CR_I_RUNNING && !i->endpoint;
+		*starting |= i->state == CR_I_STARTING || i->state == CR_I_SCHEDULED || unreported;
 		len += (size_t)snprintf(parts + len, len < sizeof(parts) ? sizeof(parts) - len : 0, "%s1 %s (%.160s)",
-					len ? ", " : ": ", i->state,
+					len ? ", " : ": ", cr_instance_state_name(i->state),
 					unreported ? "its worker has not reported the engine's address since the server "
 						     "started" : i->message);
 	}

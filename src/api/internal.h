@@ -79,11 +79,29 @@ struct cr_model {
 /* Instance lifecycle (design.md): pending -> scheduled -> starting -> running,
  * error (with a cause), restarting, unreachable (its worker is lost), stopping.
  * Until engines run, instances stop at scheduled; one whose worker stays
- * not_ready past the grace period is removed and placed again elsewhere. */
+ * not_ready past the grace period is removed and placed again elsewhere.
+ * The states' names are what the API shows and the store keeps. */
+enum cr_instance_state {
+	CR_I_PENDING,
+	CR_I_SCHEDULED,
+	CR_I_STARTING,
+	CR_I_RUNNING,
+	CR_I_ERROR,
+	CR_I_RESTARTING,
+	CR_I_UNREACHABLE,
+	CR_I_STOPPING,
+};
+
+/* "running", ... for a state; and the state named so (an engine's own word
+ * the server does not know, such as "loading", is starting). */
+const char *cr_instance_state_name(enum cr_instance_state s);
+enum cr_instance_state cr_instance_state_parse(const char *name);
+
 struct cr_instance {
 	char *id, *model_id;
 	json_t *placement;  /* workers, GPUs, claims, split, leader */
-	char *state, *message;
+	enum cr_instance_state state;
+	char *message;
 	int64_t created_ms, updated_ms;
 	json_t *members;    /* worker id -> that worker's engine report (observed, not stored) */
 	char *endpoint;     /* host:port of the serving engine once running, else NULL */

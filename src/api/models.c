@@ -45,7 +45,6 @@ static void instance_free(struct cr_instance *i)
 	json_decref(i->members);
 	free(i->endpoint);
 	free(i->probe_error);
-	free(i->state);
 	free(i->message);
 	free(i);
 }
@@ -88,7 +87,7 @@ static void load_instance(const struct cr_instance_rec *r, void *arg)
 	i->placement = json_loads(r->placement_json, 0, NULL);
 	if (!i->placement)
 		i->placement = json_object();
-	i->state = cr_xstrdup(r->state);
+	i->state = cr_instance_state_parse(r->state);
 	i->message = cr_xstrdup(r->message ? r->message : "");
 	i->created_ms = r->created_ms;
 	i->updated_ms = r->updated_ms;
@@ -254,7 +253,7 @@ static json_t *instance_json(struct cr_app *app, struct cr_instance *i)
 	cr_time_format(i->created_ms, created, sizeof(created));
 	cr_time_format(i->updated_ms, updated, sizeof(updated));
 	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:O,s:s,s:s}", "id", i->id, "model", m ? m->name : "", "model_id",
-			      i->model_id, "state", i->state, "message", i->message, "placement", i->placement,
+			      i->model_id, "state", cr_instance_state_name(i->state), "message", i->message, "placement", i->placement,
 			      "created_at", created, "updated_at", updated);
 	if (m) {
 		json_object_set(o, "source", json_object_get(m->spec, "path") ? json_object_get(m->spec, "path")
@@ -300,8 +299,8 @@ static int count_instances(struct cr_app *app, const char *model_id, int *schedu
 		if (strcmp(i->model_id, model_id) != 0)
 			continue;
 		n++;
-		*running += !strcmp(i->state, "running");
-		*scheduled += !strcmp(i->state, "scheduled");
+		*running += i->state == CR_I_RUNNING;
+		*scheduled += i->state == CR_I_SCHEDULED;
 	}
 	return n;
 }
@@ -762,18 +761,19 @@ static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, co
 static int save_instance(struct cr_app *app, struct cr_instance *i, struct cr_err *err)
 {
 	char *pj = cr_json_dump(i->placement);
-	struct cr_instance_rec r = { i->id, i->model_id, pj, i->state, i->message, i->created_ms, i->updated_ms,
+	struct cr_instance_rec r = { i->id, i->model_id, pj, (char *)cr_instance_state_name(i->state), i->message, i->created_ms, i->updated_ms,
 				     i->endpoint };
 	int rc = app->store->ops->instance_put(app->store, &r, err);
 	free(pj);
 	return rc;
 }
 
-static void set_instance_state(struct cr_app *app, struct cr_instance *i, const char *state, const char *msg)
+static void set_instance_state(struct cr_app *app, struct cr_instance *i, enum cr_instance_state state,
+			       const char *msg)
 {
-	if (!strcmp(i->state, state) && !strcmp(i->message, msg))
+	if (i->state == state && !strcmp(i->message, msg))
 		return;
-	cr_str_replace(&i->state, state);
+	i->state = state;
 	cr_str_replace(&i->message, msg);
 	i->updated_ms = cr_wall_ms();
 	struct cr_err err = CR_ERR_INIT;
@@ -841,14 +841,14 @@ static bool check_members(struct cr_app *app, struct cr_instance *i, int64_t now
 		}
 		snprintf(msg, sizeof(msg), "worker '%s' is %s: %s", w->name, cr_worker_state_name(w->state),
 			 w->state_message ? w->state_message : "");
-		set_instance_state(app, i, "unreachable", msg);
+		set_instance_state(app, i, CR_I_UNREACHABLE, msg);
 		return false;
 	}
-	if (!strcmp(i->state, "unreachable")) { /* its workers are back */
+	if (i->state == CR_I_UNREACHABLE) { /* its workers are back */
 		if (json_object_get(i->members, cr_json_get_str(i->placement, "leader", "")))
 			derive_state(app, i); /* what the engines last said, kept meanwhile */
 		else
-			set_instance_state(app, i, "scheduled", "its workers are back; waiting for the engine's state");
+			set_instance_state(app, i, CR_I_SCHEDULED, "its workers are back; waiting for the engine's state");
 	}
 	return false;
 }
@@ -874,7 +874,7 @@ static struct cr_instance *least_valuable(struct cr_app *app, struct cr_instance
 					busy = 1.0 - (double)u64(g, "memory_free") / (double)u64(g, "memory_total");
 			json_decref(r);
 		}
-		bool running = !strcmp(i->state, "running");
+		bool running = i->state == CR_I_RUNNING;
 		double score = (running ? 0 : 10) + busy;
 		if (!best || score > best_busy || (score == best_busy && i->created_ms >= best->created_ms)) {
 			best = i;
@@ -907,7 +907,7 @@ static void scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t n
 		free(rand);
 		i->model_id = cr_xstrdup(m->id);
 		i->placement = json_incref(p);
-		i->state = cr_xstrdup("scheduled");
+		i->state = CR_I_SCHEDULED;
 		const char *warn = cr_json_get_str(p, "warning", NULL);
 		i->message = warn ? cr_xasprintf("placed, %s", warn)
 				  : cr_xstrdup("placed; waiting for the worker to start the engine");
@@ -1196,9 +1196,25 @@ static void set_endpoint(struct cr_app *app, struct cr_instance *i, const char *
 		cr_warn("instance %s: %s", i->id, err.message);
 }
 
+static const char *const instance_states[] = { "pending", "scheduled", "starting", "running", "error",
+					       "restarting", "unreachable", "stopping" };
+
+const char *cr_instance_state_name(enum cr_instance_state s)
+{
+	return (unsigned)s < sizeof(instance_states) / sizeof(instance_states[0]) ? instance_states[s] : "?";
+}
+
+enum cr_instance_state cr_instance_state_parse(const char *name)
+{
+	for (size_t k = 0; name && k < sizeof(instance_states) / sizeof(instance_states[0]); k++)
+		if (!strcmp(name, instance_states[k]))
+			return (enum cr_instance_state)k;
+	return CR_I_STARTING;
+}
+
 bool cr_instance_is_routable(const struct cr_instance *i)
 {
-	return i->endpoint && strcmp(i->state, "error") != 0 && strcmp(i->state, "stopping") != 0;
+	return i->endpoint && i->state != CR_I_ERROR && i->state != CR_I_STOPPING;
 }
 
 static void derive_state(struct cr_app *app, struct cr_instance *i)
@@ -1222,7 +1238,7 @@ static void derive_state(struct cr_app *app, struct cr_instance *i)
 		if (*hint && len > 0 && (size_t)len < sizeof(msg))
 			snprintf(msg + len, sizeof(msg) - (size_t)len, " [node checks on %s: %s]", w->name, hint);
 		set_endpoint(app, i, NULL);
-		set_instance_state(app, i, "error", msg);
+		set_instance_state(app, i, CR_I_ERROR, msg);
 		return;
 	}
 	if (!lr)
@@ -1242,7 +1258,7 @@ static void derive_state(struct cr_app *app, struct cr_instance *i)
 	}
 	if (!strcmp(state, "running") && up < members) {
 		snprintf(msg, sizeof(msg), "the leader runs; %zu of %zu members are up", up, members);
-		set_instance_state(app, i, "starting", msg);
+		set_instance_state(app, i, CR_I_STARTING, msg);
 		return;
 	}
 	if (!strcmp(state, "running") && w) {
@@ -1255,10 +1271,10 @@ static void derive_state(struct cr_app *app, struct cr_instance *i)
 	if (!strcmp(state, "running") && i->probe_failures >= E2E_FAILS) { /* runs, but does not answer right */
 		snprintf(msg, sizeof(msg), "the end-to-end probe failed %d times in a row: %s; see 'corral logs %s'",
 			 i->probe_failures, i->probe_error ? i->probe_error : "?", i->id);
-		set_instance_state(app, i, "error", msg);
+		set_instance_state(app, i, CR_I_ERROR, msg);
 		return;
 	}
-	set_instance_state(app, i, state, cr_json_get_str(lr, "message", ""));
+	set_instance_state(app, i, cr_instance_state_parse(state), cr_json_get_str(lr, "message", ""));
 }
 
 /* ---- end-to-end probes ---- */
@@ -1318,7 +1334,7 @@ static void e2e_probes(struct cr_app *app, int64_t now)
 		struct cr_instance *i = v;
 		struct cr_model *m = cr_map_get(&app->models, i->model_id);
 		if (!m || !json_is_true(json_object_get(m->spec, "health_probe")) || !i->endpoint || i->probe_inflight ||
-		    (strcmp(i->state, "running") != 0 && i->probe_failures < E2E_FAILS))
+		    (i->state != CR_I_RUNNING && i->probe_failures < E2E_FAILS))
 			continue;
 		const char *colon = strrchr(i->endpoint, ':');
 		if (!colon)

@@ -754,9 +754,10 @@ static void health(struct cr_req *req)
 	it = 0;
 	while (cr_map_next(&app->instances, &it, NULL, &v)) {
 		struct cr_instance *i = v;
-		json_object_set_new(instances, i->state, json_integer(cr_json_get_int(instances, i->state, 0) + 1));
-		failing |= !strcmp(i->state, "error");
-		degraded |= strcmp(i->state, "running") != 0;
+		const char *name = cr_instance_state_name(i->state);
+		json_object_set_new(instances, name, json_integer(cr_json_get_int(instances, name, 0) + 1));
+		failing |= i->state == CR_I_ERROR;
+		degraded |= i->state != CR_I_RUNNING;
 	}
 	cr_reply_json(req, 200, json_pack("{s:s,s:o,s:o,s:o}", "status", failing ? "failing" : degraded ? "degraded" : "ok",
 					   "workers", workers, "instances", instances, "checks", problems));
