@@ -121,6 +121,52 @@ class Liveness(ClusterCase):
         finally:
             hang.close()
 
+    def test_a_server_answering_5xx_costs_the_worker_nothing(self):
+        """A control plane in trouble answers 503 to every status report: the
+        worker logs it once and keeps trying, and keeps no answer's body (under
+        LeakSanitizer the worker's exit would report each one)."""
+        import http.server
+        import threading
+        seen = {"status": 0}
+
+        class Troubled(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def reply(self, code, obj):
+                body = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path == "/api/workers/register":
+                    self.reply(201, {"id": "w-troubled", "name": "troubled", "secret": "crw_x"})
+                else:
+                    seen["status"] += 1
+                    self.reply(503, {"error": {"code": "unavailable", "message": "the store is read-only " + "x" * 4000,
+                                               "fix": "wait"}})
+
+            def do_GET(self):  # the watch stream and peers: also in trouble
+                self.reply(503, {"error": {"code": "unavailable", "message": "busy", "fix": "wait"}})
+
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Troubled)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        try:
+            self.url = "http://127.0.0.1:%d" % srv.server_address[1]
+            w = self.start_worker("troubled", token="crt_any")
+            self.wait_for(lambda: seen["status"] >= 5, "five refused status reports", timeout=30)
+            self.assertTrue(w.alive())
+            self.assertEqual(w.output().count("status report failed"), 1, w.output())
+            w.stop()
+            self.assertEqual(w.popen.returncode, 0, w.output()[-2000:])
+        finally:
+            srv.shutdown()
+            srv.server_close()
+
     def test_worker_waits_for_the_server_and_logs_once(self):
         from harness import free_port
         self.port = free_port()

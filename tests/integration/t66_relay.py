@@ -271,6 +271,19 @@ class Relay(EngineCase):
         self.assertIn("sent nothing for 1500 ms", events[-1]["error"]["message"])
 
 
+    def test_a_probe_stops_reading_an_answer_past_its_limit(self):
+        """The server's own fetches (end-to-end probes, logs) stop at 4 MiB
+        instead of reading a 64 MiB answer whole and checking it afterwards."""
+        self.misbehaving(["huge"], extra=("--health-probe-interval", "1"), health_probe=True)
+        inst = self.wait_for(lambda: (lambda i: i["state"] == "error" and i)(self.instance("huge")),
+                             "three failed end-to-end probes", timeout=30)
+        self.assertIn("answer larger than 4 MiB", inst["message"])
+        log = os.path.join(self.tmp, "w-w1", "logs", inst["id"] + ".log")
+        with open(log) as f:
+            text = f.read()
+        self.assertIn("huge answer cut after", text, "the server stopped reading")
+        self.assertNotIn("huge answer sent whole", text, "the server never read the 64 MiB answer whole")
+
     def test_an_engine_that_runs_but_answers_wrong_goes_error_after_three_probes(self):
         key = self.misbehaving(["badjson"], extra=("--health-probe-interval", "1"), health_probe=True)
         inst = self.wait_for(lambda: (lambda i: i["state"] == "error" and i)(self.instance("badjson")),
