@@ -54,6 +54,18 @@ static void release_current(struct call *c)
 	c->current = NULL;
 }
 
+json_t *cr_gateway_error(int status, const char *code, const char *message, const char *fix)
+{
+	const char *type = status == 504 ? "timeout" : status == 503 ? "service_unavailable"
+			   : status == 429 ? "requests" : status >= 500 ? "server_error" : "invalid_request_error";
+	const char *oc = status == 401 ? "invalid_api_key" : status == 404 ? "model_not_found"
+			 : status == 429 ? "rate_limit_exceeded" : status == 413 ? "request_too_large" : code;
+	char *msg = fix && *fix ? cr_xasprintf("%s; %s", message, fix) : cr_xstrdup(message);
+	json_t *e = json_pack("{s:{s:s,s:s,s:s?,s:n}}", "error", "message", msg, "type", type, "code", oc, "param");
+	free(msg);
+	return e;
+}
+
 #define SHUN_MS 10000 /* how long an instance that could not be reached is tried last */
 
 static int rank_of(const struct cr_instance *i, int64_t now)
@@ -69,6 +81,11 @@ static int pick(void *arg, int attempt, bool unreachable, struct cr_relay_target
 		struct cr_instance *failed = cr_map_get(&c->app->instances, c->current);
 		if (failed)
 			failed->shunned_until = now + SHUN_MS;
+	} else if (attempt > 0 && c->current && c->n_tried) {
+		/* a kept-alive connection the engine had closed (llama-server closes
+		 * one after a number of requests): the instance itself is fine, and
+		 * the relay's next try uses a new connection */
+		free(c->tried[--c->n_tried]);
 	}
 	release_current(c);
 	struct cr_instance *best = NULL;
@@ -323,7 +340,7 @@ static void relay_v1(struct cr_req *req)
 		raw = with_usage(raw, len, body, &owned, &len, &c->filter.client_wants);
 	struct cr_relay_opts o = { app->relay_pool, app->cfg.gw_connect_timeout_ms, app->cfg.gw_first_byte_timeout_ms,
 				   app->cfg.gw_idle_timeout_ms, pick, on_head, check_answer, CHECK_LIMIT, on_data,
-				   finished, c };
+				   finished, cr_gateway_error, c };
 	cr_relay(req, path, raw, len, &o);
 	free(owned);
 }

@@ -188,6 +188,13 @@ void cr_keys_forget_user(struct cr_app *app, const struct cr_user *u);
 /* Whether key may use model (its list is empty or names it). */
 bool cr_key_allows(const struct cr_apikey *key, const char *model);
 
+/* gateway.c */
+/* OpenAI's error shape {"error":{"message","type","code","param"}} for a
+ * status and the project's code and message (the fix is appended to the
+ * message, as OpenAI's clients show only that). A cr_http_error_render_cb:
+ * every error under /v1/, the relay's included, is made here. */
+json_t *cr_gateway_error(int status, const char *code, const char *message, const char *fix);
+
 /* usage.c */
 /* One gateway request's outcome, counted for its key's day and model. */
 struct cr_usage_sample {

@@ -116,12 +116,14 @@ static void target_key(const struct cr_relay_target *t, char *key, size_t n)
 	snprintf(key, n, "%s:%d", t->host, t->port);
 }
 
-/* An idle connection to t (*reused = true), or a new one. */
-static struct evhttp_connection *pool_get(struct cr_relay_pool *p, const struct cr_relay_target *t, bool *reused)
+/* An idle connection to t (*reused = true), or a new one (always with
+ * fresh: the pool's connections to t may all be closed by now). */
+static struct evhttp_connection *pool_get(struct cr_relay_pool *p, const struct cr_relay_target *t, bool fresh,
+					  bool *reused)
 {
 	char key[300];
 	target_key(t, key, sizeof(key));
-	struct target_pool *tp = cr_map_get(&p->targets, key);
+	struct target_pool *tp = fresh ? NULL : cr_map_get(&p->targets, key);
 	int64_t now = cr_mono_ms();
 	while (tp && tp->n) {
 		struct idle_con ic = tp->v[--tp->n]; /* the most recently used: likely still open */
@@ -182,6 +184,7 @@ struct relay {
 	enum phase phase;
 	bool started, finished, reached, reused, sse, buffering, header_error, flush_queued;
 	bool unreachable; /* the last attempt could not connect */
+	bool fresh;       /* the last attempt's pooled connection was dead: open a new one */
 	int status;
 	char *status_line;
 	char *content_type;
@@ -247,11 +250,10 @@ static void relay_abandon_upstream(struct relay *r)
 
 static void flush_pending(struct relay *r);
 
-/* A failure before any byte of an answer: an OpenAI-shaped JSON error. */
+/* A failure before any byte of an answer: an error in the caller's shape. */
 static void reply_error(struct relay *r, int status, const char *code, const char *message)
 {
-	json_t *e = json_pack("{s:{s:s,s:s,s:s,s:n}}", "error", "message", message, "type",
-			      status == 504 ? "timeout" : "server_error", "code", code, "param");
+	json_t *e = r->o.error(status, code, message, NULL);
 	char *text = json_dumps(e, JSON_COMPACT);
 	json_decref(e);
 	struct evbuffer *b = evbuffer_new();
@@ -292,8 +294,7 @@ static void cut_answer(struct relay *r, const char *code, const char *message)
 	}
 	char *event = NULL;
 	if (r->sse) {
-		json_t *e = json_pack("{s:{s:s,s:s,s:s,s:n}}", "error", "message", message, "type", "server_error", "code",
-				      code, "param");
+		json_t *e = r->o.error(502, code, message, NULL);
 		char *text = json_dumps(e, JSON_COMPACT);
 		json_decref(e);
 		event = cr_xasprintf("data: %s\n\n", text);
@@ -413,6 +414,7 @@ static void relay_done(struct evhttp_request *up, void *arg)
 		r->up_con = NULL;
 		if (!r->reached || (r->reused && r->phase != PH_BODY && !r->header_error)) {
 			r->unreachable = !r->reached;
+			r->fresh = r->reached && r->reused;
 			r->attempt++; /* the request never reached it: another may take it */
 			relay_attempt(r);
 			return;
@@ -519,7 +521,8 @@ static void relay_attempt(struct relay *r)
 	}
 	r->reached = false;
 	r->header_error = false;
-	r->up_con = pool_get(r->o.pool, &r->target, &r->reused);
+	r->up_con = pool_get(r->o.pool, &r->target, r->fresh, &r->reused);
+	r->fresh = false;
 	int limit_s = (r->o.first_byte_timeout_ms > r->o.idle_timeout_ms ? r->o.first_byte_timeout_ms
 									 : r->o.idle_timeout_ms) / 1000 + 5;
 	evhttp_connection_set_timeout(r->up_con, limit_s); /* a backstop; the timer below decides */

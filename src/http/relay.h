@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "http/server.h"
+
 struct event_base;
 struct evbuffer;
 struct cr_req;
@@ -51,6 +53,7 @@ struct cr_relay_opts {
 	size_t max_check;            /* answers longer than this are relayed unchecked */
 	cr_relay_data_cb data;       /* optional */
 	cr_relay_done_cb done;       /* required */
+	cr_http_error_render_cb error; /* required: the body of the errors the relay answers itself */
 	void *arg;
 };
 
@@ -59,8 +62,8 @@ struct cr_relay_opts {
  * first one (connect refused or timed out, or a pooled keep-alive connection
  * the upstream had closed); once the upstream had the request, nothing is
  * retried. A client that goes away cancels the upstream request. Failures
- * the client sees are OpenAI-shaped JSON (502, 504) or, mid-stream, a final
- * "data: {"error":...}" event. TCP_NODELAY is set on both sockets. The
+ * the client sees are 502 or 504 with the body o->error renders or,
+ * mid-stream, a final "data: <that body>" event. TCP_NODELAY is set on both sockets. The
  * request is ended by the relay. */
 void cr_relay(struct cr_req *req, const char *path, const char *body, size_t len, const struct cr_relay_opts *o);
 

@@ -49,6 +49,11 @@ struct cr_http_server {
 	struct evconnlistener *listeners[8];
 	int nlisteners;
 	int64_t cap_logged_ms, accept_logged_ms;
+	struct {
+		char prefix[32];
+		cr_http_error_render_cb render;
+	} styles[4];
+	int nstyles;
 };
 
 
@@ -120,31 +125,12 @@ void cr_reply_json(struct cr_req *req, int status, json_t *body)
 	cr_req_release(req);
 }
 
-/* OpenAI's error type and code for an HTTP status, as its clients expect. */
-static void openai_kind(int status, const char **type, const char **code)
-{
-	*type = status == 401 ? "invalid_request_error" : status == 429 ? "requests"
-		: status >= 500 ? "server_error" : "invalid_request_error";
-	if (status == 503)
-		*type = "service_unavailable";
-	*code = status == 401 ? "invalid_api_key" : status == 404 ? "model_not_found" : status == 429 ? "rate_limit_exceeded"
-		: status == 413 ? "request_too_large" : NULL;
-}
-
 static void reply_status_error(struct cr_req *req, int status, const char *code, const char *message,
 			       const char *fix)
 {
-	json_t *e;
-	if (req->openai) { /* the gateway: {"error":{"message","type","code","param"}} */
-		const char *type, *oc;
-		openai_kind(status, &type, &oc);
-		char *msg = fix && *fix ? cr_xasprintf("%s; %s", message, fix) : cr_xstrdup(message);
-		e = json_pack("{s:{s:s,s:s,s:s?,s:n}}", "error", "message", msg, "type", type, "code", oc ? oc : code,
-			      "param");
-		free(msg);
-	} else {
-		e = json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code, "message", message, "fix", fix ? fix : "");
-	}
+	json_t *e = req->render ? req->render(status, code, message, fix)
+				: json_pack("{s:{s:s,s:s,s:s}}", "error", "code", code, "message", message, "fix",
+					    fix ? fix : "");
 	cr_reply_json(req, status, e);
 }
 
@@ -736,7 +722,9 @@ static void dispatch(struct evhttp_request *ev, void *arg)
 	fill_peer(req);
 	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(ev));
 	req->path = cr_xstrdup(path && *path ? path : "/");
-	req->openai = !strncmp(req->path, "/v1/", 4);
+	for (int k = 0; k < srv->nstyles && !req->render; k++)
+		if (!strncmp(req->path, srv->styles[k].prefix, strlen(srv->styles[k].prefix)))
+			req->render = srv->styles[k].render;
 
 	if (header_bytes(ev) > srv->limits.max_headers) {
 		char msg[160];
@@ -810,6 +798,14 @@ struct cr_http_server *cr_http_server_new(struct event_base *base, const struct 
 	event_add(s->sweep, &tv);
 	s->resume = event_new(base, -1, 0, resume_accepting, s);
 	return s;
+}
+
+void cr_http_server_set_error_style(struct cr_http_server *s, const char *prefix, cr_http_error_render_cb render)
+{
+	if (s->nstyles == (int)(sizeof(s->styles) / sizeof(s->styles[0])))
+		abort(); /* a programming error: more styles than any server has */
+	snprintf(s->styles[s->nstyles].prefix, sizeof(s->styles[0].prefix), "%s", prefix);
+	s->styles[s->nstyles++].render = render;
 }
 
 void cr_http_server_add_routes(struct cr_http_server *s, const struct cr_http_route *table)

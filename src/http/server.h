@@ -61,11 +61,21 @@ void cr_http_limits_defaults(struct cr_http_limits *l);
  * return the soft limit now in force. */
 long cr_http_raise_fd_limit(void);
 
+/* An error body in some API's convention: a new JSON object for an HTTP
+ * status, the project's error code name ("invalid_input"), the message and
+ * the fix (NULL or ""). */
+typedef json_t *(*cr_http_error_render_cb)(int status, const char *code, const char *message, const char *fix);
+
 /* Create a server on base that dispatches to the route tables (borrowed, kept
  * until free) with app as the context handed to handlers. */
 struct cr_http_server *cr_http_server_new(struct event_base *base, const struct cr_http_limits *limits,
 					  cr_http_auth_cb auth, void *app);
 void cr_http_server_add_routes(struct cr_http_server *s, const struct cr_http_route *table);
+
+/* Errors of requests whose path starts with prefix (e.g. "/v1/") are rendered
+ * by render instead of the management shape {"error":{"code","message","fix"}};
+ * at most 4 prefixes, the first match wins. */
+void cr_http_server_set_error_style(struct cr_http_server *s, const char *prefix, cr_http_error_render_cb render);
 
 /* Listen on host:port (port 0: any free port). Returns 0 or a negated errno
  * with err naming the address and the fix. *bound_port gets the port. */

@@ -20,7 +20,7 @@ struct cr_req {
 	struct evkeyvalq query;
 	bool query_parsed;
 	char peer[64];
-	bool openai;                    /* under /v1/: errors in OpenAI's shape */
+	cr_http_error_render_cb render; /* errors in another API's shape (e.g. OpenAI's under /v1/), or NULL */
 	struct cr_principal principal;
 };
 

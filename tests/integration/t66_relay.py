@@ -185,7 +185,8 @@ class Relay(EngineCase):
             head, body = self.http10(key, dict(msg, model="nope"))
             self.assertIn(" 404 ", head.split("\r\n")[0])
         self.assertTrue(server.alive(), server.output()[-3000:])
-        self.assertEqual(self.gw("/v1/chat/completions", msg, key)[0], 200)
+        status, _, body = self.gw("/v1/chat/completions", msg, key)
+        self.assertEqual(status, 200, body)
         rows = {r["model"]: r for r in self.api("GET", "/api/usage?by=model")["rows"]}
         self.assertEqual(rows["tiny"]["requests"], 7, "each HTTP/1.0 answer is metered once")
 
@@ -270,6 +271,20 @@ class Relay(EngineCase):
         self.assertEqual(events[0]["choices"][0]["delta"]["content"], "hi", "what came before is relayed")
         self.assertIn("sent nothing for 1500 ms", events[-1]["error"]["message"])
 
+
+    def test_a_kept_alive_connection_the_engine_closed_is_retried_on_a_new_one(self):
+        """The engine closes a pooled connection as the next request arrives
+        on it: the relay tries the same instance again on a new connection
+        (it used to give up: 'no instance of the model could be reached')."""
+        key = self.misbehaving(["oneshot"])
+        msg = {"model": "oneshot", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
+        for n in range(4):
+            status, _, body = self.gw("/v1/chat/completions", msg, key)
+            self.assertEqual(status, 200, "request %d: %s" % (n + 1, body))
+        log = os.path.join(self.tmp, "w-w1", "logs", self.instance("oneshot")["id"] + ".log")
+        with open(log) as f:
+            self.assertIn("closed a kept-alive connection at its second request", f.read(),
+                          "the pooled connection was reused, and closed under it")
 
     def test_a_probe_stops_reading_an_answer_past_its_limit(self):
         """The server's own fetches (end-to-end probes, logs) stop at 4 MiB
