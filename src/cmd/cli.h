@@ -55,4 +55,11 @@ void cr_cli_print_checks(json_t *checks, const char *indent);
 /* Print j indented on stdout and decref it; returns 0. */
 int cr_cli_print_json(json_t *j);
 
+/* An option's count from 0 to max: 0, or -1 after saying on stderr that flag
+ * wants a number in that range (the command then exits 2). */
+int cr_cli_parse_count(const char *s, const char *flag, long long max, long long *out);
+
+/* "a, b,c" as the JSON array ["a","b","c"] (items trimmed). */
+json_t *cr_cli_csv(const char *s);
+
 #endif

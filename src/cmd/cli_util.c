@@ -134,3 +134,21 @@ void cr_cli_print_checks(json_t *checks, const char *indent)
 			printf("%s      %-20s fix: %s\n", indent, "", fix);
 	}
 }
+
+int cr_cli_parse_count(const char *s, const char *flag, long long max, long long *out)
+{
+	if (cr_parse_int(s, 0, max, out))
+		return 0;
+	fprintf(stderr, "corral: %s wants a number from 0 to %lld, not '%s'\n", flag, max, s);
+	return -1;
+}
+
+json_t *cr_cli_csv(const char *s)
+{
+	json_t *arr = json_array();
+	char *copy = cr_xstrdup(s), *save = NULL;
+	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+		json_array_append_new(arr, json_string(cr_trim(t)));
+	free(copy);
+	return arr;
+}

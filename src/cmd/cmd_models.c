@@ -1,6 +1,6 @@
 /* Model commands: inspect (a model file's shape and memory estimate on this
- * node, without a server), deploy, models, instances, rm (through the API). */
-#include <curl/curl.h>
+ * node, without a server), deploy, models, instances, rm, engines, logs
+ * (through the API). The gateway's commands are in cmd_gateway.c. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +11,6 @@
 #include "base/err.h"
 #include "base/json.h"
 #include "base/mem.h"
-#include "base/buf.h"
-#include "base/sse.h"
 #include "http/client.h"
 #include "base/util.h"
 #include "cmd/cli.h"
@@ -79,14 +77,6 @@ static void print_estimate(const char *path, const struct cr_model_shape *s, con
 	}
 }
 
-static int parse_u(const char *s, const char *flag, long long max, long long *out)
-{
-	if (cr_parse_int(s, 0, max, out))
-		return 0;
-	fprintf(stderr, "corral: %s wants a number from 0 to %lld, not '%s'\n", flag, max, s);
-	return -1;
-}
-
 int cr_cmd_inspect(int argc, char **argv)
 {
 	static const struct option lo[] = {
@@ -101,11 +91,11 @@ int cr_cmd_inspect(int argc, char **argv)
 	int ch, bad = 0;
 	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (ch) {
-		case 'c': bad |= parse_u(optarg, "--ctx", 1 << 24, &v); p.n_ctx = (uint32_t)v; break;
-		case 'p': bad |= parse_u(optarg, "--parallel", 4096, &v); p.n_parallel = (uint32_t)v; break;
-		case 'g': bad |= parse_u(optarg, "--gpus", CR_EST_MAX_DEV, &gpus); break;
-		case 'n': bad |= parse_u(optarg, "--ngl", 100000, &v); p.n_gpu_layers = (int)v; break;
-		case 'b': bad |= parse_u(optarg, "--ubatch", 1 << 16, &v); p.n_ubatch = (uint32_t)v; break;
+		case 'c': bad |= cr_cli_parse_count(optarg, "--ctx", 1 << 24, &v); p.n_ctx = (uint32_t)v; break;
+		case 'p': bad |= cr_cli_parse_count(optarg, "--parallel", 4096, &v); p.n_parallel = (uint32_t)v; break;
+		case 'g': bad |= cr_cli_parse_count(optarg, "--gpus", CR_EST_MAX_DEV, &gpus); break;
+		case 'n': bad |= cr_cli_parse_count(optarg, "--ngl", 100000, &v); p.n_gpu_layers = (int)v; break;
+		case 'b': bad |= cr_cli_parse_count(optarg, "--ubatch", 1 << 16, &v); p.n_ubatch = (uint32_t)v; break;
 		case 'k':
 		case 'v':
 			v = cr_ggml_type_from_name(optarg);
@@ -214,16 +204,6 @@ static void print_reasons(json_t *reasons)
 		       json_string_value(json_object_get(r, "code")), json_string_value(json_object_get(r, "message")));
 }
 
-static json_t *split_csv_pairs(const char *s)
-{
-	json_t *arr = json_array();
-	char *copy = cr_xstrdup(s), *save = NULL;
-	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
-		json_array_append_new(arr, json_string(cr_trim(t)));
-	free(copy);
-	return arr;
-}
-
 static int run_plan(struct cr_cli *cl, const char *body, bool as_json, int wait_s)
 {
 	struct cr_err err = CR_ERR_INIT;
@@ -295,17 +275,17 @@ int cr_cmd_deploy(int argc, char **argv)
 		case 'e': json_object_set_new(body, "engine", json_string(optarg)); break;
 		case 'P': json_object_set_new(body, "policy", json_string(optarg)); break;
 		case 's': json_object_set_new(body, "selector", json_string(optarg)); break;
-		case 'g': json_object_set_new(body, "gpus", split_csv_pairs(optarg)); break;
+		case 'g': json_object_set_new(body, "gpus", cr_cli_csv(optarg)); break;
 		case 'C': json_object_set_new(body, "allow_cpu_offload", json_true()); break;
 		case 'D': json_object_set_new(body, "allow_distributed", json_true()); break;
 		case 'H': json_object_set_new(body, "health_probe", json_true()); break;
 		case 'c':
 		case 'n':
 		case 'r':
-			rc |= parse_u(optarg, ch == 'c' ? "--ctx" : ch == 'n' ? "--parallel" : "--replicas", 1 << 24, &v);
+			rc |= cr_cli_parse_count(optarg, ch == 'c' ? "--ctx" : ch == 'n' ? "--parallel" : "--replicas", 1 << 24, &v);
 			json_object_set_new(body, ch == 'c' ? "ctx" : ch == 'n' ? "parallel" : "replicas", json_integer(v));
 			break;
-		case 'w': rc |= parse_u(optarg, "--wait", 3600, &wait_s); break;
+		case 'w': rc |= cr_cli_parse_count(optarg, "--wait", 3600, &wait_s); break;
 		case 'd': dry = true; break;
 		case 'j': as_json = true; break;
 		case 'U': url = optarg; break;
@@ -621,7 +601,7 @@ int cr_cmd_logs(int argc, char **argv)
 		switch (ch) {
 		case 'f': follow = true; break;
 		case 't':
-			if (parse_u(optarg, "--tail", 100000, &tail))
+			if (cr_cli_parse_count(optarg, "--tail", 100000, &tail))
 				return 2;
 			break;
 		case 'w': worker = optarg; break;
@@ -660,333 +640,4 @@ int cr_cmd_logs(int argc, char **argv)
 	}
 	cr_cli_release(&cl);
 	return rc;
-}
-
-int cr_cmd_keys(int argc, char **argv)
-{
-	static const char usage[] =
-		"usage: corral keys [list] [--json]\n"
-		"       corral keys create NAME [--models M1,M2] [--rpm N] [--tpm N] [--expires-days N] [--owner USER]\n"
-		"       corral keys rm ID|NAME\n"
-		"\n"
-		"API keys for the OpenAI-compatible endpoint (/v1). A new key is printed once and\n"
-		"kept only as a hash. --models limits it to those models (others look absent);\n"
-		"--rpm/--tpm limit requests and tokens per minute; admins may --owner another user.\n";
-	static const struct option lo[] = {
-		{ "models", 1, 0, 'm' },  { "rpm", 1, 0, 'r' },        { "tpm", 1, 0, 't' }, { "expires-days", 1, 0, 'e' },
-		{ "owner", 1, 0, 'o' },   { "json", 0, 0, 'j' },       { "server-url", 1, 0, 'U' }, { "help", 0, 0, 'h' },
-		{ 0, 0, 0, 0 },
-	};
-	json_t *body = json_object();
-	const char *url = NULL;
-	bool as_json = false;
-	long long v;
-	int ch, rc = 0;
-	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		switch (ch) {
-		case 'm': json_object_set_new(body, "models", split_csv_pairs(optarg)); break;
-		case 'r':
-		case 't':
-		case 'e':
-			rc |= parse_u(optarg, ch == 'r' ? "--rpm" : ch == 't' ? "--tpm" : "--expires-days", 1000000000, &v);
-			json_object_set_new(body, ch == 'r' ? "rpm" : ch == 't' ? "tpm" : "expires_days", json_integer(v));
-			break;
-		case 'o': json_object_set_new(body, "owner", json_string(optarg)); break;
-		case 'j': as_json = true; break;
-		case 'U': url = optarg; break;
-		case 'h': fputs(usage, stdout); json_decref(body); return 0;
-		default: fputs(usage, stderr); json_decref(body); return 2;
-		}
-	}
-	const char *verb = optind < argc ? argv[optind] : "list";
-	bool create = !strcmp(verb, "create"), rm = !strcmp(verb, "rm");
-	if (rc || (create && optind + 2 != argc) || (rm && optind + 2 != argc) || (!create && !rm && strcmp(verb, "list"))) {
-		fputs(usage, stderr);
-		json_decref(body);
-		return 2;
-	}
-	struct cr_cli cl;
-	cr_cli_init(&cl, url);
-	struct cr_err err = CR_ERR_INIT;
-	json_t *ans;
-	if (create) {
-		json_object_set_new(body, "name", json_string(argv[optind + 1]));
-		char *text = cr_json_dump(body);
-		ans = cr_cli_api(&cl, "POST", "/api/keys", text, &err);
-		free(text);
-	} else if (rm) {
-		char *path = cr_xasprintf("/api/keys/%s", argv[optind + 1]);
-		ans = cr_cli_api(&cl, "DELETE", path, NULL, &err);
-		free(path);
-	} else {
-		ans = cr_cli_api(&cl, "GET", "/api/keys", NULL, &err);
-	}
-	cr_cli_release(&cl);
-	json_decref(body);
-	if (!ans)
-		return cr_cmd_fail(&err);
-	if (as_json)
-		return cr_cli_print_json(ans);
-	if (create) {
-		printf("%s\n", json_string_value(json_object_get(ans, "key")));
-		fprintf(stderr, "API key '%s' created; it is shown only now. Use it as OPENAI_API_KEY with "
-				"OPENAI_BASE_URL=<server>/v1\n", json_string_value(json_object_get(ans, "name")));
-	} else if (rm) {
-		printf("revoked key '%s'\n", json_string_value(json_object_get(ans, "name")));
-	} else {
-		struct cr_table t = { .ncols = 6, .rows = json_array() };
-		const char *head[] = { "ID", "NAME", "OWNER", "PREFIX", "MODELS", "EXPIRES" };
-		cr_table_row(&t, head);
-		size_t i;
-		json_t *k;
-		json_array_foreach(json_object_get(ans, "keys"), i, k) {
-			char *models = json_array_size(json_object_get(k, "models")) ? json_dumps(json_object_get(k, "models"), JSON_COMPACT)
-										: cr_xstrdup("all");
-			const char *exp = json_string_value(json_object_get(k, "expires_at"));
-			const char *row[] = { json_string_value(json_object_get(k, "id")), json_string_value(json_object_get(k, "name")),
-					      json_string_value(json_object_get(k, "owner")), json_string_value(json_object_get(k, "prefix")),
-					      models, exp ? exp : "never" };
-			cr_table_row(&t, row);
-			free(models);
-		}
-		cr_table_print(&t);
-	}
-	json_decref(ans);
-	return 0;
-}
-
-/* ---- corral chat ---- */
-
-struct chat {
-	struct cr_sse sse;
-	struct cr_buf reply; /* the assistant's answer, for the history */
-	bool done;
-};
-
-static int chat_event(const char *event, const char *data, void *arg)
-{
-	struct chat *c = arg;
-	(void)event;
-	if (!strcmp(data, "[DONE]")) {
-		c->done = true;
-		return 0;
-	}
-	json_t *j = json_loads(data, 0, NULL);
-	json_t *err = json_object_get(j, "error");
-	const char *piece = cr_json_get_str(json_object_get(json_array_get(json_object_get(j, "choices"), 0), "delta"),
-					    "content", NULL);
-	if (err)
-		fprintf(stderr, "\ncorral: %s\n", cr_json_get_str(err, "message", "the stream broke off"));
-	if (piece) {
-		fputs(piece, stdout);
-		fflush(stdout);
-		cr_buf_adds(&c->reply, piece);
-	}
-	json_decref(j);
-	return 0;
-}
-
-static int chat_data(const char *data, size_t len, void *arg)
-{
-	struct chat *c = arg;
-	return data ? cr_sse_feed(&c->sse, data, len, chat_event, c) != 0 : 0;
-}
-
-int cr_cmd_chat(int argc, char **argv)
-{
-	static const char usage[] =
-		"usage: corral chat MODEL [-m MESSAGE] [--max-tokens N] [--key KEY] [--server-url URL]\n"
-		"\n"
-		"Chat with a deployed model through the OpenAI-compatible endpoint, the answer\n"
-		"streamed to the terminal as it is generated. With -m it answers once; otherwise\n"
-		"it reads one message per line (keeping the conversation) until end of input.\n"
-		"The API key comes from --key, $CORRAL_API_KEY or $OPENAI_API_KEY.\n";
-	static const struct option lo[] = {
-		{ "message", 1, 0, 'm' }, { "max-tokens", 1, 0, 'n' }, { "key", 1, 0, 'k' }, { "server-url", 1, 0, 'U' },
-		{ "help", 0, 0, 'h' },    { 0, 0, 0, 0 },
-	};
-	const char *message = NULL, *key = getenv("CORRAL_API_KEY"), *url = NULL;
-	long long max_tokens = 256;
-	int ch;
-	if (!key)
-		key = getenv("OPENAI_API_KEY");
-	while ((ch = getopt_long(argc, argv, "hm:", lo, NULL)) != -1) {
-		switch (ch) {
-		case 'm': message = optarg; break;
-		case 'n':
-			if (parse_u(optarg, "--max-tokens", 1 << 20, &max_tokens))
-				return 2;
-			break;
-		case 'k': key = optarg; break;
-		case 'U': url = optarg; break;
-		case 'h': fputs(usage, stdout); return 0;
-		default: fputs(usage, stderr); return 2;
-		}
-	}
-	if (optind + 1 != argc) {
-		fputs(usage, stderr);
-		return 2;
-	}
-	if (!key) {
-		fprintf(stderr, "corral: no API key\nfix: create one with 'corral keys create NAME' and pass --key or set "
-				"CORRAL_API_KEY\n");
-		return 2;
-	}
-	struct cr_cli cl;
-	cr_cli_init(&cl, url);
-	char *endpoint = cr_xasprintf("%s/v1/chat/completions", cl.url);
-	json_t *history = json_array();
-	bool interactive = !message && isatty(STDIN_FILENO);
-	int rc = 0;
-	char line[8192];
-	for (;;) {
-		const char *text = message;
-		if (!text) {
-			if (interactive)
-				fputs("> ", stderr);
-			if (!fgets(line, sizeof(line), stdin))
-				break;
-			line[strcspn(line, "\n")] = '\0';
-			if (!line[0])
-				continue;
-			text = line;
-		}
-		json_array_append_new(history, json_pack("{s:s,s:s}", "role", "user", "content", text));
-		json_t *body = json_pack("{s:s,s:O,s:b,s:I}", "model", argv[optind], "messages", history, "stream", 1,
-					 "max_tokens", (json_int_t)max_tokens);
-		char *bt = cr_json_dump(body);
-		json_decref(body);
-		struct chat c = { .reply = CR_BUF_INIT(1 << 20) };
-		cr_sse_init(&c.sse, 1 << 20);
-		struct cr_err err = CR_ERR_INIT;
-		long status = 0;
-		int r = cr_http_stream_post(endpoint, key, bt, 300, chat_data, &c, &status, &err);
-		free(bt);
-		cr_sse_release(&c.sse);
-		fputs("\n", stdout);
-		if (r) {
-			cr_buf_release(&c.reply);
-			rc = cr_cmd_fail(&err);
-			break;
-		}
-		json_array_append_new(history, json_pack("{s:s,s:s}", "role", "assistant", "content", cr_buf_str(&c.reply)));
-		cr_buf_release(&c.reply);
-		if (message)
-			break;
-	}
-	json_decref(history);
-	free(endpoint);
-	cr_cli_release(&cl);
-	return rc;
-}
-
-/* One cell of a usage row: the counter, or "-" for a missing average. */
-static void usage_cell(json_t *row, const char *name, char *out, size_t n)
-{
-	json_t *v = json_object_get(row, name);
-	if (json_is_integer(v))
-		snprintf(out, n, "%lld", (long long)json_integer_value(v));
-	else
-		snprintf(out, n, "-");
-}
-
-int cr_cmd_usage(int argc, char **argv)
-{
-	static const char usage[] =
-		"usage: corral usage [--by key,user,model,day] [--since 7d|YYYY-MM-DD] [--until YYYY-MM-DD]\n"
-		"                    [--model M] [--key NAME|ID] [--user U] [--json]\n"
-		"\n"
-		"Gateway usage: requests, errors, prompt and completion tokens, average time to\n"
-		"first token (streams) and latency, summed per the --by columns (default: one\n"
-		"total) over days in UTC. Users see their own keys; admins everyone's.\n";
-	static const struct option lo[] = {
-		{ "by", 1, 0, 'b' },   { "since", 1, 0, 's' }, { "until", 1, 0, 'u' },      { "model", 1, 0, 'm' },
-		{ "key", 1, 0, 'k' },  { "user", 1, 0, 'U' },  { "json", 0, 0, 'j' },       { "server-url", 1, 0, 'S' },
-		{ "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
-	};
-	const char *names[] = { "by", "since", "until", "model", "key", "user" };
-	const char *vals[6] = { NULL };
-	const char *url = NULL;
-	bool as_json = false;
-	int ch;
-	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		switch (ch) {
-		case 'b': vals[0] = optarg; break;
-		case 's': vals[1] = optarg; break;
-		case 'u': vals[2] = optarg; break;
-		case 'm': vals[3] = optarg; break;
-		case 'k': vals[4] = optarg; break;
-		case 'U': vals[5] = optarg; break;
-		case 'j': as_json = true; break;
-		case 'S': url = optarg; break;
-		case 'h': fputs(usage, stdout); return 0;
-		default: fputs(usage, stderr); return 2;
-		}
-	}
-	if (optind < argc) {
-		fprintf(stderr, "corral usage: unexpected argument '%s'\n%s", argv[optind], usage);
-		return 2;
-	}
-	struct cr_buf path = CR_BUF_INIT(8192);
-	cr_buf_adds(&path, "/api/usage");
-	for (int i = 0; i < 6; i++) {
-		if (!vals[i])
-			continue;
-		char *enc = curl_easy_escape(NULL, vals[i], 0);
-		cr_buf_addf(&path, "%c%s=%s", path.len == 10 ? '?' : '&', names[i], enc);
-		curl_free(enc);
-	}
-	struct cr_cli cl;
-	cr_cli_init(&cl, url);
-	struct cr_err err = CR_ERR_INIT;
-	json_t *ans = cr_cli_api(&cl, "GET", cr_buf_str(&path), NULL, &err);
-	cr_cli_release(&cl);
-	cr_buf_release(&path);
-	if (!ans)
-		return cr_cmd_fail(&err);
-	if (as_json)
-		return cr_cli_print_json(ans);
-	static const char *const cols[] = { "day", "user", "key", "model" };
-	static const char *const counters[] = { "requests", "errors", "prompt_tokens", "completion_tokens",
-						"ttft_ms_avg", "latency_ms_avg" };
-	static const char *const heads[] = { "DAY", "USER", "KEY", "MODEL", "REQUESTS", "ERRORS", "PROMPT", "COMPLETION",
-					     "TTFT_MS", "LATENCY_MS" };
-	json_t *rows = json_object_get(ans, "rows");
-	bool shown[4] = { false };
-	size_t i;
-	json_t *row;
-	json_array_foreach(rows, i, row)
-		for (int c = 0; c < 4; c++)
-			shown[c] |= json_object_get(row, cols[c]) != NULL;
-	struct cr_table t = { .rows = json_array() };
-	const char *cells[CR_TABLE_MAX_COLS];
-	char num[6][32];
-	for (int c = 0; c < 4; c++)
-		if (shown[c])
-			cells[t.ncols++] = heads[c];
-	for (int c = 0; c < 6; c++)
-		cells[t.ncols++] = heads[4 + c];
-	cr_table_row(&t, cells);
-	json_t *total = json_object_get(ans, "total");
-	for (i = 0; i <= json_array_size(rows); i++) {
-		row = i < json_array_size(rows) ? json_array_get(rows, i) : total;
-		int n = 0;
-		for (int c = 0; c < 4; c++) {
-			if (!shown[c])
-				continue;
-			cells[n] = row == total ? (n == 0 ? "TOTAL" : "") : cr_json_get_str(row, cols[c], "");
-			n++;
-		}
-		for (int c = 0; c < 6; c++) {
-			usage_cell(row, counters[c], num[c], sizeof(num[c]));
-			cells[n++] = num[c];
-		}
-		if (row == total && n == 6 && json_array_size(rows))
-			break; /* no grouping: the only row is the total */
-		cr_table_row(&t, cells);
-	}
-	cr_table_print(&t);
-	printf("%s to %s (UTC)\n", cr_json_get_str(ans, "since", "?"), cr_json_get_str(ans, "until", "?"));
-	json_decref(ans);
-	return 0;
 }
