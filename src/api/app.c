@@ -158,6 +158,7 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	cr_http_server_add_routes(app->http, cr_api_auth_routes);
 	cr_http_server_add_routes(app->http, cr_api_worker_routes);
 	cr_http_server_add_routes(app->http, cr_api_model_routes);
+	cr_http_server_add_routes(app->http, cr_api_instance_routes);
 	cr_http_server_add_routes(app->http, cr_api_key_routes);
 	cr_http_server_add_routes(app->http, cr_api_gateway_routes);
 	cr_http_server_set_error_style(app->http, "/v1/", cr_gateway_error);

@@ -156,6 +156,7 @@ struct cr_app {
 extern const struct cr_http_route cr_api_auth_routes[];
 extern const struct cr_http_route cr_api_worker_routes[];
 extern const struct cr_http_route cr_api_model_routes[];
+extern const struct cr_http_route cr_api_instance_routes[];
 extern const struct cr_http_route cr_api_key_routes[];
 extern const struct cr_http_route cr_api_gateway_routes[];
 extern const struct cr_http_route cr_api_usage_routes[];
@@ -208,18 +209,39 @@ void cr_usage_record(struct cr_app *app, const struct cr_apikey *k, const char *
 int cr_usage_flush(struct cr_app *app, struct cr_err *err);
 void cr_usage_free_all(struct cr_app *app);
 
-/* models.c */
+/* instances.c */
+#define CR_E2E_FAILS 3 /* end-to-end probe failures in a row that make an instance 'error' */
 /* Whether the gateway may send requests to i: its engine was last known to
  * run (it has an endpoint) and it is not in error. An instance whose worker
  * is not_ready or unreachable keeps serving while its engine answers; the
  * relay's connect failures put one that does not answer last. */
 bool cr_instance_is_routable(const struct cr_instance *i);
+/* Free an instance (not in app->instances any more). NULL allowed. */
+void cr_instance_free(struct cr_instance *i);
+/* Whether the placement has the worker with this id. */
+bool cr_placement_has(json_t *placement, const char *worker_id);
+/* The instance as the API and the watch stream show it (a new reference). */
+json_t *cr_instance_json(struct cr_app *app, struct cr_instance *i);
+/* Write i to the store (0, or the store's error). */
+int cr_instance_save(struct cr_app *app, struct cr_instance *i, struct cr_err *err);
+/* Change i's state and message: stored, and its workers told. */
+void cr_instance_set_state(struct cr_app *app, struct cr_instance *i, enum cr_instance_state state, const char *msg);
+/* Delete i from the store and memory (its workers are told, and stop it);
+ * kept when the store refuses. Frees i. */
+void cr_instance_remove(struct cr_app *app, struct cr_instance *i, const char *why);
+/* i's state from its members' engine reports (see instances.c). */
+void cr_instance_derive_state(struct cr_app *app, struct cr_instance *i);
+/* Send the workers of placement (or every worker) their desired instances. */
+void cr_instances_push(struct cr_app *app, json_t *placement);
+void cr_instances_push_all(struct cr_app *app);
+/* The watch-stream payload for one worker: {"instances":[...]} (new reference). */
+json_t *cr_instances_for_worker(struct cr_app *app, const char *worker_id);
+
+/* models.c */
 int cr_models_load(struct cr_app *app, struct cr_err *err);
 void cr_models_tick(struct cr_app *app);
 void cr_models_free_all(struct cr_app *app);
-/* The watch-stream payloads for one worker: {"instances":[...]} and
- * {"sources":[...]} (new references). */
-json_t *cr_models_instances_for(struct cr_app *app, const char *worker_id);
+/* The model sources workers are asked to inspect: {"sources":[...]} (new reference). */
 json_t *cr_models_sources(struct cr_app *app);
 
 #endif

@@ -654,7 +654,7 @@ void cr_workers_push(struct cr_app *app, struct cr_worker *w)
 {
 	if (!w->watch)
 		return;
-	json_t *sources = cr_models_sources(app), *inst = cr_models_instances_for(app, w->id);
+	json_t *sources = cr_models_sources(app), *inst = cr_instances_for_worker(app, w->id);
 	char *a = cr_json_dump(sources), *b = cr_json_dump(inst);
 	cr_stream_event(w->watch, "sources", a);
 	cr_stream_event(w->watch, "snapshot", b);

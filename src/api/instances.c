@@ -1,0 +1,420 @@
+/* Instances: their state (derived from what their workers' engines report),
+ * their JSON views, where their engines serve, and their logs. The
+ * controller (models.c) decides which instances exist; this file keeps
+ * each one's state and tells its workers (cr_workers_push). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/internal.h"
+#include "base/err.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/util.h"
+#include "checks/checks.h"
+#include "http/fetch.h"
+#include "store/store.h"
+
+void cr_instance_free(struct cr_instance *i)
+{
+	if (!i)
+		return;
+	free(i->id);
+	free(i->model_id);
+	json_decref(i->placement);
+	json_decref(i->members);
+	free(i->endpoint);
+	free(i->probe_error);
+	free(i->message);
+	free(i);
+}
+
+bool cr_placement_has(json_t *placement, const char *worker_id)
+{
+	size_t k;
+	json_t *w;
+	json_array_foreach(json_object_get(placement, "workers"), k, w)
+		if (!strcmp(cr_json_get_str(w, "id", ""), worker_id))
+			return true;
+	return false;
+}
+
+json_t *cr_instances_for_worker(struct cr_app *app, const char *worker_id)
+{
+	json_t *arr = json_array();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->instances, &it, NULL, &v)) {
+		struct cr_instance *i = v;
+		if (cr_placement_has(i->placement, worker_id))
+			json_array_append_new(arr, cr_instance_json(app, i));
+	}
+	return json_pack("{s:o}", "instances", arr);
+}
+
+void cr_instances_push(struct cr_app *app, json_t *placement)
+{
+	size_t k;
+	json_t *w;
+	json_array_foreach(json_object_get(placement, "workers"), k, w) {
+		struct cr_worker *x = cr_map_get(&app->workers, cr_json_get_str(w, "id", ""));
+		if (x)
+			cr_workers_push(app, x);
+	}
+}
+
+void cr_instances_push_all(struct cr_app *app)
+{
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v))
+		cr_workers_push(app, v);
+}
+
+/* The running RPC followers of a distributed instance, for its leader:
+ * [{"worker","host","port"}], the host being the worker's address. */
+static json_t *followers_of(struct cr_app *app, struct cr_instance *i)
+{
+	json_t *arr = json_array();
+	const char *leader = cr_json_get_str(i->placement, "leader", "");
+	size_t k;
+	json_t *pw;
+	json_array_foreach(json_object_get(i->placement, "workers"), k, pw) {
+		const char *id = cr_json_get_str(pw, "id", "");
+		json_t *r = json_object_get(i->members, id);
+		struct cr_worker *w = cr_map_get(&app->workers, id);
+		if (!strcmp(id, leader) || !w || !r || strcmp(cr_json_get_str(r, "state", ""), "running") != 0 ||
+		    strcmp(cr_json_get_str(r, "role", ""), "follower") != 0)
+			continue; /* RPC followers only */
+		json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:I}", "id", id, "worker", w->name, "host",
+						     w->address ? w->address : "", "port", (json_int_t)cr_json_get_int(r, "port", 0)));
+	}
+	return arr;
+}
+
+/* The Ray head of a vLLM-over-Ray instance once it runs: {"host","port"}, else null. */
+static json_t *ray_head_of(struct cr_app *app, struct cr_instance *i)
+{
+	const char *leader = cr_json_get_str(i->placement, "leader", "");
+	char key[200];
+	snprintf(key, sizeof(key), "%s#ray", leader);
+	json_t *r = json_object_get(i->members, key);
+	struct cr_worker *w = cr_map_get(&app->workers, leader);
+	if (!r || !w || strcmp(cr_json_get_str(r, "state", ""), "running") != 0)
+		return json_null();
+	return json_pack("{s:s,s:I}", "host", w->address ? w->address : "", "port", (json_int_t)cr_json_get_int(r, "port", 0));
+}
+
+/* vLLM's own multi-node launcher: where the leader's master listens, once
+ * its engine reported the port: {"host","port"}, else null. */
+static json_t *master_of(struct cr_app *app, struct cr_instance *i)
+{
+	const char *leader = cr_json_get_str(i->placement, "leader", "");
+	json_t *r = json_object_get(i->members, leader);
+	struct cr_worker *w = cr_map_get(&app->workers, leader);
+	if (!r || !w || !cr_json_get_int(r, "master_port", 0))
+		return json_null();
+	return json_pack("{s:s,s:I}", "host", w->address ? w->address : "", "port",
+			 (json_int_t)cr_json_get_int(r, "master_port", 0));
+}
+
+json_t *cr_instance_json(struct cr_app *app, struct cr_instance *i)
+{
+	struct cr_model *m = cr_map_get(&app->models, i->model_id);
+	char created[40], updated[40];
+	cr_time_format(i->created_ms, created, sizeof(created));
+	cr_time_format(i->updated_ms, updated, sizeof(updated));
+	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:O,s:s,s:s}", "id", i->id, "model", m ? m->name : "", "model_id",
+			      i->model_id, "state", cr_instance_state_name(i->state), "message", i->message, "placement", i->placement,
+			      "created_at", created, "updated_at", updated);
+	if (m) {
+		json_object_set(o, "source", json_object_get(m->spec, "path") ? json_object_get(m->spec, "path")
+									   : json_object_get(m->spec, "url"));
+		json_t *sha = json_object_get(m->spec, "sha256");
+		if (sha)
+			json_object_set(o, "sha256", sha);
+		json_object_set(o, "engine_args", json_object_get(m->spec, "engine_args"));
+		const char *url = cr_json_get_str(m->spec, "url", NULL);
+		json_t *w0 = json_array_get(json_object_get(i->placement, "workers"), 0);
+		struct cr_worker *w = url ? cr_map_get(&app->workers, cr_json_get_str(w0, "id", "")) : NULL;
+		json_t *dl = w ? json_object_get(json_object_get(w->files, url), "download") : NULL;
+		if (dl) /* the leader's download of the model, as it last reported */
+			json_object_set(o, "download", dl);
+	}
+	json_object_set_new(o, "members", i->members ? json_incref(i->members) : json_object());
+	json_object_set_new(o, "endpoint", i->endpoint ? json_string(i->endpoint) : json_null());
+	json_object_set_new(o, "inflight", json_integer(i->inflight));
+	json_object_set_new(o, "requests", json_integer(i->requests));
+	json_object_set_new(o, "followers", followers_of(app, i));
+	json_object_set_new(o, "ray_head", ray_head_of(app, i));
+	json_object_set_new(o, "master", master_of(app, i));
+	json_t *addrs = json_object();
+	size_t k;
+	json_t *pw;
+	json_array_foreach(json_object_get(i->placement, "workers"), k, pw) {
+		struct cr_worker *w = cr_map_get(&app->workers, cr_json_get_str(pw, "id", ""));
+		if (w && w->address)
+			json_object_set_new(addrs, w->id, json_string(w->address));
+	}
+	json_object_set_new(o, "addresses", addrs);
+	return o;
+}
+
+int cr_instance_save(struct cr_app *app, struct cr_instance *i, struct cr_err *err)
+{
+	char *pj = cr_json_dump(i->placement);
+	struct cr_instance_rec r = { i->id, i->model_id, pj, (char *)cr_instance_state_name(i->state), i->message, i->created_ms, i->updated_ms,
+				     i->endpoint };
+	int rc = app->store->ops->instance_put(app->store, &r, err);
+	free(pj);
+	return rc;
+}
+
+void cr_instance_set_state(struct cr_app *app, struct cr_instance *i, enum cr_instance_state state,
+			       const char *msg)
+{
+	if (i->state == state && !strcmp(i->message, msg))
+		return;
+	i->state = state;
+	cr_str_replace(&i->message, msg);
+	i->updated_ms = cr_wall_ms();
+	struct cr_err err = CR_ERR_INIT;
+	if (cr_instance_save(app, i, &err))
+		cr_warn("instance %s: %s", i->id, err.message);
+	cr_instances_push(app, i->placement);
+}
+
+void cr_instance_remove(struct cr_app *app, struct cr_instance *i, const char *why)
+{
+	struct cr_err err = CR_ERR_INIT;
+	if (app->store->ops->instance_del(app->store, i->id, &err)) {
+		cr_warn("instance %s: %s", i->id, err.message);
+		return;
+	}
+	cr_info("instance %s removed: %s", i->id, why);
+	cr_map_del(&app->instances, i->id);
+	cr_instances_push(app, i->placement);
+	cr_instance_free(i);
+}
+
+static void list_instances(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	const char *model = cr_req_query(req, "model");
+	json_t *arr = json_array();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->instances, &it, NULL, &v)) {
+		struct cr_instance *i = v;
+		struct cr_model *m = cr_map_get(&app->models, i->model_id);
+		if (model && (!m || strcmp(m->name, model) != 0))
+			continue;
+		json_array_append_new(arr, cr_instance_json(app, i));
+	}
+	cr_reply_json(req, 200, json_pack("{s:o}", "instances", arr));
+}
+
+/* Where the instance's engine serves (NULL: it does not), kept in the store
+ * so that a restarted server routes to it before its worker reports again. */
+static void set_endpoint(struct cr_app *app, struct cr_instance *i, const char *ep)
+{
+	if ((!ep && !i->endpoint) || (ep && i->endpoint && !strcmp(ep, i->endpoint)))
+		return;
+	cr_str_replace(&i->endpoint, ep);
+	struct cr_err err = CR_ERR_INIT;
+	if (cr_instance_save(app, i, &err))
+		cr_warn("instance %s: %s", i->id, err.message);
+}
+
+static const char *const instance_states[] = { "pending", "scheduled", "starting", "running", "error",
+					       "restarting", "unreachable", "stopping" };
+
+const char *cr_instance_state_name(enum cr_instance_state s)
+{
+	return (unsigned)s < sizeof(instance_states) / sizeof(instance_states[0]) ? instance_states[s] : "?";
+}
+
+enum cr_instance_state cr_instance_state_parse(const char *name)
+{
+	for (size_t k = 0; name && k < sizeof(instance_states) / sizeof(instance_states[0]); k++)
+		if (!strcmp(name, instance_states[k]))
+			return (enum cr_instance_state)k;
+	return CR_I_STARTING;
+}
+
+bool cr_instance_is_routable(const struct cr_instance *i)
+{
+	return i->endpoint && i->state != CR_I_ERROR && i->state != CR_I_STOPPING;
+}
+
+/* The instance's state from its members' engine reports: an error anywhere
+ * is the instance's error; otherwise the leader's state. */
+void cr_instance_derive_state(struct cr_app *app, struct cr_instance *i)
+{
+	const char *leader = cr_json_get_str(i->placement, "leader", "");
+	json_t *lr = json_object_get(i->members, leader);
+	const char *wid;
+	json_t *r;
+	char msg[1200];
+	json_object_foreach(i->members, wid, r) {
+		if (strcmp(cr_json_get_str(r, "state", ""), "error") != 0)
+			continue;
+		struct cr_worker *w = cr_map_get(&app->workers, wid);
+		const char *fix = cr_json_get_str(r, "fix", NULL);
+		int len = snprintf(msg, sizeof(msg), "%s%s%s%s%s", strcmp(wid, leader) ? (w ? w->name : wid) : "",
+				   strcmp(wid, leader) ? " (RPC follower): " : "", cr_json_get_str(r, "message", "engine failed"),
+				   fix ? "; fix: " : "", fix ? fix : "");
+		/* what the node's own checks say may be the cause (small /dev/shm, old driver, ...) */
+		char hint[600];
+		cr_checks_summary(json_object_get(w ? w->report : NULL, "checks"), CR_CHECK_WARN, hint, sizeof(hint));
+		if (*hint && len > 0 && (size_t)len < sizeof(msg))
+			snprintf(msg + len, sizeof(msg) - (size_t)len, " [node checks on %s: %s]", w->name, hint);
+		set_endpoint(app, i, NULL);
+		cr_instance_set_state(app, i, CR_I_ERROR, msg);
+		return;
+	}
+	if (!lr)
+		return;
+	const char *state = cr_json_get_str(lr, "state", "starting");
+	struct cr_worker *w = cr_map_get(&app->workers, leader);
+	size_t members = json_array_size(json_object_get(i->placement, "workers")), up = 0, k;
+	json_t *pw;
+	json_array_foreach(json_object_get(i->placement, "workers"), k, pw) { /* every member's processes */
+		const char *id = cr_json_get_str(pw, "id", "");
+		char key[200];
+		snprintf(key, sizeof(key), "%s#ray", id);
+		json_t *main_r = json_object_get(i->members, id), *ray_r = json_object_get(i->members, key);
+		bool ok = (main_r || ray_r) && (!main_r || !strcmp(cr_json_get_str(main_r, "state", ""), "running")) &&
+			  (!ray_r || !strcmp(cr_json_get_str(ray_r, "state", ""), "running"));
+		up += ok;
+	}
+	if (!strcmp(state, "running") && up < members) {
+		snprintf(msg, sizeof(msg), "the leader runs; %zu of %zu members are up", up, members);
+		cr_instance_set_state(app, i, CR_I_STARTING, msg);
+		return;
+	}
+	if (!strcmp(state, "running") && w) {
+		char *ep = cr_xasprintf("%s:%lld", w->address ? w->address : "127.0.0.1", cr_json_get_int(lr, "port", 0));
+		set_endpoint(app, i, ep);
+		free(ep);
+	} else {
+		set_endpoint(app, i, NULL);
+	}
+	if (!strcmp(state, "running") && i->probe_failures >= CR_E2E_FAILS) { /* runs, but does not answer right */
+		snprintf(msg, sizeof(msg), "the end-to-end probe failed %d times in a row: %s; see 'corral logs %s'",
+			 i->probe_failures, i->probe_error ? i->probe_error : "?", i->id);
+		cr_instance_set_state(app, i, CR_I_ERROR, msg);
+		return;
+	}
+	cr_instance_set_state(app, i, cr_instance_state_parse(state), cr_json_get_str(lr, "message", ""));
+}
+
+/* POST /api/workers/{id}/instances {"instances":[...]}: the worker's engines. */
+static void engines_report(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	const char *wid = cr_req_principal(req)->worker_id;
+	struct cr_err err = CR_ERR_INIT;
+	json_t *body = cr_req_json(req, &err), *list = NULL;
+	if (!body || cr_json_arr(body, "instances", &list, &err) || !list) {
+		if (!err.code)
+			cr_err_set(&err, CR_EINPUT, "send {\"instances\":[...]}", "field 'instances' is required");
+		cr_reply_err(req, &err);
+		return;
+	}
+	size_t k;
+	json_t *r;
+	json_array_foreach(list, k, r) {
+		char id[200];
+		snprintf(id, sizeof(id), "%s", cr_json_get_str(r, "id", ""));
+		bool ray = strlen(id) > 4 && !strcmp(id + strlen(id) - 4, "#ray");
+		if (ray)
+			id[strlen(id) - 4] = '\0';
+		struct cr_instance *i = cr_map_get(&app->instances, id);
+		if (!i || !cr_placement_has(i->placement, wid))
+			continue; /* an instance that was removed meanwhile: the worker stops it */
+		if (!i->members)
+			i->members = json_object();
+		if (ray) { /* a Ray node of the instance: kept beside the worker's engine report */
+			char key[200];
+			snprintf(key, sizeof(key), "%s#ray", wid);
+			json_t *old_head = ray_head_of(app, i);
+			json_object_set(i->members, key, r);
+			cr_instance_derive_state(app, i);
+			json_t *new_head = ray_head_of(app, i);
+			if (!json_equal(old_head, new_head))
+				cr_instances_push(app, i->placement); /* followers learn where the head listens */
+			json_decref(old_head);
+			json_decref(new_head);
+			continue;
+		}
+		json_t *old = json_pack("{s:o,s:o}", "f", followers_of(app, i), "m", master_of(app, i));
+		json_object_set(i->members, wid, r);
+		cr_instance_derive_state(app, i);
+		json_t *now = json_pack("{s:o,s:o}", "f", followers_of(app, i), "m", master_of(app, i));
+		if (!json_equal(old, now)) /* the leader learns where its followers listen, or they where it does */
+			cr_instances_push(app, i->placement);
+		json_decref(old);
+		json_decref(now);
+	}
+	cr_reply_json(req, 200, json_pack("{s:I}", "instances", (json_int_t)json_array_size(list)));
+}
+
+static void log_fetched(int status, const char *body, size_t len, const char *error, void *arg)
+{
+	struct cr_req *req = arg;
+	if (status == 0) {
+		char msg[300];
+		snprintf(msg, sizeof(msg), "the worker did not answer: %s", error);
+		cr_reply_error(req, CR_EUPSTREAM, msg, "check the worker with 'corral workers'");
+		return;
+	}
+	struct cr_err err = CR_ERR_INIT;
+	json_t *j = cr_json_parse_object(body, len, &err);
+	if (!j) {
+		cr_reply_error(req, CR_EUPSTREAM, "the worker answered something that is not JSON", "update the worker");
+		return;
+	}
+	cr_reply_json(req, status, j);
+}
+
+/* GET /api/instances/{id}/logs?offset=N|tail=LINES[&worker=NAME]: the
+ * engine log of an instance (its leader's by default), from its worker. */
+static void instance_logs(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_instance *i = cr_map_get(&app->instances, cr_req_param(req, 0));
+	if (!i) {
+		cr_reply_error(req, CR_ENOTFOUND, "no such instance", "list instances with 'corral instances'");
+		return;
+	}
+	const char *want = cr_req_query(req, "worker");
+	struct cr_worker *w = NULL;
+	size_t k;
+	json_t *pw;
+	json_array_foreach(json_object_get(i->placement, "workers"), k, pw) {
+		struct cr_worker *x = cr_map_get(&app->workers, cr_json_get_str(pw, "id", ""));
+		if (x && (want ? !strcmp(x->name, want) : !strcmp(x->id, cr_json_get_str(i->placement, "leader", ""))))
+			w = x;
+	}
+	if (!w) {
+		cr_reply_error(req, CR_ENOTFOUND, "that worker is not part of this instance", "see 'corral instances'");
+		return;
+	}
+	const char *off = cr_req_query(req, "offset"), *tail = cr_req_query(req, "tail");
+	long long n;
+	char *path = off && cr_parse_int(off, 0, 1LL << 50, &n) ? cr_xasprintf("/instances/%s/log?offset=%lld", i->id, n)
+		     : cr_xasprintf("/instances/%s/log?tail=%lld", i->id,
+				    tail && cr_parse_int(tail, 0, 100000, &n) ? n : 100LL);
+	cr_http_fetch(app->base, w->address ? w->address : "127.0.0.1", w->port, path, app->cluster_token, 10,
+		      log_fetched, req);
+	free(path);
+}
+
+const struct cr_http_route cr_api_instance_routes[] = {
+	{ CR_GET, "/api/instances/{}/logs", CR_AUTH_USER, instance_logs },
+	{ CR_POST, "/api/workers/{}/instances", CR_AUTH_WORKER, engines_report },
+	{ CR_GET, "/api/instances", CR_AUTH_USER, list_instances },
+	{ 0, NULL, 0, NULL },
+};
