@@ -366,208 +366,270 @@ static json_t *my_member(struct cr_supervisor *s, json_t *inst)
 	return NULL;
 }
 
-/* The argv and environment for p's engine, or a message why not (yet). */
-static char **build_command(struct cr_supervisor *s, struct proc *p, char ***envp, char *why, size_t n)
+/* ---- launch commands ----
+ * Four launch modes, one builder each, over what every one needs (struct
+ * launch): a node of the instance's own Ray cluster, an RPC follower
+ * (rpc-server), and the engine itself (llama.cpp alone or as RPC leader, vLLM
+ * or SGLang alone, over Ray, or with their own multi-node launcher). Each
+ * returns argv, or NULL with why saying what it waits for or what is wrong. */
+
+struct launch {
+	struct cr_supervisor *s;
+	struct proc *p;
+	json_t *inst, *pl, *me;
+	const struct cr_engine *e;
+	char *exe;            /* owned */
+	const char *addr;     /* this node's address for its peers */
+	json_t *head;         /* the Ray head {"host","port"}, or NULL */
+	char head_addr[300];
+	char *why;
+	size_t n;
+};
+
+static char **argv_of(const char *const *src)
 {
-	json_t *inst = p->desired, *pl = json_object_get(inst, "placement"), *me = my_member(s, inst);
-	const char *engine = cr_json_get_str(pl, "engine", "llama.cpp");
-	bool follower = !strcmp(p->role, "follower"), raynode = !strncmp(p->role, "ray", 3);
-	if (raynode && s->cfg.no_ray) {
-		snprintf(why, n, "this worker runs inside the server, which never starts Ray; deploy with --selector to "
-				 "use other workers");
+	size_t na = 0;
+	while (src[na])
+		na++;
+	char **argv = cr_xcalloc(na + 1, sizeof(char *));
+	for (size_t j = 0; j < na; j++)
+		argv[j] = cr_xstrdup(src[j]);
+	return argv;
+}
+
+/* `ray start`: the head on the leader, the others joining it. */
+static char **argv_ray_node(struct launch *l)
+{
+	struct cr_supervisor *s = l->s;
+	struct proc *p = l->p;
+	if (!strcmp(p->role, "ray-worker") && !l->head) {
+		snprintf(l->why, l->n, "waiting for the Ray head on the leader");
 		return NULL;
 	}
-	const struct cr_engine *e = cr_engines_find(s->cfg.catalog, follower ? "llama.cpp-rpc" : raynode ? "ray" : engine);
-	char *exe = cr_engine_locate(e); /* the worker's reports say whether it runs (version command) */
-	char **argv = NULL;
-	char *model = NULL;
-	if (!exe) {
-		snprintf(why, n, "engine '%s' is not installed on this worker (PATH, CORRAL_ENGINE_PATH)",
-			 follower ? "llama.cpp-rpc" : raynode ? "ray" : engine);
-		goto out;
-	}
-	size_t members = json_array_size(json_object_get(pl, "workers"));
-	if (!follower && members > 1 && !strcmp(engine, "llama.cpp") &&
-	    json_array_size(json_object_get(inst, "followers")) < members - 1) {
-		snprintf(why, n, "waiting for %zu RPC follower(s) to run", members - 1);
-		goto out;
-	}
-	const char *addr = cr_json_get_str(json_object_get(inst, "addresses"), s->self_id, s->engine_host);
-	json_t *head = json_object_get(inst, "ray_head");
-	if (json_is_null(head))
-		head = NULL;
-	char head_addr[300] = "";
-	if (head)
-		snprintf(head_addr, sizeof(head_addr), "%s:%lld", cr_json_get_str(head, "host", ""), cr_json_get_int(head, "port", 0));
-	if (raynode) { /* a node of this instance's own Ray cluster */
-		char gpus[16];
-		snprintf(gpus, sizeof(gpus), "%zu", json_array_size(json_object_get(me, "gpus")));
-		if (!strcmp(p->role, "ray-worker") && !head) {
-			snprintf(why, n, "waiting for the Ray head on the leader");
-			goto out;
-		}
-		int p2 = pick_port_excluding(s, p->port), p3 = pick_port_excluding2(s, p->port, p2);
-		char a[16], b[16], c[16];
-		snprintf(a, sizeof(a), "%d", p->port);
-		snprintf(b, sizeof(b), "%d", p2);
-		snprintf(c, sizeof(c), "%d", p3);
-		const char *head_argv[] = { exe, "start", "--head", "--port", a, "--node-ip-address", addr, "--num-gpus", gpus,
-					    "--node-manager-port", b, "--object-manager-port", c, "--block", NULL };
-		const char *join_argv[] = { exe, "start", "--address", head_addr, "--node-ip-address", addr, "--num-gpus", gpus,
-					    "--node-manager-port", b, "--object-manager-port", c, "--block", NULL };
-		const char **src_argv = !strcmp(p->role, "ray-head") ? head_argv : join_argv;
-		size_t na = 0;
-		while (src_argv[na])
-			na++;
-		argv = cr_xcalloc(na + 1, sizeof(char *));
-		for (size_t j = 0; j < na; j++)
-			argv[j] = cr_xstrdup(src_argv[j]);
-		goto env;
-	}
-	bool via_ray = is_ray_group(inst), via_mp = is_multinode(pl) && !via_ray;
-	json_t *master = json_object_get(inst, "master");
-	if (json_is_null(master))
-		master = NULL;
-	if (via_mp && !strcmp(p->role, "headless") && !master) {
-		snprintf(why, n, "waiting for the leader's master address");
-		goto out;
-	}
-	if (via_ray) { /* the engine starts once Ray sees every node of the group */
-		if (!head) {
-			snprintf(why, n, "waiting for the Ray head");
-			goto out;
-		}
-		size_t want = json_array_size(json_object_get(pl, "workers"));
-		size_t have = ray_nodes(s, head_addr);
-		if (have < want) {
-			snprintf(why, n, "waiting for Ray to see every node (%zu of %zu)", have, want);
-			goto out;
-		}
-	}
-	if (follower) { /* rpc-server needs no model file */
-		json_t *vars = json_pack("{s:s,s:s,s:i}", "exe", exe, "host", s->engine_host, "port", p->port);
-		struct cr_err err = CR_ERR_INIT;
-		argv = cr_engine_expand(e->command, vars, &err);
-		json_decref(vars);
-		if (!argv)
-			snprintf(why, n, "%s", err.message);
-		else
-			goto env;
-		goto out;
-	}
-	const char *src = cr_json_get_str(inst, "source", "");
-	if (!strncmp(src, "http", 4)) {
-		model = cr_files_local_path(s->cfg.files, src);
-		if (!model) {
-			snprintf(why, n, "waiting for the model download");
-			goto out;
-		}
-	} else {
-		model = cr_xstrdup(src);
-	}
-	/* llama.cpp puts RPC devices first, in --rpc order, then its own GPUs */
-	/* growable: a group of many followers never truncates its lists */
-	struct cr_buf ts = CR_BUF_INIT(1 << 20), rpc = CR_BUF_INIT(1 << 20);
-	size_t i;
+	char gpus[16], a[16], b[16], c[16];
+	snprintf(gpus, sizeof(gpus), "%zu", json_array_size(json_object_get(l->me, "gpus")));
+	int p2 = pick_port_excluding(s, p->port), p3 = pick_port_excluding2(s, p->port, p2);
+	snprintf(a, sizeof(a), "%d", p->port);
+	snprintf(b, sizeof(b), "%d", p2);
+	snprintf(c, sizeof(c), "%d", p3);
+	const char *head_argv[] = { l->exe, "start", "--head", "--port", a, "--node-ip-address", l->addr, "--num-gpus", gpus,
+				    "--node-manager-port", b, "--object-manager-port", c, "--block", NULL };
+	const char *join_argv[] = { l->exe, "start", "--address", l->head_addr, "--node-ip-address", l->addr, "--num-gpus",
+				    gpus, "--node-manager-port", b, "--object-manager-port", c, "--block", NULL };
+	return argv_of(!strcmp(p->role, "ray-head") ? head_argv : join_argv);
+}
+
+/* rpc-server: needs no model file. */
+static char **argv_rpc_follower(struct launch *l)
+{
+	json_t *vars = json_pack("{s:s,s:s,s:i}", "exe", l->exe, "host", l->s->engine_host, "port", l->p->port);
+	struct cr_err err = CR_ERR_INIT;
+	char **argv = cr_engine_expand(l->e->command, vars, &err);
+	json_decref(vars);
+	if (!argv)
+		snprintf(l->why, l->n, "%s", err.message);
+	return argv;
+}
+
+/* llama.cpp's --tensor-split: RPC devices first, in --rpc order, then this
+ * node's GPUs; and --rpc itself. Growable: many followers never truncate. */
+static void llama_lists(struct launch *l, struct cr_buf *ts, struct cr_buf *rpc)
+{
+	size_t i, k;
 	json_t *x, *w;
-	if (json_array_size(json_object_get(pl, "workers")) > 1 || json_array_size(json_object_get(me, "gpus")) > 1) {
-		json_array_foreach(json_object_get(inst, "followers"), i, x) {
+	if (json_array_size(json_object_get(l->pl, "workers")) > 1 || json_array_size(json_object_get(l->me, "gpus")) > 1) {
+		json_array_foreach(json_object_get(l->inst, "followers"), i, x) {
 			double share = 0;
-			size_t k;
-			json_array_foreach(json_object_get(pl, "workers"), k, w)
+			json_array_foreach(json_object_get(l->pl, "workers"), k, w)
 				if (!strcmp(cr_json_get_str(w, "id", ""), cr_json_get_str(x, "id", "?"))) {
 					size_t g;
 					json_t *gpu;
 					json_array_foreach(json_object_get(w, "gpus"), g, gpu)
 						share += json_number_value(json_object_get(gpu, "split"));
 				}
-			cr_buf_addf(&ts, "%s%.3f", ts.len ? "," : "", share);
+			cr_buf_addf(ts, "%s%.3f", ts->len ? "," : "", share);
 		}
-		json_array_foreach(json_object_get(me, "gpus"), i, x)
-			cr_buf_addf(&ts, "%s%.3f", ts.len ? "," : "", json_number_value(json_object_get(x, "split")));
+		json_array_foreach(json_object_get(l->me, "gpus"), i, x)
+			cr_buf_addf(ts, "%s%.3f", ts->len ? "," : "", json_number_value(json_object_get(x, "split")));
 	}
-	json_array_foreach(json_object_get(inst, "followers"), i, x)
-		cr_buf_addf(&rpc, "%s%s:%lld", i ? "," : "", cr_json_get_str(x, "host", ""), cr_json_get_int(x, "port", 0));
-	json_t *vars = json_pack("{s:s,s:s,s:s,s:i,s:I,s:I,s:I,s:s,s:s,s:s,s:I,s:I,s:s,s:s}", "exe", exe, "model", model,
-				 "host", s->engine_host, "port", p->port, "ctx", (json_int_t)cr_json_get_int(pl, "n_ctx", 0),
+	json_array_foreach(json_object_get(l->inst, "followers"), i, x)
+		cr_buf_addf(rpc, "%s%s:%lld", i ? "," : "", cr_json_get_str(x, "host", ""), cr_json_get_int(x, "port", 0));
+}
+
+/* vLLM's own multi-node launcher: every node with its rank, followers headless. */
+static void add_mp_args(struct launch *l, json_t *master, json_t *extra)
+{
+	struct cr_supervisor *s = l->s;
+	struct proc *p = l->p;
+	size_t rank = 0, k;
+	json_t *x;
+	json_array_foreach(json_object_get(l->pl, "workers"), k, x)
+		if (!strcmp(cr_json_get_str(x, "id", ""), s->self_id))
+			rank = k;
+	if (!p->aux_port) {
+		int aux = pick_port_excluding(s, p->port);
+		pthread_mutex_lock(&s->mu);
+		p->aux_port = aux;
+		pthread_mutex_unlock(&s->mu);
+	}
+	json_array_append_new(extra, json_string("--nnodes"));
+	json_array_append_new(extra, json_sprintf("%zu", json_array_size(json_object_get(l->pl, "workers"))));
+	json_array_append_new(extra, json_string("--node-rank"));
+	json_array_append_new(extra, json_sprintf("%zu", rank));
+	json_array_append_new(extra, json_string("--master-addr"));
+	json_array_append_new(extra, json_string(master ? cr_json_get_str(master, "host", l->addr) : l->addr));
+	json_array_append_new(extra, json_string("--master-port"));
+	json_array_append_new(extra, json_sprintf("%lld", master ? cr_json_get_int(master, "port", 0)
+								 : (long long)p->aux_port));
+	if (!strcmp(p->role, "headless"))
+		json_array_append_new(extra, json_string("--headless"));
+}
+
+/* The engine: the catalog's command with this instance's values, the
+ * user's engine arguments, and the multi-node launcher's when it is used. */
+static char **argv_engine(struct launch *l)
+{
+	struct cr_supervisor *s = l->s;
+	json_t *inst = l->inst, *pl = l->pl;
+	const char *engine = cr_json_get_str(pl, "engine", "llama.cpp");
+	size_t members = json_array_size(json_object_get(pl, "workers"));
+	if (members > 1 && cr_engine_kind(engine) == CR_ENGINE_LLAMA &&
+	    json_array_size(json_object_get(inst, "followers")) < members - 1) {
+		snprintf(l->why, l->n, "waiting for %zu RPC follower(s) to run", members - 1);
+		return NULL;
+	}
+	bool via_ray = is_ray_group(inst), via_mp = is_multinode(pl) && !via_ray;
+	json_t *master = json_object_get(inst, "master");
+	if (json_is_null(master))
+		master = NULL;
+	if (via_mp && !strcmp(l->p->role, "headless") && !master) {
+		snprintf(l->why, l->n, "waiting for the leader's master address");
+		return NULL;
+	}
+	if (via_ray) { /* the engine starts once Ray sees every node of the group */
+		if (!l->head) {
+			snprintf(l->why, l->n, "waiting for the Ray head");
+			return NULL;
+		}
+		size_t have = ray_nodes(s, l->head_addr);
+		if (have < members) {
+			snprintf(l->why, l->n, "waiting for Ray to see every node (%zu of %zu)", have, members);
+			return NULL;
+		}
+	}
+	const char *src = cr_json_get_str(inst, "source", "");
+	char *model = !strncmp(src, "http", 4) ? cr_files_local_path(s->cfg.files, src) : cr_xstrdup(src);
+	if (!model) {
+		snprintf(l->why, l->n, "waiting for the model download");
+		return NULL;
+	}
+	struct cr_buf ts = CR_BUF_INIT(1 << 20), rpc = CR_BUF_INIT(1 << 20);
+	llama_lists(l, &ts, &rpc);
+	json_t *vars = json_pack("{s:s,s:s,s:s,s:i,s:I,s:I,s:I,s:s,s:s,s:s,s:I,s:I,s:s,s:s}", "exe", l->exe, "model", model,
+				 "host", s->engine_host, "port", l->p->port, "ctx", (json_int_t)cr_json_get_int(pl, "n_ctx", 0),
 				 "parallel", (json_int_t)cr_json_get_int(pl, "parallel", 1), "ngl",
 				 (json_int_t)cr_json_get_int(pl, "ngl", 0), "tensor_split", cr_buf_str(&ts), "rpc",
-				 cr_buf_str(&rpc), "name",
-				 cr_json_get_str(inst, "model", "model"), "tp", (json_int_t)cr_json_get_int(pl, "tp", 1), "pp",
-				 (json_int_t)cr_json_get_int(pl, "pp", 1), "gpu_util", "0.90", "executor", via_ray ? "ray" : "");
-	cr_buf_release(&ts);
-	cr_buf_release(&rpc);
+				 cr_buf_str(&rpc), "name", cr_json_get_str(inst, "model", "model"), "tp",
+				 (json_int_t)cr_json_get_int(pl, "tp", 1), "pp", (json_int_t)cr_json_get_int(pl, "pp", 1),
+				 "gpu_util", "0.90", "executor", via_ray ? "ray" : "");
 	json_t *gu = json_object_get(pl, "gpu_memory_utilization");
 	if (json_is_number(gu))
 		json_object_set_new(vars, "gpu_util", json_sprintf("%.2f", json_number_value(gu)));
 	struct cr_err err = CR_ERR_INIT;
-	argv = cr_engine_expand(e->command, vars, &err);
+	char **argv = cr_engine_expand(l->e->command, vars, &err);
 	json_decref(vars);
+	cr_buf_release(&ts);
+	cr_buf_release(&rpc);
+	free(model);
 	if (!argv) {
-		snprintf(why, n, "%s", err.message);
-		goto out;
+		snprintf(l->why, l->n, "%s", err.message);
+		return NULL;
 	}
-	/* the user's engine arguments go last (leaders only) */
-	json_t *extra = follower ? NULL : json_object_get(inst, "engine_args");
-	size_t na = 0;
+	/* the user's engine arguments go last, then the launcher's */
+	json_t *extra = json_deep_copy(json_is_array(json_object_get(inst, "engine_args"))
+				       ? json_object_get(inst, "engine_args") : json_array());
+	if (!extra)
+		extra = json_array();
+	if (via_mp)
+		add_mp_args(l, master, extra);
+	size_t na = 0, i;
+	json_t *x;
 	while (argv[na])
 		na++;
-	argv = cr_xrealloc(argv, (na + json_array_size(extra) + 10) * sizeof(char *));
+	argv = cr_xrealloc(argv, (na + json_array_size(extra) + 1) * sizeof(char *));
 	json_array_foreach(extra, i, x)
-		argv[na++] = cr_xstrdup(json_string_value(x));
-	if (via_mp) { /* vLLM's own launcher: every node with its rank, followers headless */
-		size_t rank = 0, k;
-		json_array_foreach(json_object_get(pl, "workers"), k, x)
-			if (!strcmp(cr_json_get_str(x, "id", ""), s->self_id))
-				rank = k;
-		if (!p->aux_port) {
-			int aux = pick_port_excluding(s, p->port);
-			pthread_mutex_lock(&s->mu);
-			p->aux_port = aux;
-			pthread_mutex_unlock(&s->mu);
-		}
-		argv[na++] = cr_xstrdup("--nnodes");
-		argv[na++] = cr_xasprintf("%zu", json_array_size(json_object_get(pl, "workers")));
-		argv[na++] = cr_xstrdup("--node-rank");
-		argv[na++] = cr_xasprintf("%zu", rank);
-		argv[na++] = cr_xstrdup("--master-addr");
-		argv[na++] = cr_xstrdup(master ? cr_json_get_str(master, "host", addr) : addr);
-		argv[na++] = cr_xstrdup("--master-port");
-		argv[na++] = cr_xasprintf("%lld", master ? cr_json_get_int(master, "port", 0) : (long long)p->aux_port);
-		if (!strcmp(p->role, "headless"))
-			argv[na++] = cr_xstrdup("--headless");
-	}
+		argv[na++] = cr_xstrdup(json_string_value(x) ? json_string_value(x) : "");
 	argv[na] = NULL;
-env:;
-	/* environment: ours, the engine's, and device visibility */
+	json_decref(extra);
+	return argv;
+}
+
+/* The environment: ours without device visibility, the engine's own, the
+ * devices of this node's member, and the Ray address for the engine. */
+static char **launch_env(struct launch *l)
+{
 	size_t ne = 0;
 	extern char **environ;
 	while (environ[ne])
 		ne++;
-	char **env = cr_xcalloc(ne + 16, sizeof(char *));
+	size_t nown = 0;
+	while (l->e->env && l->e->env[nown])
+		nown++;
+	char **env = cr_xcalloc(ne + nown + 8, sizeof(char *)); /* the 8: devices, Ray, the end */
 	size_t k = 0;
 	for (size_t j = 0; j < ne; j++)
 		if (strncmp(environ[j], "CUDA_VISIBLE_DEVICES=", 21) && strncmp(environ[j], "HIP_VISIBLE_DEVICES=", 20) &&
 		    strncmp(environ[j], "ROCR_VISIBLE_DEVICES=", 21))
 			env[k++] = cr_xstrdup(environ[j]);
-	for (size_t j = 0; e->env && e->env[j]; j++)
-		env[k++] = cr_xstrdup(e->env[j]);
-	char devs[2][128] = { "", "" };
-	size_t dl[2] = { 0, 0 };
-	json_array_foreach(json_object_get(me, "gpus"), i, x) {
+	for (size_t j = 0; j < nown; j++)
+		env[k++] = cr_xstrdup(l->e->env[j]);
+	struct cr_buf devs[2] = { CR_BUF_INIT(1 << 16), CR_BUF_INIT(1 << 16) };
+	size_t i;
+	json_t *x;
+	json_array_foreach(json_object_get(l->me, "gpus"), i, x) {
 		int v = !strcmp(cr_json_get_str(x, "vendor", "nvidia"), "amd");
-		dl[v] += (size_t)snprintf(devs[v] + dl[v], dl[v] < 128 ? 128 - dl[v] : 0, "%s%lld", dl[v] ? "," : "",
-					  cr_json_get_int(x, "index", 0));
+		cr_buf_addf(&devs[v], "%s%lld", devs[v].len ? "," : "", cr_json_get_int(x, "index", 0));
 	}
-	env[k++] = cr_xasprintf("%s=%s", gpu_env("nvidia"), devs[0]); /* empty: no NVIDIA GPU for this engine */
-	env[k++] = cr_xasprintf("%s=%s", gpu_env("amd"), devs[1]);
-	env[k++] = cr_xasprintf("ROCR_VISIBLE_DEVICES=%s", devs[1]);
-	if (head && !raynode)
-		env[k++] = cr_xasprintf("RAY_ADDRESS=%s", head_addr);
-	*envp = env;
-out:
-	free(model);
-	free(exe);
+	env[k++] = cr_xasprintf("%s=%s", gpu_env("nvidia"), cr_buf_str(&devs[0])); /* empty: no NVIDIA GPU for it */
+	env[k++] = cr_xasprintf("%s=%s", gpu_env("amd"), cr_buf_str(&devs[1]));
+	env[k++] = cr_xasprintf("ROCR_VISIBLE_DEVICES=%s", cr_buf_str(&devs[1]));
+	if (l->head && strncmp(l->p->role, "ray", 3) != 0)
+		env[k++] = cr_xasprintf("RAY_ADDRESS=%s", l->head_addr);
+	env[k] = NULL;
+	cr_buf_release(&devs[0]);
+	cr_buf_release(&devs[1]);
+	return env;
+}
+
+/* The argv and environment for p's engine, or NULL with why saying why not (yet). */
+static char **build_command(struct cr_supervisor *s, struct proc *p, char ***envp, char *why, size_t n)
+{
+	bool follower = !strcmp(p->role, "follower"), raynode = !strncmp(p->role, "ray", 3);
+	if (raynode && s->cfg.no_ray) {
+		snprintf(why, n, "this worker runs inside the server, which never starts Ray; deploy with --selector to "
+				 "use other workers");
+		return NULL;
+	}
+	struct launch l = { s, p, p->desired, json_object_get(p->desired, "placement"), my_member(s, p->desired), NULL,
+			    NULL, NULL, NULL, "", why, n };
+	const char *engine = follower ? "llama.cpp-rpc" : raynode ? "ray" : cr_json_get_str(l.pl, "engine", "llama.cpp");
+	l.e = cr_engines_find(s->cfg.catalog, engine);
+	l.exe = cr_engine_locate(l.e); /* the worker's reports say whether it runs (version command) */
+	if (!l.exe) {
+		snprintf(why, n, "engine '%s' is not installed on this worker (PATH, CORRAL_ENGINE_PATH)", engine);
+		return NULL;
+	}
+	l.addr = cr_json_get_str(json_object_get(l.inst, "addresses"), s->self_id, s->engine_host);
+	l.head = json_object_get(l.inst, "ray_head");
+	if (json_is_null(l.head))
+		l.head = NULL;
+	if (l.head)
+		snprintf(l.head_addr, sizeof(l.head_addr), "%s:%lld", cr_json_get_str(l.head, "host", ""),
+			 cr_json_get_int(l.head, "port", 0));
+	char **argv = raynode ? argv_ray_node(&l) : follower ? argv_rpc_follower(&l) : argv_engine(&l);
+	if (argv)
+		*envp = launch_env(&l);
+	free(l.exe);
 	return argv;
 }
 
