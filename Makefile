@@ -26,7 +26,7 @@ ifeq ($(WERROR),1)
 CFLAGS += -Werror
 endif
 
-LIB_SRCS := $(sort $(wildcard src/base/*.c src/http/*.c src/api/*.c src/store/*.c src/agent/*.c src/sched/*.c src/checks/*.c))
+LIB_SRCS := $(sort $(wildcard src/base/*.c src/http/*.c src/api/*.c src/gateway/*.c src/store/*.c src/agent/*.c src/sched/*.c src/checks/*.c))
 CMD_SRCS := $(sort $(wildcard src/cmd/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 CMD_OBJS := $(CMD_SRCS:%.c=$(BUILD)/%.o)

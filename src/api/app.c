@@ -12,7 +12,6 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/util.h"
-#include "http/relay.h"
 #include "store/store.h"
 
 void cr_app_config_defaults(struct cr_app_config *c)
@@ -31,10 +30,6 @@ void cr_app_config_defaults(struct cr_app_config *c)
 	c->reschedule_grace_s = 300;
 	c->gpu_reserve = 512ull << 20;
 	c->ram_reserve = 1ull << 30;
-	c->gw_connect_timeout_ms = 5000;
-	c->gw_first_byte_timeout_ms = 600000;
-	c->gw_idle_timeout_ms = 300000;
-	c->gw_pool_idle = 16;
 	c->health_probe_interval_s = 30;
 	c->rtt_limit_tp_ms = 2;
 	c->rtt_limit_rpc_ms = 20;
@@ -160,12 +155,7 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	cr_http_server_add_routes(app->http, cr_api_model_routes);
 	cr_http_server_add_routes(app->http, cr_api_instance_routes);
 	cr_http_server_add_routes(app->http, cr_api_key_routes);
-	cr_http_server_add_routes(app->http, cr_api_gateway_routes);
-	cr_http_server_set_error_style(app->http, "/v1/", cr_gateway_error);
 	cr_http_server_add_routes(app->http, cr_api_usage_routes);
-	/* idle connections go before engines close them (llama-server: 5 s), so
-	 * that a request never races an engine's close of an idle connection */
-	app->relay_pool = cr_relay_pool_new(base, cfg->gw_pool_idle, 4);
 	app->tick = every(app, 1, on_tick);
 	app->flush = every(app, cfg->flush_interval_s > 0 ? cfg->flush_interval_s : 30, on_flush);
 	app->keepalive = every(app, cfg->keepalive_s > 0 ? cfg->keepalive_s : 15, on_keepalive);
@@ -179,6 +169,11 @@ fail:
 int cr_app_listen(struct cr_app *app, const char *host, int port, int *bound, struct cr_err *err)
 {
 	return cr_http_server_listen(app->http, host, port, bound, err);
+}
+
+struct cr_http_server *cr_app_http(struct cr_app *app)
+{
+	return app->http;
 }
 
 const char *cr_app_cluster_token(const struct cr_app *app)
@@ -211,7 +206,6 @@ void cr_app_free(struct cr_app *app)
 	for (int i = 0; i < 3 && app->http; i++)
 		event_base_loop(app->base, EVLOOP_NONBLOCK);
 	cr_http_server_free(app->http);
-	cr_relay_pool_free(app->relay_pool);
 	cr_auth_free_all(app);
 	cr_store_close(app->store);
 	free(app->cluster_token);

@@ -28,10 +28,6 @@ struct cr_app_config {
 	int reschedule_grace_s;     /* instances of a worker not_ready this long move elsewhere */
 	uint64_t gpu_reserve;       /* bytes kept free on every GPU */
 	uint64_t ram_reserve;       /* bytes kept free on every worker for CPU instances */
-	int gw_connect_timeout_ms;  /* gateway -> engine: TCP connect */
-	int gw_first_byte_timeout_ms; /* request sent -> first byte of the answer */
-	int gw_idle_timeout_ms;     /* longest silence mid-answer */
-	int gw_pool_idle;           /* idle keep-alive connections kept per engine */
 	int health_probe_interval_s; /* end-to-end probes of models with health_probe */
 	double rtt_limit_tp_ms;     /* group checks: vLLM/SGLang across nodes */
 	double rtt_limit_rpc_ms;    /* group checks: llama.cpp RPC */
@@ -47,6 +43,11 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 
 /* Listen for HTTP on host:port; *bound gets the port. */
 int cr_app_listen(struct cr_app *app, const char *host, int port, int *bound, struct cr_err *err);
+
+/* The HTTP server the app serves on, for other components' routes (the
+ * gateway's); the app keeps it. */
+struct cr_http_server;
+struct cr_http_server *cr_app_http(struct cr_app *app);
 
 /* The cluster registration token in clear (for the embedded worker). */
 const char *cr_app_cluster_token(const struct cr_app *app);

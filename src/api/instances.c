@@ -418,3 +418,17 @@ const struct cr_http_route cr_api_instance_routes[] = {
 	{ CR_GET, "/api/instances", CR_AUTH_USER, list_instances },
 	{ 0, NULL, 0, NULL },
 };
+
+struct cr_instance *cr_cluster_instance(struct cr_app *app, const char *id)
+{
+	return cr_map_get(&app->instances, id);
+}
+
+bool cr_cluster_next_instance(struct cr_app *app, size_t *it, struct cr_instance **i)
+{
+	void *v;
+	if (!cr_map_next(&app->instances, it, NULL, &v))
+		return false;
+	*i = v;
+	return true;
+}

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "api/app.h"
+#include "api/cluster.h"
 #include "base/map.h"
 #include "base/secret.h"
 #include "http/server.h"
@@ -15,7 +16,6 @@
 struct event;
 struct cr_probe;
 struct cr_store;
-struct cr_relay_pool;
 struct cr_workpool;
 
 struct cr_user {
@@ -65,64 +65,10 @@ struct cr_worker {
 	struct cr_stream *watch;
 };
 
-/* A deployed model: its validated spec (see models.c) and why replicas are
- * missing when they are. */
-struct cr_model {
-	char *id, *name;
-	json_t *spec;
-	int64_t created_ms, updated_ms;
-	int64_t created_mono;
-	char *status;       /* last scheduling summary when short of replicas, else NULL */
-	json_t *reasons;    /* its per-worker reasons, or NULL */
-};
 
-/* Instance lifecycle (design.md): pending -> scheduled -> starting -> running,
- * error (with a cause), restarting, unreachable (its worker is lost), stopping.
- * Until engines run, instances stop at scheduled; one whose worker stays
- * not_ready past the grace period is removed and placed again elsewhere.
- * The states' names are what the API shows and the store keeps. */
-enum cr_instance_state {
-	CR_I_PENDING,
-	CR_I_SCHEDULED,
-	CR_I_STARTING,
-	CR_I_RUNNING,
-	CR_I_ERROR,
-	CR_I_RESTARTING,
-	CR_I_UNREACHABLE,
-	CR_I_STOPPING,
-};
 
-/* "running", ... for a state; and the state named so (an engine's own word
- * the server does not know, such as "loading", is starting). */
-const char *cr_instance_state_name(enum cr_instance_state s);
-enum cr_instance_state cr_instance_state_parse(const char *name);
 
-struct cr_instance {
-	char *id, *model_id;
-	json_t *placement;  /* workers, GPUs, claims, split, leader */
-	enum cr_instance_state state;
-	char *message;
-	int64_t created_ms, updated_ms;
-	json_t *members;    /* worker id -> that worker's engine report (observed, not stored) */
-	char *endpoint;     /* host:port of the serving engine once running, else NULL */
-	int inflight;       /* gateway requests being relayed to it */
-	int64_t requests;   /* gateway requests given to it since the server started */
-	int64_t shunned_until; /* mono ms: a connection to it just failed; others are tried first */
-	int probe_failures; /* end-to-end probes failed in a row (models with health_probe) */
-	bool probe_inflight;
-	char *probe_error;  /* the last failure */
-};
 
-/* A gateway API key (only its hash is known). */
-struct cr_apikey {
-	char *id, *name, *prefix;
-	char hash[CR_HASH_HEX];
-	struct cr_user *user;
-	json_t *models;      /* allowed model names; empty = all */
-	int64_t rpm, tpm, expires_ms, created_ms;
-	int64_t window_start_ms, window_requests; /* the current minute, for rpm */
-	int64_t window_tokens;                    /* and tokens answered in it, for tpm */
-};
 
 struct cr_app {
 	struct event_base *base;
@@ -144,7 +90,6 @@ struct cr_app {
 	struct cr_map instances;    /* id -> cr_instance */
 	struct cr_map keys;         /* hash -> cr_apikey */
 	struct cr_map usage;        /* "day\x1fkey id\x1fmodel" -> cr_usage_rec not yet flushed */
-	struct cr_relay_pool *relay_pool; /* keep-alive connections to engines */
 	json_t *probe_sources;      /* source -> mono ms of the last dry run that asked for it */
 	bool sched_dirty;           /* run the controller at the next tick */
 	int64_t next_sched_mono;
@@ -158,7 +103,6 @@ extern const struct cr_http_route cr_api_worker_routes[];
 extern const struct cr_http_route cr_api_model_routes[];
 extern const struct cr_http_route cr_api_instance_routes[];
 extern const struct cr_http_route cr_api_key_routes[];
-extern const struct cr_http_route cr_api_gateway_routes[];
 extern const struct cr_http_route cr_api_usage_routes[];
 
 /* auth.c */
@@ -186,36 +130,14 @@ void cr_keys_free_all(struct cr_app *app);
 struct cr_apikey *cr_key_check(struct cr_app *app, const char *token);
 /* Drop a deleted user's keys from memory. */
 void cr_keys_forget_user(struct cr_app *app, const struct cr_user *u);
-/* Whether key may use model (its list is empty or names it). */
-bool cr_key_allows(const struct cr_apikey *key, const char *model);
-
-/* gateway.c */
-/* OpenAI's error shape {"error":{"message","type","code","param"}} for a
- * status and the project's code and message (the fix is appended to the
- * message, as OpenAI's clients show only that). A cr_http_error_render_cb:
- * every error under /v1/, the relay's included, is made here. */
-json_t *cr_gateway_error(int status, const char *code, const char *message, const char *fix);
 
 /* usage.c */
-/* One gateway request's outcome, counted for its key's day and model. */
-struct cr_usage_sample {
-	bool error;
-	int64_t prompt_tokens, completion_tokens;
-	int64_t ttft_ms;    /* time to the first byte of a streamed answer; -1: not streamed */
-	int64_t latency_ms;
-};
-void cr_usage_record(struct cr_app *app, const struct cr_apikey *k, const char *model, const struct cr_usage_sample *s);
 /* Add the counted deltas to the store; kept in memory when that fails. */
 int cr_usage_flush(struct cr_app *app, struct cr_err *err);
 void cr_usage_free_all(struct cr_app *app);
 
 /* instances.c */
 #define CR_E2E_FAILS 3 /* end-to-end probe failures in a row that make an instance 'error' */
-/* Whether the gateway may send requests to i: its engine was last known to
- * run (it has an endpoint) and it is not in error. An instance whose worker
- * is not_ready or unreachable keeps serving while its engine answers; the
- * relay's connect failures put one that does not answer last. */
-bool cr_instance_is_routable(const struct cr_instance *i);
 /* Free an instance (not in app->instances any more). NULL allowed. */
 void cr_instance_free(struct cr_instance *i);
 /* Whether the placement has the worker with this id. */

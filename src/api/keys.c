@@ -223,47 +223,15 @@ static void delete_key(struct cr_req *req)
 	cr_reply_json(req, 200, o);
 }
 
-/* GET /v1/models: the models this key may use, in OpenAI's shape. */
-static void v1_models(struct cr_req *req)
+struct cr_apikey *cr_cluster_key(struct cr_app *app, const char *hash)
 {
-	struct cr_app *app = cr_req_app(req);
-	const struct cr_apikey *k = cr_req_principal(req)->key;
-	json_t *data = json_array();
-	size_t it = 0;
-	void *v;
-	while (cr_map_next(&app->models, &it, NULL, &v)) {
-		struct cr_model *m = v;
-		if (cr_key_allows(k, m->name))
-			json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", m->name, "object", "model", "created",
-							      (json_int_t)(m->created_ms / 1000), "owned_by", "corral"));
-	}
-	cr_reply_json(req, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
-}
-
-/* GET /v1/models/{model}: one model, or 404 model_not_found for models the
- * key may not use (their existence is not revealed). */
-static void v1_model(struct cr_req *req)
-{
-	struct cr_app *app = cr_req_app(req);
-	const struct cr_apikey *k = cr_req_principal(req)->key;
-	struct cr_model *m = cr_map_get(&app->model_names, cr_req_param(req, 0));
-	if (!m || !cr_key_allows(k, m->name)) {
-		char msg[200];
-		snprintf(msg, sizeof(msg), "The model '%.100s' does not exist or you do not have access to it.",
-			 cr_req_param(req, 0));
-		cr_reply_error(req, CR_ENOTFOUND, msg, NULL);
-		return;
-	}
-	cr_reply_json(req, 200, json_pack("{s:s,s:s,s:I,s:s}", "id", m->name, "object", "model", "created",
-					   (json_int_t)(m->created_ms / 1000), "owned_by", "corral"));
+	return cr_map_get(&app->keys, hash);
 }
 
 const struct cr_http_route cr_api_key_routes[] = {
 	{ CR_POST, "/api/keys", CR_AUTH_USER, create_key },
 	{ CR_GET, "/api/keys", CR_AUTH_USER, list_keys },
 	{ CR_DELETE, "/api/keys/{}", CR_AUTH_USER, delete_key },
-	{ CR_GET, "/v1/models", CR_AUTH_KEY, v1_models },
-	{ CR_GET, "/v1/models/{}", CR_AUTH_KEY, v1_model },
 	{ 0, NULL, 0, NULL },
 };
 

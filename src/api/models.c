@@ -1086,3 +1086,17 @@ const struct cr_http_route cr_api_model_routes[] = {
 	{ CR_DELETE, "/api/models/{}", CR_AUTH_ADMIN, delete_model },
 	{ 0, NULL, 0, NULL },
 };
+
+struct cr_model *cr_cluster_model(struct cr_app *app, const char *name)
+{
+	return cr_map_get(&app->model_names, name);
+}
+
+bool cr_cluster_next_model(struct cr_app *app, size_t *it, struct cr_model **m)
+{
+	void *v;
+	if (!cr_map_next(&app->models, it, NULL, &v))
+		return false;
+	*m = v;
+	return true;
+}

@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/util.h"
+#include "gateway/gateway.h"
 #include "http/server.h"
 #include "cmd/cmd.h"
 
@@ -155,6 +156,7 @@ struct server_opts {
 	int port, worker_port, status_interval;
 	bool disable_worker;
 	struct cr_app_config app;
+	struct cr_gateway_config gw;
 };
 
 static int parse_int_opt(const char *name, const char *v, long long min, long long max, long long *out)
@@ -202,10 +204,10 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		case 'b': if (parse_int_opt("--max-body", optarg, 1024, 1 << 30, &v)) return 2; o->app.max_body = (size_t)v; break;
 		case 'g': if (parse_int_opt("--reschedule-grace", optarg, 1, 86400, &v)) return 2; o->app.reschedule_grace_s = (int)v; break;
 		case 'r': if (parse_int_opt("--gpu-reserve", optarg, 0, 1 << 20, &v)) return 2; o->app.gpu_reserve = (uint64_t)v << 20; break;
-		case 'C': if (parse_int_opt("--gateway-connect-timeout", optarg, 1, 3600000, &v)) return 2; o->app.gw_connect_timeout_ms = (int)v; break;
-		case 'F': if (parse_int_opt("--gateway-first-byte-timeout", optarg, 1, 86400000, &v)) return 2; o->app.gw_first_byte_timeout_ms = (int)v; break;
-		case 'I': if (parse_int_opt("--gateway-idle-timeout", optarg, 1, 86400000, &v)) return 2; o->app.gw_idle_timeout_ms = (int)v; break;
-		case 'O': if (parse_int_opt("--gateway-pool", optarg, 0, 100000, &v)) return 2; o->app.gw_pool_idle = (int)v; break;
+		case 'C': if (parse_int_opt("--gateway-connect-timeout", optarg, 1, 3600000, &v)) return 2; o->gw.connect_timeout_ms = (int)v; break;
+		case 'F': if (parse_int_opt("--gateway-first-byte-timeout", optarg, 1, 86400000, &v)) return 2; o->gw.first_byte_timeout_ms = (int)v; break;
+		case 'I': if (parse_int_opt("--gateway-idle-timeout", optarg, 1, 86400000, &v)) return 2; o->gw.idle_timeout_ms = (int)v; break;
+		case 'O': if (parse_int_opt("--gateway-pool", optarg, 0, 100000, &v)) return 2; o->gw.pool_idle = (int)v; break;
 		case 'Q': if (parse_int_opt("--health-probe-interval", optarg, 1, 86400, &v)) return 2; o->app.health_probe_interval_s = (int)v; break;
 		case 'T':
 		case 'R': {
@@ -255,8 +257,9 @@ static char **worker_argv(const struct server_opts *o, int port)
 
 int cr_cmd_server(int argc, char **argv)
 {
-	struct server_opts o = { "0.0.0.0", NULL, NULL, default_data_dir(), 8080, 10150, 5, false, { 0 } };
+	struct server_opts o = { "0.0.0.0", NULL, NULL, default_data_dir(), 8080, 10150, 5, false, { 0 }, { 0 } };
 	cr_app_config_defaults(&o.app);
+	cr_gateway_config_defaults(&o.gw);
 	int rc = parse(argc, argv, &o);
 	if (rc >= 0) {
 		free(o.data_dir);
@@ -274,14 +277,19 @@ int cr_cmd_server(int argc, char **argv)
 	struct event_base *base = event_base_new_with_config(ecfg);
 	event_config_free(ecfg);
 	struct cr_app *app = NULL;
+	struct cr_gateway *gw = NULL;
 	struct cr_err err = CR_ERR_INIT;
 	int port = 0;
 	rc = cr_app_open(base, &o.app, &app, &err);
-	if (!rc)
+	if (!rc) { /* the OpenAI endpoint on the same port, over the app's cluster */
+		gw = cr_gateway_new(base, app, &o.gw);
+		cr_gateway_attach(gw, cr_app_http(app));
 		rc = cr_app_listen(app, o.host, o.port, &port, &err);
+	}
 	if (rc) {
 		cr_cmd_fail(&err);
 		cr_app_free(app);
+		cr_gateway_free(gw);
 		event_base_free(base);
 		free(o.data_dir);
 		return 1;
@@ -306,7 +314,8 @@ int cr_cmd_server(int argc, char **argv)
 	event_base_dispatch(base);
 
 	stop_child(&e);
-	cr_app_free(app);
+	cr_app_free(app); /* its HTTP server first: relays in flight end with it */
+	cr_gateway_free(gw);
 	event_free(sigterm);
 	event_free(sigint);
 	if (sigchld)

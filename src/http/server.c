@@ -39,6 +39,7 @@ struct cr_http_server {
 	cr_http_auth_cb auth;
 	void *app;
 	const struct cr_http_route *tables[MAX_TABLES];
+	void *table_ctx[MAX_TABLES];
 	int ntables;
 	/* client connections, oldest first (see "connections" below) */
 	struct conn *first, *last;
@@ -164,6 +165,11 @@ void cr_reply_err(struct cr_req *req, const struct cr_err *err)
 void *cr_req_app(const struct cr_req *req)
 {
 	return req->srv->app;
+}
+
+void *cr_req_ctx(const struct cr_req *req)
+{
+	return req->ctx ? req->ctx : req->srv->app;
 }
 
 const char *cr_req_param(const struct cr_req *req, int i)
@@ -706,6 +712,7 @@ static const struct cr_http_route *route_for(struct cr_req *req, enum cr_method 
 				req->params[i] = req->path + off[i];
 			}
 			req->nparams = n;
+			req->ctx = req->srv->table_ctx[t];
 			return r;
 		}
 	}
@@ -808,11 +815,17 @@ void cr_http_server_set_error_style(struct cr_http_server *s, const char *prefix
 	s->styles[s->nstyles++].render = render;
 }
 
-void cr_http_server_add_routes(struct cr_http_server *s, const struct cr_http_route *table)
+void cr_http_server_add_routes_ctx(struct cr_http_server *s, const struct cr_http_route *table, void *ctx)
 {
 	if (s->ntables == MAX_TABLES)
 		abort();
+	s->table_ctx[s->ntables] = ctx;
 	s->tables[s->ntables++] = table;
+}
+
+void cr_http_server_add_routes(struct cr_http_server *s, const struct cr_http_route *table)
+{
+	cr_http_server_add_routes_ctx(s, table, s->app);
 }
 
 int cr_http_server_listen(struct cr_http_server *s, const char *host, int port, int *bound_port,

@@ -72,6 +72,10 @@ struct cr_http_server *cr_http_server_new(struct event_base *base, const struct 
 					  cr_http_auth_cb auth, void *app);
 void cr_http_server_add_routes(struct cr_http_server *s, const struct cr_http_route *table);
 
+/* The same with ctx as what cr_req_ctx gives the table's handlers (a
+ * component's own state beside the server's app). */
+void cr_http_server_add_routes_ctx(struct cr_http_server *s, const struct cr_http_route *table, void *ctx);
+
 /* Errors of requests whose path starts with prefix (e.g. "/v1/") are rendered
  * by render instead of the management shape {"error":{"code","message","fix"}};
  * at most 4 prefixes, the first match wins. */
@@ -87,6 +91,9 @@ void cr_http_server_free(struct cr_http_server *s);
 
 /* Request accessors. Strings are borrowed for the request's lifetime. */
 void *cr_req_app(const struct cr_req *req);
+/* The ctx of the route table that matched (cr_http_server_add_routes_ctx),
+ * else the server's app. */
+void *cr_req_ctx(const struct cr_req *req);
 const char *cr_req_param(const struct cr_req *req, int i);
 const char *cr_req_header(const struct cr_req *req, const char *name);
 /* Query parameter, or NULL. */

@@ -22,6 +22,7 @@ struct cr_req {
 	char peer[64];
 	cr_http_error_render_cb render; /* errors in another API's shape (e.g. OpenAI's under /v1/), or NULL */
 	struct cr_principal principal;
+	void *ctx;                      /* the matched route table's */
 };
 
 struct evhttp_connection;

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http/usage_filter.h"
+#include "gateway/usage_filter.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

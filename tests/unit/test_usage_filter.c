@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http/usage_filter.h"
+#include "gateway/usage_filter.h"
 
 #define EV(s) "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"" s "\"}}]}\n\n"
 #define USAGE "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":56,\"completion_tokens\":3}}\n\n"

@@ -3,8 +3,8 @@
  * dropped again when the client did not ask for it (the gateway asks engines
  * for it with stream_options.include_usage). Pure byte handling over
  * evbuffers; no I/O. */
-#ifndef CR_HTTP_USAGE_FILTER_H
-#define CR_HTTP_USAGE_FILTER_H
+#ifndef CR_GATEWAY_USAGE_FILTER_H
+#define CR_GATEWAY_USAGE_FILTER_H
 
 #include <jansson.h>
 #include <stdbool.h>

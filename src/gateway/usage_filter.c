@@ -1,7 +1,7 @@
 /* Usage in OpenAI-style answers: token counts from a response's "usage",
  * and for server-sent-event streams the same from the usage chunk, which is
  * removed when the client did not ask for it. See usage_filter.h. */
-#include "http/usage_filter.h"
+#include "gateway/usage_filter.h"
 
 #include <event2/buffer.h>
 #include <string.h>

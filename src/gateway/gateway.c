@@ -11,18 +11,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/internal.h"
+#include "gateway/gateway.h"
+
+#include "api/cluster.h"
 #include "base/err.h"
 #include "base/json.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/util.h"
 #include "http/relay.h"
-#include "http/usage_filter.h"
+#include "http/server.h"
+#include "gateway/usage_filter.h"
 
 #define CHECK_LIMIT (8u << 20) /* non-streamed answers above this are relayed unchecked, unmetered */
 
+struct cr_gateway {
+	struct cr_app *app;              /* the cluster (api/cluster.h) */
+	struct cr_gateway_config cfg;
+	struct cr_relay_pool *pool;      /* keep-alive connections to engines */
+};
+
 struct call {
+	struct cr_gateway *gw;
 	struct cr_app *app;
 	char *model_id, *model_name, *key_hash;
 	char *tried[8];
@@ -47,7 +57,7 @@ static void release_current(struct call *c)
 {
 	if (!c->current)
 		return;
-	struct cr_instance *i = cr_map_get(&c->app->instances, c->current);
+	struct cr_instance *i = cr_cluster_instance(c->app, c->current);
 	if (i && i->inflight > 0)
 		i->inflight--;
 	free(c->current);
@@ -78,7 +88,7 @@ static int pick(void *arg, int attempt, bool unreachable, struct cr_relay_target
 	struct call *c = arg;
 	int64_t now = cr_mono_ms();
 	if (attempt > 0 && unreachable && c->current) { /* it could not be reached: others first for a while */
-		struct cr_instance *failed = cr_map_get(&c->app->instances, c->current);
+		struct cr_instance *failed = cr_cluster_instance(c->app, c->current);
 		if (failed)
 			failed->shunned_until = now + SHUN_MS;
 	} else if (attempt > 0 && c->current && c->n_tried) {
@@ -91,9 +101,8 @@ static int pick(void *arg, int attempt, bool unreachable, struct cr_relay_target
 	struct cr_instance *best = NULL;
 	int n_best = 0;
 	size_t it = 0;
-	void *v;
-	while (cr_map_next(&c->app->instances, &it, NULL, &v)) {
-		struct cr_instance *i = v;
+	struct cr_instance *i;
+	while (cr_cluster_next_instance(c->app, &it, &i)) {
 		if (strcmp(i->model_id, c->model_id) != 0 || !cr_instance_is_routable(i) || tried(c, i->id))
 			continue;
 		/* running ones first, then those whose worker is not heard from
@@ -170,7 +179,7 @@ static void finished(void *arg, int status, uint64_t bytes, const char *error)
 	if (error && status != 200)
 		cr_debug("gateway: %s", error);
 	release_current(c);
-	struct cr_apikey *k = cr_map_get(&c->app->keys, c->key_hash); /* NULL when revoked meanwhile */
+	struct cr_apikey *k = cr_cluster_key(c->app, c->key_hash); /* NULL when revoked meanwhile */
 	if (k) {
 		struct cr_usage_sample s = { status >= 400 || (error && status != 0), c->filter.prompt_tokens,
 					     c->filter.completion_tokens, c->ttft_ms, cr_mono_ms() - c->t_start };
@@ -191,11 +200,10 @@ static void finished(void *arg, int status, uint64_t bytes, const char *error)
 static void why_none(struct cr_app *app, struct cr_model *m, char *out, size_t n, bool *starting)
 {
 	size_t len = 0, total = 0, it = 0;
-	void *v;
+	struct cr_instance *i;
 	char parts[1024] = "";
 	*starting = false;
-	while (cr_map_next(&app->instances, &it, NULL, &v)) {
-		struct cr_instance *i = v;
+	while (cr_cluster_next_instance(app, &it, &i)) {
 		if (strcmp(i->model_id, m->id) != 0)
 			continue;
 		total++;
@@ -215,7 +223,7 @@ static void refuse(struct cr_req *req, const struct cr_apikey *k, const char *mo
 		   int retry_s)
 {
 	struct cr_usage_sample s = { true, 0, 0, -1, 0 };
-	cr_usage_record(cr_req_app(req), k, model, &s);
+	cr_usage_record(((struct cr_gateway *)cr_req_ctx(req))->app, k, model, &s);
 	cr_reply_error_retry(req, code, msg, retry_s);
 }
 
@@ -285,7 +293,8 @@ static const char *with_usage(const char *raw, size_t len, json_t *body, char **
 
 static void relay_v1(struct cr_req *req)
 {
-	struct cr_app *app = cr_req_app(req);
+	struct cr_gateway *gw = cr_req_ctx(req);
+	struct cr_app *app = gw->app;
 	struct cr_apikey *k = (struct cr_apikey *)cr_req_principal(req)->key;
 	struct cr_err err = CR_ERR_INIT;
 	json_t *body = cr_req_json(req, &err);
@@ -298,7 +307,7 @@ static void relay_v1(struct cr_req *req)
 		cr_reply_error(req, CR_EINPUT, "you must provide a model parameter", NULL);
 		return;
 	}
-	struct cr_model *m = cr_map_get(&app->model_names, model);
+	struct cr_model *m = cr_cluster_model(app, model);
 	if (!m || !cr_key_allows(k, model)) {
 		char msg[256];
 		snprintf(msg, sizeof(msg), "The model '%.100s' does not exist or you do not have access to it.", model);
@@ -313,9 +322,9 @@ static void relay_v1(struct cr_req *req)
 	}
 	bool any = false;
 	size_t it = 0;
-	void *v;
-	while (!any && cr_map_next(&app->instances, &it, NULL, &v))
-		any = !strcmp(((struct cr_instance *)v)->model_id, m->id) && cr_instance_is_routable(v);
+	struct cr_instance *i;
+	while (!any && cr_cluster_next_instance(app, &it, &i))
+		any = !strcmp(i->model_id, m->id) && cr_instance_is_routable(i);
 	if (!any) {
 		bool starting;
 		why_none(app, m, msg, sizeof(msg), &starting);
@@ -325,6 +334,7 @@ static void relay_v1(struct cr_req *req)
 	size_t len;
 	const char *raw = cr_req_body(req, &len);
 	struct call *c = cr_xcalloc(1, sizeof(*c));
+	c->gw = gw;
 	c->app = app;
 	c->model_id = cr_xstrdup(m->id);
 	c->model_name = cr_xstrdup(m->name);
@@ -338,17 +348,84 @@ static void relay_v1(struct cr_req *req)
 	if (c->stream && ((plen == 20 && !strncmp(path, "/v1/chat/completions", 20)) ||
 			  (plen == 15 && !strncmp(path, "/v1/completions", 15))))
 		raw = with_usage(raw, len, body, &owned, &len, &c->filter.client_wants);
-	struct cr_relay_opts o = { app->relay_pool, app->cfg.gw_connect_timeout_ms, app->cfg.gw_first_byte_timeout_ms,
-				   app->cfg.gw_idle_timeout_ms, pick, on_head, check_answer, CHECK_LIMIT, on_data,
+	struct cr_relay_opts o = { gw->pool, gw->cfg.connect_timeout_ms, gw->cfg.first_byte_timeout_ms,
+				   gw->cfg.idle_timeout_ms, pick, on_head, check_answer, CHECK_LIMIT, on_data,
 				   finished, cr_gateway_error, c };
 	cr_relay(req, path, raw, len, &o);
 	free(owned);
 }
 
-const struct cr_http_route cr_api_gateway_routes[] = {
+/* GET /v1/models: the models this key may use, in OpenAI's shape. */
+static void v1_models(struct cr_req *req)
+{
+	struct cr_gateway *gw = cr_req_ctx(req);
+	const struct cr_apikey *k = cr_req_principal(req)->key;
+	json_t *data = json_array();
+	size_t it = 0;
+	struct cr_model *m;
+	while (cr_cluster_next_model(gw->app, &it, &m))
+		if (cr_key_allows(k, m->name))
+			json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", m->name, "object", "model", "created",
+							      (json_int_t)(m->created_ms / 1000), "owned_by", "corral"));
+	cr_reply_json(req, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));
+}
+
+/* GET /v1/models/{model} */
+static void v1_model(struct cr_req *req)
+{
+	struct cr_gateway *gw = cr_req_ctx(req);
+	const struct cr_apikey *k = cr_req_principal(req)->key;
+	struct cr_model *m = cr_cluster_model(gw->app, cr_req_param(req, 0));
+	if (!m || !cr_key_allows(k, m->name)) {
+		char msg[200];
+		snprintf(msg, sizeof(msg), "The model '%.100s' does not exist or you do not have access to it.",
+			 cr_req_param(req, 0));
+		cr_reply_error(req, CR_ENOTFOUND, msg, NULL);
+		return;
+	}
+	cr_reply_json(req, 200, json_pack("{s:s,s:s,s:I,s:s}", "id", m->name, "object", "model", "created",
+					   (json_int_t)(m->created_ms / 1000), "owned_by", "corral"));
+}
+
+static const struct cr_http_route routes[] = {
 	{ CR_POST, "/v1/chat/completions", CR_AUTH_KEY, relay_v1 },
 	{ CR_POST, "/v1/completions", CR_AUTH_KEY, relay_v1 },
 	{ CR_POST, "/v1/embeddings", CR_AUTH_KEY, relay_v1 },
 	{ CR_POST, "/v1/rerank", CR_AUTH_KEY, relay_v1 },
+	{ CR_GET, "/v1/models", CR_AUTH_KEY, v1_models },
+	{ CR_GET, "/v1/models/{}", CR_AUTH_KEY, v1_model },
 	{ 0, NULL, 0, NULL },
 };
+
+void cr_gateway_config_defaults(struct cr_gateway_config *c)
+{
+	c->connect_timeout_ms = 5000;
+	c->first_byte_timeout_ms = 600000;
+	c->idle_timeout_ms = 300000;
+	c->pool_idle = 16;
+}
+
+struct cr_gateway *cr_gateway_new(struct event_base *base, struct cr_app *app, const struct cr_gateway_config *cfg)
+{
+	struct cr_gateway *gw = cr_xcalloc(1, sizeof(*gw));
+	gw->app = app;
+	gw->cfg = *cfg;
+	/* idle connections go before engines close them (llama-server: 5 s), so
+	 * that a request never races an engine's close of an idle connection */
+	gw->pool = cr_relay_pool_new(base, cfg->pool_idle, 4);
+	return gw;
+}
+
+void cr_gateway_attach(struct cr_gateway *gw, struct cr_http_server *http)
+{
+	cr_http_server_add_routes_ctx(http, routes, gw);
+	cr_http_server_set_error_style(http, "/v1/", cr_gateway_error);
+}
+
+void cr_gateway_free(struct cr_gateway *gw)
+{
+	if (!gw)
+		return;
+	cr_relay_pool_free(gw->pool);
+	free(gw);
+}
