@@ -55,6 +55,32 @@ void cr_cli_print_checks(json_t *checks, const char *indent);
 /* Print j indented on stdout and decref it; returns 0. */
 int cr_cli_print_json(json_t *j);
 
+/* The one option parser of the command-line client: a table of options,
+ * each storing into its destination; --help (-h) is always there. */
+enum cr_opt_kind {
+	CR_OPT_FLAG,        /* bool *dst = true */
+	CR_OPT_STR,         /* const char **dst = the value */
+	CR_OPT_COUNT,       /* long long *dst = the value, 0..max */
+	CR_OPT_FIELD_STR,   /* json_t *dst (an object): dst[field] = the value */
+	CR_OPT_FIELD_TRUE,  /* dst[field] = true */
+	CR_OPT_FIELD_COUNT, /* dst[field] = the value, 0..max */
+	CR_OPT_FIELD_CSV,   /* dst[field] = ["a", "b"] from "a,b" */
+};
+
+struct cr_opt {
+	const char *name;   /* the long name, without "--"; NULL ends the table */
+	char short_name;    /* 0: none */
+	enum cr_opt_kind kind;
+	void *dst;
+	const char *field;  /* the JSON member of the FIELD kinds */
+	long long max;      /* the COUNT kinds' largest value */
+};
+
+/* Parse argv (argv[0] the command) by opts. Returns -1 to go on, with optind
+ * at the first operand; 0 after printing usage for --help; 2 after printing
+ * the problem and usage on stderr (an unknown option, a bad count). */
+int cr_cli_parse(int argc, char **argv, const char *usage, const struct cr_opt *opts);
+
 /* An option's count from 0 to max: 0, or -1 after saying on stderr that flag
  * wants a number in that range (the command then exits 2). */
 int cr_cli_parse_count(const char *s, const char *flag, long long max, long long *out);

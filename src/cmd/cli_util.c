@@ -1,5 +1,7 @@
 /* corral: helpers shared by the command-line client's commands: the saved
  * session, API calls, tables. */
+#include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,4 +153,61 @@ json_t *cr_cli_csv(const char *s)
 		json_array_append_new(arr, json_string(cr_trim(t)));
 	free(copy);
 	return arr;
+}
+
+int cr_cli_parse(int argc, char **argv, const char *usage, const struct cr_opt *opts)
+{
+	struct option lo[64];
+	char shorts[130] = "h";
+	size_t n = 0, ns = 1;
+	for (const struct cr_opt *o = opts; o->name && n < 62; o++, n++) {
+		bool arg = o->kind != CR_OPT_FLAG && o->kind != CR_OPT_FIELD_TRUE;
+		lo[n] = (struct option){ o->name, arg ? required_argument : no_argument, NULL, 1000 + (int)n };
+		if (o->short_name && ns + 2 < sizeof(shorts)) {
+			shorts[ns++] = o->short_name;
+			if (arg)
+				shorts[ns++] = ':';
+		}
+	}
+	lo[n++] = (struct option){ "help", no_argument, NULL, 'h' };
+	lo[n] = (struct option){ NULL, 0, NULL, 0 };
+	shorts[ns] = '\0';
+	int ch, bad = 0;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
+		const struct cr_opt *o = NULL;
+		if (ch >= 1000)
+			o = &opts[ch - 1000];
+		for (const struct cr_opt *x = opts; !o && ch != 'h' && ch != '?' && x->name; x++)
+			if (x->short_name == ch)
+				o = x;
+		if (ch == 'h') {
+			fputs(usage, stdout);
+			return 0;
+		}
+		if (!o) {
+			fputs(usage, stderr);
+			return 2;
+		}
+		char flag[80];
+		snprintf(flag, sizeof(flag), "--%s", o->name);
+		long long v = 0;
+		switch (o->kind) {
+		case CR_OPT_FLAG: *(bool *)o->dst = true; break;
+		case CR_OPT_STR: *(const char **)o->dst = optarg; break;
+		case CR_OPT_COUNT: bad |= cr_cli_parse_count(optarg, flag, o->max, (long long *)o->dst); break;
+		case CR_OPT_FIELD_STR: json_object_set_new(o->dst, o->field, json_string(optarg)); break;
+		case CR_OPT_FIELD_TRUE: json_object_set_new(o->dst, o->field, json_true()); break;
+		case CR_OPT_FIELD_COUNT:
+			bad |= cr_cli_parse_count(optarg, flag, o->max, &v);
+			json_object_set_new(o->dst, o->field, json_integer(v));
+			break;
+		case CR_OPT_FIELD_CSV: json_object_set_new(o->dst, o->field, cr_cli_csv(optarg)); break;
+		}
+	}
+	if (bad) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	return -1;
 }

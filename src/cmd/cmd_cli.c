@@ -1,7 +1,6 @@
 /* The command-line client: login/logout, workers, gpus (through the server's
  * API) and doctor (this node, no server). The session is kept in
  * $XDG_CONFIG_HOME/corral/cli.json (0600). */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,23 +54,17 @@ int cr_cmd_login(int argc, char **argv)
 		"  --server-url URL    the server (default $CORRAL_SERVER_URL, else " CR_CLI_DEFAULT_URL ")\n"
 		"  --username NAME     default admin\n"
 		"  --password-stdin    read the password from standard input\n";
-	static const struct option longopts[] = {
-		{ "server-url", required_argument, NULL, 'u' }, { "username", required_argument, NULL, 'n' },
-		{ "password-stdin", no_argument, NULL, 's' },   { "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
 	const char *url = NULL, *user = "admin";
 	bool from_stdin = false;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'u': url = optarg; break;
-		case 'n': user = optarg; break;
-		case 's': from_stdin = true; break;
-		case 'h': fputs(usage, stdout); return 0;
-		default: fputs(usage, stderr); return 2;
-		}
-	}
+	const struct cr_opt opts[] = {
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ "username", 0, CR_OPT_STR, &user, NULL, 0 },
+		{ "password-stdin", 0, CR_OPT_FLAG, &from_stdin, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int prc = cr_cli_parse(argc, argv, usage, opts);
+	if (prc >= 0)
+		return prc;
 	struct cr_cli cl;
 	cr_cli_init(&cl, url);
 	free(cl.token);
@@ -234,22 +227,12 @@ static const char workers_usage[] =
 
 static int parse_common(int argc, char **argv, const char *usage, const char **url, bool *as_json)
 {
-	static const struct option longopts[] = {
-		{ "server-url", required_argument, NULL, 'u' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	const struct cr_opt opts[] = {
+		{ "server-url", 0, CR_OPT_STR, url, NULL, 0 },
+		{ "json", 0, CR_OPT_FLAG, as_json, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
 	};
-	int c;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'u': *url = optarg; break;
-		case 'j': *as_json = true; break;
-		case 'h': fputs(usage, stdout); return 0;
-		default: fputs(usage, stderr); return 2;
-		}
-	}
-	return -1;
+	return cr_cli_parse(argc, argv, usage, opts);
 }
 
 int cr_cmd_workers(int argc, char **argv)
@@ -486,37 +469,29 @@ int cr_cmd_doctor(int argc, char **argv)
 		"check fails.\n"
 		"--cluster asks the server instead: every worker's checks (warnings and failures\n"
 		"with their fixes) and the round-trip times the workers measured to each other.\n";
-	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, 'j' },          { "data-dir", required_argument, NULL, 'd' },
-		{ "resources", required_argument, NULL, 'r' }, { "help", no_argument, NULL, 'h' },
-		{ "engines-config", required_argument, NULL, 'E' }, { "port-range", required_argument, NULL, 'p' },
-		{ "cluster", no_argument, NULL, 'C' },           { "server-url", required_argument, NULL, 'U' },
-		{ NULL, 0, NULL, 0 },
-	};
 	struct cr_detect_opts o = { ".", NULL, NULL, NULL, NULL };
-	const char *engines_config = NULL;
+	const char *engines_config = NULL, *range = NULL;
 	int port_lo = 20000, port_hi = 20999;
 	bool cluster = false;
 	const char *url = NULL;
 	bool as_json = false;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'j': as_json = true; break;
-		case 'd': o.data_dir = optarg; break;
-		case 'r': o.resources_file = optarg; break;
-		case 'E': engines_config = optarg; break;
-		case 'C': cluster = true; break;
-		case 'U': url = optarg; break;
-		case 'p':
-			if (sscanf(optarg, "%d-%d", &port_lo, &port_hi) != 2 || port_lo < 1 || port_hi > 65535 || port_lo > port_hi) {
-				fprintf(stderr, "corral doctor: --port-range takes LO-HI, e.g. 20000-20999, not '%s'\n", optarg);
-				return 2;
-			}
-			break;
-		case 'h': fputs(usage, stdout); return 0;
-		default: fputs(usage, stderr); return 2;
-		}
+	const struct cr_opt opts[] = {
+		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },
+		{ "data-dir", 0, CR_OPT_STR, &o.data_dir, NULL, 0 },
+		{ "resources", 0, CR_OPT_STR, &o.resources_file, NULL, 0 },
+		{ "engines-config", 0, CR_OPT_STR, &engines_config, NULL, 0 },
+		{ "port-range", 0, CR_OPT_STR, &range, NULL, 0 },
+		{ "cluster", 0, CR_OPT_FLAG, &cluster, NULL, 0 },
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int prc = cr_cli_parse(argc, argv, usage, opts);
+	if (prc >= 0)
+		return prc;
+	if (range && (sscanf(range, "%d-%d", &port_lo, &port_hi) != 2 || port_lo < 1 || port_hi > 65535 ||
+		      port_lo > port_hi)) {
+		fprintf(stderr, "corral doctor: --port-range takes LO-HI, e.g. 20000-20999, not '%s'\n", range);
+		return 2;
 	}
 	if (cluster)
 		return doctor_cluster(url, as_json);
@@ -552,24 +527,18 @@ int cr_cmd_users(int argc, char **argv)
 				    "\n"
 				    "Users of the cluster (admins only). Users manage their own API keys;\n"
 				    "deleting a user revokes their sessions and keys.\n";
-	static const struct option longopts[] = {
-		{ "role", required_argument, NULL, 'r' },     { "password-stdin", no_argument, NULL, 's' },
-		{ "json", no_argument, NULL, 'j' },           { "server-url", required_argument, NULL, 'u' },
-		{ "help", no_argument, NULL, 'h' },           { NULL, 0, NULL, 0 },
-	};
 	const char *role = NULL, *url = NULL;
 	bool from_stdin = false, as_json = false;
-	int c;
-	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-		switch (c) {
-		case 'r': role = optarg; break;
-		case 's': from_stdin = true; break;
-		case 'j': as_json = true; break;
-		case 'u': url = optarg; break;
-		case 'h': fputs(usage, stdout); return 0;
-		default: fputs(usage, stderr); return 2;
-		}
-	}
+	const struct cr_opt opts[] = {
+		{ "role", 0, CR_OPT_STR, &role, NULL, 0 },
+		{ "password-stdin", 0, CR_OPT_FLAG, &from_stdin, NULL, 0 },
+		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int prc = cr_cli_parse(argc, argv, usage, opts);
+	if (prc >= 0)
+		return prc;
 	const char *verb = optind < argc ? argv[optind] : "list";
 	bool create = !strcmp(verb, "create"), rm = !strcmp(verb, "rm");
 	if ((create || rm) ? optind + 2 != argc : strcmp(verb, "list") != 0) {

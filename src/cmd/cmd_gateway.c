@@ -1,7 +1,6 @@
 /* The gateway's commands: keys (API keys for /v1), chat (a conversation
  * streamed through /v1, as any OpenAI client would), usage (metering). */
 #include <curl/curl.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,32 +26,25 @@ int cr_cmd_keys(int argc, char **argv)
 		"API keys for the OpenAI-compatible endpoint (/v1). A new key is printed once and\n"
 		"kept only as a hash. --models limits it to those models (others look absent);\n"
 		"--rpm/--tpm limit requests and tokens per minute; admins may --owner another user.\n";
-	static const struct option lo[] = {
-		{ "models", 1, 0, 'm' },  { "rpm", 1, 0, 'r' },        { "tpm", 1, 0, 't' }, { "expires-days", 1, 0, 'e' },
-		{ "owner", 1, 0, 'o' },   { "json", 0, 0, 'j' },       { "server-url", 1, 0, 'U' }, { "help", 0, 0, 'h' },
-		{ 0, 0, 0, 0 },
-	};
 	json_t *body = json_object();
 	const char *url = NULL;
 	bool as_json = false;
-	long long v;
-	int ch, rc = 0;
-	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		switch (ch) {
-		case 'm': json_object_set_new(body, "models", cr_cli_csv(optarg)); break;
-		case 'r':
-		case 't':
-		case 'e':
-			rc |= cr_cli_parse_count(optarg, ch == 'r' ? "--rpm" : ch == 't' ? "--tpm" : "--expires-days", 1000000000, &v);
-			json_object_set_new(body, ch == 'r' ? "rpm" : ch == 't' ? "tpm" : "expires_days", json_integer(v));
-			break;
-		case 'o': json_object_set_new(body, "owner", json_string(optarg)); break;
-		case 'j': as_json = true; break;
-		case 'U': url = optarg; break;
-		case 'h': fputs(usage, stdout); json_decref(body); return 0;
-		default: fputs(usage, stderr); json_decref(body); return 2;
-		}
+	const struct cr_opt opts[] = {
+		{ "models", 0, CR_OPT_FIELD_CSV, body, "models", 0 },
+		{ "rpm", 0, CR_OPT_FIELD_COUNT, body, "rpm", 1000000000 },
+		{ "tpm", 0, CR_OPT_FIELD_COUNT, body, "tpm", 1000000000 },
+		{ "expires-days", 0, CR_OPT_FIELD_COUNT, body, "expires_days", 1000000000 },
+		{ "owner", 0, CR_OPT_FIELD_STR, body, "owner", 0 },
+		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int rc = cr_cli_parse(argc, argv, usage, opts);
+	if (rc >= 0) {
+		json_decref(body);
+		return rc;
 	}
+	rc = 0;
 	const char *verb = optind < argc ? argv[optind] : "list";
 	bool create = !strcmp(verb, "create"), rm = !strcmp(verb, "rm");
 	if (rc || (create && optind + 2 != argc) || (rm && optind + 2 != argc) || (!create && !rm && strcmp(verb, "list"))) {
@@ -156,28 +148,20 @@ int cr_cmd_chat(int argc, char **argv)
 		"streamed to the terminal as it is generated. With -m it answers once; otherwise\n"
 		"it reads one message per line (keeping the conversation) until end of input.\n"
 		"The API key comes from --key, $CORRAL_API_KEY or $OPENAI_API_KEY.\n";
-	static const struct option lo[] = {
-		{ "message", 1, 0, 'm' }, { "max-tokens", 1, 0, 'n' }, { "key", 1, 0, 'k' }, { "server-url", 1, 0, 'U' },
-		{ "help", 0, 0, 'h' },    { 0, 0, 0, 0 },
-	};
 	const char *message = NULL, *key = getenv("CORRAL_API_KEY"), *url = NULL;
 	long long max_tokens = 256;
-	int ch;
 	if (!key)
 		key = getenv("OPENAI_API_KEY");
-	while ((ch = getopt_long(argc, argv, "hm:", lo, NULL)) != -1) {
-		switch (ch) {
-		case 'm': message = optarg; break;
-		case 'n':
-			if (cr_cli_parse_count(optarg, "--max-tokens", 1 << 20, &max_tokens))
-				return 2;
-			break;
-		case 'k': key = optarg; break;
-		case 'U': url = optarg; break;
-		case 'h': fputs(usage, stdout); return 0;
-		default: fputs(usage, stderr); return 2;
-		}
-	}
+	const struct cr_opt opts[] = {
+		{ "message", 'm', CR_OPT_STR, &message, NULL, 0 },
+		{ "max-tokens", 0, CR_OPT_COUNT, &max_tokens, NULL, 1 << 20 },
+		{ "key", 0, CR_OPT_STR, &key, NULL, 0 },
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int prc = cr_cli_parse(argc, argv, usage, opts);
+	if (prc >= 0)
+		return prc;
 	if (optind + 1 != argc) {
 		fputs(usage, stderr);
 		return 2;
@@ -254,30 +238,24 @@ int cr_cmd_usage(int argc, char **argv)
 		"Gateway usage: requests, errors, prompt and completion tokens, average time to\n"
 		"first token (streams) and latency, summed per the --by columns (default: one\n"
 		"total) over days in UTC. Users see their own keys; admins everyone's.\n";
-	static const struct option lo[] = {
-		{ "by", 1, 0, 'b' },   { "since", 1, 0, 's' }, { "until", 1, 0, 'u' },      { "model", 1, 0, 'm' },
-		{ "key", 1, 0, 'k' },  { "user", 1, 0, 'U' },  { "json", 0, 0, 'j' },       { "server-url", 1, 0, 'S' },
-		{ "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
-	};
 	const char *names[] = { "by", "since", "until", "model", "key", "user" };
 	const char *vals[6] = { NULL };
 	const char *url = NULL;
 	bool as_json = false;
-	int ch;
-	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		switch (ch) {
-		case 'b': vals[0] = optarg; break;
-		case 's': vals[1] = optarg; break;
-		case 'u': vals[2] = optarg; break;
-		case 'm': vals[3] = optarg; break;
-		case 'k': vals[4] = optarg; break;
-		case 'U': vals[5] = optarg; break;
-		case 'j': as_json = true; break;
-		case 'S': url = optarg; break;
-		case 'h': fputs(usage, stdout); return 0;
-		default: fputs(usage, stderr); return 2;
-		}
-	}
+	const struct cr_opt opts[] = {
+		{ "by", 0, CR_OPT_STR, &vals[0], NULL, 0 },
+		{ "since", 0, CR_OPT_STR, &vals[1], NULL, 0 },
+		{ "until", 0, CR_OPT_STR, &vals[2], NULL, 0 },
+		{ "model", 0, CR_OPT_STR, &vals[3], NULL, 0 },
+		{ "key", 0, CR_OPT_STR, &vals[4], NULL, 0 },
+		{ "user", 0, CR_OPT_STR, &vals[5], NULL, 0 },
+		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int prc = cr_cli_parse(argc, argv, usage, opts);
+	if (prc >= 0)
+		return prc;
 	if (optind < argc) {
 		fprintf(stderr, "corral usage: unexpected argument '%s'\n%s", argv[optind], usage);
 		return 2;

@@ -1,13 +1,13 @@
 /* Model commands: inspect (a model file's shape and memory estimate on this
  * node, without a server), deploy, models, instances, rm, engines, logs
  * (through the API). The gateway's commands are in cmd_gateway.c. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "agent/modelfile.h"
+#include "base/engine_kind.h"
 #include "base/err.h"
 #include "base/json.h"
 #include "base/mem.h"
@@ -79,38 +79,43 @@ static void print_estimate(const char *path, const struct cr_model_shape *s, con
 
 int cr_cmd_inspect(int argc, char **argv)
 {
-	static const struct option lo[] = {
-		{ "ctx", 1, 0, 'c' },          { "parallel", 1, 0, 'p' },  { "gpus", 1, 0, 'g' },
-		{ "ngl", 1, 0, 'n' },          { "cache-type-k", 1, 0, 'k' }, { "cache-type-v", 1, 0, 'v' },
-		{ "ubatch", 1, 0, 'b' },       { "no-flash-attn", 0, 0, 'F' }, { "engine", 1, 0, 'e' },
-		{ "json", 0, 0, 'j' },         { "help", 0, 0, 'h' },       { 0, 0, 0, 0 },
-	};
 	struct cr_est_params p = CR_EST_PARAMS_INIT;
-	long long v, gpus = 0;
-	bool as_json = false, vllm = false;
-	int ch, bad = 0;
-	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		switch (ch) {
-		case 'c': bad |= cr_cli_parse_count(optarg, "--ctx", 1 << 24, &v); p.n_ctx = (uint32_t)v; break;
-		case 'p': bad |= cr_cli_parse_count(optarg, "--parallel", 4096, &v); p.n_parallel = (uint32_t)v; break;
-		case 'g': bad |= cr_cli_parse_count(optarg, "--gpus", CR_EST_MAX_DEV, &gpus); break;
-		case 'n': bad |= cr_cli_parse_count(optarg, "--ngl", 100000, &v); p.n_gpu_layers = (int)v; break;
-		case 'b': bad |= cr_cli_parse_count(optarg, "--ubatch", 1 << 16, &v); p.n_ubatch = (uint32_t)v; break;
-		case 'k':
-		case 'v':
-			v = cr_ggml_type_from_name(optarg);
-			if (v < 0) {
-				fprintf(stderr, "corral: unknown cache type '%s' (use f16, q8_0, q4_0, ...)\n", optarg);
-				bad = -1;
-			}
-			*(ch == 'k' ? &p.cache_type_k : &p.cache_type_v) = (int)v;
-			break;
-		case 'F': p.no_flash_attn = true; break;
-		case 'e': vllm = strcmp(optarg, "vllm") == 0 || strcmp(optarg, "sglang") == 0; break;
-		case 'j': as_json = true; break;
-		case 'h': fputs(inspect_usage, stdout); return 0;
-		default: fputs(inspect_usage, stderr); return 2;
+	long long ctx = 0, parallel = 0, gpus = 0, ngl = -1, ubatch = 0;
+	const char *ctk = NULL, *ctv = NULL, *engine = NULL;
+	bool as_json = false, no_fa = false;
+	const struct cr_opt opts[] = {
+		{ "ctx", 0, CR_OPT_COUNT, &ctx, NULL, 1 << 24 },
+		{ "parallel", 0, CR_OPT_COUNT, &parallel, NULL, 4096 },
+		{ "gpus", 0, CR_OPT_COUNT, &gpus, NULL, CR_EST_MAX_DEV },
+		{ "ngl", 0, CR_OPT_COUNT, &ngl, NULL, 100000 },
+		{ "ubatch", 0, CR_OPT_COUNT, &ubatch, NULL, 1 << 16 },
+		{ "cache-type-k", 0, CR_OPT_STR, &ctk, NULL, 0 },
+		{ "cache-type-v", 0, CR_OPT_STR, &ctv, NULL, 0 },
+		{ "no-flash-attn", 0, CR_OPT_FLAG, &no_fa, NULL, 0 },
+		{ "engine", 0, CR_OPT_STR, &engine, NULL, 0 },
+		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int prc = cr_cli_parse(argc, argv, inspect_usage, opts);
+	if (prc >= 0)
+		return prc;
+	int bad = 0;
+	p.n_ctx = (uint32_t)ctx;
+	p.n_parallel = (uint32_t)parallel;
+	p.n_gpu_layers = (int)ngl;
+	p.n_ubatch = (uint32_t)ubatch;
+	p.no_flash_attn = no_fa;
+	bool vllm = engine && cr_engine_vllm_like(engine);
+	const char *types[2] = { ctk, ctv };
+	for (int t = 0; t < 2; t++) {
+		if (!types[t])
+			continue;
+		int v = cr_ggml_type_from_name(types[t]);
+		if (v < 0) {
+			fprintf(stderr, "corral: unknown cache type '%s' (use f16, q8_0, q4_0, ...)\n", types[t]);
+			bad = -1;
 		}
+		*(t ? &p.cache_type_v : &p.cache_type_k) = v;
 	}
 	if (bad || optind + 1 != argc) {
 		fputs(inspect_usage, stderr);
@@ -253,46 +258,36 @@ static int run_plan(struct cr_cli *cl, const char *body, bool as_json, int wait_
 
 int cr_cmd_deploy(int argc, char **argv)
 {
-	static const struct option lo[] = {
-		{ "path", 1, 0, 'p' },     { "url", 1, 0, 'u' },       { "sha256", 1, 0, 'S' },
-		{ "engine", 1, 0, 'e' },   { "ctx", 1, 0, 'c' },       { "parallel", 1, 0, 'n' },
-		{ "replicas", 1, 0, 'r' }, { "policy", 1, 0, 'P' },    { "selector", 1, 0, 's' },
-		{ "gpus", 1, 0, 'g' },     { "allow-cpu-offload", 0, 0, 'C' }, { "allow-distributed", 0, 0, 'D' },
-		{ "dry-run", 0, 0, 'd' },  { "wait", 1, 0, 'w' },      { "json", 0, 0, 'j' },
-		{ "server-url", 1, 0, 'U' }, { "help", 0, 0, 'h' },    { "health-probe", 0, 0, 'H' },
-		{ 0, 0, 0, 0 },
-	};
 	json_t *body = json_object();
 	const char *url = NULL;
 	bool dry = false, as_json = false;
-	long long v, wait_s = 15;
-	int ch, rc = 0;
-	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		switch (ch) {
-		case 'p': json_object_set_new(body, "path", json_string(optarg)); break;
-		case 'u': json_object_set_new(body, "url", json_string(optarg)); break;
-		case 'S': json_object_set_new(body, "sha256", json_string(optarg)); break;
-		case 'e': json_object_set_new(body, "engine", json_string(optarg)); break;
-		case 'P': json_object_set_new(body, "policy", json_string(optarg)); break;
-		case 's': json_object_set_new(body, "selector", json_string(optarg)); break;
-		case 'g': json_object_set_new(body, "gpus", cr_cli_csv(optarg)); break;
-		case 'C': json_object_set_new(body, "allow_cpu_offload", json_true()); break;
-		case 'D': json_object_set_new(body, "allow_distributed", json_true()); break;
-		case 'H': json_object_set_new(body, "health_probe", json_true()); break;
-		case 'c':
-		case 'n':
-		case 'r':
-			rc |= cr_cli_parse_count(optarg, ch == 'c' ? "--ctx" : ch == 'n' ? "--parallel" : "--replicas", 1 << 24, &v);
-			json_object_set_new(body, ch == 'c' ? "ctx" : ch == 'n' ? "parallel" : "replicas", json_integer(v));
-			break;
-		case 'w': rc |= cr_cli_parse_count(optarg, "--wait", 3600, &wait_s); break;
-		case 'd': dry = true; break;
-		case 'j': as_json = true; break;
-		case 'U': url = optarg; break;
-		case 'h': fputs(deploy_usage, stdout); json_decref(body); return 0;
-		default: fputs(deploy_usage, stderr); json_decref(body); return 2;
-		}
+	long long wait_s = 15;
+	const struct cr_opt opts[] = {
+		{ "path", 0, CR_OPT_FIELD_STR, body, "path", 0 },
+		{ "url", 0, CR_OPT_FIELD_STR, body, "url", 0 },
+		{ "sha256", 0, CR_OPT_FIELD_STR, body, "sha256", 0 },
+		{ "engine", 0, CR_OPT_FIELD_STR, body, "engine", 0 },
+		{ "policy", 0, CR_OPT_FIELD_STR, body, "policy", 0 },
+		{ "selector", 0, CR_OPT_FIELD_STR, body, "selector", 0 },
+		{ "gpus", 0, CR_OPT_FIELD_CSV, body, "gpus", 0 },
+		{ "ctx", 0, CR_OPT_FIELD_COUNT, body, "ctx", 1 << 24 },
+		{ "parallel", 0, CR_OPT_FIELD_COUNT, body, "parallel", 1 << 24 },
+		{ "replicas", 0, CR_OPT_FIELD_COUNT, body, "replicas", 1 << 24 },
+		{ "allow-cpu-offload", 0, CR_OPT_FIELD_TRUE, body, "allow_cpu_offload", 0 },
+		{ "allow-distributed", 0, CR_OPT_FIELD_TRUE, body, "allow_distributed", 0 },
+		{ "health-probe", 0, CR_OPT_FIELD_TRUE, body, "health_probe", 0 },
+		{ "dry-run", 0, CR_OPT_FLAG, &dry, NULL, 0 },
+		{ "wait", 0, CR_OPT_COUNT, &wait_s, NULL, 3600 },
+		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int rc = cr_cli_parse(argc, argv, deploy_usage, opts);
+	if (rc >= 0) {
+		json_decref(body);
+		return rc;
 	}
+	rc = 0;
 	if (rc || optind >= argc || argv[optind][0] == '-') {
 		fputs(deploy_usage, stderr);
 		json_decref(body);
@@ -361,26 +356,13 @@ out:
 
 static int simple_opts(int argc, char **argv, const char *usage, const char **url, bool *as_json, const char **model)
 {
-	static const struct option lo[] = {
-		{ "server-url", 1, 0, 'U' }, { "json", 0, 0, 'j' }, { "model", 1, 0, 'm' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+	const struct cr_opt opts[] = {
+		{ "server-url", 0, CR_OPT_STR, url, NULL, 0 },
+		{ "json", 0, CR_OPT_FLAG, as_json, NULL, 0 },
+		{ model ? "model" : NULL, 'm', CR_OPT_STR, model, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
 	};
-	int ch;
-	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-		switch (ch) {
-		case 'U': *url = optarg; break;
-		case 'j': *as_json = true; break;
-		case 'm':
-			if (!model) {
-				fputs(usage, stderr);
-				return 2;
-			}
-			*model = optarg;
-			break;
-		case 'h': fputs(usage, stdout); return 0;
-		default: fputs(usage, stderr); return 2;
-		}
-	}
-	return -1;
+	return cr_cli_parse(argc, argv, usage, opts);
 }
 
 /* Options of a listing command, then GET path: the answer, or NULL with
@@ -589,27 +571,19 @@ int cr_cmd_logs(int argc, char **argv)
 				    "\n"
 				    "Print an instance's engine log (its leader's; --worker for a follower), read\n"
 				    "through the server from the worker that runs it. -f keeps following it.\n";
-	static const struct option lo[] = {
-		{ "follow", 0, 0, 'f' }, { "tail", 1, 0, 't' }, { "worker", 1, 0, 'w' }, { "server-url", 1, 0, 'U' },
-		{ "help", 0, 0, 'h' },   { 0, 0, 0, 0 },
-	};
 	const char *url = NULL, *worker = NULL;
 	bool follow = false;
 	long long tail = 100;
-	int ch;
-	while ((ch = getopt_long(argc, argv, "hf", lo, NULL)) != -1) {
-		switch (ch) {
-		case 'f': follow = true; break;
-		case 't':
-			if (cr_cli_parse_count(optarg, "--tail", 100000, &tail))
-				return 2;
-			break;
-		case 'w': worker = optarg; break;
-		case 'U': url = optarg; break;
-		case 'h': fputs(usage, stdout); return 0;
-		default: fputs(usage, stderr); return 2;
-		}
-	}
+	const struct cr_opt opts[] = {
+		{ "follow", 'f', CR_OPT_FLAG, &follow, NULL, 0 },
+		{ "tail", 0, CR_OPT_COUNT, &tail, NULL, 100000 },
+		{ "worker", 0, CR_OPT_STR, &worker, NULL, 0 },
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int prc = cr_cli_parse(argc, argv, usage, opts);
+	if (prc >= 0)
+		return prc;
 	if (optind + 1 != argc) {
 		fputs(usage, stderr);
 		return 2;
