@@ -502,31 +502,38 @@ int cr_cmd_instances(int argc, char **argv)
 
 int cr_cmd_rm(int argc, char **argv)
 {
-	static const char usage[] = "usage: corral rm NAME [--server-url URL]\n"
+	static const char usage[] = "usage: corral rm NAME... [--server-url URL]\n"
 				    "\n"
-				    "Delete a model and all its instances; their memory claims are released at once.\n";
+				    "Delete models and all their instances; their memory claims are released at once.\n"
+				    "Each name is removed on its own: one that fails is reported, the others go on\n"
+				    "(exit 1 when any failed).\n";
 	const char *url = NULL;
 	bool as_json = false;
 	int rc = simple_opts(argc, argv, usage, &url, &as_json, NULL);
 	if (rc >= 0)
 		return rc;
-	if (optind + 1 != argc) {
+	if (optind >= argc) {
 		fputs(usage, stderr);
 		return 2;
 	}
 	struct cr_cli cl;
 	cr_cli_init(&cl, url);
-	struct cr_err err = CR_ERR_INIT;
-	char *path = cr_xasprintf("/api/models/%s", argv[optind]);
-	json_t *ans = cr_cli_api(&cl, "DELETE", path, NULL, &err);
-	free(path);
+	rc = 0;
+	for (int k = optind; k < argc; k++) {
+		struct cr_err err = CR_ERR_INIT;
+		char *path = cr_xasprintf("/api/models/%s", argv[k]);
+		json_t *ans = cr_cli_api(&cl, "DELETE", path, NULL, &err);
+		free(path);
+		if (!ans) {
+			rc = cr_cmd_fail(&err);
+			continue;
+		}
+		printf("removed model '%s' and %zu instance(s)\n", json_string_value(json_object_get(ans, "name")),
+		       json_array_size(json_object_get(ans, "instances")));
+		json_decref(ans);
+	}
 	cr_cli_release(&cl);
-	if (!ans)
-		return cr_cmd_fail(&err);
-	printf("removed model '%s' and %zu instance(s)\n", json_string_value(json_object_get(ans, "name")),
-	       json_array_size(json_object_get(ans, "instances")));
-	json_decref(ans);
-	return 0;
+	return rc;
 }
 
 int cr_cmd_engines(int argc, char **argv)

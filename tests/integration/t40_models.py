@@ -140,8 +140,12 @@ class Models(ClusterCase):
         self.deploy(big)
         over = self.wait_placed("big", 1)[0]
         self.assertTrue(over["placement"]["warning"].startswith("overcommit: g2:0 needs"), over["placement"])
-        self.cli("rm", "big")
-        self.cli("rm", "tiny")
+        # several names at once; one that does not exist is reported, the others go
+        r = self.cli("rm", "big", "nope", "tiny", check=False)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("removed model 'big'", r.stdout)
+        self.assertIn("removed model 'tiny'", r.stdout)
+        self.assertIn("no model 'nope'", r.stderr)
         self.assertEqual(self.instances(), [])
         p2 = self.plan(big)
         self.assertNotIn("warning", p2["instances"][0], "rm released the L4's claim: %s" % p2)
