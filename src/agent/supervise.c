@@ -125,6 +125,28 @@ static char *join_argv(char **argv)
 	return s;
 }
 
+/* The command line as a person (or a shell) reads it: arguments with spaces
+ * or shell characters in single quotes. */
+static char *shell_line(char **argv)
+{
+	struct cr_buf b = CR_BUF_INIT(1 << 20);
+	for (size_t i = 0; argv[i]; i++) {
+		const char *a = argv[i];
+		bool plain = *a && strspn(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./:=,+@%") ==
+					  strlen(a);
+		cr_buf_adds(&b, i ? " " : "");
+		if (plain) {
+			cr_buf_adds(&b, a);
+			continue;
+		}
+		cr_buf_adds(&b, "'");
+		for (const char *c = a; *c; c++)
+			cr_buf_adds(&b, *c == '\'' ? "'\\''" : (char[]){ *c, 0 });
+		cr_buf_adds(&b, "'");
+	}
+	return cr_buf_detach(&b);
+}
+
 static void set_exit(struct cr_supervisor *s, struct proc *p, int status)
 {
 	pthread_mutex_lock(&s->mu);
@@ -704,7 +726,9 @@ static void start(struct cr_supervisor *s, struct proc *p)
 		_exit(127);
 	}
 	if (fd >= 0) {
-		dprintf(fd, "---- corral: starting %s\n", cmd);
+		char *shown = shell_line(argv);
+		dprintf(fd, "---- corral: starting %s\n", shown);
+		free(shown);
 		close(fd);
 	}
 	if (pid < 0) {

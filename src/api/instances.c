@@ -384,9 +384,30 @@ static void log_fetched(int status, const char *body, size_t len, const char *er
 static void instance_logs(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
-	struct cr_instance *i = cr_map_get(&app->instances, cr_req_param(req, 0));
+	const char *which = cr_req_param(req, 0);
+	struct cr_instance *i = cr_map_get(&app->instances, which);
+	struct cr_model *m = i ? NULL : cr_cluster_model(app, which);
+	if (m) { /* a model's name: its instance, when it has one */
+		char ids[400] = "";
+		size_t len = 0, n = 0, it = 0;
+		struct cr_instance *x;
+		while (cr_cluster_next_instance(app, &it, &x))
+			if (!strcmp(x->model_id, m->id)) {
+				i = x;
+				n++;
+				len += (size_t)snprintf(ids + len, len < sizeof(ids) ? sizeof(ids) - len : 0, "%s%s",
+							len ? ", " : "", x->id);
+			}
+		if (n > 1) {
+			char msg[600];
+			snprintf(msg, sizeof(msg), "model '%s' has %zu instances: %s", m->name, n, ids);
+			cr_reply_error(req, CR_ECONFLICT, msg, "name one of them: corral logs INSTANCE");
+			return;
+		}
+	}
 	if (!i) {
-		cr_reply_error(req, CR_ENOTFOUND, "no such instance", "list instances with 'corral instances'");
+		cr_reply_error(req, CR_ENOTFOUND, m ? "that model has no instance" : "no such instance or model",
+			       "list instances with 'corral instances'");
 		return;
 	}
 	const char *want = cr_req_query(req, "worker");

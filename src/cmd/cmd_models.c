@@ -574,10 +574,11 @@ int cr_cmd_engines(int argc, char **argv)
 
 int cr_cmd_logs(int argc, char **argv)
 {
-	static const char usage[] = "usage: corral logs INSTANCE [-f] [--tail N] [--worker NAME] [--server-url URL]\n"
+	static const char usage[] = "usage: corral logs INSTANCE|MODEL [-f] [--tail N] [--worker NAME] [--server-url URL]\n"
 				    "\n"
 				    "Print an instance's engine log (its leader's; --worker for a follower), read\n"
-				    "through the server from the worker that runs it. -f keeps following it.\n";
+				    "through the server from the worker that runs it. A model's name stands for its\n"
+				    "instance when it has one. -f keeps following it.\n";
 	const char *url = NULL, *worker = NULL;
 	bool follow = false;
 	long long tail = 100;

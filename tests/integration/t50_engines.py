@@ -150,6 +150,10 @@ class Engines(EngineCase):
         out = self.cli("logs", inst["id"], "--tail", "1000").stdout
         self.assertIn("---- corral: starting", out, "corral logs reads the log through the server")
         self.assertIn("llama-server", out)
+        started = [l for l in out.splitlines() if l.startswith("---- corral: starting")][0]
+        self.assertIn(" -m %s " % os.path.join(self.tmp, "tiny.gguf"), started, "the command line reads as typed")
+        self.assertNotIn("\x1f", started)
+        self.assertIn(started, self.cli("logs", "tiny", "--tail", "1000").stdout, "by the name of a model with one instance")
         follow = subprocess.Popen([os.path.join(BUILD, "corral"), "logs", inst["id"], "-f", "--tail", "0"],
                                   stdout=subprocess.PIPE, text=True, env=self.env)
         time.sleep(1)
@@ -161,7 +165,7 @@ class Engines(EngineCase):
         self.assertIn("print_timing", followed, "-f shows what the engine logs about the new request")
         self.assertNotIn("---- corral: starting", followed, "--tail 0 starts at the end")
         status, body = self.request("GET", "/api/instances/nope/logs", token=self.token)
-        self.assert_error(status, body, 404, "no such instance")
+        self.assert_error(status, body, 404, "no such instance or model")
         self.cli("rm", "tiny")
         self.wait_for(lambda: not pid_alive(pid), "the engine to stop after rm")
 
