@@ -166,9 +166,15 @@ static const char deploy_usage[] =
 	"  --allow-distributed    one instance may span several workers (groups must pass the checks)\n"
 	"  --health-probe         probe each instance end to end with a one-token completion\n"
 	"  --dry-run              show the placement and reasons; store nothing\n"
-	"  --wait S               seconds to wait for the placement (default 15; 0 = do not wait)\n"
+	"  --wait                 wait until every replica runs; fail with the cause if one fails\n"
+	"  --timeout S            how long to wait for the placement (default 15), or with --wait\n"
+	"                         for every replica to run (default 300)\n"
 	"  --json                 print the API's answer\n"
-	"  --server-url URL       the server (default $CORRAL_SERVER_URL or the saved one)\n";
+	"  --server-url URL       the server (default $CORRAL_SERVER_URL or the saved one)\n"
+	"\n"
+	"Exit status: 0 deployed (with --wait: every replica runs); 1 an error, a replica that\n"
+	"failed, or the timeout; 2 a usage error; 3 no replica could be placed (the reasons are\n"
+	"printed; the model is kept and placed when the cluster changes).\n";
 
 static void print_placement(json_t *p, int n)
 {
@@ -253,15 +259,63 @@ static int run_plan(struct cr_cli *cl, const char *body, bool as_json, int wait_
 	if (json_array_size(wait))
 		printf("  (%zu worker(s) had not inspected the file yet)\n", json_array_size(wait));
 	json_decref(ans);
-	return placed ? 0 : 1;
+	return placed ? 0 : 3; /* as a deploy that places nothing */
+}
+
+/* --wait: until want instances of model run (0), one fails (1, with its
+ * cause), or timeout_s pass (1). */
+static int wait_running(struct cr_cli *cl, const char *model, int want, long long timeout_s)
+{
+	char *path = cr_xasprintf("/api/instances?model=%s", model);
+	int64_t deadline = cr_mono_ms() + timeout_s * 1000;
+	int rc = 1;
+	char last[600] = "";
+	for (;;) {
+		struct cr_err err = CR_ERR_INIT;
+		json_t *ans = cr_cli_api(cl, "GET", path, NULL, &err);
+		if (!ans) {
+			rc = cr_cmd_fail(&err);
+			break;
+		}
+		int running = 0;
+		size_t i;
+		json_t *x;
+		const char *failed = NULL;
+		json_array_foreach(json_object_get(ans, "instances"), i, x) {
+			const char *st = cr_json_get_str(x, "state", "");
+			running += !strcmp(st, "running");
+			if (!strcmp(st, "error") && !failed) {
+				snprintf(last, sizeof(last), "instance %s failed: %s", cr_json_get_str(x, "id", "?"),
+					 cr_json_get_str(x, "message", ""));
+				failed = last;
+			} else if (strcmp(st, "running") != 0) {
+				snprintf(last, sizeof(last), "instance %s is %s: %s", cr_json_get_str(x, "id", "?"), st,
+					 cr_json_get_str(x, "message", ""));
+			}
+		}
+		json_decref(ans);
+		if (running >= want) {
+			printf("every replica runs (%d/%d)\n", running, want);
+			rc = 0;
+			break;
+		}
+		if (failed || cr_mono_ms() > deadline) {
+			fprintf(stderr, "corral: %s%s\nfix: see 'corral logs %s' and 'corral instances --model %s'\n",
+				failed ? "" : "timed out waiting for every replica to run; ", last, model, model);
+			break;
+		}
+		usleep(300 * 1000);
+	}
+	free(path);
+	return rc;
 }
 
 int cr_cmd_deploy(int argc, char **argv)
 {
 	json_t *body = json_object();
 	const char *url = NULL;
-	bool dry = false, as_json = false;
-	long long wait_s = 15;
+	bool dry = false, as_json = false, wait = false;
+	long long wait_s = -1;
 	const struct cr_opt opts[] = {
 		{ "path", 0, CR_OPT_FIELD_STR, body, "path", 0 },
 		{ "url", 0, CR_OPT_FIELD_STR, body, "url", 0 },
@@ -277,7 +331,8 @@ int cr_cmd_deploy(int argc, char **argv)
 		{ "allow-distributed", 0, CR_OPT_FIELD_TRUE, body, "allow_distributed", 0 },
 		{ "health-probe", 0, CR_OPT_FIELD_TRUE, body, "health_probe", 0 },
 		{ "dry-run", 0, CR_OPT_FLAG, &dry, NULL, 0 },
-		{ "wait", 0, CR_OPT_COUNT, &wait_s, NULL, 3600 },
+		{ "wait", 0, CR_OPT_FLAG, &wait, NULL, 0 },
+		{ "timeout", 0, CR_OPT_COUNT, &wait_s, NULL, 86400 },
 		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },
 		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
 		{ NULL, 0, 0, NULL, NULL, 0 },
@@ -307,6 +362,9 @@ int cr_cmd_deploy(int argc, char **argv)
 	cr_cli_init(&cl, url);
 	char *text = cr_json_dump(body);
 	struct cr_err err = CR_ERR_INIT;
+	long long run_s = wait_s >= 0 ? wait_s : 300;
+	if (wait_s < 0)
+		wait_s = 15;
 	if (dry) {
 		rc = run_plan(&cl, text, as_json, (int)wait_s);
 		goto out;
@@ -332,11 +390,15 @@ int cr_cmd_deploy(int argc, char **argv)
 		ans = next;
 	}
 	free(path);
+	json_t *rs = json_object_get(ans, "replicas_status");
 	if (as_json) {
+		bool nothing = json_integer_value(json_object_get(rs, "total")) == 0 &&
+			       json_integer_value(json_object_get(rs, "desired")) > 0;
 		rc = cr_cli_print_json(ans);
+		if (!rc && nothing)
+			rc = 3;
 		goto out;
 	}
-	json_t *rs = json_object_get(ans, "replicas_status");
 	printf("model '%s' deployed: %lld/%lld replicas placed\n", json_string_value(json_object_get(ans, "name")),
 	       (long long)json_integer_value(json_object_get(rs, "total")),
 	       (long long)json_integer_value(json_object_get(rs, "desired")));
@@ -345,7 +407,15 @@ int cr_cmd_deploy(int argc, char **argv)
 		printf("  %s\n", status);
 		print_reasons(json_object_get(ans, "reasons"));
 	}
-	printf("see 'corral instances --model %s'\n", json_string_value(json_object_get(ans, "name")));
+	long long placed = json_integer_value(json_object_get(rs, "total"));
+	bool none = placed == 0 && json_integer_value(json_object_get(rs, "desired")) > 0;
+	if (none) /* kept: placed by itself when the cluster changes */
+		rc = 3;
+	else if (wait)
+		rc = wait_running(&cl, json_string_value(json_object_get(ans, "name")),
+				  (int)json_integer_value(json_object_get(rs, "desired")), run_s);
+	if (!wait || none)
+		printf("see 'corral instances --model %s'\n", json_string_value(json_object_get(ans, "name")));
 	json_decref(ans);
 out:
 	free(text);

@@ -169,6 +169,35 @@ class Engines(EngineCase):
         self.cli("rm", "tiny")
         self.wait_for(lambda: not pid_alive(pid), "the engine to stop after rm")
 
+    def test_deploy_exit_status_and_wait(self):
+        """deploy --wait returns once every replica runs; a replica that fails
+        makes it fail with the cause; nothing placeable is exit status 3."""
+        self.cluster(("w1", None))
+        path = self.model()
+        r = self.cli("deploy", "tiny", "--path", path, "--ctx", "2048", "--allow-cpu-offload", "--wait",
+                     "--timeout", "60", "--", "-t", "1", check=False)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("every replica runs (1/1)", r.stdout)
+        self.assertEqual(self.instance("tiny")["state"], "running")
+        # a model no worker can hold: kept, explained, and exit status 3
+        r = self.cli("deploy", "nogpu", "--path", path, "--ctx", "2048", "--timeout", "5", check=False)
+        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        self.assertIn("0/1 replicas placed", r.stdout)
+        self.assertIn("CPU offload not allowed", r.stdout)
+        # a replica whose engine fails at start: --wait fails with the cause
+        r = self.cli("deploy", "broken", "--path", path, "--ctx", "2048", "--allow-cpu-offload", "--wait",
+                     "--timeout", "60", "--", "-t", "1", "--bogus-flag", check=False)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("failed: engine exited with status", r.stderr)
+        self.assertIn("corral logs broken", r.stderr)
+        # a file no worker can parse cannot be placed either: 3, with the reason
+        bad = os.path.join(self.tmp, "bad.gguf")
+        with open(path, "rb") as src, open(bad, "wb") as f:
+            f.write(src.read()[: os.path.getsize(path) // 2])
+        r = self.cli("deploy", "truncated", "--path", bad, "--ctx", "2048", "--allow-cpu-offload", check=False)
+        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        self.assertIn("cannot parse it", r.stdout)
+
     def test_engine_crash_is_restarted_with_backoff(self):
         self.cluster(("w1", None))
         self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 2048, "allow_cpu_offload": True,
