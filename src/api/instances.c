@@ -453,3 +453,29 @@ bool cr_cluster_next_instance(struct cr_app *app, size_t *it, struct cr_instance
 	*i = v;
 	return true;
 }
+
+/* How bad a state is for a model's health: a failure above a lost worker
+ * above one on its way above one that runs. */
+static int badness(enum cr_instance_state s)
+{
+	switch (s) {
+	case CR_I_ERROR: return 5;
+	case CR_I_UNREACHABLE: return 4;
+	case CR_I_RESTARTING: return 3;
+	case CR_I_STOPPING: return 2;
+	case CR_I_PENDING: case CR_I_SCHEDULED: case CR_I_STARTING: return 1;
+	case CR_I_RUNNING: return 0;
+	}
+	return 1;
+}
+
+const struct cr_instance *cr_instances_worst(struct cr_app *app, const char *model_id)
+{
+	const struct cr_instance *worst = NULL;
+	size_t it = 0;
+	struct cr_instance *i;
+	while (cr_cluster_next_instance(app, &it, &i))
+		if (!strcmp(i->model_id, model_id) && (!worst || badness(i->state) > badness(worst->state)))
+			worst = i;
+	return worst && worst->state != CR_I_RUNNING ? worst : NULL;
+}

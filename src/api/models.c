@@ -187,6 +187,12 @@ static json_t *model_json(struct cr_app *app, struct cr_model *m)
 					 "format", NULL);
 	json_object_set_new(o, "format", format ? json_string(format) : json_null());
 	json_object_set_new(o, "reasons", m->reasons ? json_incref(m->reasons) : json_array());
+	/* the worst replica, so that no failure hides behind a model's "ok" */
+	const struct cr_instance *worst = cr_instances_worst(app, m->id);
+	json_object_set_new(o, "worst_replica",
+			    worst ? json_pack("{s:s,s:s,s:s}", "id", worst->id, "state", cr_instance_state_name(worst->state),
+					      "message", worst->message)
+				  : json_null());
 	/* memory per replica: the claim of one of its instances */
 	size_t it = 0;
 	void *v;

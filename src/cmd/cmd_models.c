@@ -488,9 +488,16 @@ int cr_cmd_models(int argc, char **argv)
 		const char *engine = json_string_value(json_object_get(m, "engine_resolved"));
 		const char *src = json_string_value(json_object_get(m, "path"));
 		const char *status = json_string_value(json_object_get(m, "status"));
+		json_t *worst = json_object_get(m, "worst_replica");
+		char health[300] = "ok";
+		if (status)
+			snprintf(health, sizeof(health), "%s", status);
+		else if (json_is_object(worst))
+			snprintf(health, sizeof(health), "%s: %.240s", cr_json_get_str(worst, "state", "?"),
+				 cr_json_get_str(worst, "message", ""));
 		const char *row[] = { json_string_value(json_object_get(m, "name")),
 				      engine ? engine : json_string_value(json_object_get(m, "engine")), reps, mem,
-				      src ? src : json_string_value(json_object_get(m, "url")), status ? status : "ok" };
+				      src ? src : json_string_value(json_object_get(m, "url")), health };
 		cr_table_row(&t, row);
 	}
 	cr_table_print(&t);

@@ -190,6 +190,12 @@ class Engines(EngineCase):
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn("failed: engine exited with status", r.stderr)
         self.assertIn("corral logs broken", r.stderr)
+        # and its model's STATUS says so, instead of "ok"
+        line = [l for l in self.cli("models").stdout.splitlines() if l.startswith("broken ")][0]
+        self.assertIn("error: engine exited with status", line)
+        self.assertEqual(self.api("GET", "/api/models/broken")["worst_replica"]["state"], "error")
+        tiny = [l for l in self.cli("models").stdout.splitlines() if l.startswith("tiny ")][0]
+        self.assertTrue(tiny.rstrip().endswith("ok"), tiny)
         # a file no worker can parse cannot be placed either: 3, with the reason
         bad = os.path.join(self.tmp, "bad.gguf")
         with open(path, "rb") as src, open(bad, "wb") as f:
