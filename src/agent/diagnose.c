@@ -4,7 +4,10 @@
 #include "agent/diagnose.h"
 
 #include <stddef.h>
+#include <signal.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 static const struct row {
 	const char *needles[3];
@@ -70,8 +73,16 @@ static const struct row {
 	    "free the port or change the worker's --port-range; Corral picks another port on restart" } },
 };
 
+static const struct cr_diagnosis sigill = {
+	"sigill", "the engine uses CPU instructions this machine cannot run (killed by SIGILL)",
+	"rebuild it for this CPU, or portably for all of them (GGML_NATIVE=OFF with an explicit baseline, "
+	"docs/engines.md 'Building llama.cpp for your nodes')"
+};
+
 const struct cr_diagnosis *cr_diagnose(const char *log, const struct cr_diag_facts *facts)
 {
+	if (facts && facts->signal == SIGILL)
+		return &sigill;
 	if (!log)
 		return NULL;
 	for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) {
@@ -85,4 +96,31 @@ const struct cr_diagnosis *cr_diagnose(const char *log, const struct cr_diag_fac
 			return &r->d;
 	}
 	return NULL;
+}
+
+bool cr_diagnose_last_error(const char *log, char *out, size_t n)
+{
+	static const char *const words[] = { "error", "failed", "fatal", "invalid argument" };
+	bool found = false;
+	for (const char *line = log; line && *line;) {
+		const char *end = strchr(line, '\n');
+		size_t len = end ? (size_t)(end - line) : strlen(line);
+		for (size_t w = 0; w < sizeof(words) / sizeof(words[0]) && len; w++) {
+			size_t wl = strlen(words[w]);
+			bool hit = false;
+			for (size_t k = 0; k + wl <= len && !hit; k++)
+				hit = !strncasecmp(line + k, words[w], wl);
+			if (!hit)
+				continue;
+			while (len && (line[len - 1] == '\r' || line[len - 1] == ' '))
+				len--;
+			while (len && (*line == ' ' || *line == '\t'))
+				line++, len--;
+			snprintf(out, n, "%.*s", (int)len, line);
+			found = true;
+			break;
+		}
+		line = end ? end + 1 : NULL;
+	}
+	return found;
 }

@@ -773,11 +773,15 @@ static void exited(struct cr_supervisor *s, struct proc *p)
 	char *log = cr_xasprintf("%s/%s.log", s->log_dir, p->id);
 	char *tail = tail_lines(log, TAIL_LINES);
 	free(log);
-	struct cr_diag_facts facts = { 0 };
+	struct cr_diag_facts facts = { 0, p->exit_status > 128 ? p->exit_status - 128 : 0 };
 	struct statvfs sv;
 	if (statvfs("/dev/shm", &sv) == 0)
 		facts.shm_bytes = (uint64_t)sv.f_blocks * sv.f_frsize;
 	const struct cr_diagnosis *d = cr_diagnose(tail, &facts);
+	char line[280], quoted[300] = ""; /* no known pattern: the engine's own last word on it */
+	if (!d && tail && p->exit_status >= 0 && p->exit_status < 128 && /* it exited on its own */
+	    cr_diagnose_last_error(tail, line, sizeof(line)))
+		snprintf(quoted, sizeof(quoted), "\"%s\"", line);
 	char how[64];
 	if (p->exit_status < 0)
 		snprintf(how, sizeof(how), "ended");
@@ -793,9 +797,13 @@ static void exited(struct cr_supervisor *s, struct proc *p)
 	if (delay > MAX_BACKOFF_MS)
 		delay = MAX_BACKOFF_MS;
 	p->next_start = now + delay;
-	char msg[600];
-	snprintf(msg, sizeof(msg), "engine %s%s%s; restarting in %lld s (restart %d)", how, d ? ": " : "",
-		 d ? d->cause : "", (long long)(delay / 1000), restarts + 1);
+	/* it never became healthy, again and again: a crash loop, said so (the
+	 * backoff keeps doubling to 5 minutes), as Kubernetes' CrashLoopBackOff */
+	bool loop = !p->healthy_since && restarts + 1 >= 3;
+	char msg[900];
+	snprintf(msg, sizeof(msg), "%sengine %s%s%s; %s in %lld s (restart %d); see 'corral logs %s'",
+		 loop ? "crash loop: " : "", how, d || *quoted ? ": " : "", d ? d->cause : quoted,
+		 loop ? "next try" : "restarting", (long long)(delay / 1000), restarts + 1, p->id);
 	pthread_mutex_lock(&s->mu);
 	p->restarts = restarts + 1;
 	p->pid = 0;
@@ -804,7 +812,7 @@ static void exited(struct cr_supervisor *s, struct proc *p)
 	free(p->log_tail);
 	p->log_tail = tail;
 	pthread_mutex_unlock(&s->mu);
-	set_state(s, p, "error", msg);
+	set_state(s, p, loop ? "crash_loop" : "error", msg);
 	cr_warn("instance %s: %s", p->id, msg);
 	save_state(s);
 }

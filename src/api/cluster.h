@@ -27,7 +27,8 @@ struct cr_model {
 };
 
 /* Instance lifecycle (design.md): pending -> scheduled -> starting -> running,
- * error (with a cause), restarting, unreachable (its worker is lost), stopping.
+ * error (with a cause), crash_loop (an error again and again before the engine
+ * was ever healthy), restarting, unreachable (its worker is lost), stopping.
  * Until engines run, instances stop at scheduled; one whose worker stays
  * not_ready past the grace period is removed and placed again elsewhere.
  * The states' names are what the API shows and the store keeps. */
@@ -40,6 +41,7 @@ enum cr_instance_state {
 	CR_I_RESTARTING,
 	CR_I_UNREACHABLE,
 	CR_I_STOPPING,
+	CR_I_CRASH_LOOP, /* its engine keeps failing before it is ever healthy; retried with a growing backoff */
 };
 
 /* "running", ... for a state; and the state named so (an engine's own word

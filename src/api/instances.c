@@ -228,7 +228,7 @@ static void set_endpoint(struct cr_app *app, struct cr_instance *i, const char *
 }
 
 static const char *const instance_states[] = { "pending", "scheduled", "starting", "running", "error",
-					       "restarting", "unreachable", "stopping" };
+					       "restarting", "unreachable", "stopping", "crash_loop" };
 
 const char *cr_instance_state_name(enum cr_instance_state s)
 {
@@ -245,7 +245,7 @@ enum cr_instance_state cr_instance_state_parse(const char *name)
 
 bool cr_instance_is_routable(const struct cr_instance *i)
 {
-	return i->endpoint && i->state != CR_I_ERROR && i->state != CR_I_STOPPING;
+	return i->endpoint && i->state != CR_I_ERROR && i->state != CR_I_CRASH_LOOP && i->state != CR_I_STOPPING;
 }
 
 /* The instance's state from its members' engine reports: an error anywhere
@@ -258,7 +258,8 @@ void cr_instance_derive_state(struct cr_app *app, struct cr_instance *i)
 	json_t *r;
 	char msg[1200];
 	json_object_foreach(i->members, wid, r) {
-		if (strcmp(cr_json_get_str(r, "state", ""), "error") != 0)
+		enum cr_instance_state failed = cr_instance_state_parse(cr_json_get_str(r, "state", ""));
+		if (failed != CR_I_ERROR && failed != CR_I_CRASH_LOOP)
 			continue;
 		struct cr_worker *w = cr_map_get(&app->workers, wid);
 		const char *fix = cr_json_get_str(r, "fix", NULL);
@@ -271,7 +272,7 @@ void cr_instance_derive_state(struct cr_app *app, struct cr_instance *i)
 		if (*hint && len > 0 && (size_t)len < sizeof(msg))
 			snprintf(msg + len, sizeof(msg) - (size_t)len, " [node checks on %s: %s]", w->name, hint);
 		set_endpoint(app, i, NULL);
-		cr_instance_set_state(app, i, CR_I_ERROR, msg);
+		cr_instance_set_state(app, i, failed, msg);
 		return;
 	}
 	if (!lr)
@@ -459,7 +460,7 @@ bool cr_cluster_next_instance(struct cr_app *app, size_t *it, struct cr_instance
 static int badness(enum cr_instance_state s)
 {
 	switch (s) {
-	case CR_I_ERROR: return 5;
+	case CR_I_ERROR: case CR_I_CRASH_LOOP: return 5;
 	case CR_I_UNREACHABLE: return 4;
 	case CR_I_RESTARTING: return 3;
 	case CR_I_STOPPING: return 2;

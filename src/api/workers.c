@@ -756,7 +756,7 @@ static void health(struct cr_req *req)
 		struct cr_instance *i = v;
 		const char *name = cr_instance_state_name(i->state);
 		json_object_set_new(instances, name, json_integer(cr_json_get_int(instances, name, 0) + 1));
-		failing |= i->state == CR_I_ERROR;
+		failing |= i->state == CR_I_ERROR || i->state == CR_I_CRASH_LOOP;
 		degraded |= i->state != CR_I_RUNNING;
 	}
 	cr_reply_json(req, 200, json_pack("{s:s,s:o,s:o,s:o}", "status", failing ? "failing" : degraded ? "degraded" : "ok",

@@ -284,7 +284,7 @@ static int wait_running(struct cr_cli *cl, const char *model, int want, long lon
 		json_array_foreach(json_object_get(ans, "instances"), i, x) {
 			const char *st = cr_json_get_str(x, "state", "");
 			running += !strcmp(st, "running");
-			if (!strcmp(st, "error") && !failed) {
+			if ((!strcmp(st, "error") || !strcmp(st, "crash_loop")) && !failed) {
 				snprintf(last, sizeof(last), "instance %s failed: %s", cr_json_get_str(x, "id", "?"),
 					 cr_json_get_str(x, "message", ""));
 				failed = last;

@@ -189,6 +189,7 @@ class Engines(EngineCase):
                      "--timeout", "60", "--", "-t", "1", "--bogus-flag", check=False)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn("failed: engine exited with status", r.stderr)
+        self.assertIn('"error: invalid argument: --bogus-flag"', r.stderr, "the engine's own last word")
         self.assertIn("corral logs broken", r.stderr)
         # and its model's STATUS says so, instead of "ok"
         line = [l for l in self.cli("models").stdout.splitlines() if l.startswith("broken ")][0]
@@ -254,8 +255,14 @@ class Engines(EngineCase):
         # the worker's log says each delay: it doubles from --restart-backoff 1
         w = [p for p in self.procs if p.name == "worker-w1"][0]
         self.wait_for(lambda: "(restart 3)" in w.output(), "a third restart", timeout=30)
-        for delay, n in ((1, 1), (2, 2), (4, 3)):
+        for delay, n in ((1, 1), (2, 2)):
             self.assertIn("restarting in %d s (restart %d)" % (delay, n), w.output())
+        # a third failure before the engine was ever healthy again: a crash loop, said so
+        self.assertIn("crash loop: engine exited with status 1: the model file is truncated; next try in 4 s "
+                      "(restart 3); see 'corral logs %s'" % inst["id"], w.output())
+        self.wait_for(lambda: self.instance("tiny")["state"] == "crash_loop", "the crash_loop state")
+        self.assertNotIn("ok", [l for l in self.cli("models").stdout.splitlines() if l.startswith("tiny ")][0]
+                         .split()[-1:])
 
     @unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "ggml-rpc-server"), os.X_OK), "ggml-rpc-server not built")
     def test_one_model_across_three_workers_through_rpc(self):

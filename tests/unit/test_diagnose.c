@@ -1,6 +1,7 @@
 /* One test per failure pattern: a log tail as the engine prints it, and the
  * diagnosis a user reads; plus the engine catalog's templates. */
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <fcntl.h>
 #include <string.h>
@@ -11,7 +12,7 @@
 
 static void expect(const char *log, uint64_t shm, const char *id)
 {
-	struct cr_diag_facts f = { shm };
+	struct cr_diag_facts f = { shm, 0 };
 	const struct cr_diagnosis *d = cr_diagnose(log, &f);
 	cr_assert_not_null(d, "no diagnosis for: %s", log);
 	cr_assert_str_eq(d->id, id, "for: %s", log);
@@ -90,6 +91,29 @@ Test(diagnose, model_that_does_not_load)
 {
 	expect("E llama_model_load_from_file_impl: failed to load model\nE main: exiting due to model loading error", 0,
 	       "model_load");
+}
+
+Test(diagnose, an_instruction_the_cpu_lacks)
+{
+	struct cr_diag_facts f = { 0, SIGILL };
+	const struct cr_diagnosis *d = cr_diagnose("I srv main: loading model", &f);
+	cr_assert_not_null(d);
+	cr_assert_str_eq(d->id, "sigill");
+	cr_assert(strstr(d->cause, "CPU instructions this machine cannot run"));
+	cr_assert(strstr(d->fix, "GGML_NATIVE=OFF"));
+	f.signal = SIGKILL;
+	cr_assert_null(cr_diagnose("I srv main: loading model", &f), "a kill is not a diagnosis");
+}
+
+Test(diagnose, the_last_error_line_is_quoted)
+{
+	char out[200];
+	cr_assert(cr_diagnose_last_error("build: 80fb11a\nerror: invalid argument: --bogus-flag\n\nusage: ...\n", out,
+					 sizeof(out)));
+	cr_assert_str_eq(out, "error: invalid argument: --bogus-flag");
+	cr_assert(cr_diagnose_last_error("E main: failed to load model\r\n", out, sizeof(out)));
+	cr_assert_str_eq(out, "E main: failed to load model");
+	cr_assert_not(cr_diagnose_last_error("all good\n", out, sizeof(out)));
 }
 
 Test(diagnose, unknown_logs_have_no_diagnosis)
