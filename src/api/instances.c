@@ -480,3 +480,21 @@ const struct cr_instance *cr_instances_worst(struct cr_app *app, const char *mod
 			worst = i;
 	return worst && worst->state != CR_I_RUNNING ? worst : NULL;
 }
+
+void cr_instances_downloads(struct cr_app *app, struct cr_worker *w)
+{
+	size_t it = 0;
+	struct cr_instance *i;
+	while (cr_cluster_next_instance(app, &it, &i)) {
+		struct cr_model *m = cr_map_get(&app->models, i->model_id);
+		if (!m || i->state == CR_I_RUNNING || !cr_placement_has(i->placement, w->id))
+			continue;
+		const char *url = cr_json_get_str(m->spec, "url", NULL);
+		json_t *dl = url ? json_object_get(json_object_get(w->files, url), "download") : NULL;
+		if (strcmp(cr_json_get_str(dl, "state", ""), "error") != 0)
+			continue;
+		char msg[600];
+		snprintf(msg, sizeof(msg), "download failed on %s: %s", w->name, cr_json_get_str(dl, "message", "?"));
+		cr_instance_set_state(app, i, CR_I_ERROR, msg);
+	}
+}

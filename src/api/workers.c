@@ -694,6 +694,7 @@ static void files_report(struct cr_req *req)
 	}
 	json_decref(w->files);
 	w->files = by_source;
+	cr_instances_downloads(app, w); /* a failed download is its instances' error, with the cause */
 	app->sched_dirty = true;
 	cr_models_tick(app); /* a model waiting for this report is placed now, not at the next tick */
 	cr_reply_json(req, 200, json_pack("{s:I}", "files", (json_int_t)json_array_size(files)));

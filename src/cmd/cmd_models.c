@@ -561,10 +561,14 @@ int cr_cmd_instances(int argc, char **argv)
 		if (!vram)
 			snprintf(claim + strlen(claim), sizeof(claim) - strlen(claim), " RAM");
 		json_t *dl = json_object_get(x, "download");
-		snprintf(msg, sizeof(msg), "%s", json_string_value(json_object_get(x, "message")));
-		if (dl && json_integer_value(json_object_get(dl, "total")))
-			snprintf(msg, sizeof(msg), "download %s: %.1f%% of %lld bytes",
-				 json_string_value(json_object_get(dl, "state")),
+		const char *dls = cr_json_get_str(dl, "state", ""), *imsg = cr_json_get_str(x, "message", "");
+		snprintf(msg, sizeof(msg), "%s", imsg);
+		if (!strcmp(dls, "error")) /* the cause, not the progress it had made */
+			snprintf(msg, sizeof(msg), "download failed: %s", cr_json_get_str(dl, "message", "?"));
+		else if (!strcmp(dls, "done"))
+			snprintf(msg, sizeof(msg), "download done%s%s", *imsg ? "; " : "", imsg);
+		else if (dl && json_integer_value(json_object_get(dl, "total")))
+			snprintf(msg, sizeof(msg), "download %s: %.1f%% of %lld bytes", dls,
 				 100.0 * (double)json_integer_value(json_object_get(dl, "bytes")) /
 					 (double)json_integer_value(json_object_get(dl, "total")),
 				 (long long)json_integer_value(json_object_get(dl, "total")));

@@ -290,6 +290,14 @@ class Models(ClusterCase):
         inst = self.wait_for(lambda: (lambda i: i and i[0].get("download", {}).get("state") == "error" and i[0])(
             self.instances("dl-bad")), "the checksum to fail", timeout=30)
         self.assertIn("SHA-256 is %s, expected %s" % (digest, "0" * 64), inst["download"]["message"])
+        line = [l for l in self.cli("instances", "--model", "dl-bad").stdout.splitlines() if "dl-bad" in l][0]
+        self.assertIn("download failed: ", line, "the cause, not '100.0% of N bytes'")
+        self.assertIn("SHA-256 is", line)
+        # the instance and its model say so too, instead of waiting for ever
+        self.wait_for(lambda: self.instances("dl-bad")[0]["state"] == "error", "the instance in error")
+        self.assertIn("download failed on g1: ", self.instances("dl-bad")[0]["message"])
+        status = [l for l in self.cli("models").stdout.splitlines() if l.startswith("dl-bad ")][0]
+        self.assertIn("error: download failed on g1", status)
 
     def test_interrupted_download_resumes_where_it_stopped(self):
         self.cluster(("g1", gpus("NVIDIA L4", 24)))
