@@ -167,6 +167,25 @@ static int count_instances(struct cr_app *app, const char *model_id, int *schedu
 	return n;
 }
 
+static int find_shape(struct cr_app *app, const char *source, struct cr_model_shape *shape);
+
+/* What the spec asks that will work, but badly: a context longer than the
+ * model was trained for (answers past it degrade). Known once a worker has
+ * inspected the file. */
+static json_t *spec_warnings(struct cr_app *app, json_t *spec)
+{
+	json_t *w = json_array();
+	struct cr_model_shape shape = CR_MODEL_SHAPE_INIT;
+	long long ctx = cr_json_get_int(spec, "ctx", 0);
+	if (ctx > 0 && find_shape(app, cr_model_spec_source(spec), &shape) == 0 && shape.n_ctx_train &&
+	    ctx > (long long)shape.n_ctx_train)
+		json_array_append_new(w, json_sprintf("--ctx %lld exceeds the model's trained context of %u tokens: answers "
+						      "past it degrade; use --ctx %u or less",
+						      ctx, shape.n_ctx_train, shape.n_ctx_train));
+	cr_shape_release(&shape);
+	return w;
+}
+
 static json_t *model_json(struct cr_app *app, struct cr_model *m)
 {
 	json_t *o = json_deep_copy(m->spec);
@@ -187,6 +206,7 @@ static json_t *model_json(struct cr_app *app, struct cr_model *m)
 					 "format", NULL);
 	json_object_set_new(o, "format", format ? json_string(format) : json_null());
 	json_object_set_new(o, "reasons", m->reasons ? json_incref(m->reasons) : json_array());
+	json_object_set_new(o, "warnings", spec_warnings(app, m->spec));
 	/* the worst replica, so that no failure hides behind a model's "ok" */
 	const struct cr_instance *worst = cr_instances_worst(app, m->id);
 	json_object_set_new(o, "worst_replica",
@@ -986,6 +1006,7 @@ static void plan_model(struct cr_req *req)
 				      pl.rc ? pl.summary : "", "reasons", pl.reasons ? json_incref(pl.reasons) : json_array(),
 				      "waiting_for", json_incref(wait));
 		json_object_set_new(o, "groups_refused", pl.groups ? json_incref(pl.groups) : json_array());
+		json_object_set_new(o, "warnings", spec_warnings(app, spec));
 		cr_reply_json(req, 200, o);
 	}
 	json_decref(wait);

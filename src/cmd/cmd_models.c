@@ -255,6 +255,10 @@ static int run_plan(struct cr_cli *cl, const char *body, bool as_json, int wait_
 		printf("  group %s refused:\n", names);
 		cr_cli_print_checks(json_object_get(p, "checks"), "    ");
 	}
+	size_t wi;
+	json_t *wv;
+	json_array_foreach(json_object_get(ans, "warnings"), wi, wv)
+		printf("warning: %s\n", json_string_value(wv));
 	json_t *wait = json_object_get(ans, "waiting_for");
 	if (json_array_size(wait))
 		printf("  (%zu worker(s) had not inspected the file yet)\n", json_array_size(wait));
@@ -407,6 +411,10 @@ int cr_cmd_deploy(int argc, char **argv)
 		printf("  %s\n", status);
 		print_reasons(json_object_get(ans, "reasons"));
 	}
+	size_t wi;
+	json_t *wv;
+	json_array_foreach(json_object_get(ans, "warnings"), wi, wv)
+		printf("warning: %s\n", json_string_value(wv));
 	long long placed = json_integer_value(json_object_get(rs, "total"));
 	bool none = placed == 0 && json_integer_value(json_object_get(rs, "desired")) > 0;
 	if (none) /* kept: placed by itself when the cluster changes */

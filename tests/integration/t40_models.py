@@ -157,6 +157,7 @@ class Models(ClusterCase):
         body = {"name": "wide", "path": path, "ctx": 65536}
         r = self.cli("deploy", "wide", "--path", path, "--ctx", "65536", "--dry-run", check=False)
         self.assertEqual(r.returncode, 3, "nothing could be placed: " + r.stdout + r.stderr)
+        self.assertIn("warning: --ctx 65536 exceeds the model's trained context of 2048 tokens", r.stdout)
         self.assertRegex(r.stdout, r"0/3 workers fit 'wide' \(needs [0-9.]+ GiB VRAM at ctx 65536\): "
                                    r"2 insufficient VRAM \(largest free 1\.0 GiB on g1:0\), "
                                    r"1 have no GPU \(CPU offload not allowed\)")
