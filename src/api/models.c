@@ -525,12 +525,39 @@ static json_t *placement_json(const struct snap *sn, const struct cr_sched_resul
 	return o;
 }
 
+/* What to do about a worker's refusal, by its code: every reason carries its fix. */
+static const char *reason_fix(const char *code)
+{
+	static const struct {
+		const char *code, *fix;
+	} fixes[] = {
+		{ "no_gpu", "deploy with --allow-cpu-offload to run on its CPU and RAM" },
+		{ "no_engine", "install the engine on that worker (for llama.cpp: make engines, then put its bin/ on "
+			       "PATH or in CORRAL_ENGINE_PATH) and restart 'corral worker'" },
+		{ "engine_devices", "choose an engine that runs on that worker's devices, or another worker" },
+		{ "no_ray", "install Ray on that worker, or deploy on GPUs of one worker" },
+		{ "insufficient_vram", "use a smaller --ctx or --parallel, a smaller quantisation, --allow-distributed, or "
+				       "--allow-cpu-offload (llama.cpp)" },
+		{ "insufficient_ram", "use a smaller --ctx or --parallel, or a worker with more free memory" },
+		{ "file_missing", "put the file at the same path on that worker, or deploy with --url" },
+		{ "file_invalid", "check the file with 'corral inspect FILE'; re-download or re-convert it" },
+		{ "selector", "change --selector, or the worker's --labels" },
+		{ "not_ready", "see 'corral workers' for why the worker is not ready" },
+		{ "group_check", "see the group's checks in 'corral deploy ... --dry-run' and their fixes" },
+	};
+	for (size_t k = 0; k < sizeof(fixes) / sizeof(fixes[0]); k++)
+		if (!strcmp(code, fixes[k].code))
+			return fixes[k].fix;
+	return "see docs/internals/scheduler.md for the placement rules";
+}
+
 static json_t *reasons_json(const struct snap *sn, const struct cr_sched_result *r)
 {
 	json_t *arr = json_array();
 	for (int i = 0; i < r->n_reasons; i++)
-		json_array_append_new(arr, json_pack("{s:s,s:s,s:s}", "worker", sn->s.workers[r->reasons[i].worker].name,
-						     "code", r->reasons[i].code, "message", r->reasons[i].message));
+		json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:s}", "worker", sn->s.workers[r->reasons[i].worker].name,
+						     "code", r->reasons[i].code, "message", r->reasons[i].message, "fix",
+						     reason_fix(r->reasons[i].code)));
 	return arr;
 }
 

@@ -210,9 +210,13 @@ static void print_reasons(json_t *reasons)
 {
 	size_t i;
 	json_t *r;
-	json_array_foreach(reasons, i, r)
+	json_array_foreach(reasons, i, r) {
 		printf("  %-16s %-18s %s\n", json_string_value(json_object_get(r, "worker")),
 		       json_string_value(json_object_get(r, "code")), json_string_value(json_object_get(r, "message")));
+		const char *fix = json_string_value(json_object_get(r, "fix"));
+		if (fix)
+			printf("  %-16s %-18s fix: %s\n", "", "", fix);
+	}
 }
 
 static int run_plan(struct cr_cli *cl, const char *body, bool as_json, int wait_s)

@@ -162,6 +162,10 @@ class Models(ClusterCase):
                                    r"2 insufficient VRAM \(largest free 1\.0 GiB on g1:0\), "
                                    r"1 have no GPU \(CPU offload not allowed\)")
         self.assertIn("c1", r.stdout)
+        self.assertIn("fix: deploy with --allow-cpu-offload", r.stdout, "every refusal carries its fix")
+        self.assertIn("fix: use a smaller --ctx or --parallel", r.stdout)
+        plan = self.plan(body)
+        self.assertTrue(all(x["fix"] for x in plan["reasons"]), plan["reasons"])
         plan = self.plan(dict(body, allow_distributed=True))
         self.assertTrue(plan["placed"], plan)
         inst = plan["instances"][0]
