@@ -91,6 +91,12 @@ static int get_range(const char *url, size_t want, struct range *r, struct cr_er
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 120000L);
 	long status;
 	CURLcode cc = perform(c, &status);
+	if (status >= 400) /* the server's own answer: what it said, plainly */
+		return cr_err_set(err, status == 404 || status == 410 ? CR_ENOTFOUND : CR_EUPSTREAM,
+				  status == 401 || status == 403 ? "the server wants credentials the worker does not send; "
+								   "use a URL the workers may read"
+								 : "check the URL",
+				  "GET %s: HTTP %ld", url, status);
 	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && r->len == want))
 		return cr_err_set(err, CR_EUPSTREAM, "check the URL and that the worker can reach it", "GET %s failed: %s",
 				  url, errbuf[0] ? errbuf : curl_easy_strerror(cc));

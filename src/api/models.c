@@ -429,27 +429,30 @@ static json_t *waiting_for(struct cr_app *app, const char *source)
 static void no_shape_summary(struct cr_app *app, const char *name, const char *source, char *out, size_t n)
 {
 	int missing = 0, invalid = 0, unknown = 0;
-	const char *error = NULL;
+	const char *gone = NULL, *bad = NULL; /* what a worker said: HTTP 404, not a GGUF file, ... */
 	size_t it = 0;
 	void *v;
 	while (cr_map_next(&app->workers, &it, NULL, &v)) {
 		struct cr_worker *w = v;
 		json_t *f = json_object_get(w->files, source);
-		if (!f)
+		const char *said = cr_json_get_str(json_object_get(f, "error"), "message", NULL);
+		if (!f) {
 			unknown++;
-		else if (!json_is_true(json_object_get(f, "exists")))
+		} else if (!json_is_true(json_object_get(f, "exists"))) {
 			missing++;
-		else {
+			gone = gone ? gone : said;
+		} else {
 			invalid++;
-			if (!error)
-				error = cr_json_get_str(json_object_get(f, "error"), "message", NULL);
+			bad = bad ? bad : said;
 		}
 	}
-	char why[300] = "";
-	if (error)
-		snprintf(why, sizeof(why), " (%s)", error);
-	snprintf(out, n, "no worker can read '%s' for '%s': %d do not have it, %d cannot parse it%s, %d have not reported it",
-		 source, name, missing, invalid, why, unknown);
+	char why_gone[300] = "", why_bad[300] = "";
+	if (gone)
+		snprintf(why_gone, sizeof(why_gone), " (%s)", gone);
+	if (bad)
+		snprintf(why_bad, sizeof(why_bad), " (%s)", bad);
+	snprintf(out, n, "no worker can read '%s' for '%s': %d do not have it%s, %d cannot parse it%s, %d have not reported it",
+		 source, name, missing, why_gone, invalid, why_bad, unknown);
 }
 
 /* ---- placement -> instance ---- */

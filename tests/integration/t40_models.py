@@ -283,6 +283,10 @@ class Models(ClusterCase):
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         self.addCleanup(httpd.shutdown)
         url = "http://127.0.0.1:%d/served.gguf" % httpd.server_address[1]
+        # a URL that answers 404 says so, not just "do not have it"
+        r = self.cli("deploy", "gone", "--url", url.replace("served", "nothere"), "--timeout", "10", check=False)
+        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        self.assertIn("nothere.gguf: HTTP 404)", r.stdout)
         self.deploy({"name": "dl", "url": url, "sha256": digest})
         inst = self.wait_for(lambda: (lambda i: i and i[0].get("download", {}).get("state") == "done" and i[0])(
             self.instances("dl")), "the download to finish", timeout=30)
