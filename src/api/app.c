@@ -49,19 +49,24 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	cr_workers_tick(arg);
-	cr_models_tick(arg);
+	struct cr_app *app = arg;
+	cr_workers_tick(app);
+	cr_models_tick(app);
+	/* usage every second: a kill -9 loses at most the last second of it */
+	struct cr_err err = CR_ERR_INIT;
+	bool failed = cr_usage_flush(app, &err) != 0;
+	if (failed && !app->usage_failing)
+		cr_warn("usage not saved yet (kept in memory, retried every second): %s", err.message);
+	else if (!failed && app->usage_failing)
+		cr_info("usage saved again");
+	app->usage_failing = failed;
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	struct cr_app *app = arg;
-	struct cr_err err = CR_ERR_INIT;
-	cr_workers_flush(app);
-	if (cr_usage_flush(app, &err))
-		cr_warn("usage not saved yet (kept in memory, retried at the next flush): %s", err.message);
+	cr_workers_flush(arg);
 }
 
 static void on_keepalive(evutil_socket_t fd, short what, void *arg)

@@ -89,7 +89,8 @@ struct cr_app {
 	struct cr_map model_names;  /* name -> cr_model */
 	struct cr_map instances;    /* id -> cr_instance */
 	struct cr_map keys;         /* hash -> cr_apikey */
-	struct cr_map usage;        /* "day\x1fkey id\x1fmodel" -> cr_usage_rec not yet flushed */
+	struct cr_map usage;        /* "day\x1fkey id\x1fmodel" -> cr_usage_rec not yet flushed (every second) */
+	bool usage_failing;         /* the last usage flush failed (said once) */
 	json_t *probe_sources;      /* source -> mono ms of the last dry run that asked for it */
 	bool sched_dirty;           /* run the controller at the next tick */
 	int64_t next_sched_mono;

@@ -114,5 +114,38 @@ class Metering(EngineCase):
         self.assertEqual((rows[0]["requests"], rows[0]["errors"]), (2, 1))
 
 
+    def test_usage_survives_a_kill_9_of_the_server(self):
+        """Usage is written every second: a server killed with SIGKILL loses
+        at most the last second (it used to lose everything since the last
+        30 s flush)."""
+        import sqlite3
+        import time
+        server = self.cluster(("w1", None)) or self.procs[0]
+        key = self.cli("keys", "create", "k").stdout.strip()
+        self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 2048, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        self.wait_running("tiny")
+        msg = {"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 3}
+        for _ in range(5):
+            self.assertEqual(self.gw("/v1/chat/completions", msg, key)[0], 200)
+
+        def stored():
+            db = sqlite3.connect("file:%s?mode=ro" % os.path.join(self.data_dir, "corral.db"), uri=True)
+            try:
+                row = db.execute("SELECT SUM(requests) FROM usage WHERE model = 'tiny'").fetchone()
+            finally:
+                db.close()
+            return row[0] or 0
+        t0 = time.monotonic()
+        self.wait_for(lambda: stored() == 5, "the five requests in the store", timeout=10)
+        print("\nusage on disk %.1f s after the last request" % (time.monotonic() - t0))
+        server.signal(signal.SIGKILL)
+        server.popen.wait(10)
+        self.start_server(name="server2", data_dir=self.data_dir, port=self.port, extra=("--gpu-reserve", "0"))
+        self.login()
+        rows = self.api("GET", "/api/usage?by=model")["rows"]
+        self.assertEqual([(r["model"], r["requests"]) for r in rows], [("tiny", 5)], "nothing lost to the kill")
+
+
 if __name__ == "__main__":
     unittest.main()
