@@ -12,14 +12,15 @@
 #include "cmd/cmd.h"
 
 static const char worker_usage[] =
-	"usage: corral worker --server-url URL --token T [OPTIONS]\n"
+	"usage: corral worker --server-url URL (--token-file FILE | --token T) [OPTIONS]\n"
 	"\n"
 	"Join a Corral server: detect this node's hardware, register, report status,\n"
-	"and (later) run the engines the server places here.\n"
+	"and run the engines the server places here.\n"
 	"\n"
 	"  --server-url URL         the server, e.g. http://10.0.0.1:8080 ($CORRAL_SERVER_URL)\n"
-	"  --token T                cluster registration token from the server's DATA_DIR/token\n"
-	"                           ($CORRAL_TOKEN)\n"
+	"  --token-file FILE        read the cluster registration token from FILE (the server's\n"
+	"                           DATA_DIR/token): it never shows in ps\n"
+	"  --token T                the token itself ($CORRAL_TOKEN); visible to ps, prefer --token-file\n"
 	"  --name N                 worker name (default: host name)\n"
 	"  --data-dir DIR           keeps the worker's identity (default $CORRAL_DATA_DIR/worker,\n"
 	"                           else /var/lib/corral/worker as root, else ~/.local/share/corral/worker)\n"
@@ -56,18 +57,34 @@ int cr_cmd_worker(int argc, char **argv)
 		{ "worker-port", required_argument, NULL, 'p' }, { "listen-host", required_argument, NULL, 'H' },
 		{ "advertise-address", required_argument, NULL, 'a' }, { "labels", required_argument, NULL, 'l' },
 		{ "resources", required_argument, NULL, 'r' },  { "engines-config", required_argument, NULL, 'E' },
+		{ "token-file", required_argument, NULL, 'T' },
 		{ "port-range", required_argument, NULL, 'R' },  { "embedded", no_argument, NULL, 'M' },  { "restart-backoff", required_argument, NULL, 'B' },  { "status-interval", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },             { NULL, 0, NULL, 0 },
 	};
 	struct cr_agent_config cfg = { getenv("CORRAL_SERVER_URL"), getenv("CORRAL_TOKEN"), NULL, NULL, NULL, 10150, NULL,
 				       NULL, NULL, 5, NULL, 0, 0, 0, false };
-	char *dir = NULL;
+	char *dir = NULL, *file_token = NULL;
 	long long v;
 	int c;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'u': cfg.server_url = optarg; break;
 		case 't': cfg.token = optarg; break;
+		case 'T': {
+			char *text = NULL;
+			struct cr_err ferr = CR_ERR_INIT;
+			if (cr_file_read(optarg, 4096, &text, NULL, &ferr) != 0) {
+				fprintf(stderr, "corral worker: cannot read --token-file '%s': %s\nfix: copy the server's "
+						"DATA_DIR/token there (mode 0600)\n", optarg, ferr.message);
+				return 2;
+			}
+			free(file_token);
+			file_token = cr_xstrdup(cr_trim(text));
+			memset(text, 0, strlen(text));
+			free(text);
+			cfg.token = *file_token ? file_token : NULL;
+			break;
+		}
 		case 'n': cfg.name = optarg; break;
 		case 'd': cfg.data_dir = optarg; break;
 		case 'H': cfg.listen_host = optarg; break;
@@ -111,8 +128,9 @@ int cr_cmd_worker(int argc, char **argv)
 		}
 	}
 	if (!cfg.server_url || !cfg.token) {
-		fprintf(stderr, "corral worker: %s is required\nfix: %s\n", cfg.server_url ? "--token" : "--server-url",
-			cfg.server_url ? "copy the token from the server's DATA_DIR/token file"
+		free(file_token);
+		fprintf(stderr, "corral worker: %s is required\nfix: %s\n", cfg.server_url ? "--token-file (or --token)" : "--server-url",
+			cfg.server_url ? "copy the server's DATA_DIR/token file here and pass --token-file FILE"
 				       : "pass the server's address, e.g. --server-url http://10.0.0.1:8080");
 		return 2;
 	}
@@ -127,6 +145,9 @@ int cr_cmd_worker(int argc, char **argv)
 	int rc = cr_agent_run(&cfg, &err);
 	memset(token, 0, strlen(token));
 	free(token);
+	if (file_token)
+		memset(file_token, 0, strlen(file_token));
+	free(file_token);
 	free(dir);
 	return rc ? cr_cmd_fail(&err) : 0;
 }

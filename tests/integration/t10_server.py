@@ -231,4 +231,4 @@ class Help(ClusterCase):
         self.assertIn("unknown command 'frobnicate'", r.stderr)
         r = self.cli("worker", "--server-url", "http://x", check=False)
         self.assertEqual(r.returncode, 2)
-        self.assertIn("--token is required", r.stderr)
+        self.assertIn("--token-file (or --token) is required", r.stderr)

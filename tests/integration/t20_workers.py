@@ -167,6 +167,24 @@ class Liveness(ClusterCase):
             srv.shutdown()
             srv.server_close()
 
+    def test_a_token_file_keeps_the_token_out_of_ps(self):
+        self.start_server()
+        self.login()
+        path = os.path.join(self.tmp, "join-token")
+        with open(path, "w") as f:
+            f.write(self.cluster_token() + "\n")
+        os.chmod(path, 0o600)
+        args = ["worker", "--server-url", self.url, "--token-file", path, "--name", "quiet", "--data-dir",
+                os.path.join(self.tmp, "w-quiet"), "--listen-host", "127.0.0.1", "--status-interval", "1"]
+        from harness import free_port
+        w = self.spawn("worker-quiet", args + ["--worker-port", str(free_port())])
+        self.wait_state("quiet", "ready")
+        with open("/proc/%d/cmdline" % w.popen.pid, "rb") as f:
+            self.assertNotIn(self.cluster_token().encode(), f.read())
+        r = self.cli("worker", "--server-url", self.url, "--token-file", os.path.join(self.tmp, "nope"), check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("cannot read --token-file", r.stderr)
+
     def test_worker_waits_for_the_server_and_logs_once(self):
         from harness import free_port
         self.port = free_port()
