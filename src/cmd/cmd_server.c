@@ -35,6 +35,10 @@ static const char server_usage[] =
 	"  --worker-port P        embedded worker's port (default 10150)\n"
 	"  --worker-name N        embedded worker's name (default: host name)\n"
 	"  --status-interval S    embedded worker's status interval in seconds (default 5)\n"
+	"  --worker-port-range LO-HI      embedded worker's engine ports (default 20000-20999)\n"
+	"  --worker-labels k=v,...        embedded worker's labels\n"
+	"  --worker-resources FILE        embedded worker's --resources\n"
+	"  --worker-engines-config FILE   embedded worker's --engines-config\n"
 	"  --probe-interval S     seconds between probes of each worker's /healthz; 0 = off (default 10)\n"
 	"  --flush-interval S     seconds between writes of observed state (default 30)\n"
 	"  --keepalive S          seconds between watch-stream keepalives (default 15)\n"
@@ -152,6 +156,7 @@ static char *default_data_dir(void)
 
 struct server_opts {
 	const char *host, *token, *worker_name;
+	const char *worker_ports, *worker_labels, *worker_resources, *worker_engines; /* passed on to it */
 	char *data_dir;
 	int port, worker_port, status_interval;
 	bool disable_worker;
@@ -184,6 +189,9 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		{ "rtt-limit-tp", required_argument, NULL, 'T' }, { "rtt-limit-rpc", required_argument, NULL, 'R' },
 		{ "header-timeout", required_argument, NULL, 1001 }, { "body-timeout", required_argument, NULL, 1002 },
 		{ "max-connections", required_argument, NULL, 1003 },
+		{ "worker-port-range", required_argument, NULL, 1004 }, { "worker-labels", required_argument, NULL, 1005 },
+		{ "worker-resources", required_argument, NULL, 1006 },
+		{ "worker-engines-config", required_argument, NULL, 1007 },
 		{ "help", no_argument, NULL, 'h' },               { NULL, 0, NULL, 0 },
 	};
 	long long v;
@@ -227,6 +235,10 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		case 1001: if (parse_int_opt("--header-timeout", optarg, 1, 3600, &v)) return 2; o->app.header_timeout_s = (int)v; break;
 		case 1002: if (parse_int_opt("--body-timeout", optarg, 1, 86400, &v)) return 2; o->app.body_timeout_s = (int)v; break;
 		case 1003: if (parse_int_opt("--max-connections", optarg, 16, 1000000, &v)) return 2; o->app.max_connections = (int)v; break;
+		case 1004: o->worker_ports = optarg; break;
+		case 1005: o->worker_labels = optarg; break;
+		case 1006: o->worker_resources = optarg; break;
+		case 1007: o->worker_engines = optarg; break;
 		case 'h': fputs(server_usage, stdout); return 0;
 		default: fputs(server_usage, stderr); return 2;
 		}
@@ -241,7 +253,7 @@ static int parse(int argc, char **argv, struct server_opts *o)
 static char **worker_argv(const struct server_opts *o, int port)
 {
 	const char *host = !strcmp(o->host, "0.0.0.0") || !strcmp(o->host, "::") ? "127.0.0.1" : o->host;
-	char **argv = cr_xcalloc(16, sizeof(char *));
+	char **argv = cr_xcalloc(24, sizeof(char *));
 	int n = 0;
 	argv[n++] = cr_xstrdup("corral");
 	argv[n++] = cr_xstrdup("worker");
@@ -252,12 +264,21 @@ static char **worker_argv(const struct server_opts *o, int port)
 	argv[n++] = cr_xasprintf("--status-interval=%d", o->status_interval);
 	if (o->worker_name)
 		argv[n++] = cr_xasprintf("--name=%s", o->worker_name);
+	if (o->worker_ports)
+		argv[n++] = cr_xasprintf("--port-range=%s", o->worker_ports);
+	if (o->worker_labels)
+		argv[n++] = cr_xasprintf("--labels=%s", o->worker_labels);
+	if (o->worker_resources)
+		argv[n++] = cr_xasprintf("--resources=%s", o->worker_resources);
+	if (o->worker_engines)
+		argv[n++] = cr_xasprintf("--engines-config=%s", o->worker_engines);
 	return argv;
 }
 
 int cr_cmd_server(int argc, char **argv)
 {
-	struct server_opts o = { "0.0.0.0", NULL, NULL, default_data_dir(), 8080, 10150, 5, false, { 0 }, { 0 } };
+	struct server_opts o = { "0.0.0.0", NULL, NULL, NULL, NULL, NULL, NULL, default_data_dir(), 8080, 10150, 5, false,
+				 { 0 }, { 0 } };
 	cr_app_config_defaults(&o.app);
 	cr_gateway_config_defaults(&o.gw);
 	int rc = parse(argc, argv, &o);

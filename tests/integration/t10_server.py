@@ -194,6 +194,19 @@ class Embedded(ClusterCase):
         self.assertEqual(len(self.workers()), 1)
         self.assertNotIn("error", server.output())
 
+    def test_embedded_worker_takes_its_options_from_the_server(self):
+        from harness import free_ports
+        lo = free_ports(8)
+        self.start_server(disable_worker=False,
+                          extra=["--worker-port", str(self._port()), "--worker-name", "ctl", "--status-interval", "1",
+                                 "--worker-port-range", "%d-%d" % (lo, lo + 7), "--worker-labels", "zone=ctl,tier=cpu"])
+        self.login()
+        w = self.wait_state("ctl", "ready")
+        self.assertEqual(w["labels"], {"zone": "ctl", "tier": "cpu"})
+        args = subprocess.run(["pgrep", "-af", "worker --server-url=http://127.0.0.1:%d" % self.port],
+                              capture_output=True, text=True).stdout
+        self.assertIn("--port-range=%d-%d" % (lo, lo + 7), args)
+
     def test_embedded_worker_is_restarted_when_it_dies(self):
         server = self.start_server(disable_worker=False,
                                    extra=["--worker-port", str(self._port()), "--worker-name", "ctl",
