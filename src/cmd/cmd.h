@@ -17,6 +17,7 @@ int cr_cmd_deploy(int argc, char **argv);
 int cr_cmd_models(int argc, char **argv);
 int cr_cmd_instances(int argc, char **argv);
 int cr_cmd_rm(int argc, char **argv);
+int cr_cmd_scale(int argc, char **argv);
 int cr_cmd_engines(int argc, char **argv);
 int cr_cmd_logs(int argc, char **argv);
 int cr_cmd_keys(int argc, char **argv);

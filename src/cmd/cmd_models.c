@@ -593,6 +593,47 @@ int cr_cmd_instances(int argc, char **argv)
 	return 0;
 }
 
+int cr_cmd_scale(int argc, char **argv)
+{
+	static const char usage[] = "usage: corral scale NAME N [--server-url URL]\n"
+				    "\n"
+				    "Keep N replicas of a model (0 stops them all and keeps the model). Scaling down\n"
+				    "removes the least valuable replicas first: not running, then on the busiest GPU,\n"
+				    "then the newest; scaling up places new ones, or says why they cannot be.\n";
+	const char *url = NULL;
+	bool as_json = false;
+	int rc = simple_opts(argc, argv, usage, &url, &as_json, NULL);
+	if (rc >= 0)
+		return rc;
+	long long n;
+	if (optind + 2 != argc || cr_cli_parse_count(argv[optind + 1], "N", 64, &n)) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	char *path = cr_xasprintf("/api/models/%s", argv[optind]);
+	char *body = cr_xasprintf("{\"replicas\":%lld}", n);
+	json_t *ans = cr_cli_api(&cl, "PATCH", path, body, &err);
+	free(path);
+	free(body);
+	cr_cli_release(&cl);
+	if (!ans)
+		return cr_cmd_fail(&err);
+	if (as_json)
+		return cr_cli_print_json(ans);
+	json_t *rs = json_object_get(ans, "replicas_status");
+	printf("model '%s' keeps %lld replica(s): %lld placed, %lld running\n", json_string_value(json_object_get(ans, "name")),
+	       n, (long long)json_integer_value(json_object_get(rs, "total")),
+	       (long long)json_integer_value(json_object_get(rs, "running")));
+	const char *status = json_string_value(json_object_get(ans, "status"));
+	if (status)
+		printf("  %s\n", status);
+	json_decref(ans);
+	return 0;
+}
+
 int cr_cmd_rm(int argc, char **argv)
 {
 	static const char usage[] = "usage: corral rm NAME... [--server-url URL]\n"

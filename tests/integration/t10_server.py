@@ -233,7 +233,8 @@ class Embedded(ClusterCase):
 
 class Help(ClusterCase):
     def test_every_command_has_help(self):
-        for cmd in ("server", "worker", "login", "logout", "workers", "gpus", "doctor"):
+        for cmd in ("server", "worker", "login", "logout", "workers", "gpus", "doctor", "deploy", "models", "instances",
+                    "rm", "scale", "engines", "logs", "keys", "users", "chat", "usage", "inspect"):
             with self.subTest(cmd=cmd):
                 r = self.cli(cmd, "--help")
                 self.assertIn("usage: corral " + cmd, r.stdout)

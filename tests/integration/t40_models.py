@@ -243,8 +243,11 @@ class Models(ClusterCase):
         path = self.model()
         self.deploy({"name": "r", "path": path, "replicas": 1})
         first = self.wait_placed("r", 1)[0]
-        self.api("PATCH", "/api/models/r", {"replicas": 2})
+        out = self.cli("scale", "r", "2").stdout
+        self.assertIn("model 'r' keeps 2 replica(s)", out)
         self.assertEqual(len(self.wait_placed("r", 2)), 2)
+        self.assertEqual(self.cli("scale", "r", "x", check=False).returncode, 2)
+        self.assertEqual(self.cli("scale", "nope", "1", check=False).returncode, 1)
         self.api("PATCH", "/api/models/r", {"replicas": 1})
         self.wait_placed("r", 1)
         left = self.instances("r")[0]
