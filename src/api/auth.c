@@ -496,6 +496,7 @@ static void list_users(struct cr_req *req)
 		struct cr_user *u = v;
 		json_array_append_new(arr, json_pack("{s:s,s:s}", "username", u->username, "role", u->admin ? "admin" : "user"));
 	}
+	cr_json_sort(arr, "username", NULL);
 	cr_reply_json(req, 200, json_pack("{s:o}", "users", arr));
 }
 

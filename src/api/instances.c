@@ -212,6 +212,7 @@ static void list_instances(struct cr_req *req)
 			continue;
 		json_array_append_new(arr, cr_instance_json(app, i));
 	}
+	cr_json_sort(arr, "model", "created_at");
 	cr_reply_json(req, 200, json_pack("{s:o}", "instances", arr));
 }
 

@@ -176,6 +176,7 @@ static void list_keys(struct cr_req *req)
 		if (p->admin || !strcmp(k->user->username, p->username))
 			json_array_append_new(arr, key_json(k));
 	}
+	cr_json_sort(arr, "owner", "name");
 	cr_reply_json(req, 200, json_pack("{s:o}", "keys", arr));
 }
 

@@ -928,6 +928,7 @@ static void list_models(struct cr_req *req)
 	void *v;
 	while (cr_map_next(&app->models, &it, NULL, &v))
 		json_array_append_new(arr, model_json(app, v));
+	cr_json_sort(arr, "name", NULL);
 	cr_reply_json(req, 200, json_pack("{s:o}", "models", arr));
 }
 

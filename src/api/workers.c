@@ -315,6 +315,7 @@ static void list_workers(struct cr_req *req)
 	void *v;
 	while (cr_map_next(&app->workers, &it, NULL, &v))
 		json_array_append_new(arr, worker_json(v));
+	cr_json_sort(arr, "name", NULL);
 	cr_reply_json(req, 200, json_pack("{s:o}", "workers", arr));
 }
 

@@ -166,3 +166,33 @@ out:
 	*out = obj;
 	return 0;
 }
+
+struct sort_keys {
+	const char *key, *key2;
+};
+
+static int cmp_objects(const void *a, const void *b, void *arg)
+{
+	const struct sort_keys *k = arg;
+	const json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+	int c = strcmp(cr_json_get_str(x, k->key, ""), cr_json_get_str(y, k->key, ""));
+	if (!c && k->key2)
+		c = strcmp(cr_json_get_str(x, k->key2, ""), cr_json_get_str(y, k->key2, ""));
+	return c;
+}
+
+void cr_json_sort(json_t *arr, const char *key, const char *key2)
+{
+	size_t n = json_array_size(arr);
+	if (n < 2)
+		return;
+	json_t **v = cr_xcalloc(n, sizeof(*v));
+	for (size_t i = 0; i < n; i++)
+		v[i] = json_incref(json_array_get(arr, i));
+	struct sort_keys k = { key, key2 };
+	qsort_r(v, n, sizeof(*v), cmp_objects, &k);
+	json_array_clear(arr);
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(arr, v[i]);
+	free(v);
+}

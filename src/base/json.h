@@ -33,6 +33,10 @@ long long cr_json_get_int(const json_t *obj, const char *field, long long def);
 /* Compact serialisation owned by the caller; aborts on OOM. */
 char *cr_json_dump(const json_t *j);
 
+/* Sort an array of objects in place by the string members key, then key2
+ * (NULL: none), so that listings come in a stable order. */
+void cr_json_sort(json_t *arr, const char *key, const char *key2);
+
 /* Parse "k=v,k2=v2" into a new JSON object of strings. Keys: letters, digits,
  * '.', '_', '-', '/'; values may be empty. CR_EINPUT names the bad pair. */
 int cr_labels_parse(const char *s, json_t **out, struct cr_err *err);

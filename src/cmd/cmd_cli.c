@@ -174,8 +174,9 @@ static void gpu_summary(json_t *gpus, char *out, size_t n)
 
 static void print_workers(json_t *workers)
 {
-	struct cr_table t = { 8, { 0 }, json_array() };
-	static const char *const head[] = { "NAME", "STATE", "ADDRESS", "GPUS", "CPU", "RAM", "CHECKS", "LAST SEEN" };
+	struct cr_table t = { 9, { 0 }, json_array() };
+	static const char *const head[] = { "NAME", "STATE", "ADDRESS", "LABELS", "GPUS", "CPU", "RAM", "CHECKS",
+					    "LAST SEEN" };
 	cr_table_row(&t, head);
 	size_t i;
 	json_t *w;
@@ -201,8 +202,16 @@ static void print_workers(json_t *workers)
 			snprintf(checks, sizeof(checks), "%lld fail, %lld warn", fails, warns);
 		else
 			snprintf(checks, sizeof(checks), "ok");
-		const char *row[] = { cr_json_get_str(w, "name", ""), cr_json_get_str(w, "state", ""), addr, gpus, cpu,
-				      ram, checks, seen };
+		char labels[256] = "";
+		size_t ll = 0;
+		const char *lk;
+		json_t *lv;
+		json_object_foreach(json_object_get(w, "labels"), lk, lv)
+			if (ll < sizeof(labels))
+				ll += (size_t)snprintf(labels + ll, sizeof(labels) - ll, "%s%s=%s", ll ? "," : "", lk,
+						       json_string_value(lv) ? json_string_value(lv) : "");
+		const char *row[] = { cr_json_get_str(w, "name", ""), cr_json_get_str(w, "state", ""), addr,
+				      *labels ? labels : "-", gpus, cpu, ram, checks, seen };
 		cr_table_row(&t, row);
 	}
 	cr_table_print(&t);
@@ -581,10 +590,16 @@ int cr_cmd_users(int argc, char **argv)
 	else if (rm)
 		printf("deleted user '%s' with their sessions and keys\n", cr_json_get_str(ans, "deleted", "?"));
 	else {
+		struct cr_table t = { .ncols = 2, .rows = json_array() };
+		const char *head[] = { "USERNAME", "ROLE" };
+		cr_table_row(&t, head);
 		size_t i;
 		json_t *u;
-		json_array_foreach(json_object_get(ans, "users"), i, u)
-			printf("%-24s %s\n", cr_json_get_str(u, "username", "?"), cr_json_get_str(u, "role", "?"));
+		json_array_foreach(json_object_get(ans, "users"), i, u) {
+			const char *row[] = { cr_json_get_str(u, "username", "?"), cr_json_get_str(u, "role", "?") };
+			cr_table_row(&t, row);
+		}
+		cr_table_print(&t);
 	}
 	json_decref(ans);
 	return 0;

@@ -81,20 +81,33 @@ int cr_cmd_keys(int argc, char **argv)
 	} else if (rm) {
 		printf("revoked key '%s'\n", json_string_value(json_object_get(ans, "name")));
 	} else {
-		struct cr_table t = { .ncols = 6, .rows = json_array() };
-		const char *head[] = { "ID", "NAME", "OWNER", "PREFIX", "MODELS", "EXPIRES" };
+		struct cr_table t = { .ncols = 7, .rows = json_array() };
+		const char *head[] = { "ID", "NAME", "OWNER", "PREFIX", "MODELS", "LIMITS", "EXPIRES" };
 		cr_table_row(&t, head);
 		size_t i;
 		json_t *k;
 		json_array_foreach(json_object_get(ans, "keys"), i, k) {
-			char *models = json_array_size(json_object_get(k, "models")) ? json_dumps(json_object_get(k, "models"), JSON_COMPACT)
-										: cr_xstrdup("all");
+			/* as text a person reads: "a, b", "100 rpm, 5000 tpm" */
+			struct cr_buf models = CR_BUF_INIT(4096);
+			size_t mi;
+			json_t *mv;
+			json_array_foreach(json_object_get(k, "models"), mi, mv)
+				cr_buf_addf(&models, "%s%s", mi ? ", " : "", json_string_value(mv) ? json_string_value(mv) : "?");
+			char limits[64] = "";
+			long long rpm = cr_json_get_int(k, "rpm", 0), tpm = cr_json_get_int(k, "tpm", 0);
+			if (rpm && tpm)
+				snprintf(limits, sizeof(limits), "%lld rpm, %lld tpm", rpm, tpm);
+			else if (rpm)
+				snprintf(limits, sizeof(limits), "%lld rpm", rpm);
+			else if (tpm)
+				snprintf(limits, sizeof(limits), "%lld tpm", tpm);
 			const char *exp = json_string_value(json_object_get(k, "expires_at"));
 			const char *row[] = { json_string_value(json_object_get(k, "id")), json_string_value(json_object_get(k, "name")),
 					      json_string_value(json_object_get(k, "owner")), json_string_value(json_object_get(k, "prefix")),
-					      models, exp ? exp : "never" };
+					      models.len ? cr_buf_str(&models) : "all", *limits ? limits : "none",
+					      exp ? exp : "never" };
 			cr_table_row(&t, row);
-			free(models);
+			cr_buf_release(&models);
 		}
 		cr_table_print(&t);
 	}

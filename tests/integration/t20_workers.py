@@ -59,8 +59,11 @@ class MixedCluster(ClusterCase):
         self.cli("login", "--server-url", self.url, "--password-stdin", stdin=self.admin_password() + "\n")
         out = self.cli("workers").stdout
         for needle in ("cpu-1", "gpu-a", "gpu-b", "ready", "NVIDIA H100 80GB HBM3 1.0 GiB/80.0 GiB",
-                       "AMD Instinct MI210"):
+                       "AMD Instinct MI210", "LABELS", "gpu=h100,zone=eu"):
             self.assertIn(needle, out)
+        names = [l.split()[0] for l in out.splitlines()[1:4]]
+        self.assertEqual(names, ["cpu-1", "gpu-a", "gpu-b"], "rows by name, whatever the map's order")
+        self.assertEqual([w["name"] for w in self.api("GET", "/api/workers")["workers"]], ["cpu-1", "gpu-a", "gpu-b"])
         out = self.cli("gpus").stdout
         self.assertEqual(sum(1 for line in out.splitlines()[1:] if line.strip()), 4, out)
         gpus = json.loads(self.cli("gpus", "--json").stdout)

@@ -32,6 +32,10 @@ class Keys(ClusterCase):
         self.assertIn("ci-bot", listed)
         self.assertIn(key[:14], listed, "the prefix identifies it")
         self.assertNotIn(key, listed, "the key itself is never shown again")
+        row = [l for l in listed.splitlines() if "ci-bot" in l][0]
+        self.assertIn("alpha", row)
+        self.assertNotIn('["alpha"]', row, "models as text, not JSON")
+        self.assertIn("600 rpm", row)
         with sqlite3.connect(os.path.join(self.data_dir, "corral.db")) as db:
             stored = db.execute("SELECT hash, prefix, models, rpm FROM api_keys").fetchall()
         self.assertEqual(len(stored), 1)
@@ -134,5 +138,7 @@ class Keys(ClusterCase):
         self.env["CORRAL_API_TOKEN"] = self.token
         self.assertIn("created user 'carol' (user)",
                       self.cli("users", "create", "carol", "--password-stdin", stdin="carol-secret\n").stdout)
-        self.assertIn("carol", self.cli("users").stdout)
+        users = self.cli("users").stdout.splitlines()
+        self.assertEqual(users[0].split(), ["USERNAME", "ROLE"], "a header on every table")
+        self.assertEqual([l.split()[0] for l in users[1:]], ["admin", "carol"], "rows by name")
         self.assertIn("deleted user 'carol'", self.cli("users", "rm", "carol").stdout)

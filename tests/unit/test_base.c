@@ -180,3 +180,15 @@ Test(files, write_is_atomic_with_mode)
 	free(path);
 	free(sub);
 }
+
+/* Listings come in a stable order: by a key, then a second one. */
+Test(json, arrays_of_objects_sort_by_their_keys)
+{
+	json_t *a = json_loads("[{\"m\":\"b\",\"t\":\"2\"},{\"m\":\"a\",\"t\":\"9\"},{\"m\":\"b\",\"t\":\"1\"},{\"x\":1}]", 0,
+			       NULL);
+	cr_json_sort(a, "m", "t");
+	char *s = cr_json_dump(a);
+	cr_assert_str_eq(s, "[{\"x\":1},{\"m\":\"a\",\"t\":\"9\"},{\"m\":\"b\",\"t\":\"1\"},{\"m\":\"b\",\"t\":\"2\"}]");
+	free(s);
+	json_decref(a);
+}
