@@ -153,9 +153,11 @@ bench: $(BUILD)/corral $(BENCH_BINS) $(TOOLS) $(FAKE_NVML)
 	python3 bench/run_doctor.py --build $(BUILD) $(BENCH_ARGS)
 	python3 bench/run_hostile.py --build $(BUILD) $(BENCH_ARGS)
 
-run: deps all
+# The engines `make engines` built are found without any variable.
+run: deps all $(TOOLS)
 	@mkdir -p .data
-	$(BUILD)/corral server --data-dir .data $(RUN_ARGS)
+	CORRAL_ENGINE_PATH="$$(scripts/llama-build.sh --path)$${CORRAL_ENGINE_PATH:+:$$CORRAL_ENGINE_PATH}" \
+	  $(BUILD)/corral server --data-dir .data $(RUN_ARGS)
 
 clean:
 	rm -rf build build-san build-tsan build-fuzz build-scan

@@ -12,7 +12,9 @@
 #                                   or ~/.cache/corral)
 #
 # Needs Debian's nodejs, npm, cmake, ninja-build, g++, git (installed by
-# scripts/deps.sh --engines). Prints only the bin directory on stdout.
+# scripts/deps.sh). Prints only the bin directory on stdout.
+#
+#   scripts/llama-build.sh --path   print the bin directory without building
 set -eu
 VERSION=3.21.1
 ROOT=${CORRAL_ENGINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/corral}
@@ -30,13 +32,17 @@ FLAGS="-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_RPC=ON -DGGML_N
 KEY=$(printf '%s' "$FLAGS" | sha256sum | cut -c1-12)
 DIR=$ROOT/llama.cpp/node-llama-cpp-$VERSION-$(uname -m)-$KEY
 BIN=$DIR/bin
+if [ "${1:-}" = "--path" ]; then
+	echo "$BIN"
+	exit 0
+fi
 if [ -x "$BIN/llama-server" ] && [ -x "$BIN/ggml-rpc-server" ]; then
 	echo "$BIN"
 	exit 0
 fi
 for t in node npm cmake ninja g++ git; do
 	command -v "$t" >/dev/null 2>&1 || {
-		echo "llama-build: '$t' not found; run scripts/deps.sh --engines as root" >&2
+		echo "llama-build: '$t' not found; run scripts/deps.sh as root" >&2
 		exit 1
 	}
 done
