@@ -183,6 +183,7 @@ def main():
     except RuntimeError:
         print(json.dumps([(i["state"], i["message"]) for i in c.instances("ten")], indent=1))
         c.close()
+        subprocess.run(["pkill", "-f", tmp], check=False)  # engines outlive workers; theirs name the model dir
         raise
     time.sleep(2)
     _, cpu_a = proc_stat(pid)
@@ -190,12 +191,14 @@ def main():
     rss10b, cpu_b = proc_stat(pid)
     idle10 = (cpu_b - cpu_a) / os.sysconf("SC_CLK_TCK") / 10
     c.close()
+    subprocess.run(["pkill", "-f", tmp], check=False)  # the ten engines outlive their worker
     c3 = Cluster(a.build, llama_bin, [("g1", 1.25), ("g2", 1.25), ("g3", 1.25)])
     three = statistics.median(c3.deploy_to_running({"name": "w%d" % i, "path": tiny, "ctx": 2048,
                                                     "gpus": ["g1:0", "g2:0", "g3:0"], "allow_distributed": True,
                                                     "engine_args": ["-t", "1"]})
                               for i in range(runs))
     c3.close()
+    subprocess.run(["pkill", "-f", tmp], check=False)  # engines outlive workers; theirs name the model dir
     shutil.rmtree(tmp, ignore_errors=True)
     print("deploy -> running, tiny model, one worker:      median %6.0f ms (%d runs)" % (one * 1000, runs))
     print("  yardstick: llama-server started directly:     median %6.0f ms  -> overhead ratio %.2fx (+%.0f ms)"
