@@ -17,6 +17,7 @@ import ctypes.util
 import json
 import os
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -72,7 +73,14 @@ def start_server(corral, extra=()):
     wait_http("http://127.0.0.1:%d/healthz" % port)
     with open(os.path.join(tmp, "initial_admin_password")) as f:
         pw = f.read().strip()
+    p.tmp = tmp  # removed by stop_server
     return p, port, pw
+
+
+def stop_server(p):
+    p.terminate()
+    p.wait(10)
+    shutil.rmtree(p.tmp, ignore_errors=True)
 
 
 def yardstick_verifies(seconds):
@@ -129,8 +137,7 @@ def bench_logins(corral, clients, seconds):
         "rss_peak_kb": status(server.pid, "VmHWM"), "server_threads_added": status(server.pid, "Threads") - threads_before,
         "healthz_p50_ms": pct(lat, 50), "healthz_p99_ms": pct(lat, 99),
     }
-    server.terminate()
-    server.wait(10)
+    stop_server(server)
     return result
 
 
@@ -154,8 +161,7 @@ def bench_slow(corral, n_slow, seconds):
     }
     for s in socks:
         s.close()
-    server.terminate()
-    server.wait(10)
+    stop_server(server)
     return result
 
 
