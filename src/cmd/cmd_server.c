@@ -45,6 +45,7 @@ static const char server_usage[] =
 	"  --max-body BYTES       largest request body accepted (default 1048576)\n"
 	"  --header-timeout S     a request's headers must arrive within S s of its first byte (default 10)\n"
 	"  --body-timeout S       and the whole request within S s (default 60)\n"
+	"  --shutdown-timeout S   on SIGTERM, how long answers in flight may finish (default 30)\n"
 	"  --max-connections N    open client connections; past it the oldest idle ones are closed\n"
 	"                         (default: half the open-files limit, which is raised to its maximum)\n"
 	"  --reschedule-grace S   move instances off a worker not ready this long (default 300)\n"
@@ -136,11 +137,48 @@ static void stop_child(struct embedded *e)
 	waitpid(e->pid, NULL, 0);
 }
 
+/* A graceful stop: no new connections, the answers in flight (streams
+ * included) finish and are metered, for up to --shutdown-timeout; a second
+ * signal stops at once. */
+struct stopping {
+	struct event_base *base;
+	struct cr_http_server *http;
+	struct event *drain;
+	int timeout_s;
+	int64_t deadline;
+	bool begun;
+};
+
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+	struct stopping *st = arg;
+	(void)fd;
+	(void)what;
+	int busy = cr_http_server_busy(st->http);
+	if (busy && cr_mono_ms() < st->deadline)
+		return;
+	if (busy)
+		cr_warn("%d answer(s) still in flight after %d s (--shutdown-timeout): stopping anyway", busy, st->timeout_s);
+	event_base_loopbreak(st->base);
+}
+
 static void on_stop(evutil_socket_t sig, short what, void *arg)
 {
+	struct stopping *st = arg;
 	(void)what;
-	cr_info("signal %d: stopping", (int)sig);
-	event_base_loopbreak(arg);
+	if (st->begun) {
+		cr_info("signal %d again: stopping now", (int)sig);
+		event_base_loopbreak(st->base);
+		return;
+	}
+	st->begun = true;
+	int busy = cr_http_server_busy(st->http);
+	cr_info("signal %d: stopping; %d answer(s) in flight may finish (up to %d s)", (int)sig, busy, st->timeout_s);
+	cr_http_server_stop_accepting(st->http);
+	st->deadline = cr_mono_ms() + (int64_t)st->timeout_s * 1000;
+	struct timeval tv = { 0, 100000 };
+	event_add(st->drain, &tv);
+	on_drain(-1, 0, st);
 }
 
 static char *default_data_dir(void)
@@ -158,7 +196,7 @@ struct server_opts {
 	const char *host, *token, *worker_name;
 	const char *worker_ports, *worker_labels, *worker_resources, *worker_engines; /* passed on to it */
 	char *data_dir;
-	int port, worker_port, status_interval;
+	int port, worker_port, status_interval, shutdown_timeout;
 	bool disable_worker;
 	struct cr_app_config app;
 	struct cr_gateway_config gw;
@@ -188,7 +226,7 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		{ "health-probe-interval", required_argument, NULL, 'Q' },
 		{ "rtt-limit-tp", required_argument, NULL, 'T' }, { "rtt-limit-rpc", required_argument, NULL, 'R' },
 		{ "header-timeout", required_argument, NULL, 1001 }, { "body-timeout", required_argument, NULL, 1002 },
-		{ "max-connections", required_argument, NULL, 1003 },
+		{ "max-connections", required_argument, NULL, 1003 }, { "shutdown-timeout", required_argument, NULL, 1008 },
 		{ "worker-port-range", required_argument, NULL, 1004 }, { "worker-labels", required_argument, NULL, 1005 },
 		{ "worker-resources", required_argument, NULL, 1006 },
 		{ "worker-engines-config", required_argument, NULL, 1007 },
@@ -235,6 +273,7 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		case 1001: if (parse_int_opt("--header-timeout", optarg, 1, 3600, &v)) return 2; o->app.header_timeout_s = (int)v; break;
 		case 1002: if (parse_int_opt("--body-timeout", optarg, 1, 86400, &v)) return 2; o->app.body_timeout_s = (int)v; break;
 		case 1003: if (parse_int_opt("--max-connections", optarg, 16, 1000000, &v)) return 2; o->app.max_connections = (int)v; break;
+		case 1008: if (parse_int_opt("--shutdown-timeout", optarg, 0, 3600, &v)) return 2; o->shutdown_timeout = (int)v; break;
 		case 1004: o->worker_ports = optarg; break;
 		case 1005: o->worker_labels = optarg; break;
 		case 1006: o->worker_resources = optarg; break;
@@ -277,7 +316,7 @@ static char **worker_argv(const struct server_opts *o, int port)
 
 int cr_cmd_server(int argc, char **argv)
 {
-	struct server_opts o = { "0.0.0.0", NULL, NULL, NULL, NULL, NULL, NULL, default_data_dir(), 8080, 10150, 5, false,
+	struct server_opts o = { "0.0.0.0", NULL, NULL, NULL, NULL, NULL, NULL, default_data_dir(), 8080, 10150, 5, 30, false,
 				 { 0 }, { 0 } };
 	cr_app_config_defaults(&o.app);
 	cr_gateway_config_defaults(&o.gw);
@@ -328,8 +367,10 @@ int cr_cmd_server(int argc, char **argv)
 		event_add(sigchld, NULL);
 		spawn(&e);
 	}
-	struct event *sigterm = evsignal_new(base, SIGTERM, on_stop, base);
-	struct event *sigint = evsignal_new(base, SIGINT, on_stop, base);
+	struct stopping st = { base, cr_app_http(app), NULL, o.shutdown_timeout, 0, false };
+	st.drain = event_new(base, -1, EV_PERSIST, on_drain, &st);
+	struct event *sigterm = evsignal_new(base, SIGTERM, on_stop, &st);
+	struct event *sigint = evsignal_new(base, SIGINT, on_stop, &st);
 	event_add(sigterm, NULL);
 	event_add(sigint, NULL);
 	event_base_dispatch(base);
@@ -339,6 +380,7 @@ int cr_cmd_server(int argc, char **argv)
 	cr_gateway_free(gw);
 	event_free(sigterm);
 	event_free(sigint);
+	event_free(st.drain);
 	if (sigchld)
 		event_free(sigchld);
 	if (e.restart)

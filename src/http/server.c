@@ -252,6 +252,7 @@ struct conn {
 	char tail[3];        /* last bytes seen, to find the head's end across reads */
 	size_t head_bytes;   /* bytes of the request's head seen so far */
 	bool busy;           /* a request dispatched, its reply not complete */
+	bool stream;         /* and it is a long-lived event stream (not waited for at shutdown) */
 	bool attached;
 	bool rewriting;      /* our own rewrite of the output is in progress */
 	size_t resp_start;   /* offset of the last response line in the output */
@@ -545,6 +546,7 @@ static void req_complete(struct evhttp_request *ev, void *arg)
 	if (!c)
 		return;
 	c->busy = false;
+	c->stream = false;
 	c->started_ms = 0;
 	c->head_done_ms = 0;
 	c->head_bytes = 0;
@@ -622,6 +624,21 @@ long cr_http_raise_fd_limit(void)
 			getrlimit(RLIMIT_NOFILE, &rl);
 	}
 	return (long)rl.rlim_cur;
+}
+
+void cr_http_server_stop_accepting(struct cr_http_server *s)
+{
+	event_del(s->resume);
+	for (int i = 0; i < s->nlisteners; i++)
+		evconnlistener_disable(s->listeners[i]);
+}
+
+int cr_http_server_busy(const struct cr_http_server *s)
+{
+	int n = 0;
+	for (const struct conn *c = s->first; c; c = c->next)
+		n += c->busy && !c->stream;
+	return n;
 }
 
 void cr_http_limits_defaults(struct cr_http_limits *l)
@@ -910,6 +927,9 @@ struct cr_stream *cr_stream_open(struct cr_req *req, cr_stream_close_cb on_close
 	evhttp_add_header(h, "Cache-Control", "no-store");
 	evhttp_send_reply_start(req->ev, 200, "OK");
 	cr_http_conn_set_closecb(s->srv, s->con, stream_closed, s);
+	struct conn *c = conn_of(s->srv, s->con);
+	if (c)
+		c->stream = true;
 	struct bufferevent *bev = evhttp_connection_get_bufferevent(s->con);
 	int one = 1;
 	setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));

@@ -86,6 +86,14 @@ void cr_http_server_set_error_style(struct cr_http_server *s, const char *prefix
 int cr_http_server_listen(struct cr_http_server *s, const char *host, int port, int *bound_port,
 			  struct cr_err *err);
 
+/* Stop accepting new connections (the listening sockets stay bound), for a
+ * graceful shutdown; requests already being read or answered go on. */
+void cr_http_server_stop_accepting(struct cr_http_server *s);
+
+/* Requests being answered now, long-lived event streams (cr_stream_open)
+ * not counted: what a graceful shutdown waits for. */
+int cr_http_server_busy(const struct cr_http_server *s);
+
 /* Stop listening and free; open streams are closed. NULL is allowed. */
 void cr_http_server_free(struct cr_http_server *s);
 

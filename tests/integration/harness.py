@@ -199,7 +199,7 @@ class ClusterCase(unittest.TestCase):
         self.url = "http://127.0.0.1:%d" % self.port
         self.data_dir = data_dir or os.path.join(self.tmp, "server")
         args = ["server", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", self.data_dir,
-                "--probe-interval", "1", "--keepalive", "1"]
+                "--probe-interval", "1", "--keepalive", "1", "--shutdown-timeout", "5"]
         if disable_worker:
             args.append("--disable-worker")
         p = self.spawn(name, args + list(extra), env)

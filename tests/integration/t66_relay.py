@@ -147,6 +147,43 @@ class Relay(EngineCase):
         self.assertLessEqual(fds(server.popen.pid), base + 1, "no sockets left behind by vanished clients")
         self.assertEqual(self.gw("/v1/completions", msg, key)[0], 200)
 
+    def test_sigterm_lets_streams_in_flight_finish_and_meters_them(self):
+        """A graceful stop: new connections are refused at once, the streams
+        already going finish (up to --shutdown-timeout) and are metered."""
+        self.start_server(extra=("--gpu-reserve", "0", "--shutdown-timeout", "60"))
+        self.login()
+        self.env["CORRAL_SERVER_URL"] = self.url
+        self.env["CORRAL_API_TOKEN"] = self.token
+        self.worker("w1")
+        self.wait_state("w1", "ready")
+        server = self.procs[0]
+        key = self.cli("keys", "create", "t").stdout.strip()
+        self.deploy("slow", self.model("slow.gguf", "--layers", "4", "--embd", "1024", "--ff", "4096",
+                                       "--heads", "8", "--kv-heads", "8", "--type", "q8_0"))
+        self.running("slow", 1)
+        streams = [self.open_stream(key, "slow", max_tokens=300) for _ in range(2)]
+        for s, f in streams:  # both are generating
+            while not f.readline().startswith(b"data: {"):
+                pass
+        server.signal(signal.SIGTERM)
+        self.wait_for(lambda: "answer(s) in flight may finish" in server.output(), "the graceful stop")
+        late = socket.create_connection(("127.0.0.1", self.port), timeout=1)  # the kernel's backlog takes it
+        late.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        with self.assertRaises(OSError, msg="a new request is not served while draining"):
+            if not late.recv(1):
+                raise OSError("closed")
+        late.close()
+        for s, f in streams:
+            rest = f.read().decode(errors="replace")
+            s.close()
+            self.assertIn("data: [DONE]", rest, "the stream finished, not cut")
+        server.popen.wait(30)
+        self.assertEqual(server.popen.returncode, 0, server.output()[-2000:])
+        self.start_server(name="server2", data_dir=self.data_dir, port=self.port)
+        self.login()
+        rows = self.api("GET", "/api/usage?by=model")["rows"]
+        self.assertEqual([(r["model"], r["requests"], r["errors"]) for r in rows], [("slow", 2, 0)], "both metered")
+
     def http10(self, key, body):
         """One HTTP/1.0 request (nginx's default upstream protocol): the server
         closes the connection when the answer ends."""
