@@ -54,6 +54,8 @@ struct cr_worker {
 	bool dirty;                         /* observed state not yet flushed */
 	bool report_dirty;                  /* the full report too */
 	enum cr_worker_state state;
+	bool cordoned;                      /* no new placements (stored) */
+	bool draining;                      /* cordoned, its instances moving elsewhere (stored) */
 	char *state_message;
 	int64_t state_since_mono;           /* when the state last changed */
 	json_t *files;                      /* source -> file report from the worker */

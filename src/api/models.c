@@ -293,6 +293,7 @@ static void fill_worker(struct snap *sn, struct cr_sched_worker *x, struct cr_wo
 	x->id = w->id;
 	x->name = w->name;
 	x->state = cr_worker_state_name(w->state);
+	x->cordoned = w->cordoned;
 	json_t *labels = json_loads(w->labels_json ? w->labels_json : "{}", 0, NULL);
 	const char **ls = list(sn, json_object_size(labels));
 	const char *k;
@@ -546,6 +547,7 @@ static const char *reason_fix(const char *code)
 		{ "file_invalid", "check the file with 'corral inspect FILE'; re-download or re-convert it" },
 		{ "selector", "change --selector, or the worker's --labels" },
 		{ "not_ready", "see 'corral workers' for why the worker is not ready" },
+		{ "cordoned", "run 'corral workers uncordon NAME' when the worker may take models again" },
 		{ "group_check", "see the group's checks in 'corral deploy ... --dry-run' and their fixes" },
 	};
 	for (size_t k = 0; k < sizeof(fixes) / sizeof(fixes[0]); k++)
@@ -813,25 +815,60 @@ static void scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t n
 	json_decref(pl.groups);
 }
 
+/* The draining worker an instance has a member on, or NULL. */
+static struct cr_worker *draining_member(struct cr_app *app, struct cr_instance *i)
+{
+	size_t k;
+	json_t *pw;
+	json_array_foreach(json_object_get(i->placement, "workers"), k, pw) {
+		struct cr_worker *w = cr_map_get(&app->workers, cr_json_get_str(pw, "id", ""));
+		if (w && w->draining)
+			return w;
+	}
+	return NULL;
+}
+
+/* Keeps the model at its replicas. Instances on draining workers ("leaving")
+ * are replaced first: each stops only once enough replacements run, so a
+ * drain never drops a model's capacity while there is room elsewhere. */
 static void reconcile(struct cr_app *app, struct cr_model *m, int64_t now)
 {
 	struct cr_instance **is;
 	size_t n = model_instances(app, m, &is);
-	size_t live = 0;
-	for (size_t k = 0; k < n; k++)
-		if (!check_members(app, is[k], now))
-			is[live++] = is[k];
+	struct cr_instance **go = cr_xcalloc(n ? n : 1, sizeof(*go));
+	size_t staying = 0, leaving = 0;
+	for (size_t k = 0; k < n; k++) {
+		if (check_members(app, is[k], now))
+			continue;
+		if (draining_member(app, is[k]))
+			go[leaving++] = is[k];
+		else
+			is[staying++] = is[k];
+	}
 	int want = (int)cr_json_get_int(m->spec, "replicas", 0);
-	while ((int)live > want) {
-		struct cr_instance *x = least_valuable(app, is, live);
-		for (size_t k = 0; k < live; k++)
+	while ((int)staying > want) {
+		struct cr_instance *x = least_valuable(app, is, staying);
+		for (size_t k = 0; k < staying; k++)
 			if (is[k] == x)
-				is[k] = is[--live];
+				is[k] = is[--staying];
 		cr_instance_remove(app, x, "scaled down");
 	}
+	int running = 0;
+	for (size_t k = 0; k < staying; k++)
+		running += is[k]->state == CR_I_RUNNING;
+	int keep = want - running; /* leaving instances still needed until replacements run */
+	for (size_t k = 0; k < leaving; k++) {
+		if ((int)k < keep)
+			continue;
+		char msg[300];
+		snprintf(msg, sizeof(msg), "worker '%s' is draining; a replacement runs elsewhere",
+			 draining_member(app, go[k])->name);
+		cr_instance_remove(app, go[k], msg);
+	}
+	free(go);
 	free(is);
-	if ((int)live < want)
-		scale_up(app, m, want - (int)live, now);
+	if ((int)staying < want)
+		scale_up(app, m, want - (int)staying, now);
 	else
 		set_status(m, NULL, NULL);
 }

@@ -93,6 +93,8 @@ static void load_worker(const struct cr_worker_rec *r, void *arg)
 		cr_report_merge(w->report, dynamic);
 	json_decref(dynamic);
 	w->report_base = -1;
+	w->cordoned = r->cordoned;
+	w->draining = r->draining;
 	cr_str_replace(&w->state_message, "waiting for a status report since the server started");
 }
 
@@ -304,6 +306,8 @@ static json_t *worker_json(struct cr_worker *w)
 	 * whether a light report (the dynamic half alone) came since */
 	json_object_set_new(o, "report", json_pack("{s:I,s:b}", "base", (json_int_t)w->report_base, "light",
 						   w->dynamic_json != NULL));
+	json_object_set_new(o, "cordoned", json_boolean(w->cordoned));
+	json_object_set_new(o, "draining", json_boolean(w->draining));
 	return o;
 }
 
@@ -337,12 +341,31 @@ static void get_worker(struct cr_req *req)
 		cr_reply_json(req, 200, worker_json(w));
 }
 
+static size_t instances_on(struct cr_app *app, const char *worker_id)
+{
+	json_t *is = cr_instances_for_worker(app, worker_id);
+	size_t n = json_array_size(json_object_get(is, "instances"));
+	json_decref(is);
+	return n;
+}
+
 static void delete_worker(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
 	struct cr_worker *w = find_or_reply(req);
 	if (!w)
 		return;
+	const char *force = cr_req_query(req, "force");
+	size_t n = instances_on(app, w->id);
+	if (w->state == CR_W_READY && !(force && (!strcmp(force, "1") || !strcmp(force, "true")))) {
+		char msg[300], fix[300];
+		snprintf(msg, sizeof(msg), "worker '%s' is ready and runs %zu instance(s); removing it restarts their "
+			 "engines on other workers", w->name, n);
+		snprintf(fix, sizeof(fix), "move them first with 'corral workers drain %s', or repeat with --force "
+			 "(and stop the worker, or it registers again)", w->name);
+		cr_reply_error(req, CR_ECONFLICT, msg, fix);
+		return;
+	}
 	struct cr_err err = CR_ERR_INIT;
 	if (app->store->ops->worker_del(app->store, w->id, &err) != 0) {
 		cr_reply_err(req, &err);
@@ -355,6 +378,36 @@ static void delete_worker(struct cr_req *req)
 	worker_free(w);
 	cr_reply_json(req, 200, body);
 }
+
+/* POST /api/workers/{id}/cordon, /uncordon, /drain: stop new placements on
+ * the worker; drain also moves its instances elsewhere, each replacement
+ * running before the old one stops (see reconcile in models.c). */
+static void set_cordon(struct cr_req *req, bool cordoned, bool draining)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_worker *w = find_or_reply(req);
+	if (!w)
+		return;
+	struct cr_worker_rec rec = { w->id, w->name, w->secret_hash, w->labels_json, w->address, w->port,
+				     w->created_ms, w->last_seen_ms, NULL, NULL, cordoned, draining };
+	struct cr_err err = CR_ERR_INIT;
+	if (app->store->ops->worker_put(app->store, &rec, &err) != 0) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	if (w->cordoned != cordoned || w->draining != draining)
+		cr_info("worker '%s' %s", w->name, draining ? "draining" : cordoned ? "cordoned" : "uncordoned");
+	w->cordoned = cordoned;
+	w->draining = draining;
+	app->sched_dirty = true;
+	json_t *o = worker_json(w);
+	json_object_set_new(o, "instances_here", json_integer((json_int_t)instances_on(app, w->id)));
+	cr_reply_json(req, 200, o);
+}
+
+static void cordon(struct cr_req *req) { set_cordon(req, true, false); }
+static void uncordon(struct cr_req *req) { set_cordon(req, false, false); }
+static void drain(struct cr_req *req) { set_cordon(req, true, true); }
 
 /* ---- registration ---- */
 
@@ -482,7 +535,8 @@ static void register_worker(struct cr_req *req)
 		cr_secret_hash(secret, secret_hash);
 	struct cr_worker_rec rec = { id, (char *)r.name, secret ? secret_hash : w->secret_hash, labels,
 				     (char *)address, (int)r.port, w ? w->created_ms : cr_wall_ms(),
-				     w ? w->last_seen_ms : 0, NULL, NULL };
+				     w ? w->last_seen_ms : 0, NULL, NULL, w && w->cordoned,
+				     w && w->draining };
 	if (app->store->ops->worker_put(app->store, &rec, &err) != 0) {
 		cr_reply_err(req, &err);
 		goto out;
@@ -772,6 +826,9 @@ const struct cr_http_route cr_api_worker_routes[] = {
 	{ CR_GET, "/api/workers", CR_AUTH_USER, list_workers },
 	{ CR_GET, "/api/workers/{}", CR_AUTH_USER, get_worker },
 	{ CR_DELETE, "/api/workers/{}", CR_AUTH_ADMIN, delete_worker },
+	{ CR_POST, "/api/workers/{}/cordon", CR_AUTH_ADMIN, cordon },
+	{ CR_POST, "/api/workers/{}/uncordon", CR_AUTH_ADMIN, uncordon },
+	{ CR_POST, "/api/workers/{}/drain", CR_AUTH_ADMIN, drain },
 	{ CR_POST, "/api/workers/{}/status", CR_AUTH_WORKER, status },
 	{ CR_GET, "/api/workers/{}/watch", CR_AUTH_WORKER, watch },
 	{ CR_POST, "/api/workers/{}/files", CR_AUTH_WORKER, files_report },

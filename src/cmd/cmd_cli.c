@@ -210,7 +210,12 @@ static void print_workers(json_t *workers)
 			if (ll < sizeof(labels))
 				ll += (size_t)snprintf(labels + ll, sizeof(labels) - ll, "%s%s=%s", ll ? "," : "", lk,
 						       json_string_value(lv) ? json_string_value(lv) : "");
-		const char *row[] = { cr_json_get_str(w, "name", ""), cr_json_get_str(w, "state", ""), addr,
+		char state[64];
+		snprintf(state, sizeof(state), "%s%s", cr_json_get_str(w, "state", ""),
+			 json_is_true(json_object_get(w, "draining")) ? " (draining)"
+			 : json_is_true(json_object_get(w, "cordoned")) ? " (cordoned)"
+								  : "");
+		const char *row[] = { cr_json_get_str(w, "name", ""), state, addr,
 				      *labels ? labels : "-", gpus, cpu, ram, checks, seen };
 		cr_table_row(&t, row);
 	}
@@ -229,10 +234,16 @@ static void print_workers(json_t *workers)
 static const char workers_usage[] =
 	"usage: corral workers [--json] [--server-url URL]\n"
 	"       corral workers show NAME|ID [--server-url URL]\n"
-	"       corral workers rm NAME|ID [--server-url URL]\n"
+	"       corral workers cordon|uncordon|drain NAME|ID [--server-url URL]\n"
+	"       corral workers rm NAME|ID [--force] [--server-url URL]\n"
 	"\n"
-	"List the workers with their state, GPUs and memory; show one as JSON;\n"
-	"or remove one from the cluster (stop it first, or it registers again).\n";
+	"List the workers with their state, GPUs and memory, or show one as JSON.\n"
+	"cordon: no new instances go to the worker; those on it keep serving.\n"
+	"drain: cordon, and move each instance elsewhere: its replacement runs\n"
+	"  before the old one stops; an instance with nowhere to go keeps serving.\n"
+	"uncordon: the worker takes new instances again (and a drain stops).\n"
+	"rm: remove the worker from the cluster. A ready worker needs --force: its\n"
+	"  engines are restarted elsewhere. Stop the worker first, or it registers again.\n";
 
 static int parse_common(int argc, char **argv, const char *usage, const char **url, bool *as_json)
 {
@@ -247,12 +258,19 @@ static int parse_common(int argc, char **argv, const char *usage, const char **u
 int cr_cmd_workers(int argc, char **argv)
 {
 	const char *url = NULL;
-	bool as_json = false;
-	int rc = parse_common(argc, argv, workers_usage, &url, &as_json);
+	bool as_json = false, force = false;
+	const struct cr_opt opts[] = {
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },
+		{ "force", 0, CR_OPT_FLAG, &force, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int rc = cr_cli_parse(argc, argv, workers_usage, opts);
 	if (rc >= 0)
 		return rc;
 	const char *verb = optind < argc ? argv[optind] : "list";
 	const char *target = optind + 1 < argc ? argv[optind + 1] : NULL;
+	bool cordon = !strcmp(verb, "cordon") || !strcmp(verb, "uncordon") || !strcmp(verb, "drain");
 	struct cr_cli cl;
 	cr_cli_init(&cl, url);
 	struct cr_err err = CR_ERR_INIT;
@@ -263,9 +281,26 @@ int cr_cmd_workers(int argc, char **argv)
 			print_workers(json_object_get(ans, "workers"));
 		else if (ans)
 			cr_cli_print_json(json_incref(json_object_get(ans, "workers")));
+	} else if (cordon && target) {
+		char *path = cr_xasprintf("/api/workers/%s/%s", target, verb);
+		ans = cr_cli_api(&cl, "POST", path, NULL, &err);
+		free(path);
+		long long here = cr_json_get_int(ans, "instances_here", 0);
+		const char *name = cr_json_get_str(ans, "name", target);
+		if (ans && as_json)
+			cr_cli_print_json(json_incref(ans));
+		else if (ans && !strcmp(verb, "uncordon"))
+			printf("worker '%s' takes new instances again\n", name);
+		else if (ans && !strcmp(verb, "cordon"))
+			printf("worker '%s' cordoned: no new instances go there; its %lld instance(s) keep serving\n", name,
+			       here);
+		else if (ans)
+			printf("worker '%s' draining: %lld instance(s) move elsewhere, each stopping once its replacement "
+			       "runs; follow with 'corral instances'\n",
+			       name, here);
 	} else if ((!strcmp(verb, "show") || !strcmp(verb, "rm")) && target) {
-		char *path = cr_xasprintf("/api/workers/%s", target);
 		bool rm = !strcmp(verb, "rm");
+		char *path = cr_xasprintf("/api/workers/%s%s", target, rm && force ? "?force=1" : "");
 		ans = cr_cli_api(&cl, rm ? "DELETE" : "GET", path, NULL, &err);
 		free(path);
 		if (ans && rm)

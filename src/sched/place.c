@@ -121,6 +121,8 @@ static void filter(struct ctx *c)
 				sel_miss = s;
 		if (!eq(w->state, "ready"))
 			reason(c, i, "not_ready", "%s is %s", w->name, w->state ? w->state : "unknown");
+		else if (w->cordoned)
+			reason(c, i, "cordoned", "%s is cordoned", w->name);
 		else if (sel_miss >= 0)
 			reason(c, i, "selector", "%s does not have label %s", w->name, q->selector[sel_miss]);
 		else if (!has_engine(w, q->engine))
@@ -822,6 +824,12 @@ static int place_manual(struct ctx *c, struct cr_err *err)
 				 s->workers[i].name, s->workers[i].state);
 			return CR_ENOTFOUND;
 		}
+		if (s->workers[i].cordoned) {
+			reason(c, i, "cordoned", "%s is cordoned", s->workers[i].name);
+			snprintf(r->summary, sizeof(r->summary), "cannot place '%s' on the chosen GPUs: %s is cordoned", q->model,
+				 s->workers[i].name);
+			return CR_ENOTFOUND;
+		}
 		int k = 0; /* distinct workers, however the list interleaves them */
 		while (k < workers && which[k] != i)
 			k++;
@@ -964,6 +972,7 @@ static const struct {
 	{ "file_invalid", "have an invalid model file" },
 	{ "selector", "do not match the selector" },
 	{ "not_ready", "not ready" },
+	{ "cordoned", "cordoned" },
 	{ "group_check", "failed the group checks with the leader" },
 };
 

@@ -42,6 +42,7 @@ struct cr_sched_worker {
 	const char *id;
 	const char *name;
 	const char *state;      /* "ready" to be eligible */
+	bool cordoned;          /* takes no new placements ('corral workers cordon') */
 	const char *const *labels; /* "k=v" strings */
 	int n_labels;
 	const char *const *engines; /* installed engine names: "llama.cpp", "vllm", "sglang", custom */

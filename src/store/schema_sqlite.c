@@ -79,5 +79,7 @@ const char *const cr_schema_sqlite[] = {
 	"CREATE INDEX usage_user ON usage(user_id, day);",
 	/* 6: where an instance's engine serves, so that a restarted server routes at once */
 	"ALTER TABLE instances ADD COLUMN endpoint TEXT;",
+	/* 7: cordoned workers take no new placements (1: cordoned, 2: draining) */
+	"ALTER TABLE workers ADD COLUMN cordoned INTEGER NOT NULL DEFAULT 0;",
 	NULL,
 };

@@ -38,6 +38,8 @@ struct cr_worker_rec {
 	int64_t last_seen_ms;  /* observed: flushed periodically */
 	char *report_json;     /* observed: the last full report, or NULL */
 	char *dynamic_json;    /* observed: the last light report's dynamic half, or NULL */
+	bool cordoned;         /* no new placements on it (corral workers cordon) */
+	bool draining;         /* cordoned, and its instances move elsewhere (corral workers drain) */
 };
 
 /* A model: its validated spec as JSON (see docs/api.md). */

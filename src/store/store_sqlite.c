@@ -155,10 +155,10 @@ static int worker_put(struct cr_store *s, const struct cr_worker_rec *w, struct 
 {
 	sqlite3_stmt *st;
 	int rc = prepare(s,
-			 "INSERT INTO workers (id, name, secret_hash, labels, address, port, created_ms, last_seen_ms)"
-			 " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET name = excluded.name,"
+			 "INSERT INTO workers (id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, cordoned)"
+			 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET name = excluded.name,"
 			 " secret_hash = excluded.secret_hash, labels = excluded.labels, address = excluded.address,"
-			 " port = excluded.port",
+			 " port = excluded.port, cordoned = excluded.cordoned",
 			 &st, err);
 	if (rc)
 		return rc;
@@ -170,6 +170,7 @@ static int worker_put(struct cr_store *s, const struct cr_worker_rec *w, struct 
 	sqlite3_bind_int(st, 6, w->port);
 	sqlite3_bind_int64(st, 7, w->created_ms);
 	sqlite3_bind_int64(st, 8, w->last_seen_ms);
+	sqlite3_bind_int(st, 9, w->draining ? 2 : w->cordoned ? 1 : 0);
 	return step_done(s, st, "save worker", err);
 }
 
@@ -182,8 +183,8 @@ static int worker_list(struct cr_store *s, cr_store_worker_cb cb, void *arg, str
 {
 	sqlite3_stmt *st;
 	int rc = prepare(s,
-			 "SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report, report_dynamic"
-			 " FROM workers ORDER BY name",
+			 "SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report, report_dynamic,"
+			 " cordoned FROM workers ORDER BY name",
 			 &st, err);
 	if (rc)
 		return rc;
@@ -193,7 +194,7 @@ static int worker_list(struct cr_store *s, cr_store_worker_cb cb, void *arg, str
 			(char *)col_text(st, 0), (char *)col_text(st, 1), (char *)col_text(st, 2),
 			(char *)col_text(st, 3), (char *)col_text(st, 4), sqlite3_column_int(st, 5),
 			sqlite3_column_int64(st, 6), sqlite3_column_int64(st, 7), (char *)col_text(st, 8),
-			(char *)col_text(st, 9),
+			(char *)col_text(st, 9), sqlite3_column_int(st, 10) != 0, sqlite3_column_int(st, 10) == 2,
 		};
 		cb(&w, arg);
 	}

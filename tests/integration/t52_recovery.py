@@ -86,3 +86,50 @@ class Recovery(EngineCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")
+class Maintenance(EngineCase):
+    def on(self, inst):
+        return inst["placement"]["workers"][0]["name"]
+
+    def test_cordon_drain_and_rm_of_a_live_worker(self):
+        self.cluster(("w1", None), ("w2", None))
+        r = self.cli("workers", "cordon", "w2")
+        self.assertIn("worker 'w2' cordoned", r.stdout)
+        self.assertIn("ready (cordoned)", self.cli("workers").stdout)
+        self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 2048, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        old = self.wait_running("tiny")
+        self.assertEqual(self.on(old), "w1", "a cordoned worker takes no new instance")
+        old_pid = self.leader_report(old)["pid"]
+        self.cli("workers", "uncordon", "w2")
+        self.assertFalse(self.workers()["w2"]["cordoned"])
+
+        r = self.cli("workers", "drain", "w1")
+        self.assertIn("worker 'w1' draining: 1 instance(s) move elsewhere", r.stdout)
+        seen = []  # (old still listed, a replacement running) as the drain goes
+
+        def moved():
+            insts = self.api("GET", "/api/instances?model=tiny")["instances"]
+            has_old = any(i["id"] == old["id"] for i in insts)
+            new_running = any(i["id"] != old["id"] and i["state"] == "running" for i in insts)
+            seen.append((has_old, new_running))
+            return not has_old and new_running
+
+        self.wait_for(moved, "the instance moved to w2", timeout=60)
+        self.assertNotIn((False, False), seen, "the old instance stopped only once its replacement ran")
+        new = self.instance("tiny")
+        self.assertEqual(self.on(new), "w2")
+        self.wait_for(lambda: not pid_alive(old_pid), "the drained engine to stop")
+        self.assertIn("ready (draining)", self.cli("workers").stdout)
+
+        # a live worker is removed only with --force, and the refusal says why
+        r = self.cli("workers", "rm", "w2", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("runs 1 instance(s); removing it restarts their engines on other workers", r.stderr)
+        self.assertIn("corral workers drain w2", r.stderr)
+        self.assertIn("--force", r.stderr)
+        self.assertIn("w2", self.workers())
+        r = self.cli("workers", "rm", "w1", "--force")
+        self.assertIn("removed worker 'w1'", r.stdout)

@@ -90,6 +90,10 @@ static void parse_worker(const char *spec, struct cr_sched_worker *w, struct wst
 	char *state = field(&p), *gpus = field(&p), *engines = field(&p), *labels = field(&p), *ram = field(&p),
 	     *file = field(&p), *replicas = field(&p);
 	w->state = *state ? state : "ready";
+	if (!strcmp(state, "cordoned")) { /* a ready worker taking no new placements */
+		w->state = "ready";
+		w->cordoned = true;
+	}
 	const char *g[CR_SCHED_MAX_GPUS];
 	int ng = *gpus ? split_list(gpus, g, CR_SCHED_MAX_GPUS) : 0;
 	for (int i = 0; i < ng; i++) {
@@ -401,6 +405,11 @@ static const struct scase cases[] = {
 	  .model = "70b", .offload = true, .members = "a:0,a:1,a:cpu", .kind = P },
 	{ "manual on a worker that is down", { "a; not_ready; " H100 }, .manual = "a:0",
 	  .text = "cannot place 'm' on the chosen GPUs: a is not_ready", .rc = NF },
+	{ "cordoned worker is skipped", { "a; cordoned; " H100, "b; ; " L4 }, .members = "b:0", .kind = S },
+	{ "cordoned alone", { "a; cordoned; " H100 },
+	  .text = "0/1 workers fit 'm' (needs 5.5 GiB VRAM at ctx 8192): 1 cordoned", .rc = NF },
+	{ "manual on a cordoned worker", { "a; cordoned; " H100 }, .manual = "a:0",
+	  .text = "cannot place 'm' on the chosen GPUs: a is cordoned", .rc = NF },
 };
 
 Test(place, table)

@@ -33,11 +33,11 @@ Test(store, migrations_apply_once_and_refuse_newer_schemas)
 	struct cr_store *s = open_at(path);
 	int v = 0;
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 6);
+	cr_assert_eq(v, 7);
 	cr_store_close(s);
 	s = open_at(path); /* reopening applies nothing again */
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 6);
+	cr_assert_eq(v, 7);
 	cr_store_close(s);
 
 	sqlite3 *db;
@@ -125,6 +125,7 @@ struct seen {
 	char report[256];
 	long long last_seen;
 	char labels[64];
+	bool cordoned, draining;
 };
 
 static void see_worker(const struct cr_worker_rec *w, void *arg)
@@ -134,16 +135,18 @@ static void see_worker(const struct cr_worker_rec *w, void *arg)
 	snprintf(s->report, sizeof(s->report), "%s", w->report_json ? w->report_json : "");
 	snprintf(s->labels, sizeof(s->labels), "%s", w->labels_json);
 	s->last_seen = w->last_seen_ms;
+	s->cordoned = w->cordoned;
+	s->draining = w->draining;
 }
 
 Test(store, workers_identity_and_observed_state)
 {
 	char *path = db_path();
 	struct cr_store *s = open_at(path);
-	struct cr_worker_rec w = { "id1", "gpu-1", "hash", "{\"gpu\":\"h100\"}", "10.0.0.5", 10150, 1, 0, NULL, NULL };
+	struct cr_worker_rec w = { "id1", "gpu-1", "hash", "{\"gpu\":\"h100\"}", "10.0.0.5", 10150, 1, 0, NULL, NULL, false, false };
 	struct cr_err err = CR_ERR_INIT;
 	cr_assert_eq(s->ops->worker_put(s, &w, &err), 0);
-	struct cr_worker_rec clash = { "id2", "gpu-1", "hash", "{}", "", 1, 1, 0, NULL, NULL };
+	struct cr_worker_rec clash = { "id2", "gpu-1", "hash", "{}", "", 1, 1, 0, NULL, NULL, false, false };
 	cr_assert_eq(s->ops->worker_put(s, &clash, &err), CR_ECONFLICT, "names are unique");
 	w.report_json = "{\"system\":{}}";
 	w.last_seen_ms = 4242;
@@ -153,12 +156,23 @@ Test(store, workers_identity_and_observed_state)
 	cr_assert_eq(s->ops->worker_put(s, &w, &err), 0, "updating identity keeps observed state");
 	cr_store_close(s);
 	s = open_at(path);
-	struct seen seen = { 0, "", 0, "" };
+	struct seen seen = { 0, "", 0, "", false, false };
 	cr_assert_eq(s->ops->worker_list(s, see_worker, &seen, &err), 0);
 	cr_assert_eq(seen.n, 1);
 	cr_assert_str_eq(seen.report, "{\"system\":{}}");
 	cr_assert_str_eq(seen.labels, "{}");
 	cr_assert_eq(seen.last_seen, 4242);
+	cr_assert(!seen.cordoned && !seen.draining);
+	w.cordoned = w.draining = true;
+	cr_assert_eq(s->ops->worker_put(s, &w, &err), 0);
+	seen.n = 0;
+	cr_assert_eq(s->ops->worker_list(s, see_worker, &seen, &err), 0);
+	cr_assert(seen.cordoned && seen.draining, "a drain survives a restart");
+	w.draining = false;
+	cr_assert_eq(s->ops->worker_put(s, &w, &err), 0);
+	seen.n = 0;
+	cr_assert_eq(s->ops->worker_list(s, see_worker, &seen, &err), 0);
+	cr_assert(seen.cordoned && !seen.draining);
 	cr_assert_eq(s->ops->worker_del(s, "id1", &err), 0);
 	seen.n = 0;
 	cr_assert_eq(s->ops->worker_list(s, see_worker, &seen, &err), 0);
