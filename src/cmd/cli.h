@@ -39,7 +39,12 @@ struct cr_table {
 	json_t *rows; /* array of arrays of strings */
 };
 
-/* Add a row of ncols cells (copied). */
+/* s with terminal control characters (C0, DEL, C1 in UTF-8) written as
+ * \xNN, so that text from the network cannot move the cursor or change the
+ * terminal's state. Returns a new string; the caller frees it. */
+char *cr_cli_safe(const char *s);
+
+/* Add a row of ncols cells (copied, control characters escaped). */
 void cr_table_row(struct cr_table *t, const char *const *cells);
 
 /* Print the rows and free them. */

@@ -78,14 +78,34 @@ out:
 	return j;
 }
 
+char *cr_cli_safe(const char *s)
+{
+	const unsigned char *u = (const unsigned char *)(s ? s : "");
+	size_t n = strlen((const char *)u);
+	char *out = cr_xmalloc(n * 4 + 1), *o = out;
+	for (size_t i = 0; i < n; i++) {
+		if (u[i] < 0x20 || u[i] == 0x7f) {
+			o += sprintf(o, "\\x%02x", u[i]);
+		} else if (u[i] == 0xc2 && u[i + 1] >= 0x80 && u[i + 1] <= 0x9f) { /* C1: U+0080..U+009F */
+			o += sprintf(o, "\\x%02x", u[++i]);
+		} else {
+			*o++ = (char)u[i];
+		}
+	}
+	*o = 0;
+	return out;
+}
+
 void cr_table_row(struct cr_table *t, const char *const *cells)
 {
 	json_t *row = json_array();
 	for (int i = 0; i < t->ncols; i++) {
-		size_t n = strlen(cells[i]);
+		char *safe = cr_cli_safe(cells[i]);
+		size_t n = strlen(safe);
 		if (n > t->width[i])
 			t->width[i] = n;
-		json_array_append_new(row, json_string(cells[i]));
+		json_array_append_new(row, json_string_nocheck(safe)); /* bytes as they came */
+		free(safe);
 	}
 	json_array_append_new(t->rows, row);
 }
@@ -130,8 +150,9 @@ void cr_cli_print_checks(json_t *checks, const char *indent)
 	json_t *c;
 	json_array_foreach(checks, i, c) {
 		const char *fix = cr_json_get_str(c, "fix", "");
-		printf("%s%-5s %-20s %s\n", indent, cr_json_get_str(c, "level", "?"), cr_json_get_str(c, "id", "?"),
-		       cr_json_get_str(c, "message", ""));
+		char *msg = cr_cli_safe(cr_json_get_str(c, "message", ""));
+		printf("%s%-5s %-20s %s\n", indent, cr_json_get_str(c, "level", "?"), cr_json_get_str(c, "id", "?"), msg);
+		free(msg);
 		if (*fix)
 			printf("%s      %-20s fix: %s\n", indent, "", fix);
 	}

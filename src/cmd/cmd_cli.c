@@ -222,8 +222,11 @@ static void print_workers(json_t *workers)
 	cr_table_print(&t);
 	json_array_foreach(workers, i, w) {
 		const char *msg = cr_json_get_str(w, "state_message", "");
-		if (*msg)
-			printf("\n%s: %s", cr_json_get_str(w, "name", ""), msg);
+		if (*msg) {
+			char *safe = cr_cli_safe(msg);
+			printf("\n%s: %s", cr_json_get_str(w, "name", ""), safe);
+			free(safe);
+		}
 	}
 	if (json_array_size(workers) == 0)
 		puts("\nno workers yet: start one with 'corral worker --server-url URL --token TOKEN'");

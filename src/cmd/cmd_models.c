@@ -211,8 +211,10 @@ static void print_reasons(json_t *reasons)
 	size_t i;
 	json_t *r;
 	json_array_foreach(reasons, i, r) {
+		char *msg = cr_cli_safe(json_string_value(json_object_get(r, "message")));
 		printf("  %-16s %-18s %s\n", json_string_value(json_object_get(r, "worker")),
-		       json_string_value(json_object_get(r, "code")), json_string_value(json_object_get(r, "message")));
+		       json_string_value(json_object_get(r, "code")), msg);
+		free(msg);
 		const char *fix = json_string_value(json_object_get(r, "fix"));
 		if (fix)
 			printf("  %-16s %-18s fix: %s\n", "", "", fix);

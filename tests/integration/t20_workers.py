@@ -348,3 +348,28 @@ class LightReports(ClusterCase):
             self.workers()["live"]), "the new GPU memory use", timeout=8)
         self.assertEqual(seen["report"]["base"], base, "it came in a light report, not with the next full one")
         self.assertTrue(seen["report"]["light"])
+
+
+class TerminalSafety(ClusterCase):
+    def test_control_characters_from_the_network_are_escaped_in_tables(self):
+        self.start_server()
+        self.login()
+        self.env["CORRAL_SERVER_URL"] = self.url
+        self.env["CORRAL_API_TOKEN"] = self.token
+        status, body = self.request("POST", "/api/workers/register",
+                                    {"name": "odd", "port": 1, "labels": {"zone": "eu\x1b[2J\u009b31m"}},
+                                    token=self.cluster_token())
+        self.assertEqual(status, 201, body)
+        full = {"base": 1, "system": {"memory": {"total": 100, "available": 90}},
+                "gpus": [{"index": 0, "vendor": "nvidia", "name": "H100\x07\x1b]0;pwned\x07",
+                          "memory_total": 80, "memory_used": 1}]}
+        status, _ = self.request("POST", "/api/workers/%s/status" % body["id"], full, token=body["secret"])
+        self.assertEqual(status, 200)
+        out = self.cli("workers").stdout
+        for c in ("\x1b", "\x07", "\u009b"):
+            self.assertNotIn(c, out, "a raw control character reached the terminal")
+        self.assertIn("zone=eu\\x1b[2J\\x9b31m", out)
+        self.assertIn("H100\\x07\\x1b]0;pwned\\x07", out)
+        # --json keeps the bytes, as JSON escapes, and parses
+        j = json.loads(self.cli("workers", "--json").stdout)
+        self.assertEqual(j[0]["labels"]["zone"], "eu\x1b[2J\u009b31m")
