@@ -24,6 +24,7 @@ struct cr_model {
 	int64_t created_mono;
 	char *status;       /* last scheduling summary when short of replicas, else NULL */
 	json_t *reasons;    /* its per-worker reasons, or NULL */
+	char *logged;       /* the last refusal written to the log: not repeated */
 };
 
 /* Instance lifecycle (design.md): pending -> scheduled -> starting -> running,

@@ -31,6 +31,7 @@ static void model_free(struct cr_model *m)
 	free(m->name);
 	json_decref(m->spec);
 	free(m->status);
+	free(m->logged);
 	json_decref(m->reasons);
 	free(m);
 }
@@ -681,13 +682,25 @@ static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, co
 
 
 
-static void set_status(struct cr_model *m, const char *status, json_t *reasons)
+/* The model's status; a refusal is logged once, not again on every worker
+ * event that re-runs the scheduler, until the model is placed or the refusal
+ * changes. Waiting notes are not logged. */
+static void set_status_quiet(struct cr_model *m, const char *status, json_t *reasons, bool quiet)
 {
-	if (status && (!m->status || strcmp(m->status, status) != 0))
+	if (status && !quiet && (!m->logged || strcmp(m->logged, status) != 0)) {
 		cr_info("model '%s': %s", m->name, status);
+		cr_str_replace(&m->logged, status);
+	} else if (!status) {
+		cr_str_replace(&m->logged, NULL);
+	}
 	cr_str_replace(&m->status, status);
 	json_decref(m->reasons);
 	m->reasons = reasons;
+}
+
+static void set_status(struct cr_model *m, const char *status, json_t *reasons)
+{
+	set_status_quiet(m, status, reasons, false);
 }
 
 static size_t model_instances(struct cr_app *app, struct cr_model *m, struct cr_instance ***out)
@@ -775,7 +788,7 @@ static void scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t n
 	if (json_array_size(wait) && now - m->created_mono < REPORT_WAIT_MS) {
 		char msg[300];
 		snprintf(msg, sizeof(msg), "waiting for %zu worker(s) to inspect '%s'", json_array_size(wait), source);
-		set_status(m, msg, NULL);
+		set_status_quiet(m, msg, NULL, true);
 		json_decref(wait);
 		return;
 	}
