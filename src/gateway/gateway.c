@@ -355,7 +355,21 @@ static void relay_v1(struct cr_req *req)
 	free(owned);
 }
 
-/* GET /v1/models: the models this key may use, in OpenAI's shape. */
+/* Whether m has an instance that serves or is on its way to (a model that
+ * nothing could place, or whose every instance failed, cannot run). */
+static bool can_run(struct cr_app *app, const struct cr_model *m)
+{
+	size_t it = 0;
+	struct cr_instance *i;
+	while (cr_cluster_next_instance(app, &it, &i))
+		if (!strcmp(i->model_id, m->id) && i->state != CR_I_ERROR && i->state != CR_I_CRASH_LOOP &&
+		    i->state != CR_I_STOPPING)
+			return true;
+	return false;
+}
+
+/* GET /v1/models: the models this key may use and that can run, in OpenAI's
+ * shape. The others are in 'corral models' with their cause. */
 static void v1_models(struct cr_req *req)
 {
 	struct cr_gateway *gw = cr_req_ctx(req);
@@ -364,7 +378,7 @@ static void v1_models(struct cr_req *req)
 	size_t it = 0;
 	struct cr_model *m;
 	while (cr_cluster_next_model(gw->app, &it, &m))
-		if (cr_key_allows(k, m->name))
+		if (cr_key_allows(k, m->name) && can_run(gw->app, m))
 			json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", m->name, "object", "model", "created",
 							      (json_int_t)(m->created_ms / 1000), "owned_by", "corral"));
 	cr_reply_json(req, 200, json_pack("{s:s,s:o}", "object", "list", "data", data));

@@ -133,3 +133,29 @@ class Maintenance(EngineCase):
         self.assertIn("w2", self.workers())
         r = self.cli("workers", "rm", "w1", "--force")
         self.assertIn("removed worker 'w1'", r.stdout)
+
+
+@unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")
+class ModelList(EngineCase):
+    def test_v1_models_lists_what_runs_and_the_key_may_use(self):
+        self.cluster(("w1", None))
+        self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 2048, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        self.api("POST", "/api/models", {"name": "ghost", "path": os.path.join(self.tmp, "absent.gguf")},
+                 expect=201)
+        self.api("POST", "/api/models", {"name": "flag", "path": self.model("flag.gguf"), "ctx": 2048,
+                                          "allow_cpu_offload": True, "engine_args": ["--bogus-flag"]}, expect=201)
+        self.wait_running("tiny")
+        self.wait_for(lambda: (lambda i: i and i["state"] in ("error", "crash_loop"))(self.instance("flag")),
+                      "the engine with a bad flag to fail")
+        every = self.cli("keys", "create", "every").stdout.strip()
+        some = self.cli("keys", "create", "some", "--models", "ghost,flag").stdout.strip()
+
+        def listed(key):
+            status, body = self.request("GET", "/v1/models", token=key)
+            self.assertEqual(status, 200, body)
+            return sorted(m["id"] for m in body["data"])
+
+        self.assertEqual(listed(every), ["tiny"], "not the model nothing placed, nor the one whose engine fails")
+        self.assertEqual(listed(some), [])
+        self.assertIn("ghost", self.cli("models").stdout, "'corral models' still shows them with their cause")
