@@ -38,12 +38,18 @@ void cr_log(enum cr_log_level level, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	char when[40];
+	cr_log_time(when, sizeof(when));
+	fprintf(stderr, "%s %s %s: %s\n", when, log_role, names[level], msg);
+}
+
+void cr_log_time(char *out, size_t n)
+{
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	struct tm tm;
 	gmtime_r(&ts.tv_sec, &tm);
 	char when[32];
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-	fprintf(stderr, "%s.%03ldZ %s %s: %s\n", when, ts.tv_nsec / 1000000, log_role,
-		names[level], msg);
+	snprintf(out, n, "%s.%03ldZ", when, ts.tv_nsec / 1000000);
 }

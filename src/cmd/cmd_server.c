@@ -2,6 +2,8 @@
  * embedded worker, a supervised child process restarted when it dies. */
 #include <event2/event.h>
 #include <event2/thread.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -46,6 +48,8 @@ static const char server_usage[] =
 	"  --header-timeout S     a request's headers must arrive within S s of its first byte (default 10)\n"
 	"  --body-timeout S       and the whole request within S s (default 60)\n"
 	"  --shutdown-timeout S   on SIGTERM, how long answers in flight may finish (default 30)\n"
+	"  --access-log FILE|off  one line per /v1 request: key, model, status, tokens, latency\n"
+	"                         (default: the server's log on stderr)\n"
 	"  --max-connections N    open client connections; past it the oldest idle ones are closed\n"
 	"                         (default: half the open-files limit, which is raised to its maximum)\n"
 	"  --reschedule-grace S   move instances off a worker not ready this long (default 300)\n"
@@ -195,6 +199,7 @@ static char *default_data_dir(void)
 struct server_opts {
 	const char *host, *token, *worker_name;
 	const char *worker_ports, *worker_labels, *worker_resources, *worker_engines; /* passed on to it */
+	const char *access_log; /* NULL: stderr; "off"; or a file */
 	char *data_dir;
 	int port, worker_port, status_interval, shutdown_timeout;
 	bool disable_worker;
@@ -227,6 +232,7 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		{ "rtt-limit-tp", required_argument, NULL, 'T' }, { "rtt-limit-rpc", required_argument, NULL, 'R' },
 		{ "header-timeout", required_argument, NULL, 1001 }, { "body-timeout", required_argument, NULL, 1002 },
 		{ "max-connections", required_argument, NULL, 1003 }, { "shutdown-timeout", required_argument, NULL, 1008 },
+		{ "access-log", required_argument, NULL, 1009 },
 		{ "worker-port-range", required_argument, NULL, 1004 }, { "worker-labels", required_argument, NULL, 1005 },
 		{ "worker-resources", required_argument, NULL, 1006 },
 		{ "worker-engines-config", required_argument, NULL, 1007 },
@@ -274,6 +280,7 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		case 1002: if (parse_int_opt("--body-timeout", optarg, 1, 86400, &v)) return 2; o->app.body_timeout_s = (int)v; break;
 		case 1003: if (parse_int_opt("--max-connections", optarg, 16, 1000000, &v)) return 2; o->app.max_connections = (int)v; break;
 		case 1008: if (parse_int_opt("--shutdown-timeout", optarg, 0, 3600, &v)) return 2; o->shutdown_timeout = (int)v; break;
+		case 1009: o->access_log = optarg; break;
 		case 1004: o->worker_ports = optarg; break;
 		case 1005: o->worker_labels = optarg; break;
 		case 1006: o->worker_resources = optarg; break;
@@ -316,7 +323,7 @@ static char **worker_argv(const struct server_opts *o, int port)
 
 int cr_cmd_server(int argc, char **argv)
 {
-	struct server_opts o = { "0.0.0.0", NULL, NULL, NULL, NULL, NULL, NULL, default_data_dir(), 8080, 10150, 5, 30, false,
+	struct server_opts o = { "0.0.0.0", NULL, NULL, NULL, NULL, NULL, NULL, NULL, default_data_dir(), 8080, 10150, 5, 30, false,
 				 { 0 }, { 0 } };
 	cr_app_config_defaults(&o.app);
 	cr_gateway_config_defaults(&o.gw);
@@ -327,6 +334,23 @@ int cr_cmd_server(int argc, char **argv)
 	}
 	o.app.data_dir = o.data_dir;
 	o.app.cluster_token = o.token;
+	FILE *alog = NULL;
+	if (o.access_log && !strcmp(o.access_log, "off")) {
+		o.gw.access_log = NULL;
+	} else if (o.access_log) {
+		int fd = open(o.access_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		alog = fd >= 0 ? fdopen(fd, "a") : NULL;
+		if (!alog) {
+			fprintf(stderr, "corral server: cannot open --access-log %s: %s\nfix: give a file in a directory "
+				"the server may write to, or --access-log off\n", o.access_log, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			free(o.data_dir);
+			return 1;
+		}
+		setvbuf(alog, NULL, _IOLBF, 0);
+		o.gw.access_log = alog;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	cr_http_raise_fd_limit();
 	evthread_use_pthreads();
@@ -352,6 +376,8 @@ int cr_cmd_server(int argc, char **argv)
 		cr_gateway_free(gw);
 		event_base_free(base);
 		free(o.data_dir);
+		if (alog)
+			fclose(alog);
 		return 1;
 	}
 	printf("corral: server listening on http://%s:%d (data in %s)\n", o.host, port, o.data_dir);
@@ -391,6 +417,8 @@ int cr_cmd_server(int argc, char **argv)
 	free(e.token);
 	event_base_free(base);
 	free(o.data_dir);
+	if (alog)
+		fclose(alog);
 	cr_info("stopped");
 	return 0;
 }

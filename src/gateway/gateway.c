@@ -172,6 +172,9 @@ static void on_data(void *arg, struct evbuffer *chunk, bool end)
 		cr_usage_filter_feed(&c->filter, chunk, end);
 }
 
+static void access_line(const struct cr_gateway *gw, const char *key, const char *model, int status,
+			const struct cr_usage_sample *s);
+
 static void finished(void *arg, int status, uint64_t bytes, const char *error)
 {
 	struct call *c = arg;
@@ -180,9 +183,10 @@ static void finished(void *arg, int status, uint64_t bytes, const char *error)
 		cr_debug("gateway: %s", error);
 	release_current(c);
 	struct cr_apikey *k = cr_cluster_key(c->app, c->key_hash); /* NULL when revoked meanwhile */
+	struct cr_usage_sample s = { status >= 400 || (error && status != 0), c->filter.prompt_tokens,
+				     c->filter.completion_tokens, c->ttft_ms, cr_mono_ms() - c->t_start };
+	access_line(c->gw, k ? k->name : NULL, c->model_name, status, &s);
 	if (k) {
-		struct cr_usage_sample s = { status >= 400 || (error && status != 0), c->filter.prompt_tokens,
-					     c->filter.completion_tokens, c->ttft_ms, cr_mono_ms() - c->t_start };
 		cr_usage_record(c->app, k, c->model_name, &s);
 		k->window_tokens += c->filter.prompt_tokens + c->filter.completion_tokens;
 	}
@@ -218,13 +222,51 @@ static void why_none(struct cr_app *app, struct cr_model *m, char *out, size_t n
 		 total ? parts : "", !total && m->status ? ": " : "", !total && m->status ? m->status : "");
 }
 
+/* The access log's line for one /v1 request. Names from the request are
+ * written with anything but printable ASCII as '?', so that one request is
+ * always one line. */
+static void access_line(const struct cr_gateway *gw, const char *key, const char *model, int status,
+			const struct cr_usage_sample *s)
+{
+	if (!gw->cfg.access_log)
+		return;
+	char when[40], safe[2][104];
+	const char *in[2] = { key ? key : "-", model && *model ? model : "-" };
+	for (int f = 0; f < 2; f++) {
+		size_t n = 0;
+		for (const unsigned char *c = (const unsigned char *)in[f]; *c && n < sizeof(safe[f]) - 1; c++)
+			safe[f][n++] = *c > ' ' && *c < 0x7f ? (char)*c : '?';
+		safe[f][n] = 0;
+	}
+	cr_log_time(when, sizeof(when));
+	fprintf(gw->cfg.access_log,
+		"%s access key=%s model=%s status=%d prompt_tokens=%lld completion_tokens=%lld latency_ms=%lld",
+		when, safe[0], safe[1], status, (long long)s->prompt_tokens, (long long)s->completion_tokens,
+		(long long)s->latency_ms);
+	if (s->ttft_ms >= 0)
+		fprintf(gw->cfg.access_log, " ttft_ms=%lld", (long long)s->ttft_ms);
+	fputc('\n', gw->cfg.access_log);
+}
+
+/* An error answer to a /v1 request before any engine saw it, logged. */
+static void reply_logged(struct cr_req *req, const struct cr_apikey *k, const char *model, int code, const char *msg,
+			 const char *fix, int retry_s)
+{
+	struct cr_usage_sample s = { true, 0, 0, -1, 0 };
+	access_line(cr_req_ctx(req), k ? k->name : NULL, model, cr_http_status(code), &s);
+	if (retry_s)
+		cr_reply_error_retry(req, code, msg, retry_s);
+	else
+		cr_reply_error(req, code, msg, fix);
+}
+
 /* A gateway refusal after the key and model are known: counted as an error. */
 static void refuse(struct cr_req *req, const struct cr_apikey *k, const char *model, int code, const char *msg,
 		   int retry_s)
 {
 	struct cr_usage_sample s = { true, 0, 0, -1, 0 };
 	cr_usage_record(((struct cr_gateway *)cr_req_ctx(req))->app, k, model, &s);
-	cr_reply_error_retry(req, code, msg, retry_s);
+	reply_logged(req, k, model, code, msg, NULL, retry_s);
 }
 
 /* The per-minute limits of key k (fixed one-minute windows); 0 or the
@@ -299,19 +341,19 @@ static void relay_v1(struct cr_req *req)
 	struct cr_err err = CR_ERR_INIT;
 	json_t *body = cr_req_json(req, &err);
 	if (!body) {
-		cr_reply_err(req, &err);
+		reply_logged(req, k, NULL, err.code, err.message, err.fix, 0);
 		return;
 	}
 	const char *model = cr_json_get_str(body, "model", NULL);
 	if (!model) {
-		cr_reply_error(req, CR_EINPUT, "you must provide a model parameter", NULL);
+		reply_logged(req, k, NULL, CR_EINPUT, "you must provide a model parameter", NULL, 0);
 		return;
 	}
 	struct cr_model *m = cr_cluster_model(app, model);
 	if (!m || !cr_key_allows(k, model)) {
 		char msg[256];
 		snprintf(msg, sizeof(msg), "The model '%.100s' does not exist or you do not have access to it.", model);
-		cr_reply_error(req, CR_ENOTFOUND, msg, NULL);
+		reply_logged(req, k, model, CR_ENOTFOUND, msg, NULL, 0);
 		return;
 	}
 	char msg[1400];
@@ -417,6 +459,7 @@ void cr_gateway_config_defaults(struct cr_gateway_config *c)
 	c->first_byte_timeout_ms = 600000;
 	c->idle_timeout_ms = 300000;
 	c->pool_idle = 16;
+	c->access_log = stderr;
 }
 
 struct cr_gateway *cr_gateway_new(struct event_base *base, struct cr_app *app, const struct cr_gateway_config *cfg)

@@ -6,6 +6,7 @@
 #define CR_GATEWAY_GATEWAY_H
 
 #include <jansson.h>
+#include <stdio.h>
 
 struct event_base;
 struct cr_app;
@@ -17,9 +18,10 @@ struct cr_gateway_config {
 	int first_byte_timeout_ms; /* request sent -> first byte of the answer, else 504 */
 	int idle_timeout_ms;       /* longest silence mid-answer before it is cut */
 	int pool_idle;             /* idle keep-alive connections kept per engine */
+	FILE *access_log;          /* one line per /v1 request (borrowed, line-buffered); NULL: none */
 };
 
-/* 5 s, 10 min, 5 min, 16. */
+/* 5 s, 10 min, 5 min, 16, stderr. */
 void cr_gateway_config_defaults(struct cr_gateway_config *c);
 
 /* A gateway on base over the cluster app (borrowed; it must outlive the

@@ -51,8 +51,8 @@ class EngineCase(ClusterCase):
                 p.stop()
         super().tearDown()  # kills the engines by their mark
 
-    def cluster(self, *workers):
-        self.start_server(extra=("--gpu-reserve", "0"))
+    def cluster(self, *workers, server_extra=()):
+        self.start_server(extra=("--gpu-reserve", "0") + tuple(server_extra))
         self.login()
         self.env["CORRAL_SERVER_URL"] = self.url
         self.env["CORRAL_API_TOKEN"] = self.token

@@ -6,8 +6,10 @@ CLI, and the counts surviving a server restart."""
 import json
 import os
 import signal
+import subprocess
 import unittest
 
+from harness import CORRAL
 from t50_engines import EngineCase, LLAMA_BIN
 
 
@@ -149,3 +151,45 @@ class Metering(EngineCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+@unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")
+class AccessLog(EngineCase):
+    def test_one_line_per_v1_request_with_key_model_status_tokens_and_latency(self):
+        log = os.path.join(self.tmp, "access.log")
+        self.cluster(("w1", None), server_extra=("--access-log", log))
+        self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 2048, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        self.wait_running("tiny")
+        key = self.cli("keys", "create", "ci").stdout.strip()
+        msg = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+        status, _, body = self.gw("/v1/chat/completions", msg, key)
+        self.assertEqual(status, 200, body)
+        u = json.loads(body)["usage"]
+        status, _, _ = self.gw("/v1/chat/completions", dict(msg, stream=True), key)
+        self.assertEqual(status, 200)
+        status, _, _ = self.gw("/v1/chat/completions", dict(msg, model="nope\nkey=forged status=200"), key)
+        self.assertEqual(status, 404)
+        self.wait_for(lambda: os.path.exists(log) and open(log).read().count("\n") == 3, "three access lines")
+        lines = open(log).read().splitlines()
+        fields = [dict(f.split("=", 1) for f in l.split()[2:]) for l in lines]
+        self.assertTrue(all(l.split()[1] == "access" for l in lines), lines)
+        self.assertEqual(fields[0]["key"], "ci")
+        self.assertEqual((fields[0]["model"], fields[0]["status"]), ("tiny", "200"))
+        self.assertEqual((int(fields[0]["prompt_tokens"]), int(fields[0]["completion_tokens"])),
+                         (u["prompt_tokens"], u["completion_tokens"]))
+        self.assertGreater(int(fields[0]["latency_ms"]), 0)
+        self.assertNotIn("ttft_ms", fields[0])
+        self.assertEqual(int(fields[1]["completion_tokens"]), 3)
+        self.assertIn("ttft_ms", fields[1], "streams log their time to the first token")
+        self.assertEqual((fields[2]["status"], fields[2]["model"]), ("404", "nope?key=forged?status=200"),
+                         "a name from the request cannot forge a line")
+        self.assertNotIn("access key=", self.procs[0].output(), "with a file, not in the server's log too")
+
+    def test_an_access_log_that_cannot_be_opened_is_refused_with_the_fix(self):
+        r = subprocess.run([CORRAL, "server", "--access-log", os.path.join(self.tmp, "no", "such", "dir", "a.log"),
+                            "--data-dir", os.path.join(self.tmp, "d"), "--port", "0", "--disable-worker"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot open --access-log", r.stderr)
+        self.assertIn("--access-log off", r.stderr)
