@@ -4,7 +4,11 @@
 #include <event2/thread.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <getopt.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,6 +300,32 @@ static int parse(int argc, char **argv, struct server_opts *o)
 	return -1;
 }
 
+/* The address other machines reach a server listening on host by: host
+ * itself, or for a wildcard the first non-loopback IPv4 address (else the
+ * host name). */
+static void join_address(const char *host, char *out, size_t n)
+{
+	snprintf(out, n, "%s", host);
+	if (strcmp(host, "0.0.0.0") != 0 && strcmp(host, "::") != 0) {
+		if (strchr(host, ':'))
+			snprintf(out, n, "[%s]", host);
+		return;
+	}
+	struct ifaddrs *ifs = NULL;
+	bool found = false;
+	if (getifaddrs(&ifs) == 0) {
+		for (struct ifaddrs *i = ifs; i && !found; i = i->ifa_next) {
+			if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || (i->ifa_flags & IFF_LOOPBACK))
+				continue;
+			found = inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)i->ifa_addr)->sin_addr, out,
+					  (socklen_t)n) != NULL;
+		}
+		freeifaddrs(ifs);
+	}
+	if (!found && gethostname(out, n) != 0)
+		snprintf(out, n, "SERVER");
+}
+
 static char **worker_argv(const struct server_opts *o, int port)
 {
 	const char *host = !strcmp(o->host, "0.0.0.0") || !strcmp(o->host, "::") ? "127.0.0.1" : o->host;
@@ -381,6 +411,11 @@ int cr_cmd_server(int argc, char **argv)
 		return 1;
 	}
 	printf("corral: server listening on http://%s:%d (data in %s)\n", o.host, port, o.data_dir);
+	char addr[INET6_ADDRSTRLEN + 2];
+	join_address(o.host, addr, sizeof(addr));
+	printf("corral: to join a machine, copy %s/token to it (mode 0600, e.g. as /etc/corral/token) and run there:\n"
+	       "  corral worker --server-url http://%s:%d --token-file /etc/corral/token\n",
+	       o.data_dir, addr, port);
 	fflush(stdout);
 
 	struct embedded e = { base, NULL, NULL, 0, 0, 0, NULL, false };

@@ -3,11 +3,12 @@ restart persistence, the embedded worker, and --help for every command."""
 import json
 import os
 import signal
+import shutil
 import socket
 import stat
 import subprocess
 
-from harness import CORRAL, ClusterCase
+from harness import CORRAL, ClusterCase, free_port
 
 
 class FirstStart(ClusterCase):
@@ -22,6 +23,20 @@ class FirstStart(ClusterCase):
         self.assertIn(pw_file, out)
         self.assertIn(self.cluster_token(), out)
         self.assertTrue(self.cluster_token().startswith("crt_"))
+        # a join command to paste on another machine, which works as printed
+        join = [l.strip() for l in out.splitlines() if l.strip().startswith("corral worker ")]
+        self.assertEqual(join, ["corral worker --server-url %s --token-file /etc/corral/token" % self.url], out)
+        self.assertIn("copy %s to it (mode 0600" % tok_file, out)
+        copied = os.path.join(self.tmp, "etc-token")
+        shutil.copy(tok_file, copied)
+        os.chmod(copied, 0o600)
+        args = join[0].split()[1:]
+        args[args.index("/etc/corral/token")] = copied
+        self.spawn("worker-joined", args + ["--name", "joined", "--data-dir", os.path.join(self.tmp, "wj"),
+                                            "--worker-port", str(free_port()), "--listen-host", "127.0.0.1",
+                                            "--status-interval", "1"], self.env)
+        self.login()
+        self.wait_state("joined", "ready")
         # the store holds only the token's hash
         with open(os.path.join(self.data_dir, "corral.db"), "rb") as f:
             db = f.read()
