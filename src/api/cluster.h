@@ -64,6 +64,7 @@ struct cr_instance {
 	int probe_failures; /* end-to-end probes failed in a row (models with health_probe) */
 	bool probe_inflight;
 	char *probe_error;  /* the last failure */
+	int64_t retire_at;  /* mono ms: replaced, stopping once its requests in flight end; 0: not */
 };
 
 /* A gateway API key (only its hash is known). */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api/internal.h"
+#include "api/model_spec.h"
 #include "base/err.h"
 #include "base/json.h"
 #include "base/log.h"
@@ -129,19 +130,24 @@ json_t *cr_instance_json(struct cr_app *app, struct cr_instance *i)
 			      i->model_id, "state", cr_instance_state_name(i->state), "message", i->message, "placement", i->placement,
 			      "created_at", created, "updated_at", updated);
 	if (m) {
-		json_object_set(o, "source", json_object_get(m->spec, "path") ? json_object_get(m->spec, "path")
-									   : json_object_get(m->spec, "url"));
-		json_t *sha = json_object_get(m->spec, "sha256");
+		/* built from the spec kept with it (a rolling update leaves the old
+		 * instances as they were), else from the model's */
+		json_t *spec = json_object_get(i->placement, "spec") ? json_object_get(i->placement, "spec") : m->spec;
+		json_object_set(o, "source", json_object_get(spec, "path") ? json_object_get(spec, "path")
+									 : json_object_get(spec, "url"));
+		json_t *sha = json_object_get(spec, "sha256");
 		if (sha)
 			json_object_set(o, "sha256", sha);
-		json_object_set(o, "engine_args", json_object_get(m->spec, "engine_args"));
-		const char *url = cr_json_get_str(m->spec, "url", NULL);
+		json_object_set(o, "engine_args", json_object_get(spec, "engine_args"));
+		const char *url = cr_json_get_str(spec, "url", NULL);
 		json_t *w0 = json_array_get(json_object_get(i->placement, "workers"), 0);
 		struct cr_worker *w = url ? cr_map_get(&app->workers, cr_json_get_str(w0, "id", "")) : NULL;
 		json_t *dl = w ? json_object_get(json_object_get(w->files, url), "download") : NULL;
 		if (dl) /* the leader's download of the model, as it last reported */
 			json_object_set(o, "download", dl);
 	}
+	json_object_set_new(o, "outdated", json_boolean(m && cr_model_spec_outdated(json_object_get(i->placement, "spec"),
+										    m->spec)));
 	json_object_set_new(o, "members", i->members ? json_incref(i->members) : json_object());
 	json_object_set_new(o, "endpoint", i->endpoint ? json_string(i->endpoint) : json_null());
 	json_object_set_new(o, "inflight", json_integer(i->inflight));
@@ -253,6 +259,8 @@ bool cr_instance_is_routable(const struct cr_instance *i)
  * is the instance's error; otherwise the leader's state. */
 void cr_instance_derive_state(struct cr_app *app, struct cr_instance *i)
 {
+	if (i->retire_at)
+		return; /* stopping: its engine's reports no longer change that */
 	const char *leader = cr_json_get_str(i->placement, "leader", "");
 	json_t *lr = json_object_get(i->members, leader);
 	const char *wid;
@@ -490,7 +498,8 @@ void cr_instances_downloads(struct cr_app *app, struct cr_worker *w)
 		struct cr_model *m = cr_map_get(&app->models, i->model_id);
 		if (!m || i->state == CR_I_RUNNING || !cr_placement_has(i->placement, w->id))
 			continue;
-		const char *url = cr_json_get_str(m->spec, "url", NULL);
+		json_t *spec = json_object_get(i->placement, "spec") ? json_object_get(i->placement, "spec") : m->spec;
+		const char *url = cr_json_get_str(spec, "url", NULL);
 		json_t *dl = url ? json_object_get(json_object_get(w->files, url), "download") : NULL;
 		if (strcmp(cr_json_get_str(dl, "state", ""), "error") != 0)
 			continue;

@@ -236,3 +236,27 @@ void cr_model_spec_params(json_t *spec, struct cr_est_params *p)
 			p->n_ubatch = (uint32_t)n;
 	}
 }
+
+static const char *const built_from[] = { "path", "url", "sha256", "engine", "engine_args", "ctx", "parallel",
+					  "policy", "selector", "gpus", "allow_cpu_offload", "allow_distributed", NULL };
+
+json_t *cr_model_spec_built(json_t *spec)
+{
+	json_t *o = json_object();
+	for (size_t k = 0; built_from[k]; k++) {
+		json_t *v = json_object_get(spec, built_from[k]);
+		if (v)
+			json_object_set(o, built_from[k], v);
+	}
+	return o;
+}
+
+bool cr_model_spec_outdated(json_t *built, json_t *spec)
+{
+	if (!built)
+		return false;
+	json_t *now = cr_model_spec_built(spec);
+	bool old = !json_equal(built, now);
+	json_decref(now);
+	return old;
+}

@@ -4,6 +4,7 @@
 #define CR_API_MODEL_SPEC_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "base/err.h"
 #include "base/util.h"
@@ -25,5 +26,16 @@ const char *cr_model_spec_engine(json_t *spec, const char *format);
 /* Estimator parameters: ctx, parallel, and from engine_args the KV cache
  * types (-ctk/-ctv), flash attention (-fa off) and micro-batch (-ub). */
 void cr_model_spec_params(json_t *spec, struct cr_est_params *p);
+
+/* The fields of spec an instance is built from (source, engine, its
+ * arguments, context, placement rules), as a new object: kept with each
+ * instance, so that a change of any of them marks the instance outdated and
+ * a rolling update replaces it. */
+json_t *cr_model_spec_built(json_t *spec);
+
+/* Whether an instance built from `built` (cr_model_spec_built of the spec
+ * then; NULL for instances placed before it was kept: never outdated) is
+ * outdated against the model's spec now. */
+bool cr_model_spec_outdated(json_t *built, json_t *spec);
 
 #endif

@@ -339,14 +339,22 @@ static void fill_worker(struct snap *sn, struct cr_sched_worker *x, struct cr_wo
 		x->file = CR_FILE_PRESENT;
 }
 
-/* Claims of every instance go into the snapshot; replicas counts the
- * instances of model_id per worker. */
-static void add_claims(struct cr_app *app, struct snap *sn, const char *model_id)
+static bool outdated(const struct cr_instance *i, const struct cr_model *m)
+{
+	return cr_model_spec_outdated(json_object_get(i->placement, "spec"), m->spec);
+}
+
+/* Claims of every instance go into the snapshot (but those of skip's outdated
+ * instances, when skip is given); replicas counts the instances of model_id
+ * per worker. */
+static void add_claims(struct cr_app *app, struct snap *sn, const char *model_id, const struct cr_model *skip)
 {
 	size_t it = 0;
 	void *v;
 	while (cr_map_next(&app->instances, &it, NULL, &v)) {
 		struct cr_instance *inst = v;
+		if (skip && !strcmp(inst->model_id, skip->id) && outdated(inst, skip))
+			continue;
 		size_t k;
 		json_t *pw;
 		json_array_foreach(json_object_get(inst->placement, "workers"), k, pw) {
@@ -370,7 +378,8 @@ static void add_claims(struct cr_app *app, struct snap *sn, const char *model_id
 	}
 }
 
-static void snap_build(struct cr_app *app, struct snap *sn, const char *source, const char *model_id)
+static void snap_build(struct cr_app *app, struct snap *sn, const char *source, const char *model_id,
+		       const struct cr_model *skip)
 {
 	memset(sn, 0, sizeof(*sn));
 	size_t n = app->workers.count, it = 0;
@@ -395,7 +404,7 @@ static void snap_build(struct cr_app *app, struct snap *sn, const char *source, 
 		}
 	sn->s.gpu_reserve = app->cfg.gpu_reserve;
 	sn->s.ram_reserve = app->cfg.ram_reserve;
-	add_claims(app, sn, model_id);
+	add_claims(app, sn, model_id, skip);
 }
 
 /* The model's shape from the first worker that parsed its file. */
@@ -618,9 +627,10 @@ struct plan {
 	struct cr_err err;
 };
 
-/* Place `want` replicas of spec on the current cluster (without storing). */
+/* Place `want` replicas of spec on the current cluster (without storing);
+ * with skip, as if its outdated instances were gone. */
 static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, const char *model_id, int want,
-			  struct plan *pl)
+			  const struct cr_model *skip, struct plan *pl)
 {
 	const char *source = cr_model_spec_source(spec);
 	struct cr_model_shape shape = CR_MODEL_SHAPE_INIT;
@@ -641,7 +651,7 @@ static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, co
 		return;
 	}
 	struct snap sn;
-	snap_build(app, &sn, source, model_id);
+	snap_build(app, &sn, source, model_id, skip);
 	struct cr_sched_request q;
 	const char **sel;
 	struct cr_sched_manual *man;
@@ -781,7 +791,9 @@ static struct cr_instance *least_valuable(struct cr_app *app, struct cr_instance
 	return best;
 }
 
-static void scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t now)
+/* Places up to want new instances of m: how many were placed, or -1 while
+ * workers are still inspecting its file. */
+static int scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t now)
 {
 	const char *source = cr_model_spec_source(m->spec);
 	json_t *wait = waiting_for(app, source);
@@ -790,11 +802,11 @@ static void scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t n
 		snprintf(msg, sizeof(msg), "waiting for %zu worker(s) to inspect '%s'", json_array_size(wait), source);
 		set_status_quiet(m, msg, NULL, true);
 		json_decref(wait);
-		return;
+		return -1;
 	}
 	json_decref(wait);
 	struct plan pl;
-	plan_replicas(app, m->spec, m->name, m->id, want, &pl);
+	plan_replicas(app, m->spec, m->name, m->id, want, NULL, &pl);
 	size_t k;
 	json_t *p;
 	json_array_foreach(pl.placements, k, p) {
@@ -803,6 +815,7 @@ static void scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t n
 		i->id = cr_xasprintf("%s-%.8s", m->name, rand);
 		free(rand);
 		i->model_id = cr_xstrdup(m->id);
+		json_object_set_new(p, "spec", cr_model_spec_built(m->spec)); /* what it is built from, kept */
 		i->placement = json_incref(p);
 		i->state = CR_I_SCHEDULED;
 		const char *warn = cr_json_get_str(p, "warning", NULL);
@@ -823,9 +836,11 @@ static void scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t n
 		set_status(m, pl.rc == CR_EINPUT ? pl.err.message : pl.summary, pl.reasons ? json_incref(pl.reasons) : NULL);
 	else
 		set_status(m, NULL, NULL);
+	int placed = pl.placed;
 	json_decref(pl.placements);
 	json_decref(pl.reasons);
 	json_decref(pl.groups);
+	return placed;
 }
 
 /* The draining worker an instance has a member on, or NULL. */
@@ -841,9 +856,29 @@ static struct cr_worker *draining_member(struct cr_app *app, struct cr_instance 
 	return NULL;
 }
 
-/* Keeps the model at its replicas. Instances on draining workers ("leaving")
- * are replaced first: each stops only once enough replacements run, so a
- * drain never drops a model's capacity while there is room elsewhere. */
+#define RETIRE_WAIT_MS 120000 /* longest wait for a replaced instance's requests in flight */
+
+/* Stop i, which has been replaced: at once when no request is in flight,
+ * else it takes no new ones and stops when they end (or after
+ * RETIRE_WAIT_MS), so that no answer is cut. */
+static void retire(struct cr_app *app, struct cr_instance *i, const char *why, int64_t now)
+{
+	if (!i->inflight) {
+		cr_instance_remove(app, i, why);
+		return;
+	}
+	char msg[400];
+	snprintf(msg, sizeof(msg), "%s; stopping once its %d request(s) in flight end", why, i->inflight);
+	i->retire_at = now;
+	cr_instance_set_state(app, i, CR_I_STOPPING, msg);
+}
+
+/* Keeps the model at its replicas. Instances on draining workers, and those
+ * built from an older spec, are "leaving": each stops only once enough
+ * replacements run, so neither a drain nor an update drops a model's
+ * capacity while there is room. Without room, an update goes one at a time:
+ * an old instance stops only when every new one runs and its room would let
+ * the next be placed. */
 static void reconcile(struct cr_app *app, struct cr_model *m, int64_t now)
 {
 	struct cr_instance **is;
@@ -851,13 +886,24 @@ static void reconcile(struct cr_app *app, struct cr_model *m, int64_t now)
 	struct cr_instance **go = cr_xcalloc(n ? n : 1, sizeof(*go));
 	size_t staying = 0, leaving = 0;
 	for (size_t k = 0; k < n; k++) {
+		if (is[k]->retire_at) { /* replaced: gone when its last request ends */
+			if (!is[k]->inflight || now - is[k]->retire_at > RETIRE_WAIT_MS)
+				cr_instance_remove(app, is[k], is[k]->message);
+			continue;
+		}
 		if (check_members(app, is[k], now))
 			continue;
-		if (draining_member(app, is[k]))
+		if (draining_member(app, is[k]) || outdated(is[k], m))
 			go[leaving++] = is[k];
 		else
 			is[staying++] = is[k];
 	}
+	for (size_t k = 1; k < leaving; k++) /* running ones first: they are kept longest */
+		for (size_t j = k; j > 0 && go[j]->state == CR_I_RUNNING && go[j - 1]->state != CR_I_RUNNING; j--) {
+			struct cr_instance *t = go[j];
+			go[j] = go[j - 1];
+			go[j - 1] = t;
+		}
 	int want = (int)cr_json_get_int(m->spec, "replicas", 0);
 	while ((int)staying > want) {
 		struct cr_instance *x = least_valuable(app, is, staying);
@@ -870,20 +916,45 @@ static void reconcile(struct cr_app *app, struct cr_model *m, int64_t now)
 	for (size_t k = 0; k < staying; k++)
 		running += is[k]->state == CR_I_RUNNING;
 	int keep = want - running; /* leaving instances still needed until replacements run */
+	size_t kept = 0;
 	for (size_t k = 0; k < leaving; k++) {
-		if ((int)k < keep)
+		if ((int)k < keep) {
+			go[kept++] = go[k];
 			continue;
+		}
+		struct cr_worker *dw = draining_member(app, go[k]);
 		char msg[300];
-		snprintf(msg, sizeof(msg), "worker '%s' is draining; a replacement runs elsewhere",
-			 draining_member(app, go[k])->name);
-		cr_instance_remove(app, go[k], msg);
+		if (dw)
+			snprintf(msg, sizeof(msg), "worker '%s' is draining; a replacement runs elsewhere", dw->name);
+		else
+			snprintf(msg, sizeof(msg), "replaced: an instance with the model's new spec runs");
+		retire(app, go[k], msg, now);
+	}
+	int placed = 0;
+	if ((int)staying < want)
+		placed = scale_up(app, m, want - (int)staying, now);
+	else
+		set_status(m, NULL, NULL);
+	if (placed == 0 && (int)staying < want && running == (int)staying) {
+		/* no room for a new instance while the old ones run: make room with
+		 * one outdated instance, if its room is enough for the next one */
+		struct cr_instance *old = NULL;
+		for (size_t k = kept; k-- > 0;)
+			if (!draining_member(app, go[k]) && outdated(go[k], m))
+				old = go[k];
+		struct plan pl;
+		if (old) {
+			plan_replicas(app, m->spec, m->name, m->id, 1, m, &pl);
+			if (pl.placed)
+				retire(app, old, "replaced one at a time: stopped to make room for an instance with the "
+						 "model's new spec", now);
+			json_decref(pl.placements);
+			json_decref(pl.reasons);
+			json_decref(pl.groups);
+		}
 	}
 	free(go);
 	free(is);
-	if ((int)staying < want)
-		scale_up(app, m, want - (int)staying, now);
-	else
-		set_status(m, NULL, NULL);
 }
 
 static void e2e_probes(struct cr_app *app, int64_t now);
@@ -1003,27 +1074,34 @@ static void patch_model(struct cr_req *req)
 		cr_reply_err(req, &err);
 		return;
 	}
-	bool placement_changed = false;
-	static const char *const keys[] = { "path", "url", "engine", "engine_args", "ctx", "parallel", "policy",
-					    "selector", "gpus", "allow_cpu_offload", "allow_distributed", NULL };
-	for (size_t k = 0; keys[k]; k++)
-		placement_changed |= !json_equal(json_object_get(spec, keys[k]) ? json_object_get(spec, keys[k]) : json_null(),
-						 json_object_get(m->spec, keys[k]) ? json_object_get(m->spec, keys[k]) : json_null());
+	json_t *was = cr_model_spec_built(m->spec), *is_now = cr_model_spec_built(spec);
+	bool placement_changed = !json_equal(was, is_now);
+	json_decref(was);
+	json_decref(is_now);
 	json_decref(m->spec);
 	m->spec = spec;
 	m->updated_ms = cr_wall_ms();
-	if (placement_changed) { /* replace the instances: placed again with the new spec */
+	if (placement_changed) { /* a rolling update: reconcile replaces the outdated instances */
+		cr_info("model '%s': spec changed; its instances are replaced one by one, each new one running first",
+			m->name);
 		struct cr_instance **is;
 		size_t n = model_instances(app, m, &is);
-		for (size_t k = 0; k < n; k++)
-			cr_instance_remove(app, is[k], "the model's spec changed");
+		for (size_t k = 0; k < n; k++) /* placed before specs were kept with them: cannot be compared */
+			if (!json_object_get(is[k]->placement, "spec"))
+				cr_instance_remove(app, is[k], "the model's spec changed");
 		free(is);
 		m->created_mono = cr_mono_ms();
 		cr_instances_push_all(app);
 	}
 	app->sched_dirty = true;
 	cr_models_tick(app);
-	cr_reply_json(req, 200, model_json(app, m));
+	json_t *o = model_json(app, m);
+	size_t it = 0, replacing = 0;
+	void *v;
+	while (cr_map_next(&app->instances, &it, NULL, &v))
+		replacing += !strcmp(((struct cr_instance *)v)->model_id, m->id) && outdated(v, m);
+	json_object_set_new(o, "replacing", json_integer((json_int_t)replacing));
+	cr_reply_json(req, 200, o);
 }
 
 static void delete_model(struct cr_req *req)
@@ -1078,7 +1156,7 @@ static void plan_model(struct cr_req *req)
 	json_t *wait = waiting_for(app, source);
 	int want = (int)cr_json_get_int(spec, "replicas", 1);
 	struct plan pl;
-	plan_replicas(app, spec, name, NULL, want ? want : 1, &pl);
+	plan_replicas(app, spec, name, NULL, want ? want : 1, NULL, &pl);
 	if (pl.rc == CR_EINPUT) {
 		cr_reply_err(req, &pl.err);
 	} else {

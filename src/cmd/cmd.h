@@ -18,6 +18,7 @@ int cr_cmd_models(int argc, char **argv);
 int cr_cmd_instances(int argc, char **argv);
 int cr_cmd_rm(int argc, char **argv);
 int cr_cmd_scale(int argc, char **argv);
+int cr_cmd_update(int argc, char **argv);
 int cr_cmd_engines(int argc, char **argv);
 int cr_cmd_logs(int argc, char **argv);
 int cr_cmd_keys(int argc, char **argv);

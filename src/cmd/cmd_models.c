@@ -287,24 +287,31 @@ static int wait_running(struct cr_cli *cl, const char *model, int want, long lon
 			rc = cr_cmd_fail(&err);
 			break;
 		}
-		int running = 0;
+		int running = 0, old = 0;
 		size_t i;
 		json_t *x;
 		const char *failed = NULL;
 		json_array_foreach(json_object_get(ans, "instances"), i, x) {
 			const char *st = cr_json_get_str(x, "state", "");
+			if (json_is_true(json_object_get(x, "outdated"))) { /* a rolling update's old ones */
+				old++;
+				if (!failed)
+					snprintf(last, sizeof(last), "instance %s (old spec) is %s: %s",
+						 cr_json_get_str(x, "id", "?"), st, cr_json_get_str(x, "message", ""));
+				continue;
+			}
 			running += !strcmp(st, "running");
 			if ((!strcmp(st, "error") || !strcmp(st, "crash_loop")) && !failed) {
 				snprintf(last, sizeof(last), "instance %s failed: %s", cr_json_get_str(x, "id", "?"),
 					 cr_json_get_str(x, "message", ""));
 				failed = last;
-			} else if (strcmp(st, "running") != 0) {
+			} else if (strcmp(st, "running") != 0 && !failed) { /* the failure's message is kept */
 				snprintf(last, sizeof(last), "instance %s is %s: %s", cr_json_get_str(x, "id", "?"), st,
 					 cr_json_get_str(x, "message", ""));
 			}
 		}
 		json_decref(ans);
-		if (running >= want) {
+		if (running >= want && !old) {
 			printf("every replica runs (%d/%d)\n", running, want);
 			rc = 0;
 			break;
@@ -320,12 +327,18 @@ static int wait_running(struct cr_cli *cl, const char *model, int want, long lon
 	return rc;
 }
 
-int cr_cmd_deploy(int argc, char **argv)
+/* The flags of deploy and update: spec fields go into body, the rest here. */
+struct spec_flags {
+	const char *url;
+	bool dry, as_json, wait;
+	long long wait_s; /* -1: not given */
+};
+
+static int parse_spec_flags(int argc, char **argv, const char *usage, json_t *body, struct spec_flags *f)
 {
-	json_t *body = json_object();
-	const char *url = NULL;
-	bool dry = false, as_json = false, wait = false;
-	long long wait_s = -1;
+	const char **url = &f->url;
+	bool *dry = &f->dry, *as_json = &f->as_json, *wait = &f->wait;
+	long long *wait_s = &f->wait_s;
 	const struct cr_opt opts[] = {
 		{ "path", 0, CR_OPT_FIELD_STR, body, "path", 0 },
 		{ "url", 0, CR_OPT_FIELD_STR, body, "url", 0 },
@@ -340,22 +353,18 @@ int cr_cmd_deploy(int argc, char **argv)
 		{ "allow-cpu-offload", 0, CR_OPT_FIELD_TRUE, body, "allow_cpu_offload", 0 },
 		{ "allow-distributed", 0, CR_OPT_FIELD_TRUE, body, "allow_distributed", 0 },
 		{ "health-probe", 0, CR_OPT_FIELD_TRUE, body, "health_probe", 0 },
-		{ "dry-run", 0, CR_OPT_FLAG, &dry, NULL, 0 },
-		{ "wait", 0, CR_OPT_FLAG, &wait, NULL, 0 },
-		{ "timeout", 0, CR_OPT_COUNT, &wait_s, NULL, 86400 },
-		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },
-		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ "dry-run", 0, CR_OPT_FLAG, dry, NULL, 0 },
+		{ "wait", 0, CR_OPT_FLAG, wait, NULL, 0 },
+		{ "timeout", 0, CR_OPT_COUNT, wait_s, NULL, 86400 },
+		{ "json", 0, CR_OPT_FLAG, as_json, NULL, 0 },
+		{ "server-url", 0, CR_OPT_STR, url, NULL, 0 },
 		{ NULL, 0, 0, NULL, NULL, 0 },
 	};
-	int rc = cr_cli_parse(argc, argv, deploy_usage, opts);
-	if (rc >= 0) {
-		json_decref(body);
+	int rc = cr_cli_parse(argc, argv, usage, opts);
+	if (rc >= 0)
 		return rc;
-	}
-	rc = 0;
-	if (rc || optind >= argc || argv[optind][0] == '-') {
-		fputs(deploy_usage, stderr);
-		json_decref(body);
+	if (optind >= argc || argv[optind][0] == '-') {
+		fputs(usage, stderr);
 		return 2;
 	}
 	json_object_set_new(body, "name", json_string(argv[optind++]));
@@ -368,6 +377,22 @@ int cr_cmd_deploy(int argc, char **argv)
 		json_object_set_new(body, "engine_args", args);
 	else
 		json_decref(args);
+	return -1;
+}
+
+int cr_cmd_deploy(int argc, char **argv)
+{
+	json_t *body = json_object();
+	struct spec_flags f = { NULL, false, false, false, -1 };
+	int rc = parse_spec_flags(argc, argv, deploy_usage, body, &f);
+	if (rc >= 0) {
+		json_decref(body);
+		return rc;
+	}
+	rc = 0;
+	const char *url = f.url;
+	bool dry = f.dry, as_json = f.as_json, wait = f.wait;
+	long long wait_s = f.wait_s;
 	struct cr_cli cl;
 	cr_cli_init(&cl, url);
 	char *text = cr_json_dump(body);
@@ -586,8 +611,11 @@ int cr_cmd_instances(int argc, char **argv)
 				 100.0 * (double)json_integer_value(json_object_get(dl, "bytes")) /
 					 (double)json_integer_value(json_object_get(dl, "total")),
 				 (long long)json_integer_value(json_object_get(dl, "total")));
+		char state[64];
+		snprintf(state, sizeof(state), "%s%s", cr_json_get_str(x, "state", ""),
+			 json_is_true(json_object_get(x, "outdated")) ? " (old spec)" : "");
 		const char *row[] = { json_string_value(json_object_get(x, "id")), json_string_value(json_object_get(x, "model")),
-				      json_string_value(json_object_get(x, "state")), at, claim, msg };
+				      state, at, claim, msg };
 		cr_table_row(&t, row);
 	}
 	cr_table_print(&t);
@@ -756,6 +784,114 @@ int cr_cmd_logs(int argc, char **argv)
 		path = cr_xasprintf("/api/instances/%s/logs?offset=%lld%s%s", argv[optind], off, worker ? "&worker=" : "",
 				    worker ? worker : "");
 	}
+	cr_cli_release(&cl);
+	return rc;
+}
+
+static const char update_usage[] =
+	"usage: corral update NAME [deploy options] [--dry-run] [--wait [--timeout S]] [-- ENGINE_ARGS...]\n"
+	"\n"
+	"Change a deployed model with any of deploy's options (see 'corral deploy --help');\n"
+	"what is not given stays. A change of what instances are built from (source, engine,\n"
+	"engine arguments, --ctx, --parallel, placement rules) is a rolling update: each new\n"
+	"instance runs before an old one stops, and an old one stops only once its requests in\n"
+	"flight end. Without room for the new instances beside the old ones, they are replaced\n"
+	"one at a time; a new instance that fails stops the update with the old ones serving.\n"
+	"\n"
+	"  --dry-run              show where the new instances go (beside the old ones); change nothing\n"
+	"  --wait                 wait until every new instance runs and the old ones are gone\n"
+	"  --timeout S            with --wait, how long (default 300)\n"
+	"\n"
+	"Exit status: 0 updated (with --wait: replaced); 1 an error, a new instance that failed,\n"
+	"or the timeout; 2 a usage error; 3 (--dry-run) the new instances do not fit beside the old.\n";
+
+/* The model's spec as deploy takes it: its JSON less what the server adds. */
+static json_t *spec_of(json_t *model)
+{
+	static const char *const fields[] = { "name", "path", "url", "sha256", "engine", "engine_args", "ctx", "parallel",
+					      "replicas", "policy", "selector", "gpus", "allow_cpu_offload",
+					      "allow_distributed", "health_probe", NULL };
+	json_t *o = json_object();
+	for (size_t k = 0; fields[k]; k++) {
+		json_t *v = json_object_get(model, fields[k]);
+		if (v && !json_is_null(v))
+			json_object_set(o, fields[k], v);
+	}
+	return o;
+}
+
+int cr_cmd_update(int argc, char **argv)
+{
+	json_t *body = json_object();
+	struct spec_flags f = { NULL, false, false, false, -1 };
+	int rc = parse_spec_flags(argc, argv, update_usage, body, &f);
+	if (rc >= 0) {
+		json_decref(body);
+		return rc;
+	}
+	rc = 0;
+	char *name = cr_xstrdup(json_string_value(json_object_get(body, "name")));
+	json_object_del(body, "name");
+	if (!json_object_size(body)) {
+		fprintf(stderr, "corral update: nothing to change: give a deploy option, e.g. --ctx 4096\n");
+		json_decref(body);
+		free(name);
+		return 2;
+	}
+	struct cr_cli cl;
+	cr_cli_init(&cl, f.url);
+	struct cr_err err = CR_ERR_INIT;
+	char *path = cr_xasprintf("/api/models/%s", name);
+	json_t *ans = NULL;
+	if (f.dry) {
+		ans = cr_cli_api(&cl, "GET", path, NULL, &err);
+		if (!ans) {
+			rc = cr_cmd_fail(&err);
+		} else {
+			json_t *spec = spec_of(ans);
+			json_object_update(spec, body);
+			char *text = cr_json_dump(spec);
+			printf("the new instances of '%s', placed beside the old ones:\n", name);
+			rc = run_plan(&cl, text, f.as_json, 15);
+			if (rc == 3 && !f.as_json)
+				printf("no room beside the old instances: the update would replace them one at a time\n");
+			free(text);
+			json_decref(spec);
+		}
+		goto out;
+	}
+	char *text = cr_json_dump(body);
+	ans = cr_cli_api(&cl, "PATCH", path, text, &err);
+	free(text);
+	if (!ans) {
+		rc = cr_cmd_fail(&err);
+		goto out;
+	}
+	if (f.as_json) {
+		rc = cr_cli_print_json(json_incref(ans));
+		goto out;
+	}
+	long long replacing = json_integer_value(json_object_get(ans, "replacing"));
+	long long want = json_integer_value(json_object_get(json_object_get(ans, "replicas_status"), "desired"));
+	if (replacing)
+		printf("model '%s' updated: its %lld instance(s) are replaced one by one, each new one running before "
+		       "an old one stops\n", name, replacing);
+	else
+		printf("model '%s' updated\n", name);
+	const char *status = json_string_value(json_object_get(ans, "status"));
+	if (status) {
+		printf("  %s\n", status);
+		print_reasons(json_object_get(ans, "reasons"));
+	}
+	if (f.wait)
+		rc = wait_running(&cl, name, (int)want, f.wait_s >= 0 ? f.wait_s : 300);
+	else
+		printf("follow it with 'corral instances --model %s'\n", name);
+out:
+	json_decref(ans);
+	free(path);
+	free(name);
+	json_decref(body);
 	cr_cli_release(&cl);
 	return rc;
 }

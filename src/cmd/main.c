@@ -25,6 +25,7 @@ static const char usage[] =
 	"  models     list models with their replicas and memory\n"
 	"  instances  list instances: where each replica runs, its claim and state\n"
 	"  scale      change how many replicas a model keeps\n"
+	"  update     change a deployed model (a rolling update when its instances must change)\n"
 	"  rm         delete models and their instances\n"
 	"  engines    the inference engines each worker found, with versions\n"
 	"  logs       an instance's engine log (-f to follow)\n"
@@ -59,7 +60,7 @@ int main(int argc, char **argv)
 		{ "logout", cr_cmd_logout }, { "workers", cr_cmd_workers }, { "gpus", cr_cmd_gpus },
 		{ "doctor", cr_cmd_doctor }, { "inspect", cr_cmd_inspect },
 		{ "deploy", cr_cmd_deploy }, { "models", cr_cmd_models }, { "instances", cr_cmd_instances },
-		{ "rm", cr_cmd_rm }, { "scale", cr_cmd_scale }, { "engines", cr_cmd_engines },
+		{ "rm", cr_cmd_rm }, { "scale", cr_cmd_scale }, { "update", cr_cmd_update }, { "engines", cr_cmd_engines },
 		{ "logs", cr_cmd_logs }, { "keys", cr_cmd_keys },
 		{ "users", cr_cmd_users }, { "chat", cr_cmd_chat }, { "usage", cr_cmd_usage },
 	};

@@ -7,6 +7,8 @@ engines that never see the cluster token."""
 import json
 import os
 import signal
+import threading
+import time
 import unittest
 
 from harness import free_port
@@ -159,3 +161,74 @@ class ModelList(EngineCase):
         self.assertEqual(listed(every), ["tiny"], "not the model nothing placed, nor the one whose engine fails")
         self.assertEqual(listed(some), [])
         self.assertIn("ghost", self.cli("models").stdout, "'corral models' still shows them with their cause")
+
+
+@unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")
+class RollingUpdate(EngineCase):
+    MSG = {"model": "tiny", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
+
+    def traffic(self, key):
+        """Requests one after another until stopped: (sent, statuses that were not 200)."""
+        stop = threading.Event()
+        result = {"sent": 0, "failed": []}
+
+        def run():
+            while not stop.is_set():
+                status, _, body = self.gw("/v1/chat/completions", self.MSG, key)
+                result["sent"] += 1
+                if status != 200:
+                    result["failed"].append((status, body[:200]))
+
+        t = threading.Thread(target=run)
+        t.start()
+        return stop, t, result
+
+    def test_update_replaces_every_instance_without_a_failed_request(self):
+        self.cluster(("w1", None))
+        self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 2048, "replicas": 2,
+                                          "allow_cpu_offload": True, "engine_args": ["-t", "1"]}, expect=201)
+        self.wait_for(lambda: [i["state"] for i in self.api("GET", "/api/instances?model=tiny")["instances"]]
+                      == ["running", "running"], "two replicas running")
+        old = {i["id"]: self.leader_report(i)["pid"] for i in self.api("GET", "/api/instances?model=tiny")["instances"]}
+        key = self.cli("keys", "create", "t").stdout.strip()
+
+        r = self.cli("update", "tiny", "--ctx", "1024", "--dry-run")
+        self.assertIn("placed beside the old ones", r.stdout)
+        self.assertEqual(self.api("GET", "/api/models/tiny")["ctx"], 2048, "a dry run changes nothing")
+
+        stop, t, result = self.traffic(key)
+        t0 = time.monotonic()
+        try:
+            r = self.cli("update", "tiny", "--ctx", "1024", "--wait", "--timeout", "120")
+        finally:
+            stop.set()
+            t.join()
+        print("\nrolling update of 2 replicas: %.1f s, %d requests, %d failed"
+              % (time.monotonic() - t0, result["sent"], len(result["failed"])))
+        self.assertIn("its 2 instance(s) are replaced one by one", r.stdout)
+        self.assertIn("every replica runs (2/2)", r.stdout)
+        self.assertGreater(result["sent"], 5)
+        self.assertEqual(result["failed"], [], "no request failed during the rolling update")
+        insts = self.api("GET", "/api/instances?model=tiny")["instances"]
+        self.assertEqual(len(insts), 2)
+        self.assertTrue(all(i["id"] not in old and not i["outdated"] for i in insts), insts)
+        self.assertTrue(all(i["placement"]["n_ctx"] == 1024 for i in insts), [i["placement"] for i in insts])
+        for pid in old.values():
+            self.wait_for(lambda: not pid_alive(pid), "the old engines to stop")
+
+        # an update whose new instances fail stops there: the old ones keep serving
+        current = {i["id"] for i in insts}
+        r = self.cli("update", "tiny", "--wait", "--timeout", "120", "--", "-t", "1", "--bogus-flag", check=False)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("failed", r.stderr)
+        insts = self.api("GET", "/api/instances?model=tiny")["instances"]
+        self.assertIn("(old spec)", self.cli("instances").stdout)
+        kept = [i for i in insts if i["id"] in current]
+        self.assertEqual(len(kept), 2, "the old instances are still there")
+        self.assertTrue(all(i["state"] == "running" and i["outdated"] for i in kept), kept)
+        status, _, body = self.gw("/v1/chat/completions", self.MSG, key)
+        self.assertEqual(status, 200, body)
+        # putting the spec back makes the old instances current again and drops the failed ones
+        self.cli("update", "tiny", "--", "-t", "1")
+        self.wait_for(lambda: {i["id"] for i in self.api("GET", "/api/instances?model=tiny")["instances"]}
+                      == current, "the failed new instances gone, the old ones kept", timeout=30)
