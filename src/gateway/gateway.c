@@ -239,13 +239,14 @@ static void access_line(const struct cr_gateway *gw, const char *key, const char
 		safe[f][n] = 0;
 	}
 	cr_log_time(when, sizeof(when));
-	fprintf(gw->cfg.access_log,
-		"%s access key=%s model=%s status=%d prompt_tokens=%lld completion_tokens=%lld latency_ms=%lld",
-		when, safe[0], safe[1], status, (long long)s->prompt_tokens, (long long)s->completion_tokens,
-		(long long)s->latency_ms);
+	char line[512], ttft[32] = "";
 	if (s->ttft_ms >= 0)
-		fprintf(gw->cfg.access_log, " ttft_ms=%lld", (long long)s->ttft_ms);
-	fputc('\n', gw->cfg.access_log);
+		snprintf(ttft, sizeof(ttft), " ttft_ms=%lld", (long long)s->ttft_ms);
+	int n = snprintf(line, sizeof(line),
+			 "%s access key=%s model=%s status=%d prompt_tokens=%lld completion_tokens=%lld latency_ms=%lld%s\n",
+			 when, safe[0], safe[1], status, (long long)s->prompt_tokens, (long long)s->completion_tokens,
+			 (long long)s->latency_ms, ttft);
+	fwrite(line, 1, n > 0 && (size_t)n < sizeof(line) ? (size_t)n : strlen(line), gw->cfg.access_log); /* one write */
 }
 
 /* An error answer to a /v1 request before any engine saw it, logged. */
