@@ -102,6 +102,9 @@ struct cr_apikey *cr_cluster_key(struct cr_app *app, const char *hash);
 struct cr_model *cr_cluster_model(struct cr_app *app, const char *name);
 /* The instance with this id, or NULL. */
 struct cr_instance *cr_cluster_instance(struct cr_app *app, const char *id);
+/* A gateway request relayed to i ended: one fewer in flight (a replaced
+ * instance whose last request ended stops at the next tick). */
+void cr_cluster_request_done(struct cr_app *app, struct cr_instance *i);
 /* Iterate: for (size_t it = 0; cr_cluster_next_model(app, &it, &m);) ...
  * Nothing may be added or removed meanwhile. */
 bool cr_cluster_next_model(struct cr_app *app, size_t *it, struct cr_model **m);

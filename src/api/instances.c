@@ -182,6 +182,8 @@ void cr_instance_set_state(struct cr_app *app, struct cr_instance *i, enum cr_in
 {
 	if (i->state == state && !strcmp(i->message, msg))
 		return;
+	if (state == CR_I_RUNNING && i->state != CR_I_RUNNING)
+		app->sched_dirty = true; /* replaced instances may stop now (rolling update, drain) */
 	i->state = state;
 	cr_str_replace(&i->message, msg);
 	i->updated_ms = cr_wall_ms();
@@ -453,6 +455,14 @@ const struct cr_http_route cr_api_instance_routes[] = {
 struct cr_instance *cr_cluster_instance(struct cr_app *app, const char *id)
 {
 	return cr_map_get(&app->instances, id);
+}
+
+void cr_cluster_request_done(struct cr_app *app, struct cr_instance *i)
+{
+	if (i->inflight > 0)
+		i->inflight--;
+	if (i->retire_at && !i->inflight)
+		app->sched_dirty = true; /* its last request ended: it stops at the next tick */
 }
 
 bool cr_cluster_next_instance(struct cr_app *app, size_t *it, struct cr_instance **i)

@@ -58,8 +58,8 @@ static void release_current(struct call *c)
 	if (!c->current)
 		return;
 	struct cr_instance *i = cr_cluster_instance(c->app, c->current);
-	if (i && i->inflight > 0)
-		i->inflight--;
+	if (i)
+		cr_cluster_request_done(c->app, i);
 	free(c->current);
 	c->current = NULL;
 }
