@@ -40,7 +40,7 @@ TOOLS := $(BUILD)/tools/mkmodel
 # The GGUF writer makes test models: tests and tools link it, the binary does not.
 TESTLIB := $(BUILD)/tools/gguf_write.o
 
-.PHONY: all deps test unit integration fuzz-replay run check clean bench fuzz fuzz-run engines
+.PHONY: all deps test unit integration fuzz-replay run check clean bench fuzz fuzz-run engines install
 all: $(BUILD)/corral
 
 deps:
@@ -164,3 +164,23 @@ clean:
 	rm -rf build build-san build-tsan build-fuzz build-scan
 
 -include $(LIB_OBJS:.o=.d) $(CMD_OBJS:.o=.d) $(wildcard build-fuzz/src/*/*.d)
+
+# make install [DESTDIR=] [PREFIX=/usr/local]: the binary, the docs, systemd
+# units (corral-server, corral-worker) and their environment files, which are
+# kept when they exist. Then: systemctl daemon-reload; systemctl enable --now corral-server.
+PREFIX ?= /usr/local
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+DOCDIR ?= $(PREFIX)/share/doc/corral
+install: $(BUILD)/corral
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/corral $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(BUILD)/corral $(DESTDIR)$(PREFIX)/bin/corral
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	for u in corral-server corral-worker; do \
+	  sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
+	    dist/systemd/$$u.service.in > $(DESTDIR)$(UNITDIR)/$$u.service && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service; \
+	done
+	for e in server worker; do \
+	  [ -e $(DESTDIR)$(SYSCONFDIR)/corral/$$e.env ] || install -m 0600 dist/systemd/$$e.env $(DESTDIR)$(SYSCONFDIR)/corral/$$e.env; \
+	done
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/corral and the units in $(DESTDIR)$(UNITDIR)"

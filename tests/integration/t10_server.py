@@ -7,8 +7,9 @@ import shutil
 import socket
 import stat
 import subprocess
+import unittest
 
-from harness import CORRAL, ClusterCase, free_port
+from harness import BUILD, CORRAL, ROOT, ClusterCase, free_port
 
 
 class FirstStart(ClusterCase):
@@ -261,3 +262,46 @@ class Help(ClusterCase):
         r = self.cli("worker", "--server-url", "http://x", check=False)
         self.assertEqual(r.returncode, 2)
         self.assertIn("--token-file (or --token) is required", r.stderr)
+
+
+class Install(ClusterCase):
+    def make_install(self, *args):
+        binary = os.path.join(BUILD, "corral")
+        r = subprocess.run(["make", "-s", "-C", ROOT, "BUILD=" + BUILD, "-o", binary, "install"] + list(args),
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        return r
+
+    @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze not installed (scripts/deps.sh)")
+    def test_make_install_puts_the_binary_and_units_systemd_accepts(self):
+        prefix = os.path.join(self.tmp, "prefix")
+        self.make_install("PREFIX=" + prefix)
+        corral = os.path.join(prefix, "bin", "corral")
+        self.assertIn("usage: corral", subprocess.run([corral, "--help"], capture_output=True, text=True).stdout)
+        self.assertTrue(os.path.exists(os.path.join(prefix, "share", "doc", "corral", "cli.md")))
+        for unit in ("corral-server", "corral-worker"):
+            path = os.path.join(prefix, "lib", "systemd", "system", unit + ".service")
+            with open(path) as f:
+                text = f.read()
+            self.assertIn("ExecStart=%s " % corral, text)
+            self.assertIn("EnvironmentFile=-%s/etc/corral/%s.env" % (prefix, unit.split("-")[1]), text)
+            r = subprocess.run(["systemd-analyze", "verify", "--man=no", path], capture_output=True, text=True)
+            self.assertEqual((r.returncode, r.stderr.strip()), (0, ""), "systemd accepts %s as it is" % unit)
+        env = os.path.join(prefix, "etc", "corral", "worker.env")
+        self.assertEqual(stat.S_IMODE(os.stat(env).st_mode), 0o600)
+        with open(env, "a") as f:
+            f.write("CORRAL_WORKER_ARGS=--name kept\n")
+        self.make_install("PREFIX=" + prefix)
+        with open(env) as f:
+            self.assertIn("--name kept", f.read(), "a second install keeps the edited environment file")
+
+    def test_make_install_with_destdir_stages_a_system_install(self):
+        dest = os.path.join(self.tmp, "stage")
+        self.make_install("DESTDIR=" + dest, "PREFIX=/usr")
+        for f in ("usr/bin/corral", "lib/systemd/system/corral-server.service", "etc/corral/server.env"):
+            self.assertTrue(os.path.exists(os.path.join(dest, f)), f)
+        with open(os.path.join(dest, "lib/systemd/system/corral-worker.service")) as f:
+            text = f.read()
+        self.assertIn("ExecStart=/usr/bin/corral worker", text, "paths are the installed ones, not the stage's")
+        self.assertIn("EnvironmentFile=-/etc/corral/worker.env", text)
+        self.assertNotIn(dest, text)
