@@ -82,17 +82,17 @@ char *cr_cli_safe(const char *s)
 {
 	const unsigned char *u = (const unsigned char *)(s ? s : "");
 	size_t n = strlen((const char *)u);
-	char *out = cr_xmalloc(n * 4 + 1), *o = out;
+	size_t cap = n * 4 + 1, len = 0;
+	char *out = cr_xmalloc(cap);
 	for (size_t i = 0; i < n; i++) {
-		if (u[i] < 0x20 || u[i] == 0x7f) {
-			o += sprintf(o, "\\x%02x", u[i]);
-		} else if (u[i] == 0xc2 && u[i + 1] >= 0x80 && u[i + 1] <= 0x9f) { /* C1: U+0080..U+009F */
-			o += sprintf(o, "\\x%02x", u[++i]);
-		} else {
-			*o++ = (char)u[i];
-		}
+		if (u[i] < 0x20 || u[i] == 0x7f)
+			len += (size_t)snprintf(out + len, cap - len, "\\x%02x", u[i]);
+		else if (u[i] == 0xc2 && u[i + 1] >= 0x80 && u[i + 1] <= 0x9f) /* C1: U+0080..U+009F */
+			len += (size_t)snprintf(out + len, cap - len, "\\x%02x", u[++i]);
+		else
+			out[len++] = (char)u[i];
 	}
-	*o = 0;
+	out[len] = 0;
 	return out;
 }
 
