@@ -20,6 +20,7 @@ struct cr_user;
 struct cr_model {
 	char *id, *name;
 	json_t *spec;
+	json_t *built;      /* cr_model_spec_built(spec): what its instances are built from now */
 	int64_t created_ms, updated_ms;
 	int64_t created_mono;
 	char *status;       /* last scheduling summary when short of replicas, else NULL */

@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "api/internal.h"
-#include "api/model_spec.h"
 #include "base/err.h"
 #include "base/json.h"
 #include "base/log.h"
@@ -146,8 +145,7 @@ json_t *cr_instance_json(struct cr_app *app, struct cr_instance *i)
 		if (dl) /* the leader's download of the model, as it last reported */
 			json_object_set(o, "download", dl);
 	}
-	json_object_set_new(o, "outdated", json_boolean(m && cr_model_spec_outdated(json_object_get(i->placement, "spec"),
-										    m->spec)));
+	json_object_set_new(o, "outdated", json_boolean(m && cr_instance_outdated(i, m)));
 	json_object_set_new(o, "members", i->members ? json_incref(i->members) : json_object());
 	json_object_set_new(o, "endpoint", i->endpoint ? json_string(i->endpoint) : json_null());
 	json_object_set_new(o, "inflight", json_integer(i->inflight));
@@ -451,6 +449,12 @@ const struct cr_http_route cr_api_instance_routes[] = {
 	{ CR_GET, "/api/instances", CR_AUTH_USER, list_instances },
 	{ 0, NULL, 0, NULL },
 };
+
+bool cr_instance_outdated(const struct cr_instance *i, const struct cr_model *m)
+{
+	json_t *built = json_object_get(i->placement, "spec");
+	return built && !json_equal(built, m->built);
+}
 
 struct cr_instance *cr_cluster_instance(struct cr_app *app, const char *id)
 {

@@ -145,6 +145,9 @@ void cr_usage_free_all(struct cr_app *app);
 void cr_instance_free(struct cr_instance *i);
 /* Whether the placement has the worker with this id. */
 bool cr_placement_has(json_t *placement, const char *worker_id);
+/* Whether i was built from an older spec of m than m's now (instances placed
+ * before specs were kept with them count as current). */
+bool cr_instance_outdated(const struct cr_instance *i, const struct cr_model *m);
 /* The instance as the API and the watch stream show it (a new reference). */
 json_t *cr_instance_json(struct cr_app *app, struct cr_instance *i);
 /* Write i to the store (0, or the store's error). */

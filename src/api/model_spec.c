@@ -250,13 +250,3 @@ json_t *cr_model_spec_built(json_t *spec)
 	}
 	return o;
 }
-
-bool cr_model_spec_outdated(json_t *built, json_t *spec)
-{
-	if (!built)
-		return false;
-	json_t *now = cr_model_spec_built(spec);
-	bool old = !json_equal(built, now);
-	json_decref(now);
-	return old;
-}

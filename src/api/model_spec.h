@@ -33,9 +33,4 @@ void cr_model_spec_params(json_t *spec, struct cr_est_params *p);
  * a rolling update replaces it. */
 json_t *cr_model_spec_built(json_t *spec);
 
-/* Whether an instance built from `built` (cr_model_spec_built of the spec
- * then; NULL for instances placed before it was kept: never outdated) is
- * outdated against the model's spec now. */
-bool cr_model_spec_outdated(json_t *built, json_t *spec);
-
 #endif

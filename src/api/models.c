@@ -30,6 +30,7 @@ static void model_free(struct cr_model *m)
 	free(m->id);
 	free(m->name);
 	json_decref(m->spec);
+	json_decref(m->built);
 	free(m->status);
 	free(m->logged);
 	json_decref(m->reasons);
@@ -43,6 +44,7 @@ static struct cr_model *model_add(struct cr_app *app, const char *id, const char
 	m->id = cr_xstrdup(id);
 	m->name = cr_xstrdup(name);
 	m->spec = spec;
+	m->built = cr_model_spec_built(spec);
 	m->created_mono = cr_mono_ms();
 	cr_map_put(&app->models, m->id, m);
 	cr_map_put(&app->model_names, m->name, m);
@@ -339,11 +341,6 @@ static void fill_worker(struct snap *sn, struct cr_sched_worker *x, struct cr_wo
 		x->file = CR_FILE_PRESENT;
 }
 
-static bool outdated(const struct cr_instance *i, const struct cr_model *m)
-{
-	return cr_model_spec_outdated(json_object_get(i->placement, "spec"), m->spec);
-}
-
 /* Claims of every instance go into the snapshot (but those of skip's outdated
  * instances, when skip is given); replicas counts the instances of model_id
  * per worker. */
@@ -353,7 +350,7 @@ static void add_claims(struct cr_app *app, struct snap *sn, const char *model_id
 	void *v;
 	while (cr_map_next(&app->instances, &it, NULL, &v)) {
 		struct cr_instance *inst = v;
-		if (skip && !strcmp(inst->model_id, skip->id) && outdated(inst, skip))
+		if (skip && !strcmp(inst->model_id, skip->id) && cr_instance_outdated(inst, skip))
 			continue;
 		size_t k;
 		json_t *pw;
@@ -815,7 +812,7 @@ static int scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t no
 		i->id = cr_xasprintf("%s-%.8s", m->name, rand);
 		free(rand);
 		i->model_id = cr_xstrdup(m->id);
-		json_object_set_new(p, "spec", cr_model_spec_built(m->spec)); /* what it is built from, kept */
+		json_object_set(p, "spec", m->built); /* what it is built from, kept (never changed in place) */
 		i->placement = json_incref(p);
 		i->state = CR_I_SCHEDULED;
 		const char *warn = cr_json_get_str(p, "warning", NULL);
@@ -893,7 +890,7 @@ static void reconcile(struct cr_app *app, struct cr_model *m, int64_t now)
 		}
 		if (check_members(app, is[k], now))
 			continue;
-		if (draining_member(app, is[k]) || outdated(is[k], m))
+		if (draining_member(app, is[k]) || cr_instance_outdated(is[k], m))
 			go[leaving++] = is[k];
 		else
 			is[staying++] = is[k];
@@ -940,7 +937,7 @@ static void reconcile(struct cr_app *app, struct cr_model *m, int64_t now)
 		 * one outdated instance, if its room is enough for the next one */
 		struct cr_instance *old = NULL;
 		for (size_t k = kept; k-- > 0;)
-			if (!draining_member(app, go[k]) && outdated(go[k], m))
+			if (!draining_member(app, go[k]) && cr_instance_outdated(go[k], m))
 				old = go[k];
 		struct plan pl;
 		if (old) {
@@ -1074,12 +1071,12 @@ static void patch_model(struct cr_req *req)
 		cr_reply_err(req, &err);
 		return;
 	}
-	json_t *was = cr_model_spec_built(m->spec), *is_now = cr_model_spec_built(spec);
-	bool placement_changed = !json_equal(was, is_now);
-	json_decref(was);
-	json_decref(is_now);
+	json_t *built = cr_model_spec_built(spec);
+	bool placement_changed = !json_equal(m->built, built);
 	json_decref(m->spec);
+	json_decref(m->built);
 	m->spec = spec;
+	m->built = built;
 	m->updated_ms = cr_wall_ms();
 	if (placement_changed) { /* a rolling update: reconcile replaces the outdated instances */
 		cr_info("model '%s': spec changed; its instances are replaced one by one, each new one running first",
@@ -1099,7 +1096,7 @@ static void patch_model(struct cr_req *req)
 	size_t it = 0, replacing = 0;
 	void *v;
 	while (cr_map_next(&app->instances, &it, NULL, &v))
-		replacing += !strcmp(((struct cr_instance *)v)->model_id, m->id) && outdated(v, m);
+		replacing += !strcmp(((struct cr_instance *)v)->model_id, m->id) && cr_instance_outdated(v, m);
 	json_object_set_new(o, "replacing", json_integer((json_int_t)replacing));
 	cr_reply_json(req, 200, o);
 }

@@ -343,9 +343,10 @@ static void get_worker(struct cr_req *req)
 
 static size_t instances_on(struct cr_app *app, const char *worker_id)
 {
-	json_t *is = cr_instances_for_worker(app, worker_id);
-	size_t n = json_array_size(json_object_get(is, "instances"));
-	json_decref(is);
+	size_t n = 0, it = 0;
+	void *v;
+	while (cr_map_next(&app->instances, &it, NULL, &v))
+		n += cr_placement_has(((struct cr_instance *)v)->placement, worker_id);
 	return n;
 }
 
