@@ -150,13 +150,18 @@ def direct_start(llama_bin, model):
     return dt
 
 
+def find_llama_bin():
+    """CORRAL_LLAMA_BIN, else the build scripts/llama-build.sh caches."""
+    return os.environ.get("CORRAL_LLAMA_BIN") or subprocess.run(
+        [os.path.join(ROOT, "scripts/llama-build.sh")], capture_output=True, text=True).stdout.strip()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
-    llama_bin = os.environ.get("CORRAL_LLAMA_BIN") or subprocess.run(
-        [os.path.join(ROOT, "scripts/llama-build.sh")], capture_output=True, text=True).stdout.strip()
+    llama_bin = find_llama_bin()
     runs = 3 if a.quick else 7
     mk = os.path.join(a.build, "tools", "mkmodel")
     tmp = tempfile.mkdtemp(prefix="corral-bench-models-")

@@ -22,7 +22,7 @@ import time
 import urllib.error
 import urllib.request
 
-from run_engines import ROOT, Cluster, wait
+from run_engines import ROOT, Cluster, find_llama_bin, wait
 
 
 def traffic(url, key, stop, out):
@@ -62,8 +62,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
-    llama_bin = os.environ.get("CORRAL_LLAMA_BIN") or subprocess.run(
-        [os.path.join(ROOT, "scripts/llama-build.sh")], capture_output=True, text=True).stdout.strip()
+    llama_bin = find_llama_bin()
     runs = 3 if a.quick else 5
     tmp = tempfile.mkdtemp(prefix="corral-bench-rolling-")
     tiny = tmp + "/tiny.gguf"
