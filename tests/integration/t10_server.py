@@ -250,7 +250,7 @@ class Embedded(ClusterCase):
 class Help(ClusterCase):
     def test_every_command_has_help(self):
         for cmd in ("server", "worker", "login", "logout", "workers", "gpus", "doctor", "deploy", "models", "instances",
-                    "rm", "scale", "engines", "logs", "keys", "users", "chat", "usage", "inspect"):
+                    "rm", "scale", "update", "engines", "logs", "keys", "users", "chat", "usage", "inspect"):
             with self.subTest(cmd=cmd):
                 r = self.cli(cmd, "--help")
                 self.assertIn("usage: corral " + cmd, r.stdout)
@@ -262,6 +262,9 @@ class Help(ClusterCase):
         r = self.cli("worker", "--server-url", "http://x", check=False)
         self.assertEqual(r.returncode, 2)
         self.assertIn("--token-file (or --token) is required", r.stderr)
+        r = self.cli("update", "tiny", check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("nothing to change: give a deploy option", r.stderr)
 
 
 class Install(ClusterCase):
