@@ -394,6 +394,7 @@ static void send_reports(struct agent *a)
 	bool resend = a->files_resend;
 	a->files_resend = false;
 	pthread_mutex_unlock(&a->mu);
+	cr_files_retry(a->files);
 	cr_files_take_changed(a->files);
 	cr_supervisor_take_changed(a->sup);
 	json_t *files = cr_files_report(a->files);

@@ -23,14 +23,20 @@ struct download {
 	char state[16]; /* downloading, done, error */
 	uint64_t bytes, total;
 	char *message;
+	int failures;     /* in a row: the next try waits RETRY_MS doubled per failure */
+	int64_t retry_at; /* a failed download is not tried again before (monotonic ms) */
 	struct download *next;
 };
+
+#define RETRY_MS 10000            /* first wait after a failed download */
+#define RETRY_MAX_MS (5 * 60000)  /* longest wait */
 
 struct cr_files {
 	char *cache_dir;
 	pthread_mutex_t mu;
 	bool stopping, changed;
 	json_t *sources;   /* as received */
+	json_t *snapshot;  /* the last "snapshot" event: failed downloads are tried again from it */
 	json_t *cache;     /* source -> {"key", "report"} (reporter thread only) */
 	struct download *downloads;
 	int64_t last_progress_ms;
@@ -64,6 +70,7 @@ void cr_files_free(struct cr_files *f)
 		free(d);
 	}
 	json_decref(f->sources);
+	json_decref(f->snapshot);
 	json_decref(f->cache);
 	pthread_mutex_destroy(&f->mu);
 	free(f->cache_dir);
@@ -123,14 +130,22 @@ static void *download_main(void *arg)
 		rc = cr_fetch_download(d->url, d->dest, d->sha256, on_progress, arg, &err);
 	pthread_mutex_lock(&f->mu);
 	snprintf(d->state, sizeof(d->state), "%s", rc ? "error" : "done");
-	cr_str_replace(&d->message, rc ? err.message : "");
+	int64_t wait = RETRY_MS;
+	for (int k = 0; k < d->failures && wait < RETRY_MAX_MS; k++)
+		wait *= 2;
+	wait = wait > RETRY_MAX_MS ? RETRY_MAX_MS : wait;
+	d->failures = rc ? d->failures + 1 : 0;
+	d->retry_at = cr_mono_ms() + wait;
+	char *msg = rc ? cr_xasprintf("%s; next try in %lld s", err.message, (long long)(wait / 1000)) : NULL;
+	cr_str_replace(&d->message, rc ? msg : "");
 	d->running = false;
 	f->changed = true;
 	pthread_mutex_unlock(&f->mu);
 	if (rc)
-		cr_warn("download of %s failed: %s", d->url, err.message);
+		cr_warn("download of %s failed: %s", d->url, msg);
 	else
 		cr_info("downloaded %s (%llu bytes)", d->url, (unsigned long long)d->bytes);
+	free(msg);
 	free(arg);
 	return NULL;
 }
@@ -152,19 +167,22 @@ static void start_download(struct cr_files *f, struct download *d)
 	}
 }
 
-void cr_files_set_instances(struct cr_files *f, json_t *snapshot)
+/* Starts the downloads f->snapshot's instances need (under f->mu). A failed
+ * one is tried again once its wait is over, not at every snapshot: a
+ * checksum that does not match is not fetched again each second. */
+static void want_downloads(struct cr_files *f)
 {
 	size_t i;
 	json_t *inst;
-	pthread_mutex_lock(&f->mu);
-	json_array_foreach(json_object_get(snapshot, "instances"), i, inst) {
+	int64_t now = cr_mono_ms();
+	json_array_foreach(json_object_get(f->snapshot, "instances"), i, inst) {
 		const char *src = cr_json_get_str(inst, "source", NULL);
 		if (!src || strncmp(src, "http", 4) != 0 || f->stopping)
 			continue;
 		struct download *d = f->downloads;
 		while (d && strcmp(d->url, src) != 0)
 			d = d->next;
-		if (d && (d->running || !strcmp(d->state, "done")))
+		if (d && (d->running || !strcmp(d->state, "done") || (!strcmp(d->state, "error") && now < d->retry_at)))
 			continue;
 		if (d && !d->joined) { /* a failed one: try again */
 			pthread_mutex_unlock(&f->mu);
@@ -191,6 +209,21 @@ void cr_files_set_instances(struct cr_files *f, json_t *snapshot)
 		start_download(f, d);
 		f->changed = true;
 	}
+}
+
+void cr_files_set_instances(struct cr_files *f, json_t *snapshot)
+{
+	pthread_mutex_lock(&f->mu);
+	json_decref(f->snapshot);
+	f->snapshot = json_incref(snapshot);
+	want_downloads(f);
+	pthread_mutex_unlock(&f->mu);
+}
+
+void cr_files_retry(struct cr_files *f)
+{
+	pthread_mutex_lock(&f->mu);
+	want_downloads(f);
 	pthread_mutex_unlock(&f->mu);
 }
 

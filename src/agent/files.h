@@ -22,8 +22,13 @@ void cr_files_free(struct cr_files *f);
 void cr_files_set_sources(struct cr_files *f, json_t *sources);
 
 /* The "snapshot" event's data: {"instances":[...]}; url sources of these
- * instances are downloaded into the cache. */
+ * instances are downloaded into the cache (kept: see cr_files_retry). */
 void cr_files_set_instances(struct cr_files *f, json_t *snapshot);
+
+/* Tries again the failed downloads of the last snapshot whose wait is over
+ * (10 s after the first failure, doubling up to 5 minutes). Call it now
+ * and then (the reporter does, each interval). */
+void cr_files_retry(struct cr_files *f);
 
 /* {"files":[report, ...]}, each with "source" and, for url sources being or
  * having been downloaded, "download":{"state","bytes","total","path"?,"message"?}.

@@ -255,6 +255,27 @@ bool cr_instance_is_routable(const struct cr_instance *i)
 	return i->endpoint && i->state != CR_I_ERROR && i->state != CR_I_CRASH_LOOP && i->state != CR_I_STOPPING;
 }
 
+/* True, with the cause in msg, when a worker of i failed to download its
+ * url source: what the instance says, whichever of the worker's file and
+ * engine reports came last. */
+static bool download_failed(struct cr_app *app, struct cr_instance *i, char *msg, size_t n)
+{
+	struct cr_model *m = cr_map_get(&app->models, i->model_id);
+	json_t *spec = json_object_get(i->placement, "spec") ? json_object_get(i->placement, "spec") : m ? m->spec : NULL;
+	const char *url = cr_json_get_str(spec, "url", NULL);
+	size_t k;
+	json_t *pw;
+	json_array_foreach(url ? json_object_get(i->placement, "workers") : NULL, k, pw) {
+		struct cr_worker *w = cr_map_get(&app->workers, cr_json_get_str(pw, "id", ""));
+		json_t *dl = w ? json_object_get(json_object_get(w->files, url), "download") : NULL;
+		if (!strcmp(cr_json_get_str(dl, "state", ""), "error")) {
+			snprintf(msg, n, "download failed on %s: %s", w->name, cr_json_get_str(dl, "message", "?"));
+			return true;
+		}
+	}
+	return false;
+}
+
 /* The instance's state from its members' engine reports: an error anywhere
  * is the instance's error; otherwise the leader's state. */
 void cr_instance_derive_state(struct cr_app *app, struct cr_instance *i)
@@ -282,6 +303,11 @@ void cr_instance_derive_state(struct cr_app *app, struct cr_instance *i)
 			snprintf(msg + len, sizeof(msg) - (size_t)len, " [node checks on %s: %s]", w->name, hint);
 		set_endpoint(app, i, NULL);
 		cr_instance_set_state(app, i, failed, msg);
+		return;
+	}
+	if (strcmp(cr_json_get_str(lr, "state", ""), "running") != 0 && download_failed(app, i, msg, sizeof(msg))) {
+		set_endpoint(app, i, NULL);
+		cr_instance_set_state(app, i, CR_I_ERROR, msg);
 		return;
 	}
 	if (!lr)
@@ -508,17 +534,7 @@ void cr_instances_downloads(struct cr_app *app, struct cr_worker *w)
 {
 	size_t it = 0;
 	struct cr_instance *i;
-	while (cr_cluster_next_instance(app, &it, &i)) {
-		struct cr_model *m = cr_map_get(&app->models, i->model_id);
-		if (!m || i->state == CR_I_RUNNING || !cr_placement_has(i->placement, w->id))
-			continue;
-		json_t *spec = json_object_get(i->placement, "spec") ? json_object_get(i->placement, "spec") : m->spec;
-		const char *url = cr_json_get_str(spec, "url", NULL);
-		json_t *dl = url ? json_object_get(json_object_get(w->files, url), "download") : NULL;
-		if (strcmp(cr_json_get_str(dl, "state", ""), "error") != 0)
-			continue;
-		char msg[600];
-		snprintf(msg, sizeof(msg), "download failed on %s: %s", w->name, cr_json_get_str(dl, "message", "?"));
-		cr_instance_set_state(app, i, CR_I_ERROR, msg);
-	}
+	while (cr_cluster_next_instance(app, &it, &i))
+		if (i->state != CR_I_RUNNING && cr_placement_has(i->placement, w->id))
+			cr_instance_derive_state(app, i);
 }

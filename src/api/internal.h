@@ -162,8 +162,10 @@ void cr_instance_derive_state(struct cr_app *app, struct cr_instance *i);
 /* Send the workers of placement (or every worker) their desired instances. */
 void cr_instances_push(struct cr_app *app, json_t *placement);
 void cr_instances_push_all(struct cr_app *app);
-/* Instances placed on w whose url source w failed to download go to error
- * with the download's cause ("download failed: SHA-256 is ..."). */
+/* w's file report changed: its instances that do not run derive their
+ * state again, so that a failed download of their url source is their error
+ * with its cause ("download failed on w: SHA-256 is ...") whichever of the
+ * worker's reports came last. */
 void cr_instances_downloads(struct cr_app *app, struct cr_worker *w);
 /* The model's replica in the worst state (error, then unreachable,
  * restarting, stopping, on its way), or NULL when every one runs. */

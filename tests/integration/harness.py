@@ -297,7 +297,9 @@ class ClusterCase(unittest.TestCase):
 
     # ---- polling ----
 
-    def wait_for(self, cond, what, timeout=20, proc=None):
+    def wait_for(self, cond, what, timeout=20, proc=None, show=None):
+        """Polls cond until it is true. On a timeout, show() (when given)
+        says what was seen instead, for a failure that explains itself."""
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -310,7 +312,13 @@ class ClusterCase(unittest.TestCase):
             if proc is not None and not proc.alive():
                 self.fail("%s exited while waiting for %s:\n%s" % (proc.name, what, proc.output()))
             time.sleep(0.1)
-        self.fail("timed out after %ss waiting for %s (last: %r)" % (timeout, what, last))
+        seen = ""
+        if show is not None:
+            try:
+                seen = "\nseen instead: %s" % (show(),)
+            except Exception as e:  # what failed is the wait; this only explains it
+                seen = "\n(could not show what was seen: %r)" % e
+        self.fail("timed out after %ss waiting for %s (last: %r)%s" % (timeout, what, last, seen))
 
     def wait_state(self, name, state, timeout=20):
         return self.wait_for(lambda: self.workers()[name]["state"] == state and self.workers()[name],

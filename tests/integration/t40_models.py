@@ -306,8 +306,14 @@ class Models(ClusterCase):
         self.assertIn("download failed: ", line, "the cause, not '100.0% of N bytes'")
         self.assertIn("SHA-256 is", line)
         # the instance and its model say so too, instead of waiting for ever
-        self.wait_for(lambda: self.instances("dl-bad")[0]["state"] == "error", "the instance in error")
+        self.wait_for(lambda: self.instances("dl-bad")[0]["state"] == "error", "the instance in error",
+                      show=lambda: self.instances("dl-bad"))
         self.assertIn("download failed on g1: ", self.instances("dl-bad")[0]["message"])
+        # a failed download is tried again after a wait, not at once again and again
+        self.assertIn("; next try in 10 s", self.instances("dl-bad")[0]["message"])
+        w = [p for p in self.procs if p.name == "worker-g1"][0]
+        self.assertEqual(w.output().count("download of %s failed" % url.replace("served", "served2")), 1,
+                         w.output())
         status = [l for l in self.cli("models").stdout.splitlines() if l.startswith("dl-bad ")][0]
         self.assertIn("error: download failed on g1", status)
 
