@@ -172,10 +172,13 @@ PREFIX ?= /usr/local
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 UNITDIR ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
 DOCDIR ?= $(PREFIX)/share/doc/corral
+MANDIR ?= $(PREFIX)/share/man
 install: $(BUILD)/corral
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/corral $(DESTDIR)$(DOCDIR)
 	install -m 0755 $(BUILD)/corral $(DESTDIR)$(PREFIX)/bin/corral
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	install -d $(DESTDIR)$(MANDIR)/man1
+	scripts/mkman.sh $(BUILD)/corral > $(DESTDIR)$(MANDIR)/man1/corral.1 && chmod 0644 $(DESTDIR)$(MANDIR)/man1/corral.1
 	for u in corral-server corral-worker; do \
 	  sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g' \
 	    dist/systemd/$$u.service.in > $(DESTDIR)$(UNITDIR)/$$u.service && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u.service; \

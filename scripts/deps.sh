@@ -9,9 +9,10 @@ missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-# Tools that build llama.cpp (and systemd-analyze, which checks the units
-# of make install): any installation of them will do.
-for pair in node:nodejs npm:npm cmake:cmake ninja:ninja-build g++:g++ git:git systemd-analyze:systemd; do
+# Tools that build llama.cpp (and systemd-analyze and groff, which check the
+# units and the manual page of make install): any installation will do.
+for pair in node:nodejs npm:npm cmake:cmake ninja:ninja-build g++:g++ git:git systemd-analyze:systemd \
+	groff:groff-base; do
 	command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"
 done
 [ -z "$missing" ] && exit 0

@@ -31,6 +31,9 @@ static const char server_usage[] =
 	"\n"
 	"Start the control plane: management API (/api), health (/healthz), store,\n"
 	"and, unless --disable-worker, an embedded worker for this machine.\n"
+	"Every option can also be set as a CORRAL_ variable: --access-log F as\n"
+	"CORRAL_ACCESS_LOG=F, --disable-worker as CORRAL_DISABLE_WORKER=1. The command\n"
+	"line wins.\n"
 	"\n"
 	"  --host H               listen address (default 0.0.0.0)\n"
 	"  --port P               listen port (default 8080)\n"
@@ -219,29 +222,30 @@ static int parse_int_opt(const char *name, const char *v, long long min, long lo
 	return -1;
 }
 
+static const struct option longopts[] = {
+	{ "host", required_argument, NULL, 'H' },         { "port", required_argument, NULL, 'p' },
+	{ "data-dir", required_argument, NULL, 'd' },     { "token", required_argument, NULL, 't' },
+	{ "disable-worker", no_argument, NULL, 'D' },     { "worker-port", required_argument, NULL, 'w' },
+	{ "worker-name", required_argument, NULL, 'n' },  { "status-interval", required_argument, NULL, 's' },
+	{ "probe-interval", required_argument, NULL, 'P' }, { "flush-interval", required_argument, NULL, 'f' },
+	{ "keepalive", required_argument, NULL, 'k' },    { "max-body", required_argument, NULL, 'b' },
+	{ "reschedule-grace", required_argument, NULL, 'g' }, { "gpu-reserve", required_argument, NULL, 'r' },
+	{ "gateway-connect-timeout", required_argument, NULL, 'C' },
+	{ "gateway-first-byte-timeout", required_argument, NULL, 'F' },
+	{ "gateway-idle-timeout", required_argument, NULL, 'I' }, { "gateway-pool", required_argument, NULL, 'O' },
+	{ "health-probe-interval", required_argument, NULL, 'Q' },
+	{ "rtt-limit-tp", required_argument, NULL, 'T' }, { "rtt-limit-rpc", required_argument, NULL, 'R' },
+	{ "header-timeout", required_argument, NULL, 1001 }, { "body-timeout", required_argument, NULL, 1002 },
+	{ "max-connections", required_argument, NULL, 1003 }, { "shutdown-timeout", required_argument, NULL, 1008 },
+	{ "access-log", required_argument, NULL, 1009 },
+	{ "worker-port-range", required_argument, NULL, 1004 }, { "worker-labels", required_argument, NULL, 1005 },
+	{ "worker-resources", required_argument, NULL, 1006 },
+	{ "worker-engines-config", required_argument, NULL, 1007 },
+	{ "help", no_argument, NULL, 'h' },               { NULL, 0, NULL, 0 },
+};
+
 static int parse(int argc, char **argv, struct server_opts *o)
 {
-	static const struct option longopts[] = {
-		{ "host", required_argument, NULL, 'H' },         { "port", required_argument, NULL, 'p' },
-		{ "data-dir", required_argument, NULL, 'd' },     { "token", required_argument, NULL, 't' },
-		{ "disable-worker", no_argument, NULL, 'D' },     { "worker-port", required_argument, NULL, 'w' },
-		{ "worker-name", required_argument, NULL, 'n' },  { "status-interval", required_argument, NULL, 's' },
-		{ "probe-interval", required_argument, NULL, 'P' }, { "flush-interval", required_argument, NULL, 'f' },
-		{ "keepalive", required_argument, NULL, 'k' },    { "max-body", required_argument, NULL, 'b' },
-		{ "reschedule-grace", required_argument, NULL, 'g' }, { "gpu-reserve", required_argument, NULL, 'r' },
-		{ "gateway-connect-timeout", required_argument, NULL, 'C' },
-		{ "gateway-first-byte-timeout", required_argument, NULL, 'F' },
-		{ "gateway-idle-timeout", required_argument, NULL, 'I' }, { "gateway-pool", required_argument, NULL, 'O' },
-		{ "health-probe-interval", required_argument, NULL, 'Q' },
-		{ "rtt-limit-tp", required_argument, NULL, 'T' }, { "rtt-limit-rpc", required_argument, NULL, 'R' },
-		{ "header-timeout", required_argument, NULL, 1001 }, { "body-timeout", required_argument, NULL, 1002 },
-		{ "max-connections", required_argument, NULL, 1003 }, { "shutdown-timeout", required_argument, NULL, 1008 },
-		{ "access-log", required_argument, NULL, 1009 },
-		{ "worker-port-range", required_argument, NULL, 1004 }, { "worker-labels", required_argument, NULL, 1005 },
-		{ "worker-resources", required_argument, NULL, 1006 },
-		{ "worker-engines-config", required_argument, NULL, 1007 },
-		{ "help", no_argument, NULL, 'h' },               { NULL, 0, NULL, 0 },
-	};
 	long long v;
 	int c;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -351,7 +355,7 @@ static char **worker_argv(const struct server_opts *o, int port)
 	return argv;
 }
 
-int cr_cmd_server(int argc, char **argv)
+static int server_main(int argc, char **argv)
 {
 	struct server_opts o = { "0.0.0.0", NULL, NULL, NULL, NULL, NULL, NULL, NULL, default_data_dir(), 8080, 10150, 5, 30, false,
 				 { 0 }, { 0 } };
@@ -456,4 +460,15 @@ int cr_cmd_server(int argc, char **argv)
 		fclose(alog);
 	cr_info("stopped");
 	return 0;
+}
+
+int cr_cmd_server(int argc, char **argv)
+{
+	int n;
+	char **all = cr_cmd_env_argv("server", longopts, NULL, argc, argv, &n);
+	if (!all)
+		return 2;
+	int rc = server_main(n, all);
+	cr_cmd_argv_free(all);
+	return rc;
 }

@@ -16,6 +16,10 @@ static const char worker_usage[] =
 	"\n"
 	"Join a Corral server: detect this node's hardware, register, report status,\n"
 	"and run the engines the server places here.\n"
+	"Every option can also be set as a CORRAL_ variable: --port-range LO-HI as\n"
+	"CORRAL_PORT_RANGE=LO-HI, --embedded as CORRAL_EMBEDDED=1; but CORRAL_DATA_DIR\n"
+	"is the cluster's data directory, whose worker/ is the default --data-dir. The\n"
+	"command line wins.\n"
 	"\n"
 	"  --server-url URL         the server, e.g. http://10.0.0.1:8080 ($CORRAL_SERVER_URL)\n"
 	"  --token-file FILE        read the cluster registration token from FILE (the server's\n"
@@ -49,18 +53,19 @@ static char *default_dir(void)
 	return cr_xasprintf("%s/.local/share/corral/worker", home ? home : ".");
 }
 
-int cr_cmd_worker(int argc, char **argv)
+static const struct option longopts[] = {
+	{ "server-url", required_argument, NULL, 'u' }, { "token", required_argument, NULL, 't' },
+	{ "name", required_argument, NULL, 'n' },       { "data-dir", required_argument, NULL, 'd' },
+	{ "worker-port", required_argument, NULL, 'p' }, { "listen-host", required_argument, NULL, 'H' },
+	{ "advertise-address", required_argument, NULL, 'a' }, { "labels", required_argument, NULL, 'l' },
+	{ "resources", required_argument, NULL, 'r' },  { "engines-config", required_argument, NULL, 'E' },
+	{ "token-file", required_argument, NULL, 'T' },
+	{ "port-range", required_argument, NULL, 'R' },  { "embedded", no_argument, NULL, 'M' },  { "restart-backoff", required_argument, NULL, 'B' },  { "status-interval", required_argument, NULL, 's' },
+	{ "help", no_argument, NULL, 'h' },             { NULL, 0, NULL, 0 },
+};
+
+static int worker_main(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "server-url", required_argument, NULL, 'u' }, { "token", required_argument, NULL, 't' },
-		{ "name", required_argument, NULL, 'n' },       { "data-dir", required_argument, NULL, 'd' },
-		{ "worker-port", required_argument, NULL, 'p' }, { "listen-host", required_argument, NULL, 'H' },
-		{ "advertise-address", required_argument, NULL, 'a' }, { "labels", required_argument, NULL, 'l' },
-		{ "resources", required_argument, NULL, 'r' },  { "engines-config", required_argument, NULL, 'E' },
-		{ "token-file", required_argument, NULL, 'T' },
-		{ "port-range", required_argument, NULL, 'R' },  { "embedded", no_argument, NULL, 'M' },  { "restart-backoff", required_argument, NULL, 'B' },  { "status-interval", required_argument, NULL, 's' },
-		{ "help", no_argument, NULL, 'h' },             { NULL, 0, NULL, 0 },
-	};
 	struct cr_agent_config cfg = { getenv("CORRAL_SERVER_URL"), getenv("CORRAL_TOKEN"), NULL, NULL, NULL, 10150, NULL,
 				       NULL, NULL, 5, NULL, 0, 0, 0, false };
 	char *dir = NULL, *file_token = NULL;
@@ -150,4 +155,18 @@ int cr_cmd_worker(int argc, char **argv)
 	free(file_token);
 	free(dir);
 	return rc ? cr_cmd_fail(&err) : 0;
+}
+
+int cr_cmd_worker(int argc, char **argv)
+{
+	/* CORRAL_DATA_DIR keeps its meaning: the cluster's data directory, whose
+	 * worker/ subdirectory is the worker's default --data-dir */
+	static const char *const own[] = { "data-dir", NULL };
+	int n;
+	char **all = cr_cmd_env_argv("worker", longopts, own, argc, argv, &n);
+	if (!all)
+		return 2;
+	int rc = worker_main(n, all);
+	cr_cmd_argv_free(all);
+	return rc;
 }

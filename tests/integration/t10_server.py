@@ -247,6 +247,50 @@ class Embedded(ClusterCase):
         return int(out[0]) if out else None
 
 
+class EnvFlags(ClusterCase):
+    """Every flag of 'corral server' and 'corral worker' can come from a
+    CORRAL_* variable (what the systemd units' environment files set); the
+    command line wins."""
+
+    def test_server_and_worker_flags_from_corral_variables(self):
+        from harness import free_port
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.data_dir = os.path.join(self.tmp, "envsrv")
+        env = dict(self.env, CORRAL_HOST="127.0.0.1", CORRAL_PORT=str(self.port), CORRAL_DATA_DIR=self.data_dir,
+                   CORRAL_WORKER_NAME="ctl", CORRAL_WORKER_PORT=str(free_port()), CORRAL_STATUS_INTERVAL="1",
+                   CORRAL_WORKER_LABELS="zone=env", CORRAL_ACCESS_LOG=os.path.join(self.tmp, "access.log"),
+                   CORRAL_SHUTDOWN_TIMEOUT="5")
+        server = self.spawn("server", ["server", "--worker-labels", "zone=cli"], env)
+        self.wait_for(self.healthy, "server /healthz from CORRAL_HOST and CORRAL_PORT", proc=server)
+        self.assertTrue(os.path.exists(os.path.join(self.data_dir, "corral.db")), "CORRAL_DATA_DIR was used")
+        self.login()
+        w = self.wait_state("ctl", "ready")
+        self.assertEqual(w["labels"], {"zone": "cli"}, "the command line wins over CORRAL_WORKER_LABELS")
+        self.assertTrue(os.path.exists(os.path.join(self.tmp, "access.log")), "CORRAL_ACCESS_LOG was used")
+        # a worker entirely from its environment, the token from a file
+        tok = os.path.join(self.tmp, "token")
+        with open(tok, "w") as f:
+            f.write(self.cluster_token())
+        os.chmod(tok, 0o600)
+        base = os.path.join(self.tmp, "wbase")
+        wenv = dict(self.env, CORRAL_SERVER_URL=self.url, CORRAL_TOKEN_FILE=tok, CORRAL_NAME="envw",
+                    CORRAL_WORKER_PORT=str(free_port()), CORRAL_LISTEN_HOST="127.0.0.1", CORRAL_STATUS_INTERVAL="1",
+                    CORRAL_LABELS="rack=r7", CORRAL_DATA_DIR=base, CORRAL_EMBEDDED="no")
+        self.spawn("worker-envw", ["worker"], wenv)
+        w = self.wait_state("envw", "ready")
+        self.assertEqual(w["labels"], {"rack": "r7"})
+        self.assertTrue(os.path.isdir(os.path.join(base, "worker")), "CORRAL_DATA_DIR/worker is the worker's dir")
+        # a flag without a value takes a yes or a no, and says so otherwise
+        r = subprocess.run([CORRAL, "server", "--help"], env=dict(self.env, CORRAL_DISABLE_WORKER="maybe"),
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("CORRAL_DISABLE_WORKER is 'maybe', but --disable-worker takes no value", r.stderr)
+        self.assertIn("fix: set CORRAL_DISABLE_WORKER to 1 or 0", r.stderr)
+        for cmd in ("server", "worker"):
+            self.assertIn("CORRAL_", subprocess.run([CORRAL, cmd, "--help"], capture_output=True, text=True).stdout)
+
+
 class Help(ClusterCase):
     def test_every_command_has_help(self):
         for cmd in ("server", "worker", "login", "logout", "workers", "gpus", "doctor", "deploy", "models", "instances",
@@ -290,6 +334,17 @@ class Install(ClusterCase):
             self.assertIn("EnvironmentFile=-%s/etc/corral/%s.env" % (prefix, unit.split("-")[1]), text)
             r = subprocess.run(["systemd-analyze", "verify", "--man=no", path], capture_output=True, text=True)
             self.assertEqual((r.returncode, r.stderr.strip()), (0, ""), "systemd accepts %s as it is" % unit)
+        # the manual page: every command's help, rendered by man's formatter without a warning
+        page = os.path.join(prefix, "share", "man", "man1", "corral.1")
+        with open(page) as f:
+            roff = f.read()
+        for cmd in ("server", "worker", "deploy", "update", "workers", "keys", "usage"):
+            self.assertIn(".SS %s\n" % cmd, roff)
+            self.assertIn("usage: corral %s" % cmd, roff)
+        r = subprocess.run(["groff", "-man", "-Tutf8", "-ww", page], capture_output=True, text=True)
+        self.assertEqual((r.returncode, r.stderr), (0, ""))
+        self.assertIn("CORRAL_DISABLE_WORKER", r.stdout)
+        self.assertIn("--worker-port-range", r.stdout)
         env = os.path.join(prefix, "etc", "corral", "worker.env")
         self.assertEqual(stat.S_IMODE(os.stat(env).st_mode), 0o600)
         with open(env, "a") as f:
