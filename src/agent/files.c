@@ -23,6 +23,8 @@ struct download {
 	char state[16]; /* downloading, done, error */
 	uint64_t bytes, total;
 	char *message;
+	int64_t since_ms;     /* this try's first progress (monotonic ms), for its rate */
+	uint64_t since_bytes; /* bytes it had then (a resumed download starts above 0) */
 	int failures;     /* in a row: the next try waits RETRY_MS doubled per failure */
 	int64_t retry_at; /* a failed download is not tried again before (monotonic ms) */
 	struct download *next;
@@ -110,6 +112,10 @@ static int on_progress(uint64_t have, uint64_t total, void *arg)
 	d->bytes = have;
 	d->total = total;
 	int64_t now = cr_mono_ms();
+	if (!d->since_ms) {
+		d->since_ms = now;
+		d->since_bytes = have;
+	}
 	if (now - f->last_progress_ms > 1000) {
 		f->changed = true;
 		f->last_progress_ms = now;
@@ -156,6 +162,7 @@ static void start_download(struct cr_files *f, struct download *d)
 	arg[0] = d;
 	arg[1] = f;
 	snprintf(d->state, sizeof(d->state), "downloading");
+	d->since_ms = 0;
 	d->running = true;
 	d->joined = false;
 	if (pthread_create(&d->thread, NULL, download_main, arg) != 0) {
@@ -277,6 +284,14 @@ json_t *cr_files_report(struct cr_files *f)
 					       (json_int_t)d->total);
 			if (!strcmp(d->state, "done"))
 				json_object_set_new(dl, "path", json_string(d->dest));
+			int64_t took = d->since_ms ? cr_mono_ms() - d->since_ms : 0;
+			if (!strcmp(d->state, "downloading") && took >= 500 && d->bytes >= d->since_bytes) {
+				/* bytes per second over this try; what is left at that rate */
+				uint64_t rate = (d->bytes - d->since_bytes) * 1000 / (uint64_t)took;
+				json_object_set_new(dl, "rate", json_integer((json_int_t)rate));
+				if (rate && d->total > d->bytes)
+					json_object_set_new(dl, "eta_s", json_integer((json_int_t)((d->total - d->bytes) / rate)));
+			}
 			if (d->message && *d->message)
 				json_object_set_new(dl, "message", json_string(d->message));
 			json_object_set_new(entry, "download", dl);

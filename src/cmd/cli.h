@@ -32,6 +32,14 @@ json_t *cr_cli_api(struct cr_cli *c, const char *method, const char *path, const
 
 #define CR_TABLE_MAX_COLS 10
 
+/* A url model's download progress as the worker reports it
+ * ({"bytes","total","rate"?,"eta_s"?}): "45.2% of 27.3 MiB at 5.1 MiB/s,
+ * 3 s left" (the rate and time left once the worker has measured them). */
+void cr_cli_download_text(json_t *dl, char *out, size_t n);
+
+/* The same drawn as a bar of width cells between brackets: "[#####.....]". */
+void cr_cli_download_bar(json_t *dl, int width, char *out, size_t n);
+
 /* Rows of strings printed with aligned columns. */
 struct cr_table {
 	int ncols;

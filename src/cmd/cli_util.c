@@ -232,3 +232,51 @@ int cr_cli_parse(int argc, char **argv, const char *usage, const struct cr_opt *
 	}
 	return -1;
 }
+
+static double download_fraction(json_t *dl)
+{
+	double total = (double)json_integer_value(json_object_get(dl, "total"));
+	double have = (double)json_integer_value(json_object_get(dl, "bytes"));
+	return total > 0 ? (have < total ? have / total : 1.0) : 0.0;
+}
+
+void cr_cli_download_text(json_t *dl, char *out, size_t n)
+{
+	char total[32], rate[48] = "", left[48] = "";
+	uint64_t t = (uint64_t)json_integer_value(json_object_get(dl, "total"));
+	cr_bytes_human(t, total, sizeof(total));
+	json_int_t r = json_integer_value(json_object_get(dl, "rate"));
+	if (r > 0) {
+		char h[32];
+		cr_bytes_human((uint64_t)r, h, sizeof(h));
+		snprintf(rate, sizeof(rate), " at %s/s", h);
+	}
+	json_t *eta = json_object_get(dl, "eta_s");
+	if (json_is_integer(eta)) {
+		long long s = json_integer_value(eta);
+		if (s >= 3600)
+			snprintf(left, sizeof(left), ", %lld h %02lld min left", s / 3600, s % 3600 / 60);
+		else if (s >= 60)
+			snprintf(left, sizeof(left), ", %lld min %02lld s left", s / 60, s % 60);
+		else
+			snprintf(left, sizeof(left), ", %lld s left", s);
+	}
+	if (t)
+		snprintf(out, n, "%.1f%% of %s%s%s", 100.0 * download_fraction(dl), total, rate, left);
+	else
+		snprintf(out, n, "%lld bytes%s", (long long)json_integer_value(json_object_get(dl, "bytes")), rate);
+}
+
+void cr_cli_download_bar(json_t *dl, int width, char *out, size_t n)
+{
+	if (n < 3 || width < 1)
+		return;
+	if ((size_t)width > n - 3)
+		width = (int)(n - 3);
+	int full = (int)(download_fraction(dl) * width + 0.5);
+	out[0] = '[';
+	for (int k = 0; k < width; k++)
+		out[1 + k] = k < full ? '#' : '.';
+	out[1 + width] = ']';
+	out[2 + width] = '\0';
+}

@@ -272,6 +272,43 @@ static int run_plan(struct cr_cli *cl, const char *body, bool as_json, int wait_
 	return placed ? 0 : 3; /* as a deploy that places nothing */
 }
 
+/* Download progress while --wait waits: on a terminal one line redrawn in
+ * place with a bar; otherwise a plain line every 10% or 5 s. */
+struct progress {
+	bool tty, drawn;   /* a bar line is on the screen, not ended yet */
+	double shown;      /* percent last printed as a plain line */
+	int64_t shown_ms;
+};
+
+static void progress_end(struct progress *pr)
+{
+	if (pr->drawn)
+		fputs("\n", stdout);
+	pr->drawn = false;
+	fflush(stdout);
+}
+
+static void progress_show(struct progress *pr, const char *id, json_t *dl)
+{
+	char text[200];
+	cr_cli_download_text(dl, text, sizeof(text));
+	double total = (double)json_integer_value(json_object_get(dl, "total"));
+	double pct = total > 0 ? 100.0 * (double)json_integer_value(json_object_get(dl, "bytes")) / total : 0;
+	char *safe = cr_cli_safe(id);
+	if (pr->tty) {
+		char bar[40];
+		cr_cli_download_bar(dl, 30, bar, sizeof(bar));
+		printf("\r\033[Kdownloading %s %s %s", safe, bar, text);
+		pr->drawn = true;
+	} else if (pct >= pr->shown + 10 || cr_mono_ms() - pr->shown_ms >= 5000) {
+		printf("downloading %s: %s\n", safe, text);
+		pr->shown = pct;
+		pr->shown_ms = cr_mono_ms();
+	}
+	free(safe);
+	fflush(stdout);
+}
+
 /* --wait: until want instances of model run (0), one fails (1, with its
  * cause), or timeout_s pass (1). */
 static int wait_running(struct cr_cli *cl, const char *model, int want, long long timeout_s)
@@ -280,6 +317,7 @@ static int wait_running(struct cr_cli *cl, const char *model, int want, long lon
 	int64_t deadline = cr_mono_ms() + timeout_s * 1000;
 	int rc = 1;
 	char last[600] = "";
+	struct progress pr = { isatty(STDOUT_FILENO) == 1, false, -100, 0 };
 	for (;;) {
 		struct cr_err err = CR_ERR_INIT;
 		json_t *ans = cr_cli_api(cl, "GET", path, NULL, &err);
@@ -310,6 +348,19 @@ static int wait_running(struct cr_cli *cl, const char *model, int want, long lon
 					 cr_json_get_str(x, "message", ""));
 			}
 		}
+		json_t *dl = NULL; /* the first download in progress */
+		const char *dl_id = NULL;
+		json_array_foreach(json_object_get(ans, "instances"), i, x) {
+			json_t *d = json_object_get(x, "download");
+			if (!dl && !strcmp(cr_json_get_str(d, "state", ""), "downloading")) {
+				dl = d;
+				dl_id = cr_json_get_str(x, "id", "?");
+			}
+		}
+		if (dl)
+			progress_show(&pr, dl_id, dl);
+		else
+			progress_end(&pr);
 		json_decref(ans);
 		if (running >= want && !old) {
 			printf("every replica runs (%d/%d)\n", running, want);
@@ -317,6 +368,7 @@ static int wait_running(struct cr_cli *cl, const char *model, int want, long lon
 			break;
 		}
 		if (failed || cr_mono_ms() > deadline) {
+			progress_end(&pr);
 			fprintf(stderr, "corral: %s%s\nfix: see 'corral logs %s' and 'corral instances --model %s'\n",
 				failed ? "" : "timed out waiting for every replica to run; ", last, model, model);
 			break;
@@ -606,11 +658,11 @@ int cr_cmd_instances(int argc, char **argv)
 			snprintf(msg, sizeof(msg), "download failed: %s", cr_json_get_str(dl, "message", "?"));
 		else if (!strcmp(dls, "done"))
 			snprintf(msg, sizeof(msg), "download done%s%s", *imsg ? "; " : "", imsg);
-		else if (dl && json_integer_value(json_object_get(dl, "total")))
-			snprintf(msg, sizeof(msg), "download %s: %.1f%% of %lld bytes", dls,
-				 100.0 * (double)json_integer_value(json_object_get(dl, "bytes")) /
-					 (double)json_integer_value(json_object_get(dl, "total")),
-				 (long long)json_integer_value(json_object_get(dl, "total")));
+		else if (dl) {
+			char prog[160];
+			cr_cli_download_text(dl, prog, sizeof(prog));
+			snprintf(msg, sizeof(msg), "download %s: %s", dls, prog);
+		}
 		char state[64];
 		snprintf(state, sizeof(state), "%s%s", cr_json_get_str(x, "state", ""),
 			 json_is_true(json_object_get(x, "outdated")) ? " (old spec)" : "");

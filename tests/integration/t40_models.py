@@ -28,9 +28,20 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Static files with HTTP Range support, as model hosts serve them; keeps
     the Range headers it was asked for."""
     ranges = []
+    rate = None  # bytes per second for whole-file answers (a slow host); None: as fast as it goes
 
     def log_message(self, *args):
         pass
+
+    def send_body(self, data, head=False):
+        if not self.rate or head:  # header reads (a range from byte 0) stay fast
+            self.wfile.write(data)
+            return
+        step = max(1, self.rate // 10)
+        for k in range(0, len(data), step):
+            self.wfile.write(data[k:k + step])
+            self.wfile.flush()
+            time.sleep(0.1)
 
     def do_GET(self):
         path = self.translate_path(self.path)
@@ -55,12 +66,12 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_header("Content-Range", "bytes %d-%d/%d" % (a, b, len(data)))
             self.send_header("Content-Length", str(b - a + 1))
             self.end_headers()
-            self.wfile.write(data[a:b + 1])
+            self.send_body(data[a:b + 1], head=a == 0)
             return
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        self.send_body(data)
 
 
 @unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK),
@@ -316,6 +327,73 @@ class Models(ClusterCase):
                          w.output())
         status = [l for l in self.cli("models").stdout.splitlines() if l.startswith("dl-bad ")][0]
         self.assertIn("error: download failed on g1", status)
+
+    def test_download_progress_is_a_bar_on_a_terminal_and_lines_otherwise(self):
+        import pty
+        self.cluster(("g1", gpus("NVIDIA L4", 24)))
+        root = os.path.join(self.tmp, "www")
+        os.makedirs(root)
+        self.model("www/slow.gguf")
+        os.link(os.path.join(root, "slow.gguf"), os.path.join(root, "slow2.gguf"))
+        handler = lambda *a, **k: RangeHandler(*a, directory=root, **k)
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        self.addCleanup(httpd.shutdown)
+        self.addCleanup(setattr, RangeHandler, "rate", None)
+        RangeHandler.rate = 100 * 1024  # about 5 s for the tiny model
+        base = "http://127.0.0.1:%d/" % httpd.server_address[1]
+        # on a terminal: one line, redrawn in place, with a bar, the rate and the time left
+        master, slave = pty.openpty()
+        p = subprocess.Popen([BUILD + "/corral", "deploy", "slow", "--url", base + "slow.gguf", "--wait",
+                              "--timeout", "60"], stdin=slave, stdout=slave, stderr=slave, env=self.env)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the other side closed: the command ended
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(master)
+        self.assertEqual(p.wait(timeout=30), 0, out)
+        text = out.decode()
+        draws = text.split("\r\x1b[K")[1:]
+        self.assertGreaterEqual(len(draws), 3, "the bar is redrawn as bytes come: %r" % text)
+        bars = [d for d in draws if d.startswith("downloading slow-")]
+        self.assertEqual(len(bars), len(draws), text)
+        self.assertTrue(all("\n" not in d for d in draws[:-1]), "redrawn in place, not a line each: %r" % text)
+        self.assertRegex(text, r"\[#*\.+\] \d+\.\d% of \d+(\.\d)? KiB at \d+(\.\d)? KiB/s, \d+ s left")
+        percents = [float(d.split("] ")[1].split("%")[0]) for d in bars]
+        self.assertEqual(percents, sorted(percents), "progress only moves forward")
+        self.assertIn("every replica runs (1/1)", text)
+        # through a pipe: plain lines, no cursor movement
+        r = self.cli("deploy", "slow2", "--url", base + "slow2.gguf", "--wait", "--timeout", "60")
+        lines = [l for l in r.stdout.splitlines() if l.startswith("downloading slow2-")]
+        self.assertGreaterEqual(len(lines), 2, r.stdout)
+        self.assertNotIn("\r", r.stdout)
+        self.assertNotIn("\x1b", r.stdout)
+        self.assertRegex(lines[-1], r"downloading slow2-\w+: \d+\.\d% of \d+(\.\d)? KiB at ")
+        # --json through a terminal is JSON all the same
+        master, slave = pty.openpty()
+        p = subprocess.Popen([BUILD + "/corral", "instances", "--json"], stdin=slave, stdout=slave, stderr=slave,
+                             env=self.env)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(master)
+        self.assertEqual(p.wait(timeout=30), 0)
+        got = json.loads(out.decode())
+        self.assertEqual(sorted(i["model"] for i in got), ["slow", "slow2"])
+        self.assertEqual({i["download"]["state"] for i in got}, {"done"})
 
     def test_interrupted_download_resumes_where_it_stopped(self):
         self.cluster(("g1", gpus("NVIDIA L4", 24)))
