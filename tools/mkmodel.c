@@ -17,7 +17,7 @@ struct opts {
 	const char *out;
 	long long layers, embd, heads, kv_heads, ff, ctx, words, version, seed;
 	int type;
-	int tied;
+	int tied, reranker;
 };
 
 static uint32_t rng_state;
@@ -183,9 +183,11 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: mkmodel --out FILE [--layers N] [--embd N] [--heads N] [--kv-heads N] [--ff N]\n"
 		   "               [--ctx N] [--extra-vocab N] [--type f32|f16|q8_0|q4_0|q4_k|...] [--tied]\n"
-		   "               [--version 2|3] [--seed N]\n"
+		   "               [--version 2|3] [--seed N] [--reranker]\n"
 		   "Writes a LLaMA-architecture GGUF with random weights (defaults: 2 layers, 64 dims,\n"
-		   "4 heads, 2 KV heads, FFN 128, ctx 2048, F32, GGUF v3).\n");
+		   "4 heads, 2 KV heads, FFN 128, ctx 2048, F32, GGUF v3). --reranker writes a Qwen3\n"
+		   "model with a one-score classifier head (cls.output), which llama-server serves\n"
+		   "with --reranking.\n");
 }
 
 static int num(const char *s, long long max, long long *out)
@@ -205,7 +207,7 @@ int main(int argc, char **argv)
 		{ "out", 1, 0, 'o' },   { "layers", 1, 0, 'l' }, { "embd", 1, 0, 'e' },    { "heads", 1, 0, 'h' },
 		{ "kv-heads", 1, 0, 'k' }, { "ff", 1, 0, 'f' },  { "ctx", 1, 0, 'c' },     { "extra-vocab", 1, 0, 'v' },
 		{ "type", 1, 0, 't' },  { "tied", 0, 0, 'T' },   { "version", 1, 0, 'V' }, { "seed", 1, 0, 's' },
-		{ "help", 0, 0, 'H' },  { 0, 0, 0, 0 },
+		{ "reranker", 0, 0, 'R' }, { "help", 0, 0, 'H' }, { 0, 0, 0, 0 },
 	};
 	int ch, rc = 0;
 	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -221,6 +223,7 @@ int main(int argc, char **argv)
 		case 'V': rc |= num(optarg, 3, &o.version); break;
 		case 's': rc |= num(optarg, 1LL << 31, &o.seed); break;
 		case 'T': o.tied = 1; break;
+		case 'R': o.reranker = 1; break;
 		case 't':
 			o.type = cr_ggml_type_from_name(optarg);
 			if (o.type < 0) {
@@ -246,19 +249,22 @@ int main(int argc, char **argv)
 	uint64_t hd = E / (uint64_t)o.heads, KD = hd * (uint64_t)o.kv_heads;
 
 	struct cr_gguf_writer *w = cr_gguf_writer_new((uint32_t)o.version);
-	cr_gguf_w_str(w, "general.architecture", "llama");
+	const char *arch = o.reranker ? "qwen3" : "llama";
+	char key[96];
+#define AK(suffix) (snprintf(key, sizeof(key), "%s.%s", arch, suffix), key)
+	cr_gguf_w_str(w, "general.architecture", arch);
 	cr_gguf_w_str(w, "general.name", "corral-test");
 	cr_gguf_w_u32(w, "general.file_type", o.type == 0 ? 0 : o.type == 1 ? 1 : 7);
-	cr_gguf_w_u32(w, "llama.context_length", (uint32_t)o.ctx);
-	cr_gguf_w_u32(w, "llama.embedding_length", (uint32_t)E);
-	cr_gguf_w_u32(w, "llama.block_count", (uint32_t)o.layers);
-	cr_gguf_w_u32(w, "llama.feed_forward_length", (uint32_t)F);
-	cr_gguf_w_u32(w, "llama.attention.head_count", (uint32_t)o.heads);
-	cr_gguf_w_u32(w, "llama.attention.head_count_kv", (uint32_t)o.kv_heads);
-	cr_gguf_w_u32(w, "llama.rope.dimension_count", (uint32_t)hd);
-	cr_gguf_w_f32(w, "llama.rope.freq_base", 10000.0f);
-	cr_gguf_w_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-	cr_gguf_w_u32(w, "llama.vocab_size", (uint32_t)V);
+	cr_gguf_w_u32(w, AK("context_length"), (uint32_t)o.ctx);
+	cr_gguf_w_u32(w, AK("embedding_length"), (uint32_t)E);
+	cr_gguf_w_u32(w, AK("block_count"), (uint32_t)o.layers);
+	cr_gguf_w_u32(w, AK("feed_forward_length"), (uint32_t)F);
+	cr_gguf_w_u32(w, AK("attention.head_count"), (uint32_t)o.heads);
+	cr_gguf_w_u32(w, AK("attention.head_count_kv"), (uint32_t)o.kv_heads);
+	cr_gguf_w_u32(w, AK("rope.dimension_count"), (uint32_t)hd);
+	cr_gguf_w_f32(w, AK("rope.freq_base"), 10000.0f);
+	cr_gguf_w_f32(w, AK("attention.layer_norm_rms_epsilon"), 1e-5f);
+	cr_gguf_w_u32(w, AK("vocab_size"), (uint32_t)V);
 	cr_gguf_w_str(w, "tokenizer.ggml.model", "llama");
 	cr_gguf_w_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)vocab, V);
 	cr_gguf_w_arr(w, "tokenizer.ggml.scores", CR_GGUF_F32, scores, V);
@@ -272,7 +278,13 @@ int main(int argc, char **argv)
 		      "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
 		      "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}");
 
-	size_t cap = 4 + (size_t)o.layers * 9, n = 0;
+	if (o.reranker) {
+		cr_gguf_w_u32(w, AK("attention.key_length"), (uint32_t)hd);
+		cr_gguf_w_u32(w, AK("attention.value_length"), (uint32_t)hd);
+		cr_gguf_w_u32(w, AK("pooling_type"), 4); /* rank */
+	}
+#undef AK
+	size_t cap = 5 + (size_t)o.layers * 11, n = 0;
 	struct tensor *ts = cr_xcalloc(cap, sizeof(*ts));
 #define T2(nm, a, b, ty, fl) ts[n] = (struct tensor){ .ne = { a, b }, .n_dims = 2, .type = ty, .fill = fl }, \
 	snprintf(ts[n].name, sizeof(ts[n].name), "%s", nm), n++
@@ -286,6 +298,10 @@ int main(int argc, char **argv)
 #define BLK(suffix) (snprintf(nm, sizeof(nm), "blk.%lld.%s", l, suffix), nm)
 		T1(BLK("attn_norm.weight"), E);
 		T2(BLK("attn_q.weight"), E, E, mt, FILL_RAND);
+		if (o.reranker) { /* Qwen3 normalises queries and keys per head */
+			T1(BLK("attn_q_norm.weight"), hd);
+			T1(BLK("attn_k_norm.weight"), hd);
+		}
 		T2(BLK("attn_k.weight"), E, KD, mt, FILL_RAND);
 		T2(BLK("attn_v.weight"), E, KD, mt, FILL_RAND);
 		T2(BLK("attn_output.weight"), E, E, mt, FILL_RAND);
@@ -302,6 +318,8 @@ int main(int argc, char **argv)
 		T2("output.weight", E, V, mt == 0 ? 0 : mt, FILL_RAND_BIG);
 		ts[n - 1].out_bias = 1;
 	}
+	if (o.reranker)
+		T2("cls.output.weight", E, 1, 0, FILL_RAND);
 	for (size_t i = 0; i < n; i++) {
 		if (!cr_gguf_w_tensor(w, ts[i].name, ts[i].n_dims, ts[i].ne, ts[i].type)) {
 			fprintf(stderr, "mkmodel: tensor '%s' (%llu x %llu) does not fit type %d's block size\n", ts[i].name,

@@ -154,6 +154,38 @@ if __name__ == "__main__":
 
 
 @unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")
+class Reranking(EngineCase):
+    def test_a_reranker_deployed_with_reranking_answers_v1_rerank_and_is_metered(self):
+        self.cluster(("w1", None))
+        path = self.model("rerank.gguf", "--reranker")
+        chat = self.model()
+        self.api("POST", "/api/models", {"name": "rerank", "path": path, "ctx": 512, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1", "--reranking"]}, expect=201)
+        self.api("POST", "/api/models", {"name": "tiny", "path": chat, "ctx": 512, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        for m in ("rerank", "tiny"):
+            self.wait_for(lambda: self.wait_running(m)["endpoint"], m + " running")
+        key = self.cli("keys", "create", "r").stdout.strip()
+        docs = ["alpha beta", "gamma", "delta epsilon zeta"]
+        status, _, body = self.gw("/v1/rerank", {"model": "rerank", "query": "alpha", "documents": docs}, key)
+        self.assertEqual(status, 200, body)
+        answer = json.loads(body)
+        self.assertEqual(sorted(r["index"] for r in answer["results"]), [0, 1, 2], "a score for every document")
+        self.assertTrue(all(isinstance(r["relevance_score"], (int, float)) for r in answer["results"]))
+        self.assertGreater(answer["usage"]["prompt_tokens"], 0)
+        # a chat model was not started with --reranking: the engine's refusal, as an OpenAI error
+        status, _, body = self.gw("/v1/rerank", {"model": "tiny", "query": "alpha", "documents": docs}, key)
+        self.assertGreaterEqual(status, 400, body)
+        self.assertIn("rerank", json.loads(body)["error"]["message"].lower())
+
+        def metered():
+            rows = self.api("GET", "/api/usage?by=key,model")["rows"]
+            got = {(r["key"], r["model"]): (r["requests"], r["prompt_tokens"]) for r in rows}
+            self.assertEqual(got.get(("r", "rerank")), (1, answer["usage"]["prompt_tokens"]))
+            return True
+        self.wait_for(metered, "the rerank metered under its key")
+
+
 class AccessLog(EngineCase):
     def test_one_line_per_v1_request_with_key_model_status_tokens_and_latency(self):
         log = os.path.join(self.tmp, "access.log")
