@@ -52,6 +52,10 @@ struct cr_table {
  * terminal's state. Returns a new string; the caller frees it. */
 char *cr_cli_safe(const char *s);
 
+/* Separates the lines of a table cell that takes several (GPUs of different
+ * models); the other cells of the row are blank below their first line. */
+#define CR_TABLE_NL '\x1e'
+
 /* Add a row of ncols cells (copied, control characters escaped). */
 void cr_table_row(struct cr_table *t, const char *const *cells);
 

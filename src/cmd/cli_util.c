@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/buf.h"
 #include "base/err.h"
 #include "base/json.h"
 #include "base/mem.h"
@@ -100,12 +101,23 @@ void cr_table_row(struct cr_table *t, const char *const *cells)
 {
 	json_t *row = json_array();
 	for (int i = 0; i < t->ncols; i++) {
-		char *safe = cr_cli_safe(cells[i]);
-		size_t n = strlen(safe);
-		if (n > t->width[i])
-			t->width[i] = n;
-		json_array_append_new(row, json_string_nocheck(safe)); /* bytes as they came */
-		free(safe);
+		json_t *lines = json_array(); /* a cell's lines, each escaped on its own */
+		const char *c = cells[i] ? cells[i] : "";
+		for (;;) {
+			const char *end = strchr(c, CR_TABLE_NL);
+			char *part = end ? cr_xstrndup(c, (size_t)(end - c)) : cr_xstrdup(c);
+			char *safe = cr_cli_safe(part);
+			size_t n = strlen(safe);
+			if (n > t->width[i])
+				t->width[i] = n;
+			json_array_append_new(lines, json_string_nocheck(safe)); /* bytes as they came */
+			free(safe);
+			free(part);
+			if (!end)
+				break;
+			c = end + 1;
+		}
+		json_array_append_new(row, lines);
 	}
 	json_array_append_new(t->rows, row);
 }
@@ -115,12 +127,25 @@ void cr_table_print(struct cr_table *t)
 	size_t r;
 	json_t *row;
 	json_array_foreach(t->rows, r, row) {
-		for (int i = 0; i < t->ncols; i++) {
-			const char *s = json_string_value(json_array_get(row, (size_t)i));
-			if (i == t->ncols - 1)
-				printf("%s\n", s);
-			else
-				printf("%-*s  ", (int)t->width[i], s);
+		size_t height = 1;
+		for (int i = 0; i < t->ncols; i++)
+			if (json_array_size(json_array_get(row, (size_t)i)) > height)
+				height = json_array_size(json_array_get(row, (size_t)i));
+		for (size_t k = 0; k < height; k++) { /* a cell of several lines: the others blank below */
+			struct cr_buf line = CR_BUF_INIT(1 << 20);
+			for (int i = 0; i < t->ncols; i++) {
+				const char *s = json_string_value(json_array_get(json_array_get(row, (size_t)i), k));
+				if (i == t->ncols - 1)
+					cr_buf_adds(&line, s ? s : "");
+				else
+					cr_buf_addf(&line, "%-*s  ", (int)t->width[i], s ? s : "");
+			}
+			char *text = cr_buf_detach(&line);
+			size_t len = strlen(text);
+			while (len && text[len - 1] == ' ') /* blank cells at the end of a line */
+				text[--len] = '\0';
+			printf("%s\n", text);
+			free(text);
 		}
 	}
 	json_decref(t->rows);

@@ -153,23 +153,48 @@ static void ago(const char *rfc3339, char *out, size_t n)
 		snprintf(out, n, "%lldh ago", secs / 3600);
 }
 
+/* A worker's GPUs, one line per model: "2x NVIDIA L4 3.1 GiB/48.0 GiB". */
 static void gpu_summary(json_t *gpus, char *out, size_t n)
 {
 	if (json_array_size(gpus) == 0) {
 		snprintf(out, n, "-");
 		return;
 	}
-	struct cr_buf b = CR_BUF_INIT(n > 0 ? n - 1 : 0);
+	json_t *groups = json_object(); /* name -> [count, used, total], in first-seen order below */
+	json_t *order = json_array();
 	size_t i;
 	json_t *g;
 	json_array_foreach(gpus, i, g) {
-		char mem[64];
-		cr_cli_mem_pair(cr_json_get_int(g, "memory_used", 0), cr_json_get_int(g, "memory_total", 0), mem, sizeof(mem));
-		if (cr_buf_addf(&b, "%s%s %s", i ? ", " : "", cr_json_get_str(g, "name", "?"), mem))
+		const char *name = cr_json_get_str(g, "name", "?");
+		json_t *e = json_object_get(groups, name);
+		if (!e) {
+			e = json_pack("[iII]", 0, (json_int_t)0, (json_int_t)0);
+			json_object_set_new(groups, name, e);
+			json_array_append_new(order, json_string(name));
+		}
+		json_array_set_new(e, 0, json_integer(json_integer_value(json_array_get(e, 0)) + 1));
+		json_array_set_new(e, 1, json_integer(json_integer_value(json_array_get(e, 1)) +
+						     cr_json_get_int(g, "memory_used", 0)));
+		json_array_set_new(e, 2, json_integer(json_integer_value(json_array_get(e, 2)) +
+						     cr_json_get_int(g, "memory_total", 0)));
+	}
+	struct cr_buf b = CR_BUF_INIT(n > 0 ? n - 1 : 0);
+	json_t *nm;
+	json_array_foreach(order, i, nm) {
+		json_t *e = json_object_get(groups, json_string_value(nm));
+		long long count = json_integer_value(json_array_get(e, 0));
+		char mem[64], times[24] = "";
+		cr_cli_mem_pair(json_integer_value(json_array_get(e, 1)), json_integer_value(json_array_get(e, 2)), mem,
+				sizeof(mem));
+		if (count > 1)
+			snprintf(times, sizeof(times), "%lldx ", count);
+		if (cr_buf_addf(&b, "%s%s%s %s", i ? (char[]){ CR_TABLE_NL, 0 } : "", times, json_string_value(nm), mem))
 			break;
 	}
 	snprintf(out, n, "%s", cr_buf_str(&b));
 	cr_buf_release(&b);
+	json_decref(groups);
+	json_decref(order);
 }
 
 static void print_workers(json_t *workers)

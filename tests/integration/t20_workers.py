@@ -58,11 +58,19 @@ class MixedCluster(ClusterCase):
         # the CLI shows the same
         self.cli("login", "--server-url", self.url, "--password-stdin", stdin=self.admin_password() + "\n")
         out = self.cli("workers").stdout
-        for needle in ("cpu-1", "gpu-a", "gpu-b", "ready", "NVIDIA H100 80GB HBM3 1.0 GiB/80.0 GiB",
+        for needle in ("cpu-1", "gpu-a", "gpu-b", "ready", "2x NVIDIA H100 80GB HBM3 1.0 GiB/160.0 GiB",
                        "AMD Instinct MI210", "LABELS", "gpu=h100,zone=eu"):
             self.assertIn(needle, out)
-        names = [l.split()[0] for l in out.splitlines()[1:4]]
+        lines = out.splitlines()
+        names = [l.split()[0] for l in lines[1:4]]
         self.assertEqual(names, ["cpu-1", "gpu-a", "gpu-b"], "rows by name, whatever the map's order")
+        # GPUs of different models wrap: one line each, in the GPUS column, the other cells blank below
+        self.assertIn("NVIDIA L4 ", lines[3])
+        self.assertNotIn("MI210", lines[3])
+        col = lines[0].index("GPUS")
+        self.assertEqual(lines[4][:col].strip(), "", "a continuation line: " + lines[4])
+        self.assertTrue(lines[4][col:].startswith("AMD Instinct MI210 "), out)
+        self.assertEqual(lines[3][col:].split("  ")[0].split(" ")[0:2], ["NVIDIA", "L4"])
         self.assertEqual([w["name"] for w in self.api("GET", "/api/workers")["workers"]], ["cpu-1", "gpu-a", "gpu-b"])
         out = self.cli("gpus").stdout
         self.assertEqual(sum(1 for line in out.splitlines()[1:] if line.strip()), 4, out)
