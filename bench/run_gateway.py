@@ -61,7 +61,7 @@ def api(url, method, path, body=None, token=None):
 
 
 class Setup:
-    def __init__(self, build, tmp, chunks):
+    def __init__(self, build, tmp, chunks, servers=(("corral", ()),)):
         self.procs = []
         self.build, self.tmp = build, tmp
         up = os.path.join(build, "bench", "upstream")
@@ -87,15 +87,22 @@ http { access_log off;
         wait_http("http://127.0.0.1:%d/health" % self.ng_port)
         self.nginx_pids = [self.nginx.pid] + [int(p) for p in subprocess.run(
             ["pgrep", "-P", str(self.nginx.pid)], capture_output=True, text=True).stdout.split()]
-        # Corral: server, a worker running the upstream as its engine, a model, a key
+        # Corral: a server each, with a worker running the upstream as its engine, a model, a key
+        self.corral = {}
+        for name, extra in servers:
+            self.corral[name] = self.start_corral(name, extra, chunks)
+        self.key = self.corral[servers[0][0]]["key"]
+
+    def start_corral(self, name, extra, chunks):
+        build, tmp, up = self.build, self.tmp, os.path.join(self.build, "bench", "upstream")
         corral = os.path.join(build, "corral")
-        self.cr_port = free_port()
-        data = os.path.join(tmp, "server")
-        self.server = self.spawn([corral, "server", "--disable-worker", "--host", "127.0.0.1", "--port",
-                                  str(self.cr_port), "--data-dir", data, "--gateway-pool", "512"], "server")
-        url = "http://127.0.0.1:%d" % self.cr_port
+        port = free_port()
+        data = os.path.join(tmp, name + "-server")
+        server = self.spawn([corral, "server", "--disable-worker", "--host", "127.0.0.1", "--port",
+                             str(port), "--data-dir", data, "--gateway-pool", "512"] + list(extra), name)
+        url = "http://127.0.0.1:%d" % port
         wait_http(url + "/healthz")
-        engines = os.path.join(tmp, "engines.json")
+        engines = os.path.join(tmp, name + "-engines.json")
         with open(engines, "w") as f:
             json.dump({"engines": [{"name": "bench", "command": [up, "--host", "{host}", "--port", "{port}",
                                                                  "--chunks", str(chunks)],
@@ -104,25 +111,28 @@ http { access_log off;
         token = open(os.path.join(data, "token")).read().strip()
         engine_port = free_port()
         self.spawn([corral, "worker", "--server-url", url, "--token", token, "--name", "bench", "--data-dir",
-                    os.path.join(tmp, "worker"), "--worker-port", str(free_port()), "--listen-host", "127.0.0.1",
-                    "--engines-config", engines, "--port-range", "%d-%d" % ((engine_port,) * 2)], "worker")
+                    os.path.join(tmp, name + "-worker"), "--worker-port", str(free_port()), "--listen-host",
+                    "127.0.0.1", "--engines-config", engines, "--port-range", "%d-%d" % ((engine_port,) * 2)],
+                   name + "-worker")
         pw = open(os.path.join(data, "initial_admin_password")).read().strip()
         admin = api(url, "POST", "/api/auth/login", {"username": "admin", "password": pw})["token"]
         model = os.path.join(tmp, "tiny.gguf")
-        subprocess.run([os.path.join(build, "tools", "mkmodel"), "--out", model], check=True)
+        if not os.path.exists(model):
+            subprocess.run([os.path.join(build, "tools", "mkmodel"), "--out", model], check=True)
         end = time.time() + 30
         while not api(url, "GET", "/api/workers", token=admin)["workers"]:
             time.sleep(0.1)
         api(url, "POST", "/api/models", {"name": "bench", "path": model, "engine": "bench",
                                          "allow_cpu_offload": True}, admin)
-        self.key = api(url, "POST", "/api/keys", {"name": "bench"}, admin)["key"]
+        key = api(url, "POST", "/api/keys", {"name": "bench"}, admin)["key"]
         while time.time() < end:
             insts = api(url, "GET", "/api/instances?model=bench", token=admin)["instances"]
             if insts and insts[0]["state"] == "running" and insts[0].get("endpoint"):
                 break
             time.sleep(0.1)
         else:
-            raise RuntimeError("the bench engine did not start; see %s/worker.log" % tmp)
+            raise RuntimeError("the bench engine did not start; see %s/%s-worker.log" % (tmp, name))
+        return {"port": port, "pid": server.pid, "key": key, "url": url, "admin": admin}
 
     def spawn(self, args, name):
         p = subprocess.Popen(args, stdout=open(os.path.join(self.tmp, name + ".log"), "w"),
@@ -131,8 +141,13 @@ http { access_log off;
         return p
 
     def targets(self):
-        return {"direct": (self.up_port, [self.upstream.pid]), "corral": (self.cr_port, [self.server.pid]),
-                "nginx": (self.ng_port, self.nginx_pids)}
+        t = {"direct": (self.up_port, [self.upstream.pid]), "nginx": (self.ng_port, self.nginx_pids)}
+        for name, c in self.corral.items():
+            t[name] = (c["port"], [c["pid"]])
+        return t
+
+    def key_for(self, target):
+        return self.corral[target]["key"] if target in self.corral else self.key
 
     def stop(self):
         for p in reversed(self.procs):
@@ -156,7 +171,7 @@ def measure(s, target, mode, conns, seconds, warmup):
     port, pids = s.targets()[target]
     before = cpu_s(pids) if target != "direct" else 0
     t0 = time.time()
-    r = load(s.build, port, s.key, mode, conns, seconds, warmup)
+    r = load(s.build, port, s.key_for(target), mode, conns, seconds, warmup)
     elapsed = time.time() - t0
     cpu = (cpu_s(pids) - before) if target != "direct" else 0
     # CPU over the measured window only is not separable; scale by its share of the run

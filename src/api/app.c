@@ -20,6 +20,7 @@ void cr_app_config_defaults(struct cr_app_config *c)
 	c->probe_interval_s = 10;
 	c->probe_timeout_s = 3;
 	c->flush_interval_s = 30;
+	c->usage_interval_s = 1;
 	c->keepalive_s = 15;
 	c->missed_status_limit = 3;
 	c->session_ttl_s = 7 * 24 * 3600;
@@ -52,7 +53,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	struct cr_app *app = arg;
 	cr_workers_tick(app);
 	cr_models_tick(app);
-	/* usage every second: a kill -9 loses at most the last second of it */
+	/* usage every --usage-interval (1 s): a kill -9 loses at most that much of it */
+	int64_t now = cr_mono_ms();
+	if (now - app->usage_flushed_ms < (int64_t)app->cfg.usage_interval_s * 1000 - 100)
+		return;
+	app->usage_flushed_ms = now;
 	struct cr_err err = CR_ERR_INIT;
 	bool failed = cr_usage_flush(app, &err) != 0;
 	if (failed && !app->usage_failing)
@@ -194,7 +199,7 @@ void cr_app_free(struct cr_app *app)
 		struct cr_err err = CR_ERR_INIT;
 		cr_workers_flush(app);
 		if (cr_usage_flush(app, &err))
-			cr_warn("usage of the last %d s is lost: %s", app->cfg.flush_interval_s, err.message);
+			cr_warn("usage of the last %d s is lost: %s", app->cfg.usage_interval_s, err.message);
 	}
 	if (app->tick)
 		event_free(app->tick);

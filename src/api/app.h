@@ -17,6 +17,7 @@ struct cr_app_config {
 	int probe_interval_s;       /* server -> worker /healthz probes; 0 disables */
 	int probe_timeout_s;
 	int flush_interval_s;       /* observed state -> store */
+	int usage_interval_s;       /* usage counts -> store (a kill -9 loses at most this) */
 	int keepalive_s;            /* watch stream keepalive comments */
 	int missed_status_limit;    /* not_ready after this many missed intervals */
 	int session_ttl_s;

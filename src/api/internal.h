@@ -93,6 +93,7 @@ struct cr_app {
 	struct cr_map keys;         /* hash -> cr_apikey */
 	struct cr_map usage;        /* "day\x1fkey id\x1fmodel" -> cr_usage_rec not yet flushed (every second) */
 	bool usage_failing;         /* the last usage flush failed (said once) */
+	int64_t usage_flushed_ms;   /* monotonic time of the last usage flush */
 	json_t *probe_sources;      /* source -> mono ms of the last dry run that asked for it */
 	bool sched_dirty;           /* run the controller at the next tick */
 	int64_t next_sched_mono;

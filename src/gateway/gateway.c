@@ -6,14 +6,18 @@
  * is metered: tokens from the answer's usage (for streams the final usage
  * chunk, asked for with stream_options.include_usage and removed again when
  * the client did not ask for it), errors and latency. */
+#include <errno.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "gateway/gateway.h"
 
 #include "api/cluster.h"
+#include "base/buf.h"
 #include "base/err.h"
 #include "base/json.h"
 #include "base/log.h"
@@ -29,7 +33,11 @@ struct cr_gateway {
 	struct cr_app *app;              /* the cluster (api/cluster.h) */
 	struct cr_gateway_config cfg;
 	struct cr_relay_pool *pool;      /* keep-alive connections to engines */
+	struct cr_buf alog;              /* whole access lines not written yet */
+	struct event *alog_timer;        /* writes them each second */
 };
+
+#define ALOG_FLUSH_BYTES 32768 /* written at once past this much */
 
 struct call {
 	struct cr_gateway *gw;
@@ -172,7 +180,7 @@ static void on_data(void *arg, struct evbuffer *chunk, bool end)
 		cr_usage_filter_feed(&c->filter, chunk, end);
 }
 
-static void access_line(const struct cr_gateway *gw, const char *key, const char *model, int status,
+static void access_line(struct cr_gateway *gw, const char *key, const char *model, int status,
 			const struct cr_usage_sample *s);
 
 static void finished(void *arg, int status, uint64_t bytes, const char *error)
@@ -222,10 +230,37 @@ static void why_none(struct cr_app *app, struct cr_model *m, char *out, size_t n
 		 total ? parts : "", !total && m->status ? ": " : "", !total && m->status ? m->status : "");
 }
 
+/* Writes the access lines held so far with one write(). */
+static void alog_flush(struct cr_gateway *gw)
+{
+	if (!gw->alog.len || !gw->cfg.access_log)
+		return;
+	const char *p = cr_buf_str(&gw->alog);
+	size_t left = gw->alog.len;
+	int fd = fileno(gw->cfg.access_log);
+	while (left) {
+		ssize_t w = write(fd, p, left);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break; /* a full disk: the lines are dropped, not the server */
+		p += w;
+		left -= (size_t)w;
+	}
+	cr_buf_reset(&gw->alog);
+}
+
+static void on_alog_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	alog_flush(arg);
+}
+
 /* The access log's line for one /v1 request. Names from the request are
  * written with anything but printable ASCII as '?', so that one request is
  * always one line. */
-static void access_line(const struct cr_gateway *gw, const char *key, const char *model, int status,
+static void access_line(struct cr_gateway *gw, const char *key, const char *model, int status,
 			const struct cr_usage_sample *s)
 {
 	if (!gw->cfg.access_log)
@@ -246,7 +281,11 @@ static void access_line(const struct cr_gateway *gw, const char *key, const char
 			 "%s access key=%s model=%s status=%d prompt_tokens=%lld completion_tokens=%lld latency_ms=%lld%s\n",
 			 when, safe[0], safe[1], status, (long long)s->prompt_tokens, (long long)s->completion_tokens,
 			 (long long)s->latency_ms, ttft);
-	fwrite(line, 1, n > 0 && (size_t)n < sizeof(line) ? (size_t)n : strlen(line), gw->cfg.access_log); /* one write */
+	/* whole lines, written together each second (or past 32 KiB): one
+	 * write() for many requests, and never part of a line */
+	cr_buf_add(&gw->alog, line, n > 0 && (size_t)n < sizeof(line) ? (size_t)n : strlen(line));
+	if (gw->alog.len >= ALOG_FLUSH_BYTES)
+		alog_flush(gw);
 }
 
 /* An error answer to a /v1 request before any engine saw it, logged. */
@@ -471,6 +510,12 @@ struct cr_gateway *cr_gateway_new(struct event_base *base, struct cr_app *app, c
 	/* idle connections go before engines close them (llama-server: 5 s), so
 	 * that a request never races an engine's close of an idle connection */
 	gw->pool = cr_relay_pool_new(base, cfg->pool_idle, 4);
+	gw->alog = (struct cr_buf)CR_BUF_INIT(16 << 20);
+	if (cfg->access_log) {
+		gw->alog_timer = event_new(base, -1, EV_PERSIST, on_alog_timer, gw);
+		struct timeval second = { 1, 0 };
+		event_add(gw->alog_timer, &second);
+	}
 	return gw;
 }
 
@@ -485,5 +530,9 @@ void cr_gateway_free(struct cr_gateway *gw)
 	if (!gw)
 		return;
 	cr_relay_pool_free(gw->pool);
+	alog_flush(gw);
+	if (gw->alog_timer)
+		event_free(gw->alog_timer);
+	cr_buf_release(&gw->alog);
 	free(gw);
 }

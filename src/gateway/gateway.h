@@ -18,7 +18,8 @@ struct cr_gateway_config {
 	int first_byte_timeout_ms; /* request sent -> first byte of the answer, else 504 */
 	int idle_timeout_ms;       /* longest silence mid-answer before it is cut */
 	int pool_idle;             /* idle keep-alive connections kept per engine */
-	FILE *access_log;          /* one line per /v1 request (borrowed, line-buffered); NULL: none */
+	FILE *access_log;          /* one line per /v1 request, written each second on its descriptor
+				    * (borrowed); NULL: none */
 };
 
 /* 5 s, 10 min, 5 min, 16, stderr. */
