@@ -469,11 +469,14 @@ static int parse_reg(json_t *body, struct reg *r, struct cr_err *err)
 	return rc;
 }
 
-/* The existing worker this registration is, or NULL for a new one. A worker
- * with the same name that has stopped reporting may be taken over. */
-static struct cr_worker *match_existing(struct cr_app *app, const struct reg *r, bool *takeover, struct cr_err *err)
+/* The existing worker this registration is, or NULL for a new one. Only
+ * the worker's own secret proves that a registration is that worker: a name
+ * in use is never taken over, however long its worker has been silent (the
+ * cluster token is on every node; it must not let one node become another
+ * and receive its users' prompts). A lost secret is replaced only after an
+ * admin removes the worker. */
+static struct cr_worker *match_existing(struct cr_app *app, const struct reg *r, struct cr_err *err)
 {
-	*takeover = false;
 	if (r->id && r->secret) {
 		struct cr_worker *w = cr_map_get(&app->workers, r->id);
 		char hash[CR_HASH_HEX];
@@ -489,16 +492,16 @@ static struct cr_worker *match_existing(struct cr_app *app, const struct reg *r,
 		}
 	}
 	struct cr_worker *same = cr_map_get(&app->worker_names, r->name);
-	if (same && same->state != CR_W_NOT_READY) {
+	if (same) {
 		cr_err_set(err, CR_ECONFLICT,
-			   "start this worker with another --name, or stop the other one and delete it with "
-			   "'corral workers rm NAME'",
-			   "worker name '%s' is taken by worker %s, which is %s", r->name, same->id,
-			   cr_worker_state_name(same->state));
+			   "a worker proves it is that worker with the secret kept in its --data-dir; start this one "
+			   "with another --name, or, if it replaces that worker (its data dir was lost), have an admin "
+			   "remove the old one first: 'corral workers rm NAME' (--force while it reports)",
+			   "worker name '%s' is taken by worker %s, which is %s, and this registration does not carry "
+			   "its secret", r->name, same->id, cr_worker_state_name(same->state));
 		return NULL;
 	}
-	*takeover = same != NULL;
-	return same;
+	return NULL;
 }
 
 static void register_worker(struct cr_req *req)
@@ -520,13 +523,13 @@ static void register_worker(struct cr_req *req)
 		cr_reply_err(req, &err);
 		return;
 	}
-	bool takeover = false;
-	struct cr_worker *w = match_existing(app, &r, &takeover, &err);
+	struct cr_worker *w = match_existing(app, &r, &err);
 	if (err.code) {
+		cr_warn("registration as worker '%s' from %s refused: %s", r.name, cr_req_peer(req), err.message);
 		cr_reply_err(req, &err);
 		return;
 	}
-	bool fresh = !w || takeover;
+	bool fresh = !w;
 	char *secret = fresh ? cr_secret_token("crw") : NULL;
 	char *id = w ? cr_xstrdup(w->id) : cr_secret_id();
 	char *labels = r.labels ? cr_json_dump(r.labels) : cr_xstrdup("{}");
@@ -566,8 +569,7 @@ static void register_worker(struct cr_req *req)
 	w->port = (int)r.port;
 	w->status_interval_s = (int)r.interval;
 	w->next_probe_mono = 0;
-	cr_info("worker '%s' registered (%s, %s:%d)%s", w->name, w->id, w->address, w->port,
-		takeover ? ", taking over the silent worker of that name" : fresh ? "" : " again");
+	cr_info("worker '%s' registered (%s, %s:%d)%s", w->name, w->id, w->address, w->port, fresh ? "" : " again");
 	json_t *resp = json_pack("{s:s,s:s}", "id", w->id, "name", w->name);
 	if (secret)
 		json_object_set_new(resp, "secret", json_string(secret));

@@ -217,20 +217,38 @@ class Liveness(ClusterCase):
 
 
 class Identity(ClusterCase):
-    def test_name_taken_by_a_live_worker_is_refused_then_taken_over(self):
+    def test_a_name_is_never_taken_over_without_the_workers_secret(self):
         self.start_server()
         self.login()
         first = self.start_worker("dup")
         orig = self.wait_state("dup", "ready")
+        # another process with the cluster token claims the name: refused while the worker reports...
         second = self.start_worker("dup", data_dir=os.path.join(self.tmp, "other"))
         self.wait_for(lambda: "worker name 'dup' is taken by worker" in second.output(), "conflict", proc=second)
         self.assertIn("corral workers rm", second.output())
         self.assertEqual(len(self.workers()), 1)
+        # ...and after it went quiet: without the worker's secret the name is not taken over
         first.signal(signal.SIGKILL)
-        self.wait_for(lambda: "taking over" in self.procs[0].output(), "takeover", timeout=40)
-        w = self.wait_state("dup", "ready")
-        self.assertEqual(w["id"], orig["id"])
-        self.assertEqual(len(self.workers()), 1)
+        self.wait_state("dup", "not_ready", timeout=40)
+        seen = second.output().count("is taken by worker")
+        self.wait_for(lambda: second.output().count("is taken by worker") > seen, "a refusal while it is quiet",
+                      timeout=40, proc=second)
+        self.assertIn("does not carry its secret", second.output())
+        self.assertEqual(self.workers()["dup"]["id"], orig["id"])
+        self.assertEqual(self.workers()["dup"]["state"], "not_ready")
+        self.assertIn("registration as worker 'dup' from 127.0.0.1 refused", self.procs[0].output())
+        # the real worker, with its data dir, is itself again
+        again = self.start_worker("dup")
+        self.assertEqual(self.wait_state("dup", "ready")["id"], orig["id"])
+        self.assertIn("registered with", again.output())
+        # a replacement machine takes the name only once an admin removed the old worker
+        again.stop()
+        second.stop()
+        self.wait_state("dup", "not_ready", timeout=40)
+        self.api("DELETE", "/api/workers/dup")
+        self.start_worker("dup", data_dir=os.path.join(self.tmp, "other"))
+        new = self.wait_state("dup", "ready")
+        self.assertNotEqual(new["id"], orig["id"])
 
     def test_remove_worker(self):
         self.start_server()
