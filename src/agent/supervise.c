@@ -578,9 +578,15 @@ static char **argv_engine(struct launch *l)
 	json_t *x;
 	while (argv[na])
 		na++;
-	argv = cr_xrealloc(argv, (na + json_array_size(extra) + 1) * sizeof(char *));
+	const char *key = cr_json_get_str(inst, "engine_key", NULL);
+	bool key_arg = key && !l->e->key_env && l->e->key_arg; /* an engine that takes its key as a flag */
+	argv = cr_xrealloc(argv, (na + json_array_size(extra) + 3) * sizeof(char *));
 	json_array_foreach(extra, i, x)
 		argv[na++] = cr_xstrdup(json_string_value(x) ? json_string_value(x) : "");
+	if (key_arg) {
+		argv[na++] = cr_xstrdup(l->e->key_arg);
+		argv[na++] = cr_xstrdup(key);
+	}
 	argv[na] = NULL;
 	json_decref(extra);
 	return argv;
@@ -597,7 +603,7 @@ static char **launch_env(struct launch *l)
 	size_t nown = 0;
 	while (l->e->env && l->e->env[nown])
 		nown++;
-	char **env = cr_xcalloc(ne + nown + 8, sizeof(char *)); /* the 8: devices, Ray, the end */
+	char **env = cr_xcalloc(ne + nown + 10, sizeof(char *)); /* the 10: devices, Ray, key, the end */
 	size_t k = 0;
 	for (size_t j = 0; j < ne; j++)
 		if (strncmp(environ[j], "CUDA_VISIBLE_DEVICES=", 21) && strncmp(environ[j], "HIP_VISIBLE_DEVICES=", 20) &&
@@ -605,6 +611,15 @@ static char **launch_env(struct launch *l)
 			env[k++] = cr_xstrdup(environ[j]);
 	for (size_t j = 0; j < nown; j++)
 		env[k++] = cr_xstrdup(l->e->env[j]);
+	/* the instance's secret: the engine answers only requests that carry it
+	 * (the gateway's); never in argv where every local user sees it */
+	const char *key = !strcmp(l->p->role, "leader") || !strcmp(l->p->role, "headless")
+				  ? cr_json_get_str(l->inst, "engine_key", NULL) : NULL;
+	if (key) {
+		env[k++] = cr_xasprintf("CORRAL_ENGINE_KEY=%s", key);
+		if (l->e->key_env)
+			env[k++] = cr_xasprintf("%s=%s", l->e->key_env, key);
+	}
 	struct cr_buf devs[2] = { CR_BUF_INIT(1 << 16), CR_BUF_INIT(1 << 16) };
 	size_t i;
 	json_t *x;
@@ -726,7 +741,16 @@ static void start(struct cr_supervisor *s, struct proc *p)
 		_exit(127);
 	}
 	if (fd >= 0) {
-		char *shown = shell_line(argv);
+		/* the log is readable through the API: an engine key in argv is masked */
+		const char *secret = cr_json_get_str(p->desired, "engine_key", NULL);
+		size_t na = 0;
+		while (argv[na])
+			na++;
+		char **masked = cr_xcalloc(na + 1, sizeof(char *));
+		for (size_t k = 0; k < na; k++)
+			masked[k] = secret && !strcmp(argv[k], secret) ? "***" : argv[k];
+		char *shown = shell_line(masked);
+		free(masked);
 		dprintf(fd, "---- corral: starting %s\n", shown);
 		free(shown);
 		close(fd);

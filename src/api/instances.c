@@ -47,8 +47,13 @@ json_t *cr_instances_for_worker(struct cr_app *app, const char *worker_id)
 	void *v;
 	while (cr_map_next(&app->instances, &it, NULL, &v)) {
 		struct cr_instance *i = v;
-		if (cr_placement_has(i->placement, worker_id))
-			json_array_append_new(arr, cr_instance_json(app, i));
+		if (!cr_placement_has(i->placement, worker_id))
+			continue;
+		json_t *o = cr_instance_json(app, i);
+		json_t *key = json_object_get(i->placement, "engine_key");
+		if (key) /* for its engines: what they ask of every request */
+			json_object_set(o, "engine_key", key);
+		json_array_append_new(arr, o);
 	}
 	return json_pack("{s:o}", "instances", arr);
 }
@@ -128,6 +133,11 @@ json_t *cr_instance_json(struct cr_app *app, struct cr_instance *i)
 	json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:O,s:s,s:s}", "id", i->id, "model", m ? m->name : "", "model_id",
 			      i->model_id, "state", cr_instance_state_name(i->state), "message", i->message, "placement", i->placement,
 			      "created_at", created, "updated_at", updated);
+	if (json_object_get(i->placement, "engine_key")) { /* the engines' secret is not for the API's readers */
+		json_t *pl = json_copy(i->placement);
+		json_object_del(pl, "engine_key");
+		json_object_set_new(o, "placement", pl);
+	}
 	if (m) {
 		/* built from the spec kept with it (a rolling update leaves the old
 		 * instances as they were), else from the model's */

@@ -813,6 +813,11 @@ static int scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t no
 		free(rand);
 		i->model_id = cr_xstrdup(m->id);
 		json_object_set(p, "spec", m->built); /* what it is built from, kept (never changed in place) */
+		/* the instance's own secret: its engines answer only who sends it
+		 * (the gateway, the end-to-end probe), never the network at large */
+		char *key = cr_secret_token("cre");
+		json_object_set_new(p, "engine_key", json_string(key));
+		free(key);
 		i->placement = json_incref(p);
 		i->state = CR_I_SCHEDULED;
 		const char *warn = cr_json_get_str(p, "warning", NULL);
@@ -1249,8 +1254,8 @@ static void e2e_probes(struct cr_app *app, int64_t now)
 		e->app = app;
 		e->instance_id = cr_xstrdup(i->id);
 		i->probe_inflight = true;
-		cr_http_fetch_post(app->base, host, (int)strtol(colon + 1, NULL, 10), "/v1/completions", body, 30, e2e_done,
-				   e);
+		cr_http_fetch_post(app->base, host, (int)strtol(colon + 1, NULL, 10), "/v1/completions",
+				   cr_json_get_str(i->placement, "engine_key", NULL), body, 30, e2e_done, e);
 		free(body);
 	}
 }

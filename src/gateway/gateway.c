@@ -137,6 +137,7 @@ static int pick(void *arg, int attempt, bool unreachable, struct cr_relay_target
 	const char *colon = strrchr(best->endpoint, ':');
 	snprintf(out->host, sizeof(out->host), "%.*s", (int)(colon - best->endpoint), best->endpoint);
 	out->port = (int)strtol(colon + 1, NULL, 10);
+	snprintf(out->key, sizeof(out->key), "%s", cr_json_get_str(best->placement, "engine_key", ""));
 	c->tried[c->n_tried++] = cr_xstrdup(best->id);
 	c->current = cr_xstrdup(best->id);
 	best->inflight++;

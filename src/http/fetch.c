@@ -105,8 +105,8 @@ void cr_http_fetch(struct event_base *base, const char *host, int port, const ch
 	fetch(base, EVHTTP_REQ_GET, host, port, path, bearer, NULL, timeout_s, cb, arg);
 }
 
-void cr_http_fetch_post(struct event_base *base, const char *host, int port, const char *path, const char *body,
-			int timeout_s, cr_fetch_cb cb, void *arg)
+void cr_http_fetch_post(struct event_base *base, const char *host, int port, const char *path, const char *bearer,
+			const char *body, int timeout_s, cr_fetch_cb cb, void *arg)
 {
-	fetch(base, EVHTTP_REQ_POST, host, port, path, NULL, body, timeout_s, cb, arg);
+	fetch(base, EVHTTP_REQ_POST, host, port, path, bearer, body, timeout_s, cb, arg);
 }

@@ -15,8 +15,8 @@ typedef void (*cr_fetch_cb)(int status, const char *body, size_t len, const char
 void cr_http_fetch(struct event_base *base, const char *host, int port, const char *path, const char *bearer,
 		   int timeout_s, cr_fetch_cb cb, void *arg);
 
-/* The same as a POST of a JSON body (copied). */
-void cr_http_fetch_post(struct event_base *base, const char *host, int port, const char *path, const char *body,
-			int timeout_s, cr_fetch_cb cb, void *arg);
+/* The same as a POST of a JSON body (copied), with an optional bearer token. */
+void cr_http_fetch_post(struct event_base *base, const char *host, int port, const char *path, const char *bearer,
+			const char *body, int timeout_s, cr_fetch_cb cb, void *arg);
 
 #endif

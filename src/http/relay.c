@@ -532,6 +532,11 @@ static void relay_attempt(struct relay *r)
 	struct evkeyvalq *h = evhttp_request_get_output_headers(r->up);
 	evhttp_add_header(h, "Host", r->target.host);
 	evhttp_add_header(h, "Content-Type", "application/json");
+	if (r->target.key[0]) {
+		char auth[160];
+		snprintf(auth, sizeof(auth), "Bearer %s", r->target.key);
+		evhttp_add_header(h, "Authorization", auth);
+	}
 	evbuffer_add(evhttp_request_get_output_buffer(r->up), r->body, r->len);
 	r->phase = PH_CONNECT;
 	r->t_sent = cr_mono_ms();

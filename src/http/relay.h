@@ -19,6 +19,7 @@ struct cr_relay_pool;
 struct cr_relay_target {
 	char host[256];
 	int port;
+	char key[128]; /* sent to the upstream as "Authorization: Bearer KEY" when not empty */
 };
 
 /* Choose the upstream for attempt (0, 1, ...): fill out and return 0, or

@@ -10,6 +10,8 @@ import signal
 import threading
 import time
 import unittest
+import urllib.error
+import urllib.request
 
 from harness import free_port
 from t50_engines import EngineCase, LLAMA_BIN, pid_alive
@@ -84,6 +86,43 @@ class Recovery(EngineCase):
             env = f.read().split(b"\0")
         self.assertFalse([e for e in env if e.startswith(b"CORRAL_TOKEN=")], "no cluster token in an engine")
         self.assertNotIn(self.cluster_token().encode(), b"\0".join(env))
+
+    def test_an_engine_answers_only_requests_that_carry_its_instance_secret(self):
+        self.cluster(("w1", None))
+        self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 2048, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        inst = self.wait_running("tiny")
+        self.assertNotIn("engine_key", inst["placement"], "the engines' secret is not shown by the API")
+        self.assertNotIn("engine_key", json.dumps(self.api("GET", "/api/instances")))
+        pid = self.leader_report(inst)["pid"]
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+        key = env[b"LLAMA_API_KEY"].decode()
+        self.assertEqual(env[b"CORRAL_ENGINE_KEY"].decode(), key)
+        self.assertTrue(key.startswith("cre_"))
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            self.assertNotIn(key.encode(), f.read(), "not in argv, where every local user sees it")
+        self.assertNotIn(key, self.cli("logs", "tiny").stdout)
+        msg = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        url = "http://%s/v1/chat/completions" % inst["endpoint"]
+
+        def direct(auth):
+            req = urllib.request.Request(url, data=json.dumps(msg).encode(), headers=dict(
+                {"Content-Type": "application/json"}, **({"Authorization": auth} if auth else {})))
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+        # straight to the engine's port: no key, a wrong one, a user's API key: 401
+        api_key = self.cli("keys", "create", "k").stdout.strip()
+        self.assertEqual(direct(None), 401)
+        self.assertEqual(direct("Bearer cre_wrong"), 401)
+        self.assertEqual(direct("Bearer " + api_key), 401)
+        self.assertEqual(direct("Bearer " + key), 200, "the secret is what the engine asks for")
+        # the gateway sends it: /v1 answers
+        status, _, body = self.gw("/v1/chat/completions", msg, api_key)
+        self.assertEqual(status, 200, body)
 
 
 if __name__ == "__main__":
