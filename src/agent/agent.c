@@ -44,6 +44,7 @@ struct agent {
 	bool stopping;
 	/* identity, under mu */
 	char *id, *secret;
+	char *server_key;       /* what the server sends with its requests here (logs); from its answers */
 	unsigned generation;    /* bumped at each registration */
 	/* reports: a full one when the static half changes or every FULL_EVERY */
 	char *last_static;
@@ -213,6 +214,7 @@ static int do_register(struct agent *a, struct cr_err *err)
 	json_t *j = cr_json_parse_object(resp.body, resp.len, err);
 	cr_http_resp_release(&resp);
 	const char *id = cr_json_get_str(j, "id", NULL), *secret = cr_json_get_str(j, "secret", NULL);
+	const char *skey = cr_json_get_str(j, "server_key", NULL);
 	if (!id) {
 		json_decref(j);
 		return cr_err_set(err, CR_EUPSTREAM, "check that --server-url points at a corral server",
@@ -222,6 +224,8 @@ static int do_register(struct agent *a, struct cr_err *err)
 	cr_str_replace(&a->id, id);
 	if (secret)
 		cr_str_replace(&a->secret, secret);
+	if (skey)
+		cr_str_replace(&a->server_key, skey);
 	a->generation++;
 	pthread_mutex_unlock(&a->mu);
 	cr_info("registered with %s as worker '%s' (%s)", a->cfg->server_url, a->name, id);
@@ -337,6 +341,13 @@ static int send_status(struct agent *a, struct cr_err *err)
 		if (json_is_integer(t) && back - sent < 2000) {
 			a->clock_offset_ms = (long long)(json_integer_value(t) - (sent + back) / 2);
 			a->clock_known = true;
+		}
+		const char *skey = cr_json_get_str(ans, "server_key", NULL);
+		if (skey) {
+			pthread_mutex_lock(&a->mu);
+			if (!a->server_key || strcmp(a->server_key, skey) != 0)
+				cr_str_replace(&a->server_key, skey);
+			pthread_mutex_unlock(&a->mu);
 		}
 		json_decref(ans);
 	}
@@ -612,15 +623,20 @@ static void clean_utf8(unsigned char *s, size_t len)
 	}
 }
 
-/* GET /instances/{id}/log?offset=N | ?tail=LINES, for the server (cluster
- * token): {"data", "offset" (where the next read starts), "size"}. At most
- * 256 KiB per call. */
+/* GET /instances/{id}/log?offset=N | ?tail=LINES, for the server (with the
+ * key it gave this worker; the cluster token, which every node operator has,
+ * does not open it): {"data", "offset" (where the next read starts),
+ * "size"}. At most 256 KiB per call. */
 static void instance_log(struct cr_req *req)
 {
 	struct agent *a = cr_req_app(req);
 	const char *auth = cr_req_header(req, "Authorization");
-	if (!a->cfg->token || !auth || strncmp(auth, "Bearer ", 7) != 0 || !cr_secret_equal(auth + 7, a->cfg->token)) {
-		cr_reply_error(req, CR_EUNAUTH, "this endpoint is for the server (cluster token)", "use 'corral logs'");
+	pthread_mutex_lock(&a->mu);
+	bool ok = a->server_key && auth && !strncmp(auth, "Bearer ", 7) && cr_secret_equal(auth + 7, a->server_key);
+	pthread_mutex_unlock(&a->mu);
+	if (!ok) {
+		cr_reply_error(req, CR_EUNAUTH, "this endpoint is for the server (with this worker's server key)",
+			       "read engine logs with 'corral logs'");
 		return;
 	}
 	char *path = cr_supervisor_log_path(a->sup, cr_req_param(req, 0));
@@ -768,6 +784,7 @@ out:
 	free(ap->identity_path);
 	free(ap->id);
 	free(ap->secret);
+	free(ap->server_key);
 	free(ap->last_problem);
 	free(ap->last_static);
 	free(ap->files_sent);

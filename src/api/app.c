@@ -219,6 +219,7 @@ void cr_app_free(struct cr_app *app)
 	cr_auth_free_all(app);
 	cr_store_close(app->store);
 	free(app->cluster_token);
+	free(app->peer_secret);
 	free(app->data_dir);
 	free(app);
 }

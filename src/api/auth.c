@@ -112,6 +112,36 @@ static int bootstrap_token(struct cr_app *app, struct cr_err *err)
 	return rc;
 }
 
+/* The secret the server's requests to workers are signed with: each worker
+ * gets its own key derived from it (cr_worker_server_key), so that the
+ * cluster token, which every node holds, opens no worker's endpoints. Kept in
+ * the store, made once. */
+static int bootstrap_peer_secret(struct cr_app *app, struct cr_err *err)
+{
+	char *v = NULL;
+	int rc = app->store->ops->setting_get(app->store, "peer_secret", &v, err);
+	if (rc == CR_ENOTFOUND) {
+		*err = (struct cr_err)CR_ERR_INIT;
+	} else if (rc) {
+		return -1;
+	}
+	if (!v || !*v) {
+		free(v);
+		v = cr_secret_token("crp");
+		if (app->store->ops->setting_put(app->store, "peer_secret", v, err) != 0) {
+			free(v);
+			return -1;
+		}
+	}
+	app->peer_secret = v;
+	return 0;
+}
+
+void cr_worker_server_key(struct cr_app *app, const char *worker_id, char out[CR_HASH_HEX])
+{
+	cr_secret_mac(app->peer_secret, worker_id, out);
+}
+
 int cr_auth_bootstrap(struct cr_app *app, struct cr_err *err)
 {
 	int rc = app->store->ops->user_list(app->store, load_user, app, err);
@@ -121,6 +151,8 @@ int cr_auth_bootstrap(struct cr_app *app, struct cr_err *err)
 		rc = app->store->ops->session_list(app->store, cr_wall_ms(), load_session, app, err);
 	if (!rc)
 		rc = bootstrap_token(app, err);
+	if (!rc)
+		rc = bootstrap_peer_secret(app, err);
 	/* Unknown users are checked against this so they cost as much as known ones. */
 	app->dummy_hash = cr_password_hash("corral-unknown-user");
 	/* each argon2id check takes 64 MiB and a core for tens of milliseconds:

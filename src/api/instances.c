@@ -474,7 +474,9 @@ static void instance_logs(struct cr_req *req)
 	char *path = off && cr_parse_int(off, 0, 1LL << 50, &n) ? cr_xasprintf("/instances/%s/log?offset=%lld", i->id, n)
 		     : cr_xasprintf("/instances/%s/log?tail=%lld", i->id,
 				    tail && cr_parse_int(tail, 0, 100000, &n) ? n : 100LL);
-	cr_http_fetch(app->base, w->address ? w->address : "127.0.0.1", w->port, path, app->cluster_token, 10,
+	char skey[CR_HASH_HEX]; /* the worker's own key from the server, not the cluster token every node has */
+	cr_worker_server_key(app, w->id, skey);
+	cr_http_fetch(app->base, w->address ? w->address : "127.0.0.1", w->port, path, skey, 10,
 		      log_fetched, req);
 	free(path);
 }

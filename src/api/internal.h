@@ -80,6 +80,7 @@ struct cr_app {
 	struct cr_http_server *http;
 	char *cluster_token;
 	char cluster_token_hash[CR_HASH_HEX];
+	char *peer_secret;          /* the server's own secret (in the store): workers' server keys derive from it */
 	char *dummy_hash;
 	struct cr_workpool *hash_pool; /* argon2id, off the loop, bounded */
 	struct cr_map login_fails;  /* "a\x1fADDR" / "u\x1fUSER" -> failed logins this minute */
@@ -168,6 +169,10 @@ void cr_instances_push_all(struct cr_app *app);
  * with its cause ("download failed on w: SHA-256 is ...") whichever of the
  * worker's reports came last. */
 void cr_instances_downloads(struct cr_app *app, struct cr_worker *w);
+/* The key the server sends with its requests to worker worker_id (logs):
+ * derived from the server's own secret, given to the worker when it
+ * registers and with each status answer. */
+void cr_worker_server_key(struct cr_app *app, const char *worker_id, char out[CR_HASH_HEX]);
 /* The model's replica in the worst state (error, then unreachable,
  * restarting, stopping, on its way), or NULL when every one runs. */
 const struct cr_instance *cr_instances_worst(struct cr_app *app, const char *model_id);

@@ -570,7 +570,9 @@ static void register_worker(struct cr_req *req)
 	w->status_interval_s = (int)r.interval;
 	w->next_probe_mono = 0;
 	cr_info("worker '%s' registered (%s, %s:%d)%s", w->name, w->id, w->address, w->port, fresh ? "" : " again");
-	json_t *resp = json_pack("{s:s,s:s}", "id", w->id, "name", w->name);
+	char skey[CR_HASH_HEX];
+	cr_worker_server_key(app, w->id, skey);
+	json_t *resp = json_pack("{s:s,s:s,s:s}", "id", w->id, "name", w->name, "server_key", skey);
 	if (secret)
 		json_object_set_new(resp, "secret", json_string(secret));
 	cr_reply_json(req, fresh ? 201 : 200, resp);
@@ -685,8 +687,10 @@ static void status(struct cr_req *req)
 	if (first) /* the first probe anywhere in one probe period: no burst */
 		w->next_probe_mono = next_probe_time(app, w->last_status_mono) - (int64_t)app->cfg.probe_interval_s * 750;
 	update_state(app, w, w->last_status_mono);
-	cr_reply_json(req, 200, json_pack("{s:s,s:I}", "state", cr_worker_state_name(w->state), "server_time_ms",
-					   (json_int_t)w->last_seen_ms));
+	char skey[CR_HASH_HEX]; /* a worker registered before the server had one learns it here */
+	cr_worker_server_key(app, w->id, skey);
+	cr_reply_json(req, 200, json_pack("{s:s,s:I,s:s}", "state", cr_worker_state_name(w->state), "server_time_ms",
+					   (json_int_t)w->last_seen_ms, "server_key", skey));
 }
 
 /* ---- watch ---- */

@@ -46,6 +46,15 @@ void cr_secret_hash(const char *token, char out[CR_HASH_HEX])
 	sodium_bin2hex(out, CR_HASH_HEX, digest, sizeof(digest));
 }
 
+void cr_secret_mac(const char *key, const char *msg, char out[CR_HASH_HEX])
+{
+	unsigned char k[crypto_generichash_KEYBYTES], digest[32];
+	crypto_generichash(k, sizeof(k), (const unsigned char *)key, strlen(key), NULL, 0); /* any length -> 32 bytes */
+	crypto_generichash(digest, sizeof(digest), (const unsigned char *)msg, strlen(msg), k, sizeof(k));
+	sodium_bin2hex(out, CR_HASH_HEX, digest, sizeof(digest));
+	sodium_memzero(k, sizeof(k));
+}
+
 bool cr_secret_equal(const char *a, const char *b)
 {
 	size_t n = strlen(a);

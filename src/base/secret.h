@@ -25,6 +25,10 @@ char *cr_secret_password(size_t n);
  * only as this hash. */
 void cr_secret_hash(const char *token, char out[CR_HASH_HEX]);
 
+/* Keyed BLAKE2b-256 of msg under key (any string), as 64 hex characters:
+ * a secret derived from a secret, e.g. one per worker. */
+void cr_secret_mac(const char *key, const char *msg, char out[CR_HASH_HEX]);
+
 /* Constant-time equality of two NUL-terminated strings of equal length. */
 bool cr_secret_equal(const char *a, const char *b);
 

@@ -123,6 +123,15 @@ class Recovery(EngineCase):
         # the gateway sends it: /v1 answers
         status, _, body = self.gw("/v1/chat/completions", msg, api_key)
         self.assertEqual(status, 200, body)
+        # the worker's log endpoint is the server's alone: the cluster token, which every node has, is refused
+        w = [p for p in self.procs if p.name == "worker-w1"][0]
+        log_url = "http://127.0.0.1:%d/instances/%s/log?tail=5" % (w.port, inst["id"])
+        for token in (None, self.cluster_token(), api_key, key):
+            req = urllib.request.Request(log_url, headers={"Authorization": "Bearer " + token} if token else {})
+            with self.assertRaises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=10)
+            self.assertEqual(e.exception.code, 401)
+        self.assertIn("corral: starting", self.cli("logs", "tiny").stdout, "the server reads it with the worker's key")
 
 
 if __name__ == "__main__":
