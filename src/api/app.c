@@ -139,8 +139,10 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	free(db);
 	if (rc)
 		goto fail;
-	if (cfg->cluster_token)
+	if (cfg->cluster_token) {
 		app->cluster_token = cr_xstrdup(cfg->cluster_token);
+		app->token_from_flag = true;
+	}
 	rc = cr_auth_bootstrap(app, err);
 	if (!rc)
 		rc = cr_workers_load(app, err);

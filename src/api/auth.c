@@ -567,7 +567,41 @@ static void delete_user(struct cr_req *req)
 	cr_reply_json(req, 200, o);
 }
 
+/* POST /api/token/rotate (admin): a new cluster registration token, in
+ * DATA_DIR/token and (hashed) in the store; the old one registers nothing
+ * more. Registered workers keep working: they prove themselves with their
+ * own secrets, also when they register again. */
+static void rotate_token(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	char *old = app->cluster_token, old_hash[CR_HASH_HEX];
+	memcpy(old_hash, app->cluster_token_hash, sizeof(old_hash));
+	app->cluster_token = cr_secret_token("crt");
+	bool flag = app->token_from_flag;
+	app->token_from_flag = false; /* kept in the file from now on */
+	struct cr_err err = CR_ERR_INIT;
+	if (bootstrap_token(app, &err) != 0) { /* nothing changed: the old token stays */
+		free(app->cluster_token);
+		app->cluster_token = old;
+		memcpy(app->cluster_token_hash, old_hash, sizeof(old_hash));
+		app->token_from_flag = flag;
+		cr_reply_err(req, &err);
+		return;
+	}
+	free(old);
+	cr_info("cluster registration token rotated by '%s'; the old one registers no worker any more",
+		cr_req_principal(req)->username);
+	char *path = cr_xasprintf("%s/token", app->data_dir);
+	json_t *o = json_pack("{s:s,s:s}", "token", app->cluster_token, "path", path);
+	if (flag)
+		json_object_set_new(o, "warning", json_string("the server was started with --token: start it without it "
+								 "(it reads DATA_DIR/token) or the old token returns"));
+	free(path);
+	cr_reply_json(req, 200, o);
+}
+
 const struct cr_http_route cr_api_auth_routes[] = {
+	{ CR_POST, "/api/token/rotate", CR_AUTH_ADMIN, rotate_token },
 	{ CR_POST, "/api/users", CR_AUTH_ADMIN, create_user },
 	{ CR_GET, "/api/users", CR_AUTH_ADMIN, list_users },
 	{ CR_DELETE, "/api/users/{}", CR_AUTH_ADMIN, delete_user },

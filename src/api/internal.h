@@ -80,6 +80,7 @@ struct cr_app {
 	struct cr_http_server *http;
 	char *cluster_token;
 	char cluster_token_hash[CR_HASH_HEX];
+	bool token_from_flag;       /* --token: it wins over DATA_DIR/token at every start */
 	char *peer_secret;          /* the server's own secret (in the store): workers' server keys derive from it */
 	char *dummy_hash;
 	struct cr_workpool *hash_pool; /* argon2id, off the loop, bounded */

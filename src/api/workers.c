@@ -512,16 +512,26 @@ static void register_worker(struct cr_req *req)
 	char hash[CR_HASH_HEX] = "";
 	if (auth && !strncasecmp(auth, "Bearer ", 7))
 		cr_secret_hash(auth + 7, hash);
-	if (!auth || !cr_secret_equal(hash, app->cluster_token_hash)) {
-		cr_reply_error(req, CR_EUNAUTH, "missing or wrong cluster registration token",
-			       "pass the token from the server's DATA_DIR/token file with 'corral worker --token'");
-		return;
-	}
-	json_t *body = cr_req_json(req, &err);
+	bool token_ok = auth && cr_secret_equal(hash, app->cluster_token_hash);
+	json_t *body = token_ok ? cr_req_json(req, &err) : cr_req_json(req, NULL);
 	struct reg r;
-	if (!body || parse_reg(body, &r, &err)) {
+	if (token_ok && (!body || parse_reg(body, &r, &err))) {
 		cr_reply_err(req, &err);
 		return;
+	}
+	if (!token_ok) { /* a registered worker proves itself with its own secret (the token may have been rotated) */
+		struct cr_err ignored = CR_ERR_INIT;
+		struct cr_worker *known = body && !parse_reg(body, &r, &ignored) && r.id && r.secret
+						  ? cr_map_get(&app->workers, r.id) : NULL;
+		char sh[CR_HASH_HEX] = "";
+		if (known)
+			cr_secret_hash(r.secret, sh);
+		if (!known || !cr_secret_equal(sh, known->secret_hash)) {
+			cr_reply_error(req, CR_EUNAUTH, "missing or wrong cluster registration token",
+				       "pass the token from the server's DATA_DIR/token file with 'corral worker "
+				       "--token-file'");
+			return;
+		}
 	}
 	struct cr_worker *w = match_existing(app, &r, &err);
 	if (err.code) {

@@ -667,3 +667,52 @@ int cr_cmd_users(int argc, char **argv)
 	json_decref(ans);
 	return 0;
 }
+
+int cr_cmd_token(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: corral token rotate [--json] [--server-url URL]\n"
+		"\n"
+		"Replace the cluster registration token (admins). The server keeps the new one in\n"
+		"DATA_DIR/token; the old one registers no worker any more. Workers already in the\n"
+		"cluster keep working: they prove themselves with their own secrets, also when they\n"
+		"restart. Copy the new token to machines that are still to join.\n";
+	const char *url = NULL;
+	bool as_json = false;
+	const struct cr_opt opts[] = {
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int rc = cr_cli_parse(argc, argv, usage, opts);
+	if (rc >= 0)
+		return rc;
+	if (optind + 1 != argc || strcmp(argv[optind], "rotate") != 0) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *ans = cr_cli_api(&cl, "POST", "/api/token/rotate", "{}", &err);
+	char *server = cr_xstrdup(cl.url);
+	cr_cli_release(&cl);
+	if (!ans) {
+		free(server);
+		return cr_cmd_fail(&err);
+	}
+	if (as_json) {
+		free(server);
+		return cr_cli_print_json(ans);
+	}
+	printf("new cluster registration token: %s\n(kept on the server in %s)\n", cr_json_get_str(ans, "token", "?"),
+	       cr_json_get_str(ans, "path", "DATA_DIR/token"));
+	printf("registered workers keep working; a new machine joins with the token in a file (mode 0600):\n"
+	       "  corral worker --server-url %s --token-file /etc/corral/token\n", server);
+	const char *warn = cr_json_get_str(ans, "warning", NULL);
+	if (warn)
+		fprintf(stderr, "warning: %s\n", warn);
+	free(server);
+	json_decref(ans);
+	return 0;
+}

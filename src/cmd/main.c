@@ -31,6 +31,7 @@ static const char usage[] =
 	"  logs       an instance's engine log (-f to follow)\n"
 	"  keys       API keys for the OpenAI-compatible endpoint: list, create, rm\n"
 	"  users      users of the cluster (admins): list, create, rm\n"
+	"  token      rotate the cluster registration token (admins)\n"
 	"  chat       chat with a model through /v1, streamed to the terminal\n"
 	"  usage      gateway usage per key, user, model and day\n"
 	"\n"
@@ -63,6 +64,7 @@ int main(int argc, char **argv)
 		{ "rm", cr_cmd_rm }, { "scale", cr_cmd_scale }, { "update", cr_cmd_update }, { "engines", cr_cmd_engines },
 		{ "logs", cr_cmd_logs }, { "keys", cr_cmd_keys },
 		{ "users", cr_cmd_users }, { "chat", cr_cmd_chat }, { "usage", cr_cmd_usage },
+		{ "token", cr_cmd_token },
 	};
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		fputs(usage, argc < 2 ? stderr : stdout);

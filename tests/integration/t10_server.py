@@ -294,7 +294,8 @@ class EnvFlags(ClusterCase):
 class Help(ClusterCase):
     def test_every_command_has_help(self):
         for cmd in ("server", "worker", "login", "logout", "workers", "gpus", "doctor", "deploy", "models", "instances",
-                    "rm", "scale", "update", "engines", "logs", "keys", "users", "chat", "usage", "inspect"):
+                    "rm", "scale", "update", "engines", "logs", "keys", "users", "chat", "usage", "inspect",
+                    "token"):
             with self.subTest(cmd=cmd):
                 r = self.cli(cmd, "--help")
                 self.assertIn("usage: corral " + cmd, r.stdout)

@@ -250,6 +250,39 @@ class Identity(ClusterCase):
         new = self.wait_state("dup", "ready")
         self.assertNotEqual(new["id"], orig["id"])
 
+    def test_token_rotate_keeps_registered_workers_and_refuses_the_old_token(self):
+        self.start_server()
+        self.login()
+        old = self.cluster_token()
+        w1 = self.start_worker("w1")
+        orig = self.wait_state("w1", "ready")
+        self.cli("login", "--server-url", self.url, "--password-stdin", stdin=self.admin_password() + "\n")
+        out = self.cli("token", "rotate").stdout
+        new = self.cluster_token()
+        self.assertNotEqual(new, old)
+        self.assertIn("new cluster registration token: " + new, out)
+        self.assertIn("--token-file", out)
+        self.assertIn("cluster registration token rotated by 'admin'", self.procs[0].output())
+        # the old token registers no one new
+        stale = self.start_worker("w2", token=old)
+        self.wait_for(lambda: "missing or wrong cluster registration token" in stale.output(), "refusal", proc=stale)
+        stale.stop()
+        # a registered worker restarted with the old token is itself again (its own secret)
+        w1.stop()
+        again = self.start_worker("w1", token=old)
+        self.wait_for(lambda: "registered with" in again.output(), "registration", proc=again)
+        self.assertEqual(self.wait_state("w1", "ready")["id"], orig["id"])
+        # the new one joins new machines
+        self.start_worker("w3", token=new)
+        self.wait_state("w3", "ready")
+        self.assertNotIn("w2", self.workers())
+        # admins only
+        self.api("POST", "/api/users", {"username": "bob", "password": "bob-password-1"}, expect=201)
+        status, bob = self.request("POST", "/api/auth/login", {"username": "bob", "password": "bob-password-1"})
+        status, body = self.request("POST", "/api/token/rotate", {}, token=bob["token"])
+        self.assertEqual(status, 403, body)
+        self.assertEqual(self.cluster_token(), new)
+
     def test_remove_worker(self):
         self.start_server()
         self.login()
