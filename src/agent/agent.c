@@ -731,7 +731,8 @@ int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err)
 	free(cache);
 	struct cr_supervisor_config sc = { cfg->data_dir, cfg->listen_host ? cfg->listen_host : "0.0.0.0",
 					   cfg->port_lo ? cfg->port_lo : 20000, cfg->port_hi ? cfg->port_hi : 20999,
-					   cfg->restart_backoff_s, 10, &ap->catalog, ap->files, cfg->no_ray, sup_changed, ap };
+					   cfg->restart_backoff_s, 10, &ap->catalog, ap->files, cfg->no_ray,
+					   cfg->allow_args, sup_changed, ap };
 	warn_port_overlap(sc.port_lo, sc.port_hi);
 	ap->sup = cr_supervisor_start(&sc);
 

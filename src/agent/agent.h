@@ -24,6 +24,7 @@ struct cr_agent_config {
 	int port_lo, port_hi;       /* engine ports (default 20000-20999) */
 	int restart_backoff_s;      /* first engine restart delay (default 10) */
 	bool no_ray;                /* embedded in a server: never offer or start Ray */
+	const char *allow_args;     /* engine flags that touch files, allowed here ("--log-file,..."), or NULL */
 };
 
 /* Run until SIGTERM or SIGINT (returns 0) or until start-up fails (returns

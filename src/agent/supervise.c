@@ -638,10 +638,56 @@ static char **launch_env(struct launch *l)
 	return env;
 }
 
+/* Engine flags that make an engine read or write a file of its node's
+ * choosing, or fetch one: a Corral admin must not become able to read or
+ * write any file an engine's user can by deploying a model. Refused unless
+ * the worker allows them (--allow-engine-args). */
+static const char *const file_args[] = {
+	"--log-file", "--slot-save-path", "-m", "--model", "-mu", "--model-url", "-hf", "-hfr", "--hf-repo", "-hff",
+	"--hf-file", "-md", "--model-draft", "--mmproj", "--mmproj-url", "--lora", "--lora-scaled", "--control-vector",
+	"--control-vector-scaled", "--path", "--api-key-file", "--ssl-key-file", "--ssl-cert-file", "--chat-template-file",
+	"--grammar-file", "--json-schema-file", "-f", "--file", "-lcs", "--lookup-cache-static", "-lcd",
+	"--lookup-cache-dynamic", "--media-path", "--download-dir", "--ssl-keyfile", "--ssl-certfile",
+	"--allowed-local-media-path", "--lora-modules", "--tokenizer", "--response-role-file",
+	"--served-model-path", "--model-path", "--tokenizer-path", "--log-config-file", NULL
+};
+
+/* The first of the user's engine arguments that touches files and is not
+ * allowed on this worker, or NULL. "--flag=value" counts as --flag. */
+static const char *forbidden_arg(const struct cr_supervisor *s, json_t *args)
+{
+	size_t i;
+	json_t *a;
+	json_array_foreach(args, i, a) {
+		const char *v = json_string_value(a);
+		if (!v || v[0] != '-')
+			continue;
+		size_t n = strcspn(v, "=");
+		for (size_t k = 0; file_args[k]; k++) {
+			if (strlen(file_args[k]) != n || strncmp(v, file_args[k], n) != 0)
+				continue;
+			const char *allow = s->cfg.allow_args ? s->cfg.allow_args : "";
+			bool allowed = false;
+			for (const char *p = allow; *p && !allowed; p += strcspn(p, ",") + (p[strcspn(p, ",")] ? 1 : 0))
+				allowed = strcspn(p, ",") == n && !strncmp(p, file_args[k], n);
+			if (!allowed)
+				return file_args[k];
+		}
+	}
+	return NULL;
+}
+
 /* The argv and environment for p's engine, or NULL with why saying why not (yet). */
 static char **build_command(struct cr_supervisor *s, struct proc *p, char ***envp, char *why, size_t n)
 {
 	bool follower = !strcmp(p->role, "follower"), raynode = !strncmp(p->role, "ray", 3);
+	const char *bad = follower || raynode ? NULL : forbidden_arg(s, json_object_get(p->desired, "engine_args"));
+	if (bad) {
+		snprintf(why, n, "engine argument %s reads or writes files on this worker, which a deploy may not choose; "
+				 "remove it, or allow it on this worker with 'corral worker --allow-engine-args %s'",
+			 bad, bad);
+		return NULL;
+	}
 	if (raynode && s->cfg.no_ray) {
 		snprintf(why, n, "this worker runs inside the server, which never starts Ray; deploy with --selector to "
 				 "use other workers");

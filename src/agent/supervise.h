@@ -25,6 +25,7 @@ struct cr_supervisor_config {
 	const struct cr_engine_catalog *catalog;
 	struct cr_files *files;     /* local paths of downloaded url models */
 	bool no_ray;                /* the embedded worker of a server: never a Ray node */
+	const char *allow_args;     /* file-touching engine flags allowed on this worker (comma-separated) */
 	void (*on_change)(void *arg); /* called (under the supervisor's lock) when a report changes */
 	void *arg;
 };

@@ -37,6 +37,8 @@ static const char worker_usage[] =
 	"  --engines-config FILE    add or replace engine definitions (JSON, see docs/engines.md)\n"
 	"  --port-range LO-HI       ports for engines (default 20000-20999, outside the ephemeral range)\n"
 	"  --embedded               run as a server's embedded worker: never offer or start Ray\n"
+	"  --allow-engine-args F,.. engine flags that read or write files on this node, refused\n"
+	"                           otherwise (e.g. --log-file,--slot-save-path; see docs/engines.md)\n"
 	"  --restart-backoff S      first delay before restarting a failed engine (default 10, doubling\n"
 	"                           to 300)\n"
 	"  --status-interval S      seconds between status reports (default 5)\n"
@@ -60,14 +62,15 @@ static const struct option longopts[] = {
 	{ "advertise-address", required_argument, NULL, 'a' }, { "labels", required_argument, NULL, 'l' },
 	{ "resources", required_argument, NULL, 'r' },  { "engines-config", required_argument, NULL, 'E' },
 	{ "token-file", required_argument, NULL, 'T' },
-	{ "port-range", required_argument, NULL, 'R' },  { "embedded", no_argument, NULL, 'M' },  { "restart-backoff", required_argument, NULL, 'B' },  { "status-interval", required_argument, NULL, 's' },
+	{ "port-range", required_argument, NULL, 'R' },  { "embedded", no_argument, NULL, 'M' },  { "restart-backoff", required_argument, NULL, 'B' },
+	{ "allow-engine-args", required_argument, NULL, 'A' },  { "status-interval", required_argument, NULL, 's' },
 	{ "help", no_argument, NULL, 'h' },             { NULL, 0, NULL, 0 },
 };
 
 static int worker_main(int argc, char **argv)
 {
 	struct cr_agent_config cfg = { getenv("CORRAL_SERVER_URL"), getenv("CORRAL_TOKEN"), NULL, NULL, NULL, 10150, NULL,
-				       NULL, NULL, 5, NULL, 0, 0, 0, false };
+				       NULL, NULL, 5, NULL, 0, 0, 0, false, NULL };
 	char *dir = NULL, *file_token = NULL;
 	long long v;
 	int c;
@@ -98,6 +101,7 @@ static int worker_main(int argc, char **argv)
 		case 'r': cfg.resources_file = optarg; break;
 		case 'E': cfg.engines_config = optarg; break;
 		case 'M': cfg.no_ray = true; break;
+		case 'A': cfg.allow_args = optarg; break;
 		case 'R':
 			if (sscanf(optarg, "%d-%d", &cfg.port_lo, &cfg.port_hi) != 2 || cfg.port_lo < 1 || cfg.port_hi > 65535 ||
 			    cfg.port_lo > cfg.port_hi) {

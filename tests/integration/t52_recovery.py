@@ -87,6 +87,26 @@ class Recovery(EngineCase):
         self.assertFalse([e for e in env if e.startswith(b"CORRAL_TOKEN=")], "no cluster token in an engine")
         self.assertNotIn(self.cluster_token().encode(), b"\0".join(env))
 
+    def test_engine_arguments_that_touch_files_need_the_workers_consent(self):
+        self.cluster(("w1", None))
+        out = os.path.join(self.tmp, "written-by-engine.log")
+        self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 2048, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1", "--log-file", out]}, expect=201)
+        inst = self.wait_for(lambda: (lambda i: i and i["state"] == "error" and i)(self.instance("tiny")),
+                             "the refusal", show=lambda: self.instance("tiny"))
+        self.assertIn("engine argument --log-file reads or writes files on this worker", inst["message"])
+        self.assertIn("corral worker --allow-engine-args --log-file", inst["message"])
+        self.assertFalse(os.path.exists(out), "no engine was started with it")
+        self.assertFalse(self.leader_report(inst).get("pid"))
+        # the worker's own admin allows it: the same model runs
+        w = [p for p in self.procs if p.name == "worker-w1"][0]
+        w.stop()
+        self.start_worker("w1", extra=("--port-range", self.ranges["w1"], "--restart-backoff", "1",
+                                       "--allow-engine-args", "--slot-save-path,--log-file"))
+        self.wait_for(lambda: (lambda i: i and i["state"] == "running" and i)(self.instance("tiny")), "running",
+                      timeout=30, show=lambda: (self.instance("tiny"), self.procs[-1].output()[-2000:]))
+        self.wait_for(lambda: os.path.exists(out), "the engine's own log file")
+
     def test_an_engine_answers_only_requests_that_carry_its_instance_secret(self):
         self.cluster(("w1", None))
         self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 2048, "allow_cpu_offload": True,
