@@ -278,7 +278,7 @@ static bool download_failed(struct cr_app *app, struct cr_instance *i, char *msg
 	json_array_foreach(url ? json_object_get(i->placement, "workers") : NULL, k, pw) {
 		struct cr_worker *w = cr_map_get(&app->workers, cr_json_get_str(pw, "id", ""));
 		json_t *dl = w ? json_object_get(json_object_get(w->files, url), "download") : NULL;
-		if (!strcmp(cr_json_get_str(dl, "state", ""), "error")) {
+		if (w && !strcmp(cr_json_get_str(dl, "state", ""), "error")) {
 			snprintf(msg, n, "download failed on %s: %s", w->name, cr_json_get_str(dl, "message", "?"));
 			return true;
 		}
@@ -309,7 +309,7 @@ void cr_instance_derive_state(struct cr_app *app, struct cr_instance *i)
 		/* what the node's own checks say may be the cause (small /dev/shm, old driver, ...) */
 		char hint[600];
 		cr_checks_summary(json_object_get(w ? w->report : NULL, "checks"), CR_CHECK_WARN, hint, sizeof(hint));
-		if (*hint && len > 0 && (size_t)len < sizeof(msg))
+		if (w && *hint && len > 0 && (size_t)len < sizeof(msg))
 			snprintf(msg + len, sizeof(msg) - (size_t)len, " [node checks on %s: %s]", w->name, hint);
 		set_endpoint(app, i, NULL);
 		cr_instance_set_state(app, i, failed, msg);
