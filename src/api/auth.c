@@ -52,6 +52,7 @@ static void load_session(const struct cr_session_rec *r, void *arg)
 	struct cr_session *s = cr_xcalloc(1, sizeof(*s));
 	snprintf(s->hash, sizeof(s->hash), "%s", r->token_hash);
 	s->user = u;
+	s->created_ms = r->created_ms;
 	s->expires_ms = r->expires_ms;
 	cr_map_put(&app->sessions, s->hash, s);
 }
@@ -312,6 +313,33 @@ static void fail_keys(const char *peer, const char *username, char *a, size_t an
 
 /* ---- routes ---- */
 
+/* A new session for u, stored, answered as {"token", "expires_at", "user"}. */
+static void reply_new_session(struct cr_req *req, struct cr_app *app, struct cr_user *u)
+{
+	char *token = cr_secret_token("crs");
+	struct cr_session *s = cr_xcalloc(1, sizeof(*s));
+	cr_secret_hash(token, s->hash);
+	s->user = u;
+	int64_t now = cr_wall_ms();
+	s->created_ms = now;
+	s->expires_ms = now + (int64_t)app->cfg.session_ttl_s * 1000;
+	struct cr_session_rec rec = { s->hash, u->id, now, s->expires_ms };
+	struct cr_err err = CR_ERR_INIT;
+	if (app->store->ops->session_add(app->store, &rec, &err) != 0) {
+		free(s);
+		cr_reply_err(req, &err);
+	} else {
+		cr_map_put(&app->sessions, s->hash, s);
+		char when[40];
+		cr_time_format(s->expires_ms, when, sizeof(when));
+		cr_reply_json(req, 200,
+			      json_pack("{s:s,s:s,s:{s:s,s:s}}", "token", token, "expires_at", when, "user", "username",
+					u->username, "role", u->admin ? "admin" : "user"));
+	}
+	memset(token, 0, strlen(token));
+	free(token);
+}
+
 struct login {
 	struct cr_req *req;
 	struct cr_app *app;
@@ -341,27 +369,7 @@ static void login_done(void *arg)
 			       "check the credentials; the first admin password is in DATA_DIR/initial_admin_password");
 		goto out;
 	}
-	char *token = cr_secret_token("crs");
-	struct cr_session *s = cr_xcalloc(1, sizeof(*s));
-	cr_secret_hash(token, s->hash);
-	s->user = u;
-	int64_t now = cr_wall_ms();
-	s->expires_ms = now + (int64_t)app->cfg.session_ttl_s * 1000;
-	struct cr_session_rec rec = { s->hash, u->id, now, s->expires_ms };
-	struct cr_err err = CR_ERR_INIT;
-	if (app->store->ops->session_add(app->store, &rec, &err) != 0) {
-		free(s);
-		cr_reply_err(l->req, &err);
-	} else {
-		cr_map_put(&app->sessions, s->hash, s);
-		char when[40];
-		cr_time_format(s->expires_ms, when, sizeof(when));
-		cr_reply_json(l->req, 200,
-			      json_pack("{s:s,s:s,s:{s:s,s:s}}", "token", token, "expires_at", when, "user", "username",
-					u->username, "role", u->admin ? "admin" : "user"));
-	}
-	memset(token, 0, strlen(token));
-	free(token);
+	reply_new_session(l->req, app, u);
 out:
 	memset(l->password, 0, strlen(l->password));
 	free(l->password);
@@ -567,6 +575,221 @@ static void delete_user(struct cr_req *req)
 	cr_reply_json(req, 200, o);
 }
 
+/* ---- passwords and sessions ---- */
+
+/* Ends u's sessions, all but keep (a session hash, or NULL), in the store
+ * and here. Returns how many ended. */
+static int end_sessions(struct cr_app *app, struct cr_user *u, const char *keep)
+{
+	int n = 0;
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->sessions, &it, NULL, &v)) {
+		struct cr_session *s = v;
+		if (s->user != u || (keep && !strcmp(s->hash, keep)))
+			continue;
+		struct cr_err err = CR_ERR_INIT;
+		if (app->store->ops->session_del(app->store, s->hash, &err))
+			cr_warn("session of '%s' not deleted from the store: %s", u->username, err.message);
+		cr_map_del(&app->sessions, s->hash);
+		free(s);
+		n++;
+	}
+	return n;
+}
+
+/* The first admin's password file says what a fresh server made; once that
+ * password is changed it is only a stale secret on disk. */
+static void drop_initial_password(struct cr_app *app, struct cr_user *u)
+{
+	char *path = cr_xasprintf("%s/initial_admin_password", app->data_dir);
+	if (u->admin && !strcmp(u->username, "admin") && unlink(path) == 0)
+		cr_info("%s deleted: the first admin's password was changed", path);
+	free(path);
+}
+
+struct pwchange {
+	struct cr_req *req;
+	struct cr_app *app;
+	char *username, *current, *next, *old_hash, *new_hash;
+	bool by_admin, ok;
+	char peer[64];
+};
+
+static void pwchange_free(struct pwchange *c)
+{
+	for (char **p = (char *[]){ c->current, c->next, NULL }; *p; p++)
+		memset(*p, 0, strlen(*p));
+	free(c->current);
+	free(c->next);
+	free(c->username);
+	free(c->old_hash);
+	free(c->new_hash);
+	free(c);
+}
+
+static void pwchange_work(void *arg)
+{
+	struct pwchange *c = arg;
+	c->ok = c->by_admin || cr_password_verify(c->old_hash, c->current);
+	if (c->ok)
+		c->new_hash = cr_password_hash(c->next);
+}
+
+static void pwchange_done(void *arg)
+{
+	struct pwchange *c = arg;
+	struct cr_app *app = c->app;
+	struct cr_user *u = cr_map_get(&app->users, c->username);
+	struct cr_err err = CR_ERR_INIT;
+	if (!u) {
+		cr_reply_error(c->req, CR_ENOTFOUND, "that user was deleted meanwhile", "list the users with 'corral users'");
+	} else if (!c->ok) {
+		char ka[128], ku[256];
+		fail_keys(c->peer, c->username, ka, sizeof(ka), ku, sizeof(ku));
+		fail_count(&app->login_fails, ka, cr_mono_ms()); /* a guess at the current password is a failed login */
+		fail_count(&app->login_fails, ku, cr_mono_ms());
+		cr_reply_error(c->req, CR_EUNAUTH, "the current password is wrong", "give the password you log in with");
+	} else if (!c->new_hash) {
+		cr_reply_error(c->req, CR_EUNAVAILABLE, "the new password could not be hashed", "try again");
+	} else if (app->store->ops->user_set_password(app->store, u->id, c->new_hash, &err) != 0) {
+		cr_reply_err(c->req, &err);
+	} else {
+		cr_str_replace(&u->password_hash, c->new_hash);
+		int ended = end_sessions(app, u, NULL); /* every session, this one too: the caller gets a new one */
+		drop_initial_password(app, u);
+		cr_info("password of '%s' changed%s; %d session(s) ended", u->username, c->by_admin ? " by an admin" : "",
+			ended);
+		if (c->by_admin)
+			cr_reply_json(c->req, 200, json_pack("{s:s,s:i}", "username", u->username, "sessions_ended", ended));
+		else
+			reply_new_session(c->req, app, u);
+	}
+	pwchange_free(c);
+}
+
+static void start_pwchange(struct cr_req *req, struct cr_user *u, const char *current, const char *next, bool by_admin)
+{
+	struct cr_app *app = cr_req_app(req);
+	if (strlen(next) < 8) {
+		cr_reply_error(req, CR_EINPUT, "password must have at least 8 characters", "choose a longer password");
+		return;
+	}
+	struct pwchange *c = cr_xcalloc(1, sizeof(*c));
+	c->req = req;
+	c->app = app;
+	c->username = cr_xstrdup(u->username);
+	c->current = cr_xstrdup(current ? current : "");
+	c->next = cr_xstrdup(next);
+	c->old_hash = cr_xstrdup(u->password_hash);
+	c->by_admin = by_admin;
+	snprintf(c->peer, sizeof(c->peer), "%s", cr_req_peer(req));
+	if (cr_workpool_submit(app->hash_pool, pwchange_work, pwchange_done, c) != 0) { /* argon2id off the loop */
+		pwchange_free(c);
+		cr_reply_error_retry(req, CR_EUNAVAILABLE, "too many passwords are being checked right now; try again in 1 s",
+				     1);
+	}
+}
+
+/* POST /api/auth/password {"current", "new"}: the caller's own password. All
+ * their sessions end; the answer is a new one. */
+static void change_password(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_err err = CR_ERR_INIT;
+	const char *current = NULL, *next = NULL;
+	json_t *body = cr_req_json(req, &err);
+	if (!body || cr_json_req_str(body, "current", &current, &err) || cr_json_req_str(body, "new", &next, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	struct cr_user *u = cr_map_get(&app->users, cr_req_principal(req)->username);
+	char ka[128], ku[256];
+	fail_keys(cr_req_peer(req), u->username, ka, sizeof(ka), ku, sizeof(ku));
+	int64_t now = cr_mono_ms();
+	int wait = fail_wait_s(&app->login_fails, ku, FAIL_LIMIT_USER, now);
+	if (!wait)
+		wait = fail_wait_s(&app->login_fails, ka, FAIL_LIMIT_ADDR, now);
+	if (wait) {
+		char msg[120];
+		snprintf(msg, sizeof(msg), "too many wrong passwords; try again in %d s", wait);
+		cr_reply_error_retry(req, CR_ELIMIT, msg, wait);
+		return;
+	}
+	start_pwchange(req, u, current, next, false);
+}
+
+/* POST /api/users/{name}/password {"password"} (admin): a reset. The user's
+ * sessions end. */
+static void reset_password(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_err err = CR_ERR_INIT;
+	const char *next = NULL;
+	json_t *body = cr_req_json(req, &err);
+	if (!body || cr_json_req_str(body, "password", &next, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	struct cr_user *u = cr_map_get(&app->users, cr_req_param(req, 0));
+	if (!u) {
+		cr_reply_error(req, CR_ENOTFOUND, "no such user", "list the users with 'corral users'");
+		return;
+	}
+	start_pwchange(req, u, NULL, next, true);
+}
+
+/* GET /api/auth/sessions: the caller's sessions; the id is the start of the
+ * token's hash (the token itself is never kept). */
+static void list_sessions(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_user *u = cr_map_get(&app->users, cr_req_principal(req)->username);
+	char mine[CR_HASH_HEX];
+	cr_secret_hash(bearer(req), mine);
+	json_t *arr = json_array();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->sessions, &it, NULL, &v)) {
+		struct cr_session *s = v;
+		if (s->user != u)
+			continue;
+		char created[40], expires[40], id[17];
+		cr_time_format(s->created_ms, created, sizeof(created));
+		cr_time_format(s->expires_ms, expires, sizeof(expires));
+		snprintf(id, sizeof(id), "%.16s", s->hash);
+		json_array_append_new(arr, json_pack("{s:s,s:s,s:s,s:b}", "id", id, "created_at", created, "expires_at",
+						     expires, "current", !strcmp(s->hash, mine)));
+	}
+	cr_json_sort(arr, "created_at", NULL);
+	cr_reply_json(req, 200, json_pack("{s:o}", "sessions", arr));
+}
+
+/* DELETE /api/auth/sessions/{id}: end one of the caller's sessions. */
+static void revoke_session(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_user *u = cr_map_get(&app->users, cr_req_principal(req)->username);
+	const char *id = cr_req_param(req, 0);
+	size_t it = 0;
+	void *v;
+	while (strlen(id) == 16 && cr_map_next(&app->sessions, &it, NULL, &v)) {
+		struct cr_session *s = v;
+		if (s->user != u || strncmp(s->hash, id, 16) != 0)
+			continue;
+		struct cr_err err = CR_ERR_INIT;
+		if (app->store->ops->session_del(app->store, s->hash, &err)) {
+			cr_reply_err(req, &err);
+			return;
+		}
+		cr_map_del(&app->sessions, s->hash);
+		free(s);
+		cr_reply_json(req, 200, json_pack("{s:s}", "revoked", id));
+		return;
+	}
+	cr_reply_error(req, CR_ENOTFOUND, "no session of yours with that id", "list them with 'corral sessions'");
+}
+
 /* POST /api/token/rotate (admin): a new cluster registration token, in
  * DATA_DIR/token and (hashed) in the store; the old one registers nothing
  * more. Registered workers keep working: they prove themselves with their
@@ -602,6 +825,10 @@ static void rotate_token(struct cr_req *req)
 
 const struct cr_http_route cr_api_auth_routes[] = {
 	{ CR_POST, "/api/token/rotate", CR_AUTH_ADMIN, rotate_token },
+	{ CR_POST, "/api/auth/password", CR_AUTH_USER, change_password },
+	{ CR_POST, "/api/users/{}/password", CR_AUTH_ADMIN, reset_password },
+	{ CR_GET, "/api/auth/sessions", CR_AUTH_USER, list_sessions },
+	{ CR_DELETE, "/api/auth/sessions/{}", CR_AUTH_USER, revoke_session },
 	{ CR_POST, "/api/users", CR_AUTH_ADMIN, create_user },
 	{ CR_GET, "/api/users", CR_AUTH_ADMIN, list_users },
 	{ CR_DELETE, "/api/users/{}", CR_AUTH_ADMIN, delete_user },

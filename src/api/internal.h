@@ -28,7 +28,7 @@ struct cr_user {
 struct cr_session {
 	char hash[CR_HASH_HEX];
 	struct cr_user *user;
-	int64_t expires_ms;
+	int64_t created_ms, expires_ms;
 };
 
 /* Worker lifecycle, as seen by the server:

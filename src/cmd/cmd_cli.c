@@ -20,13 +20,15 @@
 #include "cmd/cmd.h"
 #include "http/client.h"
 
-static char *read_password(bool from_stdin)
+/* One line from standard input; on a terminal (unless from_stdin) after
+ * prompt, without echo. */
+static char *read_secret(bool from_stdin, const char *prompt)
 {
 	char line[1024];
 	struct termios old, quiet;
 	bool tty = !from_stdin && isatty(STDIN_FILENO);
 	if (tty) {
-		fputs("password: ", stderr);
+		fputs(prompt, stderr);
 		tcgetattr(STDIN_FILENO, &old);
 		quiet = old;
 		quiet.c_lflag &= ~(tcflag_t)ECHO;
@@ -41,6 +43,36 @@ static char *read_password(bool from_stdin)
 		return NULL;
 	line[strcspn(line, "\r\n")] = '\0';
 	return cr_xstrdup(line);
+}
+
+static char *read_password(bool from_stdin)
+{
+	return read_secret(from_stdin, "password: ");
+}
+
+static void forget(char *secret)
+{
+	if (secret)
+		memset(secret, 0, strlen(secret));
+	free(secret);
+}
+
+/* Keeps a session token in the CLI's config, as login does. */
+static int keep_session(const char *server_url, const char *token, struct cr_err *err)
+{
+	json_t *cfg = cr_cli_config_load();
+	json_object_set_new(cfg, "server_url", json_string(server_url));
+	json_object_set_new(cfg, "token", json_string(token));
+	char *path = cr_cli_config_path();
+	char *dir = cr_xstrdup(path);
+	*strrchr(dir, '/') = '\0';
+	char *saved = json_dumps(cfg, JSON_INDENT(2));
+	int rc = cr_mkdir_p(dir, 0700, err) || cr_file_write(path, saved, strlen(saved), 0600, err) ? -1 : 0;
+	free(saved);
+	free(dir);
+	free(path);
+	json_decref(cfg);
+	return rc;
 }
 
 int cr_cmd_login(int argc, char **argv)
@@ -89,21 +121,10 @@ int cr_cmd_login(int argc, char **argv)
 		rc = cr_cmd_fail(&err);
 		goto out;
 	}
-	json_t *cfg = cr_cli_config_load();
-	json_object_set_new(cfg, "server_url", json_string(cl.url));
-	json_object_set_new(cfg, "token", json_string(cr_json_get_str(ans, "token", "")));
-	char *path = cr_cli_config_path();
-	char *dir = cr_xstrdup(path);
-	*strrchr(dir, '/') = '\0';
-	char *saved = json_dumps(cfg, JSON_INDENT(2));
-	if (cr_mkdir_p(dir, 0700, &err) || cr_file_write(path, saved, strlen(saved), 0600, &err))
+	if (keep_session(cl.url, cr_json_get_str(ans, "token", ""), &err))
 		rc = cr_cmd_fail(&err);
 	else
 		printf("logged in to %s as %s\n", cl.url, user);
-	free(saved);
-	free(dir);
-	free(path);
-	json_decref(cfg);
 	json_decref(ans);
 out:
 	cr_cli_release(&cl);
@@ -596,9 +617,11 @@ int cr_cmd_users(int argc, char **argv)
 	static const char usage[] = "usage: corral users [list] [--json]\n"
 				    "       corral users create NAME [--role user|admin] [--password-stdin]\n"
 				    "       corral users rm NAME\n"
+				    "       corral users passwd NAME [--password-stdin]\n"
 				    "\n"
 				    "Users of the cluster (admins only). Users manage their own API keys;\n"
-				    "deleting a user revokes their sessions and keys.\n";
+				    "deleting a user revokes their sessions and keys. 'passwd' sets a new password\n"
+				    "and ends the user's sessions.\n";
 	const char *role = NULL, *url = NULL;
 	bool from_stdin = false, as_json = false;
 	const struct cr_opt opts[] = {
@@ -612,8 +635,8 @@ int cr_cmd_users(int argc, char **argv)
 	if (prc >= 0)
 		return prc;
 	const char *verb = optind < argc ? argv[optind] : "list";
-	bool create = !strcmp(verb, "create"), rm = !strcmp(verb, "rm");
-	if ((create || rm) ? optind + 2 != argc : strcmp(verb, "list") != 0) {
+	bool create = !strcmp(verb, "create"), rm = !strcmp(verb, "rm"), passwd = !strcmp(verb, "passwd");
+	if ((create || rm || passwd) ? optind + 2 != argc : strcmp(verb, "list") != 0) {
 		fputs(usage, stderr);
 		return 2;
 	}
@@ -640,6 +663,20 @@ int cr_cmd_users(int argc, char **argv)
 		char *path = cr_xasprintf("/api/users/%s", argv[optind + 1]);
 		ans = cr_cli_api(&cl, "DELETE", path, NULL, &err);
 		free(path);
+	} else if (passwd) {
+		char *pw = read_secret(from_stdin, "new password: ");
+		if (!pw) {
+			cr_cli_release(&cl);
+			fprintf(stderr, "corral: no password given\n");
+			return 2;
+		}
+		json_t *body = json_pack("{s:s}", "password", pw);
+		char *text = cr_json_dump(body), *path = cr_xasprintf("/api/users/%s/password", argv[optind + 1]);
+		ans = cr_cli_api(&cl, "POST", path, text, &err);
+		forget(pw);
+		forget(text);
+		free(path);
+		json_decref(body);
 	} else {
 		ans = cr_cli_api(&cl, "GET", "/api/users", NULL, &err);
 	}
@@ -652,6 +689,9 @@ int cr_cmd_users(int argc, char **argv)
 		printf("created user '%s' (%s)\n", cr_json_get_str(ans, "username", "?"), cr_json_get_str(ans, "role", "?"));
 	else if (rm)
 		printf("deleted user '%s' with their sessions and keys\n", cr_json_get_str(ans, "deleted", "?"));
+	else if (passwd)
+		printf("password of '%s' changed; %lld session(s) ended\n", cr_json_get_str(ans, "username", "?"),
+		       cr_json_get_int(ans, "sessions_ended", 0));
 	else {
 		struct cr_table t = { .ncols = 2, .rows = json_array() };
 		const char *head[] = { "USERNAME", "ROLE" };
@@ -713,6 +753,122 @@ int cr_cmd_token(int argc, char **argv)
 	if (warn)
 		fprintf(stderr, "warning: %s\n", warn);
 	free(server);
+	json_decref(ans);
+	return 0;
+}
+
+int cr_cmd_passwd(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: corral passwd [--password-stdin] [--server-url URL]\n"
+		"\n"
+		"Change your password: the current one, then the new one (8 characters or more),\n"
+		"typed without echo, or two lines on standard input with --password-stdin. All your\n"
+		"sessions end; this one is replaced by a new session. Changing the first admin's\n"
+		"password deletes the server's DATA_DIR/initial_admin_password.\n";
+	const char *url = NULL;
+	bool from_stdin = false;
+	const struct cr_opt opts[] = {
+		{ "password-stdin", 0, CR_OPT_FLAG, &from_stdin, NULL, 0 },
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int prc = cr_cli_parse(argc, argv, usage, opts);
+	if (prc >= 0)
+		return prc;
+	if (optind != argc) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	char *current = read_secret(from_stdin, "current password: ");
+	char *next = current ? read_secret(from_stdin, "new password: ") : NULL;
+	char *again = next && !from_stdin && isatty(STDIN_FILENO) ? read_secret(false, "new password again: ") : NULL;
+	struct cr_err err = CR_ERR_INIT;
+	if (!current || !next) {
+		forget(current);
+		forget(next);
+		cr_err_set(&err, CR_EINPUT, "type them, or pipe two lines with --password-stdin",
+			   "the current and the new password are needed");
+		return cr_cmd_fail(&err);
+	}
+	if (again && strcmp(again, next) != 0) {
+		forget(current);
+		forget(next);
+		forget(again);
+		cr_err_set(&err, CR_EINPUT, "type the same new password twice", "the new passwords differ");
+		return cr_cmd_fail(&err);
+	}
+	forget(again);
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	json_t *body = json_pack("{s:s,s:s}", "current", current, "new", next);
+	char *text = cr_json_dump(body);
+	json_t *ans = cr_cli_api(&cl, "POST", "/api/auth/password", text, &err);
+	forget(current);
+	forget(next);
+	forget(text);
+	json_decref(body);
+	int rc = 0;
+	if (!ans)
+		rc = cr_cmd_fail(&err);
+	else if (keep_session(cl.url, cr_json_get_str(ans, "token", ""), &err))
+		rc = cr_cmd_fail(&err);
+	else
+		puts("password changed; your other sessions have ended");
+	json_decref(ans);
+	cr_cli_release(&cl);
+	return rc;
+}
+
+int cr_cmd_sessions(int argc, char **argv)
+{
+	static const char usage[] = "usage: corral sessions [list] [--json] [--server-url URL]\n"
+				    "       corral sessions rm ID\n"
+				    "\n"
+				    "Your sessions (one per login), and ending one of them.\n";
+	const char *url = NULL;
+	bool as_json = false;
+	const struct cr_opt opts[] = {
+		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int prc = cr_cli_parse(argc, argv, usage, opts);
+	if (prc >= 0)
+		return prc;
+	const char *verb = optind < argc ? argv[optind] : "list";
+	bool rm = !strcmp(verb, "rm");
+	if (rm ? optind + 2 != argc : strcmp(verb, "list") != 0 || optind + 1 < argc) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	char *path = rm ? cr_xasprintf("/api/auth/sessions/%s", argv[optind + 1]) : cr_xstrdup("/api/auth/sessions");
+	json_t *ans = cr_cli_api(&cl, rm ? "DELETE" : "GET", path, NULL, &err);
+	free(path);
+	cr_cli_release(&cl);
+	if (!ans)
+		return cr_cmd_fail(&err);
+	if (as_json)
+		return cr_cli_print_json(ans);
+	if (rm) {
+		printf("session %s ended\n", cr_json_get_str(ans, "revoked", "?"));
+	} else {
+		struct cr_table t = { .ncols = 4, .rows = json_array() };
+		const char *head[] = { "ID", "CREATED", "EXPIRES", "" };
+		cr_table_row(&t, head);
+		size_t i;
+		json_t *s;
+		json_array_foreach(json_object_get(ans, "sessions"), i, s) {
+			const char *row[] = { cr_json_get_str(s, "id", "?"), cr_json_get_str(s, "created_at", "?"),
+					      cr_json_get_str(s, "expires_at", "?"),
+					      json_is_true(json_object_get(s, "current")) ? "(this one)" : "" };
+			cr_table_row(&t, row);
+		}
+		cr_table_print(&t);
+	}
 	json_decref(ans);
 	return 0;
 }

@@ -18,6 +18,8 @@ static const char usage[] =
 	"\n"
 	"Use a cluster (talks to the server's API):\n"
 	"  login      log in and keep the session token for the other commands\n"
+	"  passwd     change your password (all your sessions end)\n"
+	"  sessions   your sessions: list, rm\n"
 	"  logout     end the session\n"
 	"  workers    list workers; 'workers show NAME', 'workers rm NAME'\n"
 	"  gpus       list the GPUs of every worker\n"
@@ -64,7 +66,7 @@ int main(int argc, char **argv)
 		{ "rm", cr_cmd_rm }, { "scale", cr_cmd_scale }, { "update", cr_cmd_update }, { "engines", cr_cmd_engines },
 		{ "logs", cr_cmd_logs }, { "keys", cr_cmd_keys },
 		{ "users", cr_cmd_users }, { "chat", cr_cmd_chat }, { "usage", cr_cmd_usage },
-		{ "token", cr_cmd_token },
+		{ "token", cr_cmd_token }, { "passwd", cr_cmd_passwd }, { "sessions", cr_cmd_sessions },
 	};
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		fputs(usage, argc < 2 ? stderr : stdout);

@@ -117,6 +117,8 @@ struct cr_store_ops {
 	int (*user_list)(struct cr_store *s, cr_store_user_cb cb, void *arg, struct cr_err *err);
 	/* Delete a user with their sessions and API keys. */
 	int (*user_del)(struct cr_store *s, int64_t id, struct cr_err *err);
+	/* Replace a user's password hash; CR_ENOTFOUND when there is no such user. */
+	int (*user_set_password)(struct cr_store *s, int64_t id, const char *password_hash, struct cr_err *err);
 	int (*session_add)(struct cr_store *s, const struct cr_session_rec *r, struct cr_err *err);
 	int (*session_del)(struct cr_store *s, const char *token_hash, struct cr_err *err);
 	/* Lists unexpired sessions and deletes expired ones. */

@@ -98,6 +98,20 @@ static int user_del(struct cr_store *s, int64_t id, struct cr_err *err)
 	return step_done(s, st, "delete user", err);
 }
 
+static int user_set_password(struct cr_store *s, int64_t id, const char *password_hash, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "UPDATE users SET password_hash = ? WHERE id = ?", &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, password_hash, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, id);
+	rc = step_done(s, st, "change a password", err);
+	if (!rc && sqlite3_changes(db_of(s)) == 0)
+		rc = cr_err_set(err, CR_ENOTFOUND, "list the users with 'corral users'", "no user %lld", (long long)id);
+	return rc;
+}
+
 static int session_add(struct cr_store *s, const struct cr_session_rec *r, struct cr_err *err)
 {
 	sqlite3_stmt *st;
@@ -527,7 +541,7 @@ static void sqlite_close(struct cr_store *s)
 }
 
 static const struct cr_store_ops sqlite_ops = {
-	"sqlite", user_add, user_list, user_del, session_add, session_del, session_list, worker_put, worker_del,
+	"sqlite", user_add, user_list, user_del, user_set_password, session_add, session_del, session_list, worker_put, worker_del,
 	worker_list, worker_observed, model_put, model_del, model_list, instance_put, instance_del,
 	instance_list, key_add, key_del, key_list, usage_add, usage_query, setting_get, setting_put, schema_version, sqlite_close,
 };

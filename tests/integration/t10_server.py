@@ -75,6 +75,55 @@ class FirstStart(ClusterCase):
         self.assertIn("wrong username or password", r.stderr)
         self.assertIn("fix:", r.stderr)
 
+    def test_password_change_ends_every_session_and_the_first_password_file(self):
+        self.start_server()
+        first = self.admin_password()
+        pw_file = os.path.join(self.data_dir, "initial_admin_password")
+        other = self.login()
+        self.cli("login", "--server-url", self.url, "--password-stdin", stdin=first + "\n")
+        # a wrong current password changes nothing
+        r = self.cli("passwd", "--password-stdin", stdin="wrong-one\nnew-password-1\n", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("the current password is wrong", r.stderr)
+        r = self.cli("passwd", "--password-stdin", stdin=first + "\nshort\n", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("at least 8 characters", r.stderr)
+        self.assertEqual(self.request("GET", "/api/auth/me", token=other)[0], 200)
+        # the change: every other session ends, the CLI's is replaced, the first password file goes
+        r = self.cli("passwd", "--password-stdin", stdin=first + "\nnew-password-1\n")
+        self.assertIn("password changed", r.stdout)
+        self.assertEqual(self.request("GET", "/api/auth/me", token=other)[0], 401)
+        self.assertFalse(os.path.exists(pw_file), "the first password is not left on disk once changed")
+        sessions = json.loads(self.cli("sessions", "--json").stdout)["sessions"]
+        self.assertEqual([s["current"] for s in sessions], [True], "the CLI goes on with a new session")
+        status, body = self.request("POST", "/api/auth/login", {"username": "admin", "password": first})
+        self.assertEqual(status, 401)
+        self.token = self.login(password="new-password-1")
+        # an admin resets a user's password: their sessions end
+        self.api("POST", "/api/users", {"username": "bob", "password": "bob-password-1"}, expect=201)
+        bob = [self.request("POST", "/api/auth/login", {"username": "bob", "password": "bob-password-1"})[1]["token"]
+               for _ in range(2)]
+        mine = self.request("GET", "/api/auth/sessions", token=bob[0])[1]["sessions"]
+        self.assertEqual(sorted(s["current"] for s in mine), [False, True])
+        # one of bob's sessions ended by bob; another user's session id is not found
+        other_id = [s["id"] for s in mine if not s["current"]][0]
+        status, _ = self.request("DELETE", "/api/auth/sessions/" + sessions[0]["id"], token=bob[0])
+        self.assertEqual(status, 404, "admin's session is not bob's to end")
+        self.assertEqual(self.request("DELETE", "/api/auth/sessions/" + other_id, token=bob[0])[0], 200)
+        self.assertEqual(self.request("GET", "/api/auth/me", token=bob[1])[0], 401)
+        status, body = self.request("POST", "/api/users/admin/password", {"password": "taken-over-1"}, token=bob[0])
+        self.assertEqual(status, 403, body)
+        r = self.cli("users", "passwd", "bob", "--password-stdin", stdin="bob-password-2\n")
+        self.assertIn("password of 'bob' changed; 1 session(s) ended", r.stdout)
+        self.assertEqual(self.request("GET", "/api/auth/me", token=bob[0])[0], 401)
+        status, _ = self.request("POST", "/api/auth/login", {"username": "bob", "password": "bob-password-2"})
+        self.assertEqual(status, 200)
+        # across a restart: the new passwords hold
+        self.procs[0].stop()
+        self.start_server(data_dir=self.data_dir, name="server2")
+        self.assertTrue(self.login(password="new-password-1"))
+        self.assertFalse(os.path.exists(pw_file), "not written again at a restart")
+
     def test_cli_reports_unreachable_server(self):
         r = self.cli("workers", "--server-url", "http://127.0.0.1:1", check=False)
         self.assertEqual(r.returncode, 1)
@@ -295,7 +344,7 @@ class Help(ClusterCase):
     def test_every_command_has_help(self):
         for cmd in ("server", "worker", "login", "logout", "workers", "gpus", "doctor", "deploy", "models", "instances",
                     "rm", "scale", "update", "engines", "logs", "keys", "users", "chat", "usage", "inspect",
-                    "token"):
+                    "token", "passwd", "sessions"):
             with self.subTest(cmd=cmd):
                 r = self.cli(cmd, "--help")
                 self.assertIn("usage: corral " + cmd, r.stdout)
