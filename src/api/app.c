@@ -21,6 +21,7 @@ void cr_app_config_defaults(struct cr_app_config *c)
 	c->probe_timeout_s = 3;
 	c->flush_interval_s = 30;
 	c->usage_interval_s = 1;
+	c->audit_days = 90;
 	c->keepalive_s = 15;
 	c->missed_status_limit = 3;
 	c->session_ttl_s = 7 * 24 * 3600;
@@ -71,7 +72,12 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
-	cr_workers_flush(arg);
+	struct cr_app *app = arg;
+	cr_workers_flush(app);
+	if (cr_mono_ms() - app->audit_trimmed_ms >= 3600000) { /* the audit trail, hourly (and at the first flush) */
+		app->audit_trimmed_ms = cr_mono_ms();
+		cr_audit_trim(app);
+	}
 }
 
 static void on_keepalive(evutil_socket_t fd, short what, void *arg)
@@ -168,6 +174,7 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	cr_http_server_add_routes(app->http, cr_api_instance_routes);
 	cr_http_server_add_routes(app->http, cr_api_key_routes);
 	cr_http_server_add_routes(app->http, cr_api_usage_routes);
+	cr_http_server_add_routes(app->http, cr_api_audit_routes);
 	app->tick = every(app, 1, on_tick);
 	app->flush = every(app, cfg->flush_interval_s > 0 ? cfg->flush_interval_s : 30, on_flush);
 	app->keepalive = every(app, cfg->keepalive_s > 0 ? cfg->keepalive_s : 15, on_keepalive);

@@ -18,6 +18,7 @@ struct cr_app_config {
 	int probe_timeout_s;
 	int flush_interval_s;       /* observed state -> store */
 	int usage_interval_s;       /* usage counts -> store (a kill -9 loses at most this) */
+	int audit_days;             /* audit entries are kept this long (0: for ever) */
 	int keepalive_s;            /* watch stream keepalive comments */
 	int missed_status_limit;    /* not_ready after this many missed intervals */
 	int session_ttl_s;

@@ -365,10 +365,12 @@ static void login_done(void *arg)
 		fail_keys(l->peer, l->username, ka, sizeof(ka), ku, sizeof(ku));
 		fail_count(&app->login_fails, ka, now);
 		fail_count(&app->login_fails, ku, now);
+		cr_audit(app, l->req, l->username, "login.fail", l->username, NULL);
 		cr_reply_error(l->req, CR_EUNAUTH, "wrong username or password",
 			       "check the credentials; the first admin password is in DATA_DIR/initial_admin_password");
 		goto out;
 	}
+	cr_audit(app, l->req, u->username, "login", u->username, NULL);
 	reply_new_session(l->req, app, u);
 out:
 	memset(l->password, 0, strlen(l->password));
@@ -469,6 +471,7 @@ static void newuser_done(void *arg)
 	} else {
 		user_cache(app, &rec);
 		cr_info("user '%s' (%s) created", n->username, n->role);
+		cr_audit(app, n->req, NULL, "user.create", n->username, json_pack("{s:s}", "role", n->role));
 		cr_reply_json(n->req, 201, json_pack("{s:s,s:s}", "username", n->username, "role", n->role));
 	}
 	memset(n->password, 0, strlen(n->password));
@@ -567,6 +570,7 @@ static void delete_user(struct cr_req *req)
 			free(v);
 		}
 	cr_keys_forget_user(app, u);
+	cr_audit(app, req, NULL, "user.delete", u->username, NULL);
 	json_t *o = json_pack("{s:s}", "deleted", u->username);
 	cr_map_del(&app->users, u->username);
 	free(u->username);
@@ -649,6 +653,7 @@ static void pwchange_done(void *arg)
 		fail_keys(c->peer, c->username, ka, sizeof(ka), ku, sizeof(ku));
 		fail_count(&app->login_fails, ka, cr_mono_ms()); /* a guess at the current password is a failed login */
 		fail_count(&app->login_fails, ku, cr_mono_ms());
+		cr_audit(app, c->req, NULL, "password.change.fail", c->username, NULL);
 		cr_reply_error(c->req, CR_EUNAUTH, "the current password is wrong", "give the password you log in with");
 	} else if (!c->new_hash) {
 		cr_reply_error(c->req, CR_EUNAVAILABLE, "the new password could not be hashed", "try again");
@@ -660,6 +665,8 @@ static void pwchange_done(void *arg)
 		drop_initial_password(app, u);
 		cr_info("password of '%s' changed%s; %d session(s) ended", u->username, c->by_admin ? " by an admin" : "",
 			ended);
+		cr_audit(app, c->req, NULL, c->by_admin ? "user.password.reset" : "password.change", u->username,
+			 json_pack("{s:i}", "sessions_ended", ended));
 		if (c->by_admin)
 			cr_reply_json(c->req, 200, json_pack("{s:s,s:i}", "username", u->username, "sessions_ended", ended));
 		else
@@ -784,6 +791,7 @@ static void revoke_session(struct cr_req *req)
 		}
 		cr_map_del(&app->sessions, s->hash);
 		free(s);
+		cr_audit(app, req, NULL, "session.revoke", u->username, json_pack("{s:s}", "id", id));
 		cr_reply_json(req, 200, json_pack("{s:s}", "revoked", id));
 		return;
 	}
@@ -814,6 +822,7 @@ static void rotate_token(struct cr_req *req)
 	free(old);
 	cr_info("cluster registration token rotated by '%s'; the old one registers no worker any more",
 		cr_req_principal(req)->username);
+	cr_audit(app, req, NULL, "token.rotate", "cluster", NULL);
 	char *path = cr_xasprintf("%s/token", app->data_dir);
 	json_t *o = json_pack("{s:s,s:s}", "token", app->cluster_token, "path", path);
 	if (flag)

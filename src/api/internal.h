@@ -96,6 +96,7 @@ struct cr_app {
 	struct cr_map usage;        /* "day\x1fkey id\x1fmodel" -> cr_usage_rec not yet flushed (every second) */
 	bool usage_failing;         /* the last usage flush failed (said once) */
 	int64_t usage_flushed_ms;   /* monotonic time of the last usage flush */
+	int64_t audit_trimmed_ms;   /* monotonic time the audit trail was last trimmed */
 	json_t *probe_sources;      /* source -> mono ms of the last dry run that asked for it */
 	bool sched_dirty;           /* run the controller at the next tick */
 	int64_t next_sched_mono;
@@ -110,6 +111,16 @@ extern const struct cr_http_route cr_api_model_routes[];
 extern const struct cr_http_route cr_api_instance_routes[];
 extern const struct cr_http_route cr_api_key_routes[];
 extern const struct cr_http_route cr_api_usage_routes[];
+extern const struct cr_http_route cr_api_audit_routes[];
+
+/* An entry of the audit trail (audit.c): action ("model.create",
+ * "login.fail", ...) on target by actor (NULL: the request's user, or "-"),
+ * from the request's address; detail a JSON value (stolen; NULL: none). req
+ * may be NULL for the server's own actions. A store failure is logged. */
+void cr_audit(struct cr_app *app, struct cr_req *req, const char *actor, const char *action, const char *target,
+	      json_t *detail);
+/* Deletes entries older than --audit-days. */
+void cr_audit_trim(struct cr_app *app);
 
 /* auth.c */
 /* The cached user with this id, or NULL. */

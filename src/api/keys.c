@@ -157,6 +157,7 @@ static void create_key(struct cr_req *req)
 	}
 	cr_map_put(&app->keys, k->hash, k);
 	cr_info("API key '%s' (%s) created for '%s'", k->name, k->prefix, u->username);
+	cr_audit(app, req, NULL, "key.create", k->name, json_pack("{s:s,s:s}", "prefix", k->prefix, "owner", u->username));
 	json_t *o = key_json(k);
 	json_object_set_new(o, "key", json_string(token)); /* shown this once */
 	memset(token, 0, strlen(token));
@@ -219,6 +220,8 @@ static void delete_key(struct cr_req *req)
 		return;
 	}
 	cr_map_del(&app->keys, found->hash);
+	cr_audit(app, req, NULL, "key.revoke", found->name,
+		 json_pack("{s:s,s:s}", "prefix", found->prefix, "owner", found->user->username));
 	json_t *o = json_pack("{s:s,s:s}", "deleted", found->id, "name", found->name);
 	key_free(found);
 	cr_reply_json(req, 200, o);

@@ -1037,6 +1037,7 @@ static void create_model(struct cr_req *req)
 	m->created_ms = m->updated_ms = now;
 	free(id);
 	cr_info("model '%s' created (%s)", m->name, cr_model_spec_source(spec));
+	cr_audit(app, req, NULL, "model.create", m->name, json_incref(spec));
 	cr_instances_push_all(app); /* workers inspect the new source */
 	app->sched_dirty = true;
 	cr_models_tick(app);
@@ -1083,6 +1084,7 @@ static void patch_model(struct cr_req *req)
 	m->spec = spec;
 	m->built = built;
 	m->updated_ms = cr_wall_ms();
+	cr_audit(app, req, NULL, "model.update", m->name, json_incref(body));
 	if (placement_changed) { /* a rolling update: reconcile replaces the outdated instances */
 		cr_info("model '%s': spec changed; its instances are replaced one by one, each new one running first",
 			m->name);
@@ -1128,6 +1130,7 @@ static void delete_model(struct cr_req *req)
 	}
 	free(is);
 	cr_info("model '%s' deleted with %zu instance(s)", m->name, n);
+	cr_audit(app, req, NULL, "model.delete", m->name, json_pack("{s:I}", "instances", (json_int_t)n));
 	json_t *body = json_pack("{s:s,s:s,s:o}", "deleted", m->id, "name", m->name, "instances", gone);
 	cr_map_del(&app->models, m->id);
 	cr_map_del(&app->model_names, m->name);

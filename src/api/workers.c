@@ -373,6 +373,8 @@ static void delete_worker(struct cr_req *req)
 		return;
 	}
 	cr_info("worker '%s' (%s) deleted", w->name, w->id);
+	cr_audit(app, req, NULL, "worker.delete", w->name,
+		 json_pack("{s:s,s:s}", "id", w->id, "was", cr_worker_state_name(w->state)));
 	json_t *body = json_pack("{s:s,s:s}", "deleted", w->id, "name", w->name);
 	cr_map_del(&app->workers, w->id);
 	cr_map_del(&app->worker_names, w->name);
@@ -396,8 +398,11 @@ static void set_cordon(struct cr_req *req, bool cordoned, bool draining)
 		cr_reply_err(req, &err);
 		return;
 	}
-	if (w->cordoned != cordoned || w->draining != draining)
+	if (w->cordoned != cordoned || w->draining != draining) {
 		cr_info("worker '%s' %s", w->name, draining ? "draining" : cordoned ? "cordoned" : "uncordoned");
+		cr_audit(app, req, NULL, draining ? "worker.drain" : cordoned ? "worker.cordon" : "worker.uncordon", w->name,
+			 NULL);
+	}
 	w->cordoned = cordoned;
 	w->draining = draining;
 	app->sched_dirty = true;
@@ -536,6 +541,7 @@ static void register_worker(struct cr_req *req)
 	struct cr_worker *w = match_existing(app, &r, &err);
 	if (err.code) {
 		cr_warn("registration as worker '%s' from %s refused: %s", r.name, cr_req_peer(req), err.message);
+		cr_audit(app, req, "-", "worker.register.refused", r.name, json_pack("{s:s}", "why", err.message));
 		cr_reply_err(req, &err);
 		return;
 	}

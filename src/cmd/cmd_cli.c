@@ -872,3 +872,67 @@ int cr_cmd_sessions(int argc, char **argv)
 	json_decref(ans);
 	return 0;
 }
+
+int cr_cmd_audit(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: corral audit [--since 7d|YYYY-MM-DD] [--action PREFIX] [--limit N] [--json] [--server-url URL]\n"
+		"\n"
+		"The audit trail (admins), newest first: who deployed, changed or deleted models,\n"
+		"created or revoked keys, changed users and passwords, rotated the token, removed or\n"
+		"drained workers, and who failed to log in, from which address and when. The server\n"
+		"keeps it for --audit-days (90). --action model. shows the models' entries only.\n";
+	const char *url = NULL, *since = NULL, *action = NULL;
+	long long limit = 0;
+	bool as_json = false;
+	const struct cr_opt opts[] = {
+		{ "since", 0, CR_OPT_STR, &since, NULL, 0 },
+		{ "action", 0, CR_OPT_STR, &action, NULL, 0 },
+		{ "limit", 0, CR_OPT_COUNT, &limit, NULL, 100000 },
+		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int prc = cr_cli_parse(argc, argv, usage, opts);
+	if (prc >= 0)
+		return prc;
+	if (optind != argc) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	struct cr_buf q = CR_BUF_INIT(4096);
+	cr_buf_addf(&q, "/api/audit?limit=%lld", limit ? limit : 200);
+	if (since)
+		cr_buf_addf(&q, "&since=%s", since);
+	if (action)
+		cr_buf_addf(&q, "&action=%s", action);
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *ans = cr_cli_api(&cl, "GET", cr_buf_str(&q), NULL, &err);
+	cr_buf_release(&q);
+	cr_cli_release(&cl);
+	if (!ans)
+		return cr_cmd_fail(&err);
+	if (as_json)
+		return cr_cli_print_json(ans);
+	struct cr_table t = { .ncols = 6, .rows = json_array() };
+	const char *head[] = { "AT", "ACTOR", "ADDRESS", "ACTION", "TARGET", "DETAIL" };
+	cr_table_row(&t, head);
+	size_t i;
+	json_t *e;
+	json_array_foreach(json_object_get(ans, "entries"), i, e) {
+		json_t *d = json_object_get(e, "detail");
+		char *detail = json_is_string(d) ? cr_xstrdup(json_string_value(d)) : cr_json_dump(d);
+		const char *row[] = { cr_json_get_str(e, "at", ""), cr_json_get_str(e, "actor", ""),
+				      cr_json_get_str(e, "address", ""), cr_json_get_str(e, "action", ""),
+				      cr_json_get_str(e, "target", ""), detail };
+		cr_table_row(&t, row);
+		free(detail);
+	}
+	cr_table_print(&t);
+	if (!json_array_size(json_object_get(ans, "entries")))
+		puts("no entries");
+	json_decref(ans);
+	return 0;
+}

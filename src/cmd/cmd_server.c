@@ -50,6 +50,7 @@ static const char server_usage[] =
 	"  --worker-engines-config FILE   embedded worker's --engines-config\n"
 	"  --probe-interval S     seconds between probes of each worker's /healthz; 0 = off (default 10)\n"
 	"  --flush-interval S     seconds between writes of observed state (default 30)\n"
+	"  --audit-days N         keep the audit trail N days (default 90; 0: for ever)\n"
 	"  --usage-interval S     seconds between writes of usage counts (default 1: a kill -9\n"
 	"                         loses at most that much metering)\n"
 	"  --keepalive S          seconds between watch-stream keepalives (default 15)\n"
@@ -230,7 +231,7 @@ static const struct option longopts[] = {
 	{ "disable-worker", no_argument, NULL, 'D' },     { "worker-port", required_argument, NULL, 'w' },
 	{ "worker-name", required_argument, NULL, 'n' },  { "status-interval", required_argument, NULL, 's' },
 	{ "probe-interval", required_argument, NULL, 'P' }, { "flush-interval", required_argument, NULL, 'f' },
-	{ "usage-interval", required_argument, NULL, 1010 },
+	{ "usage-interval", required_argument, NULL, 1010 }, { "audit-days", required_argument, NULL, 1011 },
 	{ "keepalive", required_argument, NULL, 'k' },    { "max-body", required_argument, NULL, 'b' },
 	{ "reschedule-grace", required_argument, NULL, 'g' }, { "gpu-reserve", required_argument, NULL, 'r' },
 	{ "gateway-connect-timeout", required_argument, NULL, 'C' },
@@ -264,6 +265,7 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		case 'P': if (parse_int_opt("--probe-interval", optarg, 0, 3600, &v)) return 2; o->app.probe_interval_s = (int)v; break;
 		case 'f': if (parse_int_opt("--flush-interval", optarg, 1, 3600, &v)) return 2; o->app.flush_interval_s = (int)v; break;
 		case 1010: if (parse_int_opt("--usage-interval", optarg, 1, 3600, &v)) return 2; o->app.usage_interval_s = (int)v; break;
+		case 1011: if (parse_int_opt("--audit-days", optarg, 0, 36600, &v)) return 2; o->app.audit_days = (int)v; break;
 		case 'k': if (parse_int_opt("--keepalive", optarg, 1, 3600, &v)) return 2; o->app.keepalive_s = (int)v; break;
 		case 'b': if (parse_int_opt("--max-body", optarg, 1024, 1 << 30, &v)) return 2; o->app.max_body = (size_t)v; break;
 		case 'g': if (parse_int_opt("--reschedule-grace", optarg, 1, 86400, &v)) return 2; o->app.reschedule_grace_s = (int)v; break;

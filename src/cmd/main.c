@@ -34,6 +34,7 @@ static const char usage[] =
 	"  keys       API keys for the OpenAI-compatible endpoint: list, create, rm\n"
 	"  users      users of the cluster (admins): list, create, rm\n"
 	"  token      rotate the cluster registration token (admins)\n"
+	"  audit      who did what, from where, when (admins)\n"
 	"  chat       chat with a model through /v1, streamed to the terminal\n"
 	"  usage      gateway usage per key, user, model and day\n"
 	"\n"
@@ -67,6 +68,7 @@ int main(int argc, char **argv)
 		{ "logs", cr_cmd_logs }, { "keys", cr_cmd_keys },
 		{ "users", cr_cmd_users }, { "chat", cr_cmd_chat }, { "usage", cr_cmd_usage },
 		{ "token", cr_cmd_token }, { "passwd", cr_cmd_passwd }, { "sessions", cr_cmd_sessions },
+		{ "audit", cr_cmd_audit },
 	};
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		fputs(usage, argc < 2 ? stderr : stdout);

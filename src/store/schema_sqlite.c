@@ -81,5 +81,15 @@ const char *const cr_schema_sqlite[] = {
 	"ALTER TABLE instances ADD COLUMN endpoint TEXT;",
 	/* 7: cordoned workers take no new placements (1: cordoned, 2: draining) */
 	"ALTER TABLE workers ADD COLUMN cordoned INTEGER NOT NULL DEFAULT 0;",
+	/* 8: the audit trail: who did what to what, from where, when */
+	"CREATE TABLE audit ("
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  at_ms INTEGER NOT NULL,"
+	"  actor TEXT NOT NULL,"
+	"  address TEXT NOT NULL,"
+	"  action TEXT NOT NULL,"
+	"  target TEXT NOT NULL,"
+	"  detail TEXT NOT NULL DEFAULT '');"
+	"CREATE INDEX audit_at ON audit(at_ms);",
 	NULL,
 };

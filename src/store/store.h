@@ -77,6 +77,16 @@ struct cr_key_rec {
 	int64_t created_ms;
 };
 
+/* One entry of the audit trail. */
+struct cr_audit_rec {
+	int64_t id, at_ms;
+	char *actor;   /* a user name, "-" before one is known (a failed login: the name tried) */
+	char *address; /* the client's address */
+	char *action;  /* "model.create", "key.revoke", "login.fail", ... */
+	char *target;  /* what it was done to: a model, key, user or worker name */
+	char *detail;  /* a short JSON object or text; "" when none */
+};
+
 /* Gateway usage of one key on one model on one day (UTC, YYYY-MM-DD). As a
  * query result, the fields not grouped by are empty (strings) or 0. */
 struct cr_usage_rec {
@@ -108,6 +118,7 @@ typedef void (*cr_store_model_cb)(const struct cr_model_rec *m, void *arg);
 typedef void (*cr_store_instance_cb)(const struct cr_instance_rec *i, void *arg);
 typedef void (*cr_store_key_cb)(const struct cr_key_rec *k, void *arg);
 typedef void (*cr_store_usage_cb)(const struct cr_usage_rec *u, void *arg);
+typedef void (*cr_store_audit_cb)(const struct cr_audit_rec *a, void *arg);
 
 /* Each op returns 0 or an error code with err filled. Callbacks borrow the
  * record for the duration of the call and are called once per row. */
@@ -148,6 +159,14 @@ struct cr_store_ops {
 	int (*usage_add)(struct cr_store *s, const struct cr_usage_rec *const *rows, size_t n, struct cr_err *err);
 	int (*usage_query)(struct cr_store *s, const struct cr_usage_query *q, cr_store_usage_cb cb, void *arg,
 			   struct cr_err *err);
+	/* The audit trail: add one entry; list those at or after since_ms (and
+	 * with action starting with action_prefix when not NULL/empty), newest
+	 * first, at most limit; delete those before before_ms (their count in
+	 * *deleted). */
+	int (*audit_add)(struct cr_store *s, const struct cr_audit_rec *a, struct cr_err *err);
+	int (*audit_list)(struct cr_store *s, int64_t since_ms, const char *action_prefix, int limit,
+			  cr_store_audit_cb cb, void *arg, struct cr_err *err);
+	int (*audit_purge)(struct cr_store *s, int64_t before_ms, int64_t *deleted, struct cr_err *err);
 	/* Settings: small named strings. get returns CR_ENOTFOUND when unset;
 	 * *value is owned by the caller. */
 	int (*setting_get)(struct cr_store *s, const char *key, char **value, struct cr_err *err);

@@ -491,6 +491,58 @@ static int usage_query(struct cr_store *s, const struct cr_usage_query *q, cr_st
 	return rc;
 }
 
+static int audit_add(struct cr_store *s, const struct cr_audit_rec *a, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "INSERT INTO audit (at_ms, actor, address, action, target, detail) VALUES (?, ?, ?, ?, ?, ?)",
+			 &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(st, 1, a->at_ms);
+	sqlite3_bind_text(st, 2, a->actor ? a->actor : "-", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, a->address ? a->address : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, a->action, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, a->target ? a->target : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 6, a->detail ? a->detail : "", -1, SQLITE_STATIC);
+	return step_done(s, st, "add an audit entry", err);
+}
+
+static int audit_list(struct cr_store *s, int64_t since_ms, const char *action_prefix, int limit, cr_store_audit_cb cb,
+		      void *arg, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "SELECT id, at_ms, actor, address, action, target, detail FROM audit WHERE at_ms >= ?1 AND "
+			    "(?2 = '' OR substr(action, 1, length(?2)) = ?2) ORDER BY id DESC LIMIT ?3", &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(st, 1, since_ms);
+	sqlite3_bind_text(st, 2, action_prefix ? action_prefix : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 3, limit);
+	int r;
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cr_audit_rec a = { sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1), (char *)col_text(st, 2),
+					  (char *)col_text(st, 3), (char *)col_text(st, 4), (char *)col_text(st, 5),
+					  (char *)col_text(st, 6) };
+		cb(&a, arg);
+	}
+	rc = r == SQLITE_DONE ? 0 : db_error(s, err, "list the audit trail");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int audit_purge(struct cr_store *s, int64_t before_ms, int64_t *deleted, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "DELETE FROM audit WHERE at_ms < ?", &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(st, 1, before_ms);
+	rc = step_done(s, st, "trim the audit trail", err);
+	if (deleted)
+		*deleted = rc ? 0 : sqlite3_changes(db_of(s));
+	return rc;
+}
+
 static int setting_get(struct cr_store *s, const char *key, char **value, struct cr_err *err)
 {
 	sqlite3_stmt *st;
@@ -543,7 +595,7 @@ static void sqlite_close(struct cr_store *s)
 static const struct cr_store_ops sqlite_ops = {
 	"sqlite", user_add, user_list, user_del, user_set_password, session_add, session_del, session_list, worker_put, worker_del,
 	worker_list, worker_observed, model_put, model_del, model_list, instance_put, instance_del,
-	instance_list, key_add, key_del, key_list, usage_add, usage_query, setting_get, setting_put, schema_version, sqlite_close,
+	instance_list, key_add, key_del, key_list, usage_add, usage_query, audit_add, audit_list, audit_purge, setting_get, setting_put, schema_version, sqlite_close,
 };
 
 static int migrate(struct cr_store *s, struct cr_err *err)

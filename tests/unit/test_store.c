@@ -33,11 +33,11 @@ Test(store, migrations_apply_once_and_refuse_newer_schemas)
 	struct cr_store *s = open_at(path);
 	int v = 0;
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 7);
+	cr_assert_eq(v, 8);
 	cr_store_close(s);
 	s = open_at(path); /* reopening applies nothing again */
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 7);
+	cr_assert_eq(v, 8);
 	cr_store_close(s);
 
 	sqlite3 *db;
@@ -340,6 +340,42 @@ Test(store, usage_adds_up_across_flushes_and_sums_per_group)
 	struct cr_usage_query none = { "2027-01-01", "", 0, NULL, NULL, false, false, false, false };
 	s->ops->usage_query(s, &none, sum_usage, &sum, &err);
 	cr_assert_eq(sum.rows, 0, "nothing in range: no rows, not a row of zeros");
+	cr_store_close(s);
+	free(path);
+}
+
+static void collect_audit(const struct cr_audit_rec *a, void *arg)
+{
+	char *out = arg;
+	size_t n = strlen(out);
+	snprintf(out + n, 512 - n, "%s%s:%s@%s", n ? "," : "", a->actor, a->action, a->target);
+}
+
+Test(store, audit_entries_list_newest_first_filter_and_purge)
+{
+	char *path = db_path();
+	struct cr_store *s = open_at(path);
+	struct cr_err err = CR_ERR_INIT;
+	struct cr_audit_rec rows[] = {
+		{ 0, 1000, "old", "10.0.0.1", "login", "old", "" },
+		{ 0, 5000, "admin", "10.0.0.2", "model.create", "m1", "{\"ctx\":1}" },
+		{ 0, 6000, "admin", "10.0.0.2", "key.create", "k", "" },
+		{ 0, 7000, "bob", "10.0.0.3", "model.delete", "m1", "" },
+	};
+	for (size_t i = 0; i < 4; i++)
+		cr_assert_eq(s->ops->audit_add(s, &rows[i], &err), 0, "%s", err.message);
+	char got[512] = "";
+	cr_assert_eq(s->ops->audit_list(s, 0, NULL, 100, collect_audit, got, &err), 0);
+	cr_assert_str_eq(got, "bob:model.delete@m1,admin:key.create@k,admin:model.create@m1,old:login@old");
+	got[0] = '\0';
+	cr_assert_eq(s->ops->audit_list(s, 2000, "model.", 1, collect_audit, got, &err), 0);
+	cr_assert_str_eq(got, "bob:model.delete@m1", "since, the action's prefix and the limit");
+	int64_t deleted = -1;
+	cr_assert_eq(s->ops->audit_purge(s, 5000, &deleted, &err), 0);
+	cr_assert_eq(deleted, 1);
+	got[0] = '\0';
+	cr_assert_eq(s->ops->audit_list(s, 0, "", 100, collect_audit, got, &err), 0);
+	cr_assert_str_eq(got, "bob:model.delete@m1,admin:key.create@k,admin:model.create@m1");
 	cr_store_close(s);
 	free(path);
 }
