@@ -108,10 +108,20 @@ class EngineCase(ClusterCase):
         except urllib.error.HTTPError as e:
             return e.code, dict(e.headers), e.read().decode()
 
+    def engine_key(self, endpoint):
+        """The secret of the instance serving at endpoint, as its engine has it (the API never shows it): engines
+        answer only requests that carry it."""
+        inst = [i for i in self.api("GET", "/api/instances")["instances"] if i["endpoint"] == endpoint][0]
+        with open("/proc/%d/environ" % self.leader_report(inst)["pid"], "rb") as f:
+            env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+        return env[b"CORRAL_ENGINE_KEY"].decode()
+
     def chat(self, endpoint, stream=False):
+        """Straight to the engine, with its instance's secret."""
         body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 8, "stream": stream}
         req = urllib.request.Request("http://%s/v1/chat/completions" % endpoint, data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": "Bearer " + self.engine_key(endpoint)})
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.read().decode()
 

@@ -119,8 +119,12 @@ class Relay(EngineCase):
         inst = self.running("slow", 1)[0]
         endpoint = inst["endpoint"]
 
+        engine_key = self.engine_key(endpoint)
+
         def predicted():
-            with urllib.request.urlopen("http://%s/metrics" % endpoint, timeout=5) as r:
+            req = urllib.request.Request("http://%s/metrics" % endpoint,
+                                         headers={"Authorization": "Bearer " + engine_key})
+            with urllib.request.urlopen(req, timeout=5) as r:
                 for line in r.read().decode().splitlines():
                     if line.startswith("llamacpp:tokens_predicted_total"):
                         return float(line.split()[1])
@@ -137,7 +141,9 @@ class Relay(EngineCase):
             s.close()
 
             def idle():
-                with urllib.request.urlopen("http://%s/slots" % endpoint, timeout=5) as r:
+                req = urllib.request.Request("http://%s/slots" % endpoint,
+                                             headers={"Authorization": "Bearer " + engine_key})
+                with urllib.request.urlopen(req, timeout=5) as r:
                     slots = json.loads(r.read())
                 inflight = self.api("GET", "/api/instances?model=slow")["instances"][0]["inflight"]
                 return inflight == 0 and not any(sl["is_processing"] for sl in slots)
