@@ -218,6 +218,9 @@ int cr_auth_check(struct cr_req *req, enum cr_auth_need need, struct cr_err *err
 {
 	struct cr_app *app = cr_req_app(req);
 	const char *token = bearer(req);
+	if (!token && need == CR_AUTH_KEY)
+		return cr_err_set(err, CR_EUNAUTH, "send 'Authorization: Bearer KEY' with an API key from 'corral keys "
+				  "create NAME'", "missing API key");
 	if (!token)
 		return cr_err_set(err, CR_EUNAUTH, "log in with 'corral login', or send 'Authorization: Bearer TOKEN'",
 				  "missing bearer token");
