@@ -77,6 +77,7 @@ struct cr_apikey {
 	int64_t rpm, tpm, expires_ms, created_ms;
 	int64_t window_start_ms, window_requests; /* the current minute, for rpm */
 	int64_t window_tokens;                    /* and tokens answered in it, for tpm */
+	int64_t reserved_tokens;                  /* what the requests in flight may still use (tpm) */
 };
 
 /* Whether key may use model (its list is empty or names it). */

@@ -47,6 +47,7 @@ struct call {
 	int n_tried;
 	char *current;        /* instance id being tried */
 	int64_t t_start, ttft_ms;
+	int64_t reserved;     /* tokens held against the key's tpm until the answer's count is known */
 	bool stream, sse;
 	struct cr_usage_filter filter; /* tokens, and the usage chunk the client did not ask for */
 };
@@ -197,6 +198,9 @@ static void finished(void *arg, int status, uint64_t bytes, const char *error)
 	access_line(c->gw, k ? k->name : NULL, c->model_name, status, &s);
 	if (k) {
 		cr_usage_record(c->app, k, c->model_name, &s);
+		k->reserved_tokens -= c->reserved; /* the estimate gives way to the count */
+		if (k->reserved_tokens < 0)
+			k->reserved_tokens = 0;
 		k->window_tokens += c->filter.prompt_tokens + c->filter.completion_tokens;
 	}
 	cr_usage_filter_release(&c->filter);
@@ -310,9 +314,48 @@ static void refuse(struct cr_req *req, const struct cr_apikey *k, const char *mo
 	reply_logged(req, k, model, code, msg, NULL, retry_s);
 }
 
+/* Text a request sends the model: its length in bytes. */
+static size_t text_bytes(json_t *v)
+{
+	if (json_is_string(v))
+		return json_string_length(v);
+	size_t n = 0, i;
+	json_t *x;
+	const char *k;
+	if (json_is_array(v))
+		json_array_foreach(v, i, x)
+			n += text_bytes(x) + 32; /* each message or item: the chat template's text around it */
+	else if (json_is_object(v))
+		json_object_foreach(v, k, x)
+			if (!strcmp(k, "content") || !strcmp(k, "text"))
+				n += text_bytes(x);
+	return n;
+}
+
+/* The most tokens a request may cost, known before it runs: what it asks
+ * for (max_tokens, else a default) and its text counted a token per byte (a
+ * tokenizer never makes more tokens than bytes; real ones make about a
+ * quarter as many). Held against the key's tpm while it runs, so that
+ * concurrent requests cannot all pass a limit none has reached yet; the
+ * count replaces it when the answer ends. */
+static int64_t token_estimate(json_t *body)
+{
+	json_t *mt = json_object_get(body, "max_completion_tokens");
+	if (!json_is_integer(mt))
+		mt = json_object_get(body, "max_tokens");
+	const char *fields[] = { "messages", "prompt", "input", "query", "documents" };
+	size_t bytes = 0;
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		bytes += text_bytes(json_object_get(body, fields[i]));
+	int64_t out = json_is_integer(mt) && json_integer_value(mt) > 0 ? json_integer_value(mt) : 256;
+	if (json_object_get(body, "input") || json_object_get(body, "documents"))
+		out = 0; /* embeddings and rerank generate nothing */
+	return (int64_t)bytes + 32 + out;
+}
+
 /* The per-minute limits of key k (fixed one-minute windows); 0 or the
- * seconds to wait, with msg filled. */
-static int over_limit(struct cr_apikey *k, char *msg, size_t n)
+ * seconds to wait, with msg filled. need: the request's token estimate. */
+static int over_limit(struct cr_apikey *k, int64_t need, char *msg, size_t n)
 {
 	int64_t now = cr_mono_ms();
 	if (now - k->window_start_ms >= 60000) {
@@ -326,12 +369,19 @@ static int over_limit(struct cr_apikey *k, char *msg, size_t n)
 			 (long long)k->rpm, retry);
 		return retry;
 	}
-	if (k->tpm && k->window_tokens >= k->tpm) {
-		snprintf(msg, n, "Rate limit reached for key '%s': %lld tokens per minute (%lld used). Try again in %d s.",
-			 k->name, (long long)k->tpm, (long long)k->window_tokens, retry);
+	/* tokens: those counted this minute, those the requests in flight may
+	 * still use, and this one's; a first request in an idle minute always
+	 * goes (a key whose limit is below one request still works, slowly) */
+	int64_t held = k->window_tokens + k->reserved_tokens;
+	if (k->tpm && (k->window_tokens >= k->tpm || (held > 0 && held + need > k->tpm))) {
+		snprintf(msg, n, "Rate limit reached for key '%s': %lld tokens per minute (%lld used, %lld held by requests "
+				 "in flight, this one may take %lld). Try again in %d s.",
+			 k->name, (long long)k->tpm, (long long)k->window_tokens, (long long)k->reserved_tokens,
+			 (long long)need, retry);
 		return retry;
 	}
 	k->window_requests++;
+	k->reserved_tokens += need;
 	return 0;
 }
 
@@ -398,16 +448,17 @@ static void relay_v1(struct cr_req *req)
 		return;
 	}
 	char msg[1400];
-	int retry = over_limit(k, msg, sizeof(msg));
-	if (retry) {
-		refuse(req, k, m->name, CR_ELIMIT, msg, retry);
-		return;
-	}
+	int64_t need = token_estimate(body);
 	bool any = false;
 	size_t it = 0;
 	struct cr_instance *i;
 	while (!any && cr_cluster_next_instance(app, &it, &i))
 		any = !strcmp(i->model_id, m->id) && cr_instance_is_routable(i);
+	int retry = any ? over_limit(k, need, msg, sizeof(msg)) : 0;
+	if (retry) {
+		refuse(req, k, m->name, CR_ELIMIT, msg, retry);
+		return;
+	}
 	if (!any) {
 		bool starting;
 		why_none(app, m, msg, sizeof(msg), &starting);
@@ -422,6 +473,7 @@ static void relay_v1(struct cr_req *req)
 	c->model_id = cr_xstrdup(m->id);
 	c->model_name = cr_xstrdup(m->name);
 	c->key_hash = cr_xstrdup(k->hash);
+	c->reserved = need;
 	c->t_start = cr_mono_ms();
 	c->ttft_ms = -1;
 	c->stream = json_is_true(json_object_get(body, "stream"));

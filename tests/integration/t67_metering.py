@@ -154,6 +154,39 @@ if __name__ == "__main__":
 
 
 @unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")
+class TokenLimits(EngineCase):
+    def test_tokens_per_minute_hold_under_concurrent_requests(self):
+        """20 requests at once against a 300-token limit: each holds what it may cost (max_tokens and its text)
+        while it runs, so together they cannot pass the limit that none of them had reached when it started."""
+        import threading
+        self.cluster(("w1", None))
+        self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 2048, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        self.wait_running("tiny")
+        key = self.cli("keys", "create", "t", "--tpm", "300").stdout.strip()
+        msg = {"model": "tiny", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 20,
+               "ignore_eos": True}
+        results = []
+        go = threading.Barrier(20)
+
+        def one():
+            go.wait()
+            results.append(self.gw("/v1/chat/completions", msg, key, timeout=120))
+        threads = [threading.Thread(target=one) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ok = [json.loads(b)["usage"]["total_tokens"] for status, _, b in results if status == 200]
+        limited = [json.loads(b)["error"]["message"] for status, _, b in results if status == 429]
+        self.assertEqual(len(ok) + len(limited), 20, [r[0] for r in results])
+        self.assertTrue(ok and limited, (len(ok), len(limited)))
+        self.assertLessEqual(sum(ok), 300, "the limit held: %d tokens answered in %d requests" % (sum(ok), len(ok)))
+        self.assertIn("held by requests in flight", limited[0])
+        print("\ntpm 300 under 20 concurrent requests: %d answered, %d tokens, %d refused" %
+              (len(ok), sum(ok), len(limited)))
+
+
 class Reranking(EngineCase):
     def test_a_reranker_deployed_with_reranking_answers_v1_rerank_and_is_metered(self):
         self.cluster(("w1", None))
