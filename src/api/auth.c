@@ -15,6 +15,27 @@
 #include "http/workpool.h"
 #include "store/store.h"
 
+/* u's limits from their JSON ({"models", "rpm", "tpm", "daily_tokens",
+ * "monthly_tokens"}, each optional). */
+static void set_limits_from(struct cr_user *u, json_t *lim)
+{
+	json_decref(u->models);
+	json_t *models = json_object_get(lim, "models");
+	u->models = json_is_array(models) ? json_deep_copy(models) : json_array();
+	u->rpm = cr_json_get_int(lim, "rpm", 0);
+	u->tpm = cr_json_get_int(lim, "tpm", 0);
+	u->daily_tokens = cr_json_get_int(lim, "daily_tokens", 0);
+	u->monthly_tokens = cr_json_get_int(lim, "monthly_tokens", 0);
+}
+
+json_t *cr_user_limits_json(const struct cr_user *u)
+{
+	json_t *o = json_pack("{s:O,s:I,s:I,s:I,s:I}", "models", u->models, "rpm", (json_int_t)u->rpm, "tpm",
+			      (json_int_t)u->tpm, "daily_tokens", (json_int_t)u->daily_tokens, "monthly_tokens",
+			      (json_int_t)u->monthly_tokens);
+	return o;
+}
+
 static struct cr_user *user_cache(struct cr_app *app, const struct cr_user_rec *r)
 {
 	struct cr_user *u = cr_xcalloc(1, sizeof(*u));
@@ -22,6 +43,9 @@ static struct cr_user *user_cache(struct cr_app *app, const struct cr_user_rec *
 	u->username = cr_xstrdup(r->username);
 	u->password_hash = cr_xstrdup(r->password_hash);
 	u->admin = !strcmp(r->role, "admin");
+	json_t *lim = json_loads(r->limits_json ? r->limits_json : "{}", 0, NULL);
+	set_limits_from(u, lim);
+	json_decref(lim);
 	cr_map_put(&app->users, u->username, u);
 	return u;
 }
@@ -63,7 +87,7 @@ static int create_admin(struct cr_app *app, struct cr_err *err)
 	char *hash = cr_password_hash(password);
 	if (!hash)
 		abort();
-	struct cr_user_rec rec = { 0, "admin", hash, "admin", cr_wall_ms() };
+	struct cr_user_rec rec = { 0, "admin", hash, "admin", cr_wall_ms(), NULL };
 	char *path = cr_xasprintf("%s/initial_admin_password", app->data_dir);
 	char *line = cr_xasprintf("%s\n", password);
 	int rc = cr_file_write(path, line, strlen(line), 0600, err);
@@ -177,6 +201,7 @@ void cr_auth_free_all(struct cr_app *app)
 		struct cr_user *u = v;
 		free(u->username);
 		free(u->password_hash);
+		json_decref(u->models);
 		free(u);
 	}
 	cr_map_release(&app->users);
@@ -463,7 +488,7 @@ static void newuser_done(void *arg)
 {
 	struct newuser *n = arg;
 	struct cr_app *app = n->app;
-	struct cr_user_rec rec = { 0, n->username, n->hash, n->role, cr_wall_ms() };
+	struct cr_user_rec rec = { 0, n->username, n->hash, n->role, cr_wall_ms(), NULL };
 	struct cr_err err = CR_ERR_INIT;
 	if (cr_map_get(&app->users, n->username)) /* created meanwhile */
 		cr_err_set(&err, CR_ECONFLICT, "choose another name", "user '%s' already exists", n->username);
@@ -540,7 +565,8 @@ static void list_users(struct cr_req *req)
 	void *v;
 	while (cr_map_next(&app->users, &it, NULL, &v)) {
 		struct cr_user *u = v;
-		json_array_append_new(arr, json_pack("{s:s,s:s}", "username", u->username, "role", u->admin ? "admin" : "user"));
+		json_array_append_new(arr, json_pack("{s:s,s:s,s:o}", "username", u->username, "role",
+						     u->admin ? "admin" : "user", "limits", cr_user_limits_json(u)));
 	}
 	cr_json_sort(arr, "username", NULL);
 	cr_reply_json(req, 200, json_pack("{s:o}", "users", arr));
@@ -578,8 +604,64 @@ static void delete_user(struct cr_req *req)
 	cr_map_del(&app->users, u->username);
 	free(u->username);
 	free(u->password_hash);
+	json_decref(u->models);
 	free(u);
 	cr_reply_json(req, 200, o);
+}
+
+/* PATCH /api/users/{name} (admin) {"models"?, "rpm"?, "tpm"?,
+ * "daily_tokens"?, "monthly_tokens"?}: the user's limits (0 or []: none). The
+ * gateway applies them to all the user's keys together, and the user's new
+ * keys cannot ask for more. */
+static void set_user_limits(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_user *u = cr_map_get(&app->users, cr_req_param(req, 0));
+	if (!u) {
+		cr_reply_error(req, CR_ENOTFOUND, "no such user", "list the users with 'corral users'");
+		return;
+	}
+	struct cr_err err = CR_ERR_INIT;
+	json_t *body = cr_req_json(req, &err), *models = NULL;
+	long long v[4];
+	const char *const names[4] = { "rpm", "tpm", "daily_tokens", "monthly_tokens" };
+	const long long max[4] = { 1000000, 1000000000, 1LL << 50, 1LL << 50 };
+	if (!body || cr_json_arr(body, "models", &models, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	json_t *lim = cr_user_limits_json(u);
+	for (int i = 0; i < 4; i++) {
+		if (cr_json_int(body, names[i], 0, max[i], &v[i], &err)) {
+			json_decref(lim);
+			cr_reply_err(req, &err);
+			return;
+		}
+		if (json_object_get(body, names[i]))
+			json_object_set_new(lim, names[i], json_integer(v[i]));
+	}
+	size_t k;
+	json_t *m;
+	json_array_foreach(models, k, m)
+		if (!json_is_string(m)) {
+			json_decref(lim);
+			cr_reply_error(req, CR_EINPUT, "field 'models' must be a list of model names", "e.g. [\"qwen-7b\"]");
+			return;
+		}
+	if (models)
+		json_object_set(lim, "models", models);
+	char *text = cr_json_dump(lim);
+	if (app->store->ops->user_set_limits(app->store, u->id, text, &err)) {
+		free(text);
+		json_decref(lim);
+		cr_reply_err(req, &err);
+		return;
+	}
+	set_limits_from(u, lim);
+	cr_info("limits of user '%s': %s", u->username, text);
+	cr_audit(app, req, NULL, "user.limits", u->username, json_incref(lim));
+	free(text);
+	cr_reply_json(req, 200, json_pack("{s:s,s:o}", "username", u->username, "limits", lim));
 }
 
 /* ---- passwords and sessions ---- */
@@ -844,6 +926,7 @@ const struct cr_http_route cr_api_auth_routes[] = {
 	{ CR_POST, "/api/users", CR_AUTH_ADMIN, create_user },
 	{ CR_GET, "/api/users", CR_AUTH_ADMIN, list_users },
 	{ CR_DELETE, "/api/users/{}", CR_AUTH_ADMIN, delete_user },
+	{ CR_PATCH, "/api/users/{}", CR_AUTH_ADMIN, set_user_limits },
 	{ CR_POST, "/api/auth/login", CR_AUTH_NONE, login },
 	{ CR_POST, "/api/auth/logout", CR_AUTH_USER, logout },
 	{ CR_GET, "/api/auth/me", CR_AUTH_USER, me },

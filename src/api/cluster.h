@@ -13,7 +13,26 @@
 #include "base/secret.h"
 
 struct cr_app;
-struct cr_user;
+
+/* What a key or a user used: this minute (for rpm/tpm), today and this month
+ * (UTC, for token quotas), and what its requests in flight may still use. */
+struct cr_meter {
+	int64_t window_start_ms, window_requests, window_tokens;
+	int64_t reserved_tokens;
+	char day[11], month[8];
+	int64_t day_tokens, month_tokens;
+};
+
+/* A user of the cluster, with the limits an admin set (0 or empty: none). */
+struct cr_user {
+	int64_t id;
+	char *username;
+	char *password_hash;
+	bool admin;
+	json_t *models;        /* models the user's keys may use; empty = all */
+	int64_t rpm, tpm, daily_tokens, monthly_tokens;
+	struct cr_meter meter; /* all the user's keys together */
+};
 
 /* A deployed model: its validated spec (see models.c) and why replicas are
  * missing when they are. */
@@ -75,12 +94,11 @@ struct cr_apikey {
 	struct cr_user *user;
 	json_t *models;      /* allowed model names; empty = all */
 	int64_t rpm, tpm, expires_ms, created_ms;
-	int64_t window_start_ms, window_requests; /* the current minute, for rpm */
-	int64_t window_tokens;                    /* and tokens answered in it, for tpm */
-	int64_t reserved_tokens;                  /* what the requests in flight may still use (tpm) */
+	int64_t daily_tokens, monthly_tokens; /* token quotas, 0 = none */
+	struct cr_meter meter;
 };
 
-/* Whether key may use model (its list is empty or names it). */
+/* Whether key may use model (its list and its user's are empty or name it). */
 bool cr_key_allows(const struct cr_apikey *key, const char *model);
 
 /* usage.c: one gateway request's outcome, counted for its key's day and model. */

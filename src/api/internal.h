@@ -18,12 +18,6 @@ struct cr_probe;
 struct cr_store;
 struct cr_workpool;
 
-struct cr_user {
-	int64_t id;
-	char *username;
-	char *password_hash;
-	bool admin;
-};
 
 struct cr_session {
 	char hash[CR_HASH_HEX];
@@ -125,6 +119,8 @@ void cr_audit_trim(struct cr_app *app);
 /* auth.c */
 /* The cached user with this id, or NULL. */
 struct cr_user *cr_user_by_id(struct cr_app *app, int64_t id);
+/* {"models", "rpm", "tpm", "daily_tokens", "monthly_tokens"} of u (0, []: none). New reference. */
+json_t *cr_user_limits_json(const struct cr_user *u);
 int cr_auth_bootstrap(struct cr_app *app, struct cr_err *err);
 int cr_auth_check(struct cr_req *req, enum cr_auth_need need, struct cr_err *err);
 void cr_auth_free_all(struct cr_app *app);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api/internal.h"
 #include "base/err.h"
@@ -43,14 +44,58 @@ static void load_key(const struct cr_key_rec *r, void *arg)
 	}
 	k->rpm = r->rpm;
 	k->tpm = r->tpm;
+	json_t *q = json_loads(r->quotas_json ? r->quotas_json : "{}", 0, NULL);
+	k->daily_tokens = cr_json_get_int(q, "daily_tokens", 0);
+	k->monthly_tokens = cr_json_get_int(q, "monthly_tokens", 0);
+	json_decref(q);
 	k->expires_ms = r->expires_ms;
 	k->created_ms = r->created_ms;
 	cr_map_put(&app->keys, k->hash, k);
 }
 
+struct meter_load {
+	struct cr_app *app;
+	char day[11], month[8];
+};
+
+/* A stored day of a key's usage, into its and its user's meters. */
+static void meter_row(const struct cr_usage_rec *r, void *arg)
+{
+	struct meter_load *ml = arg;
+	int64_t tokens = r->prompt_tokens + r->completion_tokens;
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&ml->app->keys, &it, NULL, &v)) {
+		struct cr_apikey *k = v;
+		if (strcmp(k->id, r->key_id) != 0)
+			continue;
+		for (struct cr_meter *mt = &k->meter; mt; mt = mt == &k->meter ? &k->user->meter : NULL) {
+			snprintf(mt->day, sizeof(mt->day), "%s", ml->day);
+			snprintf(mt->month, sizeof(mt->month), "%s", ml->month);
+			mt->month_tokens += tokens;
+			if (!strcmp(r->day, ml->day))
+				mt->day_tokens += tokens;
+		}
+		return;
+	}
+}
+
 int cr_keys_load(struct cr_app *app, struct cr_err *err)
 {
-	return app->store->ops->key_list(app->store, load_key, app, err);
+	int rc = app->store->ops->key_list(app->store, load_key, app, err);
+	if (rc)
+		return rc;
+	/* what keys and users used today and this month, for their quotas */
+	struct meter_load ml = { app, "", "" };
+	time_t now = (time_t)(cr_wall_ms() / 1000);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(ml.day, sizeof(ml.day), "%Y-%m-%d", &tm);
+	strftime(ml.month, sizeof(ml.month), "%Y-%m", &tm);
+	char since[11];
+	snprintf(since, sizeof(since), "%s-01", ml.month);
+	struct cr_usage_query q = { since, NULL, 0, NULL, NULL, true, true, false, false };
+	return app->store->ops->usage_query(app->store, &q, meter_row, &ml, err);
 }
 
 void cr_keys_free_all(struct cr_app *app)
@@ -72,16 +117,21 @@ struct cr_apikey *cr_key_check(struct cr_app *app, const char *token)
 	return k;
 }
 
-bool cr_key_allows(const struct cr_apikey *key, const char *model)
+static bool list_allows(json_t *models, const char *model)
 {
-	if (!json_array_size(key->models))
+	if (!json_array_size(models))
 		return true;
 	size_t i;
 	json_t *m;
-	json_array_foreach(key->models, i, m)
+	json_array_foreach(models, i, m)
 		if (!strcmp(json_string_value(m), model))
 			return true;
 	return false;
+}
+
+bool cr_key_allows(const struct cr_apikey *key, const char *model)
+{
+	return list_allows(key->models, model) && list_allows(key->user->models, model);
 }
 
 static json_t *key_json(const struct cr_apikey *k)
@@ -90,12 +140,31 @@ static json_t *key_json(const struct cr_apikey *k)
 	cr_time_format(k->created_ms, created, sizeof(created));
 	if (k->expires_ms)
 		cr_time_format(k->expires_ms, expires, sizeof(expires));
-	return json_pack("{s:s,s:s,s:s,s:s,s:O,s:I,s:I,s:s,s:o}", "id", k->id, "name", k->name, "owner", k->user->username,
-			 "prefix", k->prefix, "models", k->models, "rpm", (json_int_t)k->rpm, "tpm", (json_int_t)k->tpm,
-			 "created_at", created, "expires_at", k->expires_ms ? json_string(expires) : json_null());
+	return json_pack("{s:s,s:s,s:s,s:s,s:O,s:I,s:I,s:I,s:I,s:s,s:o}", "id", k->id, "name", k->name, "owner",
+			 k->user->username, "prefix", k->prefix, "models", k->models, "rpm", (json_int_t)k->rpm, "tpm",
+			 (json_int_t)k->tpm, "daily_tokens", (json_int_t)k->daily_tokens, "monthly_tokens",
+			 (json_int_t)k->monthly_tokens, "created_at", created, "expires_at",
+			 k->expires_ms ? json_string(expires) : json_null());
 }
 
-/* POST /api/keys {"name", "models"?, "rpm"?, "tpm"?, "expires_days"?, "owner"? (admins)} */
+/* A key limit within its owner's: an unset one takes the owner's, a larger
+ * one is refused. 0 when it fits (*v set), else the error. */
+static int within(const char *field, long long *v, int64_t user_limit, const char *owner, struct cr_err *err)
+{
+	if (!user_limit)
+		return 0;
+	if (*v > user_limit)
+		return cr_err_set(err, CR_EINPUT, "ask an admin to raise the user's limit ('corral users limits')",
+				  "%s %lld is over the limit of %lld an admin set for user '%s'", field, *v,
+				  (long long)user_limit, owner);
+	if (!*v)
+		*v = user_limit;
+	return 0;
+}
+
+/* POST /api/keys {"name", "models"?, "rpm"?, "tpm"?, "daily_tokens"?,
+ * "monthly_tokens"?, "expires_days"?, "owner"? (admins)}: within the owner's
+ * limits. */
 static void create_key(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
@@ -103,9 +172,11 @@ static void create_key(struct cr_req *req)
 	struct cr_err err = CR_ERR_INIT;
 	json_t *body = cr_req_json(req, &err), *models = NULL;
 	const char *name = NULL, *owner = NULL;
-	long long rpm = 0, tpm = 0, days = 0;
+	long long rpm = 0, tpm = 0, days = 0, daily = 0, monthly = 0;
 	if (!body || cr_json_req_str(body, "name", &name, &err) || cr_json_arr(body, "models", &models, &err) ||
 	    cr_json_int(body, "rpm", 0, 1000000, &rpm, &err) || cr_json_int(body, "tpm", 0, 1000000000, &tpm, &err) ||
+	    cr_json_int(body, "daily_tokens", 0, 1LL << 50, &daily, &err) ||
+	    cr_json_int(body, "monthly_tokens", 0, 1LL << 50, &monthly, &err) ||
 	    cr_json_int(body, "expires_days", 0, 3650, &days, &err) || cr_json_str(body, "owner", &owner, &err)) {
 		cr_reply_err(req, &err);
 		return;
@@ -133,6 +204,20 @@ static void create_key(struct cr_req *req)
 			return;
 		}
 	}
+	if (within("rpm", &rpm, u->rpm, u->username, &err) || within("tpm", &tpm, u->tpm, u->username, &err) ||
+	    within("daily_tokens", &daily, u->daily_tokens, u->username, &err) ||
+	    within("monthly_tokens", &monthly, u->monthly_tokens, u->username, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	json_array_foreach(models, i, m)
+		if (json_array_size(u->models) && !list_allows(u->models, json_string_value(m))) {
+			char msg[300];
+			snprintf(msg, sizeof(msg), "model '%.100s' is not among the models an admin allowed user '%s'",
+				 json_string_value(m), u->username);
+			cr_reply_error(req, CR_EINPUT, msg, "leave it out, or ask an admin ('corral users limits')");
+			return;
+		}
 	char *token = cr_secret_token("sk-corral");
 	struct cr_apikey *k = cr_xcalloc(1, sizeof(*k));
 	k->id = cr_secret_id();
@@ -143,12 +228,17 @@ static void create_key(struct cr_req *req)
 	k->models = models ? json_deep_copy(models) : json_array();
 	k->rpm = rpm;
 	k->tpm = tpm;
+	k->daily_tokens = daily;
+	k->monthly_tokens = monthly;
 	k->created_ms = cr_wall_ms();
 	k->expires_ms = days ? k->created_ms + days * 86400000LL : 0;
 	char *mj = cr_json_dump(k->models);
-	struct cr_key_rec rec = { k->id, k->name, u->id, k->hash, k->prefix, mj, rpm, tpm, k->expires_ms, k->created_ms };
+	char *qj = cr_xasprintf("{\"daily_tokens\":%lld,\"monthly_tokens\":%lld}", daily, monthly);
+	struct cr_key_rec rec = { k->id, k->name, u->id, k->hash, k->prefix, mj, rpm, tpm, k->expires_ms, k->created_ms,
+				  qj };
 	int rc = app->store->ops->key_add(app->store, &rec, &err);
 	free(mj);
+	free(qj);
 	if (rc) {
 		key_free(k);
 		free(token);

@@ -618,25 +618,38 @@ int cr_cmd_users(int argc, char **argv)
 				    "       corral users create NAME [--role user|admin] [--password-stdin]\n"
 				    "       corral users rm NAME\n"
 				    "       corral users passwd NAME [--password-stdin]\n"
+				    "       corral users limits NAME [--models M1,M2] [--rpm N] [--tpm N] [--daily-tokens N]\n"
+				    "                                [--monthly-tokens N]\n"
 				    "\n"
 				    "Users of the cluster (admins only). Users manage their own API keys;\n"
 				    "deleting a user revokes their sessions and keys. 'passwd' sets a new password\n"
-				    "and ends the user's sessions.\n";
+				    "and ends the user's sessions. 'limits' caps all the user's keys together (0:\n"
+				    "none; token quotas per UTC day and month); their new keys cannot ask for more.\n";
 	const char *role = NULL, *url = NULL;
 	bool from_stdin = false, as_json = false;
+	json_t *lim = json_object();
 	const struct cr_opt opts[] = {
 		{ "role", 0, CR_OPT_STR, &role, NULL, 0 },
+		{ "models", 0, CR_OPT_FIELD_CSV, lim, "models", 0 },
+		{ "rpm", 0, CR_OPT_FIELD_COUNT, lim, "rpm", 1000000 },
+		{ "tpm", 0, CR_OPT_FIELD_COUNT, lim, "tpm", 1000000000 },
+		{ "daily-tokens", 0, CR_OPT_FIELD_COUNT, lim, "daily_tokens", 1LL << 50 },
+		{ "monthly-tokens", 0, CR_OPT_FIELD_COUNT, lim, "monthly_tokens", 1LL << 50 },
 		{ "password-stdin", 0, CR_OPT_FLAG, &from_stdin, NULL, 0 },
 		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },
 		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
 		{ NULL, 0, 0, NULL, NULL, 0 },
 	};
 	int prc = cr_cli_parse(argc, argv, usage, opts);
-	if (prc >= 0)
+	if (prc >= 0) {
+		json_decref(lim);
 		return prc;
+	}
 	const char *verb = optind < argc ? argv[optind] : "list";
 	bool create = !strcmp(verb, "create"), rm = !strcmp(verb, "rm"), passwd = !strcmp(verb, "passwd");
-	if ((create || rm || passwd) ? optind + 2 != argc : strcmp(verb, "list") != 0) {
+	bool limits = !strcmp(verb, "limits");
+	if ((create || rm || passwd || limits) ? optind + 2 != argc : strcmp(verb, "list") != 0) {
+		json_decref(lim);
 		fputs(usage, stderr);
 		return 2;
 	}
@@ -648,6 +661,7 @@ int cr_cmd_users(int argc, char **argv)
 		char *pw = read_password(from_stdin);
 		if (!pw) {
 			cr_cli_release(&cl);
+			json_decref(lim);
 			fprintf(stderr, "corral: no password given\n");
 			return 2;
 		}
@@ -663,10 +677,16 @@ int cr_cmd_users(int argc, char **argv)
 		char *path = cr_xasprintf("/api/users/%s", argv[optind + 1]);
 		ans = cr_cli_api(&cl, "DELETE", path, NULL, &err);
 		free(path);
+	} else if (limits) {
+		char *text = cr_json_dump(lim), *path = cr_xasprintf("/api/users/%s", argv[optind + 1]);
+		ans = cr_cli_api(&cl, "PATCH", path, text, &err);
+		free(text);
+		free(path);
 	} else if (passwd) {
 		char *pw = read_secret(from_stdin, "new password: ");
 		if (!pw) {
 			cr_cli_release(&cl);
+			json_decref(lim);
 			fprintf(stderr, "corral: no password given\n");
 			return 2;
 		}
@@ -681,11 +701,16 @@ int cr_cmd_users(int argc, char **argv)
 		ans = cr_cli_api(&cl, "GET", "/api/users", NULL, &err);
 	}
 	cr_cli_release(&cl);
+	json_decref(lim);
 	if (!ans)
 		return cr_cmd_fail(&err);
 	if (as_json)
 		return cr_cli_print_json(ans);
-	if (create)
+	if (limits) {
+		char *shown = cr_json_dump(json_object_get(ans, "limits"));
+		printf("limits of '%s': %s\n", cr_json_get_str(ans, "username", "?"), shown);
+		free(shown);
+	} else if (create)
 		printf("created user '%s' (%s)\n", cr_json_get_str(ans, "username", "?"), cr_json_get_str(ans, "role", "?"));
 	else if (rm)
 		printf("deleted user '%s' with their sessions and keys\n", cr_json_get_str(ans, "deleted", "?"));
@@ -693,14 +718,27 @@ int cr_cmd_users(int argc, char **argv)
 		printf("password of '%s' changed; %lld session(s) ended\n", cr_json_get_str(ans, "username", "?"),
 		       cr_json_get_int(ans, "sessions_ended", 0));
 	else {
-		struct cr_table t = { .ncols = 2, .rows = json_array() };
-		const char *head[] = { "USERNAME", "ROLE" };
+		struct cr_table t = { .ncols = 3, .rows = json_array() };
+		const char *head[] = { "USERNAME", "ROLE", "LIMITS" };
 		cr_table_row(&t, head);
 		size_t i;
 		json_t *u;
 		json_array_foreach(json_object_get(ans, "users"), i, u) {
-			const char *row[] = { cr_json_get_str(u, "username", "?"), cr_json_get_str(u, "role", "?") };
+			json_t *l = json_object_get(u, "limits");
+			struct cr_buf b = CR_BUF_INIT(4096);
+			static const char *const f[] = { "rpm", "tpm", "daily_tokens", "monthly_tokens" };
+			static const char *const unit[] = { "rpm", "tpm", "tokens/day", "tokens/month" };
+			for (int k = 0; k < 4; k++)
+				if (cr_json_get_int(l, f[k], 0))
+					cr_buf_addf(&b, "%s%lld %s", b.len ? ", " : "", cr_json_get_int(l, f[k], 0), unit[k]);
+			size_t j;
+			json_t *m;
+			json_array_foreach(json_object_get(l, "models"), j, m)
+				cr_buf_addf(&b, "%s%s", b.len ? (j ? "," : ", models ") : "models ", json_string_value(m));
+			const char *row[] = { cr_json_get_str(u, "username", "?"), cr_json_get_str(u, "role", "?"),
+					      b.len ? cr_buf_str(&b) : "-" };
 			cr_table_row(&t, row);
+			cr_buf_release(&b);
 		}
 		cr_table_print(&t);
 	}

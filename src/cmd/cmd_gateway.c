@@ -20,12 +20,15 @@ int cr_cmd_keys(int argc, char **argv)
 {
 	static const char usage[] =
 		"usage: corral keys [list] [--json]\n"
-		"       corral keys create NAME [--models M1,M2] [--rpm N] [--tpm N] [--expires-days N] [--owner USER]\n"
+		"       corral keys create NAME [--models M1,M2] [--rpm N] [--tpm N] [--daily-tokens N]\n"
+		"                         [--monthly-tokens N] [--expires-days N] [--owner USER]\n"
 		"       corral keys rm ID|NAME\n"
 		"\n"
 		"API keys for the OpenAI-compatible endpoint (/v1). A new key is printed once and\n"
 		"kept only as a hash. --models limits it to those models (others look absent);\n"
-		"--rpm/--tpm limit requests and tokens per minute; admins may --owner another user.\n";
+		"--rpm/--tpm limit requests and tokens per minute, --daily-tokens/--monthly-tokens\n"
+		"are token quotas (UTC days and months); none may exceed the limits an admin set for\n"
+		"the key's user. Admins may --owner another user.\n";
 	json_t *body = json_object();
 	const char *url = NULL;
 	bool as_json = false;
@@ -33,6 +36,8 @@ int cr_cmd_keys(int argc, char **argv)
 		{ "models", 0, CR_OPT_FIELD_CSV, body, "models", 0 },
 		{ "rpm", 0, CR_OPT_FIELD_COUNT, body, "rpm", 1000000000 },
 		{ "tpm", 0, CR_OPT_FIELD_COUNT, body, "tpm", 1000000000 },
+		{ "daily-tokens", 0, CR_OPT_FIELD_COUNT, body, "daily_tokens", 1LL << 50 },
+		{ "monthly-tokens", 0, CR_OPT_FIELD_COUNT, body, "monthly_tokens", 1LL << 50 },
 		{ "expires-days", 0, CR_OPT_FIELD_COUNT, body, "expires_days", 1000000000 },
 		{ "owner", 0, CR_OPT_FIELD_STR, body, "owner", 0 },
 		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },

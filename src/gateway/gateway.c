@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "gateway/gateway.h"
@@ -184,6 +185,7 @@ static void on_data(void *arg, struct evbuffer *chunk, bool end)
 
 static void access_line(struct cr_gateway *gw, const char *key, const char *model, int status,
 			const struct cr_usage_sample *s);
+static void settle(struct cr_apikey *k, int64_t reserved, int64_t used);
 
 static void finished(void *arg, int status, uint64_t bytes, const char *error)
 {
@@ -198,10 +200,7 @@ static void finished(void *arg, int status, uint64_t bytes, const char *error)
 	access_line(c->gw, k ? k->name : NULL, c->model_name, status, &s);
 	if (k) {
 		cr_usage_record(c->app, k, c->model_name, &s);
-		k->reserved_tokens -= c->reserved; /* the estimate gives way to the count */
-		if (k->reserved_tokens < 0)
-			k->reserved_tokens = 0;
-		k->window_tokens += c->filter.prompt_tokens + c->filter.completion_tokens;
+		settle(k, c->reserved, c->filter.prompt_tokens + c->filter.completion_tokens);
 	}
 	cr_usage_filter_release(&c->filter);
 	for (int i = 0; i < c->n_tried; i++)
@@ -353,36 +352,111 @@ static int64_t token_estimate(json_t *body)
 	return (int64_t)bytes + 32 + out;
 }
 
-/* The per-minute limits of key k (fixed one-minute windows); 0 or the
- * seconds to wait, with msg filled. need: the request's token estimate. */
-static int over_limit(struct cr_apikey *k, int64_t need, char *msg, size_t n)
+/* Today and this month in UTC ("2026-11-30", "2026-11"), and the seconds
+ * until each ends. */
+static void utc_period(char day[11], char month[8], int *to_midnight, int *to_month_end)
+{
+	time_t now = (time_t)(cr_wall_ms() / 1000);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(day, 11, "%Y-%m-%d", &tm);
+	strftime(month, 8, "%Y-%m", &tm);
+	*to_midnight = 86400 - (tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec);
+	struct tm next = { .tm_year = tm.tm_mon == 11 ? tm.tm_year + 1 : tm.tm_year, .tm_mon = (tm.tm_mon + 1) % 12,
+			   .tm_mday = 1 };
+	*to_month_end = (int)(timegm(&next) - now);
+}
+
+/* One account's limits (a key's or its user's; 0: none) against its meter,
+ * for a request that may take need tokens: 0, or the seconds to wait with
+ * msg filled. Changes nothing but the meter's periods. */
+static int over(const char *who, int64_t rpm, int64_t tpm, int64_t daily, int64_t monthly, struct cr_meter *mt,
+		int64_t need, char *msg, size_t n)
 {
 	int64_t now = cr_mono_ms();
-	if (now - k->window_start_ms >= 60000) {
-		k->window_start_ms = now;
-		k->window_requests = 0;
-		k->window_tokens = 0;
+	if (now - mt->window_start_ms >= 60000) {
+		mt->window_start_ms = now;
+		mt->window_requests = 0;
+		mt->window_tokens = 0;
 	}
-	int retry = (int)((k->window_start_ms + 60000 - now + 999) / 1000);
-	if (k->rpm && k->window_requests >= k->rpm) {
-		snprintf(msg, n, "Rate limit reached for key '%s': %lld requests per minute. Try again in %d s.", k->name,
-			 (long long)k->rpm, retry);
+	char day[11], month[8];
+	int to_midnight, to_month_end;
+	utc_period(day, month, &to_midnight, &to_month_end);
+	if (strcmp(mt->day, day) != 0) {
+		snprintf(mt->day, sizeof(mt->day), "%s", day);
+		mt->day_tokens = 0;
+	}
+	if (strcmp(mt->month, month) != 0) {
+		snprintf(mt->month, sizeof(mt->month), "%s", month);
+		mt->month_tokens = 0;
+	}
+	int retry = (int)((mt->window_start_ms + 60000 - now + 999) / 1000);
+	if (rpm && mt->window_requests >= rpm) {
+		snprintf(msg, n, "Rate limit reached for %s: %lld requests per minute. Try again in %d s.", who,
+			 (long long)rpm, retry);
 		return retry;
 	}
-	/* tokens: those counted this minute, those the requests in flight may
-	 * still use, and this one's; a first request in an idle minute always
-	 * goes (a key whose limit is below one request still works, slowly) */
-	int64_t held = k->window_tokens + k->reserved_tokens;
-	if (k->tpm && (k->window_tokens >= k->tpm || (held > 0 && held + need > k->tpm))) {
-		snprintf(msg, n, "Rate limit reached for key '%s': %lld tokens per minute (%lld used, %lld held by requests "
-				 "in flight, this one may take %lld). Try again in %d s.",
-			 k->name, (long long)k->tpm, (long long)k->window_tokens, (long long)k->reserved_tokens,
-			 (long long)need, retry);
+	/* tokens: those counted, those the requests in flight may still use, and
+	 * this one's; a first request in an idle minute always goes (a limit below
+	 * one request still lets requests through, slowly) */
+	int64_t held = mt->window_tokens + mt->reserved_tokens;
+	if (tpm && (mt->window_tokens >= tpm || (held > 0 && held + need > tpm))) {
+		snprintf(msg, n, "Rate limit reached for %s: %lld tokens per minute (%lld used, %lld held by requests in "
+				 "flight, this one may take %lld). Try again in %d s.",
+			 who, (long long)tpm, (long long)mt->window_tokens, (long long)mt->reserved_tokens, (long long)need,
+			 retry);
 		return retry;
 	}
-	k->window_requests++;
-	k->reserved_tokens += need;
+	/* quotas: the same, over the day and the month */
+	if (daily && (mt->day_tokens >= daily || mt->day_tokens + mt->reserved_tokens + need > daily)) {
+		snprintf(msg, n, "Daily token quota of %s reached: %lld of %lld tokens used today (this request may take "
+				 "%lld). It resets at 00:00 UTC, in %d h %02d min.",
+			 who, (long long)mt->day_tokens, (long long)daily, (long long)need, to_midnight / 3600,
+			 to_midnight % 3600 / 60);
+		return to_midnight;
+	}
+	if (monthly && (mt->month_tokens >= monthly || mt->month_tokens + mt->reserved_tokens + need > monthly)) {
+		snprintf(msg, n, "Monthly token quota of %s reached: %lld of %lld tokens used this month (this request may "
+				 "take %lld). It resets on the 1st at 00:00 UTC, in %d days %d h.",
+			 who, (long long)mt->month_tokens, (long long)monthly, (long long)need, to_month_end / 86400,
+			 to_month_end % 86400 / 3600);
+		return to_month_end;
+	}
 	return 0;
+}
+
+/* The limits of key k and of its user for a request of need tokens: 0, or
+ * the seconds to wait with msg filled. When it goes, both count it and hold
+ * need tokens until it ends (settle). */
+static int over_limit(struct cr_apikey *k, int64_t need, char *msg, size_t n)
+{
+	char who[200];
+	snprintf(who, sizeof(who), "key '%s'", k->name);
+	int retry = over(who, k->rpm, k->tpm, k->daily_tokens, k->monthly_tokens, &k->meter, need, msg, n);
+	struct cr_user *u = k->user;
+	snprintf(who, sizeof(who), "user '%s'", u->username);
+	if (!retry)
+		retry = over(who, u->rpm, u->tpm, u->daily_tokens, u->monthly_tokens, &u->meter, need, msg, n);
+	if (retry)
+		return retry;
+	for (struct cr_meter *mt = &k->meter; mt; mt = mt == &k->meter ? &u->meter : NULL) {
+		mt->window_requests++;
+		mt->reserved_tokens += need;
+	}
+	return 0;
+}
+
+/* A request of k that held reserved tokens ended having used used. */
+static void settle(struct cr_apikey *k, int64_t reserved, int64_t used)
+{
+	for (struct cr_meter *mt = &k->meter; mt; mt = mt == &k->meter ? &k->user->meter : NULL) {
+		mt->reserved_tokens -= reserved; /* the estimate gives way to the count */
+		if (mt->reserved_tokens < 0)
+			mt->reserved_tokens = 0;
+		mt->window_tokens += used;
+		mt->day_tokens += used;
+		mt->month_tokens += used;
+	}
 }
 
 /* Ask a streaming request for the final usage chunk. Returns the body to

@@ -91,5 +91,8 @@ const char *const cr_schema_sqlite[] = {
 	"  target TEXT NOT NULL,"
 	"  detail TEXT NOT NULL DEFAULT '');"
 	"CREATE INDEX audit_at ON audit(at_ms);",
+	/* 9: limits an admin sets per user, and token quotas per key (JSON objects) */
+	"ALTER TABLE users ADD COLUMN limits TEXT NOT NULL DEFAULT '{}';"
+	"ALTER TABLE api_keys ADD COLUMN quotas TEXT NOT NULL DEFAULT '{}';",
 	NULL,
 };

@@ -18,6 +18,7 @@ struct cr_user_rec {
 	char *password_hash;   /* argon2id string */
 	char *role;            /* "admin" or "user" */
 	int64_t created_ms;
+	char *limits_json;     /* {"models"?, "rpm"?, "tpm"?, "daily_tokens"?, "monthly_tokens"?}; NULL = {} */
 };
 
 struct cr_session_rec {
@@ -75,6 +76,7 @@ struct cr_key_rec {
 	int64_t rpm, tpm;    /* limits per minute, 0 = none */
 	int64_t expires_ms;  /* 0 = never */
 	int64_t created_ms;
+	char *quotas_json;   /* {"daily_tokens"?, "monthly_tokens"?}; NULL = {} */
 };
 
 /* One entry of the audit trail. */
@@ -128,6 +130,8 @@ struct cr_store_ops {
 	int (*user_list)(struct cr_store *s, cr_store_user_cb cb, void *arg, struct cr_err *err);
 	/* Delete a user with their sessions and API keys. */
 	int (*user_del)(struct cr_store *s, int64_t id, struct cr_err *err);
+	/* Replace a user's limits (JSON object); CR_ENOTFOUND when there is no such user. */
+	int (*user_set_limits)(struct cr_store *s, int64_t id, const char *limits_json, struct cr_err *err);
 	/* Replace a user's password hash; CR_ENOTFOUND when there is no such user. */
 	int (*user_set_password)(struct cr_store *s, int64_t id, const char *password_hash, struct cr_err *err);
 	int (*session_add)(struct cr_store *s, const struct cr_session_rec *r, struct cr_err *err);

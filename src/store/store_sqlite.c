@@ -72,14 +72,15 @@ static int user_add(struct cr_store *s, struct cr_user_rec *u, struct cr_err *er
 static int user_list(struct cr_store *s, cr_store_user_cb cb, void *arg, struct cr_err *err)
 {
 	sqlite3_stmt *st;
-	int rc = prepare(s, "SELECT id, username, password_hash, role, created_ms FROM users ORDER BY id", &st, err);
+	int rc = prepare(s, "SELECT id, username, password_hash, role, created_ms, limits FROM users ORDER BY id", &st,
+			 err);
 	if (rc)
 		return rc;
 	int r;
 	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
 		struct cr_user_rec u = {
 			sqlite3_column_int64(st, 0), (char *)col_text(st, 1), (char *)col_text(st, 2),
-			(char *)col_text(st, 3), sqlite3_column_int64(st, 4),
+			(char *)col_text(st, 3), sqlite3_column_int64(st, 4), (char *)col_text(st, 5),
 		};
 		cb(&u, arg);
 	}
@@ -96,6 +97,20 @@ static int user_del(struct cr_store *s, int64_t id, struct cr_err *err)
 		return rc;
 	sqlite3_bind_int64(st, 1, id);
 	return step_done(s, st, "delete user", err);
+}
+
+static int user_set_limits(struct cr_store *s, int64_t id, const char *limits_json, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "UPDATE users SET limits = ? WHERE id = ?", &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, limits_json, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, id);
+	rc = step_done(s, st, "set a user's limits", err);
+	if (!rc && sqlite3_changes(db_of(s)) == 0)
+		rc = cr_err_set(err, CR_ENOTFOUND, "list the users with 'corral users'", "no user %lld", (long long)id);
+	return rc;
 }
 
 static int user_set_password(struct cr_store *s, int64_t id, const char *password_hash, struct cr_err *err)
@@ -360,8 +375,8 @@ static int key_add(struct cr_store *s, const struct cr_key_rec *k, struct cr_err
 {
 	sqlite3_stmt *st;
 	int rc = prepare(s,
-			 "INSERT INTO api_keys (id, name, user_id, hash, prefix, models, rpm, tpm, expires_ms, created_ms) "
-			 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+			 "INSERT INTO api_keys (id, name, user_id, hash, prefix, models, rpm, tpm, expires_ms, created_ms, "
+			 "quotas) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
 			 &st, err);
 	if (rc)
 		return rc;
@@ -375,6 +390,7 @@ static int key_add(struct cr_store *s, const struct cr_key_rec *k, struct cr_err
 	sqlite3_bind_int64(st, 8, k->tpm);
 	sqlite3_bind_int64(st, 9, k->expires_ms);
 	sqlite3_bind_int64(st, 10, k->created_ms);
+	sqlite3_bind_text(st, 11, k->quotas_json ? k->quotas_json : "{}", -1, SQLITE_STATIC);
 	return step_done(s, st, "save API key", err);
 }
 
@@ -387,7 +403,7 @@ static int key_list(struct cr_store *s, cr_store_key_cb cb, void *arg, struct cr
 {
 	sqlite3_stmt *st;
 	int rc = prepare(s,
-			 "SELECT id, name, user_id, hash, prefix, models, rpm, tpm, expires_ms, created_ms FROM api_keys "
+			 "SELECT id, name, user_id, hash, prefix, models, rpm, tpm, expires_ms, created_ms, quotas FROM api_keys "
 			 "ORDER BY created_ms, id",
 			 &st, err);
 	if (rc)
@@ -397,7 +413,7 @@ static int key_list(struct cr_store *s, cr_store_key_cb cb, void *arg, struct cr
 		struct cr_key_rec k = { (char *)col_text(st, 0), (char *)col_text(st, 1), sqlite3_column_int64(st, 2),
 					(char *)col_text(st, 3), (char *)col_text(st, 4), (char *)col_text(st, 5),
 					sqlite3_column_int64(st, 6), sqlite3_column_int64(st, 7), sqlite3_column_int64(st, 8),
-					sqlite3_column_int64(st, 9) };
+					sqlite3_column_int64(st, 9), (char *)col_text(st, 10) };
 		cb(&k, arg);
 	}
 	rc = r == SQLITE_DONE ? 0 : db_error(s, err, "list API keys");
@@ -593,7 +609,7 @@ static void sqlite_close(struct cr_store *s)
 }
 
 static const struct cr_store_ops sqlite_ops = {
-	"sqlite", user_add, user_list, user_del, user_set_password, session_add, session_del, session_list, worker_put, worker_del,
+	"sqlite", user_add, user_list, user_del, user_set_limits, user_set_password, session_add, session_del, session_list, worker_put, worker_del,
 	worker_list, worker_observed, model_put, model_del, model_list, instance_put, instance_del,
 	instance_list, key_add, key_del, key_list, usage_add, usage_query, audit_add, audit_list, audit_purge, setting_get, setting_put, schema_version, sqlite_close,
 };

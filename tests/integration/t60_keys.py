@@ -139,6 +139,6 @@ class Keys(ClusterCase):
         self.assertIn("created user 'carol' (user)",
                       self.cli("users", "create", "carol", "--password-stdin", stdin="carol-secret\n").stdout)
         users = self.cli("users").stdout.splitlines()
-        self.assertEqual(users[0].split(), ["USERNAME", "ROLE"], "a header on every table")
+        self.assertEqual(users[0].split(), ["USERNAME", "ROLE", "LIMITS"], "a header on every table")
         self.assertEqual([l.split()[0] for l in users[1:]], ["admin", "carol"], "rows by name")
         self.assertIn("deleted user 'carol'", self.cli("users", "rm", "carol").stdout)

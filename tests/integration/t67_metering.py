@@ -187,6 +187,57 @@ class TokenLimits(EngineCase):
               (len(ok), sum(ok), len(limited)))
 
 
+class UserLimits(EngineCase):
+    def test_user_limits_cap_their_keys_and_token_quotas_hold_across_a_restart(self):
+        self.cluster(("w1", None))
+        self.deploy_chat_and_embed()
+        self.api("POST", "/api/users", {"username": "bob", "password": "bob-password-1"}, expect=201)
+        out = self.cli("users", "limits", "bob", "--models", "tiny", "--rpm", "2", "--daily-tokens", "100000").stdout
+        self.assertIn("limits of 'bob'", out)
+        self.assertIn("2 rpm, 100000 tokens/day, models tiny", self.cli("users").stdout)
+        status, bob = self.request("POST", "/api/auth/login", {"username": "bob", "password": "bob-password-1"})
+        # bob's keys cannot ask for more than an admin gave him
+        status, body = self.request("POST", "/api/keys", {"name": "big", "rpm": 5}, token=bob["token"])
+        self.assertEqual(status, 400, body)
+        self.assertIn("rpm 5 is over the limit of 2 an admin set for user 'bob'", body["error"]["message"])
+        status, body = self.request("POST", "/api/keys", {"name": "e", "models": ["embed"]}, token=bob["token"])
+        self.assertEqual(status, 400, body)
+        status, b1 = self.request("POST", "/api/keys", {"name": "b1"}, token=bob["token"])
+        self.assertEqual((status, b1["rpm"], b1["daily_tokens"]), (201, 2, 100000), "unset limits take the user's")
+        b2 = self.cli("keys", "create", "b2", "--owner", "bob").stdout.strip()
+        msg = {"model": "tiny", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 8}
+        # the user's models: embed is not among them, whatever the key says
+        status, _, body = self.gw("/v1/embeddings", {"model": "embed", "input": "x"}, b2)
+        self.assertEqual(status, 404, body)
+        # the user's rpm holds across both keys
+        self.assertEqual(self.gw("/v1/chat/completions", msg, b1["key"])[0], 200)
+        self.assertEqual(self.gw("/v1/chat/completions", msg, b2)[0], 200)
+        status, headers, body = self.gw("/v1/chat/completions", msg, b2)
+        self.assertEqual(status, 429, body)
+        self.assertIn("Rate limit reached for user 'bob': 2 requests per minute", json.loads(body)["error"]["message"])
+        # a daily token quota: the request that would pass it is refused, with when it resets
+        q = self.cli("keys", "create", "q", "--daily-tokens", "150").stdout.strip()
+        status, _, body = self.gw("/v1/chat/completions", msg, q)
+        self.assertEqual(status, 200, body)
+        used = json.loads(body)["usage"]["total_tokens"]
+        status, headers, body = self.gw("/v1/chat/completions", msg, q)
+        self.assertEqual(status, 429, body)
+        err = json.loads(body)["error"]["message"]
+        self.assertIn("Daily token quota of key 'q' reached: %d of 150 tokens used today" % used, err)
+        self.assertIn("It resets at 00:00 UTC, in ", err)
+        self.assertTrue(0 < int(headers["Retry-After"]) <= 86400)
+        # it holds across a restart: the day's usage is read back from the store
+        server = self.procs[0]
+        server.signal(signal.SIGTERM)
+        server.popen.wait(10)
+        self.start_server(name="server2", data_dir=self.data_dir, port=self.port, extra=("--gpu-reserve", "0"))
+        self.login()
+        self.wait_for(lambda: self.wait_running("tiny")["endpoint"], "the worker to report the engine again")
+        status, _, body = self.gw("/v1/chat/completions", msg, q)
+        self.assertEqual(status, 429, body)
+        self.assertIn("%d of 150 tokens used today" % used, json.loads(body)["error"]["message"])
+
+
 class Reranking(EngineCase):
     def test_a_reranker_deployed_with_reranking_answers_v1_rerank_and_is_metered(self):
         self.cluster(("w1", None))

@@ -33,11 +33,11 @@ Test(store, migrations_apply_once_and_refuse_newer_schemas)
 	struct cr_store *s = open_at(path);
 	int v = 0;
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 8);
+	cr_assert_eq(v, 9);
 	cr_store_close(s);
 	s = open_at(path); /* reopening applies nothing again */
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 8);
+	cr_assert_eq(v, 9);
 	cr_store_close(s);
 
 	sqlite3 *db;
