@@ -282,13 +282,14 @@ int cr_auth_check(struct cr_req *req, enum cr_auth_need need, struct cr_err *err
 /* ---- failed logins ----
  * Failures are counted per client address and per username in a one-minute
  * window; past the limit, logins from that address or for that user are
- * refused with 429 before any hashing until the window ends. The address
- * limit is the lower one, so one guessing client is stopped before it locks
- * the user out for everyone. */
+ * refused with 429 before any hashing until the window ends: 10 a minute
+ * each, so that guesses spread over many addresses are limited too. The
+ * price: ten wrong guesses lock the name out for everyone for the rest of
+ * that minute (never longer). */
 
 #define FAIL_WINDOW_MS 60000
 #define FAIL_LIMIT_ADDR 10
-#define FAIL_LIMIT_USER 30
+#define FAIL_LIMIT_USER 10
 #define FAIL_MAP_MAX 20000 /* entries kept before stale ones are swept */
 
 struct login_fail {

@@ -97,6 +97,24 @@ class Logins(ClusterCase):
         self.assert_error(status, body, 429, "too many failed logins from this address")
         self.assertGreaterEqual(hashed, 1)
 
+    def test_failed_logins_for_one_name_are_limited_whatever_the_addresses(self):
+        import http.client
+        self.start_server()
+
+        def login_from(addr, password):
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10, source_address=(addr, 0))
+            c.request("POST", "/api/auth/login", body=json.dumps({"username": "admin", "password": password}),
+                      headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            out = r.status, json.loads(r.read()), r.getheader("Retry-After")
+            c.close()
+            return out
+        for i in range(10):  # ten addresses, one guess each: no address is over its limit
+            self.assertEqual(login_from("127.0.0.%d" % (i + 2), "wrong")[0], 401)
+        status, body, retry = login_from("127.0.0.20", self.admin_password())
+        self.assert_error(status, body, 429, "too many failed logins for this user")
+        self.assertTrue(0 < int(retry) <= 60)
+
     def test_failed_logins_are_limited_per_address_and_the_limit_says_when(self):
         self.start_server()
         for _ in range(10):
