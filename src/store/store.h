@@ -18,7 +18,7 @@ struct cr_user_rec {
 	char *password_hash;   /* argon2id string */
 	char *role;            /* "admin" or "user" */
 	int64_t created_ms;
-	char *limits_json;     /* {"models"?, "rpm"?, "tpm"?, "daily_tokens"?, "monthly_tokens"?}; NULL = {} */
+	char *limits_json;     /* {"models"?, "rpm"?, ...} as listed; user_add ignores it (user_set_limits) */
 };
 
 struct cr_session_rec {

@@ -79,12 +79,12 @@ Test(store, users_are_unique)
 {
 	char *path = db_path();
 	struct cr_store *s = open_at(path);
-	struct cr_user_rec u = { 0, "admin", "$argon2id$x", "admin", 1 };
+	struct cr_user_rec u = { 0, "admin", "$argon2id$x", "admin", 1, NULL };
 	struct cr_err err = CR_ERR_INIT;
 	cr_assert_eq(s->ops->user_add(s, &u, &err), 0);
 	cr_assert_gt(u.id, 0);
 	cr_assert_eq(s->ops->user_add(s, &u, &err), CR_ECONFLICT);
-	struct cr_user_rec bad = { 0, "eve", "h", "root", 1 };
+	struct cr_user_rec bad = { 0, "eve", "h", "root", 1, NULL };
 	cr_assert_neq(s->ops->user_add(s, &bad, &err), 0, "roles are checked by the schema");
 	int n = 0;
 	cr_assert_eq(s->ops->user_list(s, count_user, &n, &err), 0);
@@ -104,7 +104,7 @@ Test(store, expired_sessions_are_dropped)
 {
 	char *path = db_path();
 	struct cr_store *s = open_at(path);
-	struct cr_user_rec u = { 0, "admin", "h", "admin", 1 };
+	struct cr_user_rec u = { 0, "admin", "h", "admin", 1, NULL };
 	cr_assert_eq(s->ops->user_add(s, &u, NULL), 0);
 	struct cr_session_rec live = { "live", u.id, 1, 2000 }, dead = { "dead", u.id, 1, 500 };
 	cr_assert_eq(s->ops->session_add(s, &live, NULL), 0);
@@ -268,6 +268,13 @@ static void count_key(const struct cr_key_rec *k, void *arg)
 	int *n = arg;
 	(*n)++;
 	cr_assert_str_eq(k->models_json, "[\"a\"]");
+	cr_assert_str_eq(k->quotas_json, "{\"daily_tokens\":5}", "a key's quotas come back");
+}
+
+static void bob_limits(const struct cr_user_rec *u, void *arg)
+{
+	if (!strcmp(u->username, "bob"))
+		snprintf(arg, 64, "%s", u->limits_json);
 }
 
 Test(store, api_keys_are_kept_as_hashes_and_revoked)
@@ -275,15 +282,22 @@ Test(store, api_keys_are_kept_as_hashes_and_revoked)
 	char *path = db_path();
 	struct cr_store *s = open_at(path);
 	struct cr_err err = CR_ERR_INIT;
-	struct cr_user_rec u = { 0, "bob", "x", "user", 1 };
+	struct cr_user_rec u = { 0, "bob", "x", "user", 1, "{\"rpm\":2}" };
 	cr_assert_eq(s->ops->user_add(s, &u, &err), 0, "%s", err.message);
-	struct cr_key_rec k = { "k1", "ci", u.id, "hash1", "sk-corral-abc", "[\"a\"]", 60, 0, 0, 1 };
+	struct cr_key_rec k = { "k1", "ci", u.id, "hash1", "sk-corral-abc", "[\"a\"]", 60, 0, 0, 1, "{\"daily_tokens\":5}" };
 	cr_assert_eq(s->ops->key_add(s, &k, &err), 0, "%s", err.message);
-	struct cr_key_rec same = { "k2", "ci2", u.id, "hash1", "sk-corral-abd", "[]", 0, 0, 0, 2 };
+	struct cr_key_rec same = { "k2", "ci2", u.id, "hash1", "sk-corral-abd", "[]", 0, 0, 0, 2, NULL };
 	cr_assert_neq(s->ops->key_add(s, &same, &err), 0, "two keys cannot share a hash");
 	int n = 0;
 	s->ops->key_list(s, count_key, &n, &err);
 	cr_assert_eq(n, 1);
+	char lim[64] = "";
+	s->ops->user_list(s, bob_limits, lim, &err);
+	cr_assert_str_eq(lim, "{}", "limits start empty");
+	cr_assert_eq(s->ops->user_set_limits(s, u.id, "{\"rpm\":2}", &err), 0);
+	s->ops->user_list(s, bob_limits, lim, &err);
+	cr_assert_str_eq(lim, "{\"rpm\":2}");
+	cr_assert_eq(s->ops->user_set_limits(s, 999, "{}", &err), CR_ENOTFOUND);
 	cr_assert_eq(s->ops->key_del(s, "k1", &err), 0);
 	n = 0;
 	s->ops->key_list(s, count_key, &n, &err);
