@@ -100,7 +100,7 @@ class AuthMatrix(ClusterCase):
         db = sqlite3.connect(os.path.join(self.data_dir, "corral.db"))
         now = int(time.time() * 1000)
         db.execute("INSERT INTO sessions (token_hash, user_id, created_ms, expires_ms) VALUES (?, 1, ?, ?)",
-                   (hashlib.blake2b(expired.encode(), digest_size=32).hexdigest(), now, now + 3000))
+                   (hashlib.blake2b(expired.encode(), digest_size=32).hexdigest(), now, now + 8000))
         db.commit()
         db.close()
         self.start_server(name="server2", data_dir=self.data_dir)
@@ -115,7 +115,8 @@ class AuthMatrix(ClusterCase):
         creds = {"none": None, "garbage": "crs_garbage", "expired": expired, "revoked_key": revoked["key"],
                  "user": bob["token"], "admin": self.token, "api_key": key["key"], "cluster": self.cluster_token(),
                  "worker": reg["secret"]}
-        while time.time() * 1000 < now + 3000:
+        self.assertEqual(self.call("GET", "/api/auth/me", None, expired)[0], 200, "loaded before it expires")
+        while time.time() * 1000 < now + 8000:
             time.sleep(0.1)
         wrong = []
         for method, path, body, who in ROUTES:
