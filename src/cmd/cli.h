@@ -32,6 +32,11 @@ json_t *cr_cli_api(struct cr_cli *c, const char *method, const char *path, const
 
 #define CR_TABLE_MAX_COLS 10
 
+/* Appends "?name=value" (the first) or "&name=value" to path, the value
+ * URL-encoded; nothing when value is NULL. */
+struct cr_buf;
+void cr_cli_query_add(struct cr_buf *path, const char *name, const char *value);
+
 /* A url model's download progress as the worker reports it
  * ({"bytes","total","rate"?,"eta_s"?}): "45.2% of 27.3 MiB at 5.1 MiB/s,
  * 3 s left" (the rate and time left once the worker has measured them). */

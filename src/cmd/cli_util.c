@@ -1,5 +1,6 @@
 /* corral: helpers shared by the command-line client's commands: the saved
  * session, API calls, tables. */
+#include <curl/curl.h>
 #include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -304,4 +305,13 @@ void cr_cli_download_bar(json_t *dl, int width, char *out, size_t n)
 		out[1 + k] = k < full ? '#' : '.';
 	out[1 + width] = ']';
 	out[2 + width] = '\0';
+}
+
+void cr_cli_query_add(struct cr_buf *path, const char *name, const char *value)
+{
+	if (!value)
+		return;
+	char *enc = curl_easy_escape(NULL, value, 0);
+	cr_buf_addf(path, "%c%s=%s", strchr(cr_buf_str(path), '?') ? '&' : '?', name, enc);
+	curl_free(enc);
 }

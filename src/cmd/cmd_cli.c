@@ -940,10 +940,8 @@ int cr_cmd_audit(int argc, char **argv)
 	}
 	struct cr_buf q = CR_BUF_INIT(4096);
 	cr_buf_addf(&q, "/api/audit?limit=%lld", limit ? limit : 200);
-	if (since)
-		cr_buf_addf(&q, "&since=%s", since);
-	if (action)
-		cr_buf_addf(&q, "&action=%s", action);
+	cr_cli_query_add(&q, "since", since);
+	cr_cli_query_add(&q, "action", action);
 	struct cr_cli cl;
 	cr_cli_init(&cl, url);
 	struct cr_err err = CR_ERR_INIT;

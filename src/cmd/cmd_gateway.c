@@ -1,6 +1,5 @@
 /* The gateway's commands: keys (API keys for /v1), chat (a conversation
  * streamed through /v1, as any OpenAI client would), usage (metering). */
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -280,13 +279,8 @@ int cr_cmd_usage(int argc, char **argv)
 	}
 	struct cr_buf path = CR_BUF_INIT(8192);
 	cr_buf_adds(&path, "/api/usage");
-	for (int i = 0; i < 6; i++) {
-		if (!vals[i])
-			continue;
-		char *enc = curl_easy_escape(NULL, vals[i], 0);
-		cr_buf_addf(&path, "%c%s=%s", path.len == 10 ? '?' : '&', names[i], enc);
-		curl_free(enc);
-	}
+	for (int i = 0; i < 6; i++)
+		cr_cli_query_add(&path, names[i], vals[i]);
 	struct cr_cli cl;
 	cr_cli_init(&cl, url);
 	struct cr_err err = CR_ERR_INIT;
