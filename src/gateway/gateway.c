@@ -354,24 +354,36 @@ static int64_t token_estimate(json_t *body)
 
 /* Today and this month in UTC ("2026-11-30", "2026-11"), and the seconds
  * until each ends. */
-static void utc_period(char day[11], char month[8], int *to_midnight, int *to_month_end)
+struct period {
+	char day[11], month[8];
+	int to_midnight, to_month_end;
+};
+
+static void utc_period(struct period *p)
 {
 	time_t now = (time_t)(cr_wall_ms() / 1000);
 	struct tm tm;
 	gmtime_r(&now, &tm);
-	strftime(day, 11, "%Y-%m-%d", &tm);
-	strftime(month, 8, "%Y-%m", &tm);
-	*to_midnight = 86400 - (tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec);
+	strftime(p->day, sizeof(p->day), "%Y-%m-%d", &tm);
+	strftime(p->month, sizeof(p->month), "%Y-%m", &tm);
+	p->to_midnight = 86400 - (tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec);
 	struct tm next = { .tm_year = tm.tm_mon == 11 ? tm.tm_year + 1 : tm.tm_year, .tm_mon = (tm.tm_mon + 1) % 12,
 			   .tm_mday = 1 };
-	*to_month_end = (int)(timegm(&next) - now);
+	p->to_month_end = (int)(timegm(&next) - now);
+}
+
+/* Whether a quota (0: none) would be passed by a request of need tokens,
+ * with used counted and reserved held by requests in flight. */
+static bool quota_passed(int64_t used, int64_t reserved, int64_t need, int64_t quota)
+{
+	return quota && (used >= quota || used + reserved + need > quota);
 }
 
 /* One account's limits (a key's or its user's; 0: none) against its meter,
  * for a request that may take need tokens: 0, or the seconds to wait with
  * msg filled. Changes nothing but the meter's periods. */
 static int over(const char *who, int64_t rpm, int64_t tpm, int64_t daily, int64_t monthly, struct cr_meter *mt,
-		int64_t need, char *msg, size_t n)
+		const struct period *pd, int64_t need, char *msg, size_t n)
 {
 	int64_t now = cr_mono_ms();
 	if (now - mt->window_start_ms >= 60000) {
@@ -379,17 +391,15 @@ static int over(const char *who, int64_t rpm, int64_t tpm, int64_t daily, int64_
 		mt->window_requests = 0;
 		mt->window_tokens = 0;
 	}
-	char day[11], month[8];
-	int to_midnight, to_month_end;
-	utc_period(day, month, &to_midnight, &to_month_end);
-	if (strcmp(mt->day, day) != 0) {
-		snprintf(mt->day, sizeof(mt->day), "%s", day);
+	if (strcmp(mt->day, pd->day) != 0) {
+		snprintf(mt->day, sizeof(mt->day), "%s", pd->day);
 		mt->day_tokens = 0;
 	}
-	if (strcmp(mt->month, month) != 0) {
-		snprintf(mt->month, sizeof(mt->month), "%s", month);
+	if (strcmp(mt->month, pd->month) != 0) {
+		snprintf(mt->month, sizeof(mt->month), "%s", pd->month);
 		mt->month_tokens = 0;
 	}
+	int to_midnight = pd->to_midnight, to_month_end = pd->to_month_end;
 	int retry = (int)((mt->window_start_ms + 60000 - now + 999) / 1000);
 	if (rpm && mt->window_requests >= rpm) {
 		snprintf(msg, n, "Rate limit reached for %s: %lld requests per minute. Try again in %d s.", who,
@@ -408,14 +418,14 @@ static int over(const char *who, int64_t rpm, int64_t tpm, int64_t daily, int64_
 		return retry;
 	}
 	/* quotas: the same, over the day and the month */
-	if (daily && (mt->day_tokens >= daily || mt->day_tokens + mt->reserved_tokens + need > daily)) {
+	if (quota_passed(mt->day_tokens, mt->reserved_tokens, need, daily)) {
 		snprintf(msg, n, "Daily token quota of %s reached: %lld of %lld tokens used today (this request may take "
 				 "%lld). It resets at 00:00 UTC, in %d h %02d min.",
 			 who, (long long)mt->day_tokens, (long long)daily, (long long)need, to_midnight / 3600,
 			 to_midnight % 3600 / 60);
 		return to_midnight;
 	}
-	if (monthly && (mt->month_tokens >= monthly || mt->month_tokens + mt->reserved_tokens + need > monthly)) {
+	if (quota_passed(mt->month_tokens, mt->reserved_tokens, need, monthly)) {
 		snprintf(msg, n, "Monthly token quota of %s reached: %lld of %lld tokens used this month (this request may "
 				 "take %lld). It resets on the 1st at 00:00 UTC, in %d days %d h.",
 			 who, (long long)mt->month_tokens, (long long)monthly, (long long)need, to_month_end / 86400,
@@ -431,12 +441,14 @@ static int over(const char *who, int64_t rpm, int64_t tpm, int64_t daily, int64_
 static int over_limit(struct cr_apikey *k, int64_t need, char *msg, size_t n)
 {
 	char who[200];
+	struct period pd; /* once per request, for both accounts */
+	utc_period(&pd);
 	snprintf(who, sizeof(who), "key '%s'", k->name);
-	int retry = over(who, k->rpm, k->tpm, k->daily_tokens, k->monthly_tokens, &k->meter, need, msg, n);
+	int retry = over(who, k->rpm, k->tpm, k->daily_tokens, k->monthly_tokens, &k->meter, &pd, need, msg, n);
 	struct cr_user *u = k->user;
 	snprintf(who, sizeof(who), "user '%s'", u->username);
 	if (!retry)
-		retry = over(who, u->rpm, u->tpm, u->daily_tokens, u->monthly_tokens, &u->meter, need, msg, n);
+		retry = over(who, u->rpm, u->tpm, u->daily_tokens, u->monthly_tokens, &u->meter, &pd, need, msg, n);
 	if (retry)
 		return retry;
 	for (struct cr_meter *mt = &k->meter; mt; mt = mt == &k->meter ? &u->meter : NULL) {
