@@ -54,7 +54,7 @@ static void load_key(const struct cr_key_rec *r, void *arg)
 }
 
 struct meter_load {
-	struct cr_app *app;
+	struct cr_map by_id; /* key id -> key, for the usage rows */
 	char day[11], month[8];
 };
 
@@ -63,20 +63,13 @@ static void meter_row(const struct cr_usage_rec *r, void *arg)
 {
 	struct meter_load *ml = arg;
 	int64_t tokens = r->prompt_tokens + r->completion_tokens;
-	size_t it = 0;
-	void *v;
-	while (cr_map_next(&ml->app->keys, &it, NULL, &v)) {
-		struct cr_apikey *k = v;
-		if (strcmp(k->id, r->key_id) != 0)
-			continue;
-		for (struct cr_meter *mt = &k->meter; mt; mt = mt == &k->meter ? &k->user->meter : NULL) {
-			snprintf(mt->day, sizeof(mt->day), "%s", ml->day);
-			snprintf(mt->month, sizeof(mt->month), "%s", ml->month);
-			mt->month_tokens += tokens;
-			if (!strcmp(r->day, ml->day))
-				mt->day_tokens += tokens;
-		}
-		return;
+	struct cr_apikey *k = cr_map_get(&ml->by_id, r->key_id);
+	for (struct cr_meter *mt = k ? &k->meter : NULL; mt; mt = mt == &k->meter ? &k->user->meter : NULL) {
+		snprintf(mt->day, sizeof(mt->day), "%s", ml->day);
+		snprintf(mt->month, sizeof(mt->month), "%s", ml->month);
+		mt->month_tokens += tokens;
+		if (!strcmp(r->day, ml->day))
+			mt->day_tokens += tokens;
 	}
 }
 
@@ -86,7 +79,11 @@ int cr_keys_load(struct cr_app *app, struct cr_err *err)
 	if (rc)
 		return rc;
 	/* what keys and users used today and this month, for their quotas */
-	struct meter_load ml = { app, "", "" };
+	struct meter_load ml = { CR_MAP_INIT, "", "" };
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->keys, &it, NULL, &v))
+		cr_map_put(&ml.by_id, ((struct cr_apikey *)v)->id, v);
 	time_t now = (time_t)(cr_wall_ms() / 1000);
 	struct tm tm;
 	gmtime_r(&now, &tm);
@@ -95,7 +92,9 @@ int cr_keys_load(struct cr_app *app, struct cr_err *err)
 	char since[11];
 	snprintf(since, sizeof(since), "%s-01", ml.month);
 	struct cr_usage_query q = { since, NULL, 0, NULL, NULL, true, true, false, false };
-	return app->store->ops->usage_query(app->store, &q, meter_row, &ml, err);
+	rc = app->store->ops->usage_query(app->store, &q, meter_row, &ml, err);
+	cr_map_release(&ml.by_id);
+	return rc;
 }
 
 void cr_keys_free_all(struct cr_app *app)
