@@ -652,6 +652,18 @@ static const char *const file_args[] = {
 	"--served-model-path", "--model-path", "--tokenizer-path", "--log-config-file", NULL
 };
 
+/* Whether the comma-separated csv lists the n bytes at flag. */
+static bool listed(const char *csv, const char *flag, size_t n)
+{
+	for (const char *p = csv; p && *p;) {
+		size_t len = strcspn(p, ",");
+		if (len == n && !strncmp(p, flag, n))
+			return true;
+		p += len + (p[len] == ',');
+	}
+	return false;
+}
+
 /* The first of the user's engine arguments that touches files and is not
  * allowed on this worker, or NULL. "--flag=value" counts as --flag. */
 static const char *forbidden_arg(const struct cr_supervisor *s, json_t *args)
@@ -663,16 +675,9 @@ static const char *forbidden_arg(const struct cr_supervisor *s, json_t *args)
 		if (!v || v[0] != '-')
 			continue;
 		size_t n = strcspn(v, "=");
-		for (size_t k = 0; file_args[k]; k++) {
-			if (strlen(file_args[k]) != n || strncmp(v, file_args[k], n) != 0)
-				continue;
-			const char *allow = s->cfg.allow_args ? s->cfg.allow_args : "";
-			bool allowed = false;
-			for (const char *p = allow; *p && !allowed; p += strcspn(p, ",") + (p[strcspn(p, ",")] ? 1 : 0))
-				allowed = strcspn(p, ",") == n && !strncmp(p, file_args[k], n);
-			if (!allowed)
+		for (size_t k = 0; file_args[k]; k++)
+			if (strlen(file_args[k]) == n && !strncmp(v, file_args[k], n) && !listed(s->cfg.allow_args, v, n))
 				return file_args[k];
-		}
 	}
 	return NULL;
 }
