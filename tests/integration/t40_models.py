@@ -328,8 +328,25 @@ class Models(ClusterCase):
         status = [l for l in self.cli("models").stdout.splitlines() if l.startswith("dl-bad ")][0]
         self.assertIn("error: download failed on g1", status)
 
-    def test_download_progress_is_a_bar_on_a_terminal_and_lines_otherwise(self):
+    def on_a_terminal(self, *args):
+        """Runs corral with a pseudo-terminal as its stdin, stdout and stderr: (exit status, what it wrote)."""
         import pty
+        master, slave = pty.openpty()
+        p = subprocess.Popen([BUILD + "/corral"] + list(args), stdin=slave, stdout=slave, stderr=slave, env=self.env)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the other side closed: the command ended
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(master)
+        return p.wait(timeout=30), out
+
+    def test_download_progress_is_a_bar_on_a_terminal_and_lines_otherwise(self):
         self.cluster(("g1", gpus("NVIDIA L4", 24)))
         root = os.path.join(self.tmp, "www")
         os.makedirs(root)
@@ -343,21 +360,8 @@ class Models(ClusterCase):
         RangeHandler.rate = 100 * 1024  # about 5 s for the tiny model
         base = "http://127.0.0.1:%d/" % httpd.server_address[1]
         # on a terminal: one line, redrawn in place, with a bar, the rate and the time left
-        master, slave = pty.openpty()
-        p = subprocess.Popen([BUILD + "/corral", "deploy", "slow", "--url", base + "slow.gguf", "--wait",
-                              "--timeout", "60"], stdin=slave, stdout=slave, stderr=slave, env=self.env)
-        os.close(slave)
-        out = b""
-        while True:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:  # the other side closed: the command ended
-                break
-            if not chunk:
-                break
-            out += chunk
-        os.close(master)
-        self.assertEqual(p.wait(timeout=30), 0, out)
+        rc, out = self.on_a_terminal("deploy", "slow", "--url", base + "slow.gguf", "--wait", "--timeout", "60")
+        self.assertEqual(rc, 0, out)
         text = out.decode()
         draws = text.split("\r\x1b[K")[1:]
         self.assertGreaterEqual(len(draws), 3, "the bar is redrawn as bytes come: %r" % text)
@@ -376,21 +380,8 @@ class Models(ClusterCase):
         self.assertNotIn("\x1b", r.stdout)
         self.assertRegex(lines[-1], r"downloading slow2-\w+: \d+\.\d% of \d+(\.\d)? KiB at ")
         # --json through a terminal is JSON all the same
-        master, slave = pty.openpty()
-        p = subprocess.Popen([BUILD + "/corral", "instances", "--json"], stdin=slave, stdout=slave, stderr=slave,
-                             env=self.env)
-        os.close(slave)
-        out = b""
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        os.close(master)
-        self.assertEqual(p.wait(timeout=30), 0)
+        rc, out = self.on_a_terminal("instances", "--json")
+        self.assertEqual(rc, 0)
         got = json.loads(out.decode())
         self.assertEqual(sorted(i["model"] for i in got), ["slow", "slow2"])
         self.assertEqual({i["download"]["state"] for i in got}, {"done"})
