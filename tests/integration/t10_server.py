@@ -374,6 +374,10 @@ class Audit(ClusterCase):
         out = self.cli("audit").stdout
         self.assertIn("ACTION", out.splitlines()[0])
         self.assertIn("login.fail", out)
+        status, body = self.request("GET", "/api/audit?since=last-week", token=self.token)
+        self.assert_error(status, body, 400, "'since' is a number of days like 7d", "since=7d")
+        status, body = self.request("PATCH", "/api/users/nobody", {"rpm": 1}, token=self.token)
+        self.assert_error(status, body, 404, "no such user", "corral users")
         status, body = self.request("GET", "/api/audit", token=bob["token"])
         self.assertEqual(status, 401, "bob's sessions ended with the reset")
         status, bob = self.request("POST", "/api/auth/login", {"username": "bob", "password": "bob-password-2"})
