@@ -124,6 +124,14 @@ static json_t *master_of(struct cr_app *app, struct cr_instance *i)
 			 (json_int_t)cr_json_get_int(r, "master_port", 0));
 }
 
+/* The spec i was built from: the one kept with it (a rolling update leaves
+ * the old instances as they were), else its model's (m may be NULL). */
+static json_t *built_spec(const struct cr_instance *i, const struct cr_model *m)
+{
+	json_t *kept = json_object_get(i->placement, "spec");
+	return kept ? kept : m ? m->spec : NULL;
+}
+
 json_t *cr_instance_json(struct cr_app *app, struct cr_instance *i)
 {
 	struct cr_model *m = cr_map_get(&app->models, i->model_id);
@@ -139,9 +147,7 @@ json_t *cr_instance_json(struct cr_app *app, struct cr_instance *i)
 		json_object_set_new(o, "placement", pl);
 	}
 	if (m) {
-		/* built from the spec kept with it (a rolling update leaves the old
-		 * instances as they were), else from the model's */
-		json_t *spec = json_object_get(i->placement, "spec") ? json_object_get(i->placement, "spec") : m->spec;
+		json_t *spec = built_spec(i, m);
 		json_object_set(o, "source", json_object_get(spec, "path") ? json_object_get(spec, "path")
 									 : json_object_get(spec, "url"));
 		json_t *sha = json_object_get(spec, "sha256");
@@ -271,8 +277,7 @@ bool cr_instance_is_routable(const struct cr_instance *i)
 static bool download_failed(struct cr_app *app, struct cr_instance *i, char *msg, size_t n)
 {
 	struct cr_model *m = cr_map_get(&app->models, i->model_id);
-	json_t *spec = json_object_get(i->placement, "spec") ? json_object_get(i->placement, "spec") : m ? m->spec : NULL;
-	const char *url = cr_json_get_str(spec, "url", NULL);
+	const char *url = cr_json_get_str(built_spec(i, m), "url", NULL);
 	size_t k;
 	json_t *pw;
 	json_array_foreach(url ? json_object_get(i->placement, "workers") : NULL, k, pw) {
