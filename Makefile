@@ -6,7 +6,7 @@
 CC ?= cc
 SANITIZE ?=
 BUILD ?= $(if $(findstring thread,$(SANITIZE)),build-tsan,$(if $(SANITIZE),build-san,build))
-PKGS := libevent libevent_pthreads libcurl jansson sqlite3 libsodium
+PKGS := libevent libevent_pthreads libevent_openssl openssl libcurl jansson sqlite3 libsodium
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla \
         -Wno-format-nonliteral
 CFLAGS ?= -O2 -g

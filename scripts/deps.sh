@@ -4,7 +4,7 @@
 # apt-get; otherwise it prints the exact command to run. Quiet when all are present.
 set -e
 PKGS="build-essential pkg-config libevent-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev \
-libsodium-dev libcriterion-dev python3 iproute2"
+libsodium-dev libssl-dev openssl libcriterion-dev python3 iproute2"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -48,6 +48,9 @@ void cr_cli_init(struct cr_cli *c, const char *url_flag)
 	while (n && c->url[n - 1] == '/')
 		c->url[--n] = '\0';
 	c->token = cr_xstrdup(env_tok ? env_tok : cr_json_get_str(cfg, "token", NULL));
+	const char *env_ca = getenv("CORRAL_CACERT"), *ca = env_ca && *env_ca ? env_ca : cr_json_get_str(cfg, "cacert", NULL);
+	if (ca) /* the server's CA, given or remembered by login */
+		cr_http_client_set_ca(ca);
 	json_decref(cfg);
 }
 
@@ -63,7 +66,8 @@ json_t *cr_cli_api(struct cr_cli *c, const char *method, const char *path, const
 	struct cr_http_resp r;
 	json_t *j = NULL;
 	if (cr_http_call(method, url, c->token, body, 30000, &r, err) != 0) {
-		snprintf(err->fix, sizeof(err->fix), "check that the server runs at %s (--server-url or $CORRAL_SERVER_URL)",
+		if (!strstr(err->fix, "certificate")) /* that fix says more */
+			snprintf(err->fix, sizeof(err->fix), "check that the server runs at %s (--server-url or $CORRAL_SERVER_URL)",
 			 c->url);
 		goto out;
 	}

@@ -66,8 +66,22 @@ static int keep_session(const char *server_url, const char *token, struct cr_err
 	char *path = cr_cli_config_path();
 	char *dir = cr_xstrdup(path);
 	*strrchr(dir, '/') = '\0';
+	int rc = cr_mkdir_p(dir, 0700, err) ? -1 : 0;
+	const char *ca = getenv("CORRAL_CACERT");
+	if (!rc && ca && *ca) { /* a copy, remembered: later commands trust the same CA */
+		char *text = NULL, *kept = cr_xasprintf("%s/server-ca.pem", dir);
+		size_t len = 0;
+		rc = cr_file_read(ca, 1 << 20, &text, &len, err) || cr_file_write(kept, text, len, 0644, err) ? -1 : 0;
+		if (!rc)
+			json_object_set_new(cfg, "cacert", json_string(kept));
+		free(text);
+		free(kept);
+	} else if (!strncmp(server_url, "http://", 7)) {
+		json_object_del(cfg, "cacert");
+	}
 	char *saved = json_dumps(cfg, JSON_INDENT(2));
-	int rc = cr_mkdir_p(dir, 0700, err) || cr_file_write(path, saved, strlen(saved), 0600, err) ? -1 : 0;
+	if (!rc)
+		rc = cr_file_write(path, saved, strlen(saved), 0600, err) ? -1 : 0;
 	free(saved);
 	free(dir);
 	free(path);
@@ -85,7 +99,9 @@ int cr_cmd_login(int argc, char **argv)
 		"\n"
 		"  --server-url URL    the server (default $CORRAL_SERVER_URL, else " CR_CLI_DEFAULT_URL ")\n"
 		"  --username NAME     default admin\n"
-		"  --password-stdin    read the password from standard input\n";
+		"  --password-stdin    read the password from standard input\n"
+		"  --cacert FILE       trust an https server through this CA (its DATA_DIR/tls/ca.pem; also\n"
+		"                      $CORRAL_CACERT); login keeps a copy for later commands\n";
 	const char *url = NULL, *user = "admin";
 	bool from_stdin = false;
 	const struct cr_opt opts[] = {

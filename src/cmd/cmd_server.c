@@ -24,6 +24,7 @@
 #include "base/util.h"
 #include "gateway/gateway.h"
 #include "http/server.h"
+#include "http/tls.h"
 #include "cmd/cmd.h"
 
 static const char server_usage[] =
@@ -40,6 +41,13 @@ static const char server_usage[] =
 	"  --data-dir DIR         store, token and admin password (default $CORRAL_DATA_DIR,\n"
 	"                         else /var/lib/corral as root, else ~/.local/share/corral)\n"
 	"  --token T              cluster registration token (default: DIR/token, created once)\n"
+	"  --tls-cert FILE        serve /api, /v1 and the workers' channel over TLS with this PEM\n"
+	"                         certificate chain (server certificate first) ...\n"
+	"  --tls-key FILE         ... and its private key\n"
+	"  --tls-self-signed      ... or with a certificate from a CA made once in DATA_DIR/tls/\n"
+	"                         (ca.pem); the join command then carries --ca-hash\n"
+	"  --tls-san NAMES        more names or addresses for that certificate, comma-separated\n"
+	"                         (a load balancer's or DNS name; this host's are always in it)\n"
 	"  --disable-worker       do not run the embedded worker\n"
 	"  --worker-port P        embedded worker's port (default 10150)\n"
 	"  --worker-name N        embedded worker's name (default: host name)\n"
@@ -215,6 +223,8 @@ struct server_opts {
 	bool disable_worker;
 	struct cr_app_config app;
 	struct cr_gateway_config gw;
+	const char *tls_cert, *tls_key, *tls_san;
+	bool tls_self_signed;
 };
 
 static int parse_int_opt(const char *name, const char *v, long long min, long long max, long long *out)
@@ -242,6 +252,8 @@ static const struct option longopts[] = {
 	{ "header-timeout", required_argument, NULL, 1001 }, { "body-timeout", required_argument, NULL, 1002 },
 	{ "max-connections", required_argument, NULL, 1003 }, { "shutdown-timeout", required_argument, NULL, 1008 },
 	{ "access-log", required_argument, NULL, 1009 },
+	{ "tls-cert", required_argument, NULL, 1012 }, { "tls-key", required_argument, NULL, 1013 },
+	{ "tls-self-signed", no_argument, NULL, 1014 }, { "tls-san", required_argument, NULL, 1015 },
 	{ "worker-port-range", required_argument, NULL, 1004 }, { "worker-labels", required_argument, NULL, 1005 },
 	{ "worker-resources", required_argument, NULL, 1006 },
 	{ "worker-engines-config", required_argument, NULL, 1007 },
@@ -295,6 +307,10 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		case 1003: if (parse_int_opt("--max-connections", optarg, 16, 1000000, &v)) return 2; o->app.max_connections = (int)v; break;
 		case 1008: if (parse_int_opt("--shutdown-timeout", optarg, 0, 3600, &v)) return 2; o->shutdown_timeout = (int)v; break;
 		case 1009: o->access_log = optarg; break;
+		case 1012: o->tls_cert = optarg; break;
+		case 1013: o->tls_key = optarg; break;
+		case 1014: o->tls_self_signed = true; break;
+		case 1015: o->tls_san = optarg; break;
 		case 1004: o->worker_ports = optarg; break;
 		case 1005: o->worker_labels = optarg; break;
 		case 1006: o->worker_resources = optarg; break;
@@ -305,6 +321,17 @@ static int parse(int argc, char **argv, struct server_opts *o)
 	}
 	if (optind < argc) {
 		fprintf(stderr, "corral server: unexpected argument '%s'\n%s", argv[optind], server_usage);
+		return 2;
+	}
+	if ((o->tls_cert != NULL) != (o->tls_key != NULL) || (o->tls_cert && o->tls_self_signed)) {
+		fprintf(stderr, "corral server: %s\nfix: pass --tls-cert FILE --tls-key FILE, or --tls-self-signed alone\n",
+			o->tls_self_signed ? "--tls-self-signed and --tls-cert exclude each other"
+					   : "--tls-cert and --tls-key go together");
+		return 2;
+	}
+	if (o->tls_san && !o->tls_self_signed) {
+		fputs("corral server: --tls-san names the self-signed certificate's hosts\nfix: add --tls-self-signed, or "
+		      "put the names in the certificate given with --tls-cert\n", stderr);
 		return 2;
 	}
 	return -1;
@@ -336,14 +363,97 @@ static void join_address(const char *host, char *out, size_t n)
 		snprintf(out, n, "SERVER");
 }
 
-static char **worker_argv(const struct server_opts *o, int port)
+/* This host's names and addresses for a self-signed certificate: loopback,
+ * the host name, every interface address, --host and --tls-san. */
+static char *host_names(const struct server_opts *o)
+{
+	char host[256] = "";
+	gethostname(host, sizeof(host) - 1);
+	char *names = cr_xasprintf("localhost,127.0.0.1,::1%s%s", *host ? "," : "", host);
+	struct ifaddrs *ifs = NULL;
+	if (getifaddrs(&ifs) == 0) {
+		for (struct ifaddrs *i = ifs; i; i = i->ifa_next) {
+			char a[INET6_ADDRSTRLEN] = "";
+			if (!i->ifa_addr || (i->ifa_flags & IFF_LOOPBACK))
+				continue;
+			if (i->ifa_addr->sa_family == AF_INET)
+				inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)i->ifa_addr)->sin_addr, a, sizeof(a));
+			else if (i->ifa_addr->sa_family == AF_INET6 &&
+				 !IN6_IS_ADDR_LINKLOCAL(&((struct sockaddr_in6 *)(void *)i->ifa_addr)->sin6_addr))
+				inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)i->ifa_addr)->sin6_addr, a, sizeof(a));
+			if (!*a)
+				continue;
+			char *more = cr_xasprintf("%s,%s", names, a);
+			free(names);
+			names = more;
+		}
+		freeifaddrs(ifs);
+	}
+	const char *extra[] = { strcmp(o->host, "0.0.0.0") && strcmp(o->host, "::") ? o->host : NULL, o->tls_san };
+	for (size_t i = 0; i < 2; i++) {
+		if (!extra[i])
+			continue;
+		char *more = cr_xasprintf("%s,%s", names, extra[i]);
+		free(names);
+		names = more;
+	}
+	return names;
+}
+
+/* TLS on the server's port when asked for: *ca gets the file the embedded
+ * worker trusts, hash the join command's --ca-hash. Returns 0 (also when
+ * there is no TLS), or 1 after printing why. */
+static int setup_tls(const struct server_opts *o, struct cr_app *app, char **ca, char hash[CR_TLS_HASH_LEN])
+{
+	*ca = NULL;
+	hash[0] = '\0';
+	if (!o->tls_cert && !o->tls_self_signed)
+		return 0;
+	struct cr_err err = CR_ERR_INIT;
+	char *cert = NULL, *key = NULL;
+	int rc;
+	if (o->tls_self_signed) {
+		char *dir = cr_xasprintf("%s/tls", o->data_dir), *names = host_names(o);
+		rc = cr_tls_self_signed(dir, names, &cert, &key, &err);
+		*ca = cr_xasprintf("%s/ca.pem", dir);
+		free(names);
+		free(dir);
+	} else {
+		cert = cr_xstrdup(o->tls_cert);
+		key = cr_xstrdup(o->tls_key);
+		*ca = cr_xstrdup(o->tls_cert); /* its last certificate: the chain's top */
+		rc = 0;
+	}
+	SSL_CTX *ctx = NULL;
+	if (!rc)
+		rc = cr_tls_server_ctx(cert, key, &ctx, &err);
+	if (!rc)
+		rc = cr_tls_file_hash(*ca, hash, &err);
+	if (!rc)
+		cr_http_server_set_tls(cr_app_http(app), ctx);
+	free(cert);
+	free(key);
+	if (rc) {
+		free(*ca);
+		*ca = NULL;
+		cr_cmd_fail(&err);
+		return 1;
+	}
+	return 0;
+}
+
+static char **worker_argv(const struct server_opts *o, int port, const char *ca)
 {
 	const char *host = !strcmp(o->host, "0.0.0.0") || !strcmp(o->host, "::") ? "127.0.0.1" : o->host;
+	char *tls_name = ca && o->tls_cert ? cr_tls_local_name(o->tls_cert) : NULL;
 	char **argv = cr_xcalloc(24, sizeof(char *));
 	int n = 0;
 	argv[n++] = cr_xstrdup("corral");
 	argv[n++] = cr_xstrdup("worker");
-	argv[n++] = cr_xasprintf("--server-url=http://%s:%d", host, port);
+	argv[n++] = cr_xasprintf("--server-url=%s://%s:%d", ca ? "https" : "http", tls_name ? tls_name : host, port);
+	free(tls_name);
+	if (ca)
+		argv[n++] = cr_xasprintf("--cacert=%s", ca);
 	argv[n++] = cr_xasprintf("--data-dir=%s/worker", o->data_dir);
 	argv[n++] = cr_xstrdup("--embedded"); /* the control plane never joins a Ray cluster */
 	argv[n++] = cr_xasprintf("--worker-port=%d", o->worker_port);
@@ -364,7 +474,7 @@ static char **worker_argv(const struct server_opts *o, int port)
 static int server_main(int argc, char **argv)
 {
 	struct server_opts o = { "0.0.0.0", NULL, NULL, NULL, NULL, NULL, NULL, NULL, default_data_dir(), 8080, 10150, 5, 30, false,
-				 { 0 }, { 0 } };
+				 { 0 }, { 0 }, NULL, NULL, NULL, false };
 	cr_app_config_defaults(&o.app);
 	cr_gateway_config_defaults(&o.gw);
 	int rc = parse(argc, argv, &o);
@@ -404,7 +514,16 @@ static int server_main(int argc, char **argv)
 	struct cr_gateway *gw = NULL;
 	struct cr_err err = CR_ERR_INIT;
 	int port = 0;
+	char *ca = NULL, hash[CR_TLS_HASH_LEN];
 	rc = cr_app_open(base, &o.app, &app, &err);
+	if (!rc && setup_tls(&o, app, &ca, hash)) {
+		cr_app_free(app);
+		event_base_free(base);
+		free(o.data_dir);
+		if (alog)
+			fclose(alog);
+		return 1;
+	}
 	if (!rc) { /* the OpenAI endpoint on the same port, over the app's cluster */
 		gw = cr_gateway_new(base, app, &o.gw);
 		cr_gateway_attach(gw, cr_app_http(app));
@@ -412,6 +531,7 @@ static int server_main(int argc, char **argv)
 	}
 	if (rc) {
 		cr_cmd_fail(&err);
+		free(ca);
 		cr_app_free(app);
 		cr_gateway_free(gw);
 		event_base_free(base);
@@ -420,18 +540,21 @@ static int server_main(int argc, char **argv)
 			fclose(alog);
 		return 1;
 	}
-	printf("corral: server listening on http://%s:%d (data in %s)\n", o.host, port, o.data_dir);
+	const char *scheme = ca ? "https" : "http";
+	printf("corral: server listening on %s://%s:%d (data in %s)\n", scheme, o.host, port, o.data_dir);
 	char addr[INET6_ADDRSTRLEN + 2];
 	join_address(o.host, addr, sizeof(addr));
 	printf("corral: to join a machine, copy %s/token to it (mode 0600, e.g. as /etc/corral/token) and run there:\n"
-	       "  corral worker --server-url http://%s:%d --token-file /etc/corral/token\n",
-	       o.data_dir, addr, port);
+	       "  corral worker --server-url %s://%s:%d --token-file /etc/corral/token%s%s\n",
+	       o.data_dir, scheme, addr, port, ca ? " --ca-hash " : "", ca ? hash : "");
+	if (ca)
+		printf("corral: command-line clients trust the server with --cacert %s (or CORRAL_CACERT)\n", ca);
 	fflush(stdout);
 
 	struct embedded e = { base, NULL, NULL, 0, 0, 0, NULL, false };
 	struct event *sigchld = NULL;
 	if (!o.disable_worker) {
-		e.argv = worker_argv(&o, port);
+		e.argv = worker_argv(&o, port, ca);
 		e.token = cr_xstrdup(cr_app_cluster_token(app));
 		e.restart = evtimer_new(base, on_restart, &e);
 		sigchld = evsignal_new(base, SIGCHLD, on_child, &e);
@@ -460,6 +583,7 @@ static int server_main(int argc, char **argv)
 		free(*a);
 	free(e.argv);
 	free(e.token);
+	free(ca);
 	event_base_free(base);
 	free(o.data_dir);
 	if (alog)

@@ -8,7 +8,10 @@
 #include "agent/agent.h"
 #include "base/err.h"
 #include "base/mem.h"
+#include "base/log.h"
 #include "base/util.h"
+#include "http/client.h"
+#include "http/tls.h"
 #include "cmd/cmd.h"
 
 static const char worker_usage[] =
@@ -25,6 +28,10 @@ static const char worker_usage[] =
 	"  --token-file FILE        read the cluster registration token from FILE (the server's\n"
 	"                           DATA_DIR/token): it never shows in ps\n"
 	"  --token T                the token itself ($CORRAL_TOKEN); visible to ps, prefer --token-file\n"
+	"  --ca-hash sha256:HEX     trust an https server only if its chain holds a CA with this\n"
+	"                           public-key hash (printed in the server's join command); the CA\n"
+	"                           is kept in DATA_DIR/server-ca.pem, the token never goes elsewhere\n"
+	"  --cacert FILE            trust the https server's certificate through this PEM CA file\n"
 	"  --name N                 worker name (default: host name)\n"
 	"  --data-dir DIR           keeps the worker's identity (default $CORRAL_DATA_DIR/worker,\n"
 	"                           else /var/lib/corral/worker as root, else ~/.local/share/corral/worker)\n"
@@ -55,6 +62,34 @@ static char *default_dir(void)
 	return cr_xasprintf("%s/.local/share/corral/worker", home ? home : ".");
 }
 
+/* --ca-hash or --cacert: the CA the server's certificate must chain to,
+ * settled before the token goes anywhere. */
+static int trust_server(const struct cr_agent_config *cfg, char *ca_hash, const char *cacert, struct cr_err *err)
+{
+	char h[CR_TLS_HASH_LEN];
+	if (ca_hash && cacert)
+		return cr_err_set(err, CR_EINPUT, "pass one of them", "--ca-hash and --cacert exclude each other");
+	if (cacert) {
+		if (cr_tls_file_hash(cacert, h, err))
+			return cr_err_set(err, CR_EINPUT, "give the server's CA as a PEM file (its DATA_DIR/tls/ca.pem)",
+					  "--cacert: %s", err->message);
+		cr_http_client_set_ca(cacert);
+		return 0;
+	}
+	if (!ca_hash)
+		return 0;
+	if (cr_tls_hash_check(ca_hash, err) || cr_mkdir_p(cfg->data_dir, 0700, err))
+		return err->code;
+	char *path = cr_xasprintf("%s/server-ca.pem", cfg->data_dir);
+	int rc = cr_http_pin_ca(cfg->server_url, ca_hash, path, err);
+	if (!rc) {
+		cr_info("the server's certificate chains to the CA of %s (kept in %s)", ca_hash, path);
+		cr_http_client_set_ca(path);
+	}
+	free(path);
+	return rc;
+}
+
 static const struct option longopts[] = {
 	{ "server-url", required_argument, NULL, 'u' }, { "token", required_argument, NULL, 't' },
 	{ "name", required_argument, NULL, 'n' },       { "data-dir", required_argument, NULL, 'd' },
@@ -62,6 +97,7 @@ static const struct option longopts[] = {
 	{ "advertise-address", required_argument, NULL, 'a' }, { "labels", required_argument, NULL, 'l' },
 	{ "resources", required_argument, NULL, 'r' },  { "engines-config", required_argument, NULL, 'E' },
 	{ "token-file", required_argument, NULL, 'T' },
+	{ "ca-hash", required_argument, NULL, 'K' },      { "cacert", required_argument, NULL, 'C' },
 	{ "port-range", required_argument, NULL, 'R' },  { "embedded", no_argument, NULL, 'M' },  { "restart-backoff", required_argument, NULL, 'B' },
 	{ "allow-engine-args", required_argument, NULL, 'A' },  { "status-interval", required_argument, NULL, 's' },
 	{ "help", no_argument, NULL, 'h' },             { NULL, 0, NULL, 0 },
@@ -71,7 +107,8 @@ static int worker_main(int argc, char **argv)
 {
 	struct cr_agent_config cfg = { getenv("CORRAL_SERVER_URL"), getenv("CORRAL_TOKEN"), NULL, NULL, NULL, 10150, NULL,
 				       NULL, NULL, 5, NULL, 0, 0, 0, false, NULL };
-	char *dir = NULL, *file_token = NULL;
+	char *dir = NULL, *file_token = NULL, *ca_hash = NULL;
+	const char *cacert = NULL;
 	long long v;
 	int c;
 	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -93,6 +130,8 @@ static int worker_main(int argc, char **argv)
 			cfg.token = *file_token ? file_token : NULL;
 			break;
 		}
+		case 'K': free(ca_hash); ca_hash = cr_xstrdup(optarg); break;
+		case 'C': cacert = optarg; break;
 		case 'n': cfg.name = optarg; break;
 		case 'd': cfg.data_dir = optarg; break;
 		case 'H': cfg.listen_host = optarg; break;
@@ -132,11 +171,12 @@ static int worker_main(int argc, char **argv)
 			}
 			cfg.status_interval_s = (int)v;
 			break;
-		case 'h': fputs(worker_usage, stdout); return 0;
-		default: fputs(worker_usage, stderr); return 2;
+		case 'h': free(ca_hash); fputs(worker_usage, stdout); return 0;
+		default: free(ca_hash); fputs(worker_usage, stderr); return 2;
 		}
 	}
 	if (!cfg.server_url || !cfg.token) {
+		free(ca_hash);
 		free(file_token);
 		fprintf(stderr, "corral worker: %s is required\nfix: %s\n", cfg.server_url ? "--token-file (or --token)" : "--server-url",
 			cfg.server_url ? "copy the server's DATA_DIR/token file here and pass --token-file FILE"
@@ -145,13 +185,20 @@ static int worker_main(int argc, char **argv)
 	}
 	if (!cfg.data_dir)
 		cfg.data_dir = dir = default_dir();
+	struct cr_err err = CR_ERR_INIT;
+	int rc = trust_server(&cfg, ca_hash, cacert, &err);
+	free(ca_hash);
+	if (rc) {
+		free(file_token);
+		free(dir);
+		return cr_cmd_fail(&err);
+	}
 	/* the engines this worker starts inherit its environment: the cluster
 	 * token must not be in it (the embedded worker gets it there) */
 	char *token = cr_xstrdup(cfg.token);
 	cfg.token = token;
 	unsetenv("CORRAL_TOKEN");
-	struct cr_err err = CR_ERR_INIT;
-	int rc = cr_agent_run(&cfg, &err);
+	rc = cr_agent_run(&cfg, &err);
 	memset(token, 0, strlen(token));
 	free(token);
 	if (file_token)

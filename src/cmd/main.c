@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "base/err.h"
+#include "http/tls.h"
 #include "base/log.h"
 #include "base/secret.h"
 #include "cmd/cmd.h"
@@ -44,6 +45,7 @@ static const char usage[] =
 	"\n"
 	"  version    print the version\n"
 	"\n"
+	"Client commands take --cacert FILE (or CORRAL_CACERT) to trust an https server's CA.\n"
 	"'corral COMMAND --help' describes each command. Docs: docs/cli.md\n";
 
 int cr_cmd_fail(const struct cr_err *err)
@@ -52,6 +54,36 @@ int cr_cmd_fail(const struct cr_err *err)
 	if (err->fix[0])
 		fprintf(stderr, "fix: %s\n", err->fix);
 	return 1;
+}
+
+/* `--cacert FILE` anywhere on a client command's line: taken out and passed
+ * on as CORRAL_CACERT, which every client command reads. */
+static int take_cacert(int *argc, char **argv)
+{
+	for (int i = 2; i < *argc; i++) {
+		const char *file = NULL;
+		int used = 0;
+		if (!strcmp(argv[i], "--cacert") && i + 1 < *argc)
+			file = argv[i + 1], used = 2;
+		else if (!strncmp(argv[i], "--cacert=", 9))
+			file = argv[i] + 9, used = 1;
+		else if (!strcmp(argv[i], "--"))
+			break;
+		if (!used)
+			continue;
+		char h[CR_TLS_HASH_LEN];
+		struct cr_err err = CR_ERR_INIT;
+		if (cr_tls_file_hash(file, h, &err)) {
+			fprintf(stderr, "corral: --cacert: %s\nfix: give the server's CA as a PEM file (its DATA_DIR/tls/ca.pem)\n",
+				err.message);
+			return -1;
+		}
+		setenv("CORRAL_CACERT", file, 1);
+		memmove(argv + i, argv + i + used, (size_t)(*argc - i - used + 1) * sizeof(char *));
+		*argc -= used;
+		i--;
+	}
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -86,6 +118,8 @@ int main(int argc, char **argv)
 	 * libraries) would only cost memory there. */
 	if (strcmp(argv[1], "server") != 0)
 		cr_http_client_init();
+	if (strcmp(argv[1], "server") != 0 && strcmp(argv[1], "worker") != 0 && take_cacert(&argc, argv) != 0)
+		return 2;
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 		if (!strcmp(argv[1], cmds[i].name)) {
 			cr_log_setup(cmds[i].name, CR_LOG_INFO);

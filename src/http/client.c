@@ -9,12 +9,43 @@
 #include "base/err.h"
 #include "base/json.h"
 #include "base/mem.h"
+#include "base/util.h"
+#include "http/tls.h"
 
 #define RESP_CAP (64u << 20)
+
+static char *ca_file; /* set before threads start; NULL: the system's CAs */
 
 void cr_http_client_init(void)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+void cr_http_client_set_ca(const char *pem_file)
+{
+	free(ca_file);
+	ca_file = pem_file ? cr_xstrdup(pem_file) : NULL;
+}
+
+static void use_ca(CURL *c)
+{
+	if (ca_file)
+		curl_easy_setopt(c, CURLOPT_CAINFO, ca_file);
+}
+
+/* A transfer that failed: its message, and for a certificate the server
+ * could not prove, how to make it trusted. */
+static int transfer_failed(CURLcode rc, const char *what, const char *url, const char *errbuf, const char *fix,
+			   struct cr_err *err)
+{
+	bool cert = rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
+		    rc == CURLE_SSL_CERTPROBLEM || rc == CURLE_SSL_CONNECT_ERROR;
+	return cr_err_set(err, CR_EUPSTREAM,
+			  cert ? "the server's certificate was not accepted, so nothing was sent: trust its CA with --ca-hash "
+				 "(from the join command the server prints) or --cacert FILE (CORRAL_CACERT), and reach it by a "
+				 "name or address its certificate carries"
+			       : fix,
+			  "%s %s failed: %s", what, url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
 }
 
 static size_t collect(char *p, size_t size, size_t n, void *arg)
@@ -57,6 +88,7 @@ int cr_http_call(const char *method, const char *url, const char *bearer, const 
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+	use_ca(c);
 	if (body) {
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
 		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
@@ -64,8 +96,7 @@ int cr_http_call(const char *method, const char *url, const char *bearer, const 
 	CURLcode rc = curl_easy_perform(c);
 	int ret = 0;
 	if (rc != CURLE_OK) {
-		ret = cr_err_set(err, CR_EUPSTREAM, "check the URL and that the server is running and reachable",
-				 "%s %s failed: %s", method, url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		ret = transfer_failed(rc, method, url, errbuf, "check the URL and that the server is running and reachable", err);
 		cr_buf_release(&buf);
 	} else {
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
@@ -149,13 +180,13 @@ static int stream(const char *url, const char *bearer, const char *body, long id
 	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, stream_tick);
 	curl_easy_setopt(c, CURLOPT_XFERINFODATA, &s);
 	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	use_ca(c);
 	CURLcode rc = curl_easy_perform(c);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &s.status);
 	*status = s.status;
 	int ret = 0;
 	if (rc != CURLE_OK && !s.stopped)
-		ret = cr_err_set(err, CR_EUPSTREAM, "check that the server is running and reachable",
-				 "stream %s failed: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		ret = transfer_failed(rc, "stream", url, errbuf, "check that the server is running and reachable", err);
 	else if (s.status && (s.status < 200 || s.status >= 300)) {
 		struct cr_http_resp r = { s.status, s.errbody, s.errlen };
 		s.errbody[s.errlen] = '\0';
@@ -195,4 +226,65 @@ int cr_http_error_from(const struct cr_http_resp *r, struct cr_err *err)
 		cr_err_set(err, code, NULL, "the server answered HTTP %ld", r->status);
 	json_decref(j);
 	return code;
+}
+
+int cr_http_pin_ca(const char *server_url, const char *hash, const char *save_path, struct cr_err *err)
+{
+	if (strncmp(server_url, "https://", 8) != 0)
+		return cr_err_set(err, CR_EINPUT, "give the https:// URL of the join command (the server runs with --tls-cert "
+					       "or --tls-self-signed)",
+				  "--ca-hash needs an https:// server URL, not '%s'", server_url);
+	CURL *c = curl_easy_init();
+	if (!c)
+		abort();
+	/* Unverified on purpose, and without any credential: only the
+	 * certificates are looked at, and kept if one carries the hash. */
+	char *url = cr_xasprintf("%s/healthz", server_url);
+	char errbuf[CURL_ERROR_SIZE] = "";
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 0L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 0L);
+	curl_easy_setopt(c, CURLOPT_CERTINFO, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	CURLcode rc = curl_easy_perform(c);
+	int ret;
+	if (rc != CURLE_OK) {
+		ret = cr_err_set(err, CR_EUPSTREAM, "check the URL and that the server is running and reachable",
+				 "cannot reach %s to check its certificate: %s", server_url,
+				 errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		goto out;
+	}
+	struct curl_certinfo *ci = NULL;
+	curl_easy_getinfo(c, CURLINFO_CERTINFO, &ci);
+	char seen[512] = "";
+	size_t at = 0;
+	for (int i = 0; ci && i < ci->num_of_certs; i++) {
+		for (struct curl_slist *l = ci->certinfo[i]; l; l = l->next) {
+			if (strncmp(l->data, "Cert:", 5) != 0)
+				continue;
+			const char *pem = l->data + 5;
+			char h[CR_TLS_HASH_LEN];
+			if (cr_tls_pem_hash(pem, strlen(pem), h, NULL) != 0)
+				continue;
+			if (!strcmp(h, hash)) {
+				ret = cr_file_write(save_path, pem, strlen(pem), 0644, err);
+				goto out;
+			}
+			if (at < sizeof(seen))
+				at += (size_t)snprintf(seen + at, sizeof(seen) - at, "%s%s", at ? ", " : "", h);
+		}
+	}
+	ret = cr_err_set(err, CR_EFORBID,
+			 "check --ca-hash against the join command the server printed; if the server's CA was replaced, "
+			 "take the new hash from it. The token was not sent",
+			 "the server at %s is not the one --ca-hash names: none of its certificates (%s) has the public key "
+			 "%s",
+			 server_url, at ? seen : "none offered", hash);
+out:
+	free(url);
+	curl_easy_cleanup(c);
+	return ret;
 }

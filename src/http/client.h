@@ -11,6 +11,16 @@ struct cr_err;
 /* Call once per process before any thread uses the client. */
 void cr_http_client_init(void);
 
+/* Trust the CA certificates in pem_file (NULL: the system's) for every https
+ * call from now on. Call before threads start. */
+void cr_http_client_set_ca(const char *pem_file);
+
+/* Pin a server's CA as `corral worker --ca-hash` does: connect to server_url
+ * (https only) without sending any credential, and write to save_path the
+ * first certificate of its chain whose public key hashes to hash (see
+ * http/tls.h). CR_EFORBID when none does, with the hashes it offered. */
+int cr_http_pin_ca(const char *server_url, const char *hash, const char *save_path, struct cr_err *err);
+
 struct cr_http_resp {
 	long status;
 	char *body; /* owned, NUL-terminated, "" when empty */

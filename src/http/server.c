@@ -7,12 +7,14 @@
 #include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +57,7 @@ struct cr_http_server {
 		cr_http_error_render_cb render;
 	} styles[4];
 	int nstyles;
+	SSL_CTX *tls; /* NULL: plain HTTP */
 };
 
 
@@ -517,7 +520,17 @@ static void attach(evutil_socket_t fd, short what, void *arg)
 static struct bufferevent *new_bev(struct event_base *base, void *arg)
 {
 	struct cr_http_server *srv = arg;
-	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	struct bufferevent *bev;
+	if (srv->tls) { /* the handshake starts once evhttp hands it the socket */
+		SSL *ssl = SSL_new(srv->tls);
+		if (!ssl)
+			abort();
+		bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+		if (bev) /* a client that just closes is a normal end, not an error */
+			bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	} else {
+		bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	}
 	if (!bev)
 		abort();
 	struct conn *c = cr_xcalloc(1, sizeof(*c));
@@ -824,6 +837,12 @@ struct cr_http_server *cr_http_server_new(struct event_base *base, const struct 
 	return s;
 }
 
+void cr_http_server_set_tls(struct cr_http_server *s, SSL_CTX *ctx)
+{
+	SSL_CTX_free(s->tls);
+	s->tls = ctx;
+}
+
 void cr_http_server_set_error_style(struct cr_http_server *s, const char *prefix, cr_http_error_render_cb render)
 {
 	if (s->nstyles == (int)(sizeof(s->styles) / sizeof(s->styles[0])))
@@ -888,6 +907,7 @@ void cr_http_server_free(struct cr_http_server *s)
 	cr_map_release(&s->by_evcon);
 	event_free(s->sweep);
 	event_free(s->resume);
+	SSL_CTX_free(s->tls);
 	free(s);
 }
 

@@ -76,6 +76,11 @@ void cr_http_server_add_routes(struct cr_http_server *s, const struct cr_http_ro
  * component's own state beside the server's app). */
 void cr_http_server_add_routes_ctx(struct cr_http_server *s, const struct cr_http_route *table, void *ctx);
 
+/* Serve TLS with ctx (see http/tls.h) on every port listened on; the server
+ * owns ctx from now on. Call before cr_http_server_listen. */
+typedef struct ssl_ctx_st SSL_CTX;
+void cr_http_server_set_tls(struct cr_http_server *s, SSL_CTX *ctx);
+
 /* Errors of requests whose path starts with prefix (e.g. "/v1/") are rendered
  * by render instead of the management shape {"error":{"code","message","fix"}};
  * at most 4 prefixes, the first match wins. */

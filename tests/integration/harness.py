@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -147,7 +148,11 @@ def kill_marked(mark, timeout=10):
 
 
 class ClusterCase(unittest.TestCase):
-    """Base class: a temporary directory, process bookkeeping, HTTP helpers."""
+    """Base class: a temporary directory, process bookkeeping, HTTP helpers.
+    With tls = True every server runs --tls-self-signed and every client of
+    the test (urllib, workers, the CLI) trusts its CA."""
+
+    tls = False
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="corral-it-")
@@ -164,6 +169,7 @@ class ClusterCase(unittest.TestCase):
         # every process of this test (servers, workers, and the engines they
         # start, which inherit the environment) carries this mark
         self.env["CORRAL_TEST_RUN"] = self.tmp
+        self.ca_file = None
 
     def tearDown(self):
         outcome = getattr(self, "_outcome", None)
@@ -171,6 +177,7 @@ class ClusterCase(unittest.TestCase):
         failed = result is not None and any(t is self for t, _ in result.failures + result.errors)
         for p in self.procs:
             p.stop()
+        urllib.request.install_opener(None)
         # under SANITIZE=address,undefined every finding fails the test
         findings = [p for p in self.procs
                     if any(m in p.output() for m in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
@@ -194,17 +201,36 @@ class ClusterCase(unittest.TestCase):
         self.procs.append(p)
         return p
 
-    def start_server(self, name="server", disable_worker=True, extra=(), data_dir=None, port=None, env=None):
+    def start_server(self, name="server", disable_worker=True, extra=(), data_dir=None, port=None, env=None,
+                     ca_file=None):
         self.port = port or free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
         self.data_dir = data_dir or os.path.join(self.tmp, "server")
         args = ["server", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", self.data_dir,
                 "--probe-interval", "1", "--keepalive", "1", "--shutdown-timeout", "5"]
         if disable_worker:
             args.append("--disable-worker")
+        tls = self.tls or any(a in extra for a in ("--tls-self-signed", "--tls-cert"))
+        if self.tls and "--tls-cert" not in extra and "--tls-self-signed" not in extra:
+            args.append("--tls-self-signed")
+        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http", self.port)
+        if tls:
+            self.trust(ca_file or os.path.join(self.data_dir, "tls", "ca.pem"))
         p = self.spawn(name, args + list(extra), env)
         self.wait_for(lambda: self.healthy(), "server /healthz", proc=p)
         return p
+
+    def trust(self, ca_file):
+        """Every client of this test trusts ca_file: urllib (once it exists), the CLI, new workers."""
+        self.ca_file = ca_file
+        self.env["CORRAL_CACERT"] = ca_file
+        urllib.request.install_opener(None)
+
+    def ssl_context(self):
+        if not self.url.startswith("https:") or not self.ca_file or not os.path.exists(self.ca_file):
+            return None
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        urllib.request.install_opener(urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx)))
+        return ctx
 
     def healthy(self):
         try:
@@ -260,7 +286,7 @@ class ClusterCase(unittest.TestCase):
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as r:
+            with urllib.request.urlopen(req, timeout=timeout, context=self.ssl_context()) as r:
                 text = r.read().decode()
                 return r.status, json.loads(text) if text.strip() else None
         except urllib.error.HTTPError as e:
