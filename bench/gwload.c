@@ -4,12 +4,16 @@
  * time to the first body byte and to the end of each answer. --mode idle opens
  * --conns streams that stay open after their first chunk, prints "ready" once
  * all have it, and holds them until stdin closes. Prints one JSON object:
- * {"requests","errors","seconds","ttfc_us":{"p50","p99"},"total_us":{...}}. */
+ * {"requests","errors","seconds","ttfc_us":{"p50","p99"},"total_us":{...}}.
+ * --tls speaks TLS to the port (the certificate is not checked: loopback, a
+ * benchmark). */
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <getopt.h>
+#include <openssl/ssl.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <signal.h>
@@ -142,10 +146,11 @@ int main(int argc, char **argv)
 	static const struct option lo[] = {
 		{ "host", 1, 0, 'H' },    { "port", 1, 0, 'p' },   { "path", 1, 0, 'P' },  { "key", 1, 0, 'k' },
 		{ "conns", 1, 0, 'c' },   { "seconds", 1, 0, 's' }, { "warmup", 1, 0, 'w' }, { "mode", 1, 0, 'm' },
-		{ "model", 1, 0, 'M' },   { 0, 0, 0, 0 },
+		{ "model", 1, 0, 'M' },   { "tls", 0, 0, 'T' },       { 0, 0, 0, 0 },
 	};
 	struct load l = { .host = "127.0.0.1", .path = "/v1/chat/completions", .key = "Bearer none" };
 	const char *mode = "stream", *model = "bench";
+	SSL_CTX *tls = NULL;
 	double seconds = 5, warmup = 1;
 	int ch;
 	char keybuf[300];
@@ -160,6 +165,10 @@ int main(int argc, char **argv)
 		case 'w': warmup = strtod(optarg, NULL); break;
 		case 'm': mode = optarg; break;
 		case 'M': model = optarg; break;
+		case 'T':
+			tls = SSL_CTX_new(TLS_client_method());
+			SSL_CTX_set_verify(tls, SSL_VERIFY_NONE, NULL);
+			break;
 		default: fprintf(stderr, "see the comment at the top of bench/gwload.c\n"); return 2;
 		}
 	}
@@ -177,7 +186,14 @@ int main(int argc, char **argv)
 	struct conn *cs = calloc((size_t)l.conns, sizeof(*cs));
 	for (long i = 0; i < l.conns; i++) {
 		cs[i].l = &l;
-		cs[i].con = evhttp_connection_base_new(l.base, NULL, l.host, (ev_uint16_t)l.port);
+		if (tls) {
+			struct bufferevent *bev = bufferevent_openssl_socket_new(l.base, -1, SSL_new(tls),
+										 BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+			bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+			cs[i].con = evhttp_connection_base_bufferevent_new(l.base, NULL, bev, l.host, (ev_uint16_t)l.port);
+		} else {
+			cs[i].con = evhttp_connection_base_new(l.base, NULL, l.host, (ev_uint16_t)l.port);
+		}
 		evhttp_connection_set_retries(cs[i].con, 0);
 		evhttp_connection_set_timeout(cs[i].con, 600);
 		send_one(&cs[i]);

@@ -7,7 +7,8 @@ through nginx as the yardstick (one worker process, proxy_pass with upstream
 keep-alive, proxy_buffering off). Reports streams/s, requests/s, proxy CPU
 per stream, added time to first chunk (p50, p99) at 256 concurrent streams,
 and the memory of 10,000 concurrent idle streams, each as a ratio to nginx.
-See bench/README.md."""
+--tls puts Corral (--tls-cert) and nginx (ssl) on TLS with the same
+certificate; the direct target stays plain. See bench/README.md."""
 import argparse
 import json
 import os
@@ -15,6 +16,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -25,6 +27,30 @@ import urllib.request
 from run_status import wait_http
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TLS = None  # (cert, key) under --tls
+
+
+def scheme():
+    return "https" if TLS else "http"
+
+
+def make_cert(tmp):
+    """A CA and a server certificate for 127.0.0.1 (openssl CLI), the one both proxies serve."""
+    run = lambda *a: subprocess.run(list(a), check=True, capture_output=True)
+    ca, cakey, crt, key, csr, ext = (os.path.join(tmp, n) for n in ("ca.pem", "ca.key", "crt.pem", "crt.key",
+                                                                   "crt.csr", "ext"))
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", cakey,
+        "-out", ca, "-days", "2", "-subj", "/CN=bench-ca")
+    run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out",
+        csr, "-subj", "/CN=127.0.0.1")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\n")
+    run("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", cakey, "-out", crt, "-days", "2", "-extfile", ext)
+    with open(crt, "a") as f, open(ca) as g:
+        f.write(g.read())
+    ctx = ssl.create_default_context(cafile=ca)
+    urllib.request.install_opener(urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx)))
+    return crt, key
 
 
 def free_port():
@@ -78,13 +104,15 @@ worker_rlimit_nofile 65536;
 events { worker_connections 30000; }
 http { access_log off;
   upstream engine { server 127.0.0.1:%d; keepalive 512; }
-  server { listen 127.0.0.1:%d backlog=4096;
+  server { listen 127.0.0.1:%d backlog=4096%s;
+    %s
     location / { proxy_pass http://engine; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_buffering off; proxy_read_timeout 600s; } } }
-""" % (tmp, tmp, self.up_port, self.ng_port))
+""" % (tmp, tmp, self.up_port, self.ng_port, " ssl" if TLS else "",
+       "ssl_certificate %s; ssl_certificate_key %s;" % TLS if TLS else ""))
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         self.nginx = self.spawn([nginx, "-c", conf, "-p", tmp], "nginx")
-        wait_http("http://127.0.0.1:%d/health" % self.ng_port)
+        wait_http("%s://127.0.0.1:%d/health" % (scheme(), self.ng_port))
         self.nginx_pids = [self.nginx.pid] + [int(p) for p in subprocess.run(
             ["pgrep", "-P", str(self.nginx.pid)], capture_output=True, text=True).stdout.split()]
         # Corral: a server each, with a worker running the upstream as its engine, a model, a key
@@ -99,8 +127,9 @@ http { access_log off;
         port = free_port()
         data = os.path.join(tmp, name + "-server")
         server = self.spawn([corral, "server", "--disable-worker", "--host", "127.0.0.1", "--port",
-                             str(port), "--data-dir", data, "--gateway-pool", "512"] + list(extra), name)
-        url = "http://127.0.0.1:%d" % port
+                             str(port), "--data-dir", data, "--gateway-pool", "512"] + list(extra) +
+                            (["--tls-cert", TLS[0], "--tls-key", TLS[1]] if TLS else []), name)
+        url = "%s://127.0.0.1:%d" % (scheme(), port)
         wait_http(url + "/healthz")
         engines = os.path.join(tmp, name + "-engines.json")
         with open(engines, "w") as f:
@@ -110,7 +139,8 @@ http { access_log off;
                                     "devices": ["cpu"]}]}, f)
         token = open(os.path.join(data, "token")).read().strip()
         engine_port = free_port()
-        self.spawn([corral, "worker", "--server-url", url, "--token", token, "--name", "bench", "--data-dir",
+        self.spawn([corral, "worker", "--server-url", url, "--token", token, "--name", "bench"] +
+                   (["--cacert", TLS[0]] if TLS else []) + ["--data-dir",
                     os.path.join(tmp, name + "-worker"), "--worker-port", str(free_port()), "--listen-host",
                     "127.0.0.1", "--engines-config", engines, "--port-range", "%d-%d" % ((engine_port,) * 2)],
                    name + "-worker")
@@ -160,9 +190,10 @@ http { access_log off;
         subprocess.run(["pkill", "-f", self.tmp], check=False)
 
 
-def load(build, port, key, mode, conns, seconds, warmup):
+def load(build, port, key, mode, conns, seconds, warmup, tls=False):
     out = subprocess.run([os.path.join(build, "bench", "gwload"), "--port", str(port), "--key", key, "--mode", mode,
-                          "--conns", str(conns), "--seconds", str(seconds), "--warmup", str(warmup)],
+                          "--conns", str(conns), "--seconds", str(seconds), "--warmup", str(warmup)] +
+                         (["--tls"] if tls else []),
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out)
 
@@ -171,7 +202,7 @@ def measure(s, target, mode, conns, seconds, warmup):
     port, pids = s.targets()[target]
     before = cpu_s(pids) if target != "direct" else 0
     t0 = time.time()
-    r = load(s.build, port, s.key_for(target), mode, conns, seconds, warmup)
+    r = load(s.build, port, s.key_for(target), mode, conns, seconds, warmup, TLS and target != "direct")
     elapsed = time.time() - t0
     cpu = (cpu_s(pids) - before) if target != "direct" else 0
     # CPU over the measured window only is not separable; scale by its share of the run
@@ -186,7 +217,7 @@ def idle_streams(s, target, n):
     main_pid = pids[-1]  # nginx: its worker; corral: the server
     base_rss, base_anon = mem_kb(main_pid), mem_kb(main_pid, "RssAnon")
     p = subprocess.Popen([os.path.join(s.build, "bench", "gwload"), "--port", str(port), "--key", s.key, "--mode",
-                          "idle", "--conns", str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                          "idle", "--conns", str(n)] + (["--tls"] if TLS else []), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     line = p.stdout.readline().strip()
     time.sleep(1)
     rss, anon = mem_kb(main_pid), mem_kb(main_pid, "RssAnon")
@@ -206,7 +237,9 @@ def main():
     ap.add_argument("--chunks", type=int, default=200)
     ap.add_argument("--idle", type=int, default=10000)
     ap.add_argument("--quick", action="store_true", help="1 round of 2 s, 1,000 idle streams")
+    ap.add_argument("--tls", action="store_true", help="Corral and nginx on TLS with the same certificate")
     args = ap.parse_args()
+    global TLS
     if args.quick:
         args.rounds, args.seconds, args.idle = 1, 2, 1000
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -219,6 +252,8 @@ def main():
         print("bench: %d open files allowed; idle streams cut to %d" % (limit, (limit - 200) // 2))
         args.idle = (limit - 200) // 2
     tmp = tempfile.mkdtemp(prefix="corral-bench-gw-")
+    if args.tls:
+        TLS = make_cert(tmp)
     s = Setup(args.build, tmp, args.chunks)
     res = {"streams": {}, "json": {}, "ttfc256": {}, "idle": {}}
     try:
@@ -266,10 +301,10 @@ def main():
     out = {"args": vars(args), "summary": summary, "ratios_corral_to_nginx": ratios, "idle": res["idle"],
            "raw": res}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "gateway.json"), "w") as f:
+    with open(os.path.join(HERE, "results", "gateway-tls.json" if TLS else "gateway.json"), "w") as f:
         json.dump(out, f, indent=1)
-    print("gateway (%d rounds x %.0f s, %d conns, %d chunks/stream; medians):" %
-          (args.rounds, args.seconds, args.conns, args.chunks))
+    print("gateway%s (%d rounds x %.0f s, %d conns, %d chunks/stream; medians):" %
+          (" over TLS" if TLS else "", args.rounds, args.seconds, args.conns, args.chunks))
     for t in ("direct", "corral", "nginx"):
         x = summary[t]
         print("  %-7s %8.0f streams/s %8.0f req/s  CPU %6.1f us/stream %6.1f us/req  TTFC@256 p50 %6.0f us "

@@ -468,6 +468,11 @@ static void conn_output(struct evbuffer *buf, const struct evbuffer_cb_info *inf
 		c->resp_start = c->resp_start > info->n_deleted ? c->resp_start - info->n_deleted : 0;
 	if (!info->n_added)
 		return;
+	/* Over TLS every contiguous piece of the output becomes its own
+	 * SSL_write, record and write(2); a chunked reply adds three pieces
+	 * per chunk. Small output is kept in one piece. */
+	if (c->srv->tls && evbuffer_get_length(buf) <= 16384)
+		evbuffer_pullup(buf, -1);
 	char head[8];
 	struct evbuffer_ptr pos;
 	evbuffer_ptr_set(buf, &pos, info->orig_size - info->n_deleted, EVBUFFER_PTR_SET);
