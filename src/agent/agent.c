@@ -27,6 +27,8 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "base/prom.h"
+#include "base/buf.h"
 #include "base/secret.h"
 #include "base/sse.h"
 #include "base/util.h"
@@ -64,6 +66,7 @@ struct agent {
 	struct cr_supervisor *sup;
 	char *instances_sent;   /* reporter thread */
 	json_t *engines, *engine_notes;
+	json_t *node_now;       /* under mu: the last report's gpus and system, for GET /metrics */
 	int64_t engines_at;
 	/* node checks: run at start and every CHECKS_EVERY_MS (reporter thread) */
 	json_t *checks;
@@ -271,6 +274,14 @@ static json_t *build_report(struct agent *a)
 				break;
 			}
 	}
+	json_t *now_copy = json_pack("{s:O?,s:O?}", "gpus", json_object_get(full, "gpus"), "system",
+				     json_object_get(full, "system"));
+	json_t *node_now = json_deep_copy(now_copy);
+	json_decref(now_copy);
+	pthread_mutex_lock(&a->mu);
+	json_decref(a->node_now);
+	a->node_now = node_now;
+	pthread_mutex_unlock(&a->mu);
 	json_object_set(full, "engines", a->engines);
 	if (a->python_version)
 		json_object_set_new(full, "python_version", json_string(a->python_version));
@@ -678,7 +689,68 @@ static void instance_log(struct cr_req *req)
 	free(buf);
 }
 
+/* GET /metrics: this node's memory and GPUs as last detected, and its
+ * engines' own metrics under Corral's vocabulary (docs/metrics.md). */
+static void metrics(struct cr_req *req)
+{
+	struct agent *a = cr_req_app(req);
+	struct cr_buf b = CR_BUF_INIT(64u << 20);
+	pthread_mutex_lock(&a->mu);
+	json_t *node = json_incref(a->node_now);
+	pthread_mutex_unlock(&a->mu);
+	const char *w = a->name;
+	json_t *sys = json_object_get(node, "system"), *mem = json_object_get(sys, "memory");
+	cr_prom_family(&b, "corral_node_cpu_cores", "gauge", "CPU cores online.");
+	if (json_object_get(json_object_get(sys, "cpu"), "cores")) {
+		const char *l[] = { "worker", w, NULL };
+		cr_prom_sample(&b, "corral_node_cpu_cores", l,
+			       (double)cr_json_get_int(json_object_get(sys, "cpu"), "cores", 0));
+	}
+	cr_prom_family(&b, "corral_node_memory_bytes", "gauge", "Node memory: total and available.");
+	for (int k = 0; mem && k < 2; k++) {
+		const char *kind = k ? "available" : "total";
+		const char *l[] = { "worker", w, "kind", kind, NULL };
+		cr_prom_sample(&b, "corral_node_memory_bytes", l, (double)cr_json_get_int(mem, kind, 0));
+	}
+	static const char *const fam[][4] = {
+		{ "corral_gpu_memory_bytes", "GPU memory: total and used (all processes).", NULL, NULL },
+		{ "corral_gpu_utilization_ratio", "GPU utilisation, 0 to 1.", "utilization", NULL },
+		{ "corral_gpu_temperature_celsius", "GPU temperature.", "temperature", NULL },
+		{ "corral_gpu_power_watts", "GPU power draw.", "power_draw_w", NULL },
+	};
+	for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
+		cr_prom_family(&b, fam[f][0], "gauge", fam[f][1]);
+		size_t i;
+		json_t *g;
+		json_array_foreach(json_object_get(node, "gpus"), i, g) {
+			char idx[24];
+			snprintf(idx, sizeof(idx), "%lld", (long long)cr_json_get_int(g, "index", (json_int_t)i));
+			if (!f) {
+				static const char *const kinds[][2] = { { "total", "memory_total" }, { "used", "memory_used" } };
+				for (int k = 0; k < 2; k++) {
+					json_t *v = json_object_get(g, kinds[k][1]);
+					if (!json_is_number(v))
+						continue;
+					const char *l[] = { "worker", w, "gpu", idx, "kind", kinds[k][0], NULL };
+					cr_prom_sample(&b, fam[f][0], l, json_number_value(v));
+				}
+				continue;
+			}
+			json_t *v = json_object_get(g, fam[f][2]);
+			if (!json_is_number(v))
+				continue;
+			const char *l[] = { "worker", w, "gpu", idx, NULL };
+			cr_prom_sample(&b, fam[f][0], l, json_number_value(v) / (f == 1 ? 100.0 : 1.0));
+		}
+	}
+	json_decref(node);
+	cr_supervisor_metrics(a->sup, &b);
+	cr_reply_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data ? b.data : "", b.len);
+	cr_buf_release(&b);
+}
+
 static const struct cr_http_route agent_routes[] = {
+	{ CR_GET, "/metrics", CR_AUTH_NONE, metrics },
 	{ CR_GET, "/healthz", CR_AUTH_NONE, healthz },
 	{ CR_GET, "/probe", CR_AUTH_NONE, probe },
 	{ CR_GET, "/instances/{}/log", CR_AUTH_NONE, instance_log },
@@ -796,6 +868,7 @@ out:
 	json_decref(ap->engines);
 	json_decref(ap->engine_notes);
 	json_decref(ap->checks);
+	json_decref(ap->node_now);
 	free(ap->python_version);
 	pthread_mutex_destroy(&ap->mu);
 	pthread_cond_destroy(&ap->wake);

@@ -19,24 +19,24 @@
 #define VERSION_TIMEOUT_MS 5000
 
 static const struct {
-	const char *name, *exes, *command, *version, *env, *health, *devices, *key_env, *key_arg;
+	const char *name, *exes, *command, *version, *env, *health, *devices, *key_env, *key_arg, *metrics;
 } builtins[] = {
 	{ "llama.cpp", "llama-server",
 	  "{exe} -m {model} --host {host} --port {port} -c {ctx} -np {parallel} -ngl {ngl} --tensor-split {tensor_split} "
-	  "--rpc {rpc} --alias {name}",
-	  "{exe} --version", "GGML_NO_BACKTRACE=1", "/health", "cpu,nvidia,amd", "LLAMA_API_KEY", NULL },
+	  "--rpc {rpc} --alias {name} --metrics",
+	  "{exe} --version", "GGML_NO_BACKTRACE=1", "/health", "cpu,nvidia,amd", "LLAMA_API_KEY", NULL, "/metrics" },
 	{ "llama.cpp-rpc", "ggml-rpc-server rpc-server", "{exe} -H {host} -p {port}", NULL, "GGML_NO_BACKTRACE=1", NULL,
-	  "cpu,nvidia,amd", NULL, NULL },
+	  "cpu,nvidia,amd", NULL, NULL, NULL },
 	{ "vllm", "vllm",
 	  "{exe} serve {model} --host {host} --port {port} --served-model-name {name} --max-model-len {ctx} "
 	  "--max-num-seqs {parallel} --tensor-parallel-size {tp} --pipeline-parallel-size {pp} "
 	  "--gpu-memory-utilization {gpu_util} --distributed-executor-backend {executor}",
-	  "{exe} --version", "", "/health", "nvidia,amd", "VLLM_API_KEY", NULL },
+	  "{exe} --version", "", "/health", "nvidia,amd", "VLLM_API_KEY", NULL, "/metrics" },
 	{ "sglang", "sglang",
 	  "{exe} serve --model-path {model} --host {host} --port {port} --served-model-name {name} --context-length {ctx} "
-	  "--tp-size {tp} --pp-size {pp} --mem-fraction-static {gpu_util}",
-	  "{exe} version", "", "/health", "nvidia,amd", NULL, "--api-key" },
-	{ "ray", "ray", "{exe} start --block", "{exe} --version", "", NULL, "cpu,nvidia,amd", NULL, NULL },
+	  "--tp-size {tp} --pp-size {pp} --mem-fraction-static {gpu_util} --enable-metrics",
+	  "{exe} version", "", "/health", "nvidia,amd", NULL, "--api-key", "/metrics" },
+	{ "ray", "ray", "{exe} start --block", "{exe} --version", "", NULL, "cpu,nvidia,amd", NULL, NULL, NULL },
 };
 
 static char **split_words(const char *s)
@@ -65,6 +65,7 @@ static void engine_release(struct cr_engine *e)
 	cr_argv_free(e->version);
 	cr_argv_free(e->env);
 	free(e->health);
+	free(e->metrics);
 	free(e->key_env);
 	free(e->key_arg);
 	free(e->devices);
@@ -191,6 +192,9 @@ static int load_user(const char *path, struct cr_engine_catalog *cat, struct cr_
 		}
 		const char *health = cr_json_get_str(d, "health", NULL);
 		e->health = health && *health ? cr_xstrdup(health) : NULL;
+		const char *metrics = cr_json_get_str(d, "metrics", NULL);
+		free(e->metrics);
+		e->metrics = metrics && *metrics ? cr_xstrdup(metrics) : NULL;
 		/* how it takes the instance's API key: a variable, or a flag */
 		const char *kv = cr_json_get_str(d, "api_key_env", NULL), *ka = cr_json_get_str(d, "api_key_arg", NULL);
 		free(e->key_env);
@@ -226,6 +230,7 @@ int cr_engines_load(const char *config_path, struct cr_engine_catalog *cat, stru
 		e->version = builtins[i].version ? split_words(builtins[i].version) : NULL;
 		e->env = split_words(builtins[i].env);
 		e->health = builtins[i].health ? cr_xstrdup(builtins[i].health) : NULL;
+		e->metrics = builtins[i].metrics ? cr_xstrdup(builtins[i].metrics) : NULL;
 		e->key_env = builtins[i].key_env ? cr_xstrdup(builtins[i].key_env) : NULL;
 		e->key_arg = builtins[i].key_arg ? cr_xstrdup(builtins[i].key_arg) : NULL;
 		e->devices = cr_xstrdup(builtins[i].devices);

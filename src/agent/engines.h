@@ -21,6 +21,7 @@ struct cr_engine {
 	char **version;  /* argv template of the version command, or NULL */
 	char **env;      /* "K=V" added to the engine's environment; NULL-terminated */
 	char *health;    /* HTTP path answering 200 when ready; NULL: TCP connect only */
+	char *metrics;   /* HTTP path of its Prometheus metrics, or NULL */
 	char *key_env;   /* the variable the engine reads its API key from (LLAMA_API_KEY), or NULL */
 	char *key_arg;   /* else the flag that takes it (--api-key), or NULL */
 	char *devices;   /* comma-separated: cpu, nvidia, amd */

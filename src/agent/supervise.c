@@ -1,6 +1,7 @@
 /* Engine supervision: a thread that compares the desired instances with the
  * processes it runs, every 200 ms or when the desired set changes. */
 #include "agent/supervise.h"
+#include "agent/emetrics.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -52,6 +53,9 @@ struct proc {
 	bool wanted;
 	bool waiting;       /* not started for want of something the server will send */
 	json_t *desired;    /* the instance from the snapshot */
+	int64_t next_metrics; /* mono ms: the next read of the engine's /metrics */
+	char stats_model[128]; /* under mu: the model the stats are of */
+	struct cr_engine_stats stats; /* under mu: its metrics as last read */
 	struct proc *next;
 };
 
@@ -904,6 +908,27 @@ static bool tcp_open(const char *host, int port)
 	return ok;
 }
 
+/* The engine's own metrics, every 5 s while it runs (docs/metrics.md). */
+static void read_metrics(struct cr_supervisor *s, struct proc *p, const struct cr_engine *e, const char *host,
+			 int64_t now)
+{
+	p->next_metrics = now + 5000;
+	char *url = cr_xasprintf("http://%s:%d%s", host, p->port, e->metrics);
+	struct cr_http_resp r;
+	struct cr_engine_stats st;
+	memset(&st, 0, sizeof(st));
+	if (cr_http_call("GET", url, cr_json_get_str(p->desired, "engine_key", NULL), NULL, 1000, &r, NULL) == 0) {
+		if (r.status == 200)
+			cr_engine_stats_parse(r.body, r.len, &st);
+		cr_http_resp_release(&r);
+	}
+	free(url);
+	pthread_mutex_lock(&s->mu);
+	snprintf(p->stats_model, sizeof(p->stats_model), "%s", cr_json_get_str(p->desired, "model", ""));
+	p->stats = st;
+	pthread_mutex_unlock(&s->mu);
+}
+
 static void probe(struct cr_supervisor *s, struct proc *p)
 {
 	int64_t now = cr_mono_ms();
@@ -937,6 +962,8 @@ static void probe(struct cr_supervisor *s, struct proc *p)
 	} else {
 		ready = tcp_open(host, p->port);
 	}
+	if (ready && !starting && e && e->metrics && now >= p->next_metrics)
+		read_metrics(s, p, e, host, now);
 	if (ready && starting) {
 		p->healthy_since = now;
 		char m[160];
@@ -1188,6 +1215,22 @@ json_t *cr_supervisor_report(struct cr_supervisor *s)
 	}
 	pthread_mutex_unlock(&s->mu);
 	return json_pack("{s:o}", "instances", arr);
+}
+
+void cr_supervisor_metrics(struct cr_supervisor *s, struct cr_buf *b)
+{
+	pthread_mutex_lock(&s->mu);
+	size_t n = 0;
+	for (struct proc *p = s->procs; p; p = p->next)
+		n++;
+	struct cr_engine_stats_row *rows = cr_xcalloc(n + 1, sizeof(*rows));
+	n = 0;
+	for (struct proc *p = s->procs; p; p = p->next)
+		if (p->stats.has)
+			rows[n++] = (struct cr_engine_stats_row){ p->stats_model, p->id, p->stats };
+	cr_engine_stats_write(b, rows, n);
+	pthread_mutex_unlock(&s->mu);
+	free(rows);
 }
 
 bool cr_supervisor_take_changed(struct cr_supervisor *s)

@@ -48,6 +48,11 @@ json_t *cr_supervisor_report(struct cr_supervisor *s);
 /* True once since the last call when a report changed. */
 bool cr_supervisor_take_changed(struct cr_supervisor *s);
 
+/* The engines' metrics as last read (every 5 s), under Corral's vocabulary,
+ * into b (see agent/emetrics.h). */
+struct cr_buf;
+void cr_supervisor_metrics(struct cr_supervisor *s, struct cr_buf *b);
+
 /* Path of an instance's log file (caller frees), or NULL when unknown. */
 char *cr_supervisor_log_path(struct cr_supervisor *s, const char *instance_id);
 

@@ -60,7 +60,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		return;
 	app->usage_flushed_ms = now;
 	struct cr_err err = CR_ERR_INIT;
+	int64_t t0 = cr_mono_ns();
 	bool failed = cr_usage_flush(app, &err) != 0;
+	cr_metrics_flush(app, 1, t0);
 	if (failed && !app->usage_failing)
 		cr_warn("usage not saved yet (kept in memory, retried every second): %s", err.message);
 	else if (!failed && app->usage_failing)
@@ -73,7 +75,9 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct cr_app *app = arg;
+	int64_t t0 = cr_mono_ns();
 	cr_workers_flush(app);
+	cr_metrics_flush(app, 0, t0);
 	if (cr_mono_ms() - app->audit_trimmed_ms >= 3600000) { /* the audit trail, hourly (and at the first flush) */
 		app->audit_trimmed_ms = cr_mono_ms();
 		cr_audit_trim(app);
@@ -135,6 +139,7 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	app->cfg.data_dir = app->data_dir;
 	app->cfg.cluster_token = NULL;
 	app->started_mono = cr_mono_ms();
+	cr_metrics_init(app);
 	int rc = cr_mkdir_p(app->data_dir, 0700, err);
 	if (rc)
 		goto fail;
@@ -174,6 +179,7 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	cr_http_server_add_routes(app->http, cr_api_instance_routes);
 	cr_http_server_add_routes(app->http, cr_api_key_routes);
 	cr_http_server_add_routes(app->http, cr_api_usage_routes);
+	cr_http_server_add_routes(app->http, cr_api_metrics_routes);
 	cr_http_server_add_routes(app->http, cr_api_audit_routes);
 	app->tick = every(app, 1, on_tick);
 	app->flush = every(app, cfg->flush_interval_s > 0 ? cfg->flush_interval_s : 30, on_flush);

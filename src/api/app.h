@@ -33,6 +33,7 @@ struct cr_app_config {
 	int health_probe_interval_s; /* end-to-end probes of models with health_probe */
 	double rtt_limit_tp_ms;     /* group checks: vLLM/SGLang across nodes */
 	double rtt_limit_rpc_ms;    /* group checks: llama.cpp RPC */
+	const char *metrics_token;  /* bearer /metrics requires; NULL: open */
 };
 
 /* Defaults for every field but data_dir. */
@@ -50,6 +51,12 @@ int cr_app_listen(struct cr_app *app, const char *host, int port, int *bound, st
  * gateway's); the app keeps it. */
 struct cr_http_server;
 struct cr_http_server *cr_app_http(struct cr_app *app);
+
+/* Another component's metrics, appended to GET /metrics by cb (Prometheus
+ * text, see base/prom.h); at most 4. */
+struct cr_buf;
+typedef void (*cr_app_metrics_cb)(struct cr_buf *b, void *arg);
+void cr_app_add_metrics(struct cr_app *app, cr_app_metrics_cb cb, void *arg);
 
 /* The cluster registration token in clear (for the embedded worker). */
 const char *cr_app_cluster_token(const struct cr_app *app);

@@ -10,6 +10,7 @@
 #include "api/app.h"
 #include "api/cluster.h"
 #include "base/map.h"
+#include "base/prom.h"
 #include "base/secret.h"
 #include "http/server.h"
 
@@ -66,6 +67,18 @@ struct cr_worker {
 
 
 
+/* Scheduler refusals by reason (the metrics' "reason" label). */
+enum { CR_REFUSAL_NO_FIT, CR_REFUSAL_INVALID, CR_REFUSAL_FILE_UNKNOWN, CR_REFUSAL_KINDS };
+
+struct cr_app_metrics {
+	uint64_t placements, refusals[CR_REFUSAL_KINDS];
+	struct cr_prom_hist place_s;
+	struct cr_prom_hist flush_s[2]; /* 0: observed state, 1: usage counts */
+	void (*extra[4])(struct cr_buf *, void *);
+	void *extra_arg[4];
+	int n_extra;
+};
+
 struct cr_app {
 	struct event_base *base;
 	struct cr_app_config cfg;
@@ -97,6 +110,7 @@ struct cr_app {
 	int64_t next_e2e_mono;      /* the next round of end-to-end probes */
 	int64_t started_mono;
 	struct event *tick, *flush, *keepalive;
+	struct cr_app_metrics metrics;
 };
 
 extern const struct cr_http_route cr_api_auth_routes[];
@@ -106,6 +120,15 @@ extern const struct cr_http_route cr_api_instance_routes[];
 extern const struct cr_http_route cr_api_key_routes[];
 extern const struct cr_http_route cr_api_usage_routes[];
 extern const struct cr_http_route cr_api_audit_routes[];
+extern const struct cr_http_route cr_api_metrics_routes[];
+
+/* metrics.c: histograms set up; a placement timed from started_ns (refusal
+ * -1: placed, else a CR_REFUSAL_*); a store flush (0: state, 1: usage). */
+void cr_metrics_init(struct cr_app *app);
+void cr_metrics_placement(struct cr_app *app, int64_t started_ns, int refusal);
+void cr_metrics_flush(struct cr_app *app, int what, int64_t started_ns);
+/* The whole exposition into b. */
+void cr_metrics_render(struct cr_app *app, struct cr_buf *b);
 
 /* An entry of the audit trail (audit.c): action ("model.create",
  * "login.fail", ...) on target by actor (NULL: the request's user, or "-"),

@@ -633,9 +633,11 @@ static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, co
 	struct cr_model_shape shape = CR_MODEL_SHAPE_INIT;
 	memset(pl, 0, sizeof(*pl));
 	pl->placements = json_array();
+	int64_t t0 = cr_mono_ns();
 	if (find_shape(app, source, &shape) != 0) {
 		no_shape_summary(app, name, source, pl->summary, sizeof(pl->summary));
 		pl->rc = CR_ENOTFOUND;
+		cr_metrics_placement(app, t0, CR_REFUSAL_FILE_UNKNOWN);
 		return;
 	}
 	const char *format = shape.format;
@@ -645,6 +647,7 @@ static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, co
 			   "engine 'llama.cpp' needs a GGUF file, but '%s' is a %s model", source, format);
 		pl->rc = CR_EINPUT;
 		cr_shape_release(&shape);
+		cr_metrics_placement(app, t0, CR_REFUSAL_INVALID);
 		return;
 	}
 	struct snap sn;
@@ -659,7 +662,10 @@ static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, co
 	q.limits = &limits;
 	for (int r = 0; r < want; r++) {
 		struct cr_sched_result res;
+		if (r)
+			t0 = cr_mono_ns();
 		int rc = cr_sched_place(&sn.s, &q, &res, &pl->err);
+		cr_metrics_placement(app, t0, !rc ? -1 : rc == CR_ENOTFOUND ? CR_REFUSAL_NO_FIT : CR_REFUSAL_INVALID);
 		if (rc) {
 			pl->rc = rc;
 			snprintf(pl->summary, sizeof(pl->summary), "%s", rc == CR_ENOTFOUND ? res.summary : pl->err.message);

@@ -14,6 +14,13 @@
 #include "base/err.h"
 #include "base/mem.h"
 
+int64_t cr_mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 int64_t cr_mono_ms(void)
 {
 	struct timespec ts;

@@ -12,6 +12,8 @@ struct cr_buf;
 
 /* Milliseconds: monotonic (for intervals) and wall clock (for timestamps). */
 int64_t cr_mono_ms(void);
+/* The same clock in nanoseconds, for timings. */
+int64_t cr_mono_ns(void);
 int64_t cr_wall_ms(void);
 
 /* Format a wall-clock millisecond time as RFC 3339 UTC into out (>= 32 bytes). */

@@ -66,6 +66,8 @@ static const char server_usage[] =
 	"  --header-timeout S     a request's headers must arrive within S s of its first byte (default 10)\n"
 	"  --body-timeout S       and the whole request within S s (default 60)\n"
 	"  --shutdown-timeout S   on SIGTERM, how long answers in flight may finish (default 30)\n"
+	"  --metrics-token T      GET /metrics wants this bearer token (default: open, as\n"
+	"                         Prometheus scrapes usually are; use CORRAL_METRICS_TOKEN)\n"
 	"  --access-log FILE|off  one line per /v1 request: key, model, status, tokens, latency\n"
 	"                         (default: the server's log on stderr)\n"
 	"  --max-connections N    open client connections; past it the oldest idle ones are closed\n"
@@ -254,6 +256,7 @@ static const struct option longopts[] = {
 	{ "access-log", required_argument, NULL, 1009 },
 	{ "tls-cert", required_argument, NULL, 1012 }, { "tls-key", required_argument, NULL, 1013 },
 	{ "tls-self-signed", no_argument, NULL, 1014 }, { "tls-san", required_argument, NULL, 1015 },
+	{ "metrics-token", required_argument, NULL, 1016 },
 	{ "worker-port-range", required_argument, NULL, 1004 }, { "worker-labels", required_argument, NULL, 1005 },
 	{ "worker-resources", required_argument, NULL, 1006 },
 	{ "worker-engines-config", required_argument, NULL, 1007 },
@@ -311,6 +314,7 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		case 1013: o->tls_key = optarg; break;
 		case 1014: o->tls_self_signed = true; break;
 		case 1015: o->tls_san = optarg; break;
+		case 1016: o->app.metrics_token = *optarg ? optarg : NULL; break;
 		case 1004: o->worker_ports = optarg; break;
 		case 1005: o->worker_labels = optarg; break;
 		case 1006: o->worker_resources = optarg; break;
@@ -527,6 +531,7 @@ static int server_main(int argc, char **argv)
 	if (!rc) { /* the OpenAI endpoint on the same port, over the app's cluster */
 		gw = cr_gateway_new(base, app, &o.gw);
 		cr_gateway_attach(gw, cr_app_http(app));
+		cr_app_add_metrics(app, cr_gateway_metrics, gw);
 		rc = cr_app_listen(app, o.host, o.port, &port, &err);
 	}
 	if (rc) {

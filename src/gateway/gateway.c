@@ -22,7 +22,9 @@
 #include "base/err.h"
 #include "base/json.h"
 #include "base/log.h"
+#include "base/map.h"
 #include "base/mem.h"
+#include "base/prom.h"
 #include "base/util.h"
 #include "http/relay.h"
 #include "http/server.h"
@@ -30,8 +32,22 @@
 
 #define CHECK_LIMIT (8u << 20) /* non-streamed answers above this are relayed unchecked, unmetered */
 
+/* Counters of one model's /v1 requests for GET /metrics ("" for requests
+ * that named no model the cluster has). */
+struct model_stats {
+	struct {
+		int status;
+		uint64_t n;
+	} codes[16];
+	int ncodes;
+	uint64_t prompt_tokens, completion_tokens;
+	struct cr_prom_hist ttft, duration;
+};
+
 struct cr_gateway {
 	struct cr_app *app;              /* the cluster (api/cluster.h) */
+	struct cr_map stats;             /* model name -> model_stats */
+	int inflight;                    /* requests being relayed */
 	struct cr_gateway_config cfg;
 	struct cr_relay_pool *pool;      /* keep-alive connections to engines */
 	struct cr_buf alog;              /* whole access lines not written yet */
@@ -194,6 +210,7 @@ static void finished(void *arg, int status, uint64_t bytes, const char *error)
 	if (error && status != 200)
 		cr_debug("gateway: %s", error);
 	release_current(c);
+	c->gw->inflight--;
 	struct cr_apikey *k = cr_cluster_key(c->app, c->key_hash); /* NULL when revoked meanwhile */
 	struct cr_usage_sample s = { status >= 400 || (error && status != 0), c->filter.prompt_tokens,
 				     c->filter.completion_tokens, c->ttft_ms, cr_mono_ms() - c->t_start };
@@ -264,9 +281,76 @@ static void on_alog_timer(evutil_socket_t fd, short what, void *arg)
 /* The access log's line for one /v1 request. Names from the request are
  * written with anything but printable ASCII as '?', so that one request is
  * always one line. */
+static const double latency_bounds[] = { 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120 };
+
+/* One finished /v1 request into the model's counters. */
+static void observe(struct cr_gateway *gw, const char *model, int status, const struct cr_usage_sample *s)
+{
+	if (!model || !cr_cluster_model(gw->app, model))
+		model = ""; /* names clients make up are not labels */
+	struct model_stats *st = cr_map_get(&gw->stats, model);
+	if (!st) {
+		st = cr_xcalloc(1, sizeof(*st));
+		int n = (int)(sizeof(latency_bounds) / sizeof(latency_bounds[0]));
+		cr_prom_hist_init(&st->ttft, latency_bounds, n);
+		cr_prom_hist_init(&st->duration, latency_bounds, n);
+		cr_map_put(&gw->stats, model, st);
+	}
+	int c = 0;
+	while (c < st->ncodes && st->codes[c].status != status)
+		c++;
+	if (c == st->ncodes && st->ncodes < (int)(sizeof(st->codes) / sizeof(st->codes[0])))
+		st->codes[st->ncodes++].status = status;
+	if (c < st->ncodes)
+		st->codes[c].n++;
+	st->prompt_tokens += (uint64_t)(s->prompt_tokens > 0 ? s->prompt_tokens : 0);
+	st->completion_tokens += (uint64_t)(s->completion_tokens > 0 ? s->completion_tokens : 0);
+	if (s->ttft_ms >= 0)
+		cr_prom_observe(&st->ttft, (double)s->ttft_ms / 1000.0);
+	cr_prom_observe(&st->duration, (double)s->latency_ms / 1000.0);
+}
+
+void cr_gateway_metrics(struct cr_buf *b, void *arg)
+{
+	struct cr_gateway *gw = arg;
+	static const char *const fams[][3] = {
+		{ "corral_gateway_requests_total", "counter", "Requests to /v1 by model and HTTP status." },
+		{ "corral_gateway_prompt_tokens_total", "counter", "Prompt tokens the engines counted, by model." },
+		{ "corral_gateway_completion_tokens_total", "counter", "Completion tokens the engines counted, by model." },
+		{ "corral_gateway_time_to_first_token_seconds", "histogram", "Streamed requests: time to the first token." },
+		{ "corral_gateway_request_duration_seconds", "histogram", "Requests to /v1: time to the end of the answer." },
+	};
+	cr_prom_family(b, "corral_gateway_requests_in_flight", "gauge", "Requests being relayed to engines.");
+	cr_prom_sample(b, "corral_gateway_requests_in_flight", NULL, gw->inflight);
+	for (size_t f = 0; f < sizeof(fams) / sizeof(fams[0]); f++) {
+		cr_prom_family(b, fams[f][0], fams[f][1], fams[f][2]);
+		size_t it = 0;
+		const char *model;
+		void *v;
+		while (cr_map_next(&gw->stats, &it, &model, &v)) {
+			struct model_stats *st = v;
+			const char *l[] = { "model", model, NULL, NULL, NULL };
+			if (f == 0) {
+				for (int c = 0; c < st->ncodes; c++) {
+					char code[8];
+					snprintf(code, sizeof(code), "%d", st->codes[c].status);
+					l[2] = "code";
+					l[3] = code;
+					cr_prom_sample(b, fams[f][0], l, (double)st->codes[c].n);
+				}
+			} else if (f < 3) {
+				cr_prom_sample(b, fams[f][0], l, (double)(f == 1 ? st->prompt_tokens : st->completion_tokens));
+			} else {
+				cr_prom_hist_write(b, fams[f][0], l, f == 3 ? &st->ttft : &st->duration);
+			}
+		}
+	}
+}
+
 static void access_line(struct cr_gateway *gw, const char *key, const char *model, int status,
 			const struct cr_usage_sample *s)
 {
+	observe(gw, model, status, s);
 	if (!gw->cfg.access_log)
 		return;
 	char when[40], safe[2][104];
@@ -560,6 +644,7 @@ static void relay_v1(struct cr_req *req)
 	c->model_name = cr_xstrdup(m->name);
 	c->key_hash = cr_xstrdup(k->hash);
 	c->reserved = need;
+	gw->inflight++;
 	c->t_start = cr_mono_ms();
 	c->ttft_ms = -1;
 	c->stream = json_is_true(json_object_get(body, "stream"));
@@ -673,5 +758,10 @@ void cr_gateway_free(struct cr_gateway *gw)
 	if (gw->alog_timer)
 		event_free(gw->alog_timer);
 	cr_buf_release(&gw->alog);
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&gw->stats, &it, NULL, &v))
+		free(v);
+	cr_map_release(&gw->stats);
 	free(gw);
 }

@@ -37,6 +37,12 @@ void cr_gateway_attach(struct cr_gateway *gw, struct cr_http_server *http);
  * flight must have ended (free the HTTP server first). */
 void cr_gateway_free(struct cr_gateway *gw);
 
+/* The gateway's Prometheus metrics into b (arg: the gateway): requests by
+ * model and status, in flight, tokens, time to first token and duration;
+ * wired to the server's GET /metrics with cr_app_add_metrics. */
+struct cr_buf;
+void cr_gateway_metrics(struct cr_buf *b, void *arg);
+
 /* OpenAI's error shape {"error":{"message","type","code","param"}} for a
  * status and the project's code and message (the fix is appended to the
  * message, as OpenAI's clients show only that); a cr_http_error_render_cb. */
