@@ -137,7 +137,7 @@ Test(engines, templates_drop_optional_flags_and_refuse_unknown_placeholders)
 	for (size_t i = 0; argv[i]; i++)
 		snprintf(joined + strlen(joined), sizeof(joined) - strlen(joined), "%s%s", i ? " " : "", argv[i]);
 	cr_assert_str_eq(joined, "/bin/llama-server -m /m.gguf --host 127.0.0.1 --port 20001 -c 4096 -np 2 -ngl 33 "
-				 "--rpc 10.0.0.2:20000 --alias qwen");
+				 "--rpc 10.0.0.2:20000 --alias qwen --metrics");
 	cr_argv_free(argv);
 	char *bad[] = { "{exe}", "--x", "{nope}", NULL };
 	struct cr_err err = CR_ERR_INIT;
