@@ -68,7 +68,7 @@ struct cr_worker {
 
 
 /* Scheduler refusals by reason (the metrics' "reason" label). */
-enum { CR_REFUSAL_NO_FIT, CR_REFUSAL_INVALID, CR_REFUSAL_FILE_UNKNOWN, CR_REFUSAL_KINDS };
+enum { CR_REFUSAL_NO_FIT, CR_REFUSAL_INVALID, CR_REFUSAL_FILE_UNKNOWN, CR_REFUSAL_GROUP_CHECK, CR_REFUSAL_KINDS };
 
 struct cr_app_metrics {
 	uint64_t placements, refusals[CR_REFUSAL_KINDS];

@@ -14,6 +14,7 @@
 #include "base/prom.h"
 #include "base/secret.h"
 #include "base/util.h"
+#include "checks/checks.h"
 #include "http/server.h"
 
 static const double sched_bounds[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1 };
@@ -26,7 +27,8 @@ void cr_metrics_init(struct cr_app *app)
 		cr_prom_hist_init(&app->metrics.flush_s[i], flush_bounds, (int)(sizeof(flush_bounds) / sizeof(flush_bounds[0])));
 }
 
-static const char *const refusal_names[CR_REFUSAL_KINDS] = { "no_fit", "invalid", "file_unknown" };
+static const char *const refusal_names[CR_REFUSAL_KINDS] = { "no_fit", "invalid", "file_unknown",
+										       "group_check" };
 
 void cr_metrics_placement(struct cr_app *app, int64_t started_ns, int refusal)
 {
@@ -112,6 +114,16 @@ static void workers_metrics(struct cr_app *app, struct cr_buf *b)
 	for (int s = 0; s < 3; s++) {
 		const char *l[] = { "state", cr_worker_state_name((enum cr_worker_state)s), NULL };
 		cr_prom_sample(b, "corral_workers", l, counts[s]);
+	}
+	cr_prom_family(b, "corral_worker_checks", "gauge", "Checks of each worker that fail or warn (corral doctor).");
+	it = 0;
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		int warns = 0, fails = 0;
+		cr_checks_worst(json_object_get(w->report, "checks"), &warns, &fails);
+		const char *lf[] = { "worker", w->name, "level", "fail", NULL }, *lw[] = { "worker", w->name, "level", "warn", NULL };
+		cr_prom_sample(b, "corral_worker_checks", lf, fails);
+		cr_prom_sample(b, "corral_worker_checks", lw, warns);
 	}
 	static const struct {
 		const char *name, *type, *help;

@@ -665,7 +665,8 @@ static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, co
 		if (r)
 			t0 = cr_mono_ns();
 		int rc = cr_sched_place(&sn.s, &q, &res, &pl->err);
-		cr_metrics_placement(app, t0, !rc ? -1 : rc == CR_ENOTFOUND ? CR_REFUSAL_NO_FIT : CR_REFUSAL_INVALID);
+		cr_metrics_placement(app, t0, !rc ? -1 : rc != CR_ENOTFOUND ? CR_REFUSAL_INVALID
+							 : json_array_size(res.groups) ? CR_REFUSAL_GROUP_CHECK : CR_REFUSAL_NO_FIT);
 		if (rc) {
 			pl->rc = rc;
 			snprintf(pl->summary, sizeof(pl->summary), "%s", rc == CR_ENOTFOUND ? res.summary : pl->err.message);
