@@ -69,10 +69,37 @@ def run_corral(build, n, interval, duration, warmup, tmp):
                              capture_output=True, text=True, check=True).stdout
         r = json.loads(out)
         r["rss_idle_kb"] = idle
+        r["metrics"] = scrape_cost(url, admin, server.pid)
         return r
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(20)
+
+
+def cpu_s(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scrape_cost(url, admin, pid, rounds=20):
+    """GET /metrics of the N workers x 8 GPUs just reported, against GET /api/workers (the same
+    workers as JSON) as the yardstick: median wall time and server CPU per call."""
+    out = {}
+    for name, path, token in (("metrics", "/metrics", None), ("workers_json", "/api/workers", admin)):
+        times, size = [], 0
+        c0 = cpu_s(pid)
+        for _ in range(rounds):
+            req = urllib.request.Request(url + path)
+            if token:
+                req.add_header("Authorization", "Bearer " + token)
+            t0 = time.monotonic()
+            size = len(urllib.request.urlopen(req, timeout=30).read())
+            times.append(time.monotonic() - t0)
+        times.sort()
+        out[name] = {"p50_ms": times[len(times) // 2] * 1000, "cpu_ms": (cpu_s(pid) - c0) * 1000 / rounds,
+                     "bytes": size}
+    return out
 
 
 def run_nginx(build, n, interval, duration, warmup, tmp):
@@ -125,6 +152,13 @@ def main():
                   "GET p50 %.2f ms p99 %.2f ms, %d failed" %
                   (n, c["msgs_per_s"], c["cpu_us_per_msg"], c["cpu_cores"], c["rss_kb"] / 1024,
                    c["rss_idle_kb"] / 1024, c["get_p50_ms"], c["get_p99_ms"], c["status_failed"]))
+            m = c["metrics"]
+            print("         GET /metrics: p50 %.1f ms, %.1f ms CPU, %d KB; GET /api/workers: p50 %.1f ms, "
+                  "%.1f ms CPU, %d KB; ratio %.2f (time), %.2f (CPU)" %
+                  (m["metrics"]["p50_ms"], m["metrics"]["cpu_ms"], m["metrics"]["bytes"] // 1024,
+                   m["workers_json"]["p50_ms"], m["workers_json"]["cpu_ms"], m["workers_json"]["bytes"] // 1024,
+                   m["metrics"]["p50_ms"] / m["workers_json"]["p50_ms"],
+                   m["metrics"]["cpu_ms"] / m["workers_json"]["cpu_ms"] if m["workers_json"]["cpu_ms"] else 0))
             if y:
                 print("         nginx (return 200): %.1f us CPU/msg (%.3f cores), p50 %.2f ms p99 %.2f ms; "
                       "corral/nginx CPU per msg = %.2f" %

@@ -3,7 +3,9 @@
  * timings, and what other components add (the gateway's counters). Open
  * unless --metrics-token is set. */
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/app.h"
@@ -11,6 +13,7 @@
 #include "base/buf.h"
 #include "base/err.h"
 #include "base/json.h"
+#include "base/mem.h"
 #include "base/prom.h"
 #include "base/secret.h"
 #include "base/util.h"
@@ -58,29 +61,70 @@ static double num(json_t *o, const char *key)
 	return json_is_number(v) ? json_number_value(v) : -1;
 }
 
-/* Claimed bytes of GPU index gpu on worker wid by the placements of all instances. */
-static double claimed(struct cr_app *app, const char *wid, json_int_t gpu)
+/* What the placements of all instances claim per GPU ("worker id\x1findex"
+ * -> double), and the engines' pids per worker ("worker id\x1fpid"), built
+ * once per scrape. */
+struct claims {
+	struct cr_map claimed, pids;
+	double *sums;
+	size_t n, cap;
+};
+
+static void claims_build(struct cr_app *app, struct claims *c)
 {
-	double sum = 0;
+	memset(c, 0, sizeof(*c));
 	size_t it = 0, k, g;
 	void *v;
 	json_t *pw, *gj;
+	char key[160];
 	while (cr_map_next(&app->instances, &it, NULL, &v)) {
-		json_array_foreach(json_object_get(((struct cr_instance *)v)->placement, "workers"), k, pw) {
-			if (strcmp(cr_json_get_str(pw, "id", ""), wid) != 0)
-				continue;
-			json_array_foreach(json_object_get(pw, "gpus"), g, gj)
-				if (cr_json_get_int(gj, "index", -1) == gpu)
-					sum += num(gj, "claim") > 0 ? num(gj, "claim") : 0;
+		struct cr_instance *i = v;
+		json_array_foreach(json_object_get(i->placement, "workers"), k, pw) {
+			const char *wid = cr_json_get_str(pw, "id", "");
+			json_array_foreach(json_object_get(pw, "gpus"), g, gj) {
+				snprintf(key, sizeof(key), "%s\x1f%lld", wid, (long long)cr_json_get_int(gj, "index", -1));
+				size_t idx = (size_t)(uintptr_t)cr_map_get(&c->claimed, key); /* index + 1 */
+				if (!idx) {
+					if (c->n == c->cap) {
+						c->cap = c->cap ? c->cap * 2 : 64;
+						c->sums = cr_xrealloc(c->sums, c->cap * sizeof(double));
+					}
+					c->sums[c->n++] = 0;
+					idx = c->n;
+					cr_map_put(&c->claimed, key, (void *)(uintptr_t)idx);
+				}
+				double claim = json_number_value(json_object_get(gj, "claim"));
+				c->sums[idx - 1] += claim > 0 ? claim : 0;
+			}
+		}
+		const char *wid;
+		json_t *m;
+		json_object_foreach(i->members, wid, m) {
+			snprintf(key, sizeof(key), "%s\x1f%lld", wid, (long long)cr_json_get_int(m, "pid", -1));
+			cr_map_put(&c->pids, key, (void *)1);
 		}
 	}
-	return sum;
+}
+
+static void claims_release(struct claims *c)
+{
+	cr_map_release(&c->claimed);
+	cr_map_release(&c->pids);
+	free(c->sums);
+}
+
+static double claimed(const struct claims *c, const char *wid, json_int_t gpu)
+{
+	char key[160];
+	snprintf(key, sizeof(key), "%s\x1f%lld", wid, (long long)gpu);
+	size_t idx = (size_t)(uintptr_t)cr_map_get(&c->claimed, key);
+	return idx ? c->sums[idx - 1] : 0;
 }
 
 /* Bytes on a GPU used by the engines of Corral's instances on worker wid:
  * the GPU's processes whose pids are those engines'; -1 when the report
  * lists no processes. */
-static double engines_used(struct cr_app *app, const char *wid, json_t *gpu)
+static double engines_used(const struct claims *c, const char *wid, json_t *gpu)
 {
 	json_t *procs = json_object_get(gpu, "processes");
 	if (!json_is_array(procs))
@@ -88,17 +132,11 @@ static double engines_used(struct cr_app *app, const char *wid, json_t *gpu)
 	double sum = 0;
 	size_t i;
 	json_t *p;
+	char key[160];
 	json_array_foreach(procs, i, p) {
-		json_int_t pid = cr_json_get_int(p, "pid", -1);
-		size_t it = 0;
-		void *v;
-		while (cr_map_next(&app->instances, &it, NULL, &v)) {
-			json_t *m = json_object_get(((struct cr_instance *)v)->members, wid);
-			if (m && cr_json_get_int(m, "pid", -2) == pid) {
-				sum += num(p, "memory") > 0 ? num(p, "memory") : 0;
-				break;
-			}
-		}
+		snprintf(key, sizeof(key), "%s\x1f%lld", wid, (long long)cr_json_get_int(p, "pid", -1));
+		if (cr_map_get(&c->pids, key))
+			sum += num(p, "memory") > 0 ? num(p, "memory") : 0;
 	}
 	return sum;
 }
@@ -125,51 +163,71 @@ static void workers_metrics(struct cr_app *app, struct cr_buf *b)
 		cr_prom_sample(b, "corral_worker_checks", lf, fails);
 		cr_prom_sample(b, "corral_worker_checks", lw, warns);
 	}
+	/* every GPU read once, then written family by family */
+	struct gpu_row {
+		const char *worker;
+		char idx[24];
+		double v[7]; /* total, used, claimed, foreign, utilisation, temperature, power; < 0: unknown */
+	};
+	size_t cap = 0, n = 0;
+	it = 0;
+	while (cr_map_next(&app->workers, &it, NULL, &v))
+		cap += json_array_size(json_object_get(((struct cr_worker *)v)->report, "gpus"));
+	struct gpu_row *rows = cr_xcalloc(cap + 1, sizeof(*rows));
+	struct claims cl_map;
+	claims_build(app, &cl_map);
+	it = 0;
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		size_t i;
+		json_t *g;
+		json_array_foreach(json_object_get(w->report, "gpus"), i, g) {
+			if (n == cap)
+				break;
+			struct gpu_row *r = &rows[n++];
+			json_int_t index = cr_json_get_int(g, "index", (json_int_t)i);
+			r->worker = w->name;
+			snprintf(r->idx, sizeof(r->idx), "%lld", (long long)index);
+			double total = num(g, "memory_total"), used = num(g, "memory_used");
+			if (used < 0 && total >= 0 && num(g, "memory_free") >= 0)
+				used = total - num(g, "memory_free");
+			double cl = claimed(&cl_map, w->id, index), eng = engines_used(&cl_map, w->id, g);
+			double foreign = used < 0 ? -1 : eng >= 0 ? used - eng : used - (cl < used ? cl : used);
+			double util = num(g, "utilization");
+			r->v[0] = total;
+			r->v[1] = used;
+			r->v[2] = cl;
+			r->v[3] = foreign < 0 && used >= 0 ? 0 : foreign;
+			r->v[4] = util < 0 ? -1 : util / 100.0;
+			r->v[5] = num(g, "temperature");
+			r->v[6] = num(g, "power_draw_w");
+		}
+	}
+	claims_release(&cl_map);
 	static const struct {
-		const char *name, *type, *help;
+		const char *name, *help;
 	} fam[] = {
-		{ "corral_gpu_memory_bytes", "gauge",
+		{ "corral_gpu_memory_bytes",
 		  "GPU memory: total, used (all processes), claimed (by Corral's placements), foreign (used by processes "
 		  "that are not Corral's engines)." },
-		{ "corral_gpu_utilization_ratio", "gauge", "GPU utilisation, 0 to 1." },
-		{ "corral_gpu_temperature_celsius", "gauge", "GPU temperature." },
-		{ "corral_gpu_power_watts", "gauge", "GPU power draw." },
+		{ "corral_gpu_utilization_ratio", "GPU utilisation, 0 to 1." },
+		{ "corral_gpu_temperature_celsius", "GPU temperature." },
+		{ "corral_gpu_power_watts", "GPU power draw." },
 	};
+	static const char *const kinds[] = { "total", "used", "claimed", "foreign" };
 	for (size_t f = 0; f < sizeof(fam) / sizeof(fam[0]); f++) {
-		cr_prom_family(b, fam[f].name, fam[f].type, fam[f].help);
-		it = 0;
-		while (cr_map_next(&app->workers, &it, NULL, &v)) {
-			struct cr_worker *w = v;
-			size_t i;
-			json_t *g;
-			json_array_foreach(json_object_get(w->report, "gpus"), i, g) {
-				char idx[24];
-				json_int_t index = cr_json_get_int(g, "index", (json_int_t)i);
-				snprintf(idx, sizeof(idx), "%lld", (long long)index);
-				if (f == 0) {
-					double total = num(g, "memory_total"), used = num(g, "memory_used");
-					double cl = claimed(app, w->id, index), eng = engines_used(app, w->id, g);
-					if (used < 0 && total >= 0 && num(g, "memory_free") >= 0)
-						used = total - num(g, "memory_free");
-					double foreign = used < 0 ? -1 : eng >= 0 ? used - eng : used - (cl < used ? cl : used);
-					const char *kinds[] = { "total", "used", "claimed", "foreign" };
-					double vals[] = { total, used, cl, foreign < 0 ? 0 : foreign };
-					for (int k = 0; k < 4; k++) {
-						if (vals[k] < 0)
-							continue;
-						const char *l[] = { "worker", w->name, "gpu", idx, "kind", kinds[k], NULL };
-						cr_prom_sample(b, fam[f].name, l, vals[k]);
-					}
+		cr_prom_family(b, fam[f].name, "gauge", fam[f].help);
+		for (size_t r = 0; r < n; r++) {
+			for (int k = f ? (int)f + 3 : 0; k < (f ? (int)f + 4 : 4); k++) {
+				if (rows[r].v[k] < 0)
 					continue;
-				}
-				double val = f == 1 ? num(g, "utilization") : f == 2 ? num(g, "temperature") : num(g, "power_draw_w");
-				if (val < 0)
-					continue;
-				const char *l[] = { "worker", w->name, "gpu", idx, NULL };
-				cr_prom_sample(b, fam[f].name, l, f == 1 ? val / 100.0 : val);
+				const char *l[] = { "worker", rows[r].worker, "gpu", rows[r].idx, f ? NULL : "kind", kinds[k & 3],
+						    NULL };
+				cr_prom_sample(b, fam[f].name, l, rows[r].v[k]);
 			}
 		}
 	}
+	free(rows);
 }
 
 static void models_metrics(struct cr_app *app, struct cr_buf *b)
@@ -270,9 +328,10 @@ static void get_metrics(struct cr_req *req)
 		}
 	}
 	struct cr_buf b = CR_BUF_INIT(256u << 20);
+	cr_buf_reserve(&b, 65536 + app->workers.count * 8 * 600 + app->instances.count * 2048);
 	cr_metrics_render(app, &b);
-	cr_reply_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", b.data ? b.data : "", b.len);
-	cr_buf_release(&b);
+	size_t len = b.len;
+	cr_reply_text_owned(req, 200, "text/plain; version=0.0.4; charset=utf-8", cr_buf_detach(&b), len);
 }
 
 const struct cr_http_route cr_api_metrics_routes[] = {

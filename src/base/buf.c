@@ -26,6 +26,17 @@ int cr_buf_add(struct cr_buf *b, const void *p, size_t n)
 	return 0;
 }
 
+void cr_buf_reserve(struct cr_buf *b, size_t n)
+{
+	if (n > b->cap)
+		n = b->cap;
+	if (n + 1 > b->alloc) {
+		b->data = cr_xrealloc(b->data, n + 1);
+		b->alloc = n + 1;
+		b->data[b->len] = '\0';
+	}
+}
+
 int cr_buf_adds(struct cr_buf *b, const char *s)
 {
 	return cr_buf_add(b, s, strlen(s));

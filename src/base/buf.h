@@ -18,6 +18,8 @@ struct cr_buf {
 /* Append bytes; returns 0 or CR_ETOOBIG (the buffer is unchanged then). */
 int cr_buf_add(struct cr_buf *b, const void *p, size_t n);
 int cr_buf_adds(struct cr_buf *b, const char *s);
+/* Room for n bytes in all (at most the cap) without growing again. */
+void cr_buf_reserve(struct cr_buf *b, size_t n);
 int cr_buf_addf(struct cr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Contents as a string ("" when empty); borrowed, valid until the next append. */

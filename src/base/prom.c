@@ -17,47 +17,67 @@ void cr_prom_family(struct cr_buf *b, const char *name, const char *type, const 
 
 static void add_value(struct cr_buf *b, double v)
 {
-	if (isnan(v))
+	if (isnan(v)) {
 		cr_buf_adds(b, "NaN");
-	else if (isinf(v))
+	} else if (isinf(v)) {
 		cr_buf_adds(b, v > 0 ? "+Inf" : "-Inf");
-	else if (v == (double)(long long)v && fabs(v) < 1e15)
-		cr_buf_addf(b, "%lld", (long long)v);
-	else
+	} else if (v == (double)(long long)v && fabs(v) < 1e15) {
+		char digits[24], *p = digits + sizeof(digits);
+		long long n = (long long)v;
+		unsigned long long u = n < 0 ? 0ULL - (unsigned long long)n : (unsigned long long)n;
+		do
+			*--p = (char)('0' + u % 10);
+		while ((u /= 10));
+		if (n < 0)
+			*--p = '-';
+		cr_buf_add(b, p, (size_t)(digits + sizeof(digits) - p));
+	} else {
 		cr_buf_addf(b, "%.9g", v);
+	}
+}
+
+/* A label value, escaped: runs without \, " or newline go in whole. */
+static void add_escaped(struct cr_buf *b, const char *v)
+{
+	for (;;) {
+		size_t run = strcspn(v, "\\\"\n");
+		cr_buf_add(b, v, run);
+		v += run;
+		if (!*v)
+			return;
+		cr_buf_add(b, *v == '\n' ? "\\n" : *v == '"' ? "\\\"" : "\\\\", 2);
+		v++;
+	}
 }
 
 static void add_labels(struct cr_buf *b, const char *const *labels, const char *le)
 {
 	bool any = false;
 	for (int i = 0; labels && labels[i] && labels[i + 1]; i += 2) {
-		cr_buf_addf(b, "%s%s=\"", any ? "," : "{", labels[i]);
-		for (const char *c = labels[i + 1]; *c; c++) {
-			if (*c == '\\' || *c == '"')
-				cr_buf_addf(b, "\\%c", *c);
-			else if (*c == '\n')
-				cr_buf_adds(b, "\\n");
-			else
-				cr_buf_add(b, c, 1);
-		}
-		cr_buf_adds(b, "\"");
+		cr_buf_add(b, any ? "," : "{", 1);
+		cr_buf_adds(b, labels[i]);
+		cr_buf_add(b, "=\"", 2);
+		add_escaped(b, labels[i + 1]);
+		cr_buf_add(b, "\"", 1);
 		any = true;
 	}
 	if (le) {
-		cr_buf_addf(b, "%sle=\"%s\"", any ? "," : "{", le);
+		cr_buf_adds(b, any ? ",le=\"" : "{le=\"");
+		cr_buf_adds(b, le);
+		cr_buf_add(b, "\"", 1);
 		any = true;
 	}
 	if (any)
-		cr_buf_adds(b, "}");
+		cr_buf_add(b, "}", 1);
 }
 
 void cr_prom_sample(struct cr_buf *b, const char *name, const char *const *labels, double value)
 {
 	cr_buf_adds(b, name);
 	add_labels(b, labels, NULL);
-	cr_buf_adds(b, " ");
+	cr_buf_add(b, " ", 1);
 	add_value(b, value);
-	cr_buf_adds(b, "\n");
+	cr_buf_add(b, "\n", 1);
 }
 
 void cr_prom_hist_init(struct cr_prom_hist *h, const double *bounds, int n)

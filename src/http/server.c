@@ -141,6 +141,25 @@ void cr_reply_text(struct cr_req *req, int status, const char *content_type, con
 	cr_req_release(req);
 }
 
+static void free_owned(const void *data, size_t len, void *arg)
+{
+	(void)len;
+	(void)arg;
+	free((void *)data);
+}
+
+void cr_reply_text_owned(struct cr_req *req, int status, const char *content_type, char *data, size_t len)
+{
+	struct evbuffer *out = evbuffer_new();
+	evbuffer_add_reference(out, data, len, free_owned, NULL); /* no copy of large answers */
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req->ev);
+	evhttp_add_header(h, "Content-Type", content_type);
+	evhttp_add_header(h, "Cache-Control", "no-store");
+	evhttp_send_reply(req->ev, status, reason(status), out);
+	evbuffer_free(out);
+	cr_req_release(req);
+}
+
 static void reply_status_error(struct cr_req *req, int status, const char *code, const char *message,
 			       const char *fix)
 {

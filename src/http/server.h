@@ -135,6 +135,8 @@ void cr_reply_json(struct cr_req *req, int status, json_t *body);
 void cr_reply_error(struct cr_req *req, int code, const char *message, const char *fix);
 /* len bytes of data as they are, with that Content-Type. */
 void cr_reply_text(struct cr_req *req, int status, const char *content_type, const char *data, size_t len);
+/* The same handing over data (malloc'd), which is freed once sent. */
+void cr_reply_text_owned(struct cr_req *req, int status, const char *content_type, char *data, size_t len);
 void cr_reply_err(struct cr_req *req, const struct cr_err *err);
 
 /* An error reply with a Retry-After header when retry_after_s > 0. */
