@@ -22,6 +22,7 @@ void cr_app_config_defaults(struct cr_app_config *c)
 	c->flush_interval_s = 30;
 	c->usage_interval_s = 1;
 	c->audit_days = 90;
+	c->events_days = 7;
 	c->keepalive_s = 15;
 	c->missed_status_limit = 3;
 	c->session_ttl_s = 7 * 24 * 3600;
@@ -81,6 +82,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 	if (cr_mono_ms() - app->audit_trimmed_ms >= 3600000) { /* the audit trail, hourly (and at the first flush) */
 		app->audit_trimmed_ms = cr_mono_ms();
 		cr_audit_trim(app);
+		cr_events_trim(app);
 	}
 }
 
@@ -89,6 +91,7 @@ static void on_keepalive(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	cr_workers_keepalive(arg);
+	cr_events_keepalive(arg);
 }
 
 static struct event *every(struct cr_app *app, int seconds, event_callback_fn cb)
@@ -180,6 +183,7 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	cr_http_server_add_routes(app->http, cr_api_key_routes);
 	cr_http_server_add_routes(app->http, cr_api_usage_routes);
 	cr_http_server_add_routes(app->http, cr_api_metrics_routes);
+	cr_http_server_add_routes(app->http, cr_api_event_routes);
 	cr_http_server_add_routes(app->http, cr_api_audit_routes);
 	app->tick = every(app, 1, on_tick);
 	app->flush = every(app, cfg->flush_interval_s > 0 ? cfg->flush_interval_s : 30, on_flush);
@@ -226,6 +230,7 @@ void cr_app_free(struct cr_app *app)
 	cr_keys_free_all(app);
 	cr_models_free_all(app);
 	cr_workers_free_all(app);
+	cr_events_free_all(app);
 	/* Let the ends of closed watch streams go out, so that evhttp frees
 	 * their requests before the server itself is freed. */
 	for (int i = 0; i < 3 && app->http; i++)

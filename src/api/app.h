@@ -34,6 +34,7 @@ struct cr_app_config {
 	double rtt_limit_tp_ms;     /* group checks: vLLM/SGLang across nodes */
 	double rtt_limit_rpc_ms;    /* group checks: llama.cpp RPC */
 	const char *metrics_token;  /* bearer /metrics requires; NULL: open */
+	int events_days;            /* events are kept this long (0: for ever) */
 };
 
 /* Defaults for every field but data_dir. */

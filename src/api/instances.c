@@ -198,6 +198,14 @@ void cr_instance_set_state(struct cr_app *app, struct cr_instance *i, enum cr_in
 		return;
 	if (state == CR_I_RUNNING && i->state != CR_I_RUNNING)
 		app->sched_dirty = true; /* replaced instances may stop now (rolling update, drain) */
+	if (state != i->state) {
+		struct cr_model *m = cr_map_get(&app->models, i->model_id);
+		char kind[40];
+		snprintf(kind, sizeof(kind), "instance.%s", cr_instance_state_name(state));
+		cr_event(app, kind, i->id, json_pack("{s:s,s:s}", "model", m ? m->name : "", "from",
+						   cr_instance_state_name(i->state)),
+			 "instance %s of '%s' is %s: %s", i->id, m ? m->name : "?", cr_instance_state_name(state), msg);
+	}
 	i->state = state;
 	cr_str_replace(&i->message, msg);
 	i->updated_ms = cr_wall_ms();
@@ -215,6 +223,7 @@ void cr_instance_remove(struct cr_app *app, struct cr_instance *i, const char *w
 		return;
 	}
 	cr_info("instance %s removed: %s", i->id, why);
+	cr_event(app, "instance.removed", i->id, NULL, "instance %s removed: %s", i->id, why);
 	cr_map_del(&app->instances, i->id);
 	cr_instances_push(app, i->placement);
 	cr_instance_free(i);

@@ -54,6 +54,7 @@ struct cr_worker {
 	char *state_message;
 	int64_t state_since_mono;           /* when the state last changed */
 	json_t *files;                      /* source -> file report from the worker */
+	json_t *failing_checks;             /* check id -> the check, as last reported failing */
 	/* server -> worker probe */
 	struct cr_probe *probe;
 	bool probe_pending, probe_failed;
@@ -77,6 +78,12 @@ struct cr_app_metrics {
 	void (*extra[4])(struct cr_buf *, void *);
 	void *extra_arg[4];
 	int n_extra;
+};
+
+/* A client of the event stream. */
+struct cr_event_sub {
+	struct cr_stream *stream;
+	struct cr_event_sub *next;
 };
 
 struct cr_app {
@@ -111,6 +118,7 @@ struct cr_app {
 	int64_t started_mono;
 	struct event *tick, *flush, *keepalive;
 	struct cr_app_metrics metrics;
+	struct cr_event_sub *event_subs; /* GET /api/events streams */
 };
 
 extern const struct cr_http_route cr_api_auth_routes[];
@@ -121,6 +129,15 @@ extern const struct cr_http_route cr_api_key_routes[];
 extern const struct cr_http_route cr_api_usage_routes[];
 extern const struct cr_http_route cr_api_audit_routes[];
 extern const struct cr_http_route cr_api_metrics_routes[];
+extern const struct cr_http_route cr_api_event_routes[];
+
+/* events.c: record an event (stored at once, sent to the event streams);
+ * detail is a JSON object (stolen; NULL: none). */
+void cr_event(struct cr_app *app, const char *kind, const char *subject, json_t *detail, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+void cr_events_trim(struct cr_app *app);
+void cr_events_keepalive(struct cr_app *app);
+void cr_events_free_all(struct cr_app *app);
 
 /* metrics.c: histograms set up; a placement timed from started_ns (refusal
  * -1: placed, else a CR_REFUSAL_*); a store flush (0: state, 1: usage). */

@@ -699,10 +699,11 @@ static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, co
 /* The model's status; a refusal is logged once, not again on every worker
  * event that re-runs the scheduler, until the model is placed or the refusal
  * changes. Waiting notes are not logged. */
-static void set_status_quiet(struct cr_model *m, const char *status, json_t *reasons, bool quiet)
+static void set_status_quiet(struct cr_app *app, struct cr_model *m, const char *status, json_t *reasons, bool quiet)
 {
 	if (status && !quiet && (!m->logged || strcmp(m->logged, status) != 0)) {
 		cr_info("model '%s': %s", m->name, status);
+		cr_event(app, "placement.refused", m->name, json_pack("{s:O?}", "reasons", reasons), "%s", status);
 		cr_str_replace(&m->logged, status);
 	} else if (!status) {
 		cr_str_replace(&m->logged, NULL);
@@ -712,9 +713,9 @@ static void set_status_quiet(struct cr_model *m, const char *status, json_t *rea
 	m->reasons = reasons;
 }
 
-static void set_status(struct cr_model *m, const char *status, json_t *reasons)
+static void set_status(struct cr_app *app, struct cr_model *m, const char *status, json_t *reasons)
 {
-	set_status_quiet(m, status, reasons, false);
+	set_status_quiet(app, m, status, reasons, false);
 }
 
 static size_t model_instances(struct cr_app *app, struct cr_model *m, struct cr_instance ***out)
@@ -804,7 +805,7 @@ static int scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t no
 	if (json_array_size(wait) && now - m->created_mono < REPORT_WAIT_MS) {
 		char msg[300];
 		snprintf(msg, sizeof(msg), "waiting for %zu worker(s) to inspect '%s'", json_array_size(wait), source);
-		set_status_quiet(m, msg, NULL, true);
+		set_status_quiet(app, m, msg, NULL, true);
 		json_decref(wait);
 		return -1;
 	}
@@ -839,12 +840,15 @@ static int scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t no
 		}
 		cr_map_put(&app->instances, i->id, i);
 		cr_info("instance %s of '%s': %s", i->id, m->name, cr_json_get_str(p, "summary", ""));
+		cr_event(app, "placement.decided", m->name, json_pack("{s:s,s:O?}", "instance", i->id, "workers",
+								      json_object_get(p, "workers")),
+			 "instance %s: %s", i->id, cr_json_get_str(p, "summary", "placed"));
 		cr_instances_push(app, p);
 	}
 	if (pl.rc)
-		set_status(m, pl.rc == CR_EINPUT ? pl.err.message : pl.summary, pl.reasons ? json_incref(pl.reasons) : NULL);
+		set_status(app, m, pl.rc == CR_EINPUT ? pl.err.message : pl.summary, pl.reasons ? json_incref(pl.reasons) : NULL);
 	else
-		set_status(m, NULL, NULL);
+		set_status(app, m, NULL, NULL);
 	int placed = pl.placed;
 	json_decref(pl.placements);
 	json_decref(pl.reasons);
@@ -943,7 +947,7 @@ static void reconcile(struct cr_app *app, struct cr_model *m, int64_t now)
 	if ((int)staying < want)
 		placed = scale_up(app, m, want - (int)staying, now);
 	else
-		set_status(m, NULL, NULL);
+		set_status(app, m, NULL, NULL);
 	if (placed == 0 && (int)staying < want && running == (int)staying) {
 		/* no room for a new instance while the old ones run: make room with
 		 * one outdated instance, if its room is enough for the next one */
@@ -1045,6 +1049,8 @@ static void create_model(struct cr_req *req)
 	free(id);
 	cr_info("model '%s' created (%s)", m->name, cr_model_spec_source(spec));
 	cr_audit(app, req, NULL, "model.create", m->name, json_incref(spec));
+	cr_event(app, "model.deployed", m->name, json_pack("{s:O}", "spec", spec), "model '%s' deployed by %s", m->name,
+		 cr_req_principal(req)->username ? cr_req_principal(req)->username : "-");
 	cr_instances_push_all(app); /* workers inspect the new source */
 	app->sched_dirty = true;
 	cr_models_tick(app);
@@ -1092,6 +1098,8 @@ static void patch_model(struct cr_req *req)
 	m->built = built;
 	m->updated_ms = cr_wall_ms();
 	cr_audit(app, req, NULL, "model.update", m->name, json_incref(body));
+	cr_event(app, "model.updated", m->name, json_pack("{s:O}", "changes", body), "model '%s' changed by %s", m->name,
+		 cr_req_principal(req)->username ? cr_req_principal(req)->username : "-");
 	if (placement_changed) { /* a rolling update: reconcile replaces the outdated instances */
 		cr_info("model '%s': spec changed; its instances are replaced one by one, each new one running first",
 			m->name);
@@ -1138,6 +1146,8 @@ static void delete_model(struct cr_req *req)
 	free(is);
 	cr_info("model '%s' deleted with %zu instance(s)", m->name, n);
 	cr_audit(app, req, NULL, "model.delete", m->name, json_pack("{s:I}", "instances", (json_int_t)n));
+	cr_event(app, "model.deleted", m->name, NULL, "model '%s' deleted by %s; %zu instance(s) stop", m->name,
+		 cr_req_principal(req)->username ? cr_req_principal(req)->username : "-", n);
 	json_t *body = json_pack("{s:s,s:s,s:o}", "deleted", m->id, "name", m->name, "instances", gone);
 	cr_map_del(&app->models, m->id);
 	cr_map_del(&app->model_names, m->name);

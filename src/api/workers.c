@@ -61,6 +61,7 @@ static void worker_free(struct cr_worker *w)
 	free(w->address);
 	free(w->address_seen);
 	json_decref(w->files);
+	json_decref(w->failing_checks);
 	free(w->report_json);
 	free(w->dynamic_json);
 	json_decref(w->report);
@@ -115,12 +116,17 @@ void cr_workers_free_all(struct cr_app *app)
 
 /* ---- liveness ---- */
 
-static void set_state(struct cr_worker *w, enum cr_worker_state s, const char *msg)
+static void set_state(struct cr_app *app, struct cr_worker *w, enum cr_worker_state s, const char *msg)
 {
 	if (w->state == s && w->state_message && !strcmp(w->state_message, msg))
 		return;
-	if (w->state != s)
+	if (w->state != s) {
 		cr_info("worker '%s' is %s%s%s", w->name, cr_worker_state_name(s), *msg ? ": " : "", msg);
+		char kind[32];
+		snprintf(kind, sizeof(kind), "worker.%s", cr_worker_state_name(s));
+		cr_event(app, kind, w->name, NULL, "worker '%s' is %s%s%s", w->name, cr_worker_state_name(s),
+			 *msg ? ": " : "", msg);
+	}
 	if (w->state != s)
 		w->state_since_mono = cr_mono_ms();
 	w->state = s;
@@ -133,7 +139,7 @@ static void judge_state(struct cr_app *app, struct cr_worker *w, int64_t now)
 	char msg[512];
 	if (!w->last_status_mono) {
 		if (now - app->started_mono > limit_ms && w->state != CR_W_NOT_READY)
-			set_state(w, CR_W_NOT_READY, "no status report since the server started");
+			set_state(app, w, CR_W_NOT_READY, "no status report since the server started");
 		return;
 	}
 	int64_t silent = now - w->last_status_mono;
@@ -142,16 +148,16 @@ static void judge_state(struct cr_app *app, struct cr_worker *w, int64_t now)
 			 "no status report for %lld s (expected every %d s); check that 'corral worker' is running on "
 			 "'%s' and can reach the server",
 			 (long long)(silent / 1000), w->status_interval_s, w->address);
-		set_state(w, CR_W_NOT_READY, msg);
+		set_state(app, w, CR_W_NOT_READY, msg);
 	} else if (w->probe_failed) {
 		snprintf(msg, sizeof(msg),
 			 "status reports arrive, but the server cannot reach the worker: GET http://%s:%d/healthz: %s; "
 			 "check that port %d on %s is reachable from the server (firewall, NAT) or set "
 			 "--advertise-address",
 			 w->address, w->port, w->probe_error ? w->probe_error : "failed", w->port, w->address);
-		set_state(w, CR_W_UNREACHABLE, msg);
+		set_state(app, w, CR_W_UNREACHABLE, msg);
 	} else {
-		set_state(w, CR_W_READY, "");
+		set_state(app, w, CR_W_READY, "");
 	}
 }
 
@@ -373,6 +379,8 @@ static void delete_worker(struct cr_req *req)
 		return;
 	}
 	cr_info("worker '%s' (%s) deleted", w->name, w->id);
+	cr_event(app, "worker.removed", w->name, NULL, "worker '%s' removed from the cluster by %s", w->name,
+		 cr_req_principal(req)->username ? cr_req_principal(req)->username : "-");
 	cr_audit(app, req, NULL, "worker.delete", w->name,
 		 json_pack("{s:s,s:s}", "id", w->id, "was", cr_worker_state_name(w->state)));
 	json_t *body = json_pack("{s:s,s:s}", "deleted", w->id, "name", w->name);
@@ -586,6 +594,10 @@ static void register_worker(struct cr_req *req)
 	w->status_interval_s = (int)r.interval;
 	w->next_probe_mono = 0;
 	cr_info("worker '%s' registered (%s, %s:%d)%s", w->name, w->id, w->address, w->port, fresh ? "" : " again");
+	if (fresh)
+		cr_event(app, "worker.joined", w->name, json_pack("{s:s,s:s,s:i}", "id", w->id, "address", w->address, "port",
+								  w->port),
+			 "worker '%s' joined from %s", w->name, w->address);
 	char skey[CR_HASH_HEX];
 	cr_worker_server_key(app, w->id, skey);
 	json_t *resp = json_pack("{s:s,s:s,s:s}", "id", w->id, "name", w->name, "server_key", skey);
@@ -683,6 +695,30 @@ static int accept_full(struct cr_req *req, struct cr_worker *w, json_t *body, st
 	return 0;
 }
 
+/* A check of w that starts failing, or that recovers, is an event (with
+ * the check's message and fix). */
+static void check_events(struct cr_app *app, struct cr_worker *w)
+{
+	json_t *checks = json_object_get(w->report, "checks"), *now_failing = json_object();
+	size_t i;
+	json_t *c;
+	json_array_foreach(checks, i, c)
+		if (!strcmp(cr_json_get_str(c, "level", ""), "fail"))
+			json_object_set(now_failing, cr_json_get_str(c, "id", "?"), c);
+	const char *id;
+	json_object_foreach(now_failing, id, c)
+		if (!json_object_get(w->failing_checks, id))
+			cr_event(app, "worker.check_failed", w->name, json_pack("{s:s}", "check", id),
+				 "worker '%s': check %s fails: %s%s%s", w->name, id, cr_json_get_str(c, "message", ""),
+				 *cr_json_get_str(c, "fix", "") ? "; fix: " : "", cr_json_get_str(c, "fix", ""));
+	json_object_foreach(w->failing_checks, id, c)
+		if (!json_object_get(now_failing, id))
+			cr_event(app, "worker.check_recovered", w->name, json_pack("{s:s}", "check", id),
+				 "worker '%s': check %s passes again", w->name, id);
+	json_decref(w->failing_checks);
+	w->failing_checks = now_failing;
+}
+
 static void status(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
@@ -703,6 +739,7 @@ static void status(struct cr_req *req)
 	if (first) /* the first probe anywhere in one probe period: no burst */
 		w->next_probe_mono = next_probe_time(app, w->last_status_mono) - (int64_t)app->cfg.probe_interval_s * 750;
 	update_state(app, w, w->last_status_mono);
+	check_events(app, w);
 	char skey[CR_HASH_HEX]; /* a worker registered before the server had one learns it here */
 	cr_worker_server_key(app, w->id, skey);
 	cr_reply_json(req, 200, json_pack("{s:s,s:I,s:s}", "state", cr_worker_state_name(w->state), "server_time_ms",
@@ -744,6 +781,35 @@ void cr_workers_push(struct cr_app *app, struct cr_worker *w)
 
 /* ---- model files ---- */
 
+/* Download milestones of a worker's new file report against its last one:
+ * started, each quarter, done, failed. */
+static void download_events(struct cr_app *app, struct cr_worker *w, json_t *before, json_t *after)
+{
+	const char *src;
+	json_t *f;
+	json_object_foreach(after, src, f) {
+		json_t *dl = json_object_get(f, "download"), *old = json_object_get(json_object_get(before, src), "download");
+		if (!dl)
+			continue;
+		const char *state = cr_json_get_str(dl, "state", ""), *was = cr_json_get_str(old, "state", "");
+		double total = (double)cr_json_get_int(dl, "total", 0), bytes = (double)cr_json_get_int(dl, "bytes", 0);
+		double before_bytes = (double)cr_json_get_int(old, "bytes", 0);
+		int q = total > 0 ? (int)(bytes * 4 / total) : 0, q0 = total > 0 ? (int)(before_bytes * 4 / total) : 0;
+		json_t *d = json_pack("{s:s,s:s,s:f,s:f}", "worker", w->name, "source", src, "bytes", bytes, "total", total);
+		if (strcmp(state, was) != 0 && !strcmp(state, "error"))
+			cr_event(app, "download.failed", src, d, "download of %s on %s failed: %s", src, w->name,
+				 cr_json_get_str(dl, "message", "?"));
+		else if (strcmp(state, was) != 0 && !strcmp(state, "done"))
+			cr_event(app, "download.done", src, d, "download of %s on %s done (%.0f MiB)", src, w->name,
+				 bytes / 1048576.0);
+		else if (!strcmp(state, "downloading") && (strcmp(was, "downloading") != 0 || (q > q0 && q < 4)))
+			cr_event(app, "download.progress", src, d, "download of %s on %s: %d%%", src, w->name,
+				 strcmp(was, "downloading") != 0 && !q ? 0 : q * 25);
+		else
+			json_decref(d);
+	}
+}
+
 /* POST /api/workers/{id}/files {"files":[{"source", "exists", ...}]}: what the
  * worker found at each model source; replaces the previous report. */
 static void files_report(struct cr_req *req)
@@ -770,6 +836,7 @@ static void files_report(struct cr_req *req)
 		}
 		json_object_set(by_source, src, f);
 	}
+	download_events(app, w, w->files, by_source);
 	json_decref(w->files);
 	w->files = by_source;
 	cr_instances_downloads(app, w); /* a failed download is its instances' error, with the cause */

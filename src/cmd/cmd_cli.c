@@ -14,6 +14,7 @@
 #include "base/err.h"
 #include "base/json.h"
 #include "base/mem.h"
+#include "base/sse.h"
 #include "base/util.h"
 #include "checks/checks.h"
 #include "cmd/cli.h"
@@ -986,5 +987,120 @@ int cr_cmd_audit(int argc, char **argv)
 	if (!json_array_size(json_object_get(ans, "entries")))
 		puts("no entries");
 	json_decref(ans);
+	return 0;
+}
+
+/* ---- corral events ---- */
+
+struct follow {
+	struct cr_sse sse;
+	long long last_id;
+	bool as_json;
+};
+
+static void print_event(json_t *e, bool as_json)
+{
+	if (as_json) {
+		char *text = cr_json_dump(e);
+		puts(text);
+		free(text);
+	} else {
+		char *msg = cr_cli_safe(cr_json_get_str(e, "message", ""));
+		printf("%-24s  %-22s  %s\n", cr_json_get_str(e, "at", ""), cr_json_get_str(e, "kind", ""), msg);
+		free(msg);
+	}
+	fflush(stdout);
+}
+
+static int follow_event(const char *event, const char *data, void *arg)
+{
+	struct follow *f = arg;
+	(void)event;
+	json_t *e = json_loads(data, 0, NULL);
+	if (json_is_object(e)) {
+		f->last_id = cr_json_get_int(e, "id", f->last_id);
+		print_event(e, f->as_json);
+	}
+	json_decref(e);
+	return 0;
+}
+
+static int follow_data(const char *data, size_t len, void *arg)
+{
+	struct follow *f = arg;
+	return data ? cr_sse_feed(&f->sse, data, len, follow_event, f) != 0 : 0;
+}
+
+int cr_cmd_events(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: corral events [-f|--follow] [--limit N] [--json] [--server-url URL]\n"
+		"\n"
+		"What happened in the cluster, oldest first: workers joining, lost and back, checks\n"
+		"failing and recovering, models deployed, changed and deleted, placements decided or\n"
+		"refused (with why), instance states with their causes, download milestones. The\n"
+		"server keeps them --events-days (7).\n"
+		"\n"
+		"  -f, --follow   keep printing new events as they happen (resumes after a lost\n"
+		"                 connection without missing any)\n"
+		"  --limit N      the last N events (default 50)\n"
+		"  --json         one JSON object per line\n";
+	const char *url = NULL;
+	long long limit = 0;
+	bool as_json = false, follow = false;
+	const struct cr_opt opts[] = {
+		{ "follow", 'f', CR_OPT_FLAG, &follow, NULL, 0 },
+		{ "limit", 0, CR_OPT_COUNT, &limit, NULL, 10000 },
+		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int prc = cr_cli_parse(argc, argv, usage, opts);
+	if (prc >= 0)
+		return prc;
+	if (optind != argc) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	char path[64];
+	snprintf(path, sizeof(path), "/api/events?limit=%lld", limit ? limit : 50);
+	json_t *ans = cr_cli_api(&cl, "GET", path, NULL, &err);
+	if (!ans) {
+		cr_cli_release(&cl);
+		return cr_cmd_fail(&err);
+	}
+	struct follow f = { .last_id = 0, .as_json = as_json };
+	size_t i;
+	json_t *e;
+	json_array_foreach(json_object_get(ans, "events"), i, e) {
+		print_event(e, as_json);
+		f.last_id = cr_json_get_int(e, "id", f.last_id);
+	}
+	if (!follow && !as_json && !json_array_size(json_object_get(ans, "events")))
+		puts("no events");
+	json_decref(ans);
+	int backoff = 1;
+	while (follow) { /* each connection resumes after the last event printed */
+		char *u = cr_xasprintf("%s/api/events?follow=1&after=%lld", cl.url, f.last_id);
+		cr_sse_init(&f.sse, 1 << 20);
+		long status = 0;
+		long long before = f.last_id;
+		int rc = cr_http_stream(u, cl.token, 60, follow_data, &f, &status, &err);
+		cr_sse_release(&f.sse);
+		free(u);
+		if (status == 401 || status == 403) {
+			cr_cli_release(&cl);
+			return cr_cmd_fail(&err);
+		}
+		if (rc)
+			fprintf(stderr, "corral: event stream lost (%s); reconnecting\n", err.message);
+		backoff = f.last_id > before ? 1 : backoff < 16 ? backoff * 2 : 30;
+		sleep((unsigned)backoff);
+		err = (struct cr_err)CR_ERR_INIT;
+	}
+	cr_cli_release(&cl);
 	return 0;
 }

@@ -59,6 +59,7 @@ static const char server_usage[] =
 	"  --probe-interval S     seconds between probes of each worker's /healthz; 0 = off (default 10)\n"
 	"  --flush-interval S     seconds between writes of observed state (default 30)\n"
 	"  --audit-days N         keep the audit trail N days (default 90; 0: for ever)\n"
+	"  --events-days N        keep cluster events N days (default 7; 0: for ever)\n"
 	"  --usage-interval S     seconds between writes of usage counts (default 1: a kill -9\n"
 	"                         loses at most that much metering)\n"
 	"  --keepalive S          seconds between watch-stream keepalives (default 15)\n"
@@ -256,7 +257,7 @@ static const struct option longopts[] = {
 	{ "access-log", required_argument, NULL, 1009 },
 	{ "tls-cert", required_argument, NULL, 1012 }, { "tls-key", required_argument, NULL, 1013 },
 	{ "tls-self-signed", no_argument, NULL, 1014 }, { "tls-san", required_argument, NULL, 1015 },
-	{ "metrics-token", required_argument, NULL, 1016 },
+	{ "metrics-token", required_argument, NULL, 1016 }, { "events-days", required_argument, NULL, 1017 },
 	{ "worker-port-range", required_argument, NULL, 1004 }, { "worker-labels", required_argument, NULL, 1005 },
 	{ "worker-resources", required_argument, NULL, 1006 },
 	{ "worker-engines-config", required_argument, NULL, 1007 },
@@ -315,6 +316,7 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		case 1014: o->tls_self_signed = true; break;
 		case 1015: o->tls_san = optarg; break;
 		case 1016: o->app.metrics_token = *optarg ? optarg : NULL; break;
+		case 1017: if (parse_int_opt("--events-days", optarg, 0, 36600, &v)) return 2; o->app.events_days = (int)v; break;
 		case 1004: o->worker_ports = optarg; break;
 		case 1005: o->worker_labels = optarg; break;
 		case 1006: o->worker_resources = optarg; break;

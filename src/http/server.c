@@ -1009,6 +1009,13 @@ void cr_stream_event(struct cr_stream *s, const char *event, const char *data)
 	free(text);
 }
 
+void cr_stream_event_id(struct cr_stream *s, long long id, const char *event, const char *data)
+{
+	char *text = cr_xasprintf("id: %lld\nevent: %s\ndata: %s\n\n", id, event, data);
+	stream_send(s, text, strlen(text));
+	free(text);
+}
+
 void cr_stream_comment(struct cr_stream *s, const char *text)
 {
 	char *line = cr_xasprintf(": %s\n\n", text);

@@ -156,6 +156,9 @@ typedef void (*cr_stream_close_cb)(struct cr_stream *s, void *arg);
 struct cr_stream *cr_stream_open(struct cr_req *req, cr_stream_close_cb on_close, void *arg);
 /* Send one event (event may be NULL) with data on one "data:" line. */
 void cr_stream_event(struct cr_stream *s, const char *event, const char *data);
+/* The same with an "id:" line, which a client sends back as Last-Event-ID
+ * to resume after it. */
+void cr_stream_event_id(struct cr_stream *s, long long id, const char *event, const char *data);
 /* Send a comment line, used as keepalive. */
 void cr_stream_comment(struct cr_stream *s, const char *text);
 /* End the stream from the server side and free it. */

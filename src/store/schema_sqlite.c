@@ -94,5 +94,14 @@ const char *const cr_schema_sqlite[] = {
 	/* 9: limits an admin sets per user, and token quotas per key (JSON objects) */
 	"ALTER TABLE users ADD COLUMN limits TEXT NOT NULL DEFAULT '{}';"
 	"ALTER TABLE api_keys ADD COLUMN quotas TEXT NOT NULL DEFAULT '{}';",
+	/* 10: cluster events: workers joining and leaving, placements, instance states, with causes */
+	"CREATE TABLE events ("
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  at_ms INTEGER NOT NULL,"
+	"  kind TEXT NOT NULL,"
+	"  subject TEXT NOT NULL,"
+	"  message TEXT NOT NULL,"
+	"  detail TEXT NOT NULL DEFAULT '');"
+	"CREATE INDEX events_at ON events(at_ms);",
 	NULL,
 };

@@ -89,6 +89,15 @@ struct cr_audit_rec {
 	char *detail;  /* a short JSON object or text; "" when none */
 };
 
+/* One cluster event (GET /api/events). */
+struct cr_event_rec {
+	int64_t id, at_ms;
+	char *kind;    /* "worker.joined", "instance.error", "model.deployed", ... */
+	char *subject; /* the worker, model or instance it is about */
+	char *message; /* what happened, with its cause and fix when it is a failure */
+	char *detail;  /* a JSON object, "" when none */
+};
+
 /* Gateway usage of one key on one model on one day (UTC, YYYY-MM-DD). As a
  * query result, the fields not grouped by are empty (strings) or 0. */
 struct cr_usage_rec {
@@ -121,6 +130,7 @@ typedef void (*cr_store_instance_cb)(const struct cr_instance_rec *i, void *arg)
 typedef void (*cr_store_key_cb)(const struct cr_key_rec *k, void *arg);
 typedef void (*cr_store_usage_cb)(const struct cr_usage_rec *u, void *arg);
 typedef void (*cr_store_audit_cb)(const struct cr_audit_rec *a, void *arg);
+typedef void (*cr_store_event_cb)(const struct cr_event_rec *e, void *arg);
 
 /* Each op returns 0 or an error code with err filled. Callbacks borrow the
  * record for the duration of the call and are called once per row. */
@@ -171,6 +181,13 @@ struct cr_store_ops {
 	int (*audit_list)(struct cr_store *s, int64_t since_ms, const char *action_prefix, int limit,
 			  cr_store_audit_cb cb, void *arg, struct cr_err *err);
 	int (*audit_purge)(struct cr_store *s, int64_t before_ms, int64_t *deleted, struct cr_err *err);
+	/* Events: add one (its id in e->id); list those with id > after_id in
+	 * order, at most limit, or with newest the last limit ones (still in
+	 * order); delete those before before_ms. */
+	int (*event_add)(struct cr_store *s, struct cr_event_rec *e, struct cr_err *err);
+	int (*event_list)(struct cr_store *s, int64_t after_id, int limit, bool newest, cr_store_event_cb cb, void *arg,
+			  struct cr_err *err);
+	int (*event_purge)(struct cr_store *s, int64_t before_ms, int64_t *deleted, struct cr_err *err);
 	/* Settings: small named strings. get returns CR_ENOTFOUND when unset;
 	 * *value is owned by the caller. */
 	int (*setting_get)(struct cr_store *s, const char *key, char **value, struct cr_err *err);

@@ -559,6 +559,60 @@ static int audit_purge(struct cr_store *s, int64_t before_ms, int64_t *deleted, 
 	return rc;
 }
 
+static int event_add(struct cr_store *s, struct cr_event_rec *e, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "INSERT INTO events (at_ms, kind, subject, message, detail) VALUES (?, ?, ?, ?, ?)", &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(st, 1, e->at_ms);
+	sqlite3_bind_text(st, 2, e->kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, e->subject ? e->subject : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, e->message ? e->message : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, e->detail ? e->detail : "", -1, SQLITE_STATIC);
+	rc = step_done(s, st, "add an event", err);
+	if (!rc)
+		e->id = sqlite3_last_insert_rowid(db_of(s));
+	return rc;
+}
+
+static int event_list(struct cr_store *s, int64_t after_id, int limit, bool newest, cr_store_event_cb cb, void *arg,
+		      struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, newest ? "SELECT * FROM (SELECT id, at_ms, kind, subject, message, detail FROM events WHERE "
+				     "id > ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"
+				   : "SELECT id, at_ms, kind, subject, message, detail FROM events WHERE id > ?1 ORDER BY id "
+				     "LIMIT ?2",
+			 &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(st, 1, after_id);
+	sqlite3_bind_int(st, 2, limit);
+	int r;
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cr_event_rec e = { sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1), (char *)col_text(st, 2),
+					  (char *)col_text(st, 3), (char *)col_text(st, 4), (char *)col_text(st, 5) };
+		cb(&e, arg);
+	}
+	rc = r == SQLITE_DONE ? 0 : db_error(s, err, "list events");
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int event_purge(struct cr_store *s, int64_t before_ms, int64_t *deleted, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "DELETE FROM events WHERE at_ms < ?", &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(st, 1, before_ms);
+	rc = step_done(s, st, "trim the events", err);
+	if (deleted)
+		*deleted = rc ? 0 : sqlite3_changes(db_of(s));
+	return rc;
+}
+
 static int setting_get(struct cr_store *s, const char *key, char **value, struct cr_err *err)
 {
 	sqlite3_stmt *st;
@@ -611,7 +665,8 @@ static void sqlite_close(struct cr_store *s)
 static const struct cr_store_ops sqlite_ops = {
 	"sqlite", user_add, user_list, user_del, user_set_limits, user_set_password, session_add, session_del, session_list, worker_put, worker_del,
 	worker_list, worker_observed, model_put, model_del, model_list, instance_put, instance_del,
-	instance_list, key_add, key_del, key_list, usage_add, usage_query, audit_add, audit_list, audit_purge, setting_get, setting_put, schema_version, sqlite_close,
+	instance_list, key_add, key_del, key_list, usage_add, usage_query, audit_add, audit_list, audit_purge, event_add,
+	event_list, event_purge, setting_get, setting_put, schema_version, sqlite_close,
 };
 
 static int migrate(struct cr_store *s, struct cr_err *err)

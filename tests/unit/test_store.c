@@ -33,11 +33,11 @@ Test(store, migrations_apply_once_and_refuse_newer_schemas)
 	struct cr_store *s = open_at(path);
 	int v = 0;
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 9);
+	cr_assert_eq(v, 10);
 	cr_store_close(s);
 	s = open_at(path); /* reopening applies nothing again */
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 9);
+	cr_assert_eq(v, 10);
 	cr_store_close(s);
 
 	sqlite3 *db;
@@ -392,4 +392,38 @@ Test(store, audit_entries_list_newest_first_filter_and_purge)
 	cr_assert_str_eq(got, "bob:model.delete@m1,admin:key.create@k,admin:model.create@m1");
 	cr_store_close(s);
 	free(path);
+}
+
+static void collect_event(const struct cr_event_rec *e, void *arg)
+{
+	char *out = arg;
+	size_t n = strlen(out);
+	snprintf(out + n, 512 - n, "%lld %s %s|", (long long)e->id, e->kind, e->subject);
+}
+
+Test(store, events_are_listed_after_an_id_or_the_newest_and_trimmed_by_age)
+{
+	char *path = db_path();
+	struct cr_store *s = open_at(path);
+	free(path);
+	struct cr_err err = CR_ERR_INIT;
+	const char *kinds[] = { "worker.joined", "model.deployed", "instance.running" };
+	for (int i = 0; i < 3; i++) {
+		struct cr_event_rec e = { 0, 1000 * (i + 1), (char *)kinds[i], (char *)"x", (char *)"m", (char *)"" };
+		cr_assert_eq(s->ops->event_add(s, &e, &err), 0, "%s", err.message);
+		cr_assert_eq(e.id, i + 1);
+	}
+	char out[512] = "";
+	cr_assert_eq(s->ops->event_list(s, 1, 10, false, collect_event, out, &err), 0);
+	cr_assert_str_eq(out, "2 model.deployed x|3 instance.running x|");
+	out[0] = 0;
+	cr_assert_eq(s->ops->event_list(s, 0, 2, true, collect_event, out, &err), 0);
+	cr_assert_str_eq(out, "2 model.deployed x|3 instance.running x|", "the newest two, in order");
+	int64_t deleted = 0;
+	cr_assert_eq(s->ops->event_purge(s, 2500, &deleted, &err), 0);
+	cr_assert_eq(deleted, 2);
+	out[0] = 0;
+	cr_assert_eq(s->ops->event_list(s, 0, 10, false, collect_event, out, &err), 0);
+	cr_assert_str_eq(out, "3 instance.running x|");
+	cr_store_close(s);
 }
