@@ -26,9 +26,11 @@ ifeq ($(WERROR),1)
 CFLAGS += -Werror
 endif
 
-LIB_SRCS := $(sort $(wildcard src/base/*.c src/http/*.c src/api/*.c src/gateway/*.c src/store/*.c src/agent/*.c src/sched/*.c src/checks/*.c))
+LIB_SRCS := $(sort $(wildcard src/base/*.c src/http/*.c src/api/*.c src/gateway/*.c src/store/*.c src/agent/*.c src/sched/*.c src/checks/*.c src/console/*.c))
+# The web console's files, built into the binary (tools/embed): no files to install.
+CONSOLE_FILES := console/index.html console/app.css console/app.js
 CMD_SRCS := $(sort $(wildcard src/cmd/*.c))
-LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/gen/console_assets.o
 CMD_OBJS := $(CMD_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
@@ -49,6 +51,17 @@ deps:
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/tools/embed: tools/embed.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -o $@ $<
+
+$(BUILD)/gen/console_assets.c: $(BUILD)/tools/embed $(CONSOLE_FILES)
+	@mkdir -p $(dir $@)
+	$(BUILD)/tools/embed $@ $(CONSOLE_FILES)
+
+$(BUILD)/gen/console_assets.o: $(BUILD)/gen/console_assets.c
+	$(CC) $(CFLAGS) -c $< -o $@
 
 $(BUILD)/libcorral.a: $(LIB_OBJS)
 	@rm -f $@

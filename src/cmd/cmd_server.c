@@ -22,6 +22,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/util.h"
+#include "console/console.h"
 #include "gateway/gateway.h"
 #include "http/server.h"
 #include "http/tls.h"
@@ -30,7 +31,8 @@
 static const char server_usage[] =
 	"usage: corral server [OPTIONS]\n"
 	"\n"
-	"Start the control plane: management API (/api), health (/healthz), store,\n"
+	"Start the control plane: management API (/api), the OpenAI-compatible endpoint\n"
+	"(/v1), the web console (/), metrics (/metrics), health (/healthz), store,\n"
 	"and, unless --disable-worker, an embedded worker for this machine.\n"
 	"Every option can also be set as a CORRAL_ variable: --access-log F as\n"
 	"CORRAL_ACCESS_LOG=F, --disable-worker as CORRAL_DISABLE_WORKER=1. The command\n"
@@ -534,6 +536,7 @@ static int server_main(int argc, char **argv)
 		gw = cr_gateway_new(base, app, &o.gw);
 		cr_gateway_attach(gw, cr_app_http(app));
 		cr_app_add_metrics(app, cr_gateway_metrics, gw);
+		cr_console_attach(cr_app_http(app));
 		rc = cr_app_listen(app, o.host, o.port, &port, &err);
 	}
 	if (rc) {

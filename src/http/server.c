@@ -129,13 +129,19 @@ void cr_reply_json(struct cr_req *req, int status, json_t *body)
 	cr_req_release(req);
 }
 
+void cr_reply_header(struct cr_req *req, const char *name, const char *value)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(req->ev), name, value);
+}
+
 void cr_reply_text(struct cr_req *req, int status, const char *content_type, const char *data, size_t len)
 {
 	struct evbuffer *out = evbuffer_new();
 	evbuffer_add(out, data, len);
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req->ev);
 	evhttp_add_header(h, "Content-Type", content_type);
-	evhttp_add_header(h, "Cache-Control", "no-store");
+	if (!evhttp_find_header(h, "Cache-Control"))
+		evhttp_add_header(h, "Cache-Control", "no-store");
 	evhttp_send_reply(req->ev, status, reason(status), out);
 	evbuffer_free(out);
 	cr_req_release(req);

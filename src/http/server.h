@@ -133,7 +133,10 @@ struct cr_principal *cr_req_principal(struct cr_req *req);
  * the reference to body. */
 void cr_reply_json(struct cr_req *req, int status, json_t *body);
 void cr_reply_error(struct cr_req *req, int code, const char *message, const char *fix);
-/* len bytes of data as they are, with that Content-Type. */
+/* A header for the reply to come (before any cr_reply_*). */
+void cr_reply_header(struct cr_req *req, const char *name, const char *value);
+/* len bytes of data as they are, with that Content-Type (Cache-Control:
+ * no-store unless a header set one). */
 void cr_reply_text(struct cr_req *req, int status, const char *content_type, const char *data, size_t len);
 /* The same handing over data (malloc'd), which is freed once sent. */
 void cr_reply_text_owned(struct cr_req *req, int status, const char *content_type, char *data, size_t len);
