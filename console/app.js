@@ -318,19 +318,33 @@ async function model(name) {
       location.hash = "#/models";
     } catch (e) { put(out, errorBox(e)); }
   } }, "Delete model");
-  page("Model " + name, body, admin ? h("form", { class: "card stack", onsubmit: async (ev) => {
+  const ctx = h("input", { type: "number", min: "0" }), args = h("input");
+  const scale = h("form", { class: "card stack", onsubmit: async (ev) => {
     ev.preventDefault();
     try {
       await api("PATCH", "/api/models/" + encodeURIComponent(name), { replicas: parseInt(replicas.value, 10) });
       toast("Scaled to " + replicas.value);
     } catch (e) { put(out, errorBox(e)); }
-  } }, h("h2", {}, "Scale"), field("Replicas", replicas), h("button", { type: "submit" }, "Scale"), del, out) : null);
+  } }, h("h2", {}, "Scale"), field("Replicas", replicas), h("button", { type: "submit" }, "Scale"), del, out);
+  const upd = h("div", { "aria-live": "polite" });
+  const update = h("form", { class: "card stack", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const body = {};
+    if (ctx.value) body.ctx = parseInt(ctx.value, 10);
+    body.engine_args = args.value.trim() ? args.value.trim().split(/\s+/) : [];
+    try {
+      const r = await api("PATCH", "/api/models/" + encodeURIComponent(name), body);
+      put(upd, h("p", {}, r.replacing ? `Rolling update: ${r.replacing} instance(s) being replaced` : "Updated"));
+    } catch (e) { put(upd, errorBox(e)); }
+  } }, h("h2", {}, "Update"), h("p", { class: "muted" }, "A rolling update: new instances start beside the old ones, which stop once the new ones run."),
+    h("div", { class: "row" }, field("Context size", ctx), field("Engine arguments", args)), h("button", { type: "submit" }, "Update"), upd);
+  page("Model " + name, body, admin ? scale : null, admin ? update : null);
   let first = true;
   every(3000, async () => {
     try {
       const [m, is] = await Promise.all([api("GET", "/api/models/" + encodeURIComponent(name)),
         api("GET", "/api/instances?model=" + encodeURIComponent(name))]);
-      if (first) { replicas.value = m.replicas; first = false; }
+      if (first) { replicas.value = m.replicas; ctx.value = m.ctx || ""; args.value = (m.engine_args || []).join(" "); first = false; }
       put(body, 
         h("p", {}, `${m.path || m.url} · ${m.engine_resolved || m.engine} · ${m.replicas_status.running}/${m.replicas_status.desired} running · `, modelStatus(m)),
         m.status && (m.reasons || []).length ? h("ul", {}, m.reasons.map((r) => h("li", {}, r.message, r.fix ? h("div", { class: "fix" }, h("b", {}, "Fix: "), r.fix) : null))) : null,

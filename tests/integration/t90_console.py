@@ -75,6 +75,7 @@ class Console(EngineCase):
         self.assertIn("Placement:", out["plan"])
         self.assertIn("1/1 running", out["pages"]["model"])
         self.assertTrue(out["log_has_server"])
+        self.assertIn("Rolling update: 1 instance(s) being replaced", out["update"])
         # a streamed answer: the text arrived in several updates, and as many tokens as asked
         self.assertGreater(len(out["answer"].strip()), 0)
         self.assertGreater(out["answer_updates"], 2, "the answer streamed in, piece by piece")

@@ -81,9 +81,13 @@ async function visit(page, hash, heading) {
     await page.getByRole("cell", { name: "running" }).waitFor();
     out.pages.model = await page.locator("main").innerText();
     await shot(page, "model");
+    // a rolling update from the page
+    await page.getByLabel("Context size").fill("2048");
+    await page.getByRole("button", { name: "Update", exact: true }).click();
+    out.update = await page.getByText(/Rolling update|Updated/).innerText();
 
     // the instance: its engine log, tailed
-    await page.getByRole("link", { name: /^tiny-/ }).click();
+    await page.getByRole("link", { name: /^tiny-/ }).first().click();
     await page.getByRole("heading", { level: 1, name: /^Instance tiny-/ }).waitFor();
     await page.waitForFunction(() => document.querySelector(".log").textContent.length > 100, null, { timeout: 20000 });
     out.log_has_server = (await page.locator(".log").innerText()).includes("server");
