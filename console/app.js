@@ -581,8 +581,8 @@ async function usage() {
   page("Usage",
     h("p", {}, `Last 30 days: ${byDay.total.requests} requests, ${byDay.total.total_tokens} tokens.`),
     h("h2", {}, "Tokens per day"), chart(byDay.rows, (r) => r.day, tokens),
-    h("h2", {}, "By model"), table(byModel.rows, "Model"),
-    h("h2", {}, "By key"), table(byKey.rows, "Key"));
+    h("h2", {}, "By model"), chart(byModel.rows, (r) => r.model, tokens), table(byModel.rows, "Model"),
+    h("h2", {}, "By key"), chart(byKey.rows, (r) => r.key, tokens), table(byKey.rows, "Key"));
 }
 
 function eventRow(e) {
