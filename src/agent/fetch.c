@@ -14,6 +14,7 @@
 
 #include "base/mem.h"
 #include "base/secret.h"
+#include "http/hub.h"
 #include "sched/gguf.h"
 
 /* An easy handle for url with what every transfer here shares: redirects
@@ -29,6 +30,13 @@ static CURL *easy_new(const char *url, char *errbuf)
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	/* a hub's token goes to that hub only: curl drops it when a redirect
+	 * leads to another host (its CDN) */
+	struct curl_slist *h = cr_hub_auth(NULL, url);
+	if (h) {
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+		curl_easy_setopt(c, CURLOPT_PRIVATE, h);
+	}
 	errbuf[0] = '\0';
 	return c;
 }
@@ -39,7 +47,10 @@ static CURLcode perform(CURL *c, long *status)
 	CURLcode cc = curl_easy_perform(c);
 	*status = 0;
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
+	struct curl_slist *h = NULL;
+	curl_easy_getinfo(c, CURLINFO_PRIVATE, (char **)&h);
 	curl_easy_cleanup(c);
+	curl_slist_free_all(h);
 	return cc;
 }
 
@@ -93,8 +104,10 @@ static int get_range(const char *url, size_t want, struct range *r, struct cr_er
 	CURLcode cc = perform(c, &status);
 	if (status >= 400) /* the server's own answer: what it said, plainly */
 		return cr_err_set(err, status == 404 || status == 410 ? CR_ENOTFOUND : CR_EUPSTREAM,
-				  status == 401 || status == 403 ? "the server wants credentials the worker does not send; "
-								   "use a URL the workers may read"
+				  status == 401 || status == 403 ? "the server wants credentials the worker does not send: for "
+								   "a hub repository set HF_TOKEN (or MODELSCOPE_API_TOKEN) on "
+								   "this worker, with access to the repository; else use a URL "
+								   "the workers may read"
 								 : "check the URL",
 				  "GET %s: HTTP %ld", url, status);
 	if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && r->len == want))

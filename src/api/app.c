@@ -226,6 +226,7 @@ void cr_app_free(struct cr_app *app)
 		event_free(app->flush);
 	if (app->keepalive)
 		event_free(app->keepalive);
+	cr_hub_free_all(app); /* lookups in flight finish first */
 	cr_usage_free_all(app);
 	cr_keys_free_all(app);
 	cr_models_free_all(app);

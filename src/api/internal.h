@@ -119,6 +119,7 @@ struct cr_app {
 	struct event *tick, *flush, *keepalive;
 	struct cr_app_metrics metrics;
 	struct cr_event_sub *event_subs; /* GET /api/events streams */
+	struct cr_workpool *hub_pool;   /* hub listings, off the loop (created when first needed) */
 };
 
 extern const struct cr_http_route cr_api_auth_routes[];
@@ -138,6 +139,16 @@ void cr_event(struct cr_app *app, const char *kind, const char *subject, json_t 
 void cr_events_trim(struct cr_app *app);
 void cr_events_keepalive(struct cr_app *app);
 void cr_events_free_all(struct cr_app *app);
+
+/* hub_source.c: when spec names a hub repository ("hf", "ms") not resolved
+ * yet, list it off the loop, choose the file, set the spec's url, sha256 and
+ * "hub", and call then(req, spec, ctx) on the loop (it owns spec; ctx is
+ * released after); on failure reply the error. Returns true when it took
+ * over the request (and spec and ctx), false when there is nothing to
+ * resolve. */
+typedef void (*cr_hub_then)(struct cr_req *req, json_t *spec, json_t *ctx);
+bool cr_hub_resolve(struct cr_app *app, struct cr_req *req, json_t *spec, cr_hub_then then, json_t *ctx);
+void cr_hub_free_all(struct cr_app *app);
 
 /* metrics.c: histograms set up; a placement timed from started_ns (refusal
  * -1: placed, else a CR_REFUSAL_*); a store flush (0: state, 1: usage). */

@@ -8,11 +8,13 @@
 
 #include "base/json.h"
 #include "base/mem.h"
+#include "http/hub.h"
 #include "sched/gguf.h"
 
 static const char *const fields[] = {
 	"name", "path", "url", "sha256", "engine", "engine_args", "replicas", "ctx", "parallel", "policy",
-	"selector", "gpus", "allow_cpu_offload", "allow_distributed", "health_probe", NULL,
+	"selector", "gpus", "allow_cpu_offload", "allow_distributed", "health_probe", "hf", "hf_file", "ms", "ms_file",
+	"hub", NULL,
 };
 
 static bool name_ok(const char *s, size_t max)
@@ -34,9 +36,30 @@ static int bad(struct cr_err *err, const char *fix, const char *fmt, const char 
 static int check_source(json_t *spec, struct cr_err *err)
 {
 	const char *path = cr_json_get_str(spec, "path", NULL), *url = cr_json_get_str(spec, "url", NULL);
+	json_t *hub = json_object_get(spec, "hub");
+	for (int k = 0; k < 2; k++) { /* "hf"/"hf_file", "ms"/"ms_file" */
+		const char *kind = k ? "ms" : "hf", *file_field = k ? "ms_file" : "hf_file";
+		json_t *ref = json_object_get(spec, kind), *file = json_object_get(spec, file_field);
+		if (file && (!ref || !json_is_string(file) || !*json_string_value(file)))
+			return bad(err, "name the file inside the repository given with --hf or --ms", "%s",
+				   ref ? "the hub file must be a non-empty string" : "a hub file needs its repository ('hf' or 'ms')");
+		if (!ref)
+			continue;
+		struct cr_hub_ref r;
+		if (!json_is_string(ref) || cr_hub_parse(kind, json_string_value(ref), &r, err))
+			return json_is_string(ref) ? err->code : bad(err, "give OWNER/REPO[:QUANT][@REVISION]", "%s",
+								    "the hub repository must be a string");
+		if (path || json_object_get(spec, k ? "hf" : "ms") || (url && !hub))
+			return bad(err, "give one source: --path, --url, --hf or --ms", "%s",
+				   "a model has one source: 'path', 'url', 'hf' or 'ms'");
+		return 0; /* url and sha256, when present, were resolved by the server from the hub */
+	}
+	if (hub)
+		return bad(err, "leave 'hub' out: the server sets it", "%s", "field 'hub' is set by the server");
 	if (!path == !url)
-		return bad(err, "give --path for a file on the workers, or --url to download it", "%s",
-			   path ? "give either 'path' or 'url', not both" : "field 'path' or 'url' is required");
+		return bad(err, "give --path for a file on the workers, --url to download it, or --hf/--ms for a hub "
+				"repository", "%s",
+			   path ? "give either 'path' or 'url', not both" : "field 'path', 'url', 'hf' or 'ms' is required");
 	if (path && path[0] != '/')
 		return bad(err, "use the absolute path of the model on the workers", "path '%s' is not absolute", path);
 	if (url && strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
@@ -154,10 +177,22 @@ int cr_model_spec_parse(json_t *body, json_t *base, json_t **out, struct cr_err 
 		rc = bad(err, "delete the model and deploy it again under the new name", "%s", "a model's name cannot change");
 		goto out;
 	}
-	if (base && (json_object_get(body, "path") || json_object_get(body, "url"))) {
-		json_object_del(spec, "path"); /* a new source replaces the old one */
+	if (json_object_get(body, "hub")) {
+		json_decref(spec);
+		return bad(err, "leave 'hub' out: the server sets it from 'hf' or 'ms'", "%s", "field 'hub' is set by the server");
+	}
+	static const char *const sources[] = { "path", "url", "sha256", "hf", "hf_file", "ms", "ms_file", "hub", NULL };
+	bool new_source = false, new_file = false;
+	static const char *const kinds[] = { "path", "url", "hf", "ms" };
+	for (int i = 0; base && i < 4; i++) /* a new source replaces the old one */
+		new_source |= json_object_get(body, kinds[i]) != NULL;
+	new_file = base && (json_object_get(body, "hf_file") || json_object_get(body, "ms_file"));
+	for (int i = 0; new_source && sources[i]; i++)
+		json_object_del(spec, sources[i]);
+	if (new_file && !new_source) { /* another file of the same repository: resolved again */
 		json_object_del(spec, "url");
 		json_object_del(spec, "sha256");
+		json_object_del(spec, "hub");
 	}
 	json_object_update(spec, body);
 	const char *s;

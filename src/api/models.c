@@ -1019,6 +1019,8 @@ static int save_model(struct cr_app *app, const char *id, const char *name, json
 	return rc;
 }
 
+static void create_with_spec(struct cr_req *req, json_t *spec, json_t *ctx);
+
 static void create_model(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
@@ -1028,6 +1030,17 @@ static void create_model(struct cr_req *req)
 		cr_reply_err(req, &err);
 		return;
 	}
+	if (cr_map_get(&app->model_names, cr_json_get_str(spec, "name", "")) ||
+	    !cr_hub_resolve(app, req, spec, create_with_spec, NULL))
+		create_with_spec(req, spec, NULL);
+}
+
+/* The rest of POST /api/models, once the source is known (a hub's file chosen). */
+static void create_with_spec(struct cr_req *req, json_t *spec, json_t *ctx)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_err err = CR_ERR_INIT;
+	(void)ctx;
 	const char *name = cr_json_get_str(spec, "name", "");
 	if (cr_map_get(&app->model_names, name)) {
 		json_decref(spec);
@@ -1076,6 +1089,8 @@ static void get_model(struct cr_req *req)
 		cr_reply_json(req, 200, model_json(cr_req_app(req), m));
 }
 
+static void patch_with_spec(struct cr_req *req, json_t *spec, json_t *ctx);
+
 static void patch_model(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
@@ -1084,8 +1099,30 @@ static void patch_model(struct cr_req *req)
 		return;
 	struct cr_err err = CR_ERR_INIT;
 	json_t *body = cr_req_json(req, &err), *spec = NULL;
-	if (!body || cr_model_spec_parse(body, m->spec, &spec, &err) ||
-	    save_model(app, m->id, m->name, spec, m->created_ms, &err)) {
+	if (!body || cr_model_spec_parse(body, m->spec, &spec, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	json_t *ctx = json_pack("{s:s,s:O}", "id", m->id, "body", body);
+	if (!cr_hub_resolve(app, req, spec, patch_with_spec, ctx)) {
+		patch_with_spec(req, spec, ctx);
+		json_decref(ctx);
+	}
+}
+
+/* The rest of PATCH /api/models/{name}, once the source is known. */
+static void patch_with_spec(struct cr_req *req, json_t *spec, json_t *ctx)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_model *m = cr_map_get(&app->models, cr_json_get_str(ctx, "id", ""));
+	json_t *body = json_object_get(ctx, "body");
+	struct cr_err err = CR_ERR_INIT;
+	if (!m) {
+		json_decref(spec);
+		cr_reply_error(req, CR_ENOTFOUND, "the model was deleted meanwhile", "deploy it again");
+		return;
+	}
+	if (save_model(app, m->id, m->name, spec, m->created_ms, &err)) {
 		json_decref(spec);
 		cr_reply_err(req, &err);
 		return;
@@ -1159,6 +1196,8 @@ static void delete_model(struct cr_req *req)
 /* POST /api/models/plan: the placement of every replica and the reasons,
  * nothing stored. Workers that have not inspected the source yet are asked
  * to and listed in "waiting_for"; clients ask again shortly. */
+static void plan_with_spec(struct cr_req *req, json_t *spec, json_t *ctx);
+
 static void plan_model(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
@@ -1170,6 +1209,15 @@ static void plan_model(struct cr_req *req)
 		cr_reply_err(req, &err);
 		return;
 	}
+	if (!cr_hub_resolve(app, req, spec, plan_with_spec, NULL))
+		plan_with_spec(req, spec, NULL);
+}
+
+/* The rest of POST /api/models/plan, once the source is known. */
+static void plan_with_spec(struct cr_req *req, json_t *spec, json_t *ctx)
+{
+	struct cr_app *app = cr_req_app(req);
+	(void)ctx;
 	const char *source = cr_model_spec_source(spec), *name = cr_json_get_str(spec, "name", "plan");
 	bool known = json_object_get(app->probe_sources, source) != NULL;
 	json_object_set_new(app->probe_sources, source, json_integer(cr_mono_ms()));
@@ -1188,6 +1236,8 @@ static void plan_model(struct cr_req *req)
 				      "waiting_for", json_incref(wait));
 		json_object_set_new(o, "groups_refused", pl.groups ? json_incref(pl.groups) : json_array());
 		json_object_set_new(o, "warnings", spec_warnings(app, spec));
+		if (json_object_get(spec, "hub")) /* which file of the repository, and why */
+			json_object_set(o, "hub", json_object_get(spec, "hub"));
 		cr_reply_json(req, 200, o);
 	}
 	json_decref(wait);

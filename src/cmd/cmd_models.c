@@ -146,7 +146,9 @@ int cr_cmd_inspect(int argc, char **argv)
 /* ---- deploy, models, instances, rm (through the server's API) ---- */
 
 static const char deploy_usage[] =
-	"usage: corral deploy NAME (--path FILE | --url URL [--sha256 HEX]) [options] [-- ENGINE_ARGS...]\n"
+	"usage: corral deploy NAME (--path FILE | --url URL [--sha256 HEX] | --hf OWNER/REPO[:QUANT][@REV]\n"
+	"                           [--hf-file FILE] | --ms OWNER/REPO[:QUANT][@REV] [--ms-file FILE])\n"
+	"                           [options] [-- ENGINE_ARGS...]\n"
 	"\n"
 	"Deploy a model: the scheduler places its replicas on the cluster's GPUs and explains\n"
 	"any refusal. Arguments after -- are passed to the engine (e.g. -- -ctk q8_0).\n"
@@ -154,6 +156,11 @@ static const char deploy_usage[] =
 	"  --path FILE            model file (.gguf) or safetensors directory, present on the workers\n"
 	"  --url URL              or an HTTP(S) URL each chosen worker downloads into its cache\n"
 	"  --sha256 HEX           checksum the download must match\n"
+	"  --hf OWNER/REPO[:QUANT][@REV]  a Hugging Face repository ($HF_ENDPOINT, $HF_TOKEN on the\n"
+	"                         server and workers): the file with that quant, else the largest\n"
+	"                         that fits; the server says which it chose and why\n"
+	"  --hf-file FILE         that file of the repository\n"
+	"  --ms, --ms-file        the same from ModelScope ($MODELSCOPE_ENDPOINT, $MODELSCOPE_API_TOKEN)\n"
 	"  --engine E             auto (default: llama.cpp for GGUF, vllm otherwise), llama.cpp, vllm,\n"
 	"                         sglang or a custom engine\n"
 	"  --ctx N                total context (default: the model's)\n"
@@ -175,6 +182,17 @@ static const char deploy_usage[] =
 	"Exit status: 0 deployed (with --wait: every replica runs); 1 an error, a replica that\n"
 	"failed, or the timeout; 2 a usage error; 3 no replica could be placed (the reasons are\n"
 	"printed; the model is kept and placed when the cluster changes).\n";
+
+/* Which file of a hub repository was chosen, and why. */
+static void print_hub(json_t *hub)
+{
+	if (!hub)
+		return;
+	char size[32];
+	cr_bytes_human((uint64_t)cr_json_get_int(hub, "size", 0), size, sizeof(size));
+	printf("  %s %s: %s (%s), %s, commit %.12s\n", cr_json_get_str(hub, "kind", ""), cr_json_get_str(hub, "repo", ""),
+	       cr_json_get_str(hub, "file", ""), size, cr_json_get_str(hub, "why", ""), cr_json_get_str(hub, "commit", ""));
+}
 
 static void print_placement(json_t *p, int n)
 {
@@ -247,6 +265,7 @@ static int run_plan(struct cr_cli *cl, const char *body, bool as_json, int wait_
 		printf("dry run: placed as chosen, but %d replica(s) overcommit their GPUs (see the warnings)\n", over);
 	else
 		printf("dry run: %s\n", placed ? "every replica fits" : json_string_value(json_object_get(ans, "summary")));
+	print_hub(json_object_get(ans, "hub"));
 	json_array_foreach(json_object_get(ans, "instances"), i, p)
 		print_placement(p, (int)i + 1);
 	if (!placed)
@@ -395,6 +414,10 @@ static int parse_spec_flags(int argc, char **argv, const char *usage, json_t *bo
 		{ "path", 0, CR_OPT_FIELD_STR, body, "path", 0 },
 		{ "url", 0, CR_OPT_FIELD_STR, body, "url", 0 },
 		{ "sha256", 0, CR_OPT_FIELD_STR, body, "sha256", 0 },
+		{ "hf", 0, CR_OPT_FIELD_STR, body, "hf", 0 },
+		{ "hf-file", 0, CR_OPT_FIELD_STR, body, "hf_file", 0 },
+		{ "ms", 0, CR_OPT_FIELD_STR, body, "ms", 0 },
+		{ "ms-file", 0, CR_OPT_FIELD_STR, body, "ms_file", 0 },
 		{ "engine", 0, CR_OPT_FIELD_STR, body, "engine", 0 },
 		{ "policy", 0, CR_OPT_FIELD_STR, body, "policy", 0 },
 		{ "selector", 0, CR_OPT_FIELD_STR, body, "selector", 0 },
@@ -489,6 +512,7 @@ int cr_cmd_deploy(int argc, char **argv)
 	printf("model '%s' deployed: %lld/%lld replicas placed\n", json_string_value(json_object_get(ans, "name")),
 	       (long long)json_integer_value(json_object_get(rs, "total")),
 	       (long long)json_integer_value(json_object_get(rs, "desired")));
+	print_hub(json_object_get(ans, "hub"));
 	const char *status = json_string_value(json_object_get(ans, "status"));
 	if (status) {
 		printf("  %s\n", status);

@@ -115,10 +115,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "corral: libsodium failed to initialise\n");
 		return 1;
 	}
-	/* The server needs no HTTP client; initialising libcurl (and its TLS
-	 * libraries) would only cost memory there. */
-	if (strcmp(argv[1], "server") != 0)
-		cr_http_client_init();
+	/* before any thread: the server lists hub repositories with it too */
+	cr_http_client_init();
 	if (strcmp(argv[1], "server") != 0 && strcmp(argv[1], "worker") != 0 && take_cacert(&argc, argv) != 0)
 		return 2;
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {

@@ -1,0 +1,133 @@
+"""Tier 45: models from hubs (Hugging Face, ModelScope) through a local hub
+server (tests/integration/hub_server.py): deploy by OWNER/REPO:QUANT, the
+largest file that fits when no quant is given, a pinned revision recorded as
+the commit used, a gated repository that needs HF_TOKEN (which never follows a
+redirect to the CDN), a download cut mid-way that resumes, and every refusal
+with its cause and fix. No test reaches the internet."""
+import hashlib
+import json
+import os
+import unittest
+
+import hub_server
+from t50_engines import EngineCase, LLAMA_BIN
+
+
+@unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")
+class Hub(EngineCase):
+    def setUp(self):
+        super().setUp()
+        self.hub = hub_server.Hub()
+        self.addCleanup(self.hub.close)
+        self.env["HF_ENDPOINT"] = self.hub.url
+        self.env["MODELSCOPE_ENDPOINT"] = self.hub.url
+        self.env.pop("HF_TOKEN", None)
+        self.env.pop("MODELSCOPE_API_TOKEN", None)
+        with open(self.model("hub-tiny.gguf"), "rb") as f:
+            self.tiny = f.read()
+
+    def deploy(self, *args, check=True):
+        return self.cli("deploy", *args, "--allow-cpu-offload", "--ctx", "1024", "--timeout", "120", "--", "-t", "1",
+                        check=check)
+
+    def chat_ok(self, model):
+        key = self.cli("keys", "create", "k-" + model).stdout.strip()
+        msg = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        status, _, body = self.gw("/v1/chat/completions", msg, key)
+        self.assertEqual(status, 200, body)
+
+    def test_deploy_by_quant_runs_and_records_the_commit_it_used(self):
+        self.hub.add("test/tiny-GGUF", {"tiny-Q8_0.gguf": self.tiny, "tiny-F16.gguf": 10 ** 12, "README.md": b"hi"})
+        commit = self.hub.repos["test/tiny-GGUF"]["commit"]
+        self.cluster(("w1", None))
+        r = self.deploy("tiny", "--hf", "test/tiny-GGUF:Q8_0", "--wait")
+        self.assertIn("hf test/tiny-GGUF: tiny-Q8_0.gguf", r.stdout)
+        self.assertIn("its file with the quant Q8_0", r.stdout)
+        m = self.api("GET", "/api/models/tiny")
+        self.assertEqual(m["hf"], "test/tiny-GGUF:Q8_0")
+        self.assertEqual(m["hub"]["commit"], commit)
+        self.assertEqual(m["hub"]["file"], "tiny-Q8_0.gguf")
+        self.assertEqual(m["url"], "%s/test/tiny-GGUF/resolve/%s/tiny-Q8_0.gguf" % (self.hub.url, commit))
+        self.assertEqual(m["sha256"], hashlib.sha256(self.tiny).hexdigest(), "checked against the hub's LFS sha256")
+        self.assertEqual(self.instance("tiny")["state"], "running")
+        self.chat_ok("tiny")
+        self.assertFalse([s for s in self.hub.seen if s[3]], "no token set, none sent")
+        self.assertFalse([s for s in self.hub.seen if "F16" in s[2] and s[0] == "cdn"], "only the chosen file moves")
+        # a pinned revision: the commit is the one asked for
+        r = self.deploy("pinned", "--hf", "test/tiny-GGUF:Q8_0@" + commit, "--dry-run")
+        self.assertIn("commit " + commit[:12], r.stdout)
+        # ModelScope: the same repository layout, its own routes
+        self.hub.add("test/tiny-ms", {"tiny-Q8_0.gguf": self.tiny})
+        r = self.deploy("tinyms", "--ms", "test/tiny-ms", "--wait")
+        self.assertIn("ms test/tiny-ms: tiny-Q8_0.gguf", r.stdout)
+        self.assertIn("FilePath=tiny-Q8_0.gguf", self.api("GET", "/api/models/tinyms")["url"])
+        self.chat_ok("tinyms")
+
+    def test_the_largest_that_fits_is_chosen_and_every_refusal_says_why(self):
+        self.hub.add("test/two", {"small-Q2_K.gguf": self.tiny, "big-Q4_K_M.gguf": 10 ** 13,
+                                  "mmproj-F16.gguf": 10 ** 6})
+        self.hub.add("test/st", {"config.json": b"{}", "model.safetensors": b"x" * 10})
+        self.hub.add("test/split", {"m-Q4_K_M-00001-of-00002.gguf": self.tiny, "m-Q4_K_M-00002-of-00002.gguf": self.tiny})
+        self.cluster(("w1", None))
+        r = self.deploy("auto", "--hf", "test/two", "--dry-run")
+        self.assertIn("small-Q2_K.gguf", r.stdout)
+        self.assertIn("the largest GGUF file that fits the most free memory of one worker", r.stdout)
+        cases = [
+            ({"hf": "test/two:IQ2_XS"}, 404, "no file of 'test/two' matches the quant 'IQ2_XS'",
+             "small-Q2_K.gguf, big-Q4_K_M.gguf"),
+            ({"hf": "test/two", "hf_file": "nope.gguf"}, 404, "'test/two' has no file 'nope.gguf'", "small-Q2_K.gguf"),
+            ({"hf": "test/missing"}, 404, "Hugging Face has no repository 'test/missing' at revision 'main'",
+             "case-sensitive"),
+            ({"hf": "test/two@0123abc"}, 404, "revision '0123abc'", "check the repository's name and revision"),
+            ({"hf": "not a repo"}, 400, "'not a repo' is not a Hugging Face repository reference", "OWNER/REPO"),
+            ({"hf": "test/two", "path": "/x.gguf"}, 400, "a model has one source", "--hf"),
+            ({"hf_file": "a.gguf", "path": "/x.gguf"}, 400, "a hub file needs its repository", "--hf"),
+            ({"hf": "test/st"}, 400, "holds safetensors, not GGUF", "--path"),
+            ({"hf": "test/split:Q4_K_M"}, 400, "is split into several files", "llama-gguf-split"),
+            ({"hf": "test/two", "hub": {}}, 400, "field 'hub' is set by the server", "leave 'hub' out"),
+        ]
+        for body, code, message, fix in cases:
+            status, answer = self.request("POST", "/api/models/plan", dict(body, allow_cpu_offload=True), token=self.token)
+            self.assert_error(status, answer, code, message, fix)
+        self.assertEqual(self.api("GET", "/api/models")["models"], [], "nothing stored by refusals")
+
+    def test_a_gated_repository_needs_the_token_which_never_leaves_the_hub(self):
+        self.hub.add("test/gated", {"tiny-Q8_0.gguf": self.tiny}, gated=True)
+        self.hub.cut_after = 1000  # and the download is cut once mid-way: it resumes
+        self.cluster(("w1", None))
+        status, answer = self.request("POST", "/api/models/plan", {"hf": "test/gated"}, token=self.token)
+        self.assert_error(status, answer, 403, "'test/gated' is gated or private", "set HF_TOKEN on the server and the workers")
+        # the same cluster with the token on the server and the worker
+        for p in self.procs:
+            p.stop()
+        before = len(self.hub.seen)
+        self.env["HF_TOKEN"] = hub_server.TOKEN
+        self.start_server(extra=("--gpu-reserve", "0"), data_dir=self.data_dir, port=self.port)
+        self.login()
+        self.env["CORRAL_API_TOKEN"] = self.token
+        self.worker("w1")
+        self.wait_state("w1", "ready")
+        r = self.deploy("gated", "--hf", "test/gated")
+        self.assertIn("tiny-Q8_0.gguf", r.stdout)
+        self.wait_running("gated", timeout=60)  # the cut download is tried again after 10 s, from where it stopped
+        self.chat_ok("gated")
+        hub_calls = [s for s in self.hub.seen[before:] if s[0] == "hub" and "gated" in s[2]]
+        cdn_calls = [s for s in self.hub.seen[before:] if s[0] == "cdn"]
+        self.assertTrue(hub_calls and cdn_calls)
+        self.assertTrue(all(s[3] == "Bearer " + hub_server.TOKEN for s in hub_calls), "the hub got the token, always")
+        self.assertEqual([s for s in cdn_calls if s[3]], [], "the token did not follow the redirect to the CDN")
+        ranged = [s for s in cdn_calls if s[1] == "GET"]
+        self.assertGreater(len(ranged), 1, "the cut download was resumed")
+        events = [e["message"] for e in self.api("GET", "/api/events?limit=500")["events"] if e["kind"].startswith("download.")]
+        self.assertTrue(any("failed" in e for e in events) and any("done" in e for e in events), events)
+
+    def test_an_unreachable_hub_says_to_set_a_mirror(self):
+        self.env["HF_ENDPOINT"] = "http://127.0.0.1:9"
+        self.start_server()
+        self.login()
+        status, answer = self.request("POST", "/api/models/plan", {"hf": "test/tiny-GGUF"}, token=self.token)
+        self.assert_error(status, answer, 502, "cannot reach Hugging Face at http://127.0.0.1:9", "set HF_ENDPOINT")
+
+
+if __name__ == "__main__":
+    unittest.main()
