@@ -417,6 +417,7 @@ static void send_reports(struct agent *a)
 	a->files_resend = false;
 	pthread_mutex_unlock(&a->mu);
 	cr_files_retry(a->files);
+	cr_files_evict(a->files); /* --cache-max */
 	cr_files_take_changed(a->files);
 	cr_supervisor_take_changed(a->sup);
 	json_t *files = cr_files_report(a->files);
@@ -495,6 +496,8 @@ static int on_event(const char *event, const char *data, void *arg)
 	}
 	if (!strcmp(event, "sources"))
 		cr_files_set_sources(a->files, j);
+	else if (!strcmp(event, "cache")) /* corral files rm: {"remove": [names]} or {"remove_unused": true} */
+		cr_files_remove(a->files, json_is_true(json_object_get(j, "remove_unused")) ? NULL : json_object_get(j, "remove"));
 	else if (!strcmp(event, "snapshot")) {
 		cr_files_set_instances(a->files, j);
 		pthread_mutex_lock(&a->mu);
@@ -800,6 +803,7 @@ int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err)
 	load_identity(ap);
 	char *cache = cr_xasprintf("%s/models", cfg->data_dir);
 	ap->files = cr_files_new(cache);
+	cr_files_set_cache_max(ap->files, cfg->cache_max);
 	free(cache);
 	struct cr_supervisor_config sc = { cfg->data_dir, cfg->listen_host ? cfg->listen_host : "0.0.0.0",
 					   cfg->port_lo ? cfg->port_lo : 20000, cfg->port_hi ? cfg->port_hi : 20999,

@@ -6,6 +6,7 @@
 #define CR_AGENT_AGENT_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct cr_err;
 
@@ -25,6 +26,7 @@ struct cr_agent_config {
 	int restart_backoff_s;      /* first engine restart delay (default 10) */
 	bool no_ray;                /* embedded in a server: never offer or start Ray */
 	const char *allow_args;     /* engine flags that touch files, allowed here ("--log-file,..."), or NULL */
+	uint64_t cache_max;         /* model cache bytes before the least recently used unused files go; 0: no limit */
 };
 
 /* Run until SIGTERM or SIGINT (returns 0) or until start-up fails (returns

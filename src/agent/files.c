@@ -2,11 +2,13 @@
  * size and mtime, and one download thread per url source in use here. */
 #include "agent/files.h"
 
+#include <dirent.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "agent/fetch.h"
 #include "agent/modelfile.h"
@@ -42,7 +44,51 @@ struct cr_files {
 	json_t *cache;     /* source -> {"key", "report"} (reporter thread only) */
 	struct download *downloads;
 	int64_t last_progress_ms;
+	json_t *index;     /* cache file name -> {"source", "last_used_ms"} (index.json, under mu) */
+	uint64_t cache_max; /* bytes; 0: no limit */
 };
+
+/* ---- the cache's index: where each file came from, when it was last used ---- */
+
+static char *index_path(struct cr_files *f)
+{
+	return cr_xasprintf("%s/index.json", f->cache_dir);
+}
+
+static void index_save(struct cr_files *f) /* under mu */
+{
+	char *path = index_path(f), *text = cr_json_dump(f->index);
+	if (cr_mkdir_p(f->cache_dir, 0700, NULL) == 0)
+		cr_file_write(path, text, strlen(text), 0600, NULL);
+	free(text);
+	free(path);
+}
+
+static void index_touch(struct cr_files *f, const char *dest, const char *source) /* under mu */
+{
+	const char *name = strrchr(dest, '/') ? strrchr(dest, '/') + 1 : dest;
+	json_object_set_new(f->index, name, json_pack("{s:s,s:I}", "source", source, "last_used_ms", (json_int_t)cr_wall_ms()));
+	index_save(f);
+}
+
+/* Whether source is used by an instance of the last snapshot (under mu). */
+static bool in_use(struct cr_files *f, const char *source)
+{
+	size_t i;
+	json_t *inst;
+	json_array_foreach(json_object_get(f->snapshot, "instances"), i, inst)
+		if (source && !strcmp(cr_json_get_str(inst, "source", ""), source))
+			return true;
+	for (struct download *d = f->downloads; d; d = d->next)
+		if (d->running && source && !strcmp(d->url, source))
+			return true;
+	return false;
+}
+
+static bool cache_file(const char *name)
+{
+	return name[0] != '.' && strcmp(name, "index.json") != 0 && !strstr(name, ".tmp");
+}
 
 struct cr_files *cr_files_new(const char *cache_dir)
 {
@@ -51,6 +97,16 @@ struct cr_files *cr_files_new(const char *cache_dir)
 	pthread_mutex_init(&f->mu, NULL);
 	f->sources = json_array();
 	f->cache = json_object();
+	char *path = index_path(f), *text = NULL;
+	size_t len;
+	if (cr_file_read(path, 16u << 20, &text, &len, NULL) == 0)
+		f->index = json_loadb(text, len, 0, NULL);
+	if (!json_is_object(f->index)) {
+		json_decref(f->index);
+		f->index = json_object();
+	}
+	free(text);
+	free(path);
 	return f;
 }
 
@@ -74,6 +130,7 @@ void cr_files_free(struct cr_files *f)
 	json_decref(f->sources);
 	json_decref(f->snapshot);
 	json_decref(f->cache);
+	json_decref(f->index);
 	pthread_mutex_destroy(&f->mu);
 	free(f->cache_dir);
 	free(f);
@@ -146,6 +203,8 @@ static void *download_main(void *arg)
 	cr_str_replace(&d->message, rc ? msg : "");
 	d->running = false;
 	f->changed = true;
+	if (!rc)
+		index_touch(f, d->dest, d->url);
 	pthread_mutex_unlock(&f->mu);
 	if (rc)
 		cr_warn("download of %s failed: %s", d->url, msg);
@@ -302,7 +361,7 @@ json_t *cr_files_report(struct cr_files *f)
 	json_decref(f->cache);
 	f->cache = cache;
 	json_decref(sources);
-	return json_pack("{s:o}", "files", out);
+	return json_pack("{s:o,s:o}", "files", out, "cache", cr_files_cache(f));
 }
 
 uint64_t cr_files_largest_download(struct cr_files *f)
@@ -323,6 +382,146 @@ char *cr_files_local_path(struct cr_files *f, const char *url)
 	for (struct download *d = f->downloads; d && !path; d = d->next)
 		if (!strcmp(d->url, url) && !strcmp(d->state, "done"))
 			path = cr_xstrdup(d->dest);
+	if (path)
+		index_touch(f, path, url); /* an engine starts with it now */
 	pthread_mutex_unlock(&f->mu);
 	return path;
+}
+
+json_t *cr_files_cache(struct cr_files *f)
+{
+	json_t *out = json_array();
+	DIR *dir = opendir(f->cache_dir);
+	if (!dir)
+		return out;
+	pthread_mutex_lock(&f->mu);
+	struct dirent *e;
+	while ((e = readdir(dir))) {
+		if (!cache_file(e->d_name))
+			continue;
+		char *path = cr_xasprintf("%s/%s", f->cache_dir, e->d_name);
+		struct stat st;
+		if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+			size_t n = strlen(e->d_name);
+			bool partial = n > 5 && !strcmp(e->d_name + n - 5, ".part");
+			char base[256];
+			snprintf(base, sizeof(base), "%.*s", (int)(partial ? n - 5 : n), e->d_name);
+			json_t *ix = json_object_get(f->index, base);
+			const char *source = cr_json_get_str(ix, "source", "");
+			int64_t used = ix ? cr_json_get_int(ix, "last_used_ms", 0) : (int64_t)st.st_mtim.tv_sec * 1000;
+			char when[40];
+			cr_time_format(used, when, sizeof(when));
+			json_array_append_new(out, json_pack("{s:s,s:I,s:s,s:s,s:b,s:b}", "file", e->d_name, "size",
+							     (json_int_t)st.st_size, "source", source, "last_used", when,
+							     "partial", partial, "in_use", in_use(f, source)));
+		}
+		free(path);
+	}
+	pthread_mutex_unlock(&f->mu);
+	closedir(dir);
+	return out;
+}
+
+/* Remove one cache file (and its index entry) unless in use; under mu. */
+static bool remove_file(struct cr_files *f, const char *name, uint64_t *freed)
+{
+	size_t n = strlen(name);
+	char base[256];
+	snprintf(base, sizeof(base), "%.*s", (int)(n > 5 && !strcmp(name + n - 5, ".part") ? n - 5 : n), name);
+	json_t *ix = json_object_get(f->index, base);
+	if (!cache_file(name) || strchr(name, '/') || in_use(f, cr_json_get_str(ix, "source", NULL)))
+		return false;
+	char *path = cr_xasprintf("%s/%s", f->cache_dir, name);
+	struct stat st;
+	bool ok = stat(path, &st) == 0 && unlink(path) == 0;
+	if (ok) {
+		if (freed)
+			*freed += (uint64_t)st.st_size;
+		cr_info("cache: removed %s (%lld bytes, %s)", name, (long long)st.st_size,
+			cr_json_get_str(ix, "source", "source unknown"));
+		for (struct download *d = f->downloads; d; d = d->next) /* fetched again when needed */
+			if (!strcmp(strrchr(d->dest, '/') + 1, base) && !d->running)
+				snprintf(d->state, sizeof(d->state), "removed");
+		json_object_del(f->index, base);
+		f->changed = true;
+	}
+	free(path);
+	return ok;
+}
+
+int cr_files_remove(struct cr_files *f, json_t *names)
+{
+	int n = 0;
+	json_t *all = NULL;
+	if (!names) { /* every file no instance here uses */
+		all = cr_files_cache(f);
+		names = json_array();
+		size_t i;
+		json_t *e;
+		json_array_foreach(all, i, e)
+			if (!json_is_true(json_object_get(e, "in_use")))
+				json_array_append(names, json_object_get(e, "file"));
+	} else {
+		json_incref(names);
+	}
+	pthread_mutex_lock(&f->mu);
+	size_t i;
+	json_t *v;
+	json_array_foreach(names, i, v)
+		if (json_is_string(v))
+			n += remove_file(f, json_string_value(v), NULL);
+	index_save(f);
+	pthread_mutex_unlock(&f->mu);
+	json_decref(names);
+	json_decref(all);
+	return n;
+}
+
+void cr_files_set_cache_max(struct cr_files *f, uint64_t bytes)
+{
+	pthread_mutex_lock(&f->mu);
+	f->cache_max = bytes;
+	pthread_mutex_unlock(&f->mu);
+}
+
+static int by_last_use(const void *a, const void *b)
+{
+	json_int_t x = cr_json_get_int(*(json_t *const *)a, "at", 0), y = cr_json_get_int(*(json_t *const *)b, "at", 0);
+	return x < y ? -1 : x > y;
+}
+
+void cr_files_evict(struct cr_files *f)
+{
+	pthread_mutex_lock(&f->mu);
+	uint64_t max = f->cache_max;
+	pthread_mutex_unlock(&f->mu);
+	if (!max)
+		return;
+	json_t *all = cr_files_cache(f);
+	uint64_t total = 0;
+	size_t i, n = 0;
+	json_t *e;
+	json_t **lru = cr_xcalloc(json_array_size(all) + 1, sizeof(*lru));
+	pthread_mutex_lock(&f->mu);
+	json_array_foreach(all, i, e) {
+		total += (uint64_t)cr_json_get_int(e, "size", 0);
+		if (json_is_true(json_object_get(e, "in_use")) || json_is_true(json_object_get(e, "partial")))
+			continue;
+		json_t *ix = json_object_get(f->index, cr_json_get_str(e, "file", ""));
+		json_object_set_new(e, "at", json_integer(cr_json_get_int(ix, "last_used_ms", 0)));
+		lru[n++] = e;
+	}
+	qsort(lru, n, sizeof(*lru), by_last_use);
+	for (i = 0; i < n && total > max; i++) {
+		uint64_t freed = 0;
+		if (remove_file(f, cr_json_get_str(lru[i], "file", ""), &freed)) {
+			cr_info("cache: over --cache-max (%llu bytes): evicted the least recently used %s",
+				(unsigned long long)max, cr_json_get_str(lru[i], "file", ""));
+			total -= freed;
+		}
+	}
+	index_save(f);
+	pthread_mutex_unlock(&f->mu);
+	free(lru);
+	json_decref(all);
 }

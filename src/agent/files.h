@@ -42,6 +42,20 @@ uint64_t cr_files_largest_download(struct cr_files *f);
 /* The local path of a finished download of url (caller frees), or NULL. */
 char *cr_files_local_path(struct cr_files *f, const char *url);
 
+/* The cache directory's files: [{"file", "size", "source", "last_used",
+ * "partial", "in_use"}] (in use: an instance of the last snapshot needs it,
+ * or it is being downloaded). New reference. */
+json_t *cr_files_cache(struct cr_files *f);
+
+/* Remove the cache files named (a JSON array of names), or with names NULL
+ * every one not in use; files in use are kept. Returns how many went. */
+int cr_files_remove(struct cr_files *f, json_t *names);
+
+/* --cache-max: past bytes, cr_files_evict removes the least recently used
+ * files no instance uses (0: no limit). */
+void cr_files_set_cache_max(struct cr_files *f, uint64_t bytes);
+void cr_files_evict(struct cr_files *f);
+
 /* True once since the last call when sources or downloads changed. */
 bool cr_files_take_changed(struct cr_files *f);
 

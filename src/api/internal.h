@@ -55,6 +55,7 @@ struct cr_worker {
 	int64_t state_since_mono;           /* when the state last changed */
 	json_t *files;                      /* source -> file report from the worker */
 	json_t *failing_checks;             /* check id -> the check, as last reported failing */
+	json_t *cache;                      /* its model cache as last reported (GET /api/files) */
 	/* server -> worker probe */
 	struct cr_probe *probe;
 	bool probe_pending, probe_failed;

@@ -62,6 +62,7 @@ static void worker_free(struct cr_worker *w)
 	free(w->address_seen);
 	json_decref(w->files);
 	json_decref(w->failing_checks);
+	json_decref(w->cache);
 	free(w->report_json);
 	free(w->dynamic_json);
 	json_decref(w->report);
@@ -839,10 +840,129 @@ static void files_report(struct cr_req *req)
 	download_events(app, w, w->files, by_source);
 	json_decref(w->files);
 	w->files = by_source;
+	if (json_is_array(json_object_get(body, "cache"))) {
+		json_decref(w->cache);
+		w->cache = json_incref(json_object_get(body, "cache"));
+	}
 	cr_instances_downloads(app, w); /* a failed download is its instances' error, with the cause */
 	app->sched_dirty = true;
 	cr_models_tick(app); /* a model waiting for this report is placed now, not at the next tick */
 	cr_reply_json(req, 200, json_pack("{s:I}", "files", (json_int_t)json_array_size(files)));
+}
+
+/* ---- the workers' model caches ---- */
+
+/* The models whose source is source (names, a new array). */
+static json_t *models_using(struct cr_app *app, const char *source)
+{
+	json_t *names = json_array();
+	size_t it = 0;
+	void *v;
+	while (source && *source && cr_map_next(&app->models, &it, NULL, &v)) {
+		struct cr_model *m = v;
+		if (!strcmp(cr_json_get_str(m->spec, "url", ""), source))
+			json_array_append_new(names, json_string(m->name));
+	}
+	return names;
+}
+
+/* GET /api/files[?worker=W]: each worker's cached model files with the
+ * models that use them. */
+static void list_files(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	const char *only = cr_req_query(req, "worker");
+	struct cr_worker *one = only ? cr_worker_find(app, only) : NULL;
+	if (only && !one) {
+		cr_reply_error(req, CR_ENOTFOUND, "no such worker", "see 'corral workers'");
+		return;
+	}
+	json_t *out = json_array();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		if (one && w != one)
+			continue;
+		json_t *files = json_array();
+		json_int_t total = 0;
+		size_t i;
+		json_t *f;
+		json_array_foreach(w->cache, i, f) {
+			json_t *e = json_deep_copy(f);
+			json_object_set_new(e, "models", models_using(app, cr_json_get_str(f, "source", "")));
+			total += cr_json_get_int(f, "size", 0);
+			json_array_append_new(files, e);
+		}
+		json_array_append_new(out, json_pack("{s:s,s:s,s:o,s:I}", "worker", w->name, "state",
+						     cr_worker_state_name(w->state), "files", files, "total", total));
+	}
+	cr_reply_json(req, 200, json_pack("{s:o}", "workers", out));
+}
+
+/* DELETE /api/files?worker=W&file=NAME (admin): remove a cached file, or
+ * without file every file no model uses, on one worker or all. A file a
+ * model uses is refused (delete the model first); the workers remove the
+ * others unless an instance there still needs them, and report again. */
+static void remove_files(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	const char *only = cr_req_query(req, "worker"), *file = cr_req_query(req, "file");
+	struct cr_worker *one = only ? cr_worker_find(app, only) : NULL;
+	if (only && !one) {
+		cr_reply_error(req, CR_ENOTFOUND, "no such worker", "see 'corral workers'");
+		return;
+	}
+	json_t *asked = json_array();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		if (one && w != one)
+			continue;
+		json_t *names = json_array();
+		size_t i;
+		json_t *f;
+		json_array_foreach(w->cache, i, f) {
+			const char *name = cr_json_get_str(f, "file", "");
+			if (file && strcmp(name, file) != 0)
+				continue;
+			json_t *users = models_using(app, cr_json_get_str(f, "source", ""));
+			if (json_array_size(users) && file) {
+				char msg[400];
+				snprintf(msg, sizeof(msg), "'%s' on %s is the file of model '%s'", name, w->name,
+					 json_string_value(json_array_get(users, 0)));
+				json_decref(users);
+				json_decref(names);
+				json_decref(asked);
+				cr_reply_error(req, CR_ECONFLICT, msg, "delete the model first ('corral rm'), then the file");
+				return;
+			}
+			if (!json_array_size(users))
+				json_array_append_new(names, json_string(name));
+			json_decref(users);
+		}
+		if (!json_array_size(names)) {
+			json_decref(names);
+			continue;
+		}
+		if (w->watch) {
+			json_t *ev = json_pack("{s:O}", "remove", names);
+			char *text = cr_json_dump(ev);
+			cr_stream_event(w->watch, "cache", text);
+			free(text);
+			json_decref(ev);
+		}
+		json_array_append_new(asked, json_pack("{s:s,s:o,s:b}", "worker", w->name, "files", names, "sent",
+						       w->watch != NULL));
+	}
+	if (file && !json_array_size(asked)) {
+		json_decref(asked);
+		cr_reply_error(req, CR_ENOTFOUND, "no worker has that cached file", "see 'corral files'");
+		return;
+	}
+	cr_audit(app, req, NULL, "files.remove", file ? file : "unused", json_incref(asked));
+	cr_reply_json(req, 202, json_pack("{s:o}", "removing", asked));
 }
 
 /* GET /api/workers/{id}/peers: the other workers this one should probe
@@ -920,6 +1040,8 @@ const struct cr_http_route cr_api_worker_routes[] = {
 	{ CR_POST, "/api/workers/{}/uncordon", CR_AUTH_ADMIN, uncordon },
 	{ CR_POST, "/api/workers/{}/drain", CR_AUTH_ADMIN, drain },
 	{ CR_POST, "/api/workers/{}/status", CR_AUTH_WORKER, status },
+	{ CR_GET, "/api/files", CR_AUTH_USER, list_files },
+	{ CR_DELETE, "/api/files", CR_AUTH_ADMIN, remove_files },
 	{ CR_GET, "/api/workers/{}/watch", CR_AUTH_WORKER, watch },
 	{ CR_POST, "/api/workers/{}/files", CR_AUTH_WORKER, files_report },
 	{ 0, NULL, 0, NULL },

@@ -1,6 +1,8 @@
 /* Clocks, files, number parsing, see util.h. */
 #include "base/util.h"
 
+#include <ctype.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -13,6 +15,32 @@
 
 #include "base/err.h"
 #include "base/mem.h"
+
+bool cr_parse_bytes(const char *s, uint64_t *out)
+{
+	char *end;
+	double v = strtod(s, &end);
+	if (end == s || v < 0)
+		return false;
+	static const char units[] = "KMGT";
+	double mult = 1;
+	if (*end) {
+		const char *u = strchr(units, toupper((unsigned char)*end));
+		if (!u)
+			return false;
+		for (const char *p = units; p <= u; p++)
+			mult *= 1024;
+		end++;
+		if (*end == 'i' || *end == 'I')
+			end++;
+		if (*end == 'B' || *end == 'b')
+			end++;
+	}
+	if (*end || v * mult > 1.8e19)
+		return false;
+	*out = (uint64_t)(v * mult);
+	return true;
+}
 
 int64_t cr_mono_ns(void)
 {

@@ -33,6 +33,10 @@ int cr_mkdir_p(const char *path, mode_t mode, struct cr_err *err);
 /* Parse a whole decimal integer in [min, max]; false on any junk. */
 bool cr_parse_int(const char *s, long long min, long long max, long long *out);
 
+/* A size like 500M, 50G, 1.5T, 2GiB or plain bytes (K, M, G, T are powers of
+ * 1024) into *out; false when it is not one. */
+bool cr_parse_bytes(const char *s, uint64_t *out);
+
 /* Format a byte count for people: "23.5 GiB". */
 void cr_bytes_human(uint64_t bytes, char *out, size_t n);
 

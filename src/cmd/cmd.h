@@ -32,6 +32,7 @@ int cr_cmd_passwd(int argc, char **argv);
 int cr_cmd_sessions(int argc, char **argv);
 int cr_cmd_audit(int argc, char **argv);
 int cr_cmd_events(int argc, char **argv);
+int cr_cmd_files(int argc, char **argv);
 
 /* The environment variable that sets long option opt: CORRAL_ and the name
  * in capitals, dashes as underscores ("worker-port-range" ->

@@ -1104,3 +1104,127 @@ int cr_cmd_events(int argc, char **argv)
 	cr_cli_release(&cl);
 	return 0;
 }
+
+/* ---- corral files ---- */
+
+static int files_rm(struct cr_cli *cl, const char *worker, const char *file)
+{
+	struct cr_buf q = CR_BUF_INIT(4096);
+	cr_buf_adds(&q, "/api/files");
+	cr_cli_query_add(&q, "worker", worker);
+	cr_cli_query_add(&q, "file", file);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *ans = cr_cli_api(cl, "DELETE", cr_buf_str(&q), NULL, &err);
+	cr_buf_release(&q);
+	if (!ans)
+		return cr_cmd_fail(&err);
+	size_t i, k;
+	json_t *w, *f;
+	int asked = 0, gone = 0;
+	json_array_foreach(json_object_get(ans, "removing"), i, w)
+		asked += (int)json_array_size(json_object_get(w, "files"));
+	/* the workers remove them and report again: wait for that, 15 s at most */
+	for (int t = 0; t < 150 && gone < asked; t++) {
+		usleep(100000);
+		json_t *now = cr_cli_api(cl, "GET", "/api/files", NULL, &err);
+		if (!now)
+			break;
+		gone = asked;
+		json_array_foreach(json_object_get(ans, "removing"), i, w) {
+			json_t *wf = NULL, *x;
+			size_t j;
+			json_array_foreach(json_object_get(now, "workers"), j, x)
+				if (!strcmp(cr_json_get_str(x, "worker", ""), cr_json_get_str(w, "worker", "")))
+					wf = json_object_get(x, "files");
+			json_array_foreach(json_object_get(w, "files"), k, f)
+				json_array_foreach(wf, j, x)
+					if (!strcmp(cr_json_get_str(x, "file", ""), json_string_value(f)))
+						gone--;
+		}
+		json_decref(now);
+	}
+	json_array_foreach(json_object_get(ans, "removing"), i, w)
+		json_array_foreach(json_object_get(w, "files"), k, f)
+			printf("%s: %s\n", cr_json_get_str(w, "worker", ""), json_string_value(f));
+	printf("%d of %d file(s) removed%s\n", gone, asked,
+	       gone < asked ? " (a worker keeps a file an instance there still uses, or is not connected)" : "");
+	json_decref(ans);
+	return gone < asked ? 1 : 0;
+}
+
+int cr_cmd_files(int argc, char **argv)
+{
+	static const char usage[] =
+		"usage: corral files [--worker W] [--json] [--server-url URL]\n"
+		"       corral files rm [FILE | --unused] [--worker W] [--server-url URL]\n"
+		"\n"
+		"The model files each worker keeps in its cache (downloads of url and hub models):\n"
+		"size, source, the models that use it and when it was last used. 'rm' removes a file\n"
+		"(admins), or with --unused every file no model uses; a worker's --cache-max removes\n"
+		"the least recently used unused files by itself.\n";
+	const char *url = NULL, *worker = NULL;
+	bool as_json = false, unused = false;
+	const struct cr_opt opts[] = {
+		{ "worker", 0, CR_OPT_STR, &worker, NULL, 0 },
+		{ "json", 0, CR_OPT_FLAG, &as_json, NULL, 0 },
+		{ "unused", 0, CR_OPT_FLAG, &unused, NULL, 0 },
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
+		{ NULL, 0, 0, NULL, NULL, 0 },
+	};
+	int prc = cr_cli_parse(argc, argv, usage, opts);
+	if (prc >= 0)
+		return prc;
+	bool rm = optind < argc && !strcmp(argv[optind], "rm");
+	const char *file = rm && optind + 1 < argc ? argv[optind + 1] : NULL;
+	if ((!rm && optind != argc) || (rm && optind + (file ? 2 : 1) != argc) || (rm && !file == !unused)) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	if (rm) {
+		int rc = files_rm(&cl, worker, file);
+		cr_cli_release(&cl);
+		return rc;
+	}
+	struct cr_buf q = CR_BUF_INIT(4096);
+	cr_buf_adds(&q, "/api/files");
+	cr_cli_query_add(&q, "worker", worker);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *ans = cr_cli_api(&cl, "GET", cr_buf_str(&q), NULL, &err);
+	cr_buf_release(&q);
+	cr_cli_release(&cl);
+	if (!ans)
+		return cr_cmd_fail(&err);
+	if (as_json)
+		return cr_cli_print_json(ans);
+	struct cr_table t = { .ncols = 6, .rows = json_array() };
+	const char *head[] = { "WORKER", "FILE", "SIZE", "MODELS", "LAST USED", "SOURCE" };
+	cr_table_row(&t, head);
+	size_t i, k, n = 0;
+	json_t *w, *f;
+	json_array_foreach(json_object_get(ans, "workers"), i, w) {
+		json_array_foreach(json_object_get(w, "files"), k, f) {
+			char size[32], models[256] = "";
+			size_t len = 0, m;
+			json_t *mv;
+			cr_bytes_human((uint64_t)cr_json_get_int(f, "size", 0), size, sizeof(size));
+			if (json_is_true(json_object_get(f, "partial")))
+				snprintf(size + strlen(size), sizeof(size) - strlen(size), " (partial)");
+			json_array_foreach(json_object_get(f, "models"), m, mv)
+				if (len < sizeof(models))
+					len += (size_t)snprintf(models + len, sizeof(models) - len, "%s%s", m ? "," : "",
+								json_string_value(mv));
+			const char *row[] = { cr_json_get_str(w, "worker", ""), cr_json_get_str(f, "file", ""), size,
+					      *models ? models : "-", cr_json_get_str(f, "last_used", ""),
+					      cr_json_get_str(f, "source", "") };
+			cr_table_row(&t, row);
+			n++;
+		}
+	}
+	cr_table_print(&t);
+	if (!n)
+		puts("no cached files");
+	json_decref(ans);
+	return 0;
+}

@@ -42,6 +42,8 @@ static const char worker_usage[] =
 	"  --labels k=v,...         labels for placement selectors\n"
 	"  --resources FILE         declare or override devices (JSON, see docs/ops.md)\n"
 	"  --engines-config FILE    add or replace engine definitions (JSON, see docs/engines.md)\n"
+	"  --cache-max SIZE         model cache (DATA_DIR/models) past SIZE (e.g. 200G): the least\n"
+	"                           recently used files no instance here uses are removed (default: no limit)\n"
 	"  --port-range LO-HI       ports for engines (default 20000-20999, outside the ephemeral range)\n"
 	"  --embedded               run as a server's embedded worker: never offer or start Ray\n"
 	"  --allow-engine-args F,.. engine flags that read or write files on this node, refused\n"
@@ -98,6 +100,7 @@ static const struct option longopts[] = {
 	{ "resources", required_argument, NULL, 'r' },  { "engines-config", required_argument, NULL, 'E' },
 	{ "token-file", required_argument, NULL, 'T' },
 	{ "ca-hash", required_argument, NULL, 'K' },      { "cacert", required_argument, NULL, 'C' },
+	{ "cache-max", required_argument, NULL, 'X' },
 	{ "port-range", required_argument, NULL, 'R' },  { "embedded", no_argument, NULL, 'M' },  { "restart-backoff", required_argument, NULL, 'B' },
 	{ "allow-engine-args", required_argument, NULL, 'A' },  { "status-interval", required_argument, NULL, 's' },
 	{ "help", no_argument, NULL, 'h' },             { NULL, 0, NULL, 0 },
@@ -106,7 +109,7 @@ static const struct option longopts[] = {
 static int worker_main(int argc, char **argv)
 {
 	struct cr_agent_config cfg = { getenv("CORRAL_SERVER_URL"), getenv("CORRAL_TOKEN"), NULL, NULL, NULL, 10150, NULL,
-				       NULL, NULL, 5, NULL, 0, 0, 0, false, NULL };
+				       NULL, NULL, 5, NULL, 0, 0, 0, false, NULL, 0 };
 	char *dir = NULL, *file_token = NULL, *ca_hash = NULL;
 	const char *cacert = NULL;
 	long long v;
@@ -132,6 +135,12 @@ static int worker_main(int argc, char **argv)
 		}
 		case 'K': free(ca_hash); ca_hash = cr_xstrdup(optarg); break;
 		case 'C': cacert = optarg; break;
+		case 'X':
+			if (!cr_parse_bytes(optarg, &cfg.cache_max)) {
+				fprintf(stderr, "corral worker: --cache-max wants a size like 200G or 500M, not '%s'\n", optarg);
+				return 2;
+			}
+			break;
 		case 'n': cfg.name = optarg; break;
 		case 'd': cfg.data_dir = optarg; break;
 		case 'H': cfg.listen_host = optarg; break;

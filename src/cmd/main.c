@@ -37,6 +37,7 @@ static const char usage[] =
 	"  token      rotate the cluster registration token (admins)\n"
 	"  audit      who did what, from where, when (admins)\n"
 	"  events     what happened in the cluster, with causes (-f to follow)\n"
+	"  files      the model files cached on each worker: list, rm\n"
 	"  chat       chat with a model through /v1, streamed to the terminal\n"
 	"  usage      gateway usage per key, user, model and day\n"
 	"\n"
@@ -101,7 +102,7 @@ int main(int argc, char **argv)
 		{ "logs", cr_cmd_logs }, { "keys", cr_cmd_keys },
 		{ "users", cr_cmd_users }, { "chat", cr_cmd_chat }, { "usage", cr_cmd_usage },
 		{ "token", cr_cmd_token }, { "passwd", cr_cmd_passwd }, { "sessions", cr_cmd_sessions },
-		{ "audit", cr_cmd_audit }, { "events", cr_cmd_events },
+		{ "audit", cr_cmd_audit }, { "events", cr_cmd_events }, { "files", cr_cmd_files },
 	};
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		fputs(usage, argc < 2 ? stderr : stdout);

@@ -25,7 +25,7 @@ TOKEN = "hf_test_token"
 class Hub:
     def __init__(self):
         self.repos = {}   # "owner/repo" -> {"commit", "gated", "files": {name: bytes or (size, None)}}
-        self.seen = []    # (server, method, path, authorization)
+        self.seen = []    # (server, method, path, authorization, range)
         self.cut_after = None
         self._cut_done = set()
         self.hub = self._serve(self._hub_handler(), "127.0.0.1")
@@ -90,7 +90,8 @@ class Hub:
             def do_GET(self):
                 u = urllib.parse.urlparse(self.path)
                 q = urllib.parse.parse_qs(u.query)
-                hub.seen.append(("hub", self.command, self.path, self.headers.get("Authorization")))
+                hub.seen.append(("hub", self.command, self.path, self.headers.get("Authorization"),
+                                 self.headers.get("Range")))
                 parts = u.path.strip("/").split("/")
                 if parts[:2] == ["api", "models"] and len(parts) >= 6 and parts[4] == "revision":
                     repo = self.repo_for(parts[2] + "/" + parts[3])
@@ -146,7 +147,8 @@ class Hub:
                 self.do_GET()
 
             def do_GET(self):
-                hub.seen.append(("cdn", self.command, self.path, self.headers.get("Authorization")))
+                hub.seen.append(("cdn", self.command, self.path, self.headers.get("Authorization"),
+                                 self.headers.get("Range")))
                 sha = self.path.rsplit("/", 1)[-1]
                 for repo in hub.repos.values():
                     for data in repo["files"].values():

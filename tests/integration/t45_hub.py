@@ -121,6 +121,56 @@ class Hub(EngineCase):
         events = [e["message"] for e in self.api("GET", "/api/events?limit=500")["events"] if e["kind"].startswith("download.")]
         self.assertTrue(any("failed" in e for e in events) and any("done" in e for e in events), events)
 
+    def test_one_download_per_file_a_cache_to_list_and_trim(self):
+        other = self.tiny + b"\0" * 4096  # another file: same model, a few bytes more
+        self.hub.add("test/tiny-GGUF", {"tiny-Q8_0.gguf": self.tiny, "tiny-Q4_0.gguf": other})
+        self.cluster(("w1", None))
+        self.cli("workers", "rm", "w1", "--force")
+        for p in self.procs:
+            if p.name == "worker-w1":
+                p.stop()
+        w = self.start_worker("w1", extra=("--port-range", self.ranges["w1"], "--cache-max", "600K"),
+                              data_dir=os.path.join(self.tmp, "w-w1b"))
+        self.wait_state("w1", "ready")
+        # two models on the same file: downloaded once, listed once with both
+        for name in ("a", "b"):
+            self.deploy(name, "--hf", "test/tiny-GGUF:Q8_0")
+        self.wait_running("a", timeout=60)
+        self.wait_running("b", timeout=60)
+        blob = hashlib.sha256(self.tiny).hexdigest()
+        full_gets = [s for s in self.hub.seen if s[0] == "cdn" and s[1] == "GET" and blob in s[2] and not s[4]]
+        self.assertEqual(len(full_gets), 1, "one download for both models (and header reads by range): %r" % full_gets)
+        self.wait_for(lambda: self.api("GET", "/api/files")["workers"][0]["files"], "the cache report")
+        files = self.api("GET", "/api/files")["workers"][0]["files"]
+        self.assertEqual(len(files), 1, files)
+        self.assertEqual(sorted(files[0]["models"]), ["a", "b"])
+        self.assertEqual(files[0]["size"], len(self.tiny))
+        self.assertTrue(files[0]["in_use"])
+        out = self.cli("files").stdout
+        self.assertIn("a,b", out)
+        self.assertIn(files[0]["file"], out)
+        r = self.cli("files", "rm", files[0]["file"], check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("is the file of model", r.stderr)
+        self.assertIn("delete the model first", r.stderr)
+        # unused: removed on request
+        self.cli("rm", "a")
+        self.cli("rm", "b")
+        self.wait_for(lambda: not self.api("GET", "/api/files")["workers"][0]["files"][0]["in_use"], "the file unused")
+        r = self.cli("files", "rm", "--unused")
+        self.assertIn("1 of 1 file(s) removed", r.stdout)
+        self.assertEqual(self.api("GET", "/api/files")["workers"][0]["files"], [])
+        # --cache-max 600K: the first file goes when a second one would pass it, least recently used first
+        self.deploy("a", "--hf", "test/tiny-GGUF:Q8_0")
+        self.wait_running("a", timeout=60)
+        self.cli("rm", "a")
+        self.deploy("c", "--hf", "test/tiny-GGUF:Q4_0")
+        self.wait_running("c", timeout=60)
+        self.wait_for(lambda: [f["source"].rsplit("/", 1)[-1] for f in self.api("GET", "/api/files")["workers"][0]["files"]]
+                      == ["tiny-Q4_0.gguf"], "the least recently used file evicted")
+        self.assertIn("evicted the least recently used", w.output())
+        self.assertEqual(self.cli("files", "rm", "--unused", check=False).returncode, 0)
+
     def test_an_unreachable_hub_says_to_set_a_mirror(self):
         self.env["HF_ENDPOINT"] = "http://127.0.0.1:9"
         self.start_server()
