@@ -1193,6 +1193,21 @@ void cr_supervisor_set_desired(struct cr_supervisor *s, const char *worker_id, j
 	pthread_mutex_unlock(&s->mu);
 }
 
+/* VmRSS of pid in bytes, or -1. */
+static long long rss_bytes(pid_t pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "re");
+	long long kb = -1;
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "VmRSS:", 6) && sscanf(line + 6, "%lld", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb < 0 ? -1 : kb * 1024;
+}
+
 json_t *cr_supervisor_report(struct cr_supervisor *s)
 {
 	json_t *arr = json_array();
@@ -1203,6 +1218,9 @@ json_t *cr_supervisor_report(struct cr_supervisor *s)
 				      p->port, "host", s->engine_host, "restarts", p->restarts);
 		if (p->exit_status >= 0)
 			json_object_set_new(o, "exit", json_integer(p->exit_status));
+		long long rss = p->pid && !strcmp(p->state, "running") ? rss_bytes(p->pid) : -1;
+		if (rss > 0) /* what the engine really holds in RAM, which placements learn from */
+			json_object_set_new(o, "rss", json_integer(rss >> 20 << 20));
 		if (p->aux_port)
 			json_object_set_new(o, "master_port", json_integer(p->aux_port));
 		if (p->cause && *p->cause)

@@ -55,6 +55,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	struct cr_app *app = arg;
 	cr_workers_tick(app);
 	cr_models_tick(app);
+	cr_learn_tick(app);
 	/* usage every --usage-interval (1 s): a kill -9 loses at most that much of it */
 	int64_t now = cr_mono_ms();
 	if (now - app->usage_flushed_ms < (int64_t)app->cfg.usage_interval_s * 1000 - 100)
@@ -163,6 +164,8 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	if (!rc)
 		rc = cr_models_load(app, err);
 	if (!rc)
+		cr_learn_load(app);
+	if (!rc)
 		rc = cr_keys_load(app, err);
 	if (rc)
 		goto fail;
@@ -184,6 +187,7 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	cr_http_server_add_routes(app->http, cr_api_usage_routes);
 	cr_http_server_add_routes(app->http, cr_api_metrics_routes);
 	cr_http_server_add_routes(app->http, cr_api_event_routes);
+	cr_http_server_add_routes(app->http, cr_api_learn_routes);
 	cr_http_server_add_routes(app->http, cr_api_audit_routes);
 	app->tick = every(app, 1, on_tick);
 	app->flush = every(app, cfg->flush_interval_s > 0 ? cfg->flush_interval_s : 30, on_flush);
@@ -230,6 +234,7 @@ void cr_app_free(struct cr_app *app)
 	cr_usage_free_all(app);
 	cr_keys_free_all(app);
 	cr_models_free_all(app);
+	cr_learn_free(app);
 	cr_workers_free_all(app);
 	cr_events_free_all(app);
 	/* Let the ends of closed watch streams go out, so that evhttp frees

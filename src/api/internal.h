@@ -121,6 +121,8 @@ struct cr_app {
 	struct cr_app_metrics metrics;
 	struct cr_event_sub *event_subs; /* GET /api/events streams */
 	struct cr_workpool *hub_pool;   /* hub listings, off the loop (created when first needed) */
+	json_t *learned;                /* key -> what an engine really held against the estimate (learn.c) */
+	json_t *learned_seen;           /* instance id -> true: measured already */
 };
 
 extern const struct cr_http_route cr_api_auth_routes[];
@@ -150,6 +152,16 @@ void cr_events_free_all(struct cr_app *app);
 typedef void (*cr_hub_then)(struct cr_req *req, json_t *spec, json_t *ctx);
 bool cr_hub_resolve(struct cr_app *app, struct cr_req *req, json_t *spec, cr_hub_then then, json_t *ctx);
 void cr_hub_free_all(struct cr_app *app);
+
+/* learn.c: placements that learn from what engines really held. */
+extern const struct cr_http_route cr_api_learn_routes[];
+void cr_learn_load(struct cr_app *app);
+void cr_learn_free(struct cr_app *app);
+void cr_learn_tick(struct cr_app *app);
+/* The corrections for engine and source (bytes per GPU, and in RAM), and the
+ * learned entries they come from (NULL: none). */
+json_t *cr_learn_for(struct cr_app *app, const char *engine, const char *source, int64_t *vram_delta,
+		     int64_t *ram_delta);
 
 /* metrics.c: histograms set up; a placement timed from started_ns (refusal
  * -1: placed, else a CR_REFUSAL_*); a store flush (0: state, 1: usage). */

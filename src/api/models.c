@@ -619,6 +619,7 @@ struct plan {
 	json_t *placements;    /* array of placement objects */
 	json_t *reasons;       /* when short */
 	json_t *groups;        /* multi-worker groups refused by their checks, when short */
+	json_t *learned;       /* the learned corrections the placements used, or NULL */
 	char summary[600];
 	int rc;                /* 0, CR_ENOTFOUND, CR_EINPUT */
 	struct cr_err err;
@@ -658,6 +659,7 @@ static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, co
 	char **owned;
 	size_t n_owned;
 	request_from(spec, name, engine, &shape, &q, &sel, &man, &owned, &n_owned);
+	pl->learned = cr_learn_for(app, engine, source, &q.vram_delta, &q.ram_delta);
 	struct cr_group_limits limits = { app->cfg.rtt_limit_tp_ms, app->cfg.rtt_limit_rpc_ms };
 	q.limits = &limits;
 	for (int r = 0; r < want; r++) {
@@ -821,6 +823,8 @@ static int scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t no
 		free(rand);
 		i->model_id = cr_xstrdup(m->id);
 		json_object_set(p, "spec", m->built); /* what it is built from, kept (never changed in place) */
+		if (pl.learned) /* its claims include what engines of this model really held */
+			json_object_set(p, "learned", pl.learned);
 		/* the instance's own secret: its engines answer only who sends it
 		 * (the gateway, the end-to-end probe), never the network at large */
 		char *key = cr_secret_token("cre");
@@ -853,6 +857,7 @@ static int scale_up(struct cr_app *app, struct cr_model *m, int want, int64_t no
 	json_decref(pl.placements);
 	json_decref(pl.reasons);
 	json_decref(pl.groups);
+	json_decref(pl.learned);
 	return placed;
 }
 
@@ -964,6 +969,7 @@ static void reconcile(struct cr_app *app, struct cr_model *m, int64_t now)
 			json_decref(pl.placements);
 			json_decref(pl.reasons);
 			json_decref(pl.groups);
+			json_decref(pl.learned);
 		}
 	}
 	free(go);
@@ -1236,6 +1242,8 @@ static void plan_with_spec(struct cr_req *req, json_t *spec, json_t *ctx)
 				      "waiting_for", json_incref(wait));
 		json_object_set_new(o, "groups_refused", pl.groups ? json_incref(pl.groups) : json_array());
 		json_object_set_new(o, "warnings", spec_warnings(app, spec));
+		if (pl.learned) /* the estimate was corrected by what engines really held */
+			json_object_set(o, "learned", pl.learned);
 		if (json_object_get(spec, "hub")) /* which file of the repository, and why */
 			json_object_set(o, "hub", json_object_get(spec, "hub"));
 		cr_reply_json(req, 200, o);
@@ -1244,6 +1252,7 @@ static void plan_with_spec(struct cr_req *req, json_t *spec, json_t *ctx)
 	json_decref(pl.placements);
 	json_decref(pl.reasons);
 	json_decref(pl.groups);
+	json_decref(pl.learned);
 	json_decref(spec);
 }
 

@@ -21,6 +21,11 @@ static const char inspect_usage[] =
 	"usage: corral inspect PATH [--ctx N] [--parallel N] [--gpus N] [--ngl N]\n"
 	"                      [--cache-type-k T] [--cache-type-v T] [--ubatch N] [--no-flash-attn]\n"
 	"                      [--engine llama.cpp|vllm] [--json]\n"
+	"       corral inspect --learned [--json] [--server-url URL]\n"
+	"\n"
+	"--learned lists what the cluster learned: per engine, version, model file and\n"
+	"device, the memory an instance really held against its estimate; the next\n"
+	"placements of that file claim the difference too.\n"
 	"\n"
 	"Read a model's header (a .gguf file, or a directory with config.json and\n"
 	".safetensors files) and print its shape and the memory an instance needs:\n"
@@ -77,13 +82,50 @@ static void print_estimate(const char *path, const struct cr_model_shape *s, con
 	}
 }
 
+/* corral inspect --learned: what engines really held against the estimates. */
+static int inspect_learned(const char *url, bool as_json)
+{
+	struct cr_cli cl;
+	cr_cli_init(&cl, url);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *ans = cr_cli_api(&cl, "GET", "/api/learned", NULL, &err);
+	cr_cli_release(&cl);
+	if (!ans)
+		return cr_cmd_fail(&err);
+	if (as_json)
+		return cr_cli_print_json(ans);
+	struct cr_table t = { .ncols = 7, .rows = json_array() };
+	const char *head[] = { "ENGINE", "VERSION", "DEVICE", "ESTIMATE", "REAL", "ERROR", "SOURCE" };
+	cr_table_row(&t, head);
+	size_t i;
+	json_t *e;
+	json_array_foreach(json_object_get(ans, "learned"), i, e) {
+		char est[32], real[32], error[32];
+		double ev = (double)cr_json_get_int(e, "estimate", 0), rv = (double)cr_json_get_int(e, "real", 0);
+		cr_bytes_human((uint64_t)ev, est, sizeof(est));
+		cr_bytes_human((uint64_t)rv, real, sizeof(real));
+		snprintf(error, sizeof(error), "%+.1f%%", rv > 0 ? 100.0 * (ev - rv) / rv : 0.0);
+		const char *row[] = { cr_json_get_str(e, "engine", ""), cr_json_get_str(e, "version", ""),
+				      cr_json_get_str(e, "device", ""), est, real, error, cr_json_get_str(e, "source", "") };
+		cr_table_row(&t, row);
+	}
+	cr_table_print(&t);
+	if (!json_array_size(json_object_get(ans, "learned")))
+		puts("nothing learned yet: instances are measured after running for 10 s");
+	json_decref(ans);
+	return 0;
+}
+
 int cr_cmd_inspect(int argc, char **argv)
 {
 	struct cr_est_params p = CR_EST_PARAMS_INIT;
 	long long ctx = 0, parallel = 0, gpus = 0, ngl = -1, ubatch = 0;
 	const char *ctk = NULL, *ctv = NULL, *engine = NULL;
-	bool as_json = false, no_fa = false;
+	bool as_json = false, no_fa = false, learned = false;
+	const char *url = NULL;
 	const struct cr_opt opts[] = {
+		{ "learned", 0, CR_OPT_FLAG, &learned, NULL, 0 },
+		{ "server-url", 0, CR_OPT_STR, &url, NULL, 0 },
 		{ "ctx", 0, CR_OPT_COUNT, &ctx, NULL, 1 << 24 },
 		{ "parallel", 0, CR_OPT_COUNT, &parallel, NULL, 4096 },
 		{ "gpus", 0, CR_OPT_COUNT, &gpus, NULL, CR_EST_MAX_DEV },
@@ -99,6 +141,8 @@ int cr_cmd_inspect(int argc, char **argv)
 	int prc = cr_cli_parse(argc, argv, inspect_usage, opts);
 	if (prc >= 0)
 		return prc;
+	if (learned)
+		return inspect_learned(url, as_json);
 	int bad = 0;
 	p.n_ctx = (uint32_t)ctx;
 	p.n_parallel = (uint32_t)parallel;

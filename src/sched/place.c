@@ -143,16 +143,43 @@ static void filter(struct ctx *c)
 
 /* ---- estimates ---- */
 
+/* A learned correction, kept within [-half, +the estimate or 2 GiB]: one odd
+ * measure never removes most of a claim or multiplies it. */
+static uint64_t corrected(uint64_t bytes, int64_t delta)
+{
+	if (!delta || !bytes)
+		return bytes;
+	int64_t lo = -(int64_t)(bytes / 2), hi = (int64_t)(bytes > (2ull << 30) ? bytes : (2ull << 30));
+	delta = delta < lo ? lo : delta > hi ? hi : delta;
+	return (uint64_t)((int64_t)bytes + delta);
+}
+
+static void learn(const struct ctx *c, struct cr_estimate *e)
+{
+	e->vram = 0;
+	for (int d = 0; d < e->n_dev; d++) {
+		e->dev[d].total = corrected(e->dev[d].total, c->req->vram_delta);
+		e->vram += e->dev[d].total;
+	}
+	e->ram = corrected(e->ram, c->req->ram_delta);
+}
+
 static int est_llama(struct ctx *c, int n_dev, const double *split, int ngl, struct cr_estimate *e)
 {
 	struct cr_est_params p = c->req->params;
 	p.n_gpu_layers = ngl;
-	return cr_estimate_llama(c->req->shape, &p, n_dev, split, e, NULL);
+	int rc = cr_estimate_llama(c->req->shape, &p, n_dev, split, e, NULL);
+	if (!rc)
+		learn(c, e);
+	return rc;
 }
 
 static int est_vllm(struct ctx *c, int tp, int pp, struct cr_estimate *e)
 {
-	return cr_estimate_vllm(c->req->shape, &c->req->params, tp, pp, e, NULL);
+	int rc = cr_estimate_vllm(c->req->shape, &c->req->params, tp, pp, e, NULL);
+	if (!rc)
+		learn(c, e);
+	return rc;
 }
 
 /* ---- candidates ---- */
@@ -1115,6 +1142,7 @@ int cr_sched_place(const struct cr_sched_snapshot *snap, const struct cr_sched_r
 			 : cr_estimate_vllm(req->shape, &req->params, 1, 1, &e, err);
 	if (rc)
 		return rc;
+	learn(&c, &e);
 	c.need1 = out->need_vram = e.dev[0].total;
 	c.per_dev = e.dev[0].compute + e.dev[0].overhead;
 	c.eligible = cr_xcalloc((size_t)snap->n_workers + 1, sizeof(bool));

@@ -85,6 +85,9 @@ struct cr_sched_request {
 	bool downloadable;   /* url source: workers without the file can fetch it */
 	bool no_ray;         /* vLLM/SGLang across workers without Ray (--nnodes launcher) */
 	const struct cr_group_limits *limits; /* round-trip limits; NULL: defaults */
+	/* learned: what engines of this model really held beyond the estimate,
+	 * per GPU and in RAM (bytes; 0: nothing learned) */
+	int64_t vram_delta, ram_delta;
 };
 
 struct cr_sched_member {

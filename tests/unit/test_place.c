@@ -677,3 +677,24 @@ Test(place, refusals_name_the_rule_and_the_offload_tried)
 				 .offload = true };
 	expect_refusal(&offload, "CPU offload was tried too: the closest needs");
 }
+
+Test(place, learned_corrections_change_claims_within_bounds)
+{
+	struct scase c = { .name = "learned", .workers = { "a; ; nvidia:L4:24:24" } };
+	struct built b;
+	build(&c, &b);
+	struct cr_sched_result r;
+	place_and_apply(&b, &r);
+	uint64_t plain = r.need_vram;
+	cr_sched_result_release(&r);
+	b.req.vram_delta = 100 << 20; /* the engine held 100 MiB more than estimated */
+	place_and_apply(&b, &r);
+	cr_assert_eq(r.need_vram, plain + (100 << 20));
+	cr_assert_eq(r.members[0].claim, plain + (100 << 20));
+	cr_sched_result_release(&r);
+	b.req.vram_delta = -(int64_t)plain * 10; /* an odd measure: at most half goes */
+	place_and_apply(&b, &r);
+	cr_assert_eq(r.need_vram, plain - plain / 2);
+	cr_sched_result_release(&r);
+	unbuild(&b);
+}

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "../../../src/agent/nvml_abi.h"
 
@@ -26,13 +28,16 @@ CR_NVML_OPTIONAL(PROTO)
 #undef PROTO
 
 static json_t *config;
+static json_t *retired; /* earlier configurations: handles into them stay valid */
+static struct timespec loaded_at;
 static int inits;
 
 /* Free the configuration when the library is unloaded (dlclose). */
 __attribute__((destructor)) static void unload(void)
 {
 	json_decref(config);
-	config = NULL;
+	json_decref(retired);
+	config = retired = NULL;
 }
 
 static json_t *device(nvmlDevice_t d)
@@ -64,13 +69,25 @@ static nvmlReturn_t copy_str(const char *s, char *out, unsigned int n)
 
 EXPORT nvmlReturn_t nvmlInit_v2(void)
 {
-	if (!config) {
-		const char *path = getenv("FAKE_NVML_CONFIG");
+	/* read again when the file changes, as a real driver's answers change
+	 * (a test starts a process on the GPU by rewriting it) */
+	const char *path = getenv("FAKE_NVML_CONFIG");
+	struct stat st;
+	if (!config || (path && stat(path, &st) == 0 && (st.st_mtim.tv_sec != loaded_at.tv_sec ||
+							   st.st_mtim.tv_nsec != loaded_at.tv_nsec))) {
 		if (!path)
 			return NVML_ERROR_DRIVER_NOT_LOADED;
-		config = json_load_file(path, 0, NULL);
-		if (!config)
-			return NVML_ERROR_UNKNOWN;
+		json_t *fresh = json_load_file(path, 0, NULL);
+		if (!fresh)
+			return config ? NVML_SUCCESS : NVML_ERROR_UNKNOWN;
+		if (stat(path, &st) == 0)
+			loaded_at = st.st_mtim;
+		if (config) {
+			if (!retired)
+				retired = json_array();
+			json_array_append_new(retired, config);
+		}
+		config = fresh;
 	}
 	long long e = num(config, "init_error", 0);
 	if (e)
