@@ -85,6 +85,7 @@ struct cr_instance {
 	bool probe_inflight;
 	char *probe_error;  /* the last failure */
 	int64_t retire_at;  /* mono ms: replaced, stopping once its requests in flight end; 0: not */
+	char *replace_why;  /* removed and placed again at the controller's next tick (out of memory), or NULL */
 };
 
 /* A gateway API key (only its hash is known). */

@@ -25,6 +25,7 @@ void cr_instance_free(struct cr_instance *i)
 	json_decref(i->placement);
 	json_decref(i->members);
 	free(i->endpoint);
+	free(i->replace_why);
 	free(i->probe_error);
 	free(i->message);
 	free(i);
@@ -313,6 +314,8 @@ void cr_instance_derive_state(struct cr_app *app, struct cr_instance *i)
 	char msg[1200];
 	json_object_foreach(i->members, wid, r) {
 		enum cr_instance_state failed = cr_instance_state_parse(cr_json_get_str(r, "state", ""));
+		if (failed == CR_I_RESTARTING || failed == CR_I_ERROR || failed == CR_I_CRASH_LOOP)
+			cr_learn_oom(app, i, r); /* out of GPU memory: placed again with what it needed */
 		if (failed != CR_I_ERROR && failed != CR_I_CRASH_LOOP)
 			continue;
 		struct cr_worker *w = cr_map_get(&app->workers, wid);

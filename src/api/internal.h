@@ -162,6 +162,11 @@ void cr_learn_tick(struct cr_app *app);
  * learned entries they come from (NULL: none). */
 json_t *cr_learn_for(struct cr_app *app, const char *engine, const char *source, int64_t *vram_delta,
 		     int64_t *ram_delta);
+/* An engine of i failed for want of GPU memory (report: its member report):
+ * record what it needed and mark i to be removed at the controller's next
+ * tick, which places it again with that (or, with on_oom reduce_ctx, halve
+ * the model's context). Returns true when i was marked. */
+bool cr_learn_oom(struct cr_app *app, struct cr_instance *i, json_t *report);
 
 /* metrics.c: histograms set up; a placement timed from started_ns (refusal
  * -1: placed, else a CR_REFUSAL_*); a store flush (0: state, 1: usage). */

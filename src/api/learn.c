@@ -205,3 +205,96 @@ const struct cr_http_route cr_api_learn_routes[] = {
 	{ CR_GET, "/api/learned", CR_AUTH_USER, list_learned },
 	{ 0, NULL, 0, NULL },
 };
+
+/* The extra bytes an out-of-memory log asked for: llama.cpp's "allocating
+ * 1500.00 MiB on device 0: cudaMalloc failed", PyTorch's "Tried to allocate
+ * 2.00 GiB"; 0 when the log does not say. */
+static double oom_bytes(const char *log)
+{
+	static const char *const marks[] = { "allocating ", "Tried to allocate ", "tried to allocate " };
+	double best = 0;
+	for (size_t m = 0; m < sizeof(marks) / sizeof(marks[0]); m++) {
+		for (const char *p = strstr(log, marks[m]); p; p = strstr(p + 1, marks[m])) {
+			char *end;
+			double v = strtod(p + strlen(marks[m]), &end);
+			while (*end == ' ')
+				end++;
+			double unit = !strncmp(end, "GiB", 3) ? 1073741824.0 : !strncmp(end, "MiB", 3) ? 1048576.0
+				    : !strncmp(end, "KiB", 3) ? 1024.0 : 0;
+			if (unit && v * unit > best)
+				best = v * unit;
+		}
+	}
+	return best;
+}
+
+bool cr_learn_oom(struct cr_app *app, struct cr_instance *i, json_t *report)
+{
+	/* the worker's diagnosis (agent/diagnose.c): cuda_oom, alloc_failed */
+	const char *cause = cr_json_get_str(report, "cause", "");
+	if (!strstr(cause, "ran out of memory") && !strstr(cause, "could not allocate a device buffer"))
+		return false;
+	struct cr_model *m = cr_map_get(&app->models, i->model_id);
+	if (!m || json_object_get(app->learned_seen, i->id))
+		return false; /* once per instance */
+	json_object_set_new(app->learned_seen, i->id, json_true());
+	const char *policy = cr_json_get_str(m->spec, "on_oom", "replan");
+	if (!strcmp(policy, "stop"))
+		return false;
+	json_t *pw = json_array_get(json_object_get(i->placement, "workers"), 0);
+	json_t *g = json_array_get(json_object_get(pw, "gpus"), 0);
+	struct cr_worker *w = cr_map_get(&app->workers, cr_json_get_str(pw, "id", ""));
+	if (!g || !w)
+		return false; /* not on a GPU */
+	double claim = (double)cr_json_get_int(g, "claim", 0);
+	double extra = oom_bytes(cr_json_get_str(report, "log_tail", ""));
+	if (extra <= 0)
+		extra = claim / 4; /* the log does not say: a quarter more */
+	char extra_h[32], claim_h[32];
+	cr_bytes_human((uint64_t)extra, extra_h, sizeof(extra_h));
+	cr_bytes_human((uint64_t)claim, claim_h, sizeof(claim_h));
+	if (!strcmp(policy, "reduce_ctx")) { /* the operator allowed a smaller context instead */
+		long long ctx = cr_json_get_int(i->placement, "n_ctx", cr_json_get_int(m->spec, "ctx", 0));
+		long long half = ctx / 2 < 512 ? 512 : ctx / 2;
+		if (ctx <= 512)
+			return false;
+		json_object_set_new(m->spec, "ctx", json_integer(half));
+		json_decref(m->built);
+		m->built = cr_model_spec_built(m->spec);
+		char *sj = cr_json_dump(m->spec);
+		struct cr_model_rec r = { m->id, m->name, sj, m->created_ms, cr_wall_ms() };
+		struct cr_err err = CR_ERR_INIT;
+		if (app->store->ops->model_put(app->store, &r, &err))
+			cr_warn("model '%s': %s", m->name, err.message);
+		free(sj);
+		cr_event(app, "instance.oom", i->id, json_pack("{s:s,s:I,s:I}", "model", m->name, "ctx_was", ctx, "ctx", half),
+			 "instance %s of '%s' ran out of GPU memory on %s; on_oom is reduce_ctx: its context goes from %lld to "
+			 "%lld and it is placed again", i->id, m->name, w->name, ctx, half);
+	} else {
+		const char *engine = cr_json_get_str(i->placement, "engine", "llama.cpp");
+		const char *source = cr_model_spec_source(m->spec);
+		json_t *gpu = gpu_of(w, cr_json_get_int(g, "index", -1));
+		const char *device = cr_json_get_str(gpu, "name", "gpu"), *version = engine_version(w, engine);
+		char *key = cr_xasprintf("%s|%s|%s|%s", engine, version, source, device);
+		json_t *old = json_object_get(app->learned, key);
+		json_int_t delta = cr_json_get_int(old, "delta", 0) + (json_int_t)extra;
+		char when[40];
+		cr_time_format(cr_wall_ms(), when, sizeof(when));
+		json_object_set_new(app->learned, key,
+				    json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:s,s:s,s:s}", "engine", engine, "version",
+					      version, "source", source, "device", device, "estimate", (json_int_t)claim, "real",
+					      (json_int_t)(claim + extra), "delta", delta, "samples",
+					      cr_json_get_int(old, "samples", 0) + 1, "instance", i->id, "at", when, "from",
+					      "out of memory"));
+		free(key);
+		save(app);
+		cr_event(app, "instance.oom", i->id, json_pack("{s:s,s:f,s:f}", "model", m->name, "claim", claim, "extra", extra),
+			 "instance %s of '%s' ran out of GPU memory on %s:%lld (it needed about %s more than its claim of %s); "
+			 "it is placed again with that much more", i->id, m->name, w->name,
+			 (long long)cr_json_get_int(g, "index", -1), extra_h, claim_h);
+	}
+	free(i->replace_why); /* the controller removes it at its next tick: callers may still hold it */
+	i->replace_why = cr_xasprintf("it ran out of GPU memory on %s; placed again (on_oom: %s)", w->name, policy);
+	app->sched_dirty = true;
+	return true;
+}

@@ -14,7 +14,7 @@
 static const char *const fields[] = {
 	"name", "path", "url", "sha256", "engine", "engine_args", "replicas", "ctx", "parallel", "policy",
 	"selector", "gpus", "allow_cpu_offload", "allow_distributed", "health_probe", "hf", "hf_file", "ms", "ms_file",
-	"hub", NULL,
+	"hub", "on_oom", NULL,
 };
 
 static bool name_ok(const char *s, size_t max)
@@ -223,6 +223,16 @@ int cr_model_spec_parse(json_t *body, json_t *base, json_t **out, struct cr_err 
 	s = cr_json_get_str(spec, "policy", "");
 	if (strcmp(s, "spread") != 0 && strcmp(s, "binpack") != 0) {
 		rc = bad(err, "use spread (default) or binpack", "policy '%s' is not known", s);
+		goto out;
+	}
+	s = cr_json_get_str(spec, "on_oom", "replan");
+	if (!json_is_string(json_object_get(spec, "on_oom")) && json_object_get(spec, "on_oom")) {
+		rc = bad(err, "use replan (default), reduce_ctx or stop", "%s", "on_oom must be a string");
+		goto out;
+	}
+	if (strcmp(s, "replan") != 0 && strcmp(s, "reduce_ctx") != 0 && strcmp(s, "stop") != 0) {
+		rc = bad(err, "use replan (default: place it again with what it needed), reduce_ctx (halve the context) or "
+			      "stop", "on_oom '%s' is not known", s);
 		goto out;
 	}
 out:

@@ -981,6 +981,19 @@ static void e2e_probes(struct cr_app *app, int64_t now);
 void cr_models_tick(struct cr_app *app)
 {
 	int64_t now = cr_mono_ms();
+	struct cr_instance **gone = cr_xcalloc(app->instances.count + 1, sizeof(*gone));
+	size_t n_gone = 0, git = 0;
+	void *iv;
+	while (cr_map_next(&app->instances, &git, NULL, &iv)) /* out of memory: placed again (learn.c) */
+		if (((struct cr_instance *)iv)->replace_why)
+			gone[n_gone++] = iv;
+	for (size_t k = 0; k < n_gone; k++) {
+		char *why = gone[k]->replace_why;
+		gone[k]->replace_why = NULL;
+		cr_instance_remove(app, gone[k], why);
+		free(why);
+	}
+	free(gone);
 	const char *src;
 	json_t *when;
 	void *tmp;

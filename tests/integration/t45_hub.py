@@ -7,6 +7,7 @@ with its cause and fix. No test reaches the internet."""
 import hashlib
 import json
 import os
+import time
 import unittest
 
 import hub_server
@@ -40,7 +41,12 @@ class Hub(EngineCase):
         self.hub.add("test/tiny-GGUF", {"tiny-Q8_0.gguf": self.tiny, "tiny-F16.gguf": 10 ** 12, "README.md": b"hi"})
         commit = self.hub.repos["test/tiny-GGUF"]["commit"]
         self.cluster(("w1", None))
+        t0 = time.monotonic()
         r = self.deploy("tiny", "--hf", "test/tiny-GGUF:Q8_0", "--wait")
+        header = sum(int(rng.split("-")[1]) - int(rng[6:].split("-")[0]) + 1 for (_, _, _, _, rng) in self.hub.seen
+                      if rng and rng.startswith("bytes=") and rng.split("-")[1])
+        print("\ndeploy --hf to running: %.2f s for %d bytes; header inspection read %d bytes by range"
+              % (time.monotonic() - t0, len(self.tiny), header))
         self.assertIn("hf test/tiny-GGUF: tiny-Q8_0.gguf", r.stdout)
         self.assertIn("its file with the quant Q8_0", r.stdout)
         m = self.api("GET", "/api/models/tiny")

@@ -8,6 +8,7 @@ import json
 import os
 import unittest
 
+from harness import ROOT
 from t50_engines import EngineCase, LLAMA_BIN, GIB
 
 MIB = 1 << 20
@@ -75,6 +76,43 @@ class Learn(EngineCase):
         plan = self.api("POST", "/api/models/plan", dict(spec, name="again"))
         self.assertEqual(plan["instances"][0]["workers"][0]["gpus"][0]["claim"], claim + 100 * MIB)
         self.assertIn("NVIDIA L4", self.cli("inspect", "--learned").stdout)
+
+    def test_an_engine_out_of_gpu_memory_is_placed_again_with_what_it_needed(self):
+        gpus = {"driver_version": "550.54.15", "cuda_driver_version": 12040, "devices": [
+            {"name": "NVIDIA L4", "uuid": "GPU-L4-0", "memory_total": 24 * GIB, "memory_used": 24 * GIB - 1200 * MIB,
+             "cc": [8, 9]},
+            {"name": "NVIDIA L4", "uuid": "GPU-L4-1", "memory_total": 24 * GIB, "memory_used": 0, "cc": [8, 9]}]}
+        engines = os.path.join(self.tmp, "engines.json")
+        standin = os.path.join(ROOT, "tests", "fakes", "engines", "oom_engine")
+        with open(engines, "w") as f:
+            json.dump({"engines": [{"name": "llama.cpp", "command": [
+                standin, "-m", "{model}", "--host", "{host}", "--port", "{port}", "-c", "{ctx}", "-np", "{parallel}",
+                "-ngl", "{ngl}", "--alias", "{name}"], "version": ["{exe}", "--version"], "health": "/health",
+                "devices": ["cpu", "nvidia"], "api_key_env": "LLAMA_API_KEY"}]}, f)
+        self.env["OOM_ON_GPUS"] = "0"
+        self.env["REAL_LLAMA_SERVER"] = os.path.join(LLAMA_BIN, "llama-server")
+        self.start_server(extra=("--gpu-reserve", "0"))
+        self.login()
+        self.env["CORRAL_SERVER_URL"], self.env["CORRAL_API_TOKEN"] = self.url, self.token
+        self.start_worker("w1", nvml_config=gpus, extra=("--engines-config", engines, "--restart-backoff", "1"))
+        self.wait_state("w1", "ready")
+        # binpack: the fullest GPU that fits, GPU 0, which is too small in truth
+        self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 1024, "policy": "binpack",
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        first = self.wait_for(lambda: self.instance("tiny"), "the first placement")
+        self.assertEqual(first["placement"]["workers"][0]["gpus"][0]["index"], 0)
+        claim = first["placement"]["workers"][0]["gpus"][0]["claim"]
+        again = self.wait_for(lambda: (lambda i: i and i["id"] != first["id"] and i["state"] == "running" and i)(
+            self.instance("tiny")), "placed again, running", timeout=60)
+        g = again["placement"]["workers"][0]["gpus"][0]
+        self.assertEqual(g["index"], 1, "moved to the GPU with room for what it needed")
+        self.assertEqual(g["claim"], claim + 1400 * MIB)
+        ev = [e for e in self.api("GET", "/api/events?limit=500")["events"] if e["kind"] == "instance.oom"]
+        self.assertEqual(len(ev), 1)
+        self.assertIn("ran out of GPU memory on w1:0", ev[0]["message"])
+        self.assertIn("1.4 GiB more", ev[0]["message"])
+        learned = [e for e in self.api("GET", "/api/learned")["learned"] if e.get("from") == "out of memory"]
+        self.assertEqual(learned[0]["delta"], 1400 * MIB)
 
 
 if __name__ == "__main__":
