@@ -357,6 +357,9 @@ void cr_instance_derive_state(struct cr_app *app, struct cr_instance *i)
 		cr_instance_set_state(app, i, CR_I_STARTING, msg);
 		return;
 	}
+	if (!strcmp(state, "starting") && i->state == CR_I_RUNNING && i->endpoint &&
+	    strstr(cr_json_get_str(lr, "message", ""), "adopted")) /* a restarted worker checks the engine it */
+		return; /* adopted, which ran and serves on meanwhile: it stays routable until the check says */
 	if (!strcmp(state, "running") && w) {
 		char *ep = cr_xasprintf("%s:%lld", w->address ? w->address : "127.0.0.1", cr_json_get_int(lr, "port", 0));
 		set_endpoint(app, i, ep);

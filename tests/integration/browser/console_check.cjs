@@ -153,11 +153,14 @@ async function visit(page, hash, heading) {
     // events, live: a scale shows up without reloading
     await visit(page, "#/events", "Events");
     await page.getByText("model 'tiny' deployed by admin").waitFor();
+    const changed = page.getByText("model 'tiny' changed by admin");
+    const before = await changed.count(); // the rolling update above said so once already
     await page.evaluate(async () => {
       await fetch("/api/models/tiny", { method: "PATCH", headers: { "Content-Type": "application/json",
         Authorization: "Bearer " + sessionStorage.getItem("corral.token") }, body: JSON.stringify({ replicas: 1, ctx: 1024 }) });
     });
-    await page.getByText("model 'tiny' changed by admin").waitFor({ timeout: 20000 });
+    await page.waitForFunction((n) => [...document.querySelectorAll("td")]
+      .filter((td) => td.textContent === "model 'tiny' changed by admin").length > n, before, { timeout: 20000 });
     out.pages.events = await page.locator("main").innerText();
     await shot(page, "events");
 
