@@ -58,12 +58,22 @@ struct range {
 	uint8_t *buf;
 	size_t len, want;
 	uint64_t total; /* from Content-Range or Content-Length */
+	size_t skip;    /* bytes of a 200 answer (a server that ignored the range) we have already */
+	size_t from;    /* where this request's range starts */
 };
 
 static size_t range_write(char *p, size_t size, size_t n, void *arg)
 {
 	struct range *r = arg;
 	size_t bytes = size * n, take = bytes;
+	if (r->skip) { /* the whole file from its start: drop what we have */
+		size_t drop = r->skip < bytes ? r->skip : bytes;
+		r->skip -= drop;
+		p += drop;
+		take = bytes - drop;
+		if (!take)
+			return bytes;
+	}
 	if (r->len + take > r->want)
 		take = r->want - r->len;
 	memcpy(r->buf + r->len, p, take);
@@ -78,6 +88,9 @@ static size_t range_header(char *p, size_t size, size_t n, void *arg)
 	unsigned long long a, b, t;
 	char line[256];
 	snprintf(line, sizeof(line), "%.*s", (int)(len < 255 ? len : 255), p);
+	int code;
+	if (!strncmp(line, "HTTP/", 5) && sscanf(line, "HTTP/%*s %d", &code) == 1)
+		r->skip = code == 200 ? r->from : 0; /* the range was ignored */
 	if (strncasecmp(line, "content-range:", 14) == 0 && sscanf(line + 14, " bytes %llu-%llu/%llu", &a, &b, &t) == 3)
 		r->total = t;
 	else if (strncasecmp(line, "content-length:", 15) == 0 && !r->total && sscanf(line + 15, " %llu", &t) == 1)
@@ -89,11 +102,12 @@ static int get_range(const char *url, size_t want, struct range *r, struct cr_er
 {
 	char range[64], errbuf[CURL_ERROR_SIZE];
 	CURL *c = easy_new(url, errbuf);
+	/* what is still missing only: the bytes read so far are kept */
 	r->buf = cr_xrealloc(r->buf, want);
-	r->len = 0;
+	r->from = r->len;
 	r->want = want;
 	r->total = 0;
-	snprintf(range, sizeof(range), "0-%zu", want - 1);
+	snprintf(range, sizeof(range), "%zu-%zu", r->from, want - 1);
 	curl_easy_setopt(c, CURLOPT_RANGE, range);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, range_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
@@ -140,7 +154,10 @@ int cr_fetch_header(const char *url, struct cr_model_shape *shape, uint64_t *siz
 					"%s: GGUF header not complete within %zu bytes", url, r.len);
 			break;
 		}
-		want = (size_t)(need > (uint64_t)want * 2 ? need : (uint64_t)want * 2);
+		/* half as much again each time: only the missing bytes are asked
+		 * for, so what is read stays close to the header's size */
+		uint64_t more = (uint64_t)want + want / 2;
+		want = (size_t)(need > more ? need : more);
 	}
 	free(r.buf);
 	if (rc == 0) {

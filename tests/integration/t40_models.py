@@ -212,7 +212,7 @@ class Models(ClusterCase):
         path = self.model()
         cases = [
             ({"path": path}, "field 'name'"),
-            ({"name": "x"}, "field 'path' or 'url' is required"),
+            ({"name": "x"}, "field 'path', 'url', 'hf' or 'ms' is required"),
             ({"name": "x", "path": path, "url": "http://h/m.gguf"}, "not both"),
             ({"name": "x", "path": "relative.gguf"}, "not absolute"),
             ({"name": "x", "url": "ftp://h/m.gguf"}, "not an HTTP(S) URL"),
