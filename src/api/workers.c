@@ -866,17 +866,27 @@ static json_t *models_using(struct cr_app *app, const char *source)
 	return names;
 }
 
+/* ?worker=W: *one gets it (NULL without the parameter). Returns nonzero
+ * after answering 404 when there is no such worker. */
+static int query_worker(struct cr_req *req, struct cr_worker **one)
+{
+	const char *only = cr_req_query(req, "worker");
+	*one = only ? cr_worker_find(cr_req_app(req), only) : NULL;
+	if (only && !*one) {
+		cr_reply_error(req, CR_ENOTFOUND, "no such worker", "see 'corral workers'");
+		return -1;
+	}
+	return 0;
+}
+
 /* GET /api/files[?worker=W]: each worker's cached model files with the
  * models that use them. */
 static void list_files(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
-	const char *only = cr_req_query(req, "worker");
-	struct cr_worker *one = only ? cr_worker_find(app, only) : NULL;
-	if (only && !one) {
-		cr_reply_error(req, CR_ENOTFOUND, "no such worker", "see 'corral workers'");
+	struct cr_worker *one;
+	if (query_worker(req, &one))
 		return;
-	}
 	json_t *out = json_array();
 	size_t it = 0;
 	void *v;
@@ -907,12 +917,10 @@ static void list_files(struct cr_req *req)
 static void remove_files(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
-	const char *only = cr_req_query(req, "worker"), *file = cr_req_query(req, "file");
-	struct cr_worker *one = only ? cr_worker_find(app, only) : NULL;
-	if (only && !one) {
-		cr_reply_error(req, CR_ENOTFOUND, "no such worker", "see 'corral workers'");
+	const char *file = cr_req_query(req, "file");
+	struct cr_worker *one;
+	if (query_worker(req, &one))
 		return;
-	}
 	json_t *asked = json_array();
 	size_t it = 0;
 	void *v;

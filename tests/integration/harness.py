@@ -147,6 +147,24 @@ def kill_marked(mark, timeout=10):
         time.sleep(0.05)
 
 
+def npm_package(name, version):
+    """node_modules holding the npm package name@version, installed once into a cache outside the
+    repository (pinned), or None with the reason."""
+    cache = os.path.join(os.environ.get("CORRAL_ENGINE_CACHE", os.path.expanduser("~/.cache/corral")), "npm",
+                         "%s-%s" % (name, version))
+    mods = os.path.join(cache, "node_modules")
+    if os.path.exists(os.path.join(mods, name, "package.json")):
+        return mods, None
+    if not shutil.which("node") or not shutil.which("npm"):
+        return None, "node and npm are not installed"
+    os.makedirs(cache, exist_ok=True)
+    r = subprocess.run(["npm", "i", "-E", "--no-audit", "--no-fund", "--prefix", cache, "%s@%s" % (name, version)],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        return None, "npm could not install %s@%s: %s" % (name, version, r.stderr[-300:])
+    return mods, None
+
+
 class ClusterCase(unittest.TestCase):
     """Base class: a temporary directory, process bookkeeping, HTTP helpers.
     With tls = True every server runs --tls-self-signed and every client of

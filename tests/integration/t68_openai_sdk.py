@@ -5,32 +5,19 @@ and 429. The package is installed once into a cache outside the repository;
 without npm access the test is skipped, unless CORRAL_REQUIRE_SDK=1 (CI)."""
 import json
 import os
-import shutil
 import subprocess
 import unittest
 
-from harness import ROOT
+from harness import ROOT, npm_package
 from t50_engines import EngineCase, LLAMA_BIN
 
 OPENAI_VERSION = "4.95.0"
-CACHE = os.path.join(os.environ.get("CORRAL_ENGINE_CACHE", os.path.expanduser("~/.cache/corral")),
-                     "npm", "openai-" + OPENAI_VERSION)
 SCRIPT = os.path.join(ROOT, "tests", "integration", "sdk", "openai_check.cjs")
 
 
 def install_sdk():
     """The SDK's node_modules folder, or None with the reason."""
-    mods = os.path.join(CACHE, "node_modules")
-    if os.path.exists(os.path.join(mods, "openai", "package.json")):
-        return mods, None
-    if not shutil.which("node") or not shutil.which("npm"):
-        return None, "node and npm are not installed"
-    os.makedirs(CACHE, exist_ok=True)
-    r = subprocess.run(["npm", "i", "-E", "--no-audit", "--no-fund", "--prefix", CACHE, "openai@" + OPENAI_VERSION],
-                       capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        return None, "npm could not install openai@%s: %s" % (OPENAI_VERSION, r.stderr[-300:])
-    return mods, None
+    return npm_package("openai", OPENAI_VERSION)
 
 
 @unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")

@@ -14,12 +14,10 @@ import subprocess
 import unittest
 import urllib.request
 
-from harness import ROOT
+from harness import ROOT, npm_package
 from t50_engines import EngineCase, LLAMA_BIN
 
 PLAYWRIGHT = "1.65.1"
-CACHE = os.path.join(os.environ.get("CORRAL_ENGINE_CACHE", os.path.expanduser("~/.cache/corral")),
-                     "npm", "playwright-core-" + PLAYWRIGHT)
 SCRIPT = os.path.join(ROOT, "tests", "integration", "browser", "console_check.cjs")
 SHOTS = os.path.join(ROOT, "build", "test-artifacts", "console")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -27,17 +25,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 def install_playwright():
     """playwright-core's node_modules folder, or None with the reason."""
-    mods = os.path.join(CACHE, "node_modules")
-    if os.path.exists(os.path.join(mods, "playwright-core", "package.json")):
-        return mods, None
-    if not shutil.which("node") or not shutil.which("npm"):
-        return None, "node and npm are not installed"
-    os.makedirs(CACHE, exist_ok=True)
-    r = subprocess.run(["npm", "i", "-E", "--no-audit", "--no-fund", "--prefix", CACHE,
-                        "playwright-core@" + PLAYWRIGHT], capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        return None, "npm could not install playwright-core@%s: %s" % (PLAYWRIGHT, r.stderr[-300:])
-    return mods, None
+    return npm_package("playwright-core", PLAYWRIGHT)
 
 
 @unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")
