@@ -81,10 +81,6 @@ async function visit(page, hash, heading) {
     await page.getByRole("cell", { name: "running" }).waitFor();
     out.pages.model = await page.locator("main").innerText();
     await shot(page, "model");
-    // a rolling update from the page
-    await page.getByLabel("Context size").fill("2048");
-    await page.getByRole("button", { name: "Update", exact: true }).click();
-    out.update = await page.getByText(/Rolling update|Updated/).innerText();
 
     // the instance: its engine log, tailed
     await page.getByRole("link", { name: /^tiny-/ }).first().click();
@@ -92,6 +88,14 @@ async function visit(page, hash, heading) {
     await page.waitForFunction(() => document.querySelector(".log").textContent.length > 100, null, { timeout: 20000 });
     out.log_has_server = (await page.locator(".log").innerText()).includes("server");
     await shot(page, "instance");
+
+    // a rolling update from the model's page (after the instance's: it replaces that instance)
+    await visit(page, "#/model/tiny", "Model tiny");
+    await page.getByLabel("Context size").fill("2048");
+    await page.getByRole("button", { name: "Update", exact: true }).click();
+    out.update = await page.getByText(/Rolling update|Updated/).innerText();
+    await page.waitForFunction(() => /1\/1 running/.test(document.querySelector("main").textContent) &&
+      document.querySelectorAll("main tbody tr").length === 1, null, { timeout: 60000 });
 
     // playground: a key for it, a streamed chat, then embeddings
     await visit(page, "#/playground", "Playground");
