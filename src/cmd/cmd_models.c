@@ -402,6 +402,19 @@ static int wait_running(struct cr_cli *cl, const char *model, int want, long lon
 				continue;
 			}
 			running += !strcmp(st, "running");
+			json_t *d = json_object_get(x, "download");
+			if (!strcmp(st, "error") && !strcmp(cr_json_get_str(d, "state", ""), "error") &&
+			    strstr(cr_json_get_str(d, "message", ""), "stopped after")) {
+				/* a transfer cut mid-way: the worker tries again from where it stopped */
+				const char *m = cr_json_get_str(d, "message", "");
+				if (!strstr(last, m)) {
+					progress_end(&pr);
+					printf("instance %s: %s (the download resumes by itself)\n", cr_json_get_str(x, "id", "?"), m);
+					fflush(stdout);
+				}
+				snprintf(last, sizeof(last), "instance %s: %s", cr_json_get_str(x, "id", "?"), m);
+				continue;
+			}
 			if ((!strcmp(st, "error") || !strcmp(st, "crash_loop")) && !failed) {
 				snprintf(last, sizeof(last), "instance %s failed: %s", cr_json_get_str(x, "id", "?"),
 					 cr_json_get_str(x, "message", ""));

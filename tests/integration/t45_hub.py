@@ -113,9 +113,11 @@ class Hub(EngineCase):
         self.env["CORRAL_API_TOKEN"] = self.token
         self.worker("w1")
         self.wait_state("w1", "ready")
-        r = self.deploy("gated", "--hf", "test/gated")
+        r = self.deploy("gated", "--hf", "test/gated", "--wait")  # the cut transfer resumes 10 s later
         self.assertIn("tiny-Q8_0.gguf", r.stdout)
-        self.wait_running("gated", timeout=60)  # the cut download is tried again after 10 s, from where it stopped
+        self.assertIn("stopped after 1000 bytes", r.stdout)
+        self.assertIn("(the download resumes by itself)", r.stdout)
+        self.assertIn("every replica runs (1/1)", r.stdout)
         self.chat_ok("gated")
         hub_calls = [s for s in self.hub.seen[before:] if s[0] == "hub" and "gated" in s[2]]
         cdn_calls = [s for s in self.hub.seen[before:] if s[0] == "cdn"]
