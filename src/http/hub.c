@@ -140,10 +140,8 @@ static int get_json(const char *url, long *status, json_t **out, struct cr_err *
 
 static char *escape_path(const char *s)
 {
-	CURL *c = curl_easy_init();
-	char *e = curl_easy_escape(c, s, 0), *out = cr_xstrdup(e ? e : "");
+	char *e = curl_easy_escape(NULL, s, 0), *out = cr_xstrdup(e ? e : "");
 	curl_free(e);
-	curl_easy_cleanup(c);
 	return out;
 }
 
