@@ -18,6 +18,7 @@ struct opts {
 	long long layers, embd, heads, kv_heads, ff, ctx, words, version, seed;
 	int type;
 	int tied, reranker;
+	long long split;
 };
 
 static uint32_t rng_state;
@@ -179,15 +180,49 @@ static void write_tensor(FILE *f, const struct tensor *t)
 	free(out);
 }
 
+/* One GGUF file: the writer's header, then the tensors' data in order. */
+static int write_part(const char *path, struct cr_gguf_writer *w, const struct tensor *ts, size_t n)
+{
+	size_t hlen;
+	uint8_t *hdr = cr_gguf_writer_header(w, &hlen);
+	FILE *f = fopen(path, "wb");
+	if (!f) {
+		perror(path);
+		free(hdr);
+		return 1;
+	}
+	fwrite(hdr, 1, hlen, f);
+	static const uint8_t zeros[64];
+	for (size_t i = 0; i < n; i++) {
+		uint64_t off, bytes;
+		cr_gguf_writer_tensor_at(w, i, &off, &bytes);
+		long here = ftell(f);
+		if ((uint64_t)here < hlen + off)
+			fwrite(zeros, 1, hlen + off - (uint64_t)here, f);
+		write_tensor(f, &ts[i]);
+	}
+	long end = ftell(f);
+	uint64_t total = hlen + cr_gguf_writer_data_size(w);
+	if ((uint64_t)end < total)
+		fwrite(zeros, 1, total - (uint64_t)end, f);
+	free(hdr);
+	if (fclose(f)) {
+		perror(path);
+		return 1;
+	}
+	return 0;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: mkmodel --out FILE [--layers N] [--embd N] [--heads N] [--kv-heads N] [--ff N]\n"
 		   "               [--ctx N] [--extra-vocab N] [--type f32|f16|q8_0|q4_0|q4_k|...] [--tied]\n"
-		   "               [--version 2|3] [--seed N] [--reranker]\n"
+		   "               [--version 2|3] [--seed N] [--reranker] [--split N]\n"
 		   "Writes a LLaMA-architecture GGUF with random weights (defaults: 2 layers, 64 dims,\n"
 		   "4 heads, 2 KV heads, FFN 128, ctx 2048, F32, GGUF v3). --reranker writes a Qwen3\n"
 		   "model with a one-score classifier head (cls.output), which llama-server serves\n"
-		   "with --reranking.\n");
+		   "with --reranking. --split N writes N parts as llama-gguf-split does:\n"
+		   "OUT-00001-of-0000N.gguf (all metadata) to OUT-0000N-of-0000N.gguf.\n");
 }
 
 static int num(const char *s, long long max, long long *out)
@@ -202,12 +237,12 @@ static int num(const char *s, long long max, long long *out)
 int main(int argc, char **argv)
 {
 	struct opts o = { .layers = 2, .embd = 64, .heads = 4, .kv_heads = 2, .ff = 128, .ctx = 2048, .words = 0,
-			  .version = 3, .seed = 42, .type = 0 };
+			  .version = 3, .seed = 42, .type = 0, .split = 1 };
 	static const struct option lo[] = {
 		{ "out", 1, 0, 'o' },   { "layers", 1, 0, 'l' }, { "embd", 1, 0, 'e' },    { "heads", 1, 0, 'h' },
 		{ "kv-heads", 1, 0, 'k' }, { "ff", 1, 0, 'f' },  { "ctx", 1, 0, 'c' },     { "extra-vocab", 1, 0, 'v' },
 		{ "type", 1, 0, 't' },  { "tied", 0, 0, 'T' },   { "version", 1, 0, 'V' }, { "seed", 1, 0, 's' },
-		{ "reranker", 0, 0, 'R' }, { "help", 0, 0, 'H' }, { 0, 0, 0, 0 },
+		{ "reranker", 0, 0, 'R' }, { "split", 1, 0, 'S' }, { "help", 0, 0, 'H' }, { 0, 0, 0, 0 },
 	};
 	int ch, rc = 0;
 	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -224,6 +259,7 @@ int main(int argc, char **argv)
 		case 's': rc |= num(optarg, 1LL << 31, &o.seed); break;
 		case 'T': o.tied = 1; break;
 		case 'R': o.reranker = 1; break;
+		case 'S': rc |= num(optarg, 99, &o.split); break;
 		case 't':
 			o.type = cr_ggml_type_from_name(optarg);
 			if (o.type < 0) {
@@ -320,39 +356,38 @@ int main(int argc, char **argv)
 	}
 	if (o.reranker)
 		T2("cls.output.weight", E, 1, 0, FILL_RAND);
+	/* parts: the first holds every metadata key; each holds the split keys
+	 * and its share of the tensors, in order */
+	size_t parts = (size_t)o.split;
+	struct cr_gguf_writer **pw = cr_xcalloc(parts, sizeof(*pw));
+	pw[0] = w;
+	for (size_t k = 1; k < parts; k++)
+		pw[k] = cr_gguf_writer_new((uint32_t)o.version);
+	for (size_t k = 0; parts > 1 && k < parts; k++) {
+		cr_gguf_w_scalar(pw[k], "split.no", CR_GGUF_U16, k);
+		cr_gguf_w_scalar(pw[k], "split.count", CR_GGUF_U16, parts);
+		cr_gguf_w_i32(pw[k], "split.tensors.count", (int32_t)n);
+	}
 	for (size_t i = 0; i < n; i++) {
-		if (!cr_gguf_w_tensor(w, ts[i].name, ts[i].n_dims, ts[i].ne, ts[i].type)) {
+		if (!cr_gguf_w_tensor(pw[i * parts / n], ts[i].name, ts[i].n_dims, ts[i].ne, ts[i].type)) {
 			fprintf(stderr, "mkmodel: tensor '%s' (%llu x %llu) does not fit type %d's block size\n", ts[i].name,
 				(unsigned long long)ts[i].ne[0], (unsigned long long)ts[i].ne[1], (int)ts[i].type);
 			return 2;
 		}
 	}
-	size_t hlen;
-	uint8_t *hdr = cr_gguf_writer_header(w, &hlen);
-	FILE *f = fopen(o.out, "wb");
-	if (!f) {
-		perror(o.out);
-		return 1;
+	for (size_t k = 0, first = 0; k < parts; k++) {
+		size_t last = first;
+		while (last < n && last * parts / n == k)
+			last++;
+		char *path = parts > 1 ? cr_xasprintf("%s-%05zu-of-%05zu.gguf", o.out, k + 1, parts) : cr_xstrdup(o.out);
+		if (write_part(path, pw[k], ts + first, last - first))
+			return 1;
+		free(path);
+		if (k)
+			cr_gguf_writer_free(pw[k]);
+		first = last;
 	}
-	fwrite(hdr, 1, hlen, f);
-	static const uint8_t zeros[64];
-	for (size_t i = 0; i < n; i++) {
-		uint64_t off, bytes;
-		cr_gguf_writer_tensor_at(w, i, &off, &bytes);
-		long here = ftell(f);
-		if ((uint64_t)here < hlen + off)
-			fwrite(zeros, 1, hlen + off - (uint64_t)here, f);
-		write_tensor(f, &ts[i]);
-	}
-	long end = ftell(f);
-	uint64_t total = hlen + cr_gguf_writer_data_size(w);
-	if ((uint64_t)end < total)
-		fwrite(zeros, 1, total - (uint64_t)end, f);
-	if (fclose(f)) {
-		perror(o.out);
-		return 1;
-	}
-	free(hdr);
+	free(pw);
 	free(ts);
 	cr_gguf_writer_free(w);
 	for (int i = 0; i < n_vocab; i++)

@@ -135,18 +135,19 @@ static int get_range(const char *url, size_t want, struct range *r, struct cr_er
 	return 0;
 }
 
-int cr_fetch_header(const char *url, struct cr_model_shape *shape, uint64_t *size, struct cr_err *err)
+/* A cr_gguf_reader for URLs: a growing prefix through range requests. */
+static int read_gguf(const char *url, struct cr_gguf **g, uint64_t *size, void *arg, struct cr_err *err)
 {
+	(void)arg;
 	struct range r = { 0 };
 	size_t want = 1u << 20;
-	struct cr_gguf *g = NULL;
 	int rc;
 	for (;;) {
 		rc = get_range(url, want, &r, err);
 		if (rc)
 			break;
 		uint64_t need = 0;
-		rc = cr_gguf_parse(r.buf, r.len, r.total, &g, &need, err);
+		rc = cr_gguf_parse(r.buf, r.len, r.total, g, &need, err);
 		if (rc != -EAGAIN)
 			break;
 		if (need > 256u << 20 || r.len < want) {
@@ -160,11 +161,14 @@ int cr_fetch_header(const char *url, struct cr_model_shape *shape, uint64_t *siz
 		want = (size_t)(need > more ? need : more);
 	}
 	free(r.buf);
-	if (rc == 0) {
-		*size = r.total;
-		rc = cr_shape_from_gguf(g, r.total, shape, err);
-		cr_gguf_free(g);
-	}
+	*size = r.total;
+	return rc;
+}
+
+int cr_fetch_header(const char *url, struct cr_model_shape *shape, uint64_t *size, struct cr_err *err)
+{
+	int rc = cr_shape_from_gguf_source(url, read_gguf, NULL, shape, err);
+	*size = rc ? 0 : shape->file_bytes;
 	return rc;
 }
 

@@ -28,22 +28,29 @@ static int read_prefix(int fd, uint8_t **buf, size_t *have, size_t want, struct 
 	return 0;
 }
 
-static int inspect_gguf(const char *path, uint64_t size, struct cr_model_shape *shape, struct cr_err *err)
+/* A cr_gguf_reader for local files. */
+static int read_gguf(const char *path, struct cr_gguf **out, uint64_t *sizep, void *arg, struct cr_err *err)
 {
+	(void)arg;
+	struct stat st;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return cr_err_set(err, errno == ENOENT ? -ENOENT : CR_EINPUT, "check the path and its permissions",
 				  "open('%s') failed: %s", path, strerror(errno));
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return cr_err_set(err, CR_EINPUT, "give the path of a regular file", "'%s' is not a regular file", path);
+	}
+	uint64_t size = (uint64_t)st.st_size;
 	uint8_t *buf = NULL;
 	size_t have = 0, want = (size_t)(size < 1u << 20 ? size : 1u << 20);
-	struct cr_gguf *g = NULL;
 	int rc;
 	for (;;) {
 		rc = read_prefix(fd, &buf, &have, want, err, path);
 		if (rc)
 			break;
 		uint64_t need = 0;
-		rc = cr_gguf_parse(buf, have, size, &g, &need, err);
+		rc = cr_gguf_parse(buf, have, size, out, &need, err);
 		if (rc != -EAGAIN)
 			break;
 		if (need > CR_MODELFILE_HEADER_MAX) {
@@ -56,10 +63,7 @@ static int inspect_gguf(const char *path, uint64_t size, struct cr_model_shape *
 	}
 	close(fd);
 	free(buf);
-	if (rc == 0) {
-		rc = cr_shape_from_gguf(g, size, shape, err);
-		cr_gguf_free(g);
-	}
+	*sizep = size;
 	return rc;
 }
 
@@ -145,7 +149,7 @@ int cr_modelfile_inspect(const char *path, struct cr_model_shape *shape, struct 
 		return inspect_dir(path, shape, err);
 	if (!S_ISREG(st.st_mode))
 		return cr_err_set(err, CR_EINPUT, "give the path of a regular file", "'%s' is not a regular file", path);
-	return inspect_gguf(path, (uint64_t)st.st_size, shape, err);
+	return cr_shape_from_gguf_source(path, read_gguf, NULL, shape, err);
 }
 
 json_t *cr_modelfile_report(const char *path)

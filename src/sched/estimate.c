@@ -4,6 +4,7 @@
  * logits per sequence, and the compute buffer is linear in the micro-batch. */
 #include "sched/estimate.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -48,6 +49,34 @@ static void set_mla(struct cr_model_shape *s, uint32_t kv_lora_rank, uint32_t ro
 	s->head_dim_v = 0;
 }
 
+/* Adds g's tensors to the shape: per layer, input or output. A tied output
+ * (no output.weight) loads the embeddings again; a later part of a split
+ * GGUF that holds output.weight takes that back. */
+static void add_tensors(struct cr_model_shape *s, const struct cr_gguf *g)
+{
+	for (uint64_t i = 0; i < g->n_tensors; i++) {
+		const struct cr_gguf_tensor *t = &g->tensors[i];
+		long l = layer_of(t->name);
+		if (l >= 0 && l < (long)s->n_layer) {
+			s->layer_bytes[l] += t->bytes;
+		} else if (strncmp(t->name, "output", 6) == 0 && (t->name[6] == '.' || t->name[6] == '_')) {
+			s->output_bytes += t->bytes;
+			if (strcmp(t->name, "output.weight") == 0 && !s->untied) {
+				s->untied = true;
+				s->output_bytes -= s->tied_bytes;
+				s->tied_bytes = 0;
+			}
+		} else {
+			s->input_bytes += t->bytes;
+			if (strcmp(t->name, "token_embd.weight") == 0 && !s->untied) {
+				s->tied_bytes += t->bytes;
+				s->output_bytes += t->bytes; /* llama.cpp loads the tied projection again for the output device */
+			}
+		}
+	}
+	s->weight_bytes += g->data_bytes;
+}
+
 int cr_shape_from_gguf(const struct cr_gguf *g, uint64_t file_bytes, struct cr_model_shape *s, struct cr_err *err)
 {
 	static const char fix[] = "the file lacks what llama.cpp needs to load it; re-convert it with a current llama.cpp";
@@ -86,27 +115,74 @@ int cr_shape_from_gguf(const struct cr_gguf *g, uint64_t file_bytes, struct cr_m
 		s->n_vocab = tok && tok->type == CR_GGUF_ARRAY ? (uint32_t)tok->arr_len : emb && emb->n_dims > 1 ? (uint32_t)emb->ne[1] : 0;
 	}
 	s->layer_bytes = cr_xcalloc(s->n_layer, sizeof(*s->layer_bytes));
-	bool tied = true;
-	uint64_t embd = 0;
-	for (uint64_t i = 0; i < g->n_tensors; i++) {
-		const struct cr_gguf_tensor *t = &g->tensors[i];
-		long l = layer_of(t->name);
-		if (l >= 0 && l < (long)s->n_layer) {
-			s->layer_bytes[l] += t->bytes;
-		} else if (strncmp(t->name, "output", 6) == 0 && (t->name[6] == '.' || t->name[6] == '_')) {
-			s->output_bytes += t->bytes;
-			if (strcmp(t->name, "output.weight") == 0)
-				tied = false;
-		} else {
-			s->input_bytes += t->bytes;
-			if (strcmp(t->name, "token_embd.weight") == 0)
-				embd = t->bytes;
-		}
-	}
-	if (tied)
-		s->output_bytes += embd; /* llama.cpp loads the tied projection again for the output device */
-	s->weight_bytes = g->data_bytes;
+	add_tensors(s, g);
 	return 0;
+}
+
+int cr_shape_add_gguf_part(struct cr_model_shape *s, const struct cr_gguf *g, uint64_t file_bytes, struct cr_err *err)
+{
+	if (!s->layer_bytes || strcmp(s->format, "gguf") != 0)
+		return cr_err_set(err, CR_EINPUT, "inspect the first part first", "no GGUF shape to add a part to");
+	s->file_bytes += file_bytes;
+	add_tensors(s, g);
+	return 0;
+}
+
+int cr_shape_from_gguf_source(const char *source, cr_gguf_reader read, void *arg, struct cr_model_shape *s,
+			      struct cr_err *err)
+{
+	struct cr_gguf *g = NULL;
+	uint64_t size = 0, count = 0, idx = 0;
+	unsigned no = 0, named = 0;
+	int rc = read(source, &g, &size, arg, err);
+	if (rc)
+		return rc;
+	if (!cr_gguf_get_u64(g, "split.count", &count) || count <= 1) {
+		rc = cr_shape_from_gguf(g, size, s, err);
+		cr_gguf_free(g);
+		return rc;
+	}
+	cr_gguf_get_u64(g, "split.no", &idx);
+	bool first = cr_gguf_split_name(source, &no, &named) && no == 1 && named == count && idx == 0;
+	if (!first) {
+		char *one = cr_gguf_split_sibling(source, 1);
+		rc = cr_err_set(err, CR_EINPUT, NULL, "'%s' is part %llu of a split GGUF of %llu parts", source,
+				(unsigned long long)idx + 1, (unsigned long long)count);
+		if (err)
+			snprintf(err->fix, sizeof(err->fix), "give the first part%s%s, with the other parts beside it",
+				 one ? ", " : " (PREFIX-00001-of-N.gguf)", one ? one : "");
+		free(one);
+		cr_gguf_free(g);
+		return rc;
+	}
+	rc = cr_shape_from_gguf(g, size, s, err);
+	cr_gguf_free(g);
+	for (unsigned k = 2; rc == 0 && k <= count; k++) {
+		char *part = cr_gguf_split_sibling(source, k);
+		g = NULL;
+		rc = read(part, &g, &size, arg, err);
+		if (rc == -ENOENT || rc == CR_ENOTFOUND) {
+			rc = cr_err_set(err, CR_EINPUT, NULL, "part %u of %llu of the split GGUF is missing: %s", k,
+					(unsigned long long)count, part);
+			if (err)
+				snprintf(err->fix, sizeof(err->fix), "put every part beside the first, named "
+								   "PREFIX-0000K-of-%05llu.gguf (llama.cpp looks for them there)",
+					 (unsigned long long)count);
+		} else if (rc == 0) {
+			uint64_t pno = 0;
+			if (!cr_gguf_get_u64(g, "split.no", &pno) || pno != k - 1)
+				rc = cr_err_set(err, CR_EINPUT, "re-download or re-split the model (llama-gguf-split)",
+						"'%s' is not part %u of this split GGUF (its split.no is %llu)", part, k,
+						(unsigned long long)pno + 1);
+			else
+				rc = cr_shape_add_gguf_part(s, g, size, err);
+		}
+		cr_gguf_free(g);
+		free(part);
+	}
+	if (rc)
+		cr_shape_release(s);
+	return rc;
 }
 
 static uint32_t cfg_u32(json_t *c, const char *k)

@@ -27,15 +27,35 @@ struct cr_model_shape {
 	uint64_t input_bytes;  /* token embeddings: llama.cpp keeps them in host memory */
 	uint64_t output_bytes; /* output norm + projection (the embeddings again when tied) */
 	uint64_t *layer_bytes; /* n_layer entries, owned */
+	/* GGUF reading state: the embeddings counted again as a tied output,
+	 * until a tensor output.weight (in any part) says it is not tied */
+	uint64_t tied_bytes;
+	bool untied;
 };
 
-#define CR_MODEL_SHAPE_INIT { "", "", "", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL }
+#define CR_MODEL_SHAPE_INIT { "", "", "", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, 0, false }
 
 /* Fill shape from a parsed GGUF header of a file of file_bytes. Returns 0, or
  * CR_EINPUT naming the missing key (architecture, block count, embedding
  * length, head count) with a fix. Release the shape with cr_shape_release. */
 int cr_shape_from_gguf(const struct cr_gguf *g, uint64_t file_bytes, struct cr_model_shape *shape,
 		       struct cr_err *err);
+
+/* Add the tensors of a later part of a split GGUF (file_bytes long) to a
+ * shape filled from the first part. */
+int cr_shape_add_gguf_part(struct cr_model_shape *shape, const struct cr_gguf *g, uint64_t file_bytes,
+			   struct cr_err *err);
+
+/* Reads the GGUF header at source (a path or URL): *g (free with
+ * cr_gguf_free) and the file's size. -ENOENT or CR_ENOTFOUND when absent. */
+typedef int (*cr_gguf_reader)(const char *source, struct cr_gguf **g, uint64_t *size, void *arg, struct cr_err *err);
+
+/* The shape of the GGUF model at source, read with read: a single file, or
+ * the first part of a split GGUF whose other parts (named like it, see
+ * cr_gguf_split_sibling) are read too and added. A later part given alone,
+ * a missing part or one with the wrong split.no is CR_EINPUT with the fix. */
+int cr_shape_from_gguf_source(const char *source, cr_gguf_reader read, void *arg, struct cr_model_shape *shape,
+			      struct cr_err *err);
 
 /* Fill shape from a Hugging Face config.json object and the total bytes and
  * dtype of its safetensors weights. CR_EINPUT names a missing field. */

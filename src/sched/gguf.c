@@ -468,3 +468,39 @@ const char *cr_gguf_type_name(enum cr_gguf_type t)
 {
 	return (unsigned)t < CR_GGUF_TYPE_COUNT ? value_names[t] : "?";
 }
+
+/* "-NNNNN-of-NNNNN.gguf" at the end of name: where it starts, or NULL. */
+static const char *split_tail(const char *name, unsigned *no, unsigned *count)
+{
+	size_t n = strlen(name), t = strlen("-00001-of-00003.gguf");
+	if (n < t)
+		return NULL;
+	const char *p = name + n - t;
+	unsigned a, b;
+	char dot[6];
+	int used = 0;
+	if (p[0] != '-' || strncmp(p + 6, "-of-", 4) != 0 || strcmp(p + 15, ".gguf") != 0)
+		return NULL;
+	for (int i = 1; i <= 5; i++)
+		if (p[i] < '0' || p[i] > '9' || p[10 + i - 1] < '0' || p[10 + i - 1] > '9')
+			return NULL;
+	if (sscanf(p, "-%5u-of-%5u%5s%n", &a, &b, dot, &used) != 3 || a == 0 || b == 0 || a > b)
+		return NULL;
+	*no = a;
+	*count = b;
+	return p;
+}
+
+bool cr_gguf_split_name(const char *name, unsigned *no, unsigned *count)
+{
+	return split_tail(name, no, count) != NULL;
+}
+
+char *cr_gguf_split_sibling(const char *name, unsigned no)
+{
+	unsigned mine, count;
+	const char *p = split_tail(name, &mine, &count);
+	if (!p || no == 0 || no > count)
+		return NULL;
+	return cr_xasprintf("%.*s-%05u-of-%05u.gguf", (int)(p - name), name, no, count);
+}

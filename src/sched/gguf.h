@@ -102,4 +102,12 @@ int cr_ggml_type_from_name(const char *name);
  * n is not a whole number of blocks, or the size overflows. */
 bool cr_ggml_row_bytes(uint32_t type, uint64_t n, uint64_t *bytes);
 
+/* Split GGUF (llama-gguf-split): files named PREFIX-00001-of-00003.gguf.
+ * True when name ends so, with *no (1-based) and *count set. */
+bool cr_gguf_split_name(const char *name, unsigned *no, unsigned *count);
+
+/* name (a split part's path or URL) with the part number no instead of its
+ * own (caller frees); NULL when name is not a split part. */
+char *cr_gguf_split_sibling(const char *name, unsigned no);
+
 #endif

@@ -2,6 +2,7 @@
  * and config.json, the KV cache formula with cache types, how llama.cpp's
  * layers are split over devices, and vLLM's per-GPU claim and utilisation. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,22 +10,35 @@
 #include "sched/estimate.h"
 #include "gguf_write.h"
 
-/* A llama-shaped header: L layers of E dims, H heads, K KV heads, F FFN. */
-static struct cr_gguf *llama_header(uint32_t L, uint64_t E, uint32_t H, uint32_t K, uint64_t F, uint64_t V, int tied)
+/* A llama-shaped header: L layers of E dims, H heads, K KV heads, F FFN;
+ * with parts > 1, part `part` (0-based) of it split as llama-gguf-split does
+ * (metadata in the first, tensors shared out in order). */
+static struct cr_gguf *llama_part(uint32_t L, uint64_t E, uint32_t H, uint32_t K, uint64_t F, uint64_t V, int tied,
+				  unsigned part, unsigned parts)
 {
 	struct cr_gguf_writer *w = cr_gguf_writer_new(3);
-	cr_gguf_w_str(w, "general.architecture", "llama");
-	cr_gguf_w_u32(w, "llama.block_count", L);
-	cr_gguf_w_u32(w, "llama.embedding_length", (uint32_t)E);
-	cr_gguf_w_u32(w, "llama.attention.head_count", H);
-	cr_gguf_w_u32(w, "llama.attention.head_count_kv", K);
-	cr_gguf_w_u32(w, "llama.feed_forward_length", (uint32_t)F);
-	cr_gguf_w_u32(w, "llama.context_length", 4096);
+	if (part == 0) {
+		cr_gguf_w_str(w, "general.architecture", "llama");
+		cr_gguf_w_u32(w, "llama.block_count", L);
+		cr_gguf_w_u32(w, "llama.embedding_length", (uint32_t)E);
+		cr_gguf_w_u32(w, "llama.attention.head_count", H);
+		cr_gguf_w_u32(w, "llama.attention.head_count_kv", K);
+		cr_gguf_w_u32(w, "llama.feed_forward_length", (uint32_t)F);
+		cr_gguf_w_u32(w, "llama.context_length", 4096);
+	}
+	if (parts > 1) {
+		cr_gguf_w_scalar(w, "split.no", CR_GGUF_U16, part);
+		cr_gguf_w_scalar(w, "split.count", CR_GGUF_U16, parts);
+	}
+	unsigned n = 0, total = 2 + L * 8 + !tied;
 	uint64_t ev[2] = { E, V }, ee[2] = { E, E }, ek[2] = { E, E / H * K }, ef[2] = { E, F }, fe[2] = { F, E }, e1[1] = { E };
-	cr_gguf_w_tensor(w, "token_embd.weight", 2, ev, 1);
+#define MINE() (n++ * parts / total == part)
+	if (MINE())
+		cr_gguf_w_tensor(w, "token_embd.weight", 2, ev, 1);
 	for (uint32_t l = 0; l < L; l++) {
-		char n[64];
-#define T(suffix, nd, ne, ty) (snprintf(n, sizeof(n), "blk.%u.%s", l, suffix), cr_gguf_w_tensor(w, n, nd, ne, ty))
+		char nm[64];
+#define T(suffix, nd, ne, ty) \
+	if (MINE()) (snprintf(nm, sizeof(nm), "blk.%u.%s", l, suffix), cr_gguf_w_tensor(w, nm, nd, ne, ty))
 		T("attn_norm.weight", 1, e1, 0);
 		T("attn_q.weight", 2, ee, 8);
 		T("attn_k.weight", 2, ek, 8);
@@ -35,9 +49,11 @@ static struct cr_gguf *llama_header(uint32_t L, uint64_t E, uint32_t H, uint32_t
 		T("ffn_down.weight", 2, fe, 8);
 #undef T
 	}
-	cr_gguf_w_tensor(w, "output_norm.weight", 1, e1, 0);
-	if (!tied)
+	if (MINE())
+		cr_gguf_w_tensor(w, "output_norm.weight", 1, e1, 0);
+	if (!tied && MINE())
 		cr_gguf_w_tensor(w, "output.weight", 2, ev, 8);
+#undef MINE
 	size_t len;
 	uint8_t *h = cr_gguf_writer_header(w, &len);
 	struct cr_gguf *g = NULL;
@@ -46,6 +62,11 @@ static struct cr_gguf *llama_header(uint32_t L, uint64_t E, uint32_t H, uint32_t
 	free(h);
 	cr_gguf_writer_free(w);
 	return g;
+}
+
+static struct cr_gguf *llama_header(uint32_t L, uint64_t E, uint32_t H, uint32_t K, uint64_t F, uint64_t V, int tied)
+{
+	return llama_part(L, E, H, K, F, V, tied, 0, 1);
 }
 
 Test(estimate, shape_from_gguf_counts_layers_input_and_output)
@@ -251,4 +272,65 @@ Test(estimate, a_config_with_absurd_layers_is_refused)
 	cr_assert(strstr(err.message, "at most 4096"), "%s", err.message);
 	cr_shape_release(&s);
 	json_decref(cfg);
+}
+
+/* A reader over made-up files: "m-0000K-of-0000N.gguf" is part K of a
+ * split model (missing ones listed in arg), anything else the whole model. */
+static int fake_reader(const char *source, struct cr_gguf **g, uint64_t *size, void *arg, struct cr_err *err)
+{
+	unsigned no = 1, count = 1;
+	const char *missing = arg;
+	bool split = cr_gguf_split_name(source, &no, &count);
+	if (missing && strstr(missing, source))
+		return cr_err_set(err, -ENOENT, "x", "no %s", source);
+	int tied = strstr(source, "tied") != NULL;
+	*g = llama_part(3, 64, 4, 2, 128, 100, tied, split ? no - 1 : 0, split ? count : 1);
+	*size = 1000;
+	return 0;
+}
+
+Test(estimate, split_gguf_names)
+{
+	unsigned no, count;
+	cr_assert(cr_gguf_split_name("/m/Qwen-Q4_K_M-00002-of-00003.gguf", &no, &count));
+	cr_assert_eq(no, 2);
+	cr_assert_eq(count, 3);
+	cr_assert_not(cr_gguf_split_name("model.gguf", &no, &count));
+	cr_assert_not(cr_gguf_split_name("m-00004-of-00003.gguf", &no, &count), "a part past the count");
+	cr_assert_not(cr_gguf_split_name("m-0000x-of-00003.gguf", &no, &count));
+	cr_assert_not(cr_gguf_split_name("m-00001-of-00003.bin", &no, &count));
+	char *s = cr_gguf_split_sibling("http://h/r/resolve/abc/Q4/m-00001-of-00003.gguf", 3);
+	cr_assert_str_eq(s, "http://h/r/resolve/abc/Q4/m-00003-of-00003.gguf");
+	free(s);
+	cr_assert_null(cr_gguf_split_sibling("m-00001-of-00003.gguf", 4));
+	cr_assert_null(cr_gguf_split_sibling("m.gguf", 1));
+}
+
+Test(estimate, a_split_gguf_is_one_model_over_all_its_parts)
+{
+	struct cr_model_shape whole = CR_MODEL_SHAPE_INIT, split = CR_MODEL_SHAPE_INIT;
+	struct cr_err err = CR_ERR_INIT;
+	for (int tied = 0; tied <= 1; tied++) {
+		const char *one = tied ? "tied.gguf" : "m.gguf", *first = tied ? "tied-00001-of-00004.gguf" : "m-00001-of-00003.gguf";
+		cr_assert_eq(cr_shape_from_gguf_source(one, fake_reader, NULL, &whole, &err), 0, "%s", err.message);
+		cr_assert_eq(cr_shape_from_gguf_source(first, fake_reader, NULL, &split, &err), 0, "%s", err.message);
+		cr_assert_eq(split.weight_bytes, whole.weight_bytes);
+		cr_assert_eq(split.input_bytes, whole.input_bytes);
+		cr_assert_eq(split.output_bytes, whole.output_bytes, "tied %d: %llu vs %llu", tied,
+			     (unsigned long long)split.output_bytes, (unsigned long long)whole.output_bytes);
+		for (uint32_t l = 0; l < 3; l++)
+			cr_assert_eq(split.layer_bytes[l], whole.layer_bytes[l]);
+		cr_assert_eq(split.file_bytes, tied ? 4000 : 3000, "the size of every part");
+		cr_assert_eq(whole.file_bytes, 1000);
+	}
+	cr_assert_eq(cr_shape_from_gguf_source("m-00002-of-00003.gguf", fake_reader, NULL, &split, &err), CR_EINPUT);
+	cr_assert_str_eq(err.message, "'m-00002-of-00003.gguf' is part 2 of a split GGUF of 3 parts");
+	cr_assert(strstr(err.fix, "m-00001-of-00003.gguf"), "%s", err.fix);
+	cr_assert_eq(cr_shape_from_gguf_source("m-00001-of-00003.gguf", fake_reader, (void *)"m-00003-of-00003.gguf", &split,
+					       &err),
+		     CR_EINPUT);
+	cr_assert_str_eq(err.message, "part 3 of 3 of the split GGUF is missing: m-00003-of-00003.gguf");
+	cr_assert_null(split.layer_bytes, "nothing half-filled is left");
+	cr_shape_release(&whole);
+	cr_shape_release(&split);
 }
