@@ -12,12 +12,14 @@
 
 #include "agent/fetch.h"
 #include "agent/modelfile.h"
+#include "sched/gguf.h"
 #include "base/json.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/util.h"
 
 struct download {
+	char *source; /* the instance's source: the url, or the first part's of a split GGUF */
 	char *url, *sha256, *dest;
 	pthread_t thread;
 	bool running, joined;
@@ -80,7 +82,7 @@ static bool in_use(struct cr_files *f, const char *source)
 		if (source && !strcmp(cr_json_get_str(inst, "source", ""), source))
 			return true;
 	for (struct download *d = f->downloads; d; d = d->next)
-		if (d->running && source && !strcmp(d->url, source))
+		if (d->running && source && !strcmp(d->source, source))
 			return true;
 	return false;
 }
@@ -121,6 +123,7 @@ void cr_files_free(struct cr_files *f)
 		next = d->next;
 		if (d->running || !d->joined)
 			pthread_join(d->thread, NULL);
+		free(d->source);
 		free(d->url);
 		free(d->sha256);
 		free(d->dest);
@@ -204,7 +207,7 @@ static void *download_main(void *arg)
 	d->running = false;
 	f->changed = true;
 	if (!rc)
-		index_touch(f, d->dest, d->url);
+		index_touch(f, d->dest, d->source);
 	pthread_mutex_unlock(&f->mu);
 	if (rc)
 		cr_warn("download of %s failed: %s", d->url, msg);
@@ -233,9 +236,63 @@ static void start_download(struct cr_files *f, struct download *d)
 	}
 }
 
-/* Starts the downloads f->snapshot's instances need (under f->mu). A failed
- * one is tried again once its wait is over, not at every snapshot: a
- * checksum that does not match is not fetched again each second. */
+/* How many files source is: the parts of a split GGUF named by its first
+ * part's URL, else 1. */
+static unsigned parts_of(const char *source)
+{
+	unsigned no, count;
+	return cr_gguf_split_name(source, &no, &count) && no == 1 ? count : 1;
+}
+
+/* Starts (under f->mu) the download of part k of the instance's source when
+ * it is not there, running, or failed too recently. A failed one is tried
+ * again once its wait is over, not at every snapshot: a checksum that does
+ * not match is not fetched again each second. */
+static void want_part(struct cr_files *f, json_t *inst, const char *src, unsigned k, unsigned n, int64_t now)
+{
+	char *url = n > 1 ? cr_gguf_split_sibling(src, k) : cr_xstrdup(src);
+	struct download *d = f->downloads;
+	while (d && strcmp(d->url, url) != 0)
+		d = d->next;
+	if (d && (d->running || !strcmp(d->state, "done") || (!strcmp(d->state, "error") && now < d->retry_at))) {
+		free(url);
+		return;
+	}
+	if (d && !d->joined) { /* a failed one: try again */
+		pthread_mutex_unlock(&f->mu);
+		pthread_join(d->thread, NULL);
+		pthread_mutex_lock(&f->mu);
+		d->joined = true;
+	}
+	if (!d) {
+		d = cr_xcalloc(1, sizeof(*d));
+		d->source = cr_xstrdup(src);
+		d->url = url;
+		url = NULL;
+		/* the parts of a split GGUF share the first part's cache name
+		 * but for the part number: llama.cpp finds them beside it */
+		const char *sha = n > 1 ? json_string_value(json_array_get(json_object_get(inst, "parts_sha256"), k - 1))
+					: cr_json_get_str(inst, "sha256", NULL);
+		d->sha256 = sha ? cr_xstrdup(sha) : NULL;
+		char *first = cr_fetch_cache_path(f->cache_dir, src);
+		d->dest = n > 1 ? cr_gguf_split_sibling(first, k) : cr_xstrdup(first);
+		free(first);
+		d->joined = true;
+		d->next = f->downloads;
+		f->downloads = d;
+	}
+	free(url);
+	struct stat st;
+	if (stat(d->dest, &st) == 0) { /* downloaded before */
+		snprintf(d->state, sizeof(d->state), "done");
+		d->bytes = d->total = (uint64_t)st.st_size;
+		return;
+	}
+	start_download(f, d);
+	f->changed = true;
+}
+
+/* Starts the downloads f->snapshot's instances need (under f->mu). */
 static void want_downloads(struct cr_files *f)
 {
 	size_t i;
@@ -245,35 +302,9 @@ static void want_downloads(struct cr_files *f)
 		const char *src = cr_json_get_str(inst, "source", NULL);
 		if (!src || strncmp(src, "http", 4) != 0 || f->stopping)
 			continue;
-		struct download *d = f->downloads;
-		while (d && strcmp(d->url, src) != 0)
-			d = d->next;
-		if (d && (d->running || !strcmp(d->state, "done") || (!strcmp(d->state, "error") && now < d->retry_at)))
-			continue;
-		if (d && !d->joined) { /* a failed one: try again */
-			pthread_mutex_unlock(&f->mu);
-			pthread_join(d->thread, NULL);
-			pthread_mutex_lock(&f->mu);
-			d->joined = true;
-		}
-		if (!d) {
-			d = cr_xcalloc(1, sizeof(*d));
-			d->url = cr_xstrdup(src);
-			const char *sha = cr_json_get_str(inst, "sha256", NULL);
-			d->sha256 = sha ? cr_xstrdup(sha) : NULL;
-			d->dest = cr_fetch_cache_path(f->cache_dir, src);
-			d->joined = true;
-			d->next = f->downloads;
-			f->downloads = d;
-		}
-		struct stat st;
-		if (stat(d->dest, &st) == 0) { /* downloaded before */
-			snprintf(d->state, sizeof(d->state), "done");
-			d->bytes = d->total = (uint64_t)st.st_size;
-			continue;
-		}
-		start_download(f, d);
-		f->changed = true;
+		unsigned n = parts_of(src);
+		for (unsigned k = 1; k <= n && !f->stopping; k++)
+			want_part(f, inst, src, k, n, now);
 	}
 }
 
@@ -301,6 +332,58 @@ static char *file_key(const char *path)
 	if (stat(path, &st) != 0)
 		return cr_xstrdup("absent");
 	return cr_xasprintf("%lld:%lld.%09ld", (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+
+/* The download of source (every part of a split GGUF together):
+ * {"state","bytes","total","path"?,"rate"?,"eta_s"?,"message"?}, or NULL
+ * when none (under mu). One part failing makes the whole an error; it is
+ * done when every part is. */
+static json_t *download_state(struct cr_files *f, const char *src)
+{
+	unsigned want = parts_of(src), seen = 0, done = 0;
+	uint64_t bytes = 0, total = 0, rate = 0;
+	const char *state = NULL, *message = NULL, *path = NULL;
+	bool timed = false;
+	for (struct download *d = f->downloads; d; d = d->next) {
+		if (strcmp(d->source, src) != 0)
+			continue;
+		seen++;
+		bytes += d->bytes;
+		total += d->total;
+		if (!strcmp(d->state, "done"))
+			done++;
+		if (!strcmp(d->url, src))
+			path = d->dest;
+		if (!strcmp(d->state, "error") || (!state || strcmp(state, "error")))
+			if (strcmp(d->state, "done") != 0)
+				state = d->state;
+		if (d->message && *d->message && !strcmp(d->state, "error"))
+			message = d->message;
+		int64_t took = d->since_ms ? cr_mono_ms() - d->since_ms : 0;
+		if (!strcmp(d->state, "downloading") && took >= 500 && d->bytes >= d->since_bytes) {
+			rate += (d->bytes - d->since_bytes) * 1000 / (uint64_t)took;
+			timed = true;
+		}
+	}
+	if (!seen)
+		return NULL;
+	if (done == want)
+		state = "done";
+	else if (!state)
+		state = "downloading";
+	json_t *dl = json_pack("{s:s,s:I,s:I}", "state", state, "bytes", (json_int_t)bytes, "total", (json_int_t)total);
+	if (want > 1)
+		json_object_set_new(dl, "parts", json_pack("{s:i,s:i}", "done", (int)done, "of", (int)want));
+	if (!strcmp(state, "done") && path)
+		json_object_set_new(dl, "path", json_string(path));
+	if (!strcmp(state, "downloading") && timed) { /* bytes per second over this try; what is left at that rate */
+		json_object_set_new(dl, "rate", json_integer((json_int_t)rate));
+		if (rate && total > bytes)
+			json_object_set_new(dl, "eta_s", json_integer((json_int_t)((total - bytes) / rate)));
+	}
+	if (message)
+		json_object_set_new(dl, "message", json_string(message));
+	return dl;
 }
 
 json_t *cr_files_report(struct cr_files *f)
@@ -336,25 +419,9 @@ json_t *cr_files_report(struct cr_files *f)
 		json_t *entry = json_deep_copy(report);
 		json_decref(report);
 		pthread_mutex_lock(&f->mu);
-		for (struct download *d = f->downloads; d; d = d->next) {
-			if (strcmp(d->url, src) != 0)
-				continue;
-			json_t *dl = json_pack("{s:s,s:I,s:I}", "state", d->state, "bytes", (json_int_t)d->bytes, "total",
-					       (json_int_t)d->total);
-			if (!strcmp(d->state, "done"))
-				json_object_set_new(dl, "path", json_string(d->dest));
-			int64_t took = d->since_ms ? cr_mono_ms() - d->since_ms : 0;
-			if (!strcmp(d->state, "downloading") && took >= 500 && d->bytes >= d->since_bytes) {
-				/* bytes per second over this try; what is left at that rate */
-				uint64_t rate = (d->bytes - d->since_bytes) * 1000 / (uint64_t)took;
-				json_object_set_new(dl, "rate", json_integer((json_int_t)rate));
-				if (rate && d->total > d->bytes)
-					json_object_set_new(dl, "eta_s", json_integer((json_int_t)((d->total - d->bytes) / rate)));
-			}
-			if (d->message && *d->message)
-				json_object_set_new(dl, "message", json_string(d->message));
+		json_t *dl = download_state(f, src);
+		if (dl)
 			json_object_set_new(entry, "download", dl);
-		}
 		pthread_mutex_unlock(&f->mu);
 		json_array_append_new(out, entry);
 	}
@@ -368,9 +435,13 @@ uint64_t cr_files_largest_download(struct cr_files *f)
 {
 	uint64_t most = 0;
 	pthread_mutex_lock(&f->mu);
-	for (struct download *d = f->downloads; d; d = d->next)
-		if (strcmp(d->state, "done") != 0 && d->total > d->bytes && d->total - d->bytes > most)
-			most = d->total - d->bytes;
+	for (struct download *d = f->downloads; d; d = d->next) { /* per source: a split GGUF's parts together */
+		uint64_t left = 0;
+		for (struct download *e = f->downloads; e; e = e->next)
+			if (!strcmp(e->source, d->source) && strcmp(e->state, "done") != 0 && e->total > e->bytes)
+				left += e->total - e->bytes;
+		most = left > most ? left : most;
+	}
 	pthread_mutex_unlock(&f->mu);
 	return most;
 }
@@ -379,11 +450,13 @@ char *cr_files_local_path(struct cr_files *f, const char *url)
 {
 	char *path = NULL;
 	pthread_mutex_lock(&f->mu);
-	for (struct download *d = f->downloads; d && !path; d = d->next)
-		if (!strcmp(d->url, url) && !strcmp(d->state, "done"))
-			path = cr_xstrdup(d->dest);
-	if (path)
-		index_touch(f, path, url); /* an engine starts with it now */
+	json_t *dl = download_state(f, url);
+	if (dl && !strcmp(cr_json_get_str(dl, "state", ""), "done") && cr_json_get_str(dl, "path", NULL))
+		path = cr_xstrdup(cr_json_get_str(dl, "path", NULL));
+	json_decref(dl);
+	for (struct download *d = f->downloads; path && d; d = d->next)
+		if (!strcmp(d->source, url))
+			index_touch(f, d->dest, url); /* an engine starts with it now */
 	pthread_mutex_unlock(&f->mu);
 	return path;
 }

@@ -16,6 +16,7 @@
 #include "base/util.h"
 #include "http/hub.h"
 #include "http/workpool.h"
+#include "sched/gguf.h"
 
 struct job {
 	struct cr_app *app;
@@ -42,14 +43,41 @@ static bool ends_with(const char *s, const char *tail)
 /* "-00001-of-00003.gguf": a part of a split GGUF; *first when it is part 1. */
 static bool split_part(const char *path, bool *first)
 {
-	const char *p = strstr(path, "-of-");
-	if (!p || p - path < 6 || !ends_with(path, ".gguf"))
+	unsigned no, count;
+	if (!cr_gguf_split_name(path, &no, &count))
 		return false;
-	for (int i = 1; i <= 5; i++)
-		if (!isdigit((unsigned char)p[-i]))
-			return false;
-	*first = !strncmp(p - 5, "00001", 5);
-	return p[-6] == '-';
+	*first = no == 1;
+	return true;
+}
+
+static json_t *file_named(json_t *files, const char *path)
+{
+	size_t i;
+	json_t *f;
+	json_array_foreach(files, i, f)
+		if (!strcmp(cr_json_get_str(f, "path", ""), path))
+			return f;
+	return NULL;
+}
+
+/* The bytes of f, every part together when f is the first part of a split
+ * GGUF; *missing gets the first part the listing lacks (caller frees). */
+static uint64_t set_size(json_t *files, json_t *f, char **missing)
+{
+	const char *path = cr_json_get_str(f, "path", "");
+	unsigned no, count;
+	if (!cr_gguf_split_name(path, &no, &count) || no != 1)
+		return (uint64_t)cr_json_get_int(f, "size", 0);
+	uint64_t total = 0;
+	for (unsigned k = 1; k <= count; k++) {
+		char *part = cr_gguf_split_sibling(path, k);
+		json_t *p = file_named(files, part);
+		if (!p && missing && !*missing)
+			*missing = cr_xstrdup(part);
+		total += (uint64_t)cr_json_get_int(p, "size", 0);
+		free(part);
+	}
+	return total;
 }
 
 /* The quant tag appears in the file name as a word of its own. */
@@ -139,13 +167,18 @@ static json_t *pick(struct job *j, char *why, size_t n)
 		json_array_foreach(j->files, i, f)
 			if (!strcmp(cr_json_get_str(f, "path", ""), want))
 				chosen = f;
-		if (!chosen) {
+		char *one = chosen && split_part(want, &first) && !first ? cr_gguf_split_sibling(want, 1) : NULL;
+		if (one && file_named(j->files, one)) { /* a later part stands for its model: llama.cpp loads the first */
+			chosen = file_named(j->files, one);
+			snprintf(why, n, "the split GGUF the file asked for is part of");
+		} else if (!chosen) {
 			names_of(ggufs, list, sizeof(list));
 			cr_err_set(&j->err, CR_ENOTFOUND, NULL, "'%s' has no file '%s' at %s", j->ref.repo, want, j->ref.revision);
 			snprintf(j->err.fix, sizeof(j->err.fix), "name one of its GGUF files: %.400s", list);
 		} else {
 			snprintf(why, n, "the file asked for");
 		}
+		free(one);
 	} else if (!json_array_size(ggufs)) {
 		bool safetensors = false;
 		json_array_foreach(j->files, i, f)
@@ -180,11 +213,11 @@ static json_t *pick(struct job *j, char *why, size_t n)
 			const char *p = cr_json_get_str(f, "path", "");
 			if (split_part(p, &first) && !first)
 				continue;
-			double size = (double)cr_json_get_int(f, "size", 0);
-			if (!smallest || size < (double)cr_json_get_int(smallest, "size", 0))
+			double size = (double)set_size(j->files, f, NULL);
+			if (!smallest || size < (double)set_size(j->files, smallest, NULL))
 				smallest = f;
 			/* weights plus room for a context and the engine's buffers */
-			if (size * 1.15 + 512.0 * 1048576 <= cap && (!chosen || size > (double)cr_json_get_int(chosen, "size", 0)))
+			if (size * 1.15 + 512.0 * 1048576 <= cap && (!chosen || size > (double)set_size(j->files, chosen, NULL)))
 				chosen = f;
 		}
 		char capb[32];
@@ -198,12 +231,16 @@ static json_t *pick(struct job *j, char *why, size_t n)
 				 "scheduler says what is missing", capb, where ? " on " : "", where ? where : "");
 		}
 	}
-	if (chosen && split_part(cr_json_get_str(chosen, "path", ""), &first)) {
-		cr_err_set(&j->err, CR_EINPUT, "choose a quant that is one file, or merge the parts (llama-gguf-split "
-					      "--merge) and deploy the result with --path",
-			   "'%s' is split into several files: split GGUF from hubs is not downloaded by Corral yet",
+	char *missing = NULL;
+	if (chosen)
+		set_size(j->files, chosen, &missing);
+	if (missing) {
+		cr_err_set(&j->err, CR_ENOTFOUND, NULL, "'%s' lacks %s, a part of the split GGUF %s", j->ref.repo, missing,
 			   cr_json_get_str(chosen, "path", ""));
+		snprintf(j->err.fix, sizeof(j->err.fix), "choose another quant or revision: every part of a split GGUF "
+							 "must be in the repository");
 		chosen = NULL;
+		free(missing);
 	}
 	json_decref(ggufs);
 	return chosen;
@@ -230,10 +267,23 @@ static void done(void *arg)
 		const char *sha = cr_json_get_str(f, "sha256", NULL);
 		if (sha)
 			json_object_set_new(j->spec, "sha256", json_string(sha));
-		json_object_set_new(j->spec, "hub",
-				    json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:s,s:s}", "kind", kind, "ref",
-					      cr_json_get_str(j->spec, kind, ""), "repo", j->ref.repo, "revision", j->ref.revision,
-					      "commit", j->commit, "size", cr_json_get_int(f, "size", 0), "file", path, "why", why));
+		json_t *hub = json_pack("{s:s,s:s,s:s,s:s,s:s,s:I,s:s,s:s}", "kind", kind, "ref",
+					cr_json_get_str(j->spec, kind, ""), "repo", j->ref.repo, "revision", j->ref.revision,
+					"commit", j->commit, "size", (json_int_t)set_size(j->files, f, NULL), "file", path, "why",
+					why);
+		unsigned no, count;
+		if (cr_gguf_split_name(path, &no, &count)) { /* every part is downloaded; llama-server gets the first */
+			json_t *shas = json_array();
+			for (unsigned k = 1; k <= count; k++) {
+				char *part = cr_gguf_split_sibling(path, k);
+				const char *psha = cr_json_get_str(file_named(j->files, part), "sha256", NULL);
+				json_array_append_new(shas, psha ? json_string(psha) : json_null());
+				free(part);
+			}
+			json_object_set_new(hub, "parts", json_integer(count));
+			json_object_set_new(hub, "parts_sha256", shas);
+		}
+		json_object_set_new(j->spec, "hub", hub);
 		cr_info("%s '%s': chose %s (%s) at %s", kind, j->ref.repo, path, why, j->commit);
 		free(url);
 		j->then(j->req, j->spec, j->ctx); /* takes the spec */

@@ -154,6 +154,10 @@ json_t *cr_instance_json(struct cr_app *app, struct cr_instance *i)
 		json_t *sha = json_object_get(spec, "sha256");
 		if (sha)
 			json_object_set(o, "sha256", sha);
+		json_t *hub = json_object_get(m->spec, "hub"); /* a split GGUF's parts, from the hub's listing */
+		if (json_equal(json_object_get(m->spec, "url"), json_object_get(spec, "url")) &&
+		    json_object_get(hub, "parts_sha256"))
+			json_object_set(o, "parts_sha256", json_object_get(hub, "parts_sha256"));
 		json_object_set(o, "engine_args", json_object_get(spec, "engine_args"));
 		const char *url = cr_json_get_str(spec, "url", NULL);
 		json_t *w0 = json_array_get(json_object_get(i->placement, "workers"), 0);

@@ -7,11 +7,14 @@ with its cause and fix. No test reaches the internet."""
 import hashlib
 import json
 import os
+import re
 import time
 import unittest
 
+import subprocess
+
 import hub_server
-from t50_engines import EngineCase, LLAMA_BIN
+from t50_engines import EngineCase, LLAMA_BIN, MKMODEL
 
 
 @unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")
@@ -73,7 +76,7 @@ class Hub(EngineCase):
         self.hub.add("test/two", {"small-Q2_K.gguf": self.tiny, "big-Q4_K_M.gguf": 10 ** 13,
                                   "mmproj-F16.gguf": 10 ** 6})
         self.hub.add("test/st", {"config.json": b"{}", "model.safetensors": b"x" * 10})
-        self.hub.add("test/split", {"m-Q4_K_M-00001-of-00002.gguf": self.tiny, "m-Q4_K_M-00002-of-00002.gguf": self.tiny})
+        self.hub.add("test/split", {"m-Q4_K_M-00001-of-00003.gguf": self.tiny, "m-Q4_K_M-00003-of-00003.gguf": self.tiny})
         self.cluster(("w1", None))
         r = self.deploy("auto", "--hf", "test/two", "--dry-run")
         self.assertIn("small-Q2_K.gguf", r.stdout)
@@ -89,13 +92,53 @@ class Hub(EngineCase):
             ({"hf": "test/two", "path": "/x.gguf"}, 400, "a model has one source", "--hf"),
             ({"hf_file": "a.gguf", "path": "/x.gguf"}, 400, "a hub file needs its repository", "--hf"),
             ({"hf": "test/st"}, 400, "holds safetensors, not GGUF", "--path"),
-            ({"hf": "test/split:Q4_K_M"}, 400, "is split into several files", "llama-gguf-split"),
+            ({"hf": "test/split:Q4_K_M"}, 404, "'test/split' lacks m-Q4_K_M-00002-of-00003.gguf, a part of the split GGUF",
+             "every part of a split GGUF"),
             ({"hf": "test/two", "hub": {}}, 400, "field 'hub' is set by the server", "leave 'hub' out"),
         ]
         for body, code, message, fix in cases:
             status, answer = self.request("POST", "/api/models/plan", dict(body, allow_cpu_offload=True), token=self.token)
             self.assert_error(status, answer, code, message, fix)
         self.assertEqual(self.api("GET", "/api/models")["models"], [], "nothing stored by refusals")
+
+    def test_a_split_gguf_is_downloaded_whole_and_llama_server_loads_it(self):
+        subprocess.run([MKMODEL, "--out", os.path.join(self.tmp, "sp-Q8_0"), "--split", "3"], check=True)
+        parts = {}
+        for k in (1, 2, 3):
+            with open(os.path.join(self.tmp, "sp-Q8_0-%05d-of-00003.gguf" % k), "rb") as f:
+                parts["Q8_0/sp-Q8_0-%05d-of-00003.gguf" % k] = f.read()
+        self.hub.add("test/split-GGUF", dict(parts, **{"tiny-Q2_K.gguf": self.tiny}))
+        self.cluster(("w1", None))
+        # a later part named stands for its model
+        r = self.deploy("sp", "--hf", "test/split-GGUF", "--hf-file", "Q8_0/sp-Q8_0-00002-of-00003.gguf", "--dry-run")
+        self.assertIn("Q8_0/sp-Q8_0-00001-of-00003.gguf", r.stdout)
+        self.assertIn("the split GGUF the file asked for is part of", r.stdout)
+        self.deploy("sp", "--hf", "test/split-GGUF:Q8_0", "--wait")
+        m = self.api("GET", "/api/models/sp")
+        total = sum(len(b) for b in parts.values())
+        self.assertEqual(m["hub"]["file"], "Q8_0/sp-Q8_0-00001-of-00003.gguf")
+        self.assertEqual(m["hub"]["parts"], 3)
+        self.assertEqual(m["hub"]["size"], total, "the size of every part")
+        self.assertEqual(m["hub"]["parts_sha256"], [hashlib.sha256(parts[k]).hexdigest() for k in sorted(parts)])
+        self.chat_ok("sp")
+        # the estimate covers every part (the worker read each part's header): the same as the one-file model's
+        split_plan = self.deploy("sp2", "--hf", "test/split-GGUF:Q8_0", "--dry-run").stdout
+        whole_plan = self.deploy("whole", "--hf", "test/split-GGUF:Q2_K", "--dry-run").stdout
+        claims = [re.search(r"on CPU: w1:cpu \(([0-9.]+ [KMG]?i?B)\)", p) for p in (split_plan, whole_plan)]
+        self.assertTrue(all(claims), (split_plan, whole_plan))
+        self.assertEqual(claims[0].group(1), claims[1].group(1), (split_plan, whole_plan))
+        # every part downloaded once, kept beside the first under the same cache name
+        for k, data in parts.items():
+            blob = hashlib.sha256(data).hexdigest()
+            gets = [s for s in self.hub.seen if s[0] == "cdn" and s[1] == "GET" and blob in s[2] and not s[4]]
+            self.assertEqual(len(gets), 1, "%s: %r" % (k, gets))
+        self.wait_for(lambda: len(self.api("GET", "/api/files")["workers"][0]["files"]) == 3, "three parts in the cache")
+        files = sorted(self.api("GET", "/api/files")["workers"][0]["files"], key=lambda f: f["file"])
+        self.assertEqual([f["file"][17:] for f in files], ["sp-Q8_0-%05d-of-00003.gguf" % k for k in (1, 2, 3)])
+        self.assertEqual(len({f["file"][:16] for f in files}), 1, "one name prefix, so llama.cpp finds the parts")
+        self.assertTrue(all(f["in_use"] and f["models"] == ["sp"] for f in files), files)
+        r = self.cli("files", "rm", files[2]["file"], check=False)
+        self.assertEqual(r.returncode, 1, "a part in use is kept")
 
     def test_a_gated_repository_needs_the_token_which_never_leaves_the_hub(self):
         self.hub.add("test/gated", {"tiny-Q8_0.gguf": self.tiny}, gated=True)
