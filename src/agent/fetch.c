@@ -172,16 +172,104 @@ int cr_fetch_header(const char *url, struct cr_model_shape *shape, uint64_t *siz
 	return rc;
 }
 
+char *cr_fetch_sibling_url(const char *url, const char *name)
+{
+	const char *slash = strrchr(url, '/'), *eq = strrchr(url, '=');
+	const char *cut = eq && (!slash || eq > slash) ? eq : slash;
+	if (!cut)
+		return NULL;
+	return cr_xasprintf("%.*s%s", (int)(cut + 1 - url), url, name);
+}
+
+bool cr_fetch_is_config_url(const char *url)
+{
+	size_t n = strlen(url), t = strlen("config.json");
+	return n > t && !strcmp(url + n - t, "config.json") && (url[n - t - 1] == '/' || url[n - t - 1] == '=');
+}
+
+/* A small file at url, whole, as JSON. */
+static json_t *get_json(const char *url, size_t max, struct cr_err *err)
+{
+	struct range r = { 0 };
+	json_t *j = NULL;
+	if (get_range(url, max, &r, err) == 0) {
+		json_error_t je;
+		j = r.len < max ? json_loadb((const char *)r.buf, r.len, 0, &je) : NULL;
+		if (!json_is_object(j)) {
+			json_decref(j);
+			j = NULL;
+			cr_err_set(err, CR_EINPUT, "re-publish the file", "%s: %s", url,
+				   r.len >= max ? "too large" : "not a JSON object");
+		}
+	}
+	free(r.buf);
+	return j;
+}
+
+/* A safetensors model at url (its config.json): the shape from config.json
+ * and the weights' bytes from model.safetensors.index.json (metadata
+ * total_size) or, with no index, the one model.safetensors's size less its
+ * header (two small range reads). */
+static int safetensors_shape(const char *url, struct cr_model_shape *shape, struct cr_err *err)
+{
+	json_t *cfg = get_json(url, 4u << 20, err);
+	if (!cfg)
+		return err && err->code ? err->code : CR_EINPUT;
+	uint64_t bytes = 0;
+	char *index_url = cr_fetch_sibling_url(url, "model.safetensors.index.json");
+	struct cr_err ierr = CR_ERR_INIT;
+	json_t *index = get_json(index_url, 64u << 20, &ierr);
+	int rc = 0;
+	if (index) {
+		json_t *ts = json_object_get(json_object_get(index, "metadata"), "total_size");
+		bytes = json_is_integer(ts) && json_integer_value(ts) > 0 ? (uint64_t)json_integer_value(ts) : 0;
+		if (!bytes)
+			rc = cr_err_set(err, CR_EINPUT, "re-publish the model with its index", "%s has no metadata.total_size",
+					index_url);
+	} else if (ierr.code == CR_ENOTFOUND) { /* one file: its size less its header */
+		char *one = cr_fetch_sibling_url(url, "model.safetensors");
+		struct range r = { 0 };
+		rc = get_range(one, 8, &r, err);
+		if (!rc && r.len == 8) {
+			uint64_t hlen = 0;
+			for (int i = 0; i < 8; i++)
+				hlen |= (uint64_t)r.buf[i] << (8 * i);
+			if (hlen + 8 > r.total)
+				rc = cr_err_set(err, CR_EINPUT, "re-publish the model", "%s: header length past the end", one);
+			else
+				bytes = r.total - 8 - hlen;
+		} else if (!rc) {
+			rc = cr_err_set(err, CR_EINPUT, "re-publish the model", "%s is shorter than a header", one);
+		}
+		free(r.buf);
+		free(one);
+	} else {
+		rc = cr_err_set(err, ierr.code, ierr.fix, "%s", ierr.message);
+	}
+	if (!rc)
+		rc = cr_shape_from_config(cfg, bytes, shape, err);
+	json_decref(index);
+	json_decref(cfg);
+	free(index_url);
+	return rc;
+}
+
+int cr_fetch_inspect(const char *url, struct cr_model_shape *shape, struct cr_err *err)
+{
+	uint64_t size;
+	return cr_fetch_is_config_url(url) ? safetensors_shape(url, shape, err) : cr_fetch_header(url, shape, &size, err);
+}
+
 json_t *cr_fetch_report(const char *url)
 {
 	struct cr_model_shape shape = CR_MODEL_SHAPE_INIT;
 	struct cr_err err = CR_ERR_INIT;
-	uint64_t size = 0;
-	int rc = cr_fetch_header(url, &shape, &size, &err);
+	int rc = cr_fetch_inspect(url, &shape, &err);
+	uint64_t size = rc ? 0 : shape.file_bytes;
 	json_t *j = json_pack("{s:s,s:b}", "path", url, "exists", rc == 0 || rc == CR_EINPUT);
 	if (rc == 0) {
 		json_object_set_new(j, "size", json_integer((json_int_t)size));
-		json_object_set_new(j, "format", json_string("gguf"));
+		json_object_set_new(j, "format", json_string(shape.format));
 		json_object_set_new(j, "shape", cr_shape_to_json(&shape));
 	} else {
 		json_object_set_new(j, "error", json_pack("{s:s,s:s}", "message", err.message, "fix", err.fix));

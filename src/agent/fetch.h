@@ -6,6 +6,7 @@
 #define CR_AGENT_FETCH_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "base/err.h"
@@ -16,8 +17,15 @@
  * malformed file. */
 int cr_fetch_header(const char *url, struct cr_model_shape *shape, uint64_t *size, struct cr_err *err);
 
+/* The shape of the model at url: a GGUF file (the first part of a split
+ * one, whose other parts are read too), or a safetensors model's config.json
+ * (see cr_fetch_is_config_url), reading headers only. */
+int cr_fetch_inspect(const char *url, struct cr_model_shape *shape, struct cr_err *err);
+
 /* {"source","exists","size","format","shape"} or with "error", like
- * cr_modelfile_report, for a URL. Never fails. */
+ * cr_modelfile_report, for a URL: a GGUF file (the first part of a split
+ * one), or the config.json of a safetensors model (see
+ * cr_fetch_is_config_url). Never fails. */
 json_t *cr_fetch_report(const char *url);
 
 /* Called with the bytes present and the total (0 when unknown); return
@@ -30,6 +38,15 @@ typedef int (*cr_fetch_progress_cb)(uint64_t have, uint64_t total, void *arg);
  * success the part is renamed to dest. progress may be NULL. */
 int cr_fetch_download(const char *url, const char *dest, const char *sha256, cr_fetch_progress_cb progress,
 		      void *arg, struct cr_err *err);
+
+/* The URL of the file name beside url's (its last path component, or the
+ * value of its last query parameter as ModelScope's file URLs end); caller
+ * frees; NULL when url has neither. */
+char *cr_fetch_sibling_url(const char *url, const char *name);
+
+/* Whether url names a config.json: the source of a safetensors model whose
+ * other files are beside it. */
+bool cr_fetch_is_config_url(const char *url);
 
 /* The cache path for url under dir: dir/<first 16 hex of BLAKE2b(url)>-<base name>. */
 char *cr_fetch_cache_path(const char *dir, const char *url);

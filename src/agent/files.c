@@ -21,6 +21,7 @@
 struct download {
 	char *source; /* the instance's source: the url, or the first part's of a split GGUF */
 	char *url, *sha256, *dest;
+	char *entry;  /* its name in the cache: dest's, or its model directory's */
 	pthread_t thread;
 	bool running, joined;
 	/* under f->mu */
@@ -66,9 +67,8 @@ static void index_save(struct cr_files *f) /* under mu */
 	free(path);
 }
 
-static void index_touch(struct cr_files *f, const char *dest, const char *source) /* under mu */
+static void index_touch(struct cr_files *f, const char *name, const char *source) /* under mu */
 {
-	const char *name = strrchr(dest, '/') ? strrchr(dest, '/') + 1 : dest;
 	json_object_set_new(f->index, name, json_pack("{s:s,s:I}", "source", source, "last_used_ms", (json_int_t)cr_wall_ms()));
 	index_save(f);
 }
@@ -127,6 +127,7 @@ void cr_files_free(struct cr_files *f)
 		free(d->url);
 		free(d->sha256);
 		free(d->dest);
+		free(d->entry);
 		free(d->message);
 		free(d);
 	}
@@ -191,7 +192,10 @@ static void *download_main(void *arg)
 	struct cr_files *f = ((void **)arg)[1];
 	struct cr_err err = CR_ERR_INIT;
 	cr_info("downloading %s to %s", d->url, d->dest);
-	int rc = cr_mkdir_p(f->cache_dir, 0700, &err);
+	char *dir = cr_xstrdup(d->dest);
+	*strrchr(dir, '/') = '\0';
+	int rc = cr_mkdir_p(dir, 0700, &err);
+	free(dir);
 	if (!rc)
 		rc = cr_fetch_download(d->url, d->dest, d->sha256, on_progress, arg, &err);
 	pthread_mutex_lock(&f->mu);
@@ -207,7 +211,7 @@ static void *download_main(void *arg)
 	d->running = false;
 	f->changed = true;
 	if (!rc)
-		index_touch(f, d->dest, d->source);
+		index_touch(f, d->entry, d->source);
 	pthread_mutex_unlock(&f->mu);
 	if (rc)
 		cr_warn("download of %s failed: %s", d->url, msg);
@@ -244,18 +248,19 @@ static unsigned parts_of(const char *source)
 	return cr_gguf_split_name(source, &no, &count) && no == 1 ? count : 1;
 }
 
-/* Starts (under f->mu) the download of part k of the instance's source when
- * it is not there, running, or failed too recently. A failed one is tried
- * again once its wait is over, not at every snapshot: a checksum that does
- * not match is not fetched again each second. */
-static void want_part(struct cr_files *f, json_t *inst, const char *src, unsigned k, unsigned n, int64_t now)
+/* Starts (under f->mu) the download of url (a file of the instance's
+ * source src) to dest when it is not there, running, or failed too recently.
+ * A failed one is tried again once its wait is over, not at every snapshot:
+ * a checksum that does not match is not fetched again each second. Takes
+ * url and dest. */
+static void want_file(struct cr_files *f, const char *src, char *url, char *dest, const char *sha, int64_t now)
 {
-	char *url = n > 1 ? cr_gguf_split_sibling(src, k) : cr_xstrdup(src);
 	struct download *d = f->downloads;
 	while (d && strcmp(d->url, url) != 0)
 		d = d->next;
 	if (d && (d->running || !strcmp(d->state, "done") || (!strcmp(d->state, "error") && now < d->retry_at))) {
 		free(url);
+		free(dest);
 		return;
 	}
 	if (d && !d->joined) { /* a failed one: try again */
@@ -268,20 +273,17 @@ static void want_part(struct cr_files *f, json_t *inst, const char *src, unsigne
 		d = cr_xcalloc(1, sizeof(*d));
 		d->source = cr_xstrdup(src);
 		d->url = url;
-		url = NULL;
-		/* the parts of a split GGUF share the first part's cache name
-		 * but for the part number: llama.cpp finds them beside it */
-		const char *sha = n > 1 ? json_string_value(json_array_get(json_object_get(inst, "parts_sha256"), k - 1))
-					: cr_json_get_str(inst, "sha256", NULL);
+		d->dest = dest;
+		url = dest = NULL;
 		d->sha256 = sha ? cr_xstrdup(sha) : NULL;
-		char *first = cr_fetch_cache_path(f->cache_dir, src);
-		d->dest = n > 1 ? cr_gguf_split_sibling(first, k) : cr_xstrdup(first);
-		free(first);
+		const char *rel = d->dest + strlen(f->cache_dir) + 1, *slash = strchr(rel, '/');
+		d->entry = slash ? cr_xstrndup(rel, (size_t)(slash - rel)) : cr_xstrdup(rel);
 		d->joined = true;
 		d->next = f->downloads;
 		f->downloads = d;
 	}
 	free(url);
+	free(dest);
 	struct stat st;
 	if (stat(d->dest, &st) == 0) { /* downloaded before */
 		snprintf(d->state, sizeof(d->state), "done");
@@ -292,19 +294,55 @@ static void want_part(struct cr_files *f, json_t *inst, const char *src, unsigne
 	f->changed = true;
 }
 
-/* Starts the downloads f->snapshot's instances need (under f->mu). */
+/* The cache directory of the safetensors model whose config.json is at src. */
+static char *model_dir(struct cr_files *f, const char *src)
+{
+	char *p = cr_fetch_cache_path(f->cache_dir, src);
+	size_t n = strlen(p), t = strlen("config.json");
+	if (n > t && !strcmp(p + n - t, "config.json"))
+		p[n - t] = '\0';
+	char *dir = cr_xasprintf("%smodel", p);
+	free(p);
+	return dir;
+}
+
+/* Starts the downloads f->snapshot's instances need (under f->mu): a file;
+ * every part of a split GGUF, under the first part's cache name but for the
+ * part number (llama.cpp finds them beside it); or a safetensors model's
+ * files (its config.json's "files" from the hub) in a directory of its own. */
 static void want_downloads(struct cr_files *f)
 {
-	size_t i;
-	json_t *inst;
+	size_t i, k;
+	json_t *inst, *e;
 	int64_t now = cr_mono_ms();
 	json_array_foreach(json_object_get(f->snapshot, "instances"), i, inst) {
 		const char *src = cr_json_get_str(inst, "source", NULL);
 		if (!src || strncmp(src, "http", 4) != 0 || f->stopping)
 			continue;
+		json_t *set = json_object_get(inst, "files");
+		if (cr_fetch_is_config_url(src) && json_array_size(set)) {
+			char *dir = model_dir(f, src);
+			json_array_foreach(set, k, e) {
+				const char *name = cr_json_get_str(e, "path", "");
+				char *url = cr_fetch_sibling_url(src, name);
+				if (url && *name && !strchr(name, '/') && name[0] != '.' && !f->stopping)
+					want_file(f, src, url, cr_xasprintf("%s/%s", dir, name), cr_json_get_str(e, "sha256", NULL),
+						  now);
+				else
+					free(url);
+			}
+			free(dir);
+			continue;
+		}
 		unsigned n = parts_of(src);
-		for (unsigned k = 1; k <= n && !f->stopping; k++)
-			want_part(f, inst, src, k, n, now);
+		char *first = cr_fetch_cache_path(f->cache_dir, src);
+		for (unsigned p = 1; p <= n && !f->stopping; p++) {
+			const char *sha = n > 1 ? json_string_value(json_array_get(json_object_get(inst, "parts_sha256"), p - 1))
+						: cr_json_get_str(inst, "sha256", NULL);
+			want_file(f, src, n > 1 ? cr_gguf_split_sibling(src, p) : cr_xstrdup(src),
+				  n > 1 ? cr_gguf_split_sibling(first, p) : cr_xstrdup(first), sha, now);
+		}
+		free(first);
 	}
 }
 
@@ -367,15 +405,20 @@ static json_t *download_state(struct cr_files *f, const char *src)
 	}
 	if (!seen)
 		return NULL;
-	if (done == want)
+	if (done == seen && seen >= want)
 		state = "done";
 	else if (!state)
 		state = "downloading";
 	json_t *dl = json_pack("{s:s,s:I,s:I}", "state", state, "bytes", (json_int_t)bytes, "total", (json_int_t)total);
-	if (want > 1)
-		json_object_set_new(dl, "parts", json_pack("{s:i,s:i}", "done", (int)done, "of", (int)want));
-	if (!strcmp(state, "done") && path)
-		json_object_set_new(dl, "path", json_string(path));
+	if (seen > 1)
+		json_object_set_new(dl, "parts", json_pack("{s:i,s:i}", "done", (int)done, "of", (int)seen));
+	if (!strcmp(state, "done") && path) { /* a safetensors model: its directory */
+		char *p = cr_xstrdup(path);
+		if (cr_fetch_is_config_url(src))
+			*strrchr(p, '/') = '\0';
+		json_object_set_new(dl, "path", json_string(p));
+		free(p);
+	}
 	if (!strcmp(state, "downloading") && timed) { /* bytes per second over this try; what is left at that rate */
 		json_object_set_new(dl, "rate", json_integer((json_int_t)rate));
 		if (rate && total > bytes)
@@ -456,9 +499,53 @@ char *cr_files_local_path(struct cr_files *f, const char *url)
 	json_decref(dl);
 	for (struct download *d = f->downloads; path && d; d = d->next)
 		if (!strcmp(d->source, url))
-			index_touch(f, d->dest, url); /* an engine starts with it now */
+			index_touch(f, d->entry, url); /* an engine starts with it now */
 	pthread_mutex_unlock(&f->mu);
 	return path;
+}
+
+/* The bytes of the regular files in dir (one level); *partial when one is
+ * still a ".part". */
+static uint64_t dir_bytes(const char *dir, bool *partial)
+{
+	uint64_t total = 0;
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		char *p = cr_xasprintf("%s/%s", dir, e->d_name);
+		struct stat st;
+		size_t n = strlen(e->d_name);
+		if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
+			total += (uint64_t)st.st_size;
+			*partial |= n > 5 && !strcmp(e->d_name + n - 5, ".part");
+		}
+		free(p);
+	}
+	if (d)
+		closedir(d);
+	return total;
+}
+
+/* Remove path: a file, or a directory of files (one level). */
+static bool remove_path(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) != 0)
+		return false;
+	if (!S_ISDIR(st.st_mode))
+		return unlink(path) == 0;
+	DIR *d = opendir(path);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		char *p = cr_xasprintf("%s/%s", path, e->d_name);
+		unlink(p);
+		free(p);
+	}
+	if (d)
+		closedir(d);
+	return rmdir(path) == 0;
 }
 
 json_t *cr_files_cache(struct cr_files *f)
@@ -474,9 +561,12 @@ json_t *cr_files_cache(struct cr_files *f)
 			continue;
 		char *path = cr_xasprintf("%s/%s", f->cache_dir, e->d_name);
 		struct stat st;
-		if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+		bool partial = false;
+		if (stat(path, &st) == 0 && (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode))) {
+			if (S_ISDIR(st.st_mode)) /* a safetensors model's directory */
+				st.st_size = (off_t)dir_bytes(path, &partial);
 			size_t n = strlen(e->d_name);
-			bool partial = n > 5 && !strcmp(e->d_name + n - 5, ".part");
+			partial |= n > 5 && !strcmp(e->d_name + n - 5, ".part");
 			char base[256];
 			snprintf(base, sizeof(base), "%.*s", (int)(partial ? n - 5 : n), e->d_name);
 			json_t *ix = json_object_get(f->index, base);
@@ -506,14 +596,18 @@ static bool remove_file(struct cr_files *f, const char *name, uint64_t *freed)
 		return false;
 	char *path = cr_xasprintf("%s/%s", f->cache_dir, name);
 	struct stat st;
-	bool ok = stat(path, &st) == 0 && unlink(path) == 0;
+	bool partial = false;
+	bool ok = stat(path, &st) == 0;
+	if (ok && S_ISDIR(st.st_mode))
+		st.st_size = (off_t)dir_bytes(path, &partial);
+	ok = ok && remove_path(path);
 	if (ok) {
 		if (freed)
 			*freed += (uint64_t)st.st_size;
 		cr_info("cache: removed %s (%lld bytes, %s)", name, (long long)st.st_size,
 			cr_json_get_str(ix, "source", "source unknown"));
 		for (struct download *d = f->downloads; d; d = d->next) /* fetched again when needed */
-			if (!strcmp(strrchr(d->dest, '/') + 1, base) && !d->running)
+			if (!strcmp(d->entry, base) && !d->running)
 				snprintf(d->state, sizeof(d->state), "removed");
 		json_object_del(f->index, base);
 		f->changed = true;

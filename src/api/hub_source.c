@@ -182,12 +182,15 @@ static json_t *pick(struct job *j, char *why, size_t n)
 	} else if (!json_array_size(ggufs)) {
 		bool safetensors = false;
 		json_array_foreach(j->files, i, f)
-			safetensors |= ends_with(cr_json_get_str(f, "path", ""), ".safetensors");
-		if (safetensors)
-			cr_err_set(&j->err, CR_EINPUT, "download it (e.g. with huggingface-cli) to the workers and deploy it with "
-						      "--path, or choose a GGUF repository",
-				   "'%s' holds safetensors, not GGUF: hub safetensors repositories (vLLM, SGLang) are not "
-				   "downloaded by Corral yet", j->ref.repo);
+			safetensors |= ends_with(cr_json_get_str(f, "path", ""), ".safetensors") &&
+				       !strchr(cr_json_get_str(f, "path", ""), '/');
+		json_t *config = file_named(j->files, "config.json");
+		if (safetensors && config) {
+			chosen = config;
+			snprintf(why, n, "a safetensors repository (for vLLM or SGLang): config.json, its weights and tokenizer");
+		} else if (safetensors)
+			cr_err_set(&j->err, CR_EINPUT, "choose a repository with a config.json beside its weights",
+				   "'%s' holds safetensors but no config.json at its top", j->ref.repo);
 		else
 			cr_err_set(&j->err, CR_EINPUT, "choose a repository with a .gguf file, or name one with --hf-file",
 				   "'%s' has no GGUF file at %s", j->ref.repo, j->ref.revision);
@@ -246,6 +249,32 @@ static json_t *pick(struct job *j, char *why, size_t n)
 	return chosen;
 }
 
+/* The files of a safetensors model directory: at the repository's top,
+ * config and tokenizer files and the weights in safetensors (not the same
+ * weights again as .bin, .pt, .gguf or .onnx), [{"path","size","sha256"?}]. */
+static json_t *model_dir_files(json_t *files)
+{
+	static const char *const tails[] = { ".safetensors", ".json", ".model", ".txt", ".tiktoken", ".jinja", NULL };
+	json_t *out = json_array(), *f;
+	size_t i;
+	json_array_foreach(files, i, f) {
+		const char *p = cr_json_get_str(f, "path", "");
+		bool plain = *p && p[0] != '.';
+		for (const char *c = p; *c && plain; c++)
+			plain = isalnum((unsigned char)*c) || strchr("._-", *c);
+		bool wanted = false;
+		for (int t = 0; plain && tails[t]; t++)
+			wanted |= ends_with(p, tails[t]);
+		if (!wanted)
+			continue;
+		json_t *e = json_pack("{s:s,s:I}", "path", p, "size", cr_json_get_int(f, "size", 0));
+		if (cr_json_get_str(f, "sha256", NULL))
+			json_object_set(e, "sha256", json_object_get(f, "sha256"));
+		json_array_append_new(out, e);
+	}
+	return out;
+}
+
 static void work(void *arg)
 {
 	struct job *j = arg;
@@ -272,7 +301,16 @@ static void done(void *arg)
 					"commit", j->commit, "size", (json_int_t)set_size(j->files, f, NULL), "file", path, "why",
 					why);
 		unsigned no, count;
-		if (cr_gguf_split_name(path, &no, &count)) { /* every part is downloaded; llama-server gets the first */
+		if (!strcmp(path, "config.json")) { /* a safetensors model: the files beside config.json it needs */
+			json_t *set = model_dir_files(j->files);
+			json_t *e;
+			size_t k;
+			json_int_t total = 0;
+			json_array_foreach(set, k, e)
+				total += cr_json_get_int(e, "size", 0);
+			json_object_set_new(hub, "size", json_integer(total));
+			json_object_set_new(hub, "files", set);
+		} else if (cr_gguf_split_name(path, &no, &count)) { /* every part is downloaded; llama-server gets the first */
 			json_t *shas = json_array();
 			for (unsigned k = 1; k <= count; k++) {
 				char *part = cr_gguf_split_sibling(path, k);

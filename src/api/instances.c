@@ -154,10 +154,13 @@ json_t *cr_instance_json(struct cr_app *app, struct cr_instance *i)
 		json_t *sha = json_object_get(spec, "sha256");
 		if (sha)
 			json_object_set(o, "sha256", sha);
-		json_t *hub = json_object_get(m->spec, "hub"); /* a split GGUF's parts, from the hub's listing */
-		if (json_equal(json_object_get(m->spec, "url"), json_object_get(spec, "url")) &&
-		    json_object_get(hub, "parts_sha256"))
+		/* from the hub's listing: a split GGUF's parts, a safetensors model's files */
+		json_t *hub = json_object_get(m->spec, "hub");
+		bool same = json_equal(json_object_get(m->spec, "url"), json_object_get(spec, "url"));
+		if (same && json_object_get(hub, "parts_sha256"))
 			json_object_set(o, "parts_sha256", json_object_get(hub, "parts_sha256"));
+		if (same && json_object_get(hub, "files"))
+			json_object_set(o, "files", json_object_get(hub, "files"));
 		json_object_set(o, "engine_args", json_object_get(spec, "engine_args"));
 		const char *url = cr_json_get_str(spec, "url", NULL);
 		json_t *w0 = json_array_get(json_object_get(i->placement, "workers"), 0);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agent/fetch.h"
 #include "agent/modelfile.h"
 #include "base/engine_kind.h"
 #include "base/err.h"
@@ -18,7 +19,7 @@
 #include "sched/estimate.h"
 
 static const char inspect_usage[] =
-	"usage: corral inspect PATH [--ctx N] [--parallel N] [--gpus N] [--ngl N]\n"
+	"usage: corral inspect PATH|URL [--ctx N] [--parallel N] [--gpus N] [--ngl N]\n"
 	"                      [--cache-type-k T] [--cache-type-v T] [--ubatch N] [--no-flash-attn]\n"
 	"                      [--engine llama.cpp|vllm] [--json]\n"
 	"       corral inspect --learned [--json] [--server-url URL]\n"
@@ -27,9 +28,11 @@ static const char inspect_usage[] =
 	"device, the memory an instance really held against its estimate; the next\n"
 	"placements of that file claim the difference too.\n"
 	"\n"
-	"Read a model's header (a .gguf file, or a directory with config.json and\n"
-	".safetensors files) and print its shape and the memory an instance needs:\n"
-	"weights, KV cache, compute buffers, per GPU and in host memory.\n"
+	"Read a model's header (a .gguf file, the first part of a split GGUF, or a\n"
+	"directory with config.json and .safetensors files) and print its shape and\n"
+	"the memory an instance needs: weights, KV cache, compute buffers, per GPU and\n"
+	"in host memory. A URL (a GGUF file's, or a safetensors model's config.json)\n"
+	"is read with range requests: headers only, never the weights.\n"
 	"\n"
 	"  --ctx N            total context (default: the model's training context)\n"
 	"  --parallel N       slots / concurrent sequences (default 1)\n"
@@ -169,7 +172,8 @@ int cr_cmd_inspect(int argc, char **argv)
 	struct cr_model_shape s = CR_MODEL_SHAPE_INIT;
 	struct cr_err err = CR_ERR_INIT;
 	struct cr_estimate e;
-	int rc = cr_modelfile_inspect(path, &s, &err);
+	bool remote = !strncmp(path, "http://", 7) || !strncmp(path, "https://", 8);
+	int rc = remote ? cr_fetch_inspect(path, &s, &err) : cr_modelfile_inspect(path, &s, &err);
 	if (!rc && (vllm || !strcmp(s.format, "safetensors")))
 		rc = cr_estimate_vllm(&s, &p, gpus ? (int)gpus : 1, 1, &e, &err);
 	else if (!rc)

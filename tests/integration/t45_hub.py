@@ -11,10 +11,12 @@ import re
 import time
 import unittest
 
+import struct
 import subprocess
 
 import hub_server
-from t50_engines import EngineCase, LLAMA_BIN, MKMODEL
+from harness import CORRAL
+from t50_engines import EngineCase, FAKES, LLAMA_BIN, MKMODEL, gpu
 
 
 @unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")
@@ -75,7 +77,7 @@ class Hub(EngineCase):
     def test_the_largest_that_fits_is_chosen_and_every_refusal_says_why(self):
         self.hub.add("test/two", {"small-Q2_K.gguf": self.tiny, "big-Q4_K_M.gguf": 10 ** 13,
                                   "mmproj-F16.gguf": 10 ** 6})
-        self.hub.add("test/st", {"config.json": b"{}", "model.safetensors": b"x" * 10})
+        self.hub.add("test/st", {"weights/config.json": b"{}", "model.safetensors": b"x" * 10})
         self.hub.add("test/split", {"m-Q4_K_M-00001-of-00003.gguf": self.tiny, "m-Q4_K_M-00003-of-00003.gguf": self.tiny})
         self.cluster(("w1", None))
         r = self.deploy("auto", "--hf", "test/two", "--dry-run")
@@ -91,7 +93,7 @@ class Hub(EngineCase):
             ({"hf": "not a repo"}, 400, "'not a repo' is not a Hugging Face repository reference", "OWNER/REPO"),
             ({"hf": "test/two", "path": "/x.gguf"}, 400, "a model has one source", "--hf"),
             ({"hf_file": "a.gguf", "path": "/x.gguf"}, 400, "a hub file needs its repository", "--hf"),
-            ({"hf": "test/st"}, 400, "holds safetensors, not GGUF", "--path"),
+            ({"hf": "test/st"}, 400, "'test/st' holds safetensors but no config.json at its top", "config.json"),
             ({"hf": "test/split:Q4_K_M"}, 404, "'test/split' lacks m-Q4_K_M-00002-of-00003.gguf, a part of the split GGUF",
              "every part of a split GGUF"),
             ({"hf": "test/two", "hub": {}}, 400, "field 'hub' is set by the server", "leave 'hub' out"),
@@ -139,6 +141,71 @@ class Hub(EngineCase):
         self.assertTrue(all(f["in_use"] and f["models"] == ["sp"] for f in files), files)
         r = self.cli("files", "rm", files[2]["file"], check=False)
         self.assertEqual(r.returncode, 1, "a part in use is kept")
+
+    def test_a_safetensors_repository_is_downloaded_as_a_directory_for_vllm(self):
+        records = os.path.join(self.tmp, "records")
+        os.makedirs(records)
+        self.env["CORRAL_ENGINE_PATH"] = ":".join([LLAMA_BIN, os.path.join(FAKES, "vllm")])
+        self.env["FAKE_RECORD_DIR"] = records
+        self.env["FAKE_VLLM_GGUF"] = self.model("st-behind.gguf")  # what the stand-in's llama-server runs
+        config = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+                  "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 363,
+                  "max_position_embeddings": 2048, "torch_dtype": "bfloat16"}
+        files, weight_map, total = {"config.json": json.dumps(config).encode()}, {}, 0
+        for k, n in ((1, 30000), (2, 50000)):
+            name = "model-%05d-of-00002.safetensors" % k
+            header = json.dumps({"w%d" % k: {"dtype": "BF16", "shape": [n // 2], "data_offsets": [0, n]}}).encode()
+            files[name] = struct.pack("<Q", len(header)) + header + os.urandom(n)
+            weight_map["w%d" % k] = name
+            total += n
+        files["model.safetensors.index.json"] = json.dumps({"metadata": {"total_size": total},
+                                                            "weight_map": weight_map}).encode()
+        files["tokenizer.json"] = b'{"version": "1.0"}'
+        files["tokenizer_config.json"] = b'{}'
+        wanted = sorted(files)
+        files["pytorch_model.bin"] = b"the same weights again, for PyTorch" * 1000
+        files["README.md"] = b"# a model"
+        self.hub.add("test/st-model", files)
+        self.cluster(("g1", gpu(24)))
+        r = self.cli("deploy", "st", "--hf", "test/st-model", "--ctx", "1024", "--wait", "--timeout", "120")
+        self.assertIn("a safetensors repository", r.stdout)
+        m = self.api("GET", "/api/models/st")
+        self.assertEqual(sorted(f["path"] for f in m["hub"]["files"]), wanted)
+        self.assertEqual(m["hub"]["size"], sum(len(files[n]) for n in wanted))
+        inst = self.wait_running("st")
+        self.assertEqual(inst["placement"]["engine"], "vllm", "safetensors run on vLLM")
+        # the worker read config.json and the index (not the weights) for the estimate
+        before = len(self.hub.seen)
+        out = subprocess.run([CORRAL, "inspect", m["url"], "--json"], check=True, capture_output=True, text=True,
+                             env=self.env).stdout
+        self.assertEqual(json.loads(out)["shape"]["weight_bytes"], total)
+        self.assertEqual(json.loads(out)["shape"]["n_layer"], 2)
+        read = [s for s in self.hub.seen[before:] if s[0] == "cdn"]
+        self.assertFalse([s for s in read if "safetensors" in s[2] and "index" not in s[2]], "no weights read: %r" % read)
+        # vLLM got one directory holding the repository's files, not the .bin or the README
+        rec = []
+        for name in os.listdir(records):
+            with open(os.path.join(records, name)) as f:
+                rec.append(json.load(f))
+        model_dir = rec[0]["argv"][1]
+        self.assertTrue(os.path.isdir(model_dir), rec[0]["argv"])
+        self.assertEqual(sorted(os.listdir(model_dir)), wanted)
+        for n in wanted:
+            with open(os.path.join(model_dir, n), "rb") as f:
+                self.assertEqual(f.read(), files[n], n)
+        self.assertFalse([s for s in self.hub.seen if s[0] == "cdn" and "pytorch_model" in s[2]], "no .bin moved")
+        self.chat_ok("st")
+        # the cache lists the directory as one entry, in use by 'st'
+        self.wait_for(lambda: self.api("GET", "/api/files")["workers"][0]["files"], "the cache report")
+        entries = self.api("GET", "/api/files")["workers"][0]["files"]
+        self.assertEqual(len(entries), 1, entries)
+        self.assertTrue(entries[0]["file"].endswith("-model"), entries)
+        self.assertEqual(entries[0]["size"], sum(len(files[n]) for n in wanted))
+        self.assertEqual(entries[0]["models"], ["st"])
+        self.cli("rm", "st")
+        self.wait_for(lambda: not self.api("GET", "/api/files")["workers"][0]["files"][0]["in_use"], "unused")
+        self.assertIn("1 of 1 file(s) removed", self.cli("files", "rm", "--unused").stdout)
+        self.assertFalse(os.path.exists(model_dir), "the directory went with it")
 
     def test_a_gated_repository_needs_the_token_which_never_leaves_the_hub(self):
         self.hub.add("test/gated", {"tiny-Q8_0.gguf": self.tiny}, gated=True)
