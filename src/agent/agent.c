@@ -752,7 +752,80 @@ static void metrics(struct cr_req *req)
 	cr_buf_release(&b);
 }
 
+/* GET /cache/{entry}[/{file}] for peer workers: a finished file of this
+ * worker's model cache, with Range. The bearer is a ticket from the server
+ * for the file's source on this worker (a MAC under the key the server gave
+ * this worker), so a worker fetches only what the server placed on it. */
+static void cache_get(struct cr_req *req, const char *entry, const char *file)
+{
+	struct agent *a = cr_req_app(req);
+	const char *auth = cr_req_header(req, "Authorization");
+	if (!auth || strncmp(auth, "Bearer ", 7) != 0) {
+		cr_reply_error(req, CR_EUNAUTH, "a peer's cache needs the server's ticket for the file",
+			       "this route is for Corral workers fetching a model placed on them");
+		return;
+	}
+	char *source = NULL;
+	int fd = -1;
+	uint64_t size = 0;
+	if (cr_files_open_cached(a->files, entry, file, &source, &fd, &size) != 0) {
+		cr_reply_error(req, CR_ENOTFOUND, "no such finished file in this worker's model cache",
+			       "'corral files' lists what each worker has");
+		return;
+	}
+	char want[CR_HASH_HEX];
+	char *msg = cr_xasprintf("cache:%s", source);
+	pthread_mutex_lock(&a->mu);
+	bool ok = a->server_key != NULL;
+	if (ok)
+		cr_secret_mac(a->server_key, msg, want);
+	pthread_mutex_unlock(&a->mu);
+	free(msg);
+	free(source);
+	if (!ok || !cr_secret_equal(auth + 7, want)) {
+		close(fd);
+		cr_reply_error(req, CR_EUNAUTH, "the ticket is not for this file on this worker",
+			       "peers fetch with the ticket the server sends with the instance");
+		return;
+	}
+	uint64_t from = 0, to = size ? size - 1 : 0;
+	const char *range = cr_req_header(req, "Range");
+	unsigned long long x, y;
+	int status = 200;
+	char cr[96];
+	cr_reply_header(req, "Accept-Ranges", "bytes");
+	if (range && sscanf(range, "bytes=%llu-%llu", &x, &y) >= 1) {
+		if (sscanf(range, "bytes=%llu-%llu", &x, &y) == 2 && y < to)
+			to = y;
+		from = x;
+		if (from >= size || from > to) {
+			close(fd);
+			snprintf(cr, sizeof(cr), "bytes */%llu", (unsigned long long)size);
+			cr_reply_header(req, "Content-Range", cr);
+			cr_reply_text(req, 416, "text/plain", "", 0);
+			return;
+		}
+		status = 206;
+		snprintf(cr, sizeof(cr), "bytes %llu-%llu/%llu", (unsigned long long)from, (unsigned long long)to,
+			 (unsigned long long)size);
+		cr_reply_header(req, "Content-Range", cr);
+	}
+	cr_reply_file(req, status, "application/octet-stream", fd, from, size ? to - from + 1 : 0);
+}
+
+static void cache_entry(struct cr_req *req)
+{
+	cache_get(req, cr_req_param(req, 0), NULL);
+}
+
+static void cache_entry_file(struct cr_req *req)
+{
+	cache_get(req, cr_req_param(req, 0), cr_req_param(req, 1));
+}
+
 static const struct cr_http_route agent_routes[] = {
+	{ CR_GET, "/cache/{}", CR_AUTH_NONE, cache_entry },
+	{ CR_GET, "/cache/{}/{}", CR_AUTH_NONE, cache_entry_file },
 	{ CR_GET, "/metrics", CR_AUTH_NONE, metrics },
 	{ CR_GET, "/healthz", CR_AUTH_NONE, healthz },
 	{ CR_GET, "/probe", CR_AUTH_NONE, probe },

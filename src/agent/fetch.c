@@ -329,8 +329,8 @@ static int hash_file(const char *path, char hex[65], struct cr_err *err)
 	return 0;
 }
 
-int cr_fetch_download(const char *url, const char *dest, const char *sha256, cr_fetch_progress_cb progress,
-		      void *arg, struct cr_err *err)
+int cr_fetch_download(const char *url, const char *bearer, const char *dest, const char *sha256,
+		      cr_fetch_progress_cb progress, void *arg, struct cr_err *err)
 {
 	char *part = cr_xasprintf("%s.part", dest);
 	struct stat st;
@@ -346,6 +346,16 @@ int cr_fetch_download(const char *url, const char *dest, const char *sha256, cr_
 	}
 	char errbuf[CURL_ERROR_SIZE];
 	CURL *c = easy_new(url, errbuf);
+	struct curl_slist *h = NULL;
+	if (bearer) { /* a peer worker's ticket: sent to that peer only, never after a redirect */
+		char *line = cr_xasprintf("Authorization: Bearer %s", bearer);
+		curl_easy_getinfo(c, CURLINFO_PRIVATE, (char **)&h);
+		h = curl_slist_append(h, line);
+		free(line);
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+		curl_easy_setopt(c, CURLOPT_PRIVATE, h);
+		curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+	}
 	curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)d.have);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, dl_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
@@ -364,7 +374,7 @@ int cr_fetch_download(const char *url, const char *dest, const char *sha256, cr_
 		/* the server ignored the range and sent everything after the part */
 		unlink(part);
 		free(part);
-		return cr_fetch_download(url, dest, sha256, progress, arg, err);
+		return cr_fetch_download(url, bearer, dest, sha256, progress, arg, err);
 	}
 	if (cc != CURLE_OK) {
 		rc = cr_err_set(err, d.stopped ? -ECANCELED : CR_EUPSTREAM,
@@ -398,7 +408,8 @@ char *cr_fetch_cache_path(const char *dir, const char *url)
 {
 	char hash[CR_HASH_HEX];
 	cr_secret_hash(url, hash);
-	const char *base = strrchr(url, '/');
+	const char *slash = strrchr(url, '/'), *eq = strrchr(url, '=');
+	const char *base = eq && (!slash || eq > slash) ? eq : slash; /* ModelScope's URLs end in FilePath=NAME */
 	base = base && base[1] ? base + 1 : "model";
 	char clean[96];
 	size_t n = 0;

@@ -32,12 +32,13 @@ json_t *cr_fetch_report(const char *url);
  * nonzero to stop the download (it can be resumed later). */
 typedef int (*cr_fetch_progress_cb)(uint64_t have, uint64_t total, void *arg);
 
-/* Download url to dest. Bytes go to dest + ".part" first; an existing part
+/* Download url to dest; bearer (NULL for none) is sent as the
+ * Authorization of a peer worker's cache, which is never left by a redirect. Bytes go to dest + ".part" first; an existing part
  * is resumed with a range request. With sha256 (64 hex digits) the whole file
  * is hashed and a mismatch removes the part and fails with CR_EINPUT. On
  * success the part is renamed to dest. progress may be NULL. */
-int cr_fetch_download(const char *url, const char *dest, const char *sha256, cr_fetch_progress_cb progress,
-		      void *arg, struct cr_err *err);
+int cr_fetch_download(const char *url, const char *bearer, const char *dest, const char *sha256,
+		      cr_fetch_progress_cb progress, void *arg, struct cr_err *err);
 
 /* The URL of the file name beside url's (its last path component, or the
  * value of its last query parameter as ModelScope's file URLs end); caller
@@ -48,7 +49,8 @@ char *cr_fetch_sibling_url(const char *url, const char *name);
  * other files are beside it. */
 bool cr_fetch_is_config_url(const char *url);
 
-/* The cache path for url under dir: dir/<first 16 hex of BLAKE2b(url)>-<base name>. */
+/* The cache path for url under dir: dir/<first 16 hex of BLAKE2b(url)>-<base
+ * name> (the last path component, or the value of the last query parameter). */
 char *cr_fetch_cache_path(const char *dir, const char *url);
 
 #endif

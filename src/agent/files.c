@@ -3,6 +3,8 @@
 #include "agent/files.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -22,6 +24,8 @@ struct download {
 	char *source; /* the instance's source: the url, or the first part's of a split GGUF */
 	char *url, *sha256, *dest;
 	char *entry;  /* its name in the cache: dest's, or its model directory's */
+	json_t *peers; /* workers that have it: [{"name","base","token"}] (under f->mu) */
+	char from[64]; /* where the last finished download came from: a peer's name, or "" (the source) */
 	pthread_t thread;
 	bool running, joined;
 	/* under f->mu */
@@ -128,6 +132,7 @@ void cr_files_free(struct cr_files *f)
 		free(d->sha256);
 		free(d->dest);
 		free(d->entry);
+		json_decref(d->peers);
 		free(d->message);
 		free(d);
 	}
@@ -196,8 +201,37 @@ static void *download_main(void *arg)
 	*strrchr(dir, '/') = '\0';
 	int rc = cr_mkdir_p(dir, 0700, &err);
 	free(dir);
+	pthread_mutex_lock(&f->mu);
+	json_t *peers = json_incref(d->peers);
+	pthread_mutex_unlock(&f->mu);
+	const char *rel = d->dest + strlen(f->cache_dir) + 1, *from = "";
+	size_t i;
+	json_t *p;
+	int64_t t0 = cr_mono_ms();
+	bool fetched = false;
+	json_array_foreach(peers, i, p) { /* a peer that has it first: the LAN, not the internet */
+		if (rc || fetched)
+			break;
+		char *url = cr_xasprintf("%s/cache/%s", cr_json_get_str(p, "base", ""), rel);
+		struct cr_err perr = CR_ERR_INIT;
+		if (cr_fetch_download(url, cr_json_get_str(p, "token", ""), d->dest, d->sha256, on_progress, arg, &perr) == 0) {
+			from = cr_json_get_str(p, "name", "");
+			fetched = true;
+		} else if (perr.code != -ECANCELED) {
+			cr_warn("fetching %s from peer %s failed (%s); trying %s", rel, cr_json_get_str(p, "name", "?"),
+				perr.message, i + 1 < json_array_size(peers) ? "the next peer" : "the source");
+		}
+		free(url);
+	}
+	if (!rc && !fetched)
+		rc = cr_fetch_download(d->url, NULL, d->dest, d->sha256, on_progress, arg, &err);
 	if (!rc)
-		rc = cr_fetch_download(d->url, d->dest, d->sha256, on_progress, arg, &err);
+		cr_info("%s came from %s%s in %lld ms", rel, *from ? "peer " : "the source ", *from ? from : d->url,
+			(long long)(cr_mono_ms() - t0));
+	pthread_mutex_lock(&f->mu);
+	snprintf(d->from, sizeof(d->from), "%s", rc ? "" : from);
+	pthread_mutex_unlock(&f->mu);
+	json_decref(peers);
 	pthread_mutex_lock(&f->mu);
 	snprintf(d->state, sizeof(d->state), "%s", rc ? "error" : "done");
 	int64_t wait = RETRY_MS;
@@ -253,7 +287,8 @@ static unsigned parts_of(const char *source)
  * A failed one is tried again once its wait is over, not at every snapshot:
  * a checksum that does not match is not fetched again each second. Takes
  * url and dest. */
-static void want_file(struct cr_files *f, const char *src, char *url, char *dest, const char *sha, int64_t now)
+static void want_file(struct cr_files *f, json_t *inst, const char *src, char *url, char *dest, const char *sha,
+		      int64_t now)
 {
 	struct download *d = f->downloads;
 	while (d && strcmp(d->url, url) != 0)
@@ -284,6 +319,8 @@ static void want_file(struct cr_files *f, const char *src, char *url, char *dest
 	}
 	free(url);
 	free(dest);
+	json_decref(d->peers); /* who has it now, from this snapshot */
+	d->peers = json_incref(json_object_get(inst, "peers"));
 	struct stat st;
 	if (stat(d->dest, &st) == 0) { /* downloaded before */
 		snprintf(d->state, sizeof(d->state), "done");
@@ -326,20 +363,22 @@ static void want_downloads(struct cr_files *f)
 				const char *name = cr_json_get_str(e, "path", "");
 				char *url = cr_fetch_sibling_url(src, name);
 				if (url && *name && !strchr(name, '/') && name[0] != '.' && !f->stopping)
-					want_file(f, src, url, cr_xasprintf("%s/%s", dir, name), cr_json_get_str(e, "sha256", NULL),
-						  now);
+					want_file(f, inst, src, url, cr_xasprintf("%s/%s", dir, name),
+						  cr_json_get_str(e, "sha256", NULL), now);
 				else
 					free(url);
 			}
 			free(dir);
 			continue;
 		}
-		unsigned n = parts_of(src);
 		char *first = cr_fetch_cache_path(f->cache_dir, src);
+		unsigned n = parts_of(src), no, count;
+		if (n > 1 && !(cr_gguf_split_name(first, &no, &count) && count == n))
+			n = 1; /* a cache name that lost the part number: the first part alone */
 		for (unsigned p = 1; p <= n && !f->stopping; p++) {
 			const char *sha = n > 1 ? json_string_value(json_array_get(json_object_get(inst, "parts_sha256"), p - 1))
 						: cr_json_get_str(inst, "sha256", NULL);
-			want_file(f, src, n > 1 ? cr_gguf_split_sibling(src, p) : cr_xstrdup(src),
+			want_file(f, inst, src, n > 1 ? cr_gguf_split_sibling(src, p) : cr_xstrdup(src),
 				  n > 1 ? cr_gguf_split_sibling(first, p) : cr_xstrdup(first), sha, now);
 		}
 		free(first);
@@ -380,7 +419,7 @@ static json_t *download_state(struct cr_files *f, const char *src)
 {
 	unsigned want = parts_of(src), seen = 0, done = 0;
 	uint64_t bytes = 0, total = 0, rate = 0;
-	const char *state = NULL, *message = NULL, *path = NULL;
+	const char *state = NULL, *message = NULL, *path = NULL, *from = NULL;
 	bool timed = false;
 	for (struct download *d = f->downloads; d; d = d->next) {
 		if (strcmp(d->source, src) != 0)
@@ -392,6 +431,8 @@ static json_t *download_state(struct cr_files *f, const char *src)
 			done++;
 		if (!strcmp(d->url, src))
 			path = d->dest;
+		if (d->from[0])
+			from = d->from;
 		if (!strcmp(d->state, "error") || (!state || strcmp(state, "error")))
 			if (strcmp(d->state, "done") != 0)
 				state = d->state;
@@ -426,6 +467,8 @@ static json_t *download_state(struct cr_files *f, const char *src)
 	}
 	if (message)
 		json_object_set_new(dl, "message", json_string(message));
+	if (from)
+		json_object_set_new(dl, "from", json_string(from));
 	return dl;
 }
 
@@ -691,4 +734,33 @@ void cr_files_evict(struct cr_files *f)
 	pthread_mutex_unlock(&f->mu);
 	free(lru);
 	json_decref(all);
+}
+
+int cr_files_open_cached(struct cr_files *f, const char *entry, const char *file, char **source, int *fd,
+			 uint64_t *size)
+{
+	if (!cache_file(entry) || strchr(entry, '/') || (file && (!cache_file(file) || strchr(file, '/'))))
+		return -ENOENT;
+	size_t n = strlen(file ? file : entry);
+	if (n > 5 && !strcmp((file ? file : entry) + n - 5, ".part"))
+		return -ENOENT;
+	pthread_mutex_lock(&f->mu);
+	const char *src = cr_json_get_str(json_object_get(f->index, entry), "source", NULL);
+	*source = src ? cr_xstrdup(src) : NULL;
+	pthread_mutex_unlock(&f->mu);
+	if (!*source)
+		return -ENOENT;
+	char *path = file ? cr_xasprintf("%s/%s/%s", f->cache_dir, entry, file) : cr_xasprintf("%s/%s", f->cache_dir, entry);
+	struct stat st;
+	*fd = open(path, O_RDONLY | O_CLOEXEC);
+	free(path);
+	if (*fd < 0 || fstat(*fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+		if (*fd >= 0)
+			close(*fd);
+		free(*source);
+		*source = NULL;
+		return -ENOENT;
+	}
+	*size = (uint64_t)st.st_size;
+	return 0;
 }

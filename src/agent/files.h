@@ -56,6 +56,13 @@ int cr_files_remove(struct cr_files *f, json_t *names);
 void cr_files_set_cache_max(struct cr_files *f, uint64_t bytes);
 void cr_files_evict(struct cr_files *f);
 
+/* Open a finished file of the cache for a peer: entry (a cache name), or
+ * file inside the directory entry (a safetensors model's). *source gets the
+ * source it was downloaded for (caller frees), *fd and *size the file.
+ * -ENOENT for anything else (partial files, unknown names, paths). */
+int cr_files_open_cached(struct cr_files *f, const char *entry, const char *file, char **source, int *fd,
+			 uint64_t *size);
+
 /* True once since the last call when sources or downloads changed. */
 bool cr_files_take_changed(struct cr_files *f);
 

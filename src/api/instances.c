@@ -11,6 +11,7 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "base/secret.h"
 #include "base/util.h"
 #include "checks/checks.h"
 #include "http/fetch.h"
@@ -41,6 +42,49 @@ bool cr_placement_has(json_t *placement, const char *worker_id)
 	return false;
 }
 
+/* The other ready workers whose caches hold every file of the url source
+ * src (none partial), as the downloading worker may fetch them instead of
+ * the internet: [{"name", "base": "http://ADDRESS:PORT", "token"}], the
+ * token good for that source on that peer only (a MAC under the key the
+ * server gave the peer). NULL when none. */
+static json_t *file_peers(struct cr_app *app, const char *worker_id, const char *src)
+{
+	json_t *out = NULL;
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		if (!strcmp(w->id, worker_id) || w->state != CR_W_READY || !w->address || !*w->address || w->port <= 0)
+			continue;
+		size_t k;
+		json_t *e;
+		int whole = 0, partial = 0;
+		json_array_foreach(w->cache, k, e) {
+			if (strcmp(cr_json_get_str(e, "source", ""), src) != 0)
+				continue;
+			if (json_is_true(json_object_get(e, "partial")))
+				partial++;
+			else
+				whole++;
+		}
+		if (!whole || partial)
+			continue;
+		char key[CR_HASH_HEX], token[CR_HASH_HEX];
+		cr_worker_server_key(app, w->id, key);
+		char *msg = cr_xasprintf("cache:%s", src);
+		cr_secret_mac(key, msg, token);
+		free(msg);
+		char *base = cr_xasprintf(strchr(w->address, ':') ? "http://[%s]:%d" : "http://%s:%d", w->address, w->port);
+		if (!out)
+			out = json_array();
+		json_array_append_new(out, json_pack("{s:s,s:s,s:s}", "name", w->name, "base", base, "token", token));
+		free(base);
+		if (json_array_size(out) >= 3)
+			break;
+	}
+	return out;
+}
+
 json_t *cr_instances_for_worker(struct cr_app *app, const char *worker_id)
 {
 	json_t *arr = json_array();
@@ -54,6 +98,10 @@ json_t *cr_instances_for_worker(struct cr_app *app, const char *worker_id)
 		json_t *key = json_object_get(i->placement, "engine_key");
 		if (key) /* for its engines: what they ask of every request */
 			json_object_set(o, "engine_key", key);
+		const char *src = cr_json_get_str(o, "source", NULL);
+		json_t *peers = src && !strncmp(src, "http", 4) ? file_peers(app, worker_id, src) : NULL;
+		if (peers)
+			json_object_set_new(o, "peers", peers);
 		json_array_append_new(arr, o);
 	}
 	return json_pack("{s:o}", "instances", arr);

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 
@@ -142,6 +143,24 @@ void cr_reply_text(struct cr_req *req, int status, const char *content_type, con
 	evhttp_add_header(h, "Content-Type", content_type);
 	if (!evhttp_find_header(h, "Cache-Control"))
 		evhttp_add_header(h, "Cache-Control", "no-store");
+	evhttp_send_reply(req->ev, status, reason(status), out);
+	evbuffer_free(out);
+	cr_req_release(req);
+}
+
+void cr_reply_file(struct cr_req *req, int status, const char *content_type, int fd, uint64_t offset,
+		   uint64_t length)
+{
+	struct evbuffer *out = evbuffer_new();
+	/* libevent sends the segment with sendfile where it can and closes fd */
+	if (length == 0 || evbuffer_add_file(out, fd, (ev_off_t)offset, (ev_off_t)length) != 0) {
+		if (length)
+			status = 500;
+		close(fd);
+	}
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req->ev);
+	evhttp_add_header(h, "Content-Type", content_type);
+	evhttp_add_header(h, "Cache-Control", "no-store");
 	evhttp_send_reply(req->ev, status, reason(status), out);
 	evbuffer_free(out);
 	cr_req_release(req);

@@ -141,6 +141,10 @@ void cr_reply_text(struct cr_req *req, int status, const char *content_type, con
 /* The same handing over data (malloc'd), which is freed once sent. */
 void cr_reply_text_owned(struct cr_req *req, int status, const char *content_type, char *data, size_t len);
 void cr_reply_err(struct cr_req *req, const struct cr_err *err);
+/* Reply with length bytes of the open file fd from offset (sent without
+ * copying where the kernel allows); takes fd and closes it. */
+void cr_reply_file(struct cr_req *req, int status, const char *content_type, int fd, uint64_t offset,
+		   uint64_t length);
 
 /* An error reply with a Retry-After header when retry_after_s > 0. */
 void cr_reply_error_retry(struct cr_req *req, int code, const char *message, int retry_after_s);

@@ -10,13 +10,15 @@ import os
 import re
 import time
 import unittest
+import urllib.error
+import urllib.request
 
 import struct
 import subprocess
 
 import hub_server
 from harness import CORRAL
-from t50_engines import EngineCase, FAKES, LLAMA_BIN, MKMODEL, gpu
+from t50_engines import EngineCase, FAKES, LLAMA_BIN, MKMODEL, gpu, port_range
 
 
 @unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")
@@ -206,6 +208,50 @@ class Hub(EngineCase):
         self.wait_for(lambda: not self.api("GET", "/api/files")["workers"][0]["files"][0]["in_use"], "unused")
         self.assertIn("1 of 1 file(s) removed", self.cli("files", "rm", "--unused").stdout)
         self.assertFalse(os.path.exists(model_dir), "the directory went with it")
+
+    def test_a_worker_fetches_a_file_a_peer_has_instead_of_the_hub(self):
+        self.hub.add("test/tiny-GGUF", {"tiny-Q8_0.gguf": self.tiny})
+        blob = hashlib.sha256(self.tiny).hexdigest()
+
+        def hub_gets():
+            return len([s for s in self.hub.seen if s[0] == "cdn" and s[1] == "GET" and blob in s[2] and not s[4]])
+
+        self.cluster(("w1", None))
+        self.deploy("a", "--hf", "test/tiny-GGUF:Q8_0", "--wait")
+        self.assertEqual(hub_gets(), 1)
+        w2 = self.start_worker("w2", extra=("--port-range", port_range(), "--labels", "box=2"))
+        self.wait_state("w2", "ready")
+        self.wait_for(lambda: self.workers()["w2"]["watch_connected"], "watch stream of w2")
+        self.deploy("b", "--hf", "test/tiny-GGUF:Q8_0", "--selector", "box=2", "--wait")
+        self.assertEqual(self.instance("b")["placement"]["workers"][0]["name"], "w2")
+        self.chat_ok("b")
+        self.assertEqual(hub_gets(), 1, "w2 fetched the file from w1, not from the hub")
+        self.assertIn("came from peer w1", w2.output())
+        w1_files = [w for w in self.api("GET", "/api/files")["workers"] if w["worker"] == "w1"][0]["files"]
+        name = w1_files[0]["file"]
+        # the peer route wants the server's ticket for that file
+        w1_port = self.workers()["w1"]["port"]
+        for auth in (None, "Bearer nope"):
+            req = urllib.request.Request("http://127.0.0.1:%d/cache/%s" % (w1_port, name),
+                                         headers={"Authorization": auth} if auth else {})
+            with self.assertRaises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=5)
+            self.assertEqual(e.exception.code, 401, auth)
+        # peers that serve other bytes are caught by the checksum: the hub it is
+        for w in ("w1", "w2"):
+            path = os.path.join(self.tmp, "w-" + w, "models", name)
+            with open(path + ".tmp-evil", "wb") as f:
+                f.write(b"\0" * len(self.tiny))
+            os.rename(path + ".tmp-evil", path)  # the running engines keep the file they opened
+        w3 = self.start_worker("w3", extra=("--port-range", port_range(), "--labels", "box=3"))
+        self.wait_state("w3", "ready")
+        self.wait_for(lambda: self.workers()["w3"]["watch_connected"], "watch stream of w3")
+        self.deploy("c", "--hf", "test/tiny-GGUF:Q8_0", "--selector", "box=3", "--wait")
+        self.chat_ok("c")
+        self.assertEqual(hub_gets(), 2, "from the hub after the peers' bytes failed the SHA-256")
+        self.assertEqual(w3.output().count(" failed ("), 2, w3.output())
+        self.assertIn("SHA-256", w3.output())
+        self.assertIn("came from the source", w3.output())
 
     def test_a_gated_repository_needs_the_token_which_never_leaves_the_hub(self):
         self.hub.add("test/gated", {"tiny-Q8_0.gguf": self.tiny}, gated=True)
