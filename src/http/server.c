@@ -135,10 +135,10 @@ void cr_reply_header(struct cr_req *req, const char *name, const char *value)
 	evhttp_add_header(evhttp_request_get_output_headers(req->ev), name, value);
 }
 
-void cr_reply_text(struct cr_req *req, int status, const char *content_type, const char *data, size_t len)
+/* Send out as the body with content_type (Cache-Control: no-store unless
+ * set), free it and release the request. */
+static void send_body(struct cr_req *req, int status, const char *content_type, struct evbuffer *out)
 {
-	struct evbuffer *out = evbuffer_new();
-	evbuffer_add(out, data, len);
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req->ev);
 	evhttp_add_header(h, "Content-Type", content_type);
 	if (!evhttp_find_header(h, "Cache-Control"))
@@ -146,6 +146,13 @@ void cr_reply_text(struct cr_req *req, int status, const char *content_type, con
 	evhttp_send_reply(req->ev, status, reason(status), out);
 	evbuffer_free(out);
 	cr_req_release(req);
+}
+
+void cr_reply_text(struct cr_req *req, int status, const char *content_type, const char *data, size_t len)
+{
+	struct evbuffer *out = evbuffer_new();
+	evbuffer_add(out, data, len);
+	send_body(req, status, content_type, out);
 }
 
 void cr_reply_file(struct cr_req *req, int status, const char *content_type, int fd, uint64_t offset,
@@ -158,12 +165,7 @@ void cr_reply_file(struct cr_req *req, int status, const char *content_type, int
 			status = 500;
 		close(fd);
 	}
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req->ev);
-	evhttp_add_header(h, "Content-Type", content_type);
-	evhttp_add_header(h, "Cache-Control", "no-store");
-	evhttp_send_reply(req->ev, status, reason(status), out);
-	evbuffer_free(out);
-	cr_req_release(req);
+	send_body(req, status, content_type, out);
 }
 
 static void free_owned(const void *data, size_t len, void *arg)
@@ -177,12 +179,7 @@ void cr_reply_text_owned(struct cr_req *req, int status, const char *content_typ
 {
 	struct evbuffer *out = evbuffer_new();
 	evbuffer_add_reference(out, data, len, free_owned, NULL); /* no copy of large answers */
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req->ev);
-	evhttp_add_header(h, "Content-Type", content_type);
-	evhttp_add_header(h, "Cache-Control", "no-store");
-	evhttp_send_reply(req->ev, status, reason(status), out);
-	evbuffer_free(out);
-	cr_req_release(req);
+	send_body(req, status, content_type, out);
 }
 
 static void reply_status_error(struct cr_req *req, int status, const char *code, const char *message,
