@@ -6,7 +6,7 @@
 CC ?= cc
 SANITIZE ?=
 BUILD ?= $(if $(findstring thread,$(SANITIZE)),build-tsan,$(if $(SANITIZE),build-san,build))
-PKGS := libevent libevent_pthreads libevent_openssl openssl libcurl jansson sqlite3 libsodium
+PKGS := libevent libevent_pthreads libevent_openssl openssl libcurl jansson sqlite3 libsodium libpq
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla \
         -Wno-format-nonliteral
 CFLAGS ?= -O2 -g
@@ -33,7 +33,8 @@ CMD_SRCS := $(sort $(wildcard src/cmd/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/gen/console_assets.o
 CMD_OBJS := $(CMD_SRCS:%.c=$(BUILD)/%.o)
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
-UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+# test_store runs twice: on SQLite, and as test_store_pg on a private PostgreSQL
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%) $(BUILD)/tests/test_store_pg
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_REPLAY := $(FUZZ_SRCS:tests/fuzz/%.c=$(BUILD)/fuzz/%-replay)
 FAKE_NVML := $(BUILD)/fakes/nvml/libnvidia-ml.so.1 $(BUILD)/fakes/nvml-nouuid/libnvidia-ml.so.1
@@ -73,6 +74,10 @@ $(BUILD)/corral: $(CMD_OBJS) $(BUILD)/libcorral.a
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libcorral.a $(TESTLIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itools -o $@ $< $(TESTLIB) $(BUILD)/libcorral.a $(LDFLAGS) $(EXE_LDFLAGS) $(LDLIBS) -lcriterion $(shell pkg-config --libs sqlite3)
+
+$(BUILD)/tests/test_store_pg: tests/unit/test_store.c $(BUILD)/libcorral.a $(TESTLIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DSTORE_PG -Itools -o $@ $< $(TESTLIB) $(BUILD)/libcorral.a $(LDFLAGS) $(EXE_LDFLAGS) $(LDLIBS) -lcriterion
 
 $(BUILD)/fakes/nvml/libnvidia-ml.so.1: tests/fakes/nvml/fake_nvml.c
 	@mkdir -p $(dir $@)
@@ -127,7 +132,8 @@ $(BUILD)/bench/%: bench/%.c $(BUILD)/libcorral.a
 	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libcorral.a $(LDFLAGS) $(EXE_LDFLAGS) $(LDLIBS)
 
 unit: $(UNIT_BINS) $(FAKE_NVML)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; CORRAL_BUILD=$(BUILD) $$t --jobs 1 2>&1 | tee $(BUILD)/unit.out; \
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; case $$t in *_pg) pg=scripts/pg-test.sh\ run;; *) pg=;; esac; \
+	  CORRAL_BUILD=$(BUILD) $$pg $$t --jobs 1 2>&1 | tee $(BUILD)/unit.out; \
 	  if grep -q "ERROR: [A-Za-z]*Sanitizer\|runtime error:" $(BUILD)/unit.out; then echo "sanitizer findings in $$t"; exit 1; fi; \
 	  grep -q "Failing: 0 | Crashing: 0" $(BUILD)/unit.out; done
 

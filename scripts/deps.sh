@@ -3,7 +3,7 @@
 # packages builds the real llama.cpp engines the tests run, scripts/llama-build.sh). As root it runs
 # apt-get; otherwise it prints the exact command to run. Quiet when all are present.
 set -e
-PKGS="build-essential pkg-config libevent-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev \
+PKGS="build-essential pkg-config libevent-dev libcurl4-openssl-dev libjansson-dev libsqlite3-dev libpq-dev \
 libsodium-dev libssl-dev openssl libcriterion-dev python3 iproute2"
 missing=""
 for p in $PKGS; do
@@ -15,6 +15,8 @@ for pair in node:nodejs npm:npm cmake:cmake ninja:ninja-build g++:g++ git:git sy
 	groff:groff-base promtool:prometheus chromium:chromium; do
 	command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"
 done
+# PostgreSQL's server programs, for the private clusters of the PostgreSQL tests
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ]; then
 	echo "deps: installing$missing"

@@ -147,11 +147,15 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	int rc = cr_mkdir_p(app->data_dir, 0700, err);
 	if (rc)
 		goto fail;
-	char *db = cr_xasprintf("%s/corral.db", app->data_dir);
-	rc = check_prior_state(app->data_dir, db, err);
-	if (!rc)
-		rc = cr_store_open_sqlite(db, &app->store, err);
-	free(db);
+	if (cfg->store) {
+		rc = cr_store_open_pg(cfg->store, &app->store, err);
+	} else {
+		char *db = cr_xasprintf("%s/corral.db", app->data_dir);
+		rc = check_prior_state(app->data_dir, db, err);
+		if (!rc)
+			rc = cr_store_open_sqlite(db, &app->store, err);
+		free(db);
+	}
 	if (rc)
 		goto fail;
 	if (cfg->cluster_token) {

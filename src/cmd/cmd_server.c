@@ -21,6 +21,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "store/store.h"
 #include "base/util.h"
 #include "console/console.h"
 #include "gateway/gateway.h"
@@ -43,6 +44,8 @@ static const char server_usage[] =
 	"  --data-dir DIR         store, token and admin password (default $CORRAL_DATA_DIR,\n"
 	"                         else /var/lib/corral as root, else ~/.local/share/corral)\n"
 	"  --token T              cluster registration token (default: DIR/token, created once)\n"
+	"  --store URL            keep the cluster's state in PostgreSQL: postgresql://USER@HOST:PORT/DB\n"
+	"                         (a password from PGPASSWORD or ~/.pgpass; default: SQLite DIR/corral.db)\n"
 	"  --tls-cert FILE        serve /api, /v1 and the workers' channel over TLS with this PEM\n"
 	"                         certificate chain (server certificate first) ...\n"
 	"  --tls-key FILE         ... and its private key\n"
@@ -243,6 +246,7 @@ static int parse_int_opt(const char *name, const char *v, long long min, long lo
 static const struct option longopts[] = {
 	{ "host", required_argument, NULL, 'H' },         { "port", required_argument, NULL, 'p' },
 	{ "data-dir", required_argument, NULL, 'd' },     { "token", required_argument, NULL, 't' },
+	{ "store", required_argument, NULL, 1018 },
 	{ "disable-worker", no_argument, NULL, 'D' },     { "worker-port", required_argument, NULL, 'w' },
 	{ "worker-name", required_argument, NULL, 'n' },  { "status-interval", required_argument, NULL, 's' },
 	{ "probe-interval", required_argument, NULL, 'P' }, { "flush-interval", required_argument, NULL, 'f' },
@@ -276,6 +280,14 @@ static int parse(int argc, char **argv, struct server_opts *o)
 		case 'p': if (parse_int_opt("--port", optarg, 0, 65535, &v)) return 2; o->port = (int)v; break;
 		case 'd': free(o->data_dir); o->data_dir = cr_xstrdup(optarg); break;
 		case 't': o->token = optarg; break;
+		case 1018:
+			if (!cr_store_is_pg(optarg)) {
+				fprintf(stderr, "corral server: --store takes a PostgreSQL URL (postgresql://USER@HOST:PORT/DB), "
+						"not '%s'; without --store the state is in SQLite in --data-dir\n", optarg);
+				return 2;
+			}
+			o->app.store = optarg;
+			break;
 		case 'D': o->disable_worker = true; break;
 		case 'w': if (parse_int_opt("--worker-port", optarg, 1, 65535, &v)) return 2; o->worker_port = (int)v; break;
 		case 'n': o->worker_name = optarg; break;

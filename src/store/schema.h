@@ -4,5 +4,6 @@
 #define CR_STORE_SCHEMA_H
 
 extern const char *const cr_schema_sqlite[];
+extern const char *const cr_schema_pg[];
 
 #endif

@@ -1,6 +1,7 @@
 /* The store: durable desired state (users, sessions, workers' identities,
  * settings) and periodically flushed observed state (workers' last reports).
- * A backend is an ops table (SQLite today; PostgreSQL fits the same table).
+ * A backend is an ops table: SQLite (store_sqlite.c) or PostgreSQL
+ * (store_pg.c), with the same tables and migrations numbered alike.
  * All calls are synchronous and made from the server's event loop thread. */
 #ifndef CR_STORE_STORE_H
 #define CR_STORE_STORE_H
@@ -204,6 +205,15 @@ struct cr_store {
 /* Open (creating if needed) the SQLite store at path and apply pending
  * migrations. Errors name the file and the fix. */
 int cr_store_open_sqlite(const char *path, struct cr_store **out, struct cr_err *err);
+
+/* Open the PostgreSQL store at url (postgresql://USER[:PASSWORD]@HOST:PORT/DB
+ * or a libpq connection string) and apply pending migrations under an
+ * advisory lock. CR_EUNAVAILABLE names the server (never the password) and
+ * the fix; a newer schema is refused as with SQLite. */
+int cr_store_open_pg(const char *url, struct cr_store **out, struct cr_err *err);
+
+/* True when spec names a PostgreSQL store (postgresql:// or postgres://). */
+bool cr_store_is_pg(const char *spec);
 
 /* Close and free; NULL allowed. */
 void cr_store_close(struct cr_store *s);

@@ -1,15 +1,64 @@
-/* Unit tests of the SQLite store: migrations, users, sessions, workers and
- * the batched flush of observed state, against real SQLite files. */
+/* The store contract, against real SQLite files, and (built with
+ * -DSTORE_PG as test_store_pg) against a real PostgreSQL server: migrations,
+ * users, sessions, workers and the batched flush of observed state, models,
+ * keys, usage, the audit trail and events. scripts/pg-test.sh starts a
+ * private PostgreSQL and passes its URL in CORRAL_TEST_PG; each test gets a
+ * database of its own. */
 #include <criterion/criterion.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#ifdef STORE_PG
+#include <libpq-fe.h>
+#else
+#include <sqlite3.h>
+#endif
 
 #include "base/err.h"
 #include "base/mem.h"
 #include "store/store.h"
 
+#ifdef STORE_PG
+/* A fresh database on the test server; its URL. */
+static char *db_path(void)
+{
+	const char *admin = getenv("CORRAL_TEST_PG");
+	if (!admin || !*admin) {
+		if (getenv("CI"))
+			cr_assert_fail("CORRAL_TEST_PG is not set: run this through scripts/pg-test.sh run");
+		cr_skip_test("no PostgreSQL (CORRAL_TEST_PG unset; scripts/pg-test.sh run starts one)");
+	}
+	PGconn *c = PQconnectdb(admin);
+	cr_assert_eq(PQstatus(c), CONNECTION_OK, "%s", PQerrorMessage(c));
+	static unsigned seq;
+	char name[64];
+	snprintf(name, sizeof(name), "t_%d_%u", (int)getpid(), seq++);
+	char *sql = cr_xasprintf("CREATE DATABASE %s", name);
+	PGresult *r = PQexec(c, sql);
+	cr_assert_eq(PQresultStatus(r), PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
+	PQclear(r);
+	free(sql);
+	PQfinish(c);
+	const char *slash = strrchr(admin, '/');
+	return cr_xasprintf("%.*s/%s", (int)(slash - admin), admin, name);
+}
+
+static int open_store(const char *path, struct cr_store **s, struct cr_err *err)
+{
+	return cr_store_open_pg(path, s, err);
+}
+
+static void sql(const char *url, const char *q)
+{
+	PGconn *c = PQconnectdb(url);
+	PGresult *r = PQexec(c, q);
+	cr_assert(PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK, "%s",
+		  PQerrorMessage(c));
+	PQclear(r);
+	PQfinish(c);
+}
+#else
 static char *db_path(void)
 {
 	char *d = cr_xstrdup("/tmp/cr-store-XXXXXX");
@@ -19,11 +68,25 @@ static char *db_path(void)
 	return p;
 }
 
+static int open_store(const char *path, struct cr_store **s, struct cr_err *err)
+{
+	return cr_store_open_sqlite(path, s, err);
+}
+
+static void sql(const char *path, const char *q)
+{
+	sqlite3 *db;
+	sqlite3_open(path, &db);
+	cr_assert_eq(sqlite3_exec(db, q, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+#endif
+
 static struct cr_store *open_at(const char *path)
 {
 	struct cr_store *s = NULL;
 	struct cr_err err = CR_ERR_INIT;
-	cr_assert_eq(cr_store_open_sqlite(path, &s, &err), 0, "%s", err.message);
+	cr_assert_eq(open_store(path, &s, &err), 0, "%s", err.message);
 	return s;
 }
 
@@ -40,17 +103,19 @@ Test(store, migrations_apply_once_and_refuse_newer_schemas)
 	cr_assert_eq(v, 10);
 	cr_store_close(s);
 
-	sqlite3 *db;
-	sqlite3_open(path, &db);
-	sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL);
-	sqlite3_close(db);
+#ifdef STORE_PG
+	sql(path, "UPDATE corral_schema SET version = 99");
+#else
+	sql(path, "PRAGMA user_version = 99");
+#endif
 	struct cr_err err = CR_ERR_INIT;
-	cr_assert_neq(cr_store_open_sqlite(path, &s, &err), 0);
+	cr_assert_neq(open_store(path, &s, &err), 0);
 	cr_assert(strstr(err.message, "schema version 99"), "%s", err.message);
 	cr_assert(strstr(err.fix, "newer"), "%s", err.fix);
 	free(path);
 }
 
+#ifndef STORE_PG
 Test(store, wal_mode_is_on)
 {
 	char *path = db_path();
@@ -66,6 +131,7 @@ Test(store, wal_mode_is_on)
 	sqlite3_close(db);
 	free(path);
 }
+#endif
 
 static void count_user(const struct cr_user_rec *u, void *arg)
 {
@@ -197,6 +263,36 @@ Test(store, settings)
 	free(path);
 }
 
+#ifdef STORE_PG
+Test(store, an_unreachable_server_is_explained_without_the_password)
+{
+	struct cr_store *s = NULL;
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_eq(cr_store_open_pg("postgresql://corral:s3cret@127.0.0.1:1/corral", &s, &err), CR_EUNAVAILABLE);
+	cr_assert(strstr(err.message, "cannot connect to PostgreSQL at corral@127.0.0.1:1/corral"), "%s", err.message);
+	cr_assert_null(strstr(err.message, "s3cret"), "%s", err.message);
+	cr_assert(strstr(err.fix, "PostgreSQL runs"), "%s", err.fix);
+}
+
+Test(store, a_restarted_connection_is_used_again)
+{
+	char *path = db_path();
+	struct cr_store *s = open_at(path);
+	/* every other connection to this database dropped, as a restart does */
+	char *q = cr_xasprintf("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '%s' AND "
+			       "pid <> pg_backend_pid()", strrchr(path, '/') + 1);
+	sql(getenv("CORRAL_TEST_PG"), q);
+	free(q);
+	struct cr_err err = CR_ERR_INIT;
+	cr_assert_eq(s->ops->setting_put(s, "k", "v", &err), 0, "%s", err.message);
+	char *v = NULL;
+	cr_assert_eq(s->ops->setting_get(s, "k", &v, &err), 0, "%s", err.message);
+	cr_assert_str_eq(v, "v");
+	free(v);
+	cr_store_close(s);
+	free(path);
+}
+#else
 Test(store, unwritable_location_is_explained)
 {
 	struct cr_store *s = NULL;
@@ -205,6 +301,7 @@ Test(store, unwritable_location_is_explained)
 	cr_assert(strstr(err.message, "/nonexistent-dir/corral.db"), "%s", err.message);
 	cr_assert(strstr(err.fix, "writable"), "%s", err.fix);
 }
+#endif
 
 struct seen_models {
 	int models, instances;
