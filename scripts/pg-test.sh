@@ -3,6 +3,8 @@
 # port, owned by an unprivileged user (PostgreSQL refuses to run as root):
 #   scripts/pg-test.sh start DIR     make and start one in DIR; print its URL
 #   scripts/pg-test.sh stop DIR      stop it (immediate) and remove DIR
+#   scripts/pg-test.sh down DIR      stop its server, keeping its data (a fault)
+#   scripts/pg-test.sh up DIR        start it again on the same port
 #   scripts/pg-test.sh run CMD ...   start one, run CMD with CORRAL_TEST_PG set
 #                                    to its URL, stop it; CMD's exit status
 # Needs Debian's postgresql (scripts/deps.sh installs it).
@@ -32,15 +34,24 @@ start() {
 		cat "$dir/initdb.log" >&2
 		exit 1
 	}
+	echo "$port" >"$dir/port"
+	up "$dir"
+	as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U corral corral
+	echo "postgresql://corral@127.0.0.1:$port/corral"
+}
+up() {
+	dir=$1
+	bin=$(bindir)
+	port=$(cat "$dir/port")
 	as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 -o \
 		"-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200" \
 		start >/dev/null || {
 		cat "$dir/log" >&2
 		exit 1
 	}
-	as_owner "$bin/createdb" -h 127.0.0.1 -p "$port" -U corral corral
-	echo "$port" >"$dir/port"
-	echo "postgresql://corral@127.0.0.1:$port/corral"
+}
+down() {
+	as_owner "$(bindir)/pg_ctl" -D "$1/data" -m fast -w stop >/dev/null
 }
 stop() {
 	dir=$1
@@ -51,6 +62,8 @@ stop() {
 case "${1:-}" in
 start) start "$2" ;;
 stop) stop "$2" ;;
+up) up "$2" ;;
+down) down "$2" ;;
 run)
 	shift
 	dir=$(mktemp -d /tmp/corral-pg-XXXXXX)
@@ -63,7 +76,7 @@ run)
 	exit $rc
 	;;
 *)
-	echo "usage: scripts/pg-test.sh start DIR | stop DIR | run CMD [ARGS...]" >&2
+	echo "usage: scripts/pg-test.sh start DIR | stop DIR | down DIR | up DIR | run CMD [ARGS...]" >&2
 	exit 2
 	;;
 esac

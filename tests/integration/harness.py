@@ -165,12 +165,62 @@ def npm_package(name, version):
     return mods, None
 
 
+class PgDatabaseCounter:
+    n = 0
+
+
 class ClusterCase(unittest.TestCase):
     """Base class: a temporary directory, process bookkeeping, HTTP helpers.
     With tls = True every server runs --tls-self-signed and every client of
-    the test (urllib, workers, the CLI) trusts its CA."""
+    the test (urllib, workers, the CLI) trusts its CA. With postgres = True
+    the class gets a private PostgreSQL (scripts/pg-test.sh) and every test a
+    database of its own on it, which its servers use (--store)."""
 
     tls = False
+    postgres = False
+    pg_url = None  # the class's PostgreSQL (admin database) when postgres
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if cls.postgres:
+            cls.pg_dir = tempfile.mkdtemp(prefix="corral-pg-")
+            r = subprocess.run([os.path.join(ROOT, "scripts", "pg-test.sh"), "start", cls.pg_dir], capture_output=True,
+                               text=True)
+            if r.returncode != 0:
+                shutil.rmtree(cls.pg_dir, ignore_errors=True)
+                raise unittest.SkipTest("no private PostgreSQL: %s" % r.stderr.strip()[-300:])
+            cls.pg_url = r.stdout.strip()
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.postgres and cls.pg_url:
+            subprocess.run([os.path.join(ROOT, "scripts", "pg-test.sh"), "stop", cls.pg_dir], capture_output=True)
+        super().tearDownClass()
+
+    def pg_database(self):
+        """A fresh database on the class's PostgreSQL: its URL."""
+        PgDatabaseCounter.n += 1
+        name = "t_%d_%d" % (os.getpid(), PgDatabaseCounter.n)
+        subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", self.pg_url, "-c", "CREATE DATABASE " + name],
+                       check=True, capture_output=True)
+        return self.pg_url.rsplit("/", 1)[0] + "/" + name
+
+    def store_rows(self, sql):
+        """Rows of sql on this test's store (SQLite in the data dir, or its
+        PostgreSQL database), every value as text."""
+        if self.store:
+            out = self.psql(self.store, sql.replace("\n", " "))
+            return [tuple(line.split("|")) for line in out.splitlines()] if out else []
+        import sqlite3
+        with sqlite3.connect(os.path.join(self.data_dir, "corral.db")) as db:
+            return [tuple("" if v is None else str(v) for v in row) for row in db.execute(sql).fetchall()]
+
+    def psql(self, url, sql):
+        r = subprocess.run(["psql", "-qAt", "-v", "ON_ERROR_STOP=1", url, "-c", sql], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise AssertionError("psql: %s" % r.stderr)
+        return r.stdout.strip()
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="corral-it-")
@@ -188,6 +238,7 @@ class ClusterCase(unittest.TestCase):
         # start, which inherit the environment) carries this mark
         self.env["CORRAL_TEST_RUN"] = self.tmp
         self.ca_file = None
+        self.store = self.pg_database() if self.postgres else None
 
     def tearDown(self):
         outcome = getattr(self, "_outcome", None)
@@ -227,6 +278,8 @@ class ClusterCase(unittest.TestCase):
                 "--probe-interval", "1", "--keepalive", "1", "--shutdown-timeout", "5"]
         if disable_worker:
             args.append("--disable-worker")
+        if self.store and "--store" not in extra:
+            args += ["--store", self.store]
         tls = self.tls or any(a in extra for a in ("--tls-self-signed", "--tls-cert"))
         if self.tls and "--tls-cert" not in extra and "--tls-self-signed" not in extra:
             args.append("--tls-self-signed")

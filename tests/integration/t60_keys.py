@@ -3,7 +3,6 @@ hashes, limited to models, revoked; /v1/models in OpenAI's shape; errors for
 wrong or revoked keys and hidden models in OpenAI's error shape."""
 import json
 import os
-import sqlite3
 
 from harness import ClusterCase
 
@@ -36,11 +35,10 @@ class Keys(ClusterCase):
         self.assertIn("alpha", row)
         self.assertNotIn('["alpha"]', row, "models as text, not JSON")
         self.assertIn("600 rpm", row)
-        with sqlite3.connect(os.path.join(self.data_dir, "corral.db")) as db:
-            stored = db.execute("SELECT hash, prefix, models, rpm FROM api_keys").fetchall()
+        stored = self.store_rows("SELECT hash, prefix, models, rpm FROM api_keys")
         self.assertEqual(len(stored), 1)
         self.assertNotIn(key, stored[0][0], "only a hash is stored")
-        self.assertEqual((stored[0][2], stored[0][3]), ('["alpha"]', 600))
+        self.assertEqual((stored[0][2], stored[0][3]), ('["alpha"]', "600"))
 
         status, body = self.request("GET", "/v1/models", token=key)
         self.assertEqual(status, 200)

