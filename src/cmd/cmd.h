@@ -15,6 +15,8 @@ int cr_cmd_workers(int argc, char **argv);
 int cr_cmd_gpus(int argc, char **argv);
 int cr_cmd_doctor(int argc, char **argv);
 int cr_cmd_inspect(int argc, char **argv);
+/* corral migrate --from sqlite:DIR --to postgresql://... */
+int cr_cmd_migrate(int argc, char **argv);
 int cr_cmd_deploy(int argc, char **argv);
 int cr_cmd_models(int argc, char **argv);
 int cr_cmd_instances(int argc, char **argv);

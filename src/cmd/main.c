@@ -44,6 +44,7 @@ static const char usage[] =
 	"On this node, without a server:\n"
 	"  doctor     what this node has: devices, drivers, memory, notes\n"
 	"  inspect    a model file's shape and the memory an instance of it needs\n"
+	"  migrate    move a server's state from SQLite to PostgreSQL\n"
 	"\n"
 	"  version    print the version\n"
 	"\n"
@@ -96,7 +97,7 @@ int main(int argc, char **argv)
 	} cmds[] = {
 		{ "server", cr_cmd_server }, { "worker", cr_cmd_worker }, { "login", cr_cmd_login },
 		{ "logout", cr_cmd_logout }, { "workers", cr_cmd_workers }, { "gpus", cr_cmd_gpus },
-		{ "doctor", cr_cmd_doctor }, { "inspect", cr_cmd_inspect },
+		{ "doctor", cr_cmd_doctor }, { "inspect", cr_cmd_inspect }, { "migrate", cr_cmd_migrate },
 		{ "deploy", cr_cmd_deploy }, { "models", cr_cmd_models }, { "instances", cr_cmd_instances },
 		{ "rm", cr_cmd_rm }, { "scale", cr_cmd_scale }, { "update", cr_cmd_update }, { "engines", cr_cmd_engines },
 		{ "logs", cr_cmd_logs }, { "keys", cr_cmd_keys },

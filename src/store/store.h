@@ -7,6 +7,7 @@
 #define CR_STORE_STORE_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -214,6 +215,12 @@ int cr_store_open_pg(const char *url, struct cr_store **out, struct cr_err *err)
 
 /* True when spec names a PostgreSQL store (postgresql:// or postgres://). */
 bool cr_store_is_pg(const char *spec);
+
+/* corral migrate: copy every row of the SQLite store at sqlite_path into the
+ * PostgreSQL store at pg_url (created or migrated to the same schema
+ * version; it must hold no users, models or workers), in one transaction:
+ * all or nothing. Per-table row counts go to out (may be NULL). */
+int cr_store_copy_sqlite_to_pg(const char *sqlite_path, const char *pg_url, FILE *out, struct cr_err *err);
 
 /* Close and free; NULL allowed. */
 void cr_store_close(struct cr_store *s);

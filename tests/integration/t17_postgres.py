@@ -84,6 +84,56 @@ class Postgres(ClusterCase):
         self.assertEqual(self.psql(self.store, "SELECT string_agg(name, ',' ORDER BY name) FROM models"), "m,n")
 
 
+class Migrate(ClusterCase):
+    postgres = True
+
+    def test_migrate_moves_a_sqlite_installation_to_postgresql(self):
+        url, self.store = self.store, None  # first on SQLite
+        self.start_server()
+        self.login()
+        self.api("POST", "/api/users", {"username": "bob", "password": "bob-password-1", "role": "user"}, expect=201)
+        key = self.api("POST", "/api/keys", {"name": "k1"}, expect=201)["key"]
+        self.api("POST", "/api/models", {"name": "m", "path": "/models/m.gguf"}, expect=201)
+        w = self.start_worker("w1")
+        self.wait_state("w1", "ready")
+        events = len(self.api("GET", "/api/events?limit=1000")["events"])
+        password = open(os.path.join(self.data_dir, "initial_admin_password")).read().strip()
+        # copied while the server runs (a snapshot), then the server moves
+        r = subprocess.run([CORRAL, "migrate", "--from", "sqlite:" + self.data_dir, "--to", url], capture_output=True,
+                           text=True, env=self.env)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("users      2 row(s)", r.stdout)
+        self.assertIn("models     1 row(s)", r.stdout)
+        w.stop()
+        self.procs[0].stop()
+        self.store = url
+        self.start_server(port=self.port, data_dir=self.data_dir)
+        self.login(password)
+        self.assertEqual([m["name"] for m in self.api("GET", "/api/models")["models"]], ["m"])
+        self.assertEqual(sorted(u["username"] for u in self.api("GET", "/api/users")["users"]), ["admin", "bob"])
+        status, _ = self.request("GET", "/v1/models", token=key)
+        self.assertEqual(status, 200, "the API key still opens /v1")
+        self.assertGreaterEqual(len(self.api("GET", "/api/events?limit=1000")["events"]), events)
+        # the worker comes back as itself, with the secret it kept
+        self.start_worker("w1")
+        self.wait_state("w1", "ready")
+        self.assertEqual(list(self.workers()), ["w1"])
+        # new rows get new ids past the copied ones
+        self.api("POST", "/api/users", {"username": "carol", "password": "carol-password-1", "role": "user"},
+                 expect=201)
+        # a database that holds a cluster already is refused, and left as it was
+        r = subprocess.run([CORRAL, "migrate", "--from", "sqlite:" + self.data_dir, "--to", url], capture_output=True,
+                           text=True, env=self.env)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("already holds users, models or workers", r.stderr)
+        self.assertIn("empty database", r.stderr)
+        self.assertEqual(self.psql(url, "SELECT count(*) FROM users"), "3")
+        r = subprocess.run([CORRAL, "migrate", "--from", "sqlite:" + self.tmp, "--to", url], capture_output=True,
+                           text=True, env=self.env)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no SQLite store at", r.stderr)
+
+
 class KeysOnPostgres(t60_keys.Keys):
     """Tier 60 again on PostgreSQL: keys, limits, revocation."""
     postgres = True
