@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/err.h"
 #include "base/mem.h"
@@ -18,7 +19,10 @@ struct pg_store {
 	struct cr_store base;
 	PGconn *db;
 	char *where; /* host:port/db, for messages (no password) */
+	struct timespec last_reset; /* the last reconnection tried: at most one per RESET_EVERY_MS */
 };
+
+#define RESET_EVERY_MS 2000 /* a server that is away is not waited for at every statement */
 
 #define MIGRATE_LOCK 0x636f7272616c31LL /* "corral1": held while migrating */
 
@@ -85,6 +89,13 @@ static int run(struct cr_store *s, const char *sql, const struct params *p, PGre
 		}
 		if (attempt == 0 && PQstatus(pg(s)->db) != CONNECTION_OK) {
 			PQclear(r);
+			struct timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			struct timespec *last = &pg(s)->last_reset;
+			int64_t since = (int64_t)(now.tv_sec - last->tv_sec) * 1000 + (now.tv_nsec - last->tv_nsec) / 1000000;
+			if (last->tv_sec && since < RESET_EVERY_MS)
+				return pg_error(s, NULL, err, what);
+			*last = now;
 			PQreset(pg(s)->db);
 			if (PQstatus(pg(s)->db) == CONNECTION_OK)
 				continue;
@@ -678,8 +689,12 @@ int cr_store_open_pg(const char *url, struct cr_store **out, struct cr_err *err)
 {
 	struct pg_store *ps = cr_xcalloc(1, sizeof(*ps));
 	ps->base.ops = &pg_ops;
-	const char *keys[] = { "dbname", "connect_timeout", "application_name", NULL };
-	const char *vals[] = { url, "10", "corral", NULL };
+	/* short timeouts: statements and reconnections run on the event loop, so
+	 * a PostgreSQL that went away (not refusing: silent) costs seconds, not
+	 * the minutes of TCP's own retries */
+	const char *keys[] = { "dbname", "connect_timeout", "application_name", "keepalives_idle", "keepalives_interval",
+			       "keepalives_count", "tcp_user_timeout", NULL };
+	const char *vals[] = { url, "3", "corral", "5", "2", "2", "8000", NULL };
 	ps->db = PQconnectdbParams(keys, vals, 1);
 	if (!ps->db)
 		abort();

@@ -79,8 +79,10 @@ class Postgres(ClusterCase):
                              "nothing half-made is left")
         finally:
             subprocess.run([pg, "up", self.pg_dir], check=True)
-        # back: writes work again on a new connection
-        self.api("POST", "/api/models", {"name": "n", "path": "/models/n.gguf"}, expect=201)
+        # back: writes work again on a new connection (reconnections are tried
+        # at most every 2 s, so the first seconds may still answer 503)
+        self.wait_for(lambda: self.request("POST", "/api/models", {"name": "n", "path": "/models/n.gguf"},
+                                           token=self.token)[0] == 201, "a write once PostgreSQL is back")
         self.assertEqual(self.psql(self.store, "SELECT string_agg(name, ',' ORDER BY name) FROM models"), "m,n")
 
 
