@@ -3,7 +3,9 @@
 receives status reports from N simulated workers with 8 GPUs each, every 5 s,
 while GET /api/workers/{id} latency is measured. The yardstick is nginx
 answering the same POSTs with a fixed 200 (`return 200`), measured the same
-way. Prints a table and writes bench/results/status.json. See bench/README.md."""
+way. With --postgres the same load runs once more on a server whose store is
+a private PostgreSQL (scripts/pg-test.sh), and PostgreSQL's own CPU is counted
+too. Prints a table and writes bench/results/status.json. See bench/README.md."""
 import argparse
 import json
 import os
@@ -46,11 +48,19 @@ def wait_http(url, timeout=15):
     raise RuntimeError("nothing answers at " + url)
 
 
-def run_corral(build, n, interval, duration, warmup, tmp):
+def pg_cpu_s(pg_dir):
+    """CPU seconds of the PostgreSQL postmaster and its live children."""
+    with open(os.path.join(pg_dir, "data", "postmaster.pid")) as f:
+        master = int(f.readline())
+    kids = subprocess.run(["pgrep", "-P", str(master)], capture_output=True, text=True).stdout.split()
+    return sum(cpu_s(int(p)) for p in [master] + kids if os.path.exists("/proc/%s" % p))
+
+
+def run_corral(build, n, interval, duration, warmup, tmp, store=None, pg_dir=None):
     port = free_port()
-    data = os.path.join(tmp, "corral-%d" % n)
+    data = os.path.join(tmp, "corral-%d-%s" % (n, "pg" if store else "sqlite"))
     server = subprocess.Popen([os.path.join(build, "corral"), "server", "--disable-worker", "--host", "127.0.0.1",
-                               "--port", str(port), "--data-dir", data],
+                               "--port", str(port), "--data-dir", data] + (["--store", store] if store else []),
                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "server-%d.log" % n), "w"),
                               env=dict(os.environ, CORRAL_LOG_LEVEL="warn"))
     try:
@@ -63,11 +73,14 @@ def run_corral(build, n, interval, duration, warmup, tmp):
                                      data=json.dumps({"username": "admin", "password": pw}).encode())
         admin = json.load(urllib.request.urlopen(req))["token"]
         token = open(os.path.join(data, "token")).read().strip()
+        pg0 = pg_cpu_s(pg_dir) if pg_dir else 0
         out = subprocess.run([os.path.join(build, "bench", "statusload"), "--url", url, "--token", token,
                               "--admin-token", admin, "--server-pid", str(server.pid), "--workers", str(n),
                               "--interval", str(interval), "--duration", str(duration), "--warmup", str(warmup)],
                              capture_output=True, text=True, check=True).stdout
         r = json.loads(out)
+        if pg_dir:
+            r["pg_cpu_s"] = pg_cpu_s(pg_dir) - pg0
         r["rss_idle_kb"] = idle
         r["metrics"] = scrape_cost(url, admin, server.pid)
         return r
@@ -137,6 +150,7 @@ def main():
     ap.add_argument("--duration", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="1,000 workers for 10 s (CI smoke run)")
+    ap.add_argument("--postgres", action="store_true", help="also on a private PostgreSQL (--store)")
     args = ap.parse_args()
     if args.quick:
         args.workers, args.duration, args.warmup = "1000", 10, 5
@@ -159,6 +173,19 @@ def main():
                    m["workers_json"]["p50_ms"], m["workers_json"]["cpu_ms"], m["workers_json"]["bytes"] // 1024,
                    m["metrics"]["p50_ms"] / m["workers_json"]["p50_ms"],
                    m["metrics"]["cpu_ms"] / m["workers_json"]["cpu_ms"] if m["workers_json"]["cpu_ms"] else 0))
+            if args.postgres:
+                pg_dir = tempfile.mkdtemp(prefix="corral-pg-")  # postgres must reach it: not under tmp (0700)
+                url = subprocess.run([os.path.join(ROOT, "scripts", "pg-test.sh"), "start", pg_dir], check=True,
+                                     capture_output=True, text=True).stdout.strip()
+                try:
+                    p = run_corral(build, n, args.interval, args.duration, args.warmup, tmp, url, pg_dir)
+                finally:
+                    subprocess.run([os.path.join(ROOT, "scripts", "pg-test.sh"), "stop", pg_dir], capture_output=True)
+                results[-1]["corral_pg"] = p
+                print("         on PostgreSQL: %.0f msg/s, %.1f us CPU/msg (%.3f cores), PostgreSQL %.2f CPU s in the "
+                      "run, GET p50 %.2f ms p99 %.2f ms, %d failed; CPU per msg PostgreSQL/SQLite server %.2f" %
+                      (p["msgs_per_s"], p["cpu_us_per_msg"], p["cpu_cores"], p["pg_cpu_s"], p["get_p50_ms"],
+                       p["get_p99_ms"], p["status_failed"], p["cpu_us_per_msg"] / c["cpu_us_per_msg"]))
             if y:
                 print("         nginx (return 200): %.1f us CPU/msg (%.3f cores), p50 %.2f ms p99 %.2f ms; "
                       "corral/nginx CPU per msg = %.2f" %
