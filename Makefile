@@ -43,7 +43,7 @@ TOOLS := $(BUILD)/tools/mkmodel
 # The GGUF writer makes test models: tests and tools link it, the binary does not.
 TESTLIB := $(BUILD)/tools/gguf_write.o
 
-.PHONY: all deps test unit integration fuzz-replay run check clean bench fuzz fuzz-run engines install
+.PHONY: all deps test unit integration faults fuzz-replay run check clean bench fuzz fuzz-run engines install
 all: $(BUILD)/corral
 
 deps:
@@ -150,6 +150,11 @@ engines: deps
 integration: $(BUILD)/corral $(FAKE_NVML) $(TOOLS)
 	CORRAL_LLAMA_BIN=$$(scripts/llama-build.sh) && export CORRAL_LLAMA_BIN && \
 	  CORRAL_BUILD=$(BUILD) python3 tests/integration/run.py
+
+# The fault suite (tests/faults): a full disk, PostgreSQL away under load.
+faults: $(BUILD)/corral $(FAKE_NVML) $(TOOLS)
+	CORRAL_LLAMA_BIN=$$(scripts/llama-build.sh) && export CORRAL_LLAMA_BIN && \
+	  CORRAL_BUILD=$(BUILD) python3 tests/faults/run.py
 
 test: deps engines
 	$(MAKE) WERROR=1 all $(UNIT_BINS) $(FUZZ_REPLAY) $(FAKE_NVML)

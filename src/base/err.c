@@ -32,6 +32,7 @@ const char *cr_err_name(int code)
 	case -EINVAL: return "invalid_input";
 	case -EEXIST: return "conflict";
 	case -EACCES: return "forbidden";
+	case -ENOSPC: return "insufficient_storage";
 	default: return "internal_error";
 	}
 }

@@ -86,6 +86,7 @@ int cr_http_status(int code)
 	case CR_EUPSTREAM: return 502;
 	case CR_EUNAVAILABLE: return 503;
 	case CR_ELIMIT: return 429;
+	case -ENOSPC: return 507;
 	default: return 500;
 	}
 }
@@ -108,6 +109,7 @@ static const char *reason(int status)
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
 	case 429: return "Too Many Requests";
+	case 507: return "Insufficient Storage";
 	default: return "Error";
 	}
 }

@@ -1,5 +1,6 @@
 /* SQLite backend of the store: WAL journal, synchronous=NORMAL, foreign keys
  * on, migrations from schema_sqlite.c recorded in PRAGMA user_version. */
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,10 @@ static int db_error(struct cr_store *s, struct cr_err *err, const char *what)
 	int ext = sqlite3_extended_errcode(db);
 	if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY)
 		return cr_err_set(err, CR_ECONFLICT, "choose another name", "%s: %s", what, sqlite3_errmsg(db));
+	if ((ext & 0xff) == SQLITE_FULL || (ext == SQLITE_IOERR_WRITE && errno == ENOSPC))
+		return cr_err_set(err, -ENOSPC, "free space on the data directory's disk; nothing was written, and the "
+						"server goes on from where it was once there is room",
+				  "the data directory's disk is full (%s): %s", what, sqlite3_errmsg(db));
 	return cr_err_set(err, -EIO, "check the disk and the file's permissions in the data directory",
 			  "sqlite %s failed: %s", what, sqlite3_errmsg(db));
 }
@@ -236,10 +241,13 @@ static int exec(struct cr_store *s, const char *sql, struct cr_err *err)
 {
 	char *msg = NULL;
 	if (sqlite3_exec(db_of(s), sql, NULL, NULL, &msg) != SQLITE_OK) {
-		cr_err_set(err, -EIO, "check the disk and the data directory", "sqlite '%.60s' failed: %s", sql,
-			   msg ? msg : "?");
+		int full = (sqlite3_extended_errcode(db_of(s)) & 0xff) == SQLITE_FULL;
+		cr_err_set(err, full ? -ENOSPC : -EIO,
+			   full ? "free space on the data directory's disk; nothing was written"
+				: "check the disk and the data directory",
+			   "sqlite '%.60s' failed: %s", sql, msg ? msg : "?");
 		sqlite3_free(msg);
-		return -EIO;
+		return full ? -ENOSPC : -EIO;
 	}
 	return 0;
 }

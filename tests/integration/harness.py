@@ -67,11 +67,11 @@ def free_port(host="127.0.0.1"):
 class Proc:
     """A corral process with its output in a log file."""
 
-    def __init__(self, name, args, env, log_dir):
+    def __init__(self, name, args, env, log_dir, wrap=()):
         self.name = name
         self.log_path = os.path.join(log_dir, name.replace("/", "_") + ".log")
         self.log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen([CORRAL] + args, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+        self.popen = subprocess.Popen(list(wrap) + [CORRAL] + args, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                       start_new_session=True)
 
     def alive(self):
@@ -265,13 +265,14 @@ class ClusterCase(unittest.TestCase):
 
     # ---- processes ----
 
-    def spawn(self, name, args, env=None):
-        p = Proc(name, args, env or self.env, self.tmp)
+    def spawn(self, name, args, env=None, wrap=()):
+        """corral ARGS (after the command wrap, e.g. nsenter ...), logged."""
+        p = Proc(name, args, env or self.env, self.tmp, wrap)
         self.procs.append(p)
         return p
 
     def start_server(self, name="server", disable_worker=True, extra=(), data_dir=None, port=None, env=None,
-                     ca_file=None):
+                     ca_file=None, wrap=()):
         self.port = port or free_port()
         self.data_dir = data_dir or os.path.join(self.tmp, "server")
         args = ["server", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", self.data_dir,
@@ -286,7 +287,7 @@ class ClusterCase(unittest.TestCase):
         self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http", self.port)
         if tls:
             self.trust(ca_file or os.path.join(self.data_dir, "tls", "ca.pem"))
-        p = self.spawn(name, args + list(extra), env)
+        p = self.spawn(name, args + list(extra), env, wrap)
         self.wait_for(lambda: self.healthy(), "server /healthz", proc=p)
         return p
 
