@@ -18,6 +18,7 @@ struct event;
 struct cr_probe;
 struct cr_store;
 struct cr_workpool;
+struct cr_sched_learned;
 
 
 struct cr_session {
@@ -158,10 +159,12 @@ extern const struct cr_http_route cr_api_learn_routes[];
 void cr_learn_load(struct cr_app *app);
 void cr_learn_free(struct cr_app *app);
 void cr_learn_tick(struct cr_app *app);
-/* The corrections for engine and source (bytes per GPU, and in RAM), and the
- * learned entries they come from (NULL: none). */
+/* The corrections for engine and source: bytes per GPU (the latest learned
+ * on any GPU) and in RAM, *table the latest per GPU model (caller frees the
+ * array; its strings are borrowed from app->learned), and the learned
+ * entries they come from (NULL: none). */
 json_t *cr_learn_for(struct cr_app *app, const char *engine, const char *source, int64_t *vram_delta,
-		     int64_t *ram_delta);
+		     int64_t *ram_delta, struct cr_sched_learned **table, int *n_table);
 /* An engine of i failed for want of GPU memory (report: its member report):
  * record what it needed and mark i to be removed at the controller's next
  * tick, which places it again with that (or, with on_oom reduce_ctx, halve

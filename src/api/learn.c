@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/util.h"
+#include "sched/place.h"
 #include "store/store.h"
 
 #define SETTLE_MS 10000 /* running this long before its memory is taken as what it needs */
@@ -162,30 +163,44 @@ void cr_learn_tick(struct cr_app *app)
 }
 
 json_t *cr_learn_for(struct cr_app *app, const char *engine, const char *source, int64_t *vram_delta,
-		     int64_t *ram_delta)
+		     int64_t *ram_delta, struct cr_sched_learned **table, int *n_table)
 {
 	*vram_delta = *ram_delta = 0;
-	json_t *gpu = NULL, *cpu = NULL;
+	*table = NULL;
+	*n_table = 0;
+	json_t *gpu = NULL, *cpu = NULL, *per_device = json_object();
 	const char *key;
 	json_t *e;
-	json_object_foreach(app->learned, key, e) { /* the latest of each kind */
+	json_object_foreach(app->learned, key, e) { /* the latest of each kind, and per GPU model */
 		if (strcmp(cr_json_get_str(e, "engine", ""), engine) != 0 || strcmp(cr_json_get_str(e, "source", ""), source) != 0)
 			continue;
-		json_t **slot = !strcmp(cr_json_get_str(e, "device", ""), "cpu") ? &cpu : &gpu;
+		const char *device = cr_json_get_str(e, "device", "");
+		json_t **slot = !strcmp(device, "cpu") ? &cpu : &gpu;
 		if (!*slot || strcmp(cr_json_get_str(e, "at", ""), cr_json_get_str(*slot, "at", "")) > 0)
 			*slot = e;
+		json_t *mine = json_object_get(per_device, device);
+		if (strcmp(device, "cpu") != 0 &&
+		    (!mine || strcmp(cr_json_get_str(e, "at", ""), cr_json_get_str(mine, "at", "")) > 0))
+			json_object_set(per_device, device, e);
 	}
 	if (gpu)
 		*vram_delta = cr_json_get_int(gpu, "delta", 0);
 	if (cpu)
 		*ram_delta = cr_json_get_int(cpu, "delta", 0);
-	if (!gpu && !cpu)
-		return NULL;
-	json_t *out = json_array();
-	if (gpu)
-		json_array_append(out, gpu);
-	if (cpu)
-		json_array_append(out, cpu);
+	json_t *out = NULL;
+	if (gpu || cpu) {
+		out = json_array();
+		*table = cr_xcalloc(json_object_size(per_device) + 1, sizeof(**table));
+		json_object_foreach(per_device, key, e) {
+			/* e is app->learned's: its strings stay while the placement runs */
+			(*table)[*n_table].device = cr_json_get_str(e, "device", "");
+			(*table)[(*n_table)++].delta = cr_json_get_int(e, "delta", 0);
+			json_array_append(out, e);
+		}
+		if (cpu)
+			json_array_append(out, cpu);
+	}
+	json_decref(per_device);
 	return out;
 }
 

@@ -659,7 +659,9 @@ static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, co
 	char **owned;
 	size_t n_owned;
 	request_from(spec, name, engine, &shape, &q, &sel, &man, &owned, &n_owned);
-	pl->learned = cr_learn_for(app, engine, source, &q.vram_delta, &q.ram_delta);
+	struct cr_sched_learned *per_gpu = NULL;
+	pl->learned = cr_learn_for(app, engine, source, &q.vram_delta, &q.ram_delta, &per_gpu, &q.n_learned);
+	q.learned = per_gpu;
 	struct cr_group_limits limits = { app->cfg.rtt_limit_tp_ms, app->cfg.rtt_limit_rpc_ms };
 	q.limits = &limits;
 	for (int r = 0; r < want; r++) {
@@ -689,6 +691,7 @@ static void plan_replicas(struct cr_app *app, json_t *spec, const char *name, co
 	free(owned);
 	free(sel);
 	free(man);
+	free(per_gpu);
 	snap_release(&sn);
 	cr_shape_release(&shape);
 }

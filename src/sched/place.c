@@ -53,6 +53,12 @@ static void gib(uint64_t b, char *out, size_t n)
 
 /* ---- the working state of one placement ---- */
 
+/* One GPU of the snapshot: worker index, index into its gpus, free bytes. */
+struct gref {
+	int w, g;
+	uint64_t free;
+};
+
 struct ctx {
 	const struct cr_sched_snapshot *snap;
 	const struct cr_sched_request *req;
@@ -60,6 +66,9 @@ struct ctx {
 	bool *eligible;      /* per worker: passed the filters */
 	bool *fitted;        /* per worker: took part in the chosen placement */
 	uint64_t need1;      /* claim on one GPU for the whole model */
+	uint64_t need1_raw;  /* the same before learned corrections (each GPU model has its own) */
+	const struct gref *cur; /* the GPUs an estimate is for, when known: their models' corrections */
+	int n_cur;
 	uint64_t per_dev;    /* the part of it every device pays again (compute, runtime) */
 	bool llama;
 	char **keys;         /* per worker: its group key (versions that must match), made when first needed */
@@ -154,11 +163,27 @@ static uint64_t corrected(uint64_t bytes, int64_t delta)
 	return (uint64_t)((int64_t)bytes + delta);
 }
 
+/* The correction learned on GPUs of this product name, else the general one. */
+static int64_t delta_for(const struct ctx *c, const char *device)
+{
+	for (int i = 0; device && i < c->req->n_learned; i++)
+		if (c->req->learned[i].device && !strcmp(c->req->learned[i].device, device))
+			return c->req->learned[i].delta;
+	return c->req->vram_delta;
+}
+
+static const char *gpu_name(const struct ctx *c, int d)
+{
+	if (!c->cur || d >= c->n_cur)
+		return NULL;
+	return c->snap->workers[c->cur[d].w].gpus[c->cur[d].g].name;
+}
+
 static void learn(const struct ctx *c, struct cr_estimate *e)
 {
 	e->vram = 0;
 	for (int d = 0; d < e->n_dev; d++) {
-		e->dev[d].total = corrected(e->dev[d].total, c->req->vram_delta);
+		e->dev[d].total = corrected(e->dev[d].total, delta_for(c, gpu_name(c, d)));
 		e->vram += e->dev[d].total;
 	}
 	e->ram = corrected(e->ram, c->req->ram_delta);
@@ -183,11 +208,6 @@ static int est_vllm(struct ctx *c, int tp, int pp, struct cr_estimate *e)
 }
 
 /* ---- candidates ---- */
-
-struct gref {
-	int w, g;
-	uint64_t free;
-};
 
 static int cmp_gref(const void *a, const void *b)
 {
@@ -241,6 +261,12 @@ static void member(struct cr_sched_result *r, int w, int g, uint64_t claim, doub
 	m->layers = layers;
 }
 
+/* The whole model's claim on one GPU of g's model. */
+static uint64_t need_on(const struct ctx *c, const struct cr_sched_gpu *g)
+{
+	return c->req->n_learned ? corrected(c->need1_raw, delta_for(c, g->name)) : c->need1;
+}
+
 static bool fit_single_gpu(struct ctx *c)
 {
 	const struct cr_sched_snapshot *s = c->snap;
@@ -252,10 +278,11 @@ static bool fit_single_gpu(struct ctx *c)
 		const struct cr_sched_worker *w = &s->workers[i];
 		for (int g = 0; g < w->n_gpus; g++) {
 			uint64_t free = cr_sched_gpu_free(&w->gpus[g], s->gpu_reserve);
-			if (!cr_sched_engine_uses(c->req->engine, w->gpus[g].vendor) || free < c->need1)
+			uint64_t need = need_on(c, &w->gpus[g]);
+			if (!cr_sched_engine_uses(c->req->engine, w->gpus[g].vendor) || free < need)
 				continue;
 			long long k1, k2;
-			keys(c, w, free, c->need1, &k1, &k2);
+			keys(c, w, free, need, &k1, &k2);
 			if (c->req->policy == CR_SCHED_BINPACK)
 				k2 = k2 * 1000 + w->gpus[g].instances * -1;
 			if (better(&b, k1, k2, i * CR_SCHED_MAX_GPUS + g)) {
@@ -269,7 +296,7 @@ static bool fit_single_gpu(struct ctx *c)
 	struct cr_sched_result *r = c->out;
 	r->kind = CR_PLACE_SINGLE_GPU;
 	r->leader = bw;
-	member(r, bw, bg, c->need1, 1.0, c->req->shape->n_layer);
+	member(r, bw, bg, need_on(c, &s->workers[bw].gpus[bg]), 1.0, c->req->shape->n_layer);
 	r->tp = r->pp = 1;
 	return true;
 }
@@ -286,10 +313,14 @@ static bool try_llama_split(struct ctx *c, const struct gref *gs, int k, struct 
 	for (int i = 0; i < k; i++)
 		split[i] = gs[i].free > c->per_dev ? (double)(gs[i].free - c->per_dev) : 1.0;
 	bool fits = false;
+	c->cur = gs; /* each GPU's model has its own learned correction */
+	c->n_cur = k;
 	/* whole layers do not divide evenly: shift share away from a GPU that overflows */
 	for (int iter = 0; iter < 16 && !fits; iter++) {
-		if (est_llama(c, k, split, -1, &e))
+		if (est_llama(c, k, split, -1, &e)) {
+			c->cur = NULL;
 			return false;
+		}
 		fits = true;
 		for (int i = 0; i < k; i++) {
 			if (e.dev[i].total <= gs[i].free)
@@ -299,6 +330,7 @@ static bool try_llama_split(struct ctx *c, const struct gref *gs, int k, struct 
 			split[i] *= f < 0.95 ? f : 0.95;
 		}
 	}
+	c->cur = NULL;
 	if (!fits)
 		return false;
 	if (r) {
@@ -720,6 +752,8 @@ static uint32_t ngl_fitting(struct ctx *c, const struct gref *gs, int n, struct 
 	for (int m = 0; m < n; m++)
 		split[m] = (double)(gs[m].free ? gs[m].free : 1);
 	uint32_t lo = 2, hi = c->req->shape->n_layer + 1, best = 0;
+	c->cur = gs; /* each GPU's model has its own learned correction */
+	c->n_cur = n;
 	while (n > 0 && lo <= hi) {
 		uint32_t mid = lo + (hi - lo) / 2;
 		struct cr_estimate e;
@@ -734,6 +768,7 @@ static uint32_t ngl_fitting(struct ctx *c, const struct gref *gs, int n, struct 
 			hi = mid - 1;
 		}
 	}
+	c->cur = NULL;
 	return best;
 }
 
@@ -1142,6 +1177,7 @@ int cr_sched_place(const struct cr_sched_snapshot *snap, const struct cr_sched_r
 			 : cr_estimate_vllm(req->shape, &req->params, 1, 1, &e, err);
 	if (rc)
 		return rc;
+	c.need1_raw = e.dev[0].total;
 	learn(&c, &e);
 	c.need1 = out->need_vram = e.dev[0].total;
 	c.per_dev = e.dev[0].compute + e.dev[0].overhead;

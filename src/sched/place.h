@@ -70,6 +70,13 @@ struct cr_sched_manual {
 	int index;          /* GPU index; -1 = the worker's CPU */
 };
 
+/* What engines of this model really held beyond the estimate on one GPU
+ * model (its product name), learned from earlier instances. */
+struct cr_sched_learned {
+	const char *device;
+	int64_t delta;
+};
+
 struct cr_sched_request {
 	const char *model;   /* name, for messages */
 	const char *engine;  /* resolved: "llama.cpp", "vllm", "sglang" or a custom name */
@@ -86,8 +93,12 @@ struct cr_sched_request {
 	bool no_ray;         /* vLLM/SGLang across workers without Ray (--nnodes launcher) */
 	const struct cr_group_limits *limits; /* round-trip limits; NULL: defaults */
 	/* learned: what engines of this model really held beyond the estimate,
-	 * per GPU and in RAM (bytes; 0: nothing learned) */
+	 * per GPU and in RAM (bytes; 0: nothing learned); per GPU model in
+	 * learned (its own correction where one was learned on that model,
+	 * vram_delta on the others) */
 	int64_t vram_delta, ram_delta;
+	const struct cr_sched_learned *learned;
+	int n_learned;
 };
 
 struct cr_sched_member {

@@ -698,3 +698,44 @@ Test(place, learned_corrections_change_claims_within_bounds)
 	cr_sched_result_release(&r);
 	unbuild(&b);
 }
+
+Test(place, each_gpu_model_claims_what_was_learned_on_it)
+{
+	/* learned: +2 GiB on the L4, nothing on the A100 (the general figure is
+	 * the latest of any GPU: here the L4's) */
+	struct scase c = { .name = "learned per gpu", .workers = { "a; ; nvidia:L4:24:24", "b; ; nvidia:A100:24:24" } };
+	struct built b;
+	build(&c, &b);
+	struct cr_sched_result r;
+	place_and_apply(&b, &r);
+	uint64_t plain = r.need_vram;
+	cr_sched_result_release(&r);
+	unbuild(&b);
+	const struct cr_sched_learned table[] = { { "L4", 2ll << 30 }, { "A100", 0 } };
+	for (int on = 0; on < 2; on++) { /* only the L4, then only the A100, has room */
+		struct scase one = { .name = "learned per gpu",
+				     .workers = { on ? "a; ; nvidia:L4:24:1" : "a; ; nvidia:L4:24:24",
+						  on ? "b; ; nvidia:A100:24:24" : "b; ; nvidia:A100:24:1" } };
+		build(&one, &b);
+		b.req.vram_delta = 2ll << 30;
+		b.req.learned = table;
+		b.req.n_learned = 2;
+		place_and_apply(&b, &r);
+		cr_assert_eq(r.n_members, 1);
+		cr_assert_eq(r.members[0].worker, on, "placed on %s", on ? "b" : "a");
+		cr_assert_eq(r.members[0].claim, on ? plain : plain + (2ull << 30),
+			     "the %s claims %s", on ? "A100" : "L4", on ? "the estimate" : "what was learned on it");
+		cr_sched_result_release(&r);
+		unbuild(&b);
+	}
+	/* a model with nothing learned on it takes the general figure */
+	struct scase other = { .name = "learned elsewhere", .workers = { "a; ; nvidia:H100:80:80" } };
+	build(&other, &b);
+	b.req.vram_delta = 1ll << 30;
+	b.req.learned = table;
+	b.req.n_learned = 2;
+	place_and_apply(&b, &r);
+	cr_assert_eq(r.members[0].claim, plain + (1ull << 30));
+	cr_sched_result_release(&r);
+	unbuild(&b);
+}
