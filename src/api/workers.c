@@ -911,9 +911,10 @@ static void list_files(struct cr_req *req)
 }
 
 /* DELETE /api/files?worker=W&file=NAME (admin): remove a cached file, or
- * without file every file no model uses, on one worker or all. A file a
- * model uses is refused (delete the model first); the workers remove the
- * others unless an instance there still needs them, and report again. */
+ * without file every file no instance there uses, on one worker or all. A
+ * file an instance on that worker uses is refused (delete the model first);
+ * the workers remove the others unless an instance there still needs them
+ * (checked again there), and report again. */
 static void remove_files(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
@@ -935,18 +936,21 @@ static void remove_files(struct cr_req *req)
 			const char *name = cr_json_get_str(f, "file", "");
 			if (file && strcmp(name, file) != 0)
 				continue;
+			/* in use: an instance on this worker needs it (the worker says so);
+			 * a copy no instance here uses is only cache, fetched again if needed */
+			bool used = json_is_true(json_object_get(f, "in_use"));
 			json_t *users = models_using(app, cr_json_get_str(f, "source", ""));
-			if (json_array_size(users) && file) {
+			if (used && file) {
 				char msg[400];
-				snprintf(msg, sizeof(msg), "'%s' on %s is the file of model '%s'", name, w->name,
-					 json_string_value(json_array_get(users, 0)));
+				snprintf(msg, sizeof(msg), "'%s' on %s is the file of model '%s', which runs there", name,
+					 w->name, json_array_size(users) ? json_string_value(json_array_get(users, 0)) : "?");
 				json_decref(users);
 				json_decref(names);
 				json_decref(asked);
 				cr_reply_error(req, CR_ECONFLICT, msg, "delete the model first ('corral rm'), then the file");
 				return;
 			}
-			if (!json_array_size(users))
+			if (!used)
 				json_array_append_new(names, json_string(name));
 			json_decref(users);
 		}

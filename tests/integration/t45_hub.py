@@ -248,6 +248,16 @@ class Hub(EngineCase):
         self.wait_for(lambda: self.workers()["w3"]["watch_connected"], "watch stream of w3")
         self.deploy("c", "--hf", "test/tiny-GGUF:Q8_0", "--selector", "box=3", "--wait")
         self.chat_ok("c")
+        # a copy on a worker where no instance uses it is only cache: it goes, though 'a' still runs on w1
+        self.cli("rm", "b")
+        self.wait_for(lambda: not [f for w in self.api("GET", "/api/files")["workers"] if w["worker"] == "w2"
+                                   for f in w["files"] if f["in_use"]], "the file unused on w2")
+        r = self.cli("files", "rm", name, "--worker", "w2")
+        self.wait_for(lambda: not [w for w in self.api("GET", "/api/files")["workers"] if w["worker"] == "w2"][0]["files"],
+                      "the copy on w2 removed")
+        r = self.cli("files", "rm", name, "--worker", "w1", check=False)
+        self.assertEqual(r.returncode, 1, "the copy 'a' runs from is kept")
+        self.assertIn("which runs there", r.stderr)
         self.assertEqual(hub_gets(), 2, "from the hub after the peers' bytes failed the SHA-256")
         self.assertEqual(w3.output().count(" failed ("), 2, w3.output())
         self.assertIn("SHA-256", w3.output())
