@@ -7,6 +7,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,6 +38,11 @@
 
 struct agent {
 	const struct cr_agent_config *cfg;
+	/* --server-url URL1,URL2,...: the servers, and the one in use (an index,
+	 * moved on when it cannot be reached) */
+	char **urls;
+	int n_urls;
+	atomic_int url_i;
 	char *name;
 	json_t *labels;
 	char *identity_path;
@@ -101,10 +107,26 @@ static void load_identity(struct agent *a)
 	json_decref(j);
 }
 
+/* The server in use now. */
+static const char *srv(struct agent *a)
+{
+	return a->urls[atomic_load(&a->url_i) % a->n_urls];
+}
+
+/* The server in use could not be reached: the next one of the list. */
+static void next_server(struct agent *a, const char *why)
+{
+	if (a->n_urls < 2)
+		return;
+	int from = atomic_load(&a->url_i) % a->n_urls, to = (from + 1) % a->n_urls;
+	atomic_store(&a->url_i, to);
+	cr_warn("server %s cannot be reached (%s); trying %s", a->urls[from], why, a->urls[to]);
+}
+
 static void save_identity(struct agent *a)
 {
 	json_t *j = json_pack("{s:s,s:s,s:s,s:s}", "id", a->id, "name", a->name, "secret", a->secret, "server_url",
-			      a->cfg->server_url);
+			      srv(a));
 	char *text = json_dumps(j, JSON_INDENT(2));
 	struct cr_err err = CR_ERR_INIT;
 	if (cr_file_write(a->identity_path, text, strlen(text), 0600, &err) != 0)
@@ -202,7 +224,7 @@ static int do_register(struct agent *a, struct cr_err *err)
 		json_object_set_new(body, "address", json_string(a->cfg->advertise_address));
 	char *text = cr_json_dump(body);
 	json_decref(body);
-	char *url = cr_xasprintf("%s/api/workers/register", a->cfg->server_url);
+	char *url = cr_xasprintf("%s/api/workers/register", srv(a));
 	struct cr_http_resp resp;
 	int rc = cr_http_call("POST", url, a->cfg->token, text, 10000, &resp, err);
 	free(url);
@@ -231,7 +253,7 @@ static int do_register(struct agent *a, struct cr_err *err)
 		cr_str_replace(&a->server_key, skey);
 	a->generation++;
 	pthread_mutex_unlock(&a->mu);
-	cr_info("registered with %s as worker '%s' (%s)", a->cfg->server_url, a->name, id);
+	cr_info("registered with %s as worker '%s' (%s)", srv(a), a->name, id);
 	if (secret)
 		save_identity(a);
 	json_decref(j);
@@ -337,7 +359,7 @@ static int send_status(struct agent *a, struct cr_err *err)
 	char *text = cr_json_dump(report);
 	json_decref(report);
 	pthread_mutex_lock(&a->mu);
-	char *url = cr_xasprintf("%s/api/workers/%s/status", a->cfg->server_url, a->id);
+	char *url = cr_xasprintf("%s/api/workers/%s/status", srv(a), a->id);
 	char *secret = cr_xstrdup(a->secret);
 	pthread_mutex_unlock(&a->mu);
 	struct cr_http_resp resp;
@@ -388,7 +410,7 @@ static void post_if_changed(struct agent *a, const char *what, json_t *report, c
 		return;
 	}
 	pthread_mutex_lock(&a->mu);
-	char *url = cr_xasprintf("%s/api/workers/%s/%s", a->cfg->server_url, a->id, what);
+	char *url = cr_xasprintf("%s/api/workers/%s/%s", srv(a), a->id, what);
 	char *secret = cr_xstrdup(a->secret);
 	pthread_mutex_unlock(&a->mu);
 	struct cr_http_resp resp;
@@ -476,6 +498,13 @@ static void *reporter(void *arg)
 		snprintf(msg, sizeof(msg), "%s failed: %s%s%s", registered ? "status report" : "registration",
 			 err.message, err.fix[0] ? "; " : "", err.fix);
 		problem(a, msg);
+		if (rc == CR_EUPSTREAM || rc == CR_EUNAVAILABLE) { /* another server of the list, at once */
+			next_server(a, err.message);
+			if (a->n_urls > 1 && attempt < a->n_urls) {
+				attempt++;
+				continue;
+			}
+		}
 		if (!nap(a, backoff_ms(attempt++)))
 			break;
 	}
@@ -546,7 +575,7 @@ static void *watcher(void *arg)
 		while (!a->stopping && !a->generation)
 			pthread_cond_wait(&a->wake, &a->mu);
 		bool stop = a->stopping;
-		char *url = stop ? NULL : cr_xasprintf("%s/api/workers/%s/watch", a->cfg->server_url, a->id);
+		char *url = stop ? NULL : cr_xasprintf("%s/api/workers/%s/watch", srv(a), a->id);
 		char *secret = stop ? NULL : cr_xstrdup(a->secret);
 		pthread_mutex_unlock(&a->mu);
 		if (stop)
@@ -583,7 +612,7 @@ static int list_peers(void *arg, json_t **list)
 		pthread_mutex_unlock(&a->mu);
 		return -1;
 	}
-	char *url = cr_xasprintf("%s/api/workers/%s/peers", a->cfg->server_url, a->id);
+	char *url = cr_xasprintf("%s/api/workers/%s/peers", srv(a), a->id);
 	char *secret = cr_xstrdup(a->secret);
 	pthread_mutex_unlock(&a->mu);
 	struct cr_http_resp resp;
@@ -865,6 +894,7 @@ int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err)
 	pthread_mutex_init(&ap->mu, NULL);
 	pthread_cond_init(&ap->wake, NULL);
 	ap->name = cfg->name ? cr_xstrdup(cfg->name) : default_name();
+	ap->urls = cr_server_urls(cfg->server_url, &ap->n_urls);
 	int rc = cr_labels_parse(cfg->labels, &ap->labels, err);
 	if (!rc)
 		rc = cr_engines_load(cfg->engines_config, &ap->catalog, err);
@@ -932,6 +962,9 @@ out:
 	json_decref(ap->labels);
 	free(ap->name);
 	free(ap->identity_path);
+	for (int i = 0; i < ap->n_urls; i++)
+		free(ap->urls[i]);
+	free(ap->urls);
 	free(ap->id);
 	free(ap->secret);
 	free(ap->server_key);

@@ -48,14 +48,59 @@ static const struct cr_http_route app_routes[] = {
 	{ 0, NULL, 0, NULL },
 };
 
+#define LOCK_RETRY_MS 3000 /* how often a server that lost the lock asks for it again */
+
+/* Whether this server does the leader's work now. With several servers on
+ * one PostgreSQL, a lost lock stops that work at once (the controller, the
+ * scheduler, the periodic jobs; /v1 and reads go on from memory); taken back
+ * with no other leader in between, the work resumes; if another server led
+ * meanwhile, this one's memory is behind it: it exits (status 75) for its
+ * supervisor to start it again, as a standby. */
+static bool lead(struct cr_app *app)
+{
+	if (!app->lock)
+		return true;
+	if (app->leading) {
+		if (cr_pg_lock_held(app->lock))
+			return true;
+		app->leading = false;
+		cr_error("lost the leader lock (its PostgreSQL connection ended): leader work stops now; /v1 and reads go on "
+			 "from memory; the lock is asked for again every %d s", LOCK_RETRY_MS / 1000);
+		cr_event(app, "server.lost_lead", "", NULL, "this server lost the leader lock");
+		return false;
+	}
+	int64_t now = cr_mono_ms();
+	if (now - app->lock_tried_ms < LOCK_RETRY_MS)
+		return false;
+	app->lock_tried_ms = now;
+	bool got = false;
+	long long epoch = 0;
+	struct cr_err err = CR_ERR_INIT;
+	if (cr_pg_lock_try(app->lock, &got, &err) || !got)
+		return false;
+	if (cr_pg_lock_epoch(app->lock, false, &epoch, &err))
+		return false;
+	if (epoch != cr_pg_lock_my_epoch(app->lock)) {
+		cr_error("another server led while this one had lost the lock (epoch %lld, ours %lld): exiting so that "
+			 "a restart loads the current state", epoch, cr_pg_lock_my_epoch(app->lock));
+		cr_usage_flush(app, NULL);
+		exit(75);
+	}
+	app->leading = true;
+	cr_info("leading again (no other server led meanwhile)");
+	return true;
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
 	struct cr_app *app = arg;
 	cr_workers_tick(app);
-	cr_models_tick(app);
-	cr_learn_tick(app);
+	if (lead(app)) {
+		cr_models_tick(app);
+		cr_learn_tick(app);
+	}
 	/* usage every --usage-interval (1 s): a kill -9 loses at most that much of it */
 	int64_t now = cr_mono_ms();
 	if (now - app->usage_flushed_ms < (int64_t)app->cfg.usage_interval_s * 1000 - 100)
@@ -80,7 +125,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
 	int64_t t0 = cr_mono_ns();
 	cr_workers_flush(app);
 	cr_metrics_flush(app, 0, t0);
-	if (cr_mono_ms() - app->audit_trimmed_ms >= 3600000) { /* the audit trail, hourly (and at the first flush) */
+	if (lead(app) && cr_mono_ms() - app->audit_trimmed_ms >= 3600000) { /* the audit trail, hourly (and at the first flush) */
 		app->audit_trimmed_ms = cr_mono_ms();
 		cr_audit_trim(app);
 		cr_events_trim(app);
@@ -139,6 +184,8 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	struct cr_app *app = cr_xcalloc(1, sizeof(*app));
 	app->base = base;
 	app->cfg = *cfg;
+	app->lock = cfg->lock; /* ours from here on, freed with the app */
+	app->leading = true;  /* the lock is held, or this is the only server */
 	app->data_dir = cr_xstrdup(cfg->data_dir);
 	app->cfg.data_dir = app->data_dir;
 	app->cfg.cluster_token = NULL;
@@ -155,6 +202,12 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 		if (!rc)
 			rc = cr_store_open_sqlite(db, &app->store, err);
 		free(db);
+	}
+	if (!rc && app->lock) { /* a new leader: the epoch says so to one that had lost the lock */
+		long long epoch = 0;
+		rc = cr_pg_lock_epoch(app->lock, true, &epoch, err);
+		if (!rc)
+			cr_info("leading the servers on this PostgreSQL (leader epoch %lld)", epoch);
 	}
 	if (rc)
 		goto fail;
@@ -228,6 +281,7 @@ void cr_app_free(struct cr_app *app)
 		if (cr_usage_flush(app, &err))
 			cr_warn("usage of the last %d s is lost: %s", app->cfg.usage_interval_s, err.message);
 	}
+	cr_pg_lock_free(app->lock); /* last: a standby leads once the state is written */
 	if (app->tick)
 		event_free(app->tick);
 	if (app->flush)

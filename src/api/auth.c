@@ -118,6 +118,20 @@ static int bootstrap_token(struct cr_app *app, struct cr_err *err)
 		if (cr_file_read(path, 4096, &text, NULL, NULL) == 0 && *cr_trim(text)) {
 			app->cluster_token = cr_xstrdup(cr_trim(text));
 		} else {
+			char *known = NULL;
+			if (app->store->ops->setting_get(app->store, "cluster_token_hash", &known, NULL) == 0 && *known) {
+				/* another server of this cluster made it: a new one would lock its workers out */
+				free(known);
+				free(text);
+				rc = cr_err_set(err, CR_EINPUT, NULL, "the store belongs to a cluster whose registration token "
+								     "this data directory lacks (%s)", path);
+				if (err)
+					snprintf(err->fix, sizeof(err->fix), "copy DATA_DIR/token from a server of the cluster "
+									      "to %s (mode 0600), or pass --token", path);
+				free(path);
+				return rc;
+			}
+			free(known);
 			app->cluster_token = cr_secret_token("crt");
 			created = true;
 		}

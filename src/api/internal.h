@@ -19,6 +19,7 @@ struct cr_probe;
 struct cr_store;
 struct cr_workpool;
 struct cr_sched_learned;
+struct cr_pg_lock;
 
 
 struct cr_session {
@@ -93,6 +94,9 @@ struct cr_app {
 	struct cr_app_config cfg;
 	char *data_dir;
 	struct cr_store *store;
+	struct cr_pg_lock *lock;  /* several servers on one PostgreSQL: the leader lock (NULL: the only server) */
+	bool leading;             /* runs the controller, the scheduler and the periodic jobs */
+	int64_t lock_tried_ms;    /* the last try to take the lock back (monotonic) */
 	struct cr_http_server *http;
 	char *cluster_token;
 	char cluster_token_hash[CR_HASH_HEX];

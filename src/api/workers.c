@@ -1037,8 +1037,14 @@ static void health(struct cr_req *req)
 		failing |= i->state == CR_I_ERROR || i->state == CR_I_CRASH_LOOP;
 		degraded |= i->state != CR_I_RUNNING;
 	}
-	cr_reply_json(req, 200, json_pack("{s:s,s:o,s:o,s:o}", "status", failing ? "failing" : degraded ? "degraded" : "ok",
-					   "workers", workers, "instances", instances, "checks", problems));
+	json_t *out = json_pack("{s:s,s:o,s:o,s:o,s:s}", "status", failing ? "failing" : degraded ? "degraded" : "ok",
+				"workers", workers, "instances", instances, "checks", problems, "store",
+				app->store->ops->name);
+	if (app->lock) { /* several servers on one PostgreSQL: every one, and which leads */
+		json_object_set_new(out, "servers", cr_pg_lock_servers(app->lock));
+		json_object_set_new(out, "leading", json_boolean(app->leading));
+	}
+	cr_reply_json(req, 200, out);
 }
 
 const struct cr_http_route cr_api_worker_routes[] = {

@@ -204,3 +204,24 @@ char *cr_trim(char *s)
 		s[--n] = '\0';
 	return s;
 }
+
+char **cr_server_urls(const char *list, int *n)
+{
+	char **out = cr_xcalloc(strlen(list) / 2 + 2, sizeof(*out));
+	*n = 0;
+	const char *p = list;
+	while (*p) {
+		size_t len = strcspn(p, ",");
+		const char *a = p, *b = p + len;
+		while (a < b && isspace((unsigned char)*a))
+			a++;
+		while (b > a && (isspace((unsigned char)b[-1]) || b[-1] == '/'))
+			b--;
+		if (b > a)
+			out[(*n)++] = cr_xstrndup(a, (size_t)(b - a));
+		p += len + (p[len] == ',');
+	}
+	if (!*n)
+		out[(*n)++] = cr_xstrdup(list);
+	return out;
+}

@@ -43,4 +43,9 @@ void cr_bytes_human(uint64_t bytes, char *out, size_t n);
 /* Trim ASCII whitespace at both ends, in place; returns s. */
 char *cr_trim(char *s);
 
+/* A --server-url value: one URL or several separated by commas (servers of
+ * one cluster, tried in turn), each trimmed of blanks and trailing slashes.
+ * Returns n >= 1 strings (caller frees each and the array). */
+char **cr_server_urls(const char *list, int *n);
+
 #endif

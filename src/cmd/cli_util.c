@@ -43,14 +43,30 @@ void cr_cli_init(struct cr_cli *c, const char *url_flag)
 	json_t *cfg = cr_cli_config_load();
 	const char *env_url = getenv("CORRAL_SERVER_URL"), *env_tok = getenv("CORRAL_API_TOKEN");
 	const char *url = url_flag ? url_flag : env_url ? env_url : cr_json_get_str(cfg, "server_url", CR_CLI_DEFAULT_URL);
-	c->url = cr_xstrdup(url);
-	size_t n = strlen(c->url);
-	while (n && c->url[n - 1] == '/')
-		c->url[--n] = '\0';
-	c->token = cr_xstrdup(env_tok ? env_tok : cr_json_get_str(cfg, "token", NULL));
 	const char *env_ca = getenv("CORRAL_CACERT"), *ca = env_ca && *env_ca ? env_ca : cr_json_get_str(cfg, "cacert", NULL);
 	if (ca) /* the server's CA, given or remembered by login */
 		cr_http_client_set_ca(ca);
+	int n = 0;
+	char **urls = cr_server_urls(url, &n);
+	c->url = NULL;
+	for (int i = 0; i < n; i++) { /* several servers: the first that answers */
+		if (!c->url && i + 1 < n) {
+			char *probe = cr_xasprintf("%s/healthz", urls[i]);
+			struct cr_http_resp r;
+			if (cr_http_call("GET", probe, NULL, NULL, 2000, &r, NULL) == 0) {
+				if (r.status == 200)
+					c->url = urls[i];
+				cr_http_resp_release(&r);
+			}
+			free(probe);
+		} else if (!c->url) {
+			c->url = urls[i];
+		}
+		if (c->url != urls[i])
+			free(urls[i]);
+	}
+	free(urls);
+	c->token = cr_xstrdup(env_tok ? env_tok : cr_json_get_str(cfg, "token", NULL));
 	json_decref(cfg);
 }
 

@@ -19,6 +19,7 @@
 
 #include "api/app.h"
 #include "base/err.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "store/store.h"
@@ -491,6 +492,75 @@ static char **worker_argv(const struct server_opts *o, int port, const char *ca)
 	return argv;
 }
 
+static volatile sig_atomic_t standby_stop;
+
+static void on_standby_signal(int sig)
+{
+	(void)sig;
+	standby_stop = 1;
+}
+
+/* Several servers on one PostgreSQL: only the one holding the leader lock
+ * opens the cluster and serves; the others stand by here, without a port
+ * (a load balancer's health check sends nothing to them), and take over
+ * within a second of the leader's end. Returns 0 with o->app.lock held, 1
+ * when stopped by a signal while standing by, or an error. */
+static int wait_to_lead(struct server_opts *o, struct cr_err *err)
+{
+	char host[256] = "server", *name;
+	gethostname(host, sizeof(host) - 1);
+	name = cr_xasprintf("%s:%d", host, o->port);
+	struct cr_pg_lock *l = cr_pg_lock_new(o->app.store, name);
+	struct sigaction sa = { 0 }, old_term, old_int;
+	sa.sa_handler = on_standby_signal;
+	sigaction(SIGTERM, &sa, &old_term);
+	sigaction(SIGINT, &sa, &old_int);
+	bool got = false, said = false;
+	int rc = 0, unreachable = 0;
+	while (!standby_stop) {
+		struct cr_err e = CR_ERR_INIT;
+		rc = cr_pg_lock_try(l, &got, &e);
+		if (!rc && got)
+			break;
+		if (rc && !said && !unreachable) { /* not even once: the URL or PostgreSQL is wrong, say so now */
+			sigaction(SIGTERM, &old_term, NULL);
+			sigaction(SIGINT, &old_int, NULL);
+			*err = e;
+			cr_pg_lock_free(l);
+			free(name);
+			return rc;
+		}
+		if (rc && ++unreachable == 1) /* PostgreSQL away: said once, tried again */
+			fprintf(stderr, "corral: %s; trying again every second\n", e.message);
+		if (!rc && !said) {
+			json_t *servers = cr_pg_lock_servers(l);
+			const char *leader = "another server";
+			size_t i;
+			json_t *v;
+			json_array_foreach(servers, i, v)
+				if (json_is_true(json_object_get(v, "leader")))
+					leader = cr_json_get_str(v, "name", leader);
+			printf("corral: standing by as %s: %s leads; this server takes over when it ends\n", name, leader);
+			fflush(stdout);
+			json_decref(servers);
+			said = true;
+		}
+		rc = 0;
+		usleep(500000);
+	}
+	sigaction(SIGTERM, &old_term, NULL);
+	sigaction(SIGINT, &old_int, NULL);
+	free(name);
+	if (standby_stop) {
+		cr_pg_lock_free(l);
+		return 1;
+	}
+	if (said)
+		printf("corral: leading now\n");
+	o->app.lock = l;
+	return 0;
+}
+
 static int server_main(int argc, char **argv)
 {
 	struct server_opts o = { "0.0.0.0", NULL, NULL, NULL, NULL, NULL, NULL, NULL, default_data_dir(), 8080, 10150, 5, 30, false,
@@ -535,7 +605,16 @@ static int server_main(int argc, char **argv)
 	struct cr_err err = CR_ERR_INIT;
 	int port = 0;
 	char *ca = NULL, hash[CR_TLS_HASH_LEN];
-	rc = cr_app_open(base, &o.app, &app, &err);
+	rc = o.app.store ? wait_to_lead(&o, &err) : 0;
+	if (rc == 1) { /* stopped while standing by */
+		event_base_free(base);
+		free(o.data_dir);
+		if (alog)
+			fclose(alog);
+		return 0;
+	}
+	if (!rc)
+		rc = cr_app_open(base, &o.app, &app, &err);
 	if (!rc && setup_tls(&o, app, &ca, hash)) {
 		cr_app_free(app);
 		event_base_free(base);

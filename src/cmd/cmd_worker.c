@@ -24,7 +24,8 @@ static const char worker_usage[] =
 	"is the cluster's data directory, whose worker/ is the default --data-dir. The\n"
 	"command line wins.\n"
 	"\n"
-	"  --server-url URL         the server, e.g. http://10.0.0.1:8080 ($CORRAL_SERVER_URL)\n"
+	"  --server-url URL[,URL]   the server, e.g. http://10.0.0.1:8080 ($CORRAL_SERVER_URL); several\n"
+	"                           servers of one cluster, comma-separated, are tried in turn\n"
 	"  --token-file FILE        read the cluster registration token from FILE (the server's\n"
 	"                           DATA_DIR/token): it never shows in ps\n"
 	"  --token T                the token itself ($CORRAL_TOKEN); visible to ps, prefer --token-file\n"
@@ -83,7 +84,14 @@ static int trust_server(const struct cr_agent_config *cfg, char *ca_hash, const 
 	if (cr_tls_hash_check(ca_hash, err) || cr_mkdir_p(cfg->data_dir, 0700, err))
 		return err->code;
 	char *path = cr_xasprintf("%s/server-ca.pem", cfg->data_dir);
-	int rc = cr_http_pin_ca(cfg->server_url, ca_hash, path, err);
+	int n = 0, rc = -1;
+	char **urls = cr_server_urls(cfg->server_url, &n);
+	for (int i = 0; i < n; i++) { /* the first server of the list that answers */
+		if (rc != 0)
+			rc = cr_http_pin_ca(urls[i], ca_hash, path, err);
+		free(urls[i]);
+	}
+	free(urls);
 	if (!rc) {
 		cr_info("the server's certificate chains to the CA of %s (kept in %s)", ca_hash, path);
 		cr_http_client_set_ca(path);

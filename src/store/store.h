@@ -7,6 +7,7 @@
 #define CR_STORE_STORE_H
 
 #include <stddef.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -221,6 +222,32 @@ bool cr_store_is_pg(const char *spec);
  * version; it must hold no users, models or workers), in one transaction:
  * all or nothing. Per-table row counts go to out (may be NULL). */
 int cr_store_copy_sqlite_to_pg(const char *sqlite_path, const char *pg_url, FILE *out, struct cr_err *err);
+
+/* The leader lock of servers on one PostgreSQL (store/lock_pg.c): a session
+ * advisory lock on a connection of its own, named "corral-server NAME". */
+struct cr_pg_lock;
+
+/* A lock handle for the database at url; nothing is connected yet. */
+struct cr_pg_lock *cr_pg_lock_new(const char *url, const char *name);
+
+/* Try to take the lock (connecting first when needed): *got says whether
+ * this server holds it now. CR_EUNAVAILABLE when PostgreSQL cannot be asked. */
+int cr_pg_lock_try(struct cr_pg_lock *l, bool *got, struct cr_err *err);
+
+/* Whether the lock is still held: its connection answers. False once it
+ * broke (PostgreSQL released the lock with it). */
+bool cr_pg_lock_held(struct cr_pg_lock *l);
+
+/* The leader epoch (settings 'leader_epoch'): with bump, incremented as a new
+ * leader takes over and remembered as this server's. */
+int cr_pg_lock_epoch(struct cr_pg_lock *l, bool bump, long long *epoch, struct cr_err *err);
+long long cr_pg_lock_my_epoch(const struct cr_pg_lock *l);
+
+/* Every server connected to the database: [{"name", "leader", "since_ms"}]. */
+json_t *cr_pg_lock_servers(struct cr_pg_lock *l);
+
+/* Release the lock and free; NULL is fine. */
+void cr_pg_lock_free(struct cr_pg_lock *l);
 
 /* Close and free; NULL allowed. */
 void cr_store_close(struct cr_store *s);

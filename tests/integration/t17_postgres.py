@@ -6,12 +6,16 @@ a running server (reads go on, writes get a clear 503, and everything works
 again once it is back, usage included); `corral migrate` from a SQLite data
 directory; and tiers 60 (keys) and 65 (the gateway) again on PostgreSQL."""
 import os
+import shutil
 import subprocess
 import unittest
 
 import t60_keys
 import t65_gateway
+import time
+
 from harness import CORRAL, ROOT, ClusterCase, free_port
+from t50_engines import EngineCase, LLAMA_BIN
 
 
 class Postgres(ClusterCase):
@@ -19,8 +23,9 @@ class Postgres(ClusterCase):
 
     def server_exits(self, *extra):
         """Run a server expected to refuse to start: its exit status and output."""
-        r = subprocess.run([CORRAL, "server", "--host", "127.0.0.1", "--port", str(free_port()), "--disable-worker",
-                            "--data-dir", os.path.join(self.tmp, "refused")] + list(extra),
+        data = [] if "--data-dir" in extra else ["--data-dir", os.path.join(self.tmp, "refused")]
+        r = subprocess.run([CORRAL, "server", "--host", "127.0.0.1", "--port", str(free_port()), "--disable-worker"]
+                           + data + list(extra),
                            capture_output=True, text=True, env=self.env, timeout=60)
         return r.returncode, r.stdout + r.stderr
 
@@ -34,10 +39,19 @@ class Postgres(ClusterCase):
         self.assertEqual(self.psql(self.store, "SELECT name FROM models"), "m")
         self.assertEqual(self.psql(self.store, "SELECT count(*) FROM users"), "2")
         self.assertEqual(self.psql(self.store, "SELECT max(version) FROM corral_schema"), "10")
-        # another server on the same database, with another data directory, has all of it
+        # another server on the same database, with another data directory, has all of it; it needs the
+        # cluster's registration token (a new one would lock the workers out)
         password = open(os.path.join(self.data_dir, "initial_admin_password")).read().strip()
+        first = self.data_dir
         self.procs[-1].stop()
-        self.start_server(data_dir=os.path.join(self.tmp, "second"))
+        second = os.path.join(self.tmp, "second")
+        rc, out = self.server_exits("--store", self.store, "--data-dir", second)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("the store belongs to a cluster whose registration token this data directory lacks", out)
+        self.assertIn("copy DATA_DIR/token from a server of the cluster", out)
+        os.makedirs(second, mode=0o700, exist_ok=True)
+        shutil.copy(os.path.join(first, "token"), os.path.join(second, "token"))
+        self.start_server(data_dir=second)
         self.login(password)
         self.assertEqual([m["name"] for m in self.api("GET", "/api/models")["models"]], ["m"])
         self.assertIn("bob", [u["username"] for u in self.api("GET", "/api/users")["users"]])
@@ -134,6 +148,61 @@ class Migrate(ClusterCase):
                            text=True, env=self.env)
         self.assertEqual(r.returncode, 1)
         self.assertIn("no SQLite store at", r.stderr)
+
+
+@unittest.skipUnless(os.access(os.path.join(LLAMA_BIN, "llama-server"), os.X_OK), "llama-server not built")
+class Failover(EngineCase):
+    """Two servers on one PostgreSQL: one leads and serves, the other stands by
+    without a port and takes over when the leader is killed; the worker, given
+    both URLs, reports to the new leader; its engine is untouched."""
+    postgres = True
+
+    def test_a_standby_leads_when_the_leader_is_killed(self):
+        a = self.start_server(extra=("--gpu-reserve", "0"))
+        url_a, port_a = self.url, self.port
+        self.login()
+        self.env["CORRAL_API_TOKEN"] = self.token
+        self.env["CORRAL_SERVER_URL"] = url_a
+        data_b = os.path.join(self.tmp, "server-b")
+        os.makedirs(data_b, mode=0o700)
+        shutil.copy(os.path.join(self.data_dir, "token"), os.path.join(data_b, "token"))
+        port_b = free_port()
+        b = self.spawn("server-b", ["server", "--host", "127.0.0.1", "--port", str(port_b), "--data-dir", data_b,
+                                    "--store", self.store, "--disable-worker", "--probe-interval", "1",
+                                    "--keepalive", "1", "--gpu-reserve", "0"])
+        self.wait_for(lambda: "standing by" in b.output(), "server b standing by", proc=b)
+        self.assertIn(":%d leads" % port_a, b.output())
+        servers = self.api("GET", "/api/health")["servers"]
+        self.assertEqual(sorted((s["name"].rsplit(":", 1)[1], s["leader"]) for s in servers),
+                         sorted([(str(port_a), True), (str(port_b), False)]), servers)
+        url_b = "http://127.0.0.1:%d" % port_b
+        self.url = url_a + "," + url_b  # the worker and the CLI get both
+        self.worker("w1")
+        self.url = url_a
+        self.wait_state("w1", "ready")
+        self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 1024, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        engine = self.leader_report(self.wait_running("tiny"))["pid"]
+        key = self.cli("keys", "create", "k").stdout.strip()
+        msg = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        # the leader dies
+        t0 = time.monotonic()
+        a.kill()
+        self.url = url_b
+        self.wait_for(lambda: self.healthy(), "server b serving", timeout=30, proc=b)
+        took = time.monotonic() - t0
+        self.assertIn("leading now", b.output())
+        inst = self.wait_for(lambda: (lambda i: i and i["state"] == "running" and self.workers()["w1"]["state"] == "ready"
+                                      and i)(self.instance("tiny")), "w1 reporting to b", timeout=30)
+        served = time.monotonic() - t0
+        self.assertEqual(self.leader_report(inst)["pid"], engine, "the engine was not restarted")
+        self.assertEqual(self.gw("/v1/chat/completions", msg, key)[0], 200)
+        self.assertEqual([m["name"] for m in self.api("GET", "/api/models")["models"]], ["tiny"])
+        # the CLI given both URLs finds the one that answers
+        self.env["CORRAL_SERVER_URL"] = url_a + "," + url_b
+        self.assertIn("tiny", self.cli("models").stdout)
+        print("\nfailover: server b led and served %.2f s after the leader's kill -9; the worker reported to it "
+              "after %.2f s; engine restarts 0" % (took, served))
 
 
 class KeysOnPostgres(t60_keys.Keys):
