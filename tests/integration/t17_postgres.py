@@ -41,7 +41,8 @@ class Postgres(ClusterCase):
         self.assertEqual(self.psql(self.store, "SELECT max(version) FROM corral_schema"), "10")
         # another server on the same database, with another data directory, has all of it; it needs the
         # cluster's registration token (a new one would lock the workers out)
-        password = open(os.path.join(self.data_dir, "initial_admin_password")).read().strip()
+        with open(os.path.join(self.data_dir, "initial_admin_password")) as f:
+            password = f.read().strip()
         first = self.data_dir
         self.procs[-1].stop()
         second = os.path.join(self.tmp, "second")
@@ -193,7 +194,8 @@ class Failover(EngineCase):
         took = time.monotonic() - t0
         self.assertIn("leading now", b.output())
         inst = self.wait_for(lambda: (lambda i: i and i["state"] == "running" and self.workers()["w1"]["state"] == "ready"
-                                      and i)(self.instance("tiny")), "w1 reporting to b", timeout=30)
+                                      and i["placement"]["leader"] in i.get("members", {}) and i)(self.instance("tiny")),
+                             "w1 reporting its engine to b", timeout=30)
         served = time.monotonic() - t0
         self.assertEqual(self.leader_report(inst)["pid"], engine, "the engine was not restarted")
         self.assertEqual(self.gw("/v1/chat/completions", msg, key)[0], 200)
