@@ -12,7 +12,7 @@ done
 # Tools that build llama.cpp (and systemd-analyze and groff, which check the
 # units and the manual page of make install): any installation will do.
 for pair in node:nodejs npm:npm cmake:cmake ninja:ninja-build g++:g++ git:git systemd-analyze:systemd \
-	groff:groff-base promtool:prometheus chromium:chromium; do
+	groff:groff-base promtool:prometheus chromium:chromium haproxy:haproxy; do
 	command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"
 done
 # PostgreSQL's server programs, for the private clusters of the PostgreSQL tests

@@ -8,6 +8,7 @@ directory; and tiers 60 (keys) and 65 (the gateway) again on PostgreSQL."""
 import os
 import shutil
 import subprocess
+import threading
 import unittest
 
 import t60_keys
@@ -158,12 +159,13 @@ class Failover(EngineCase):
     both URLs, reports to the new leader; its engine is untouched."""
     postgres = True
 
-    def test_a_standby_leads_when_the_leader_is_killed(self):
+    def two_servers(self):
+        """Server a (leading) and b (standing by) on this test's database: (a, b, port_a, port_b)."""
         a = self.start_server(extra=("--gpu-reserve", "0"))
-        url_a, port_a = self.url, self.port
+        port_a = self.port
         self.login()
         self.env["CORRAL_API_TOKEN"] = self.token
-        self.env["CORRAL_SERVER_URL"] = url_a
+        self.env["CORRAL_SERVER_URL"] = self.url
         data_b = os.path.join(self.tmp, "server-b")
         os.makedirs(data_b, mode=0o700)
         shutil.copy(os.path.join(self.data_dir, "token"), os.path.join(data_b, "token"))
@@ -173,17 +175,29 @@ class Failover(EngineCase):
                                     "--keepalive", "1", "--gpu-reserve", "0"])
         self.wait_for(lambda: "standing by" in b.output(), "server b standing by", proc=b)
         self.assertIn(":%d leads" % port_a, b.output())
+        return a, b, port_a, port_b
+
+    def deploy_tiny(self):
+        self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 1024, "allow_cpu_offload": True,
+                                          "engine_args": ["-t", "1"]}, expect=201)
+        return self.leader_report(self.wait_running("tiny"))["pid"]
+
+    def wait_engine_reported(self):
+        return self.wait_for(lambda: (lambda i: i and i["state"] == "running" and self.workers()["w1"]["state"] == "ready"
+                                      and i["placement"]["leader"] in i.get("members", {}) and i)(self.instance("tiny")),
+                             "w1 reporting its engine to the new leader", timeout=30)
+
+    def test_a_standby_leads_when_the_leader_is_killed(self):
+        a, b, port_a, port_b = self.two_servers()
+        url_a, url_b = "http://127.0.0.1:%d" % port_a, "http://127.0.0.1:%d" % port_b
         servers = self.api("GET", "/api/health")["servers"]
         self.assertEqual(sorted((s["name"].rsplit(":", 1)[1], s["leader"]) for s in servers),
                          sorted([(str(port_a), True), (str(port_b), False)]), servers)
-        url_b = "http://127.0.0.1:%d" % port_b
-        self.url = url_a + "," + url_b  # the worker and the CLI get both
+        self.url = url_a + "," + url_b  # the worker gets both
         self.worker("w1")
         self.url = url_a
         self.wait_state("w1", "ready")
-        self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 1024, "allow_cpu_offload": True,
-                                          "engine_args": ["-t", "1"]}, expect=201)
-        engine = self.leader_report(self.wait_running("tiny"))["pid"]
+        engine = self.deploy_tiny()
         key = self.cli("keys", "create", "k").stdout.strip()
         msg = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
         # the leader dies
@@ -193,9 +207,7 @@ class Failover(EngineCase):
         self.wait_for(lambda: self.healthy(), "server b serving", timeout=30, proc=b)
         took = time.monotonic() - t0
         self.assertIn("leading now", b.output())
-        inst = self.wait_for(lambda: (lambda i: i and i["state"] == "running" and self.workers()["w1"]["state"] == "ready"
-                                      and i["placement"]["leader"] in i.get("members", {}) and i)(self.instance("tiny")),
-                             "w1 reporting its engine to b", timeout=30)
+        inst = self.wait_engine_reported()
         served = time.monotonic() - t0
         self.assertEqual(self.leader_report(inst)["pid"], engine, "the engine was not restarted")
         self.assertEqual(self.gw("/v1/chat/completions", msg, key)[0], 200)
@@ -205,6 +217,72 @@ class Failover(EngineCase):
         self.assertIn("tiny", self.cli("models").stdout)
         print("\nfailover: server b led and served %.2f s after the leader's kill -9; the worker reported to it "
               "after %.2f s; engine restarts 0" % (took, served))
+
+    @unittest.skipUnless(shutil.which("haproxy") or os.path.exists("/usr/sbin/haproxy"), "haproxy not installed")
+    def test_behind_haproxy_the_gateway_moves_to_the_new_leader(self):
+        a, b, port_a, port_b = self.two_servers()
+        lb_port = free_port()
+        cfg = os.path.join(self.tmp, "haproxy.cfg")
+        with open(cfg, "w") as f:  # docs/ops.md shows the same
+            f.write("""global
+    maxconn 512
+defaults
+    mode tcp
+    timeout connect 1s
+    timeout client 60s
+    timeout server 60s
+    retries 3
+    option redispatch
+frontend corral
+    bind 127.0.0.1:%d
+    default_backend servers
+backend servers
+    option httpchk GET /healthz
+    server a 127.0.0.1:%d check inter 250ms fall 1 rise 1
+    server b 127.0.0.1:%d check inter 250ms fall 1 rise 1
+""" % (lb_port, port_a, port_b))
+        lb = subprocess.Popen([shutil.which("haproxy") or "/usr/sbin/haproxy", "-f", cfg, "-db"], env=self.env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.addCleanup(lambda: (lb.kill(), lb.wait()))
+        lb_url = "http://127.0.0.1:%d" % lb_port
+        self.url = lb_url  # workers, the CLI and clients know only the load balancer
+        self.env["CORRAL_SERVER_URL"] = lb_url
+        self.wait_for(lambda: self.healthy(), "haproxy in front of server a")
+        self.worker("w1")
+        self.wait_state("w1", "ready")
+        engine = self.deploy_tiny()
+        key = self.cli("keys", "create", "k").stdout.strip()
+        msg = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        results, stop = [], threading.Event()
+
+        def load():
+            while not stop.is_set():
+                try:
+                    status = self.gw("/v1/chat/completions", msg, key, timeout=30)[0]
+                except OSError:  # the connection cut: a request in flight on the killed server
+                    status = 0
+                results.append((time.monotonic(), status))
+
+        t = threading.Thread(target=load)
+        t.start()
+        try:
+            time.sleep(1)
+            t0 = time.monotonic()
+            a.kill()
+            self.wait_for(lambda: "leading now" in b.output(), "server b leading", proc=b)
+            inst = self.wait_engine_reported()
+            t_led = time.monotonic()
+            time.sleep(2)
+        finally:
+            stop.set()
+            t.join()
+        failed = [(round(at - t0, 1), s) for at, s in results if s != 200]
+        after = [s for at, s in results if at > t_led]
+        print("\nfailover behind haproxy: %d chat requests, %d failed (%s); engine restarts 0"
+              % (len(results), len(failed), failed[:10] or "none"))
+        self.assertEqual(self.leader_report(inst)["pid"], engine, "the engine was not restarted")
+        self.assertTrue(after and all(s == 200 for s in after), "every request answered once b leads")
+        self.assertEqual(self.cli("models").returncode, 0)
 
 
 class KeysOnPostgres(t60_keys.Keys):
