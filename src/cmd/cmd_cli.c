@@ -486,9 +486,21 @@ static int doctor_cluster(const char *url, bool as_json)
 	cr_cli_init(&cl, url);
 	struct cr_err err = CR_ERR_INIT;
 	json_t *ans = cr_cli_api(&cl, "GET", "/api/workers", NULL, &err);
+	json_t *health = ans && !as_json ? cr_cli_api(&cl, "GET", "/api/health", NULL, NULL) : NULL;
 	cr_cli_release(&cl);
 	if (!ans)
 		return cr_cmd_fail(&err);
+	if (health) { /* the servers: one, or a leader and its standbys on PostgreSQL */
+		json_t *servers = json_object_get(health, "servers");
+		printf("store: %s", cr_json_get_str(health, "store", "?"));
+		size_t k;
+		json_t *sv;
+		json_array_foreach(servers, k, sv)
+			printf("%s%s (%s)", k ? ", " : "; servers: ", cr_json_get_str(sv, "name", "?"),
+			       json_is_true(json_object_get(sv, "leader")) ? "leads" : "standing by");
+		printf("\n");
+		json_decref(health);
+	}
 	json_t *ws = json_object_get(ans, "workers");
 	int fails_total = 0;
 	size_t i, j;

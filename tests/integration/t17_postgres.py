@@ -190,6 +190,10 @@ class Failover(EngineCase):
     def test_a_standby_leads_when_the_leader_is_killed(self):
         a, b, port_a, port_b = self.two_servers()
         url_a, url_b = "http://127.0.0.1:%d" % port_a, "http://127.0.0.1:%d" % port_b
+        doctor = self.cli("doctor", "--cluster").stdout
+        self.assertIn("store: postgresql; servers: ", doctor)
+        self.assertIn(":%d (leads)" % port_a, doctor)
+        self.assertIn(":%d (standing by)" % port_b, doctor)
         servers = self.api("GET", "/api/health")["servers"]
         self.assertEqual(sorted((s["name"].rsplit(":", 1)[1], s["leader"]) for s in servers),
                          sorted([(str(port_a), True), (str(port_b), False)]), servers)
