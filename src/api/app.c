@@ -69,14 +69,23 @@ static bool lead(struct cr_app *app)
 		cr_event(app, "server.lost_lead", "", NULL, "this server lost the leader lock");
 		return false;
 	}
-	int64_t now = cr_mono_ms();
-	if (now - app->lock_tried_ms < LOCK_RETRY_MS)
+	/* asking connects first, on the event loop: a PostgreSQL that does not
+	 * answer at all is asked less and less often, up to every 12 s */
+	int64_t now = cr_mono_ms(), wait = LOCK_RETRY_MS;
+	for (int k = 0; k < app->lock_fails && wait < 12000; k++)
+		wait *= 2;
+	if (now - app->lock_tried_ms < (wait < 12000 ? wait : 12000))
 		return false;
 	app->lock_tried_ms = now;
 	bool got = false;
 	long long epoch = 0;
 	struct cr_err err = CR_ERR_INIT;
-	if (cr_pg_lock_try(app->lock, &got, &err) || !got)
+	if (cr_pg_lock_try(app->lock, &got, &err)) {
+		app->lock_fails++;
+		return false;
+	}
+	app->lock_fails = 0;
+	if (!got)
 		return false;
 	if (cr_pg_lock_epoch(app->lock, false, &epoch, &err))
 		return false;

@@ -97,6 +97,7 @@ struct cr_app {
 	struct cr_pg_lock *lock;  /* several servers on one PostgreSQL: the leader lock (NULL: the only server) */
 	bool leading;             /* runs the controller, the scheduler and the periodic jobs */
 	int64_t lock_tried_ms;    /* the last try to take the lock back (monotonic) */
+	int lock_fails;           /* tries in a row that could not reach PostgreSQL */
 	struct cr_http_server *http;
 	char *cluster_token;
 	char cluster_token_hash[CR_HASH_HEX];

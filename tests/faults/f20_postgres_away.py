@@ -52,6 +52,11 @@ class PostgresAway(EngineCase):
         self.wait_for(lambda: self.request("POST", "/api/models", {"name": "n", "path": "/models/n.gguf"},
                                            token=self.token)[0] == 201, "a write once PostgreSQL is back")
         catch_up = time.monotonic() - up_at
+        # the leader lock went with the connection: leader work stopped, and resumed once the lock was back
+        server = self.procs[0]
+        self.assertIn("lost the leader lock", server.output())
+        self.wait_for(lambda: "leading again" in server.output(), "the lock taken back", timeout=30)
+        lead_again = time.monotonic() - up_at
         time.sleep(2)
         stop.set()
         t.join()
@@ -63,9 +68,9 @@ class PostgresAway(EngineCase):
         lost_usage = len(results) - usage["requests"]
         models = {m["name"] for m in self.api("GET", "/api/models")["models"]}
         print("\nfault postgres-away: %d requests in %.0f s, %d failed (per second from the stop: %s); "
-              "first write %.2f s after PostgreSQL was back; usage lost %d; models lost %d"
-              % (len(results), results[-1][0] - results[0][0], len(failed), per_s or "none", catch_up, lost_usage,
-                 len({"tiny", "n"} - models)))
+              "first write %.2f s after PostgreSQL was back, leading again after %.1f s; usage lost %d; "
+              "models lost %d" % (len(results), results[-1][0] - results[0][0], len(failed), per_s or "none",
+                                  catch_up, lead_again, lost_usage, len({"tiny", "n"} - models)))
         self.assertFalse(failed, "/v1 kept answering while PostgreSQL was away")
         self.assertEqual(lost_usage, 0, "every request metered once PostgreSQL was back")
         self.assertEqual(models, {"tiny", "n"})
