@@ -237,6 +237,28 @@ class Hub(EngineCase):
             with self.assertRaises(urllib.error.HTTPError) as e:
                 urllib.request.urlopen(req, timeout=5)
             self.assertEqual(e.exception.code, 401, auth)
+        # with the ticket (a MAC of the source under w1's server key, as the server makes it): ranges
+        def mac(key, msg):
+            k = hashlib.blake2b(key.encode(), digest_size=32).digest()
+            return hashlib.blake2b(msg.encode(), digest_size=32, key=k).hexdigest()
+
+        peer_secret = self.store_rows("SELECT value FROM settings WHERE key = 'peer_secret'")[0][0]
+        w1_key = mac(peer_secret, self.workers()["w1"]["id"])
+        source = self.api("GET", "/api/models/a")["url"]
+        for ticket, rng, want in ((mac(w1_key, "cache:" + source), "bytes=100-199", 206),
+                                  (mac(w1_key, "cache:" + source), "bytes=%d-" % (len(self.tiny) + 5), 416),
+                                  (mac(w1_key, "cache:http://elsewhere/x.gguf"), "bytes=0-9", 401)):
+            req = urllib.request.Request("http://127.0.0.1:%d/cache/%s" % (w1_port, name),
+                                         headers={"Authorization": "Bearer " + ticket, "Range": rng})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    status, body, headers = r.status, r.read(), r.headers
+            except urllib.error.HTTPError as e:
+                status, body, headers = e.code, e.read(), e.headers
+            self.assertEqual(status, want, (rng, body[:200]))
+            if want == 206:
+                self.assertEqual(body, self.tiny[100:200])
+                self.assertEqual(headers["Content-Range"], "bytes 100-199/%d" % len(self.tiny))
         # peers that serve other bytes are caught by the checksum: the hub it is
         for w in ("w1", "w2"):
             path = os.path.join(self.tmp, "w-" + w, "models", name)
