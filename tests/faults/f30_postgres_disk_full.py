@@ -33,8 +33,12 @@ class PostgresDiskFull(ClusterCase):
         self.wait_for(lambda: self.inside("test -e %s/.mounted" % self.mnt).returncode == 0, "the tmpfs")
         r = self.inside("%s start %s/pg" % (PG, self.mnt))
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.addCleanup(lambda: self.inside("%s stop %s/pg" % (PG, self.mnt)))
         self.store = r.stdout.strip()
+
+    def tearDown(self):
+        # PostgreSQL first, while the namespace's holder (which the base class stops) still lets us in
+        self.inside("%s stop %s/pg" % (PG, self.mnt))
+        super().tearDown()
 
     def inside(self, command):
         return subprocess.run(["nsenter", "-t", str(self.holder.pid), "-m", "--", "sh", "-c", command],
