@@ -516,10 +516,10 @@ static int wait_to_lead(struct server_opts *o, struct cr_err *err)
 	sigaction(SIGTERM, &sa, &old_term);
 	sigaction(SIGINT, &sa, &old_int);
 	bool got = false, said = false;
-	int rc = 0, unreachable = 0;
+	int unreachable = 0;
 	while (!standby_stop) {
 		struct cr_err e = CR_ERR_INIT;
-		rc = cr_pg_lock_try(l, &got, &e);
+		int rc = cr_pg_lock_try(l, &got, &e);
 		if (!rc && got)
 			break;
 		if (rc && !said && !unreachable) { /* not even once: the URL or PostgreSQL is wrong, say so now */
@@ -545,7 +545,6 @@ static int wait_to_lead(struct server_opts *o, struct cr_err *err)
 			json_decref(servers);
 			said = true;
 		}
-		rc = 0;
 		usleep(500000);
 	}
 	sigaction(SIGTERM, &old_term, NULL);
