@@ -71,9 +71,15 @@ static void index_save(struct cr_files *f) /* under mu */
 	free(path);
 }
 
-static void index_touch(struct cr_files *f, const char *name, const char *source) /* under mu */
+/* Mark name as used now, for source (under mu); index_save writes it. */
+static void index_mark(struct cr_files *f, const char *name, const char *source)
 {
 	json_object_set_new(f->index, name, json_pack("{s:s,s:I}", "source", source, "last_used_ms", (json_int_t)cr_wall_ms()));
+}
+
+static void index_touch(struct cr_files *f, const char *name, const char *source) /* under mu */
+{
+	index_mark(f, name, source);
 	index_save(f);
 }
 
@@ -228,11 +234,9 @@ static void *download_main(void *arg)
 	if (!rc)
 		cr_info("%s came from %s%s in %lld ms", rel, *from ? "peer " : "the source ", *from ? from : d->url,
 			(long long)(cr_mono_ms() - t0));
-	pthread_mutex_lock(&f->mu);
-	snprintf(d->from, sizeof(d->from), "%s", rc ? "" : from);
-	pthread_mutex_unlock(&f->mu);
 	json_decref(peers);
 	pthread_mutex_lock(&f->mu);
+	snprintf(d->from, sizeof(d->from), "%s", rc ? "" : from);
 	snprintf(d->state, sizeof(d->state), "%s", rc ? "error" : "done");
 	int64_t wait = RETRY_MS;
 	for (int k = 0; k < d->failures && wait < RETRY_MAX_MS; k++)
@@ -433,9 +437,8 @@ static json_t *download_state(struct cr_files *f, const char *src)
 			path = d->dest;
 		if (d->from[0])
 			from = d->from;
-		if (!strcmp(d->state, "error") || (!state || strcmp(state, "error")))
-			if (strcmp(d->state, "done") != 0)
-				state = d->state;
+		if (strcmp(d->state, "done") != 0 && !(state && !strcmp(state, "error"))) /* an error sticks */
+			state = d->state;
 		if (d->message && *d->message && !strcmp(d->state, "error"))
 			message = d->message;
 		int64_t took = d->since_ms ? cr_mono_ms() - d->since_ms : 0;
@@ -542,7 +545,9 @@ char *cr_files_local_path(struct cr_files *f, const char *url)
 	json_decref(dl);
 	for (struct download *d = f->downloads; path && d; d = d->next)
 		if (!strcmp(d->source, url))
-			index_touch(f, d->entry, url); /* an engine starts with it now */
+			index_mark(f, d->entry, url); /* an engine starts with it now */
+	if (path)
+		index_save(f); /* once for every part */
 	pthread_mutex_unlock(&f->mu);
 	return path;
 }
