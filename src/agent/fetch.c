@@ -172,13 +172,22 @@ int cr_fetch_header(const char *url, struct cr_model_shape *shape, uint64_t *siz
 	return rc;
 }
 
-char *cr_fetch_sibling_url(const char *url, const char *name)
+/* Where url's file name starts: after its last '/', or after the last '='
+ * when that comes later (ModelScope's URLs end in FilePath=NAME); NULL when
+ * it has neither. */
+static const char *name_start(const char *url)
 {
 	const char *slash = strrchr(url, '/'), *eq = strrchr(url, '=');
 	const char *cut = eq && (!slash || eq > slash) ? eq : slash;
-	if (!cut)
+	return cut ? cut + 1 : NULL;
+}
+
+char *cr_fetch_sibling_url(const char *url, const char *name)
+{
+	const char *start = name_start(url);
+	if (!start)
 		return NULL;
-	return cr_xasprintf("%.*s%s", (int)(cut + 1 - url), url, name);
+	return cr_xasprintf("%.*s%s", (int)(start - url), url, name);
 }
 
 bool cr_fetch_is_config_url(const char *url)
@@ -408,9 +417,8 @@ char *cr_fetch_cache_path(const char *dir, const char *url)
 {
 	char hash[CR_HASH_HEX];
 	cr_secret_hash(url, hash);
-	const char *slash = strrchr(url, '/'), *eq = strrchr(url, '=');
-	const char *base = eq && (!slash || eq > slash) ? eq : slash; /* ModelScope's URLs end in FilePath=NAME */
-	base = base && base[1] ? base + 1 : "model";
+	const char *base = name_start(url);
+	base = base && *base ? base : "model";
 	char clean[96];
 	size_t n = 0;
 	for (const char *p = base; *p && *p != '?' && *p != '#' && n + 1 < sizeof(clean); p++)
