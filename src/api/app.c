@@ -9,6 +9,7 @@
 
 #include "api/internal.h"
 #include "base/err.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/util.h"
@@ -40,7 +41,9 @@ void cr_app_config_defaults(struct cr_app_config *c)
 
 static void healthz(struct cr_req *req)
 {
-	cr_reply_json(req, 200, json_pack("{s:s,s:s}", "status", "ok", "role", "server"));
+	struct cr_app *app = cr_req_app(req);
+	/* "leading": a load balancer may send what only the leader serves (workers' reports) there */
+	cr_reply_json(req, 200, json_pack("{s:s,s:s,s:b}", "status", "ok", "role", "server", "leading", app->leading));
 }
 
 static const struct cr_http_route app_routes[] = {
@@ -49,13 +52,106 @@ static const struct cr_http_route app_routes[] = {
 };
 
 #define LOCK_RETRY_MS 3000 /* how often a server that lost the lock asks for it again */
+#define SYNC_MS 1000        /* how often accounts (and a follower's models and instances) are read back */
+#define SYNC_WORKERS_MS 5000 /* how often a follower reads the workers' stored reports */
+#define MISS_SYNC_MS 250    /* reads for unknown keys or sessions, at most this often */
+
+/* The server that leads now, as the servers list each other ("another
+ * server" when none is seen). Caller frees. */
+static char *leader_name(struct cr_app *app)
+{
+	json_t *servers = cr_pg_lock_servers(app->lock);
+	char *name = NULL;
+	size_t i;
+	json_t *v;
+	json_array_foreach(servers, i, v)
+		if (!name && json_is_true(json_object_get(v, "leader")))
+			name = cr_xstrdup(cr_json_get_str(v, "name", "?"));
+	json_decref(servers);
+	return name ? name : cr_xstrdup("another server");
+}
+
+/* What other servers wrote, read back: accounts always; models, instances
+ * and the workers' stored reports on a follower. */
+static int sync_all(struct cr_app *app, bool workers, struct cr_err *err)
+{
+	int rc = cr_auth_sync(app, err);
+	if (!rc)
+		rc = cr_keys_sync(app, err);
+	if (!rc && !app->leading)
+		rc = cr_models_sync(app, err);
+	if (!rc && workers)
+		rc = cr_workers_sync(app, !app->leading, err);
+	return rc;
+}
+
+static void sync_tick(struct cr_app *app)
+{
+	int64_t now = cr_mono_ms();
+	if (!app->lock || now - app->synced_ms < SYNC_MS - 100)
+		return;
+	app->synced_ms = now;
+	bool workers = !app->leading && now - app->synced_workers_ms >= SYNC_WORKERS_MS - 100;
+	if (workers)
+		app->synced_workers_ms = now;
+	struct cr_err err = CR_ERR_INIT;
+	bool failed = sync_all(app, workers, &err) != 0;
+	if (failed && !app->sync_failing)
+		cr_warn("cannot read what the other servers wrote (serving what this one knows; tried every second): %s",
+			err.message);
+	else if (!failed && app->sync_failing)
+		cr_info("reading what the other servers write again");
+	app->sync_failing = failed;
+}
+
+bool cr_app_sync_on_miss(struct cr_app *app)
+{
+	int64_t now = cr_mono_ms();
+	if (!app->lock || now - app->miss_synced_ms < MISS_SYNC_MS)
+		return false;
+	app->miss_synced_ms = now;
+	return cr_auth_sync(app, NULL) == 0 && cr_keys_sync(app, NULL) == 0;
+}
+
+/* A follower took the lock: the state as stored becomes this server's to
+ * lead (accounts, models, instances, workers' identities); workers report to
+ * it as they fail over, and their instances keep their stored state until
+ * they do, as after a restart. */
+static int take_over(struct cr_app *app, struct cr_err *err)
+{
+	long long epoch = 0;
+	int rc = cr_pg_lock_epoch(app->lock, true, &epoch, err);
+	if (!rc)
+		rc = sync_all(app, false, err); /* still a follower's read: models and instances too */
+	if (!rc)
+		rc = cr_workers_sync(app, false, err);
+	if (rc)
+		return rc;
+	int64_t now = cr_mono_ms();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		w->state = CR_W_NOT_READY;
+		w->state_since_mono = now;
+		cr_str_replace(&w->state_message, "waiting for a status report since this server took the lead");
+	}
+	app->started_mono = now;
+	app->sched_dirty = true;
+	app->leading = app->led = true;
+	cr_info("leading the servers on this PostgreSQL now (leader epoch %lld)", epoch);
+	cr_event(app, "server.leading", app->server_name, NULL, "server %s leads now (leader epoch %lld)",
+		 app->server_name, epoch);
+	return 0;
+}
 
 /* Whether this server does the leader's work now. With several servers on
- * one PostgreSQL, a lost lock stops that work at once (the controller, the
- * scheduler, the periodic jobs; /v1 and reads go on from memory); taken back
- * with no other leader in between, the work resumes; if another server led
- * meanwhile, this one's memory is behind it: it exits (status 75) for its
- * supervisor to start it again, as a standby. */
+ * one PostgreSQL, a follower asks for the lock every second and takes over
+ * when it gets it. A leader that loses the lock stops that work at once (the
+ * controller, the scheduler, the periodic jobs; /v1 and reads go on from
+ * memory); taken back with no other leader in between, the work resumes; if
+ * another server led meanwhile, this one's memory is behind it: it exits
+ * (status 75) for its supervisor to start it again, as a follower. */
 static bool lead(struct cr_app *app)
 {
 	if (!app->lock)
@@ -66,12 +162,12 @@ static bool lead(struct cr_app *app)
 		app->leading = false;
 		cr_error("lost the leader lock (its PostgreSQL connection ended): leader work stops now; /v1 and reads go on "
 			 "from memory; the lock is asked for again every %d s", LOCK_RETRY_MS / 1000);
-		cr_event(app, "server.lost_lead", "", NULL, "this server lost the leader lock");
+		cr_event(app, "server.lost_lead", app->server_name, NULL, "server %s lost the leader lock", app->server_name);
 		return false;
 	}
 	/* asking connects first, on the event loop: a PostgreSQL that does not
 	 * answer at all is asked less and less often, up to every 12 s */
-	int64_t now = cr_mono_ms(), wait = LOCK_RETRY_MS;
+	int64_t now = cr_mono_ms(), wait = app->led ? LOCK_RETRY_MS : 900;
 	for (int k = 0; k < app->lock_fails && wait < 12000; k++)
 		wait *= 2;
 	if (now - app->lock_tried_ms < (wait < 12000 ? wait : 12000))
@@ -87,6 +183,14 @@ static bool lead(struct cr_app *app)
 	app->lock_fails = 0;
 	if (!got)
 		return false;
+	if (!app->led) {
+		if (take_over(app, &err) == 0)
+			return true;
+		cr_error("took the leader lock but could not read the state to lead: %s; leaving the lead to another "
+			 "server", err.message);
+		cr_pg_lock_release(app->lock);
+		return false;
+	}
 	if (cr_pg_lock_epoch(app->lock, false, &epoch, &err))
 		return false;
 	if (epoch != cr_pg_lock_my_epoch(app->lock)) {
@@ -100,13 +204,45 @@ static bool lead(struct cr_app *app)
 	return true;
 }
 
+/* Several servers: what a follower does not serve (the leader changes the
+ * cluster; accounts and /v1 are served by every server). */
+static bool leader_only(const struct cr_http_route *r)
+{
+	static const char *const prefixes[] = { "/api/workers", "/api/models", "/api/instances", "/api/files", "/api/token" };
+	if (r->auth == CR_AUTH_WORKER)
+		return true;
+	if (r->method == CR_GET)
+		return false;
+	for (size_t k = 0; k < sizeof(prefixes) / sizeof(prefixes[0]); k++)
+		if (!strncmp(r->pattern, prefixes[k], strlen(prefixes[k])))
+			return true;
+	return false;
+}
+
+static int follower_guard(struct cr_req *req, const struct cr_http_route *r, struct cr_err *err)
+{
+	struct cr_app *app = cr_req_app(req);
+	if (!app->lock || app->leading || !leader_only(r))
+		return 0;
+	char *leader = leader_name(app);
+	int rc = cr_err_set(err, CR_ENOTLEADER,
+			    "send it to the leader, or list every server in --server-url URL1,URL2,... (the CLI and "
+			    "workers move on to the next)",
+			    "this server (%s) follows; only the leader (%s) changes models, instances and workers and "
+			    "takes workers' reports", app->server_name, leader);
+	free(leader);
+	return rc;
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
 	struct cr_app *app = arg;
-	cr_workers_tick(app);
-	if (lead(app)) {
+	bool leading = lead(app);
+	sync_tick(app);
+	if (leading) {
+		cr_workers_tick(app);
 		cr_models_tick(app);
 		cr_learn_tick(app);
 	}
@@ -194,7 +330,8 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	app->base = base;
 	app->cfg = *cfg;
 	app->lock = cfg->lock; /* ours from here on, freed with the app */
-	app->leading = true;  /* the lock is held, or this is the only server */
+	app->leading = app->led = !app->lock || cr_pg_lock_held(app->lock); /* a follower otherwise */
+	app->server_name = cr_xstrdup(app->lock ? cr_pg_lock_name(app->lock) : "");
 	app->data_dir = cr_xstrdup(cfg->data_dir);
 	app->cfg.data_dir = app->data_dir;
 	app->cfg.cluster_token = NULL;
@@ -212,11 +349,16 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 			rc = cr_store_open_sqlite(db, &app->store, err);
 		free(db);
 	}
-	if (!rc && app->lock) { /* a new leader: the epoch says so to one that had lost the lock */
+	if (!rc && app->lock && app->leading) { /* a new leader: the epoch says so to one that had lost the lock */
 		long long epoch = 0;
 		rc = cr_pg_lock_epoch(app->lock, true, &epoch, err);
 		if (!rc)
 			cr_info("leading the servers on this PostgreSQL (leader epoch %lld)", epoch);
+	} else if (!rc && app->lock) {
+		char *leader = leader_name(app);
+		cr_info("following %s: serving /v1 and /api from the shared state; this server leads when it ends",
+			leader);
+		free(leader);
 	}
 	if (rc)
 		goto fail;
@@ -244,6 +386,7 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	if (cfg->max_connections > 0)
 		limits.max_connections = cfg->max_connections;
 	app->http = cr_http_server_new(base, &limits, cr_auth_check, app);
+	cr_http_server_set_guard(app->http, follower_guard);
 	cr_http_server_add_routes(app->http, app_routes);
 	cr_http_server_add_routes(app->http, cr_api_auth_routes);
 	cr_http_server_add_routes(app->http, cr_api_worker_routes);
@@ -256,7 +399,11 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 	cr_http_server_add_routes(app->http, cr_api_learn_routes);
 	cr_http_server_add_routes(app->http, cr_api_audit_routes);
 	app->tick = every(app, 1, on_tick);
-	app->flush = every(app, cfg->flush_interval_s > 0 ? cfg->flush_interval_s : 30, on_flush);
+	if (app->cfg.flush_interval_s <= 0)
+		app->cfg.flush_interval_s = 30;
+	if (app->lock && app->cfg.flush_interval_s > SYNC_WORKERS_MS / 1000)
+		app->cfg.flush_interval_s = SYNC_WORKERS_MS / 1000; /* what followers show of the workers is this fresh */
+	app->flush = every(app, app->cfg.flush_interval_s, on_flush);
 	app->keepalive = every(app, cfg->keepalive_s > 0 ? cfg->keepalive_s : 15, on_keepalive);
 	*out = app;
 	return 0;
@@ -313,6 +460,7 @@ void cr_app_free(struct cr_app *app)
 	cr_store_close(app->store);
 	free(app->cluster_token);
 	free(app->peer_secret);
+	free(app->server_name);
 	free(app->data_dir);
 	free(app);
 }

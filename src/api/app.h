@@ -14,7 +14,7 @@ struct cr_app;
 struct cr_app_config {
 	const char *data_dir;       /* holds corral.db, token, initial_admin_password */
 	const char *store;          /* a postgresql:// URL, or NULL for SQLite in data_dir */
-	struct cr_pg_lock *lock;    /* with store: the leader lock this server holds (the app takes it) */
+	struct cr_pg_lock *lock;    /* with store: the leader lock, held (the leader) or not (a follower); the app takes it */
 	const char *cluster_token;  /* --token, or NULL to keep/generate DATA_DIR/token */
 	int probe_interval_s;       /* server -> worker /healthz probes; 0 disables */
 	int probe_timeout_s;

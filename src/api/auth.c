@@ -81,6 +81,87 @@ static void load_session(const struct cr_session_rec *r, void *arg)
 	cr_map_put(&app->sessions, s->hash, s);
 }
 
+/* A deleted user out of memory, with their sessions and keys. Frees u. */
+static void user_forget(struct cr_app *app, struct cr_user *u)
+{
+	size_t it = 0;
+	void *v;
+	const char *k;
+	while (cr_map_next(&app->sessions, &it, &k, &v))
+		if (((struct cr_session *)v)->user == u) {
+			cr_map_del(&app->sessions, k);
+			free(v);
+		}
+	cr_keys_forget_user(app, u);
+	cr_map_del(&app->users, u->username);
+	free(u->username);
+	free(u->password_hash);
+	json_decref(u->models);
+	free(u);
+}
+
+/* ---- several servers: what the others wrote ---- */
+
+struct user_sync {
+	struct cr_app *app;
+	struct cr_map seen; /* username / session hash -> itself */
+};
+
+/* A stored user into memory: changed in place (pointers to it stay good),
+ * added when new, and a name taken by a new id (deleted and made again)
+ * forgotten first. */
+static void sync_user(const struct cr_user_rec *r, void *arg)
+{
+	struct user_sync *us = arg;
+	struct cr_user *u = cr_map_get(&us->app->users, r->username);
+	if (u && u->id != r->id) {
+		user_forget(us->app, u);
+		u = NULL;
+	}
+	if (!u) {
+		u = user_cache(us->app, r);
+	} else {
+		if (strcmp(u->password_hash, r->password_hash))
+			cr_str_replace(&u->password_hash, r->password_hash);
+		u->admin = !strcmp(r->role, "admin");
+		json_t *lim = json_loads(r->limits_json ? r->limits_json : "{}", 0, NULL);
+		set_limits_from(u, lim);
+		json_decref(lim);
+	}
+	cr_map_put(&us->seen, u->username, u);
+}
+
+static void sync_session(const struct cr_session_rec *r, void *arg)
+{
+	struct user_sync *us = arg;
+	if (!cr_map_get(&us->app->sessions, r->token_hash))
+		load_session(r, us->app);
+	cr_map_put(&us->seen, r->token_hash, us);
+}
+
+int cr_auth_sync(struct cr_app *app, struct cr_err *err)
+{
+	struct user_sync us = { app, CR_MAP_INIT };
+	int rc = app->store->ops->user_list(app->store, sync_user, &us, err);
+	size_t it = 0;
+	void *v;
+	const char *k;
+	while (!rc && cr_map_next(&app->users, &it, &k, &v)) /* only after a whole list: deleted since */
+		if (!cr_map_get(&us.seen, k))
+			user_forget(app, v);
+	cr_map_release(&us.seen);
+	if (!rc)
+		rc = app->store->ops->session_list(app->store, cr_wall_ms(), sync_session, &us, err);
+	it = 0;
+	while (!rc && cr_map_next(&app->sessions, &it, &k, &v))
+		if (!cr_map_get(&us.seen, k)) { /* logged out or revoked on another server */
+			cr_map_del(&app->sessions, k);
+			free(v);
+		}
+	cr_map_release(&us.seen);
+	return rc;
+}
+
 static int create_admin(struct cr_app *app, struct cr_err *err)
 {
 	char *password = cr_secret_password(20);
@@ -267,6 +348,8 @@ int cr_auth_check(struct cr_req *req, enum cr_auth_need need, struct cr_err *err
 		return check_worker(req, token, err);
 	if (need == CR_AUTH_KEY) {
 		struct cr_apikey *k = cr_key_check(app, token);
+		if (!k && cr_app_sync_on_miss(app)) /* made on another server a moment ago? */
+			k = cr_key_check(app, token);
 		if (!k)
 			return cr_err_set(err, CR_EUNAUTH, "create one with 'corral keys create NAME'",
 					  "Incorrect API key provided, or the key expired or was revoked.");
@@ -280,6 +363,8 @@ int cr_auth_check(struct cr_req *req, enum cr_auth_need need, struct cr_err *err
 	char hash[CR_HASH_HEX];
 	cr_secret_hash(token, hash);
 	struct cr_session *s = cr_map_get(&app->sessions, hash);
+	if (!s && cr_app_sync_on_miss(app))
+		s = cr_map_get(&app->sessions, hash);
 	if (!s || s->expires_ms <= cr_wall_ms())
 		return cr_err_set(err, CR_EUNAUTH, "log in again with 'corral login'",
 				  s ? "session expired" : "invalid or revoked token");
@@ -604,23 +689,9 @@ static void delete_user(struct cr_req *req)
 		cr_reply_err(req, &err);
 		return;
 	}
-	/* the store dropped their sessions and keys; so does memory */
-	size_t it = 0;
-	void *v;
-	const char *k;
-	while (cr_map_next(&app->sessions, &it, &k, &v))
-		if (((struct cr_session *)v)->user == u) {
-			cr_map_del(&app->sessions, k);
-			free(v);
-		}
-	cr_keys_forget_user(app, u);
 	cr_audit(app, req, NULL, "user.delete", u->username, NULL);
 	json_t *o = json_pack("{s:s}", "deleted", u->username);
-	cr_map_del(&app->users, u->username);
-	free(u->username);
-	free(u->password_hash);
-	json_decref(u->models);
-	free(u);
+	user_forget(app, u); /* the store dropped their sessions and keys; so does memory */
 	cr_reply_json(req, 200, o);
 }
 

@@ -96,6 +96,12 @@ struct cr_app {
 	struct cr_store *store;
 	struct cr_pg_lock *lock;  /* several servers on one PostgreSQL: the leader lock (NULL: the only server) */
 	bool leading;             /* runs the controller, the scheduler and the periodic jobs */
+	bool led;                 /* has led since it started (a follower never has) */
+	char *server_name;        /* HOST:PORT, as the other servers list it (several servers only) */
+	int64_t synced_ms;        /* monotonic: the last read of what other servers wrote */
+	int64_t synced_workers_ms; /* the same for the workers (a follower's view) */
+	int64_t miss_synced_ms;   /* the last read for an unknown key or session */
+	bool sync_failing;        /* the last read failed (said once) */
 	int64_t lock_tried_ms;    /* the last try to take the lock back (monotonic) */
 	int lock_fails;           /* tries in a row that could not reach PostgreSQL */
 	struct cr_http_server *http;
@@ -212,6 +218,21 @@ struct cr_worker *cr_worker_find(struct cr_app *app, const char *id_or_name);
 const char *cr_worker_state_name(enum cr_worker_state s);
 /* Send a worker its desired instances and the model sources to inspect. */
 void cr_workers_push(struct cr_app *app, struct cr_worker *w);
+
+/* Several servers on one PostgreSQL: what other servers wrote, read back
+ * into memory in place (pointers to what stays remain good). Accounts
+ * (users, sessions, keys) are written by every server; models, instances and
+ * workers by the leader, and read by followers. */
+int cr_auth_sync(struct cr_app *app, struct cr_err *err);
+int cr_keys_sync(struct cr_app *app, struct cr_err *err);
+int cr_models_sync(struct cr_app *app, struct cr_err *err);
+/* Identities and cordons; with observed, also the last stored reports and a
+ * follower's view of each worker's state from them. */
+int cr_workers_sync(struct cr_app *app, bool observed, struct cr_err *err);
+/* app.c: an unknown key or session may have been made on another server a
+ * moment ago: read the accounts again (at most every 250 ms); true when
+ * they were read. */
+bool cr_app_sync_on_miss(struct cr_app *app);
 
 /* keys.c */
 int cr_keys_load(struct cr_app *app, struct cr_err *err);

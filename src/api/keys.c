@@ -97,6 +97,35 @@ int cr_keys_load(struct cr_app *app, struct cr_err *err)
 	return rc;
 }
 
+struct key_sync {
+	struct cr_app *app;
+	struct cr_map seen; /* hash -> itself */
+};
+
+static void sync_key(const struct cr_key_rec *r, void *arg)
+{
+	struct key_sync *ks = arg;
+	if (!cr_map_get(&ks->app->keys, r->hash))
+		load_key(r, ks->app); /* keys never change: made on another server */
+	cr_map_put(&ks->seen, r->hash, ks);
+}
+
+int cr_keys_sync(struct cr_app *app, struct cr_err *err)
+{
+	struct key_sync ks = { app, CR_MAP_INIT };
+	int rc = app->store->ops->key_list(app->store, sync_key, &ks, err);
+	size_t it = 0;
+	void *v;
+	const char *k;
+	while (!rc && cr_map_next(&app->keys, &it, &k, &v))
+		if (!cr_map_get(&ks.seen, k)) { /* revoked on another server */
+			cr_map_del(&app->keys, k);
+			key_free(v);
+		}
+	cr_map_release(&ks.seen);
+	return rc;
+}
+
 void cr_keys_free_all(struct cr_app *app)
 {
 	size_t it = 0;

@@ -95,6 +95,97 @@ int cr_models_load(struct cr_app *app, struct cr_err *err)
 	return rc;
 }
 
+/* ---- several servers: a follower reads what the leader wrote ---- */
+
+struct model_sync {
+	struct cr_app *app;
+	struct cr_map seen, seen_i; /* model / instance id -> itself */
+};
+
+/* A stored model into memory: its spec replaced in place when it changed
+ * (the gateway looks models up by name on every request). */
+static void sync_model(const struct cr_model_rec *r, void *arg)
+{
+	struct model_sync *ms = arg;
+	struct cr_model *m = cr_map_get(&ms->app->models, r->id);
+	if (!m) {
+		load_model(r, ms->app);
+	} else if (m->updated_ms != r->updated_ms || strcmp(m->name, r->name)) {
+		json_t *spec = json_loads(r->spec_json, 0, NULL);
+		if (json_is_object(spec)) {
+			json_decref(m->spec);
+			json_decref(m->built);
+			m->spec = spec;
+			m->built = cr_model_spec_built(spec);
+		} else {
+			json_decref(spec);
+		}
+		if (strcmp(m->name, r->name)) {
+			cr_map_del(&ms->app->model_names, m->name);
+			cr_str_replace(&m->name, r->name);
+			cr_map_put(&ms->app->model_names, m->name, m);
+		}
+		m->updated_ms = r->updated_ms;
+	}
+	cr_map_put(&ms->seen, r->id, ms);
+}
+
+/* A stored instance into memory: state, message, endpoint and placement as
+ * the leader wrote them (what the gateway routes by). */
+static void sync_instance(const struct cr_instance_rec *r, void *arg)
+{
+	struct model_sync *ms = arg;
+	struct cr_instance *i = cr_map_get(&ms->app->instances, r->id);
+	if (!i) {
+		load_instance(r, ms->app);
+	} else {
+		i->state = cr_instance_state_parse(r->state);
+		if (strcmp(i->message ? i->message : "", r->message ? r->message : ""))
+			cr_str_replace(&i->message, r->message ? r->message : "");
+		const char *ep = r->endpoint && *r->endpoint ? r->endpoint : NULL;
+		if (!ep != !i->endpoint || (ep && strcmp(ep, i->endpoint)))
+			cr_str_replace(&i->endpoint, ep);
+		if (i->updated_ms != r->updated_ms) {
+			json_t *p = json_loads(r->placement_json, 0, NULL);
+			if (p) {
+				json_decref(i->placement);
+				i->placement = p;
+			}
+			i->updated_ms = r->updated_ms;
+		}
+	}
+	cr_map_put(&ms->seen_i, r->id, ms);
+}
+
+int cr_models_sync(struct cr_app *app, struct cr_err *err)
+{
+	struct model_sync ms = { app, CR_MAP_INIT, CR_MAP_INIT };
+	int rc = app->store->ops->model_list(app->store, sync_model, &ms, err);
+	if (!rc)
+		rc = app->store->ops->instance_list(app->store, sync_instance, &ms, err);
+	size_t it = 0;
+	void *v;
+	const char *k;
+	/* removed since (only after whole lists): instances first, as a removed
+	 * model's instances went with it */
+	while (!rc && cr_map_next(&app->instances, &it, &k, &v))
+		if (!cr_map_get(&ms.seen_i, k)) {
+			cr_map_del(&app->instances, k);
+			cr_instance_free(v);
+		}
+	it = 0;
+	while (!rc && cr_map_next(&app->models, &it, &k, &v))
+		if (!cr_map_get(&ms.seen, k)) {
+			struct cr_model *m = v;
+			cr_map_del(&app->model_names, m->name);
+			cr_map_del(&app->models, k);
+			model_free(m);
+		}
+	cr_map_release(&ms.seen);
+	cr_map_release(&ms.seen_i);
+	return rc;
+}
+
 void cr_models_free_all(struct cr_app *app)
 {
 	size_t it = 0;

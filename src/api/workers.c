@@ -105,6 +105,85 @@ int cr_workers_load(struct cr_app *app, struct cr_err *err)
 	return app->store->ops->worker_list(app->store, load_worker, app, err);
 }
 
+/* ---- several servers: what the others wrote ---- */
+
+struct worker_sync {
+	struct cr_app *app;
+	bool observed;
+	struct cr_map seen; /* id -> itself */
+};
+
+/* A follower's view of w from what the leader last stored (it flushes
+ * every --flush-interval): ready while that is recent. No events: the
+ * leader tells those. */
+static void follower_state(struct cr_app *app, struct cr_worker *w)
+{
+	int64_t age = cr_wall_ms() - w->last_seen_ms;
+	int64_t limit = (int64_t)app->cfg.missed_status_limit * w->status_interval_s * 1000 +
+			(int64_t)app->cfg.flush_interval_s * 1000;
+	enum cr_worker_state st = w->last_seen_ms && age <= limit ? CR_W_READY : CR_W_NOT_READY;
+	char msg[200] = "";
+	if (st != CR_W_READY)
+		snprintf(msg, sizeof(msg), "no status report stored for %lld s (this server follows; the leader keeps "
+			 "the live state)", (long long)(age / 1000));
+	if (st != w->state)
+		w->state_since_mono = cr_mono_ms();
+	w->state = st;
+	cr_str_replace(&w->state_message, msg);
+}
+
+static void sync_worker(const struct cr_worker_rec *r, void *arg)
+{
+	struct worker_sync *ws = arg;
+	struct cr_worker *w = cr_map_get(&ws->app->workers, r->id);
+	if (!w) {
+		load_worker(r, ws->app);
+		w = cr_map_get(&ws->app->workers, r->id);
+	} else {
+		if (strcmp(w->labels_json ? w->labels_json : "", r->labels_json ? r->labels_json : ""))
+			cr_str_replace(&w->labels_json, r->labels_json);
+		if (strcmp(w->address ? w->address : "", r->address ? r->address : ""))
+			cr_str_replace(&w->address, r->address);
+		w->port = r->port;
+		w->cordoned = r->cordoned;
+		w->draining = r->draining;
+		if (ws->observed && r->last_seen_ms != w->last_seen_ms) {
+			w->last_seen_ms = r->last_seen_ms;
+			if (r->report_json && strcmp(w->report_json ? w->report_json : "", r->report_json)) {
+				cr_str_replace(&w->report_json, r->report_json);
+				json_decref(w->report);
+				w->report = json_loads(w->report_json, 0, NULL);
+			}
+			cr_str_replace(&w->dynamic_json, r->dynamic_json);
+			json_t *dynamic = w->dynamic_json ? json_loads(w->dynamic_json, 0, NULL) : NULL;
+			if (w->report && dynamic)
+				cr_report_merge(w->report, dynamic);
+			json_decref(dynamic);
+		}
+	}
+	if (ws->observed)
+		follower_state(ws->app, w);
+	cr_map_put(&ws->seen, r->id, ws);
+}
+
+int cr_workers_sync(struct cr_app *app, bool observed, struct cr_err *err)
+{
+	struct worker_sync ws = { app, observed, CR_MAP_INIT };
+	int rc = app->store->ops->worker_list(app->store, sync_worker, &ws, err);
+	size_t it = 0;
+	void *v;
+	const char *k;
+	while (!rc && cr_map_next(&app->workers, &it, &k, &v))
+		if (!cr_map_get(&ws.seen, k)) { /* removed on another server */
+			struct cr_worker *w = v;
+			cr_map_del(&app->worker_names, w->name);
+			cr_map_del(&app->workers, k);
+			worker_free(w);
+		}
+	cr_map_release(&ws.seen);
+	return rc;
+}
+
 void cr_workers_free_all(struct cr_app *app)
 {
 	size_t it = 0;

@@ -28,6 +28,7 @@ const char *cr_err_name(int code)
 	case CR_EUPSTREAM: return "upstream_error";
 	case CR_EUNAVAILABLE: return "unavailable";
 	case CR_ELIMIT: return "rate_limited";
+	case CR_ENOTLEADER: return "not_leader";
 	case -ENOENT: return "not_found";
 	case -EINVAL: return "invalid_input";
 	case -EEXIST: return "conflict";

@@ -17,6 +17,7 @@ enum {
 	CR_EUPSTREAM = -1007, /* a peer answered badly or not at all (502) */
 	CR_EUNAVAILABLE = -1008, /* nothing can serve it right now (503) */
 	CR_ELIMIT = -1009,    /* over a rate limit (429) */
+	CR_ENOTLEADER = -1010, /* a follower server: only the leader changes the cluster (503, "not_leader") */
 };
 
 #define CR_ERR_MSG_MAX 512

@@ -13,6 +13,8 @@
 struct cr_cli {
 	char *url;   /* server URL without a trailing slash */
 	char *token; /* session or API token, may be NULL */
+	char **others; /* the other servers listed (--server-url URL1,URL2,...), tried when this one follows */
+	int n_others;
 };
 
 /* Path of the client's config file (caller frees). */

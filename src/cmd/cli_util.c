@@ -49,6 +49,8 @@ void cr_cli_init(struct cr_cli *c, const char *url_flag)
 	int n = 0;
 	char **urls = cr_server_urls(url, &n);
 	c->url = NULL;
+	c->others = cr_xcalloc((size_t)n + 1, sizeof(*c->others));
+	c->n_others = 0;
 	for (int i = 0; i < n; i++) { /* several servers: the first that answers */
 		if (!c->url && i + 1 < n) {
 			char *probe = cr_xasprintf("%s/healthz", urls[i]);
@@ -63,7 +65,7 @@ void cr_cli_init(struct cr_cli *c, const char *url_flag)
 			c->url = urls[i];
 		}
 		if (c->url != urls[i])
-			free(urls[i]);
+			c->others[c->n_others++] = urls[i];
 	}
 	free(urls);
 	c->token = cr_xstrdup(env_tok ? env_tok : cr_json_get_str(cfg, "token", NULL));
@@ -74,9 +76,31 @@ void cr_cli_release(struct cr_cli *c)
 {
 	free(c->url);
 	free(c->token);
+	for (int i = 0; i < c->n_others; i++)
+		free(c->others[i]);
+	free(c->others);
 }
 
+static json_t *api_call(struct cr_cli *c, const char *method, const char *path, const char *body, struct cr_err *err);
+
 json_t *cr_cli_api(struct cr_cli *c, const char *method, const char *path, const char *body, struct cr_err *err)
+{
+	struct cr_err local = CR_ERR_INIT;
+	if (!err)
+		err = &local;
+	json_t *j = api_call(c, method, path, body, err);
+	/* a follower of several servers: the leader is another of the list */
+	for (int i = 0; !j && err->code == CR_ENOTLEADER && i < c->n_others; i++) {
+		char *t = c->url;
+		c->url = c->others[i];
+		c->others[i] = t;
+		*err = (struct cr_err)CR_ERR_INIT;
+		j = api_call(c, method, path, body, err);
+	}
+	return j;
+}
+
+static json_t *api_call(struct cr_cli *c, const char *method, const char *path, const char *body, struct cr_err *err)
 {
 	char *url = cr_xasprintf("%s%s", c->url, path);
 	struct cr_http_resp r;

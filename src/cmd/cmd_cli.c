@@ -490,14 +490,14 @@ static int doctor_cluster(const char *url, bool as_json)
 	cr_cli_release(&cl);
 	if (!ans)
 		return cr_cmd_fail(&err);
-	if (health) { /* the servers: one, or a leader and its standbys on PostgreSQL */
+	if (health) { /* the servers: one, or a leader and its followers on PostgreSQL */
 		json_t *servers = json_object_get(health, "servers");
 		printf("store: %s", cr_json_get_str(health, "store", "?"));
 		size_t k;
 		json_t *sv;
 		json_array_foreach(servers, k, sv)
 			printf("%s%s (%s)", k ? ", " : "; servers: ", cr_json_get_str(sv, "name", "?"),
-			       json_is_true(json_object_get(sv, "leader")) ? "leads" : "standing by");
+			       json_is_true(json_object_get(sv, "leader")) ? "leads" : "follows");
 		printf("\n");
 		json_decref(health);
 	}

@@ -492,70 +492,29 @@ static char **worker_argv(const struct server_opts *o, int port, const char *ca)
 	return argv;
 }
 
-static volatile sig_atomic_t standby_stop;
-
-static void on_standby_signal(int sig)
-{
-	(void)sig;
-	standby_stop = 1;
-}
-
-/* Several servers on one PostgreSQL: only the one holding the leader lock
- * opens the cluster and serves; the others stand by here, without a port
- * (a load balancer's health check sends nothing to them), and take over
- * within a second of the leader's end. Returns 0 with o->app.lock held, 1
- * when stopped by a signal while standing by, or an error. */
-static int wait_to_lead(struct server_opts *o, struct cr_err *err)
+/* Several servers on one PostgreSQL: the leader lock, taken when free. A
+ * server that does not get it follows: it serves /v1 and /api from the
+ * shared state, and leads within a second of the leader's end. Returns 0
+ * with o->app.lock set (held or not), or an error when PostgreSQL cannot be
+ * asked at all (a wrong URL is said at once). */
+static int take_lock(struct server_opts *o, struct cr_err *err)
 {
 	char host[256] = "server", *name;
 	gethostname(host, sizeof(host) - 1);
 	name = cr_xasprintf("%s:%d", host, o->port);
 	struct cr_pg_lock *l = cr_pg_lock_new(o->app.store, name);
-	struct sigaction sa = { 0 }, old_term, old_int;
-	sa.sa_handler = on_standby_signal;
-	sigaction(SIGTERM, &sa, &old_term);
-	sigaction(SIGINT, &sa, &old_int);
-	bool got = false, said = false;
-	int unreachable = 0;
-	while (!standby_stop) {
-		struct cr_err e = CR_ERR_INIT;
-		int rc = cr_pg_lock_try(l, &got, &e);
-		if (!rc && got)
-			break;
-		if (rc && !said && !unreachable) { /* not even once: the URL or PostgreSQL is wrong, say so now */
-			sigaction(SIGTERM, &old_term, NULL);
-			sigaction(SIGINT, &old_int, NULL);
-			*err = e;
-			cr_pg_lock_free(l);
-			free(name);
-			return rc;
-		}
-		if (rc && ++unreachable == 1) /* PostgreSQL away: said once, tried again */
-			fprintf(stderr, "corral: %s; trying again every second\n", e.message);
-		if (!rc && !said) {
-			json_t *servers = cr_pg_lock_servers(l);
-			const char *leader = "another server";
-			size_t i;
-			json_t *v;
-			json_array_foreach(servers, i, v)
-				if (json_is_true(json_object_get(v, "leader")))
-					leader = cr_json_get_str(v, "name", leader);
-			printf("corral: standing by as %s: %s leads; this server takes over when it ends\n", name, leader);
-			fflush(stdout);
-			json_decref(servers);
-			said = true;
-		}
-		usleep(500000);
-	}
-	sigaction(SIGTERM, &old_term, NULL);
-	sigaction(SIGINT, &old_int, NULL);
 	free(name);
-	if (standby_stop) {
+	bool got = false;
+	int rc = cr_pg_lock_try(l, &got, err);
+	if (rc) {
 		cr_pg_lock_free(l);
-		return 1;
+		return rc;
 	}
-	if (said)
-		printf("corral: leading now\n");
+	if (!got) {
+		printf("corral: following as %s: another server leads; this one serves /v1 and /api and leads when it "
+		       "ends\n", cr_pg_lock_name(l));
+		fflush(stdout);
+	}
 	o->app.lock = l;
 	return 0;
 }
@@ -604,14 +563,7 @@ static int server_main(int argc, char **argv)
 	struct cr_err err = CR_ERR_INIT;
 	int port = 0;
 	char *ca = NULL, hash[CR_TLS_HASH_LEN];
-	rc = o.app.store ? wait_to_lead(&o, &err) : 0;
-	if (rc == 1) { /* stopped while standing by */
-		event_base_free(base);
-		free(o.data_dir);
-		if (alog)
-			fclose(alog);
-		return 0;
-	}
+	rc = o.app.store ? take_lock(&o, &err) : 0;
 	if (!rc)
 		rc = cr_app_open(base, &o.app, &app, &err);
 	if (!rc && setup_tls(&o, app, &ca, hash)) {

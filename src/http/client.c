@@ -220,6 +220,8 @@ int cr_http_error_from(const struct cr_http_resp *r, struct cr_err *err)
 							 : CR_EUPSTREAM;
 	json_t *j = json_loadb(r->body ? r->body : "", r->len, 0, NULL);
 	json_t *e = json_object_get(j, "error");
+	if (json_is_object(e) && !strcmp(cr_json_get_str(e, "code", ""), "not_leader"))
+		code = CR_ENOTLEADER; /* a follower server: the caller may try another */
 	if (json_is_object(e))
 		cr_err_set(err, code, cr_json_get_str(e, "fix", ""), "%s", cr_json_get_str(e, "message", "error"));
 	else

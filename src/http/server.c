@@ -40,6 +40,7 @@ struct cr_http_server {
 	struct evhttp *http;
 	struct cr_http_limits limits;
 	cr_http_auth_cb auth;
+	cr_http_guard_cb guard;
 	void *app;
 	const struct cr_http_route *tables[MAX_TABLES];
 	void *table_ctx[MAX_TABLES];
@@ -84,7 +85,7 @@ int cr_http_status(int code)
 	case CR_ECONFLICT: case -EEXIST: return 409;
 	case CR_ETOOBIG: return 413;
 	case CR_EUPSTREAM: return 502;
-	case CR_EUNAVAILABLE: return 503;
+	case CR_EUNAVAILABLE: case CR_ENOTLEADER: return 503;
 	case CR_ELIMIT: return 429;
 	case -ENOSPC: return 507;
 	default: return 500;
@@ -849,6 +850,13 @@ static void dispatch(struct evhttp_request *ev, void *arg)
 		}
 		return;
 	}
+	if (srv->guard) {
+		struct cr_err err = CR_ERR_INIT;
+		if (srv->guard(req, r, &err) != 0) {
+			cr_reply_err(req, &err);
+			return;
+		}
+	}
 	if (r->auth != CR_AUTH_NONE && srv->auth) {
 		struct cr_err err = CR_ERR_INIT;
 		if (srv->auth(req, r->auth, &err) != 0) {
@@ -917,6 +925,11 @@ void cr_http_server_add_routes_ctx(struct cr_http_server *s, const struct cr_htt
 		abort();
 	s->table_ctx[s->ntables] = ctx;
 	s->tables[s->ntables++] = table;
+}
+
+void cr_http_server_set_guard(struct cr_http_server *s, cr_http_guard_cb guard)
+{
+	s->guard = guard;
 }
 
 void cr_http_server_add_routes(struct cr_http_server *s, const struct cr_http_route *table)

@@ -44,6 +44,10 @@ struct cr_http_route {
  * (the server then replies with it). Called on the event loop. */
 typedef int (*cr_http_auth_cb)(struct cr_req *req, enum cr_auth_need need, struct cr_err *err);
 
+/* Whether this server serves route r now; 0, or an error code with err
+ * filled (the server replies with it before any auth). Called on the loop. */
+typedef int (*cr_http_guard_cb)(struct cr_req *req, const struct cr_http_route *r, struct cr_err *err);
+
 struct cr_http_limits {
 	size_t max_body;    /* bodies above this get 413 (JSON) */
 	size_t max_headers; /* total header bytes above this get 431 (JSON) */
@@ -71,6 +75,9 @@ typedef json_t *(*cr_http_error_render_cb)(int status, const char *code, const c
 struct cr_http_server *cr_http_server_new(struct event_base *base, const struct cr_http_limits *limits,
 					  cr_http_auth_cb auth, void *app);
 void cr_http_server_add_routes(struct cr_http_server *s, const struct cr_http_route *table);
+
+/* Ask guard before every routed request (NULL: none). */
+void cr_http_server_set_guard(struct cr_http_server *s, cr_http_guard_cb guard);
 
 /* The same with ctx as what cr_req_ctx gives the table's handlers (a
  * component's own state beside the server's app). */

@@ -120,6 +120,19 @@ long long cr_pg_lock_my_epoch(const struct cr_pg_lock *l)
 	return l->epoch;
 }
 
+void cr_pg_lock_release(struct cr_pg_lock *l)
+{
+	if (l->c)
+		PQfinish(l->c);
+	l->c = NULL;
+	l->held = false;
+}
+
+const char *cr_pg_lock_name(const struct cr_pg_lock *l)
+{
+	return l->name + strlen(APP_PREFIX);
+}
+
 json_t *cr_pg_lock_servers(struct cr_pg_lock *l)
 {
 	json_t *out = json_array();

@@ -243,6 +243,12 @@ bool cr_pg_lock_held(struct cr_pg_lock *l);
 int cr_pg_lock_epoch(struct cr_pg_lock *l, bool bump, long long *epoch, struct cr_err *err);
 long long cr_pg_lock_my_epoch(const struct cr_pg_lock *l);
 
+/* Give the lock up (its connection is closed; the next try connects again). */
+void cr_pg_lock_release(struct cr_pg_lock *l);
+
+/* This server's name, as the others list it. */
+const char *cr_pg_lock_name(const struct cr_pg_lock *l);
+
 /* Every server connected to the database: [{"name", "leader", "since_ms"}]. */
 json_t *cr_pg_lock_servers(struct cr_pg_lock *l);
 
