@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Failover benchmark: two corral servers on one private PostgreSQL
-(scripts/pg-test.sh), one leading, one standing by. Each trial kills the
-leader with SIGKILL and measures the time until the standby answers
-/healthz; the killed one is started again (and stands by) for the next trial.
-The yardstick is the same server's plain start (process start to /healthz)
-on the same database. Prints the median and max over --trials (20) and
+(scripts/pg-test.sh), one leading, one following (it serves /v1 and /api
+meanwhile). Each trial kills the leader with SIGKILL and measures the time
+until the follower says it leads (/healthz "leading"); the killed one is
+started again (and follows) for the next trial. The yardstick is the same
+server's plain start (process start to leading) on the same database. Prints the median and max over --trials (20) and
 writes bench/results/failover.json."""
 import argparse
 import json
+import random
 import os
 import shutil
 import signal
@@ -24,11 +25,11 @@ sys.path.insert(0, HERE)
 from run_gateway import free_port  # noqa: E402
 
 
-def answers(port):
+def leads(port):
     try:
-        urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=0.5).read()
-        return True
-    except OSError:
+        with urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=0.5) as r:
+            return json.loads(r.read()).get("leading") is True
+    except (OSError, ValueError):
         return False
 
 
@@ -58,7 +59,7 @@ def main():
     try:
         t0 = time.monotonic()
         start(0)
-        while not answers(ports[0]):
+        while not leads(ports[0]):
             time.sleep(0.01)
         plain = time.monotonic() - t0
         os.makedirs(os.path.join(tmp, "s1"), mode=0o700)
@@ -71,18 +72,18 @@ def main():
             procs[leader].wait()
             t0 = time.monotonic()
             other = 1 - leader
-            while not answers(ports[other]):
+            while not leads(ports[other]):
                 time.sleep(0.01)
             took.append(time.monotonic() - t0)
-            start(leader)  # back as a standby
-            time.sleep(1)
+            start(leader)  # back as a follower
+            time.sleep(1 + random.random() / 2)  # any phase of the follower's 250 ms lock poll
             leader = other
         res = {"trials": args.trials, "median_s": statistics.median(took), "max_s": max(took),
                "plain_start_s": plain, "all_s": took}
         os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
         with open(os.path.join(HERE, "results", "failover.json"), "w") as f:
             json.dump(res, f, indent=1)
-        print("failover: kill -9 of the leader to the standby answering, median %.2f s, max %.2f s over %d trials; "
+        print("failover: kill -9 of the leader to the follower leading, median %.2f s, max %.2f s over %d trials; "
               "a plain start on the same database takes %.2f s (ratio %.2f)"
               % (res["median_s"], res["max_s"], args.trials, plain, res["median_s"] / plain))
     finally:

@@ -55,6 +55,7 @@ static const struct cr_http_route app_routes[] = {
 #define SYNC_MS 1000        /* how often accounts (and a follower's models and instances) are read back */
 #define SYNC_WORKERS_MS 5000 /* how often a follower reads the workers' stored reports */
 #define MISS_SYNC_MS 250    /* reads for unknown keys or sessions, at most this often */
+#define FOLLOWER_POLL_MS 250 /* how often a follower asks for the lock */
 
 /* The server that leads now, as the servers list each other ("another
  * server" when none is seen). Caller frees. */
@@ -167,7 +168,7 @@ static bool lead(struct cr_app *app)
 	}
 	/* asking connects first, on the event loop: a PostgreSQL that does not
 	 * answer at all is asked less and less often, up to every 12 s */
-	int64_t now = cr_mono_ms(), wait = app->led ? LOCK_RETRY_MS : 900;
+	int64_t now = cr_mono_ms(), wait = app->led ? LOCK_RETRY_MS : FOLLOWER_POLL_MS - 50;
 	for (int k = 0; k < app->lock_fails && wait < 12000; k++)
 		wait *= 2;
 	if (now - app->lock_tried_ms < (wait < 12000 ? wait : 12000))
@@ -234,6 +235,25 @@ static int follower_guard(struct cr_req *req, const struct cr_http_route *r, str
 	return rc;
 }
 
+/* Usage counts to the store every every_ms: a kill -9 loses at most that
+ * much of them. */
+static void flush_usage(struct cr_app *app, int64_t every_ms)
+{
+	int64_t now = cr_mono_ms();
+	if (now - app->usage_flushed_ms < every_ms - 100)
+		return;
+	app->usage_flushed_ms = now;
+	struct cr_err err = CR_ERR_INIT;
+	int64_t t0 = cr_mono_ns();
+	bool failed = cr_usage_flush(app, &err) != 0;
+	cr_metrics_flush(app, 1, t0);
+	if (failed && !app->usage_failing)
+		cr_warn("usage not saved yet (kept in memory, retried every second): %s", err.message);
+	else if (!failed && app->usage_failing)
+		cr_info("usage saved again");
+	app->usage_failing = failed;
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
@@ -246,20 +266,21 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		cr_models_tick(app);
 		cr_learn_tick(app);
 	}
-	/* usage every --usage-interval (1 s): a kill -9 loses at most that much of it */
-	int64_t now = cr_mono_ms();
-	if (now - app->usage_flushed_ms < (int64_t)app->cfg.usage_interval_s * 1000 - 100)
-		return;
-	app->usage_flushed_ms = now;
-	struct cr_err err = CR_ERR_INIT;
-	int64_t t0 = cr_mono_ns();
-	bool failed = cr_usage_flush(app, &err) != 0;
-	cr_metrics_flush(app, 1, t0);
-	if (failed && !app->usage_failing)
-		cr_warn("usage not saved yet (kept in memory, retried every second): %s", err.message);
-	else if (!failed && app->usage_failing)
-		cr_info("usage saved again");
-	app->usage_failing = failed;
+	if (!app->lock)
+		flush_usage(app, (int64_t)app->cfg.usage_interval_s * 1000);
+}
+
+static void on_lock_poll(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct cr_app *app = arg;
+	if (!app->leading && !app->led && lead(app)) /* a follower that just took over: its first tick now */
+		event_active(app->tick, EV_TIMEOUT, 0);
+	/* several servers behind one name: each writes its usage counts 4 times a
+	 * second, so that a killed one takes less of them with it */
+	int64_t every = (int64_t)app->cfg.usage_interval_s * 1000;
+	flush_usage(app, every < FOLLOWER_POLL_MS + 100 ? every : FOLLOWER_POLL_MS + 100);
 }
 
 static void on_flush(evutil_socket_t fd, short what, void *arg)
@@ -405,6 +426,11 @@ int cr_app_open(struct event_base *base, const struct cr_app_config *cfg, struct
 		app->cfg.flush_interval_s = SYNC_WORKERS_MS / 1000; /* what followers show of the workers is this fresh */
 	app->flush = every(app, app->cfg.flush_interval_s, on_flush);
 	app->keepalive = every(app, cfg->keepalive_s > 0 ? cfg->keepalive_s : 15, on_keepalive);
+	if (app->lock) {
+		app->lock_poll = event_new(base, -1, EV_PERSIST, on_lock_poll, app);
+		struct timeval tv = { 0, FOLLOWER_POLL_MS * 1000 };
+		event_add(app->lock_poll, &tv);
+	}
 	*out = app;
 	return 0;
 fail:
@@ -444,6 +470,8 @@ void cr_app_free(struct cr_app *app)
 		event_free(app->flush);
 	if (app->keepalive)
 		event_free(app->keepalive);
+	if (app->lock_poll)
+		event_free(app->lock_poll);
 	cr_hub_free_all(app); /* lookups in flight finish first */
 	cr_usage_free_all(app);
 	cr_keys_free_all(app);

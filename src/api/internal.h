@@ -130,6 +130,7 @@ struct cr_app {
 	int64_t next_e2e_mono;      /* the next round of end-to-end probes */
 	int64_t started_mono;
 	struct event *tick, *flush, *keepalive;
+	struct event *lock_poll;    /* several servers: a follower asks for the lock */
 	struct cr_app_metrics metrics;
 	struct cr_event_sub *event_subs; /* GET /api/events streams */
 	struct cr_workpool *hub_pool;   /* hub listings, off the loop (created when first needed) */
