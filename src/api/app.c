@@ -97,6 +97,7 @@ static void sync_tick(struct cr_app *app)
 		app->synced_workers_ms = now;
 	struct cr_err err = CR_ERR_INIT;
 	bool failed = sync_all(app, workers, &err) != 0;
+	cr_events_poll(app);
 	if (failed && !app->sync_failing)
 		cr_warn("cannot read what the other servers wrote (serving what this one knows; tried every second): %s",
 			err.message);

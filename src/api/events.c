@@ -39,6 +39,16 @@ static void send_event(struct cr_stream *s, const struct cr_event_rec *e)
 	json_decref(o);
 }
 
+/* e to every stream that has not had it yet (ids grow). */
+static void send_to_subs(struct cr_app *app, const struct cr_event_rec *e)
+{
+	for (struct cr_event_sub *s = app->event_subs; s; s = s->next)
+		if (e->id > s->last_id) {
+			send_event(s->stream, e);
+			s->last_id = e->id;
+		}
+}
+
 void cr_event(struct cr_app *app, const char *kind, const char *subject, json_t *detail, const char *fmt, ...)
 {
 	char msg[1200];
@@ -50,13 +60,29 @@ void cr_event(struct cr_app *app, const char *kind, const char *subject, json_t 
 	json_decref(detail);
 	struct cr_event_rec e = { 0, cr_wall_ms(), (char *)kind, (char *)(subject ? subject : ""), msg, d };
 	struct cr_err err = CR_ERR_INIT;
-	if (app->store->ops->event_add(app->store, &e, &err)) {
+	if (app->store->ops->event_add(app->store, &e, &err))
 		cr_warn("event '%s %s' not stored: %s", kind, e.subject, err.message);
-	} else {
-		for (struct cr_event_sub *s = app->event_subs; s; s = s->next)
-			send_event(s->stream, &e);
-	}
+	else if (!app->lock) /* several servers: every stream gets the events of all of them in order (cr_events_poll) */
+		send_to_subs(app, &e);
 	free(d);
+}
+
+static void poll_row(const struct cr_event_rec *e, void *arg)
+{
+	send_to_subs(arg, e);
+}
+
+void cr_events_poll(struct cr_app *app)
+{
+	if (!app->event_subs)
+		return;
+	long long after = app->event_subs->last_id;
+	for (struct cr_event_sub *s = app->event_subs; s; s = s->next)
+		if (s->last_id < after)
+			after = s->last_id;
+	struct cr_err err = CR_ERR_INIT;
+	if (app->store->ops->event_list(app->store, after, REPLAY_MAX, false, poll_row, app, &err))
+		cr_warn("events of the other servers not read: %s", err.message);
 }
 
 void cr_events_trim(struct cr_app *app)
@@ -102,7 +128,14 @@ void cr_events_free_all(struct cr_app *app)
 
 static void replay(const struct cr_event_rec *e, void *arg)
 {
-	send_event(arg, e);
+	struct cr_event_sub *sub = arg;
+	send_event(sub->stream, e);
+	sub->last_id = e->id;
+}
+
+static void newest_id(const struct cr_event_rec *e, void *arg)
+{
+	*(long long *)arg = e->id;
 }
 
 static void collect(const struct cr_event_rec *e, void *arg)
@@ -147,10 +180,13 @@ static void list_events(struct cr_req *req)
 	struct cr_stream *s = cr_stream_open(req, sub_closed, app);
 	if (!s)
 		return;
-	if (after >= 0 && app->store->ops->event_list(app->store, after, REPLAY_MAX, false, replay, s, &err))
-		cr_warn("events stream: %s", err.message);
 	struct cr_event_sub *sub = cr_xcalloc(1, sizeof(*sub));
 	sub->stream = s;
+	sub->last_id = after;
+	if (after >= 0 && app->store->ops->event_list(app->store, after, REPLAY_MAX, false, replay, sub, &err))
+		cr_warn("events stream: %s", err.message);
+	else if (after < 0 && app->store->ops->event_list(app->store, 0, 1, true, newest_id, &sub->last_id, &err))
+		cr_warn("events stream: %s", err.message); /* new events from here on */
 	sub->next = app->event_subs;
 	app->event_subs = sub;
 	cr_stream_comment(s, "connected");

@@ -86,6 +86,7 @@ struct cr_app_metrics {
 /* A client of the event stream. */
 struct cr_event_sub {
 	struct cr_stream *stream;
+	long long last_id; /* the newest event it was sent */
 	struct cr_event_sub *next;
 };
 
@@ -153,6 +154,9 @@ extern const struct cr_http_route cr_api_event_routes[];
 void cr_event(struct cr_app *app, const char *kind, const char *subject, json_t *detail, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
 void cr_events_trim(struct cr_app *app);
+/* Several servers: the events every server stored since each stream's last,
+ * sent in order (each second). */
+void cr_events_poll(struct cr_app *app);
 void cr_events_keepalive(struct cr_app *app);
 void cr_events_free_all(struct cr_app *app);
 

@@ -212,7 +212,24 @@ class Failover(EngineCase):
         self.worker("w1")
         self.url = url_a
         self.wait_state("w1", "ready")
+        # an event stream on the follower gets the leader's events
+        seen = []
+        stream = urllib.request.urlopen(urllib.request.Request(url_b + "/api/events?follow=1", headers={
+            "Authorization": "Bearer " + self.token}), timeout=30)
+        self.addCleanup(stream.close)
+
+        def read_events():
+            for line in stream:
+                if line.startswith(b"event: "):
+                    seen.append(line[7:].decode().strip())
+                    if seen[-1] == "model.deployed":
+                        return
+
+        reader = threading.Thread(target=read_events, daemon=True)
+        reader.start()
         self.deploy_tiny()
+        reader.join(20)
+        self.assertIn("model.deployed", seen)
         # the follower's view: the model, its running instance, the worker
         self.wait_for(lambda: [i["state"] for i in self.on(url_b, "GET", "/api/instances")[1].get("instances", [])]
                       == ["running"], "the follower seeing the instance running")
