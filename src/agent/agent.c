@@ -576,7 +576,7 @@ static int on_watch_data(const char *data, size_t len, void *arg)
 static void *watcher(void *arg)
 {
 	struct agent *a = arg;
-	int attempt = 0;
+	int attempt = 0, followers = 0;
 	for (;;) {
 		pthread_mutex_lock(&a->mu);
 		while (!a->stopping && !a->generation)
@@ -599,7 +599,16 @@ static void *watcher(void *arg)
 		free(secret);
 		if (a->watch_up)
 			cr_info("watch stream ended%s%s; reconnecting", err.code ? ": " : "", err.message);
+		if (a->watch_up)
+			followers = 0;
 		a->watch_up = false;
+		if (err.code == CR_ENOTLEADER && followers++ < 10) {
+			/* a follower of several servers: the next connection (another URL, or through a
+			 * load balancer another server) may reach the leader */
+			if (!nap(a, 200))
+				break;
+			continue;
+		}
 		if (cr_mono_ms() - started > 60000)
 			attempt = 0;
 		if (!nap(a, backoff_ms(attempt++)))
