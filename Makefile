@@ -180,6 +180,7 @@ bench: $(BUILD)/corral $(BENCH_BINS) $(TOOLS) $(FAKE_NVML)
 	python3 bench/run_console.py --build $(BUILD) $(BENCH_ARGS)
 	python3 bench/run_hub.py --build $(BUILD) $(BENCH_ARGS)
 	python3 bench/run_failover.py --build $(BUILD) $(BENCH_ARGS)
+	python3 bench/run_servers.py --build $(BUILD) $(BENCH_ARGS)
 	python3 bench/run_hostile.py --build $(BUILD) $(BENCH_ARGS)
 	CORRAL_LLAMA_BIN=$$(scripts/llama-build.sh) python3 bench/run_rolling.py --build $(BUILD) $(BENCH_ARGS)
 
