@@ -56,7 +56,7 @@ def pg_cpu_s(pg_dir):
     return sum(cpu_s(int(p)) for p in [master] + kids if os.path.exists("/proc/%s" % p))
 
 
-def run_corral(build, n, interval, duration, warmup, tmp, store=None, pg_dir=None):
+def run_corral(build, n, interval, duration, warmup, tmp, store=None, pg_dir=None, followers=0):
     port = free_port()
     data = os.path.join(tmp, "corral-%d-%s" % (n, "pg" if store else "sqlite"))
     server = subprocess.Popen([os.path.join(build, "corral"), "server", "--disable-worker", "--host", "127.0.0.1",
@@ -73,6 +73,18 @@ def run_corral(build, n, interval, duration, warmup, tmp, store=None, pg_dir=Non
                                      data=json.dumps({"username": "admin", "password": pw}).encode())
         admin = json.load(urllib.request.urlopen(req))["token"]
         token = open(os.path.join(data, "token")).read().strip()
+        extra = []  # followers on the same PostgreSQL: they read what the leader stores
+        for k in range(followers):
+            fdata = data + "-f%d" % k
+            os.makedirs(fdata, mode=0o700)
+            shutil.copy(os.path.join(data, "token"), os.path.join(fdata, "token"))
+            fport = free_port()
+            extra.append(subprocess.Popen([os.path.join(build, "corral"), "server", "--disable-worker", "--host",
+                                           "127.0.0.1", "--port", str(fport), "--data-dir", fdata, "--store", store],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          env=dict(os.environ, CORRAL_LOG_LEVEL="warn")))
+            wait_http("http://127.0.0.1:%d/healthz" % fport)
+        f0 = [cpu_s(p.pid) for p in extra]
         pg0 = pg_cpu_s(pg_dir) if pg_dir else 0
         out = subprocess.run([os.path.join(build, "bench", "statusload"), "--url", url, "--token", token,
                               "--admin-token", admin, "--server-pid", str(server.pid), "--workers", str(n),
@@ -81,12 +93,14 @@ def run_corral(build, n, interval, duration, warmup, tmp, store=None, pg_dir=Non
         r = json.loads(out)
         if pg_dir:
             r["pg_cpu_s"] = pg_cpu_s(pg_dir) - pg0
+        r["follower_cpu_s"] = [cpu_s(p.pid) - c for p, c in zip(extra, f0)]
         r["rss_idle_kb"] = idle
         r["metrics"] = scrape_cost(url, admin, server.pid)
         return r
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(20)
+        for p in [server] + (extra if "extra" in locals() else []):
+            p.send_signal(signal.SIGTERM)
+            p.wait(20)
 
 
 def cpu_s(pid):
@@ -151,6 +165,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="1,000 workers for 10 s (CI smoke run)")
     ap.add_argument("--postgres", action="store_true", help="also on a private PostgreSQL (--store)")
+    ap.add_argument("--followers", type=int, default=0,
+                    help="with --postgres: this many follower servers on the same database")
     args = ap.parse_args()
     if args.quick:
         args.workers, args.duration, args.warmup = "1000", 10, 5
@@ -178,7 +194,8 @@ def main():
                 url = subprocess.run([os.path.join(ROOT, "scripts", "pg-test.sh"), "start", pg_dir], check=True,
                                      capture_output=True, text=True).stdout.strip()
                 try:
-                    p = run_corral(build, n, args.interval, args.duration, args.warmup, tmp, url, pg_dir)
+                    p = run_corral(build, n, args.interval, args.duration, args.warmup, tmp, url, pg_dir,
+                                   args.followers)
                 finally:
                     subprocess.run([os.path.join(ROOT, "scripts", "pg-test.sh"), "stop", pg_dir], capture_output=True)
                 results[-1]["corral_pg"] = p
@@ -186,6 +203,9 @@ def main():
                       "run, GET p50 %.2f ms p99 %.2f ms, %d failed; CPU per msg PostgreSQL/SQLite server %.2f" %
                       (p["msgs_per_s"], p["cpu_us_per_msg"], p["cpu_cores"], p["pg_cpu_s"], p["get_p50_ms"],
                        p["get_p99_ms"], p["status_failed"], p["cpu_us_per_msg"] / c["cpu_us_per_msg"]))
+                if p["follower_cpu_s"]:
+                    print("         followers: %s CPU s each over the run (they read the workers only when asked)"
+                          % ", ".join("%.2f" % x for x in p["follower_cpu_s"]))
             if y:
                 print("         nginx (return 200): %.1f us CPU/msg (%.3f cores), p50 %.2f ms p99 %.2f ms; "
                       "corral/nginx CPU per msg = %.2f" %

@@ -53,7 +53,7 @@ static const struct cr_http_route app_routes[] = {
 
 #define LOCK_RETRY_MS 3000 /* how often a server that lost the lock asks for it again */
 #define SYNC_MS 1000        /* how often accounts (and a follower's models and instances) are read back */
-#define SYNC_WORKERS_MS 5000 /* how often a follower reads the workers' stored reports */
+#define SYNC_WORKERS_MS 5000 /* a follower's view of the workers is read again when older than this */
 #define MISS_SYNC_MS 250    /* reads for unknown keys or sessions, at most this often */
 #define FOLLOWER_POLL_MS 250 /* how often a follower asks for the lock */
 
@@ -72,17 +72,15 @@ static char *leader_name(struct cr_app *app)
 	return name ? name : cr_xstrdup("another server");
 }
 
-/* What other servers wrote, read back: accounts always; models, instances
- * and the workers' stored reports on a follower. */
-static int sync_all(struct cr_app *app, bool workers, struct cr_err *err)
+/* What other servers wrote, read back: accounts always; models and
+ * instances on a follower. */
+static int sync_all(struct cr_app *app, struct cr_err *err)
 {
 	int rc = cr_auth_sync(app, err);
 	if (!rc)
 		rc = cr_keys_sync(app, err);
 	if (!rc && !app->leading)
 		rc = cr_models_sync(app, err);
-	if (!rc && workers)
-		rc = cr_workers_sync(app, !app->leading, err);
 	return rc;
 }
 
@@ -92,11 +90,8 @@ static void sync_tick(struct cr_app *app)
 	if (!app->lock || now - app->synced_ms < SYNC_MS - 100)
 		return;
 	app->synced_ms = now;
-	bool workers = !app->leading && now - app->synced_workers_ms >= SYNC_WORKERS_MS - 100;
-	if (workers)
-		app->synced_workers_ms = now;
 	struct cr_err err = CR_ERR_INIT;
-	bool failed = sync_all(app, workers, &err) != 0;
+	bool failed = sync_all(app, &err) != 0;
 	cr_events_poll(app);
 	if (failed && !app->sync_failing)
 		cr_warn("cannot read what the other servers wrote (serving what this one knows; tried every second): %s",
@@ -124,7 +119,7 @@ static int take_over(struct cr_app *app, struct cr_err *err)
 	long long epoch = 0;
 	int rc = cr_pg_lock_epoch(app->lock, true, &epoch, err);
 	if (!rc)
-		rc = sync_all(app, false, err); /* still a follower's read: models and instances too */
+		rc = sync_all(app, err); /* still a follower's read: models and instances too */
 	if (!rc)
 		rc = cr_workers_sync(app, false, err);
 	if (rc)
@@ -221,11 +216,33 @@ static bool leader_only(const struct cr_http_route *r)
 	return false;
 }
 
+/* Routes that show workers: a follower reads their stored reports first
+ * when what it has is older than SYNC_WORKERS_MS (only when asked: at 10,000
+ * workers a read is tens of megabytes). */
+static bool shows_workers(const struct cr_http_route *r)
+{
+	static const char *const prefixes[] = { "/api/workers", "/api/health", "/api/files", "/metrics" };
+	for (size_t k = 0; k < sizeof(prefixes) / sizeof(prefixes[0]); k++)
+		if (!strncmp(r->pattern, prefixes[k], strlen(prefixes[k])))
+			return true;
+	return false;
+}
+
 static int follower_guard(struct cr_req *req, const struct cr_http_route *r, struct cr_err *err)
 {
 	struct cr_app *app = cr_req_app(req);
-	if (!app->lock || app->leading || !leader_only(r))
+	if (!app->lock || app->leading)
 		return 0;
+	if (!leader_only(r)) {
+		int64_t now = cr_mono_ms();
+		if (shows_workers(r) && now - app->synced_workers_ms >= SYNC_WORKERS_MS) {
+			app->synced_workers_ms = now;
+			struct cr_err e = CR_ERR_INIT;
+			if (cr_workers_sync(app, true, &e))
+				cr_warn("workers' reports not read (showing what this server last read): %s", e.message);
+		}
+		return 0;
+	}
 	char *leader = leader_name(app);
 	int rc = cr_err_set(err, CR_ENOTLEADER,
 			    "send it to the leader, or list every server in --server-url URL1,URL2,... (the CLI and "
