@@ -123,6 +123,32 @@ static void next_server(struct agent *a, const char *why)
 	cr_warn("server %s cannot be reached (%s); trying %s", a->urls[from], why, a->urls[to]);
 }
 
+static bool nap(struct agent *a, int64_t ms);
+
+/* cr_http_call to path on the server in use. A follower of several servers
+ * answers not_leader to what only the leader takes: the next server of the
+ * list is tried at once, or, with one name for several servers (a load
+ * balancer), a new connection, up to 10 times. */
+static int server_call(struct agent *a, const char *path, const char *secret, const char *body,
+		       struct cr_http_resp *resp, struct cr_err *err)
+{
+	for (int i = 0;; i++) {
+		char *url = cr_xasprintf("%s%s", srv(a), path);
+		int rc = cr_http_call("POST", url, secret, body, 10000, resp, err);
+		free(url);
+		if (rc || resp->status != 503 || i >= 10)
+			return rc;
+		struct cr_err e = CR_ERR_INIT;
+		if (cr_http_error_from(resp, &e) != CR_ENOTLEADER)
+			return 0;
+		cr_http_resp_release(resp);
+		if (a->n_urls > 1)
+			next_server(a, e.message);
+		else if (!nap(a, 100))
+			return cr_err_set(err, CR_EUNAVAILABLE, NULL, "stopping");
+	}
+}
+
 static void save_identity(struct agent *a)
 {
 	json_t *j = json_pack("{s:s,s:s,s:s,s:s}", "id", a->id, "name", a->name, "secret", a->secret, "server_url",
@@ -224,10 +250,8 @@ static int do_register(struct agent *a, struct cr_err *err)
 		json_object_set_new(body, "address", json_string(a->cfg->advertise_address));
 	char *text = cr_json_dump(body);
 	json_decref(body);
-	char *url = cr_xasprintf("%s/api/workers/register", srv(a));
 	struct cr_http_resp resp;
-	int rc = cr_http_call("POST", url, a->cfg->token, text, 10000, &resp, err);
-	free(url);
+	int rc = server_call(a, "/api/workers/register", a->cfg->token, text, &resp, err);
 	free(text);
 	if (rc)
 		return rc;
@@ -359,12 +383,12 @@ static int send_status(struct agent *a, struct cr_err *err)
 	char *text = cr_json_dump(report);
 	json_decref(report);
 	pthread_mutex_lock(&a->mu);
-	char *url = cr_xasprintf("%s/api/workers/%s/status", srv(a), a->id);
+	char *url = cr_xasprintf("/api/workers/%s/status", a->id);
 	char *secret = cr_xstrdup(a->secret);
 	pthread_mutex_unlock(&a->mu);
 	struct cr_http_resp resp;
 	int64_t sent = cr_wall_ms();
-	int rc = cr_http_call("POST", url, secret, text, 10000, &resp, err);
+	int rc = server_call(a, url, secret, text, &resp, err);
 	int64_t back = cr_wall_ms();
 	if (!rc && resp.status != 200)
 		rc = cr_http_error_from(&resp, err);
@@ -410,12 +434,12 @@ static void post_if_changed(struct agent *a, const char *what, json_t *report, c
 		return;
 	}
 	pthread_mutex_lock(&a->mu);
-	char *url = cr_xasprintf("%s/api/workers/%s/%s", srv(a), a->id, what);
+	char *url = cr_xasprintf("/api/workers/%s/%s", a->id, what);
 	char *secret = cr_xstrdup(a->secret);
 	pthread_mutex_unlock(&a->mu);
 	struct cr_http_resp resp;
 	struct cr_err err = CR_ERR_INIT;
-	int rc = cr_http_call("POST", url, secret, text, 10000, &resp, &err);
+	int rc = server_call(a, url, secret, text, &resp, &err);
 	if (!rc && resp.status != 200)
 		rc = cr_http_error_from(&resp, &err);
 	cr_http_resp_release(&resp); /* whatever the status: a 5xx answer's body too */

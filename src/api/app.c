@@ -72,14 +72,14 @@ static char *leader_name(struct cr_app *app)
 	return name ? name : cr_xstrdup("another server");
 }
 
-/* What other servers wrote, read back: accounts always; models and
- * instances on a follower. */
+/* What other servers wrote, read back: accounts and models (every server
+ * may change them); instances on a follower (the leader's own). */
 static int sync_all(struct cr_app *app, struct cr_err *err)
 {
 	int rc = cr_auth_sync(app, err);
 	if (!rc)
 		rc = cr_keys_sync(app, err);
-	if (!rc && !app->leading)
+	if (!rc)
 		rc = cr_models_sync(app, err);
 	return rc;
 }
@@ -205,7 +205,7 @@ static bool lead(struct cr_app *app)
  * cluster; accounts and /v1 are served by every server). */
 static bool leader_only(const struct cr_http_route *r)
 {
-	static const char *const prefixes[] = { "/api/workers", "/api/models", "/api/instances", "/api/files", "/api/token" };
+	static const char *const prefixes[] = { "/api/workers", "/api/instances", "/api/files", "/api/token" };
 	if (r->auth == CR_AUTH_WORKER)
 		return true;
 	if (r->method == CR_GET)
@@ -221,7 +221,7 @@ static bool leader_only(const struct cr_http_route *r)
  * workers a read is tens of megabytes). */
 static bool shows_workers(const struct cr_http_route *r)
 {
-	static const char *const prefixes[] = { "/api/workers", "/api/health", "/api/files", "/metrics" };
+	static const char *const prefixes[] = { "/api/workers", "/api/health", "/api/files", "/metrics", "/api/models/plan" };
 	for (size_t k = 0; k < sizeof(prefixes) / sizeof(prefixes[0]); k++)
 		if (!strncmp(r->pattern, prefixes[k], strlen(prefixes[k])))
 			return true;
@@ -243,13 +243,18 @@ static int follower_guard(struct cr_req *req, const struct cr_http_route *r, str
 		}
 		return 0;
 	}
-	char *leader = leader_name(app);
+	int64_t now = cr_mono_ms();
+	if (!app->leader_name || now - app->leader_named_ms >= 1000) { /* asked at most once a second, whatever comes */
+		free(app->leader_name);
+		app->leader_name = leader_name(app);
+		app->leader_named_ms = now;
+	}
+	const char *leader = app->leader_name;
 	int rc = cr_err_set(err, CR_ENOTLEADER,
 			    "send it to the leader, or list every server in --server-url URL1,URL2,... (the CLI and "
 			    "workers move on to the next)",
-			    "this server (%s) follows; only the leader (%s) changes models, instances and workers and "
+			    "this server (%s) follows; only the leader (%s) changes workers, instances and files and "
 			    "takes workers' reports", app->server_name, leader);
-	free(leader);
 	return rc;
 }
 
@@ -507,6 +512,7 @@ void cr_app_free(struct cr_app *app)
 	free(app->cluster_token);
 	free(app->peer_secret);
 	free(app->server_name);
+	free(app->leader_name);
 	free(app->data_dir);
 	free(app);
 }

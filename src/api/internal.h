@@ -99,6 +99,8 @@ struct cr_app {
 	bool leading;             /* runs the controller, the scheduler and the periodic jobs */
 	bool led;                 /* has led since it started (a follower never has) */
 	char *server_name;        /* HOST:PORT, as the other servers list it (several servers only) */
+	char *leader_name;        /* a follower: the leader, as last asked (leader_named_ms, monotonic) */
+	int64_t leader_named_ms;
 	int64_t synced_ms;        /* monotonic: the last read of what other servers wrote */
 	int64_t synced_workers_ms; /* the same for the workers (a follower's view) */
 	int64_t miss_synced_ms;   /* the last read for an unknown key or session */

@@ -95,28 +95,47 @@ int cr_models_load(struct cr_app *app, struct cr_err *err)
 	return rc;
 }
 
-/* ---- several servers: a follower reads what the leader wrote ---- */
+/* ---- several servers: what the other servers wrote ---- */
+
+static json_t *drop_instances(struct cr_app *app, struct cr_model *m);
 
 struct model_sync {
 	struct cr_app *app;
 	struct cr_map seen, seen_i; /* model / instance id -> itself */
+	bool changed;               /* the leader: a model was made or changed elsewhere */
 };
 
 /* A stored model into memory: its spec replaced in place when it changed
- * (the gateway looks models up by name on every request). */
+ * (the gateway looks models up by name on every request). On the leader, a
+ * model made or changed on a follower is placed as if made here: its source
+ * is sent to the workers to inspect, and a changed spec replaces the
+ * instances one by one. */
 static void sync_model(const struct cr_model_rec *r, void *arg)
 {
 	struct model_sync *ms = arg;
-	struct cr_model *m = cr_map_get(&ms->app->models, r->id);
+	struct cr_app *app = ms->app;
+	struct cr_model *m = cr_map_get(&app->models, r->id);
 	if (!m) {
-		load_model(r, ms->app);
+		load_model(r, app);
+		m = cr_map_get(&app->models, r->id);
+		if (m && app->leading) {
+			m->created_mono = cr_mono_ms(); /* workers inspect it first, as for one made here */
+			ms->changed = true;
+		}
 	} else if (m->updated_ms != r->updated_ms || strcmp(m->name, r->name)) {
 		json_t *spec = json_loads(r->spec_json, 0, NULL);
 		if (json_is_object(spec)) {
+			json_t *built = cr_model_spec_built(spec);
+			if (app->leading && !json_equal(m->built, built)) {
+				cr_info("model '%s': spec changed on another server; its instances are replaced one by one",
+					r->name);
+				m->created_mono = cr_mono_ms();
+				ms->changed = true;
+			}
 			json_decref(m->spec);
 			json_decref(m->built);
 			m->spec = spec;
-			m->built = cr_model_spec_built(spec);
+			m->built = built;
 		} else {
 			json_decref(spec);
 		}
@@ -159,16 +178,16 @@ static void sync_instance(const struct cr_instance_rec *r, void *arg)
 
 int cr_models_sync(struct cr_app *app, struct cr_err *err)
 {
-	struct model_sync ms = { app, CR_MAP_INIT, CR_MAP_INIT };
+	struct model_sync ms = { app, CR_MAP_INIT, CR_MAP_INIT, false };
 	int rc = app->store->ops->model_list(app->store, sync_model, &ms, err);
-	if (!rc)
+	if (!rc && !app->leading) /* the leader's instances are its own */
 		rc = app->store->ops->instance_list(app->store, sync_instance, &ms, err);
 	size_t it = 0;
 	void *v;
 	const char *k;
 	/* removed since (only after whole lists): instances first, as a removed
 	 * model's instances went with it */
-	while (!rc && cr_map_next(&app->instances, &it, &k, &v))
+	while (!rc && !app->leading && cr_map_next(&app->instances, &it, &k, &v))
 		if (!cr_map_get(&ms.seen_i, k)) {
 			cr_map_del(&app->instances, k);
 			cr_instance_free(v);
@@ -177,12 +196,23 @@ int cr_models_sync(struct cr_app *app, struct cr_err *err)
 	while (!rc && cr_map_next(&app->models, &it, &k, &v))
 		if (!cr_map_get(&ms.seen, k)) {
 			struct cr_model *m = v;
+			if (app->leading) { /* deleted on a follower: its instances stop */
+				json_t *gone = drop_instances(app, m);
+				cr_info("model '%s' deleted on another server with %zu instance(s)", m->name,
+					json_array_size(gone));
+				json_decref(gone);
+				ms.changed = true;
+			}
 			cr_map_del(&app->model_names, m->name);
 			cr_map_del(&app->models, k);
 			model_free(m);
 		}
 	cr_map_release(&ms.seen);
 	cr_map_release(&ms.seen_i);
+	if (ms.changed) {
+		cr_instances_push_all(app); /* sources to inspect, instances to stop */
+		app->sched_dirty = true;
+	}
 	return rc;
 }
 
@@ -1074,6 +1104,8 @@ static void e2e_probes(struct cr_app *app, int64_t now);
 
 void cr_models_tick(struct cr_app *app)
 {
+	if (!app->leading) /* a follower of several servers: the leader places (a change made here reaches it via the store) */
+		return;
 	int64_t now = cr_mono_ms();
 	struct cr_instance **gone = cr_xcalloc(app->instances.count + 1, sizeof(*gone));
 	size_t n_gone = 0, git = 0;
@@ -1255,7 +1287,7 @@ static void patch_with_spec(struct cr_req *req, json_t *spec, json_t *ctx)
 			m->name);
 		struct cr_instance **is;
 		size_t n = model_instances(app, m, &is);
-		for (size_t k = 0; k < n; k++) /* placed before specs were kept with them: cannot be compared */
+		for (size_t k = 0; k < n && app->leading; k++) /* placed before specs were kept with them: cannot be compared */
 			if (!json_object_get(is[k]->placement, "spec"))
 				cr_instance_remove(app, is[k], "the model's spec changed");
 		free(is);
@@ -1273,6 +1305,23 @@ static void patch_with_spec(struct cr_req *req, json_t *spec, json_t *ctx)
 	cr_reply_json(req, 200, o);
 }
 
+/* The model's instances out of memory (the store cascaded the model's
+ * deletion to them); their workers are told, and stop them. Their ids. */
+static json_t *drop_instances(struct cr_app *app, struct cr_model *m)
+{
+	struct cr_instance **is;
+	size_t n = model_instances(app, m, &is);
+	json_t *gone = json_array();
+	for (size_t k = 0; k < n; k++) {
+		json_array_append_new(gone, json_string(is[k]->id));
+		cr_map_del(&app->instances, is[k]->id);
+		cr_instances_push(app, is[k]->placement);
+		cr_instance_free(is[k]);
+	}
+	free(is);
+	return gone;
+}
+
 static void delete_model(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
@@ -1284,16 +1333,8 @@ static void delete_model(struct cr_req *req)
 		cr_reply_err(req, &err);
 		return;
 	}
-	struct cr_instance **is;
-	size_t n = model_instances(app, m, &is);
-	json_t *gone = json_array();
-	for (size_t k = 0; k < n; k++) { /* the store cascaded; drop them from memory */
-		json_array_append_new(gone, json_string(is[k]->id));
-		cr_map_del(&app->instances, is[k]->id);
-		cr_instances_push(app, is[k]->placement);
-		cr_instance_free(is[k]);
-	}
-	free(is);
+	json_t *gone = drop_instances(app, m);
+	size_t n = json_array_size(gone);
 	cr_info("model '%s' deleted with %zu instance(s)", m->name, n);
 	cr_audit(app, req, NULL, "model.delete", m->name, json_pack("{s:I}", "instances", (json_int_t)n));
 	cr_event(app, "model.deleted", m->name, NULL, "model '%s' deleted by %s; %zu instance(s) stop", m->name,

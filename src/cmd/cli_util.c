@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/buf.h"
 #include "base/err.h"
@@ -94,6 +95,12 @@ json_t *cr_cli_api(struct cr_cli *c, const char *method, const char *path, const
 		char *t = c->url;
 		c->url = c->others[i];
 		c->others[i] = t;
+		*err = (struct cr_err)CR_ERR_INIT;
+		j = api_call(c, method, path, body, err);
+	}
+	/* one name for several servers (a load balancer): a new connection may reach the leader */
+	for (int i = 0; !j && err->code == CR_ENOTLEADER && !c->n_others && i < 10; i++) {
+		usleep(100000);
 		*err = (struct cr_err)CR_ERR_INIT;
 		j = api_call(c, method, path, body, err);
 	}

@@ -246,8 +246,26 @@ class Failover(EngineCase):
         self.url = url_b
         for _ in range(3):
             self.assertEqual(self.gw("/v1/chat/completions", msg, key)[0], 200)
-        # only the leader changes the cluster: the follower says which server leads
-        st, err = self.on(url_b, "POST", "/api/models", {"name": "other", "path": self.model()})
+        # usage of both servers, summed once
+        time.sleep(1.5)  # each server adds its counts 4 times a second
+        self.assertEqual(self.on(url_a, "GET", "/api/usage?key=kb")[1]["total"]["requests"], 4)
+        self.assertEqual(self.on(url_b, "GET", "/api/usage?key=kb")[1]["total"]["requests"], 4)
+        # a model deployed on the follower: the leader places it, and its deletion there stops it
+        st, made = self.on(url_b, "POST", "/api/models", {"name": "other", "path": self.model(), "ctx": 1024,
+                                                            "allow_cpu_offload": True, "engine_args": ["-t", "1"]})
+        self.assertEqual(st, 201, made)
+        self.url = url_a
+        other = self.wait_running("other")
+        pid = self.leader_report(other)["pid"]
+        self.url = url_b
+        self.wait_for(lambda: self.gw("/v1/chat/completions", dict(msg, model="other"), key)[0] == 200,
+                      "the follower serving the model deployed on it")
+        self.assertEqual(self.on(url_b, "DELETE", "/api/models/other")[0], 200)
+        self.wait_for(lambda: not os.path.exists("/proc/%d" % pid) or open("/proc/%d/stat" % pid).read().split()[2] == "Z",
+                      "the engine of the model deleted on the follower stopped")
+        self.assertEqual([m["name"] for m in self.on(url_a, "GET", "/api/models")[1]["models"]], ["tiny"])
+        # only the leader changes workers: the follower says which server leads
+        st, err = self.on(url_b, "POST", "/api/workers/w1/cordon")
         self.assertEqual(st, 503, err)
         self.assertEqual(err["error"]["code"], "not_leader")
         self.assertIn(":%d" % port_a, err["error"]["message"])
@@ -263,10 +281,7 @@ class Failover(EngineCase):
         self.assertEqual(self.gw("/v1/chat/completions", msg, made["key"])[0], 200)  # made on a, used on b
         self.assertEqual(self.on(url_a, "DELETE", "/api/keys/ka")[0], 200)
         self.wait_for(lambda: self.gw("/v1/chat/completions", msg, made["key"])[0] == 401, "the revoked key refused on b")
-        # usage of both servers, summed once
-        time.sleep(2.5)  # each server adds its counts every second
-        self.assertEqual(self.on(url_a, "GET", "/api/usage?key=kb")[1]["total"]["requests"], 4)
-        self.assertEqual(self.on(url_b, "GET", "/api/usage?key=kb")[1]["total"]["requests"], 4)
+
 
     def test_the_follower_leads_when_the_leader_is_killed(self):
         a, b, port_a, port_b = self.two_servers()
