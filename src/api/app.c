@@ -143,8 +143,8 @@ static int take_over(struct cr_app *app, struct cr_err *err)
 }
 
 /* Whether this server does the leader's work now. With several servers on
- * one PostgreSQL, a follower asks for the lock every second and takes over
- * when it gets it. A leader that loses the lock stops that work at once (the
+ * one PostgreSQL, a follower asks for the lock 4 times a second (on_lock_poll)
+ * and takes over when it gets it. A leader that loses the lock stops that work at once (the
  * controller, the scheduler, the periodic jobs; /v1 and reads go on from
  * memory); taken back with no other leader in between, the work resumes; if
  * another server led meanwhile, this one's memory is behind it: it exits
@@ -178,7 +178,7 @@ static bool lead(struct cr_app *app)
 		return false;
 	}
 	app->lock_fails = 0;
-	if (!got)
+	if (!got && !app->led)
 		return false;
 	if (!app->led) {
 		if (take_over(app, &err) == 0)
@@ -191,18 +191,22 @@ static bool lead(struct cr_app *app)
 	if (cr_pg_lock_epoch(app->lock, false, &epoch, &err))
 		return false;
 	if (epoch != cr_pg_lock_my_epoch(app->lock)) {
-		cr_error("another server led while this one had lost the lock (epoch %lld, ours %lld): exiting so that "
-			 "a restart loads the current state", epoch, cr_pg_lock_my_epoch(app->lock));
+		cr_error("another server %s while this one had lost the lock (epoch %lld, ours %lld): exiting so that "
+			 "a restart loads the current state, as a follower", got ? "led" : "leads", epoch,
+			 cr_pg_lock_my_epoch(app->lock));
 		cr_usage_flush(app, NULL);
 		exit(75);
 	}
+	if (!got) /* the lock is held by a server that has not bumped the epoch yet */
+		return false;
 	app->leading = true;
 	cr_info("leading again (no other server led meanwhile)");
 	return true;
 }
 
-/* Several servers: what a follower does not serve (the leader changes the
- * cluster; accounts and /v1 are served by every server). */
+/* Several servers: what a follower does not serve: workers' reports and
+ * streams, and changes to workers, instances, cached files and the token
+ * (models, accounts, reads and /v1 are served by every server). */
 static bool leader_only(const struct cr_http_route *r)
 {
 	static const char *const prefixes[] = { "/api/workers", "/api/instances", "/api/files", "/api/token" };
@@ -231,7 +235,9 @@ static bool shows_workers(const struct cr_http_route *r)
 static int follower_guard(struct cr_req *req, const struct cr_http_route *r, struct cr_err *err)
 {
 	struct cr_app *app = cr_req_app(req);
-	if (!app->lock || app->leading)
+	/* a leader that lost its lock keeps its workers' reports until it gets
+	 * the lock back, or learns that another server leads (lead()) */
+	if (!app->lock || app->leading || app->led)
 		return 0;
 	if (!leader_only(r)) {
 		int64_t now = cr_mono_ms();

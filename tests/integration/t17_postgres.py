@@ -283,6 +283,19 @@ class Failover(EngineCase):
         self.wait_for(lambda: self.gw("/v1/chat/completions", msg, made["key"])[0] == 401, "the revoked key refused on b")
 
 
+    def test_a_leader_whose_lock_went_to_a_follower_exits_to_follow(self):
+        a, b, port_a, port_b = self.two_servers()
+        url_b = "http://127.0.0.1:%d" % port_b
+        # a's lock connection ends (as when its network to PostgreSQL breaks), a itself lives on
+        self.psql(self.store, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name "
+                              "LIKE 'corral-server %%:%d'" % port_a)
+        self.wait_for(lambda: self.on(url_b, "GET", "/healthz")[1].get("leading"), "b leading", proc=b)
+        self.wait_for(lambda: not a.alive(), "a exiting", timeout=30)
+        self.assertEqual(a.popen.returncode, 75, a.output())
+        self.assertIn("lost the leader lock", a.output())
+        self.assertIn("exiting so that a restart loads the current state, as a follower", a.output())
+        self.assertTrue(self.on(url_b, "GET", "/healthz")[1]["leading"])
+
     def test_the_follower_leads_when_the_leader_is_killed(self):
         a, b, port_a, port_b = self.two_servers()
         url_a, url_b = "http://127.0.0.1:%d" % port_a, "http://127.0.0.1:%d" % port_b
