@@ -101,10 +101,10 @@ static void sync_tick(struct cr_app *app)
 	app->sync_failing = failed;
 }
 
-bool cr_app_sync_on_miss(struct cr_app *app)
+bool cr_app_sync_on_miss(struct cr_app *app, bool limited)
 {
 	int64_t now = cr_mono_ms();
-	if (!app->lock || now - app->miss_synced_ms < MISS_SYNC_MS)
+	if (!app->lock || (limited && now - app->miss_synced_ms < MISS_SYNC_MS))
 		return false;
 	app->miss_synced_ms = now;
 	return cr_auth_sync(app, NULL) == 0 && cr_keys_sync(app, NULL) == 0;

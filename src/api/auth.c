@@ -348,7 +348,7 @@ int cr_auth_check(struct cr_req *req, enum cr_auth_need need, struct cr_err *err
 		return check_worker(req, token, err);
 	if (need == CR_AUTH_KEY) {
 		struct cr_apikey *k = cr_key_check(app, token);
-		if (!k && cr_app_sync_on_miss(app)) /* made on another server a moment ago? */
+		if (!k && cr_app_sync_on_miss(app, true)) /* made on another server a moment ago? */
 			k = cr_key_check(app, token);
 		if (!k)
 			return cr_err_set(err, CR_EUNAUTH, "create one with 'corral keys create NAME'",
@@ -363,7 +363,7 @@ int cr_auth_check(struct cr_req *req, enum cr_auth_need need, struct cr_err *err
 	char hash[CR_HASH_HEX];
 	cr_secret_hash(token, hash);
 	struct cr_session *s = cr_map_get(&app->sessions, hash);
-	if (!s && cr_app_sync_on_miss(app))
+	if (!s && cr_app_sync_on_miss(app, true))
 		s = cr_map_get(&app->sessions, hash);
 	if (!s || s->expires_ms <= cr_wall_ms())
 		return cr_err_set(err, CR_EUNAUTH, "log in again with 'corral login'",
@@ -532,6 +532,9 @@ static void login(struct cr_req *req)
 		return;
 	}
 	struct cr_user *u = cr_map_get(&app->users, username);
+	/* made on another server a moment ago? (not rate limited: failed logins are) */
+	if (!u && cr_app_sync_on_miss(app, false))
+		u = cr_map_get(&app->users, username);
 	struct login *l = cr_xcalloc(1, sizeof(*l));
 	l->req = req;
 	l->app = app;

@@ -236,10 +236,10 @@ int cr_models_sync(struct cr_app *app, struct cr_err *err);
 /* Identities and cordons; with observed, also the last stored reports and a
  * follower's view of each worker's state from them. */
 int cr_workers_sync(struct cr_app *app, bool observed, struct cr_err *err);
-/* app.c: an unknown key or session may have been made on another server a
- * moment ago: read the accounts again (at most every 250 ms); true when
- * they were read. */
-bool cr_app_sync_on_miss(struct cr_app *app);
+/* app.c: an unknown key, session or user may have been made on another
+ * server a moment ago: read the accounts again (with limited, at most every
+ * 250 ms); true when they were read. */
+bool cr_app_sync_on_miss(struct cr_app *app, bool limited);
 
 /* keys.c */
 int cr_keys_load(struct cr_app *app, struct cr_err *err);

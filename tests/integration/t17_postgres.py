@@ -246,6 +246,16 @@ class Failover(EngineCase):
         self.url = url_b
         for _ in range(3):
             self.assertEqual(self.gw("/v1/chat/completions", msg, key)[0], 200)
+        # a user made on the follower logs in on the leader; the session works on the follower at once;
+        # deleted on the leader, the user's session is refused on the follower within a second or so
+        st, made_user = self.on(url_b, "POST", "/api/users", {"username": "ann", "password": "correct horse 1234"})
+        self.assertEqual(st, 201, made_user)
+        st, ann = self.on(url_a, "POST", "/api/auth/login", {"username": "ann", "password": "correct horse 1234"})
+        self.assertEqual(st, 200, ann)
+        self.assertEqual(self.on(url_b, "GET", "/api/auth/me", token=ann["token"])[1]["username"], "ann")
+        self.assertEqual(self.on(url_a, "DELETE", "/api/users/ann")[0], 200)
+        self.wait_for(lambda: self.on(url_b, "GET", "/api/auth/me", token=ann["token"])[0] == 401,
+                      "the deleted user's session refused on the follower")
         # usage of both servers, summed once
         time.sleep(1.5)  # each server adds its counts 4 times a second
         self.assertEqual(self.on(url_a, "GET", "/api/usage?key=kb")[1]["total"]["requests"], 4)
