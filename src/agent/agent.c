@@ -522,14 +522,8 @@ static void *reporter(void *arg)
 		snprintf(msg, sizeof(msg), "%s failed: %s%s%s", registered ? "status report" : "registration",
 			 err.message, err.fix[0] ? "; " : "", err.fix);
 		problem(a, msg);
-		if (rc == CR_ENOTLEADER && a->n_urls < 2 && attempt < 10) {
-			/* one name for several servers (a load balancer): the next connection may reach the leader */
-			attempt++;
-			if (!nap(a, 200))
-				break;
-			continue;
-		}
-		if (rc == CR_EUPSTREAM || rc == CR_EUNAVAILABLE || rc == CR_ENOTLEADER) { /* another server of the list, at once */
+		/* not_leader was tried again by server_call already: back off */
+		if (rc == CR_EUPSTREAM || rc == CR_EUNAVAILABLE) { /* another server of the list, at once */
 			next_server(a, err.message);
 			if (a->n_urls > 1 && attempt < a->n_urls) {
 				attempt++;

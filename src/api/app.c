@@ -492,7 +492,7 @@ void cr_app_free(struct cr_app *app)
 		if (cr_usage_flush(app, &err))
 			cr_warn("usage of the last %d s is lost: %s", app->cfg.usage_interval_s, err.message);
 	}
-	cr_pg_lock_free(app->lock); /* last: a standby leads once the state is written */
+	cr_pg_lock_free(app->lock); /* last: a follower leads once the state is written */
 	if (app->tick)
 		event_free(app->tick);
 	if (app->flush)

@@ -122,7 +122,7 @@ static void sync_model(const struct cr_model_rec *r, void *arg)
 			m->created_mono = cr_mono_ms(); /* workers inspect it first, as for one made here */
 			ms->changed = true;
 		}
-	} else if (m->updated_ms != r->updated_ms || strcmp(m->name, r->name)) {
+	} else if (m->updated_ms != r->updated_ms) { /* names never change */
 		json_t *spec = json_loads(r->spec_json, 0, NULL);
 		if (json_is_object(spec)) {
 			json_t *built = cr_model_spec_built(spec);
@@ -138,11 +138,6 @@ static void sync_model(const struct cr_model_rec *r, void *arg)
 			m->built = built;
 		} else {
 			json_decref(spec);
-		}
-		if (strcmp(m->name, r->name)) {
-			cr_map_del(&ms->app->model_names, m->name);
-			cr_str_replace(&m->name, r->name);
-			cr_map_put(&ms->app->model_names, m->name, m);
 		}
 		m->updated_ms = r->updated_ms;
 	}

@@ -1,6 +1,6 @@
 /* The leader lock of servers sharing one PostgreSQL: a session advisory lock
  * held on a connection of its own. PostgreSQL releases it when that
- * connection ends (the server died, or PostgreSQL restarted), so a standby
+ * connection ends (the server died, or PostgreSQL restarted), so a follower
  * waiting on it leads within its poll interval. Every server's lock
  * connection is named "corral-server NAME URL", which is how the servers
  * list each other (pg_stat_activity). A leader epoch in the settings table
@@ -160,8 +160,7 @@ void cr_pg_lock_free(struct cr_pg_lock *l)
 {
 	if (!l)
 		return;
-	if (l->c)
-		PQfinish(l->c); /* releases the lock */
+	cr_pg_lock_release(l);
 	free(l->url);
 	free(l->name);
 	free(l);
