@@ -393,6 +393,7 @@ backend servers
         self.wait_for(lambda: self.healthy(), "haproxy in front of server a")
         self.worker("w1")
         self.wait_state("w1", "ready")
+        self.url = "http://127.0.0.1:%d" % port_a  # the engine's pid as the leader has it (followers keep no member reports)
         engine = self.deploy_tiny()
         key = self.cli("keys", "create", "k").stdout.strip()
         msg = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
