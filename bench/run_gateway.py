@@ -27,6 +27,8 @@ import urllib.request
 from run_status import wait_http
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "integration"))
+from harness import kill_marked  # noqa: E402  engines outlive their worker (adopted on its restart)
 TLS = None  # (cert, key) under --tls
 
 
@@ -166,7 +168,8 @@ http { access_log off;
 
     def spawn(self, args, name):
         p = subprocess.Popen(args, stdout=open(os.path.join(self.tmp, name + ".log"), "w"),
-                             stderr=subprocess.STDOUT, env=dict(os.environ, CORRAL_LOG_LEVEL=os.environ.get("CORRAL_LOG_LEVEL", "warn")))
+                             stderr=subprocess.STDOUT, env=dict(os.environ, CORRAL_TEST_RUN=self.tmp,
+                                                                CORRAL_LOG_LEVEL=os.environ.get("CORRAL_LOG_LEVEL", "warn")))
         self.procs.append(p)
         return p
 
@@ -188,6 +191,7 @@ http { access_log off;
             except subprocess.TimeoutExpired:
                 p.kill()
         subprocess.run(["pkill", "-f", self.tmp], check=False)
+        kill_marked(self.tmp)  # the workers' engines, which name no path of the run
 
 
 def load(build, port, key, mode, conns, seconds, warmup, tls=False):

@@ -23,7 +23,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from run_gateway import api, free_port, load  # noqa: E402
+from run_gateway import api, free_port, kill_marked, load  # noqa: E402
 from run_status import wait_http  # noqa: E402
 
 
@@ -45,7 +45,7 @@ def main():
     pg_dir = tempfile.mkdtemp(prefix="corral-pg-")
     pg = os.path.join(ROOT, "scripts", "pg-test.sh")
     store = subprocess.run([pg, "start", pg_dir], check=True, capture_output=True, text=True).stdout.strip()
-    env = dict(os.environ, CORRAL_LOG_LEVEL=os.environ.get("CORRAL_LOG_LEVEL", "warn"))
+    env = dict(os.environ, CORRAL_TEST_RUN=tmp, CORRAL_LOG_LEVEL=os.environ.get("CORRAL_LOG_LEVEL", "warn"))
     procs = []
 
     def spawn(argv, name):
@@ -136,6 +136,7 @@ def main():
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+        kill_marked(tmp)  # the worker's engine outlives it (a restarted worker adopts it)
         subprocess.run([pg, "stop", pg_dir], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
