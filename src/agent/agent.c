@@ -125,10 +125,20 @@ static void next_server(struct agent *a, const char *why)
 
 static bool nap(struct agent *a, int64_t ms);
 
+/* Tries after a follower's not_leader, and the pause before each: random,
+ * so that the tries do not fall in step with other clients of a load
+ * balancer that deals connections in turn (and reach the same follower each
+ * time). */
+#define FOLLOWER_TRIES 20
+static int64_t follower_nap_ms(void)
+{
+	return 50 + randombytes_uniform(200);
+}
+
 /* cr_http_call to path on the server in use. A follower of several servers
  * answers not_leader to what only the leader takes: the next server of the
  * list is tried at once, or, with one name for several servers (a load
- * balancer), a new connection, up to 10 times. */
+ * balancer), a new connection, up to FOLLOWER_TRIES times. */
 static int server_call(struct agent *a, const char *path, const char *secret, const char *body,
 		       struct cr_http_resp *resp, struct cr_err *err)
 {
@@ -136,7 +146,7 @@ static int server_call(struct agent *a, const char *path, const char *secret, co
 		char *url = cr_xasprintf("%s%s", srv(a), path);
 		int rc = cr_http_call("POST", url, secret, body, 10000, resp, err);
 		free(url);
-		if (rc || resp->status != 503 || i >= 10)
+		if (rc || resp->status != 503 || i >= FOLLOWER_TRIES)
 			return rc;
 		struct cr_err e = CR_ERR_INIT;
 		if (cr_http_error_from(resp, &e) != CR_ENOTLEADER)
@@ -144,7 +154,7 @@ static int server_call(struct agent *a, const char *path, const char *secret, co
 		cr_http_resp_release(resp);
 		if (a->n_urls > 1)
 			next_server(a, e.message);
-		else if (!nap(a, 100))
+		else if (!nap(a, follower_nap_ms()))
 			return cr_err_set(err, CR_EUNAVAILABLE, NULL, "stopping");
 	}
 }
@@ -522,7 +532,13 @@ static void *reporter(void *arg)
 		snprintf(msg, sizeof(msg), "%s failed: %s%s%s", registered ? "status report" : "registration",
 			 err.message, err.fix[0] ? "; " : "", err.fix);
 		problem(a, msg);
-		/* not_leader was tried again by server_call already: back off */
+		/* not_leader was tried again by server_call already: a leader is there, so
+		 * no long backoff, a pause of about a second */
+		if (rc == CR_ENOTLEADER) {
+			if (!nap(a, 500 + randombytes_uniform(1000)))
+				break;
+			continue;
+		}
 		if (rc == CR_EUPSTREAM || rc == CR_EUNAVAILABLE) { /* another server of the list, at once */
 			next_server(a, err.message);
 			if (a->n_urls > 1 && attempt < a->n_urls) {
@@ -620,10 +636,10 @@ static void *watcher(void *arg)
 		if (a->watch_up)
 			followers = 0;
 		a->watch_up = false;
-		if (err.code == CR_ENOTLEADER && followers++ < 10) {
+		if (err.code == CR_ENOTLEADER && followers++ < FOLLOWER_TRIES) {
 			/* a follower of several servers: the next connection (another URL, or through a
 			 * load balancer another server) may reach the leader */
-			if (!nap(a, 200))
+			if (!nap(a, follower_nap_ms()))
 				break;
 			continue;
 		}

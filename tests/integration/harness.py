@@ -418,9 +418,10 @@ class ClusterCase(unittest.TestCase):
                 seen = "\n(could not show what was seen: %r)" % e
         self.fail("timed out after %ss waiting for %s (last: %r)%s" % (timeout, what, last, seen))
 
-    def wait_state(self, name, state, timeout=20):
-        return self.wait_for(lambda: self.workers()[name]["state"] == state and self.workers()[name],
-                             "worker %s to be %s" % (name, state), timeout)
+    def wait_state(self, name, state, timeout=20, show=None):
+        # one read per try: behind a load balancer two reads may reach two servers
+        return self.wait_for(lambda: (lambda w: w["state"] == state and w)(self.workers()[name]),
+                             "worker %s to be %s" % (name, state), timeout, show=show)
 
 
 H100 = {"driver_version": "550.54.15", "cuda_driver_version": 12040, "devices": [

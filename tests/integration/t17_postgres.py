@@ -391,9 +391,11 @@ backend servers
         self.url = lb_url  # workers, the CLI and clients know only the load balancer
         self.env["CORRAL_SERVER_URL"] = lb_url
         self.wait_for(lambda: self.healthy(), "haproxy in front of server a")
-        self.worker("w1")
-        self.wait_state("w1", "ready")
-        self.url = "http://127.0.0.1:%d" % port_a  # the engine's pid as the leader has it (followers keep no member reports)
+        w1 = self.worker("w1")  # it registers through the load balancer
+        # the leader's view (a follower reads the workers' reports only every few seconds), and the engine's pid
+        # as the leader has it (followers keep no member reports)
+        self.url = "http://127.0.0.1:%d" % port_a
+        self.wait_state("w1", "ready", show=lambda: w1.output()[-3000:])
         engine = self.deploy_tiny()
         key = self.cli("keys", "create", "k").stdout.strip()
         msg = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
