@@ -130,9 +130,10 @@ static bool nap(struct agent *a, int64_t ms);
  * balancer that deals connections in turn (and reach the same follower each
  * time). */
 #define FOLLOWER_TRIES 20
-static int64_t follower_nap_ms(void)
+static int64_t follower_nap_ms(int tries)
 {
-	return 50 + randombytes_uniform(200);
+	/* after the quick tries, about a second: a leader exists, so no outage backoff */
+	return tries < FOLLOWER_TRIES ? 50 + randombytes_uniform(200) : 500 + randombytes_uniform(1000);
 }
 
 /* cr_http_call to path on the server in use. A follower of several servers
@@ -154,7 +155,7 @@ static int server_call(struct agent *a, const char *path, const char *secret, co
 		cr_http_resp_release(resp);
 		if (a->n_urls > 1)
 			next_server(a, e.message);
-		else if (!nap(a, follower_nap_ms()))
+		else if (!nap(a, follower_nap_ms(i)))
 			return cr_err_set(err, CR_EUNAVAILABLE, NULL, "stopping");
 	}
 }
@@ -532,10 +533,9 @@ static void *reporter(void *arg)
 		snprintf(msg, sizeof(msg), "%s failed: %s%s%s", registered ? "status report" : "registration",
 			 err.message, err.fix[0] ? "; " : "", err.fix);
 		problem(a, msg);
-		/* not_leader was tried again by server_call already: a leader is there, so
-		 * no long backoff, a pause of about a second */
+		/* not_leader was tried again by server_call already */
 		if (rc == CR_ENOTLEADER) {
-			if (!nap(a, 500 + randombytes_uniform(1000)))
+			if (!nap(a, follower_nap_ms(FOLLOWER_TRIES)))
 				break;
 			continue;
 		}
@@ -636,10 +636,10 @@ static void *watcher(void *arg)
 		if (a->watch_up)
 			followers = 0;
 		a->watch_up = false;
-		if (err.code == CR_ENOTLEADER && followers++ < FOLLOWER_TRIES) {
+		if (err.code == CR_ENOTLEADER) {
 			/* a follower of several servers: the next connection (another URL, or through a
 			 * load balancer another server) may reach the leader */
-			if (!nap(a, follower_nap_ms()))
+			if (!nap(a, follower_nap_ms(followers++)))
 				break;
 			continue;
 		}

@@ -25,17 +25,6 @@ struct cr_pg_lock {
 	long long epoch; /* the leader epoch this server took the lock at */
 };
 
-static PGconn *connect_named(const char *url, const char *name)
-{
-	const char *keys[] = { "dbname", "connect_timeout", "application_name", "keepalives_idle", "keepalives_interval",
-			       "keepalives_count", "tcp_user_timeout", NULL };
-	const char *vals[] = { url, "3", name, "5", "2", "2", "8000", NULL };
-	PGconn *c = PQconnectdbParams(keys, vals, 1);
-	if (!c)
-		abort();
-	return c;
-}
-
 static PGresult *q1(PGconn *c, const char *sql, const char *arg)
 {
 	const char *v[1] = { arg };
@@ -56,7 +45,7 @@ int cr_pg_lock_try(struct cr_pg_lock *l, bool *got, struct cr_err *err)
 	if (!l->c || PQstatus(l->c) != CONNECTION_OK) {
 		if (l->c)
 			PQfinish(l->c);
-		l->c = connect_named(l->url, l->name);
+		l->c = cr_pg_connect(l->url, l->name, "3");
 		l->held = false;
 		if (PQstatus(l->c) != CONNECTION_OK) {
 			char msg[300];

@@ -214,6 +214,13 @@ int cr_store_open_sqlite(const char *path, struct cr_store **out, struct cr_err 
  * the fix; a newer schema is refused as with SQLite. */
 int cr_store_open_pg(const char *url, struct cr_store **out, struct cr_err *err);
 
+/* A libpq connection to url named app_name (as pg_stat_activity shows it),
+ * with the short timeouts every server connection uses: connect_timeout_s
+ * to connect, TCP keepalives and an 8 s TCP user timeout, so that a silent
+ * PostgreSQL costs seconds, not TCP's minutes. Never NULL; the caller checks
+ * PQstatus and calls PQfinish. */
+struct pg_conn *cr_pg_connect(const char *url, const char *app_name, const char *connect_timeout_s);
+
 /* True when spec names a PostgreSQL store (postgresql:// or postgres://). */
 bool cr_store_is_pg(const char *spec);
 

@@ -104,9 +104,7 @@ int cr_store_copy_sqlite_to_pg(const char *sqlite_path, const char *pg_url, FILE
 		goto out;
 	}
 	sqlite3_busy_timeout(db, 5000);
-	const char *keys[] = { "dbname", "connect_timeout", "application_name", NULL };
-	const char *vals[] = { pg_url, "10", "corral-migrate", NULL };
-	c = PQconnectdbParams(keys, vals, 1);
+	c = cr_pg_connect(pg_url, "corral-migrate", "10");
 	if (PQstatus(c) != CONNECTION_OK) {
 		rc = pg_fail(c, NULL, err, "connect");
 		goto out;

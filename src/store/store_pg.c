@@ -685,19 +685,23 @@ static char *where_of(PGconn *c)
 			    db ? db : "?");
 }
 
+PGconn *cr_pg_connect(const char *url, const char *app_name, const char *connect_timeout_s)
+{
+	const char *keys[] = { "dbname", "connect_timeout", "application_name", "keepalives_idle", "keepalives_interval",
+			       "keepalives_count", "tcp_user_timeout", NULL };
+	const char *vals[] = { url, connect_timeout_s, app_name, "5", "2", "2", "8000", NULL };
+	PGconn *c = PQconnectdbParams(keys, vals, 1);
+	if (!c)
+		abort();
+	return c;
+}
+
 int cr_store_open_pg(const char *url, struct cr_store **out, struct cr_err *err)
 {
 	struct pg_store *ps = cr_xcalloc(1, sizeof(*ps));
 	ps->base.ops = &pg_ops;
-	/* short timeouts: statements and reconnections run on the event loop, so
-	 * a PostgreSQL that went away (not refusing: silent) costs seconds, not
-	 * the minutes of TCP's own retries */
-	const char *keys[] = { "dbname", "connect_timeout", "application_name", "keepalives_idle", "keepalives_interval",
-			       "keepalives_count", "tcp_user_timeout", NULL };
-	const char *vals[] = { url, "3", "corral", "5", "2", "2", "8000", NULL };
-	ps->db = PQconnectdbParams(keys, vals, 1);
-	if (!ps->db)
-		abort();
+	/* short timeouts: statements and reconnections run on the event loop */
+	ps->db = cr_pg_connect(url, "corral", "3");
 	ps->where = where_of(ps->db);
 	int rc = 0;
 	if (PQstatus(ps->db) != CONNECTION_OK) {

@@ -306,6 +306,25 @@ class Failover(EngineCase):
         self.assertIn("exiting so that a restart loads the current state, as a follower", a.output())
         self.assertTrue(self.on(url_b, "GET", "/healthz")[1]["leading"])
 
+    def test_a_worker_that_knows_only_the_follower_says_why_and_registers_once_it_leads(self):
+        a, b, port_a, port_b = self.two_servers()
+        url_b = "http://127.0.0.1:%d" % port_b
+        self.url = url_b
+        w2 = self.worker("w2")
+        # refused, it says which server leads and what to do, and keeps trying
+        self.wait_for(lambda: "registration failed: this server" in w2.output(), "the refusal in the worker's log",
+                      proc=w2)
+        said = w2.output().split("registration failed: ", 1)[1].split("\n", 1)[0]
+        self.assertIn("follows; only the leader (", said)
+        self.assertIn(":%d)" % port_a, said)
+        self.assertIn("--server-url URL1,URL2", said)
+        self.assertNotIn("w2", self.workers())
+        a.popen.kill()
+        a.popen.wait()
+        self.wait_for(lambda: self.on(url_b, "GET", "/healthz")[1].get("leading"), "b leading", proc=b)
+        self.wait_state("w2", "ready", show=lambda: w2.output()[-3000:])
+        self.assertIn("registered with %s as worker 'w2'" % url_b, w2.output())
+
     def test_the_follower_leads_when_the_leader_is_killed(self):
         a, b, port_a, port_b = self.two_servers()
         url_a, url_b = "http://127.0.0.1:%d" % port_a, "http://127.0.0.1:%d" % port_b
