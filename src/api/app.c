@@ -81,6 +81,8 @@ static int sync_all(struct cr_app *app, struct cr_err *err)
 		rc = cr_keys_sync(app, err);
 	if (!rc)
 		rc = cr_models_sync(app, err);
+	if (!rc && !app->leading)
+		rc = cr_models_read_summary(app, err);
 	return rc;
 }
 
@@ -92,6 +94,8 @@ static void sync_tick(struct cr_app *app)
 	app->synced_ms = now;
 	struct cr_err err = CR_ERR_INIT;
 	bool failed = sync_all(app, &err) != 0;
+	if (app->leading)
+		cr_models_share_summary(app);
 	cr_events_poll(app);
 	if (failed && !app->sync_failing)
 		cr_warn("cannot read what the other servers wrote (serving what this one knows; tried every second): %s",
@@ -252,6 +256,7 @@ static int follower_guard(struct cr_req *req, const struct cr_http_route *r, str
 	int64_t now = cr_mono_ms();
 	if (!app->leader_name || now - app->leader_named_ms >= 1000) { /* asked at most once a second, whatever comes */
 		free(app->leader_name);
+	free(app->summary_shared);
 		app->leader_name = leader_name(app);
 		app->leader_named_ms = now;
 	}
@@ -519,6 +524,7 @@ void cr_app_free(struct cr_app *app)
 	free(app->peer_secret);
 	free(app->server_name);
 	free(app->leader_name);
+	free(app->summary_shared);
 	free(app->data_dir);
 	free(app);
 }

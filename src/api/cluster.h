@@ -45,6 +45,7 @@ struct cr_model {
 	char *status;       /* last scheduling summary when short of replicas, else NULL */
 	json_t *reasons;    /* its per-worker reasons, or NULL */
 	char *logged;       /* the last refusal written to the log: not repeated */
+	char *format_shared; /* a follower: the file format as the leader's workers found it, or NULL */
 };
 
 /* Instance lifecycle (design.md): pending -> scheduled -> starting -> running,

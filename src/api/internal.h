@@ -105,6 +105,7 @@ struct cr_app {
 	int64_t synced_workers_ms; /* the same for the workers (a follower's view) */
 	int64_t miss_synced_ms;   /* the last read for an unknown key or session */
 	bool sync_failing;        /* the last read failed (said once) */
+	char *summary_shared;     /* the leader: the models' summaries as last stored (cr_models_share_summary) */
 	int64_t lock_tried_ms;    /* the last try to take the lock back (monotonic) */
 	int lock_fails;           /* tries in a row that could not reach PostgreSQL */
 	struct cr_http_server *http;
@@ -233,6 +234,12 @@ void cr_workers_push(struct cr_app *app, struct cr_worker *w);
 int cr_auth_sync(struct cr_app *app, struct cr_err *err);
 int cr_keys_sync(struct cr_app *app, struct cr_err *err);
 int cr_models_sync(struct cr_app *app, struct cr_err *err);
+/* The models' scheduling summaries (status, per-worker reasons, file format)
+ * live in the leader's memory: it stores them when they change (share, once
+ * a second), and followers read them back (read), so that every server shows
+ * why a model is short of replicas. */
+void cr_models_share_summary(struct cr_app *app);
+int cr_models_read_summary(struct cr_app *app, struct cr_err *err);
 /* Identities and cordons; with observed, also the last stored reports and a
  * follower's view of each worker's state from them. */
 int cr_workers_sync(struct cr_app *app, bool observed, struct cr_err *err);

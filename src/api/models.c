@@ -34,9 +34,23 @@ static void model_free(struct cr_model *m)
 	free(m->status);
 	free(m->logged);
 	json_decref(m->reasons);
+	free(m->format_shared);
 	free(m);
 }
 
+
+/* The model file's format as the workers found it (a follower, which keeps
+ * no workers' file reports, shows the leader's), or NULL. */
+static const char *model_format(struct cr_app *app, const struct cr_model *m)
+{
+	const char *format = NULL;
+	size_t it = 0;
+	void *v;
+	while (!format && cr_map_next(&app->workers, &it, NULL, &v))
+		format = cr_json_get_str(json_object_get(((struct cr_worker *)v)->files, cr_model_spec_source(m->spec)),
+					 "format", NULL);
+	return format ? format : m->format_shared;
+}
 
 static struct cr_model *model_add(struct cr_app *app, const char *id, const char *name, json_t *spec)
 {
@@ -211,6 +225,65 @@ int cr_models_sync(struct cr_app *app, struct cr_err *err)
 	return rc;
 }
 
+#define SUMMARY_KEY "model_summaries"
+
+void cr_models_share_summary(struct cr_app *app)
+{
+	json_t *all = json_object();
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->models, &it, NULL, &v)) {
+		struct cr_model *m = v;
+		const char *format = model_format(app, m);
+		if (m->status || format)
+			json_object_set_new(all, m->id, json_pack("{s:s?,s:O?,s:s?}", "status", m->status, "reasons",
+								  m->reasons, "format", format));
+	}
+	char *text = json_dumps(all, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(all);
+	if (!text)
+		abort();
+	struct cr_err err = CR_ERR_INIT;
+	if (app->summary_shared && !strcmp(app->summary_shared, text))
+		free(text);
+	else if (app->store->ops->setting_put(app->store, SUMMARY_KEY, text, &err) != 0) {
+		cr_debug("models' scheduling summaries not stored (tried again in a second): %s", err.message);
+		free(text);
+	} else {
+		free(app->summary_shared);
+		app->summary_shared = text;
+	}
+}
+
+int cr_models_read_summary(struct cr_app *app, struct cr_err *err)
+{
+	char *text = NULL;
+	struct cr_err e = CR_ERR_INIT;
+	int rc = app->store->ops->setting_get(app->store, SUMMARY_KEY, &text, &e);
+	if (rc && rc != CR_ENOTFOUND) { /* not stored yet: no summaries */
+		if (err)
+			*err = e;
+		return rc;
+	}
+	json_t *all = text && *text ? json_loads(text, 0, NULL) : NULL;
+	free(text);
+	size_t it = 0;
+	void *v;
+	while (cr_map_next(&app->models, &it, NULL, &v)) {
+		struct cr_model *m = v;
+		json_t *one = json_object_get(all, m->id), *reasons = json_object_get(one, "reasons");
+		const char *status = cr_json_get_str(one, "status", NULL), *format = cr_json_get_str(one, "format", NULL);
+		if (strcmp(m->status ? m->status : "", status ? status : ""))
+			cr_str_replace(&m->status, status);
+		if (strcmp(m->format_shared ? m->format_shared : "", format ? format : ""))
+			cr_str_replace(&m->format_shared, format);
+		json_decref(m->reasons);
+		m->reasons = json_is_array(reasons) ? json_incref(reasons) : NULL;
+	}
+	json_decref(all);
+	return 0;
+}
+
 void cr_models_free_all(struct cr_app *app)
 {
 	size_t it = 0;
@@ -317,12 +390,7 @@ static json_t *model_json(struct cr_app *app, struct cr_model *m)
 							    (json_int_t)cr_json_get_int(m->spec, "replicas", 0), "total",
 							    total, "scheduled", scheduled, "running", running));
 	json_object_set_new(o, "status", m->status ? json_string(m->status) : json_null());
-	const char *format = NULL;
-	size_t wit = 0;
-	void *wv;
-	while (!format && cr_map_next(&app->workers, &wit, NULL, &wv)) /* as the workers found it */
-		format = cr_json_get_str(json_object_get(((struct cr_worker *)wv)->files, cr_model_spec_source(m->spec)),
-					 "format", NULL);
+	const char *format = model_format(app, m);
 	json_object_set_new(o, "format", format ? json_string(format) : json_null());
 	json_object_set_new(o, "reasons", m->reasons ? json_incref(m->reasons) : json_array());
 	json_object_set_new(o, "warnings", spec_warnings(app, m->spec));

@@ -236,6 +236,19 @@ class Failover(EngineCase):
         self.assertEqual([m["name"] for m in self.on(url_b, "GET", "/api/models")[1]["models"]], ["tiny"])
         self.wait_for(lambda: [w["state"] for w in self.on(url_b, "GET", "/api/workers")[1]["workers"]] == ["ready"],
                       "the follower seeing w1 ready")
+        # what the leader's scheduler and workers found, shown by the follower too: the file's format, and why a
+        # model is short of replicas, with each worker's reason
+        self.wait_for(lambda: self.on(url_b, "GET", "/api/models/tiny")[1]["format"] == "gguf", "tiny's format on b")
+        st, _ = self.on(url_b, "POST", "/api/models", {"name": "nowhere", "path": self.model("n.gguf"),
+                                                        "allow_cpu_offload": True, "selector": {"zone": "mars"}})
+        self.assertEqual(st, 201)
+        nowhere = self.wait_for(lambda: (lambda m: m["status"] and m)(self.on(url_b, "GET", "/api/models/nowhere")[1]),
+                                "the follower showing why 'nowhere' is not placed")
+        self.assertIn("do not match the selector", nowhere["status"])
+        self.assertEqual([(r["worker"], bool(r["fix"])) for r in nowhere["reasons"]], [("w1", True)], nowhere)
+        self.assertEqual(nowhere, self.on(url_a, "GET", "/api/models/nowhere")[1])
+        self.assertIn("do not match the selector", self.cli("models").stdout)
+        self.assertEqual(self.on(url_b, "DELETE", "/api/models/nowhere")[0], 200)
         # accounts on any server: a key made on the follower works on both at once
         st, made = self.on(url_b, "POST", "/api/keys", {"name": "kb"})
         self.assertEqual(st, 201, made)
