@@ -40,7 +40,8 @@ struct agent {
 	const struct cr_agent_config *cfg;
 	/* --server-url URL1,URL2,...: the servers, and the one in use (an index,
 	 * moved on when it cannot be reached) */
-	char **urls;
+	char **urls;          /* the servers to report to: --server-url's, a name of several addresses once per address */
+	char **via;           /* per entry of urls: the address of its name to connect to, or NULL (cr_http_addresses) */
 	int n_urls;
 	atomic_int url_i;
 	char *name;
@@ -107,10 +108,50 @@ static void load_identity(struct agent *a)
 	json_decref(j);
 }
 
-/* The server in use now. */
+/* Each --server-url whose name has several addresses (one DNS name for
+ * several servers) becomes one entry per address, so that the worker moves
+ * from one server of the name to the next as from one URL to the next. */
+static void expand_urls(struct agent *a)
+{
+	int n = 0, cap = a->n_urls;
+	char **urls = cr_xcalloc((size_t)cap + 1, sizeof(*urls)), **via = cr_xcalloc((size_t)cap + 1, sizeof(*via));
+	for (int i = 0; i < a->n_urls; i++) {
+		int k = 0;
+		char **addrs = cr_http_addresses(a->urls[i], &k);
+		if (k > 1) {
+			cap += k - 1;
+			urls = cr_xrealloc(urls, ((size_t)cap + 1) * sizeof(*urls));
+			via = cr_xrealloc(via, ((size_t)cap + 1) * sizeof(*via));
+			cr_info("server %s has %d addresses: each is a server to report to", a->urls[i], k);
+		}
+		for (int j = 0; j < (k > 1 ? k : 1); j++) {
+			urls[n] = j ? cr_xstrdup(a->urls[i]) : a->urls[i];
+			via[n++] = k > 1 ? addrs[j] : NULL;
+		}
+		free(addrs);
+	}
+	free(a->urls);
+	a->urls = urls;
+	a->via = via;
+	a->n_urls = n;
+}
+
+/* The server in use now: its entry. */
+static int srv_i(struct agent *a)
+{
+	return atomic_load(&a->url_i) % a->n_urls;
+}
+
 static const char *srv(struct agent *a)
 {
-	return a->urls[atomic_load(&a->url_i) % a->n_urls];
+	return a->urls[srv_i(a)];
+}
+
+/* Entry i as the log names it: the URL, and the address when its name has several. */
+static char *srv_name(struct agent *a, int i)
+{
+	const char *via = a->via[i];
+	return via ? cr_xasprintf("%s (at %.*s)", a->urls[i], (int)strlen(via) - 3, via + 2) : cr_xstrdup(a->urls[i]);
 }
 
 /* The server in use could not be reached: the next one of the list. */
@@ -118,9 +159,12 @@ static void next_server(struct agent *a, const char *why)
 {
 	if (a->n_urls < 2)
 		return;
-	int from = atomic_load(&a->url_i) % a->n_urls, to = (from + 1) % a->n_urls;
+	int from = srv_i(a), to = (from + 1) % a->n_urls;
 	atomic_store(&a->url_i, to);
-	cr_warn("server %s cannot be reached (%s); trying %s", a->urls[from], why, a->urls[to]);
+	char *f = srv_name(a, from), *t = srv_name(a, to);
+	cr_warn("server %s cannot be reached (%s); trying %s", f, why, t);
+	free(f);
+	free(t);
 }
 
 static bool nap(struct agent *a, int64_t ms);
@@ -144,8 +188,9 @@ static int server_call(struct agent *a, const char *path, const char *secret, co
 		       struct cr_http_resp *resp, struct cr_err *err)
 {
 	for (int i = 0;; i++) {
-		char *url = cr_xasprintf("%s%s", srv(a), path);
-		int rc = cr_http_call("POST", url, secret, body, 10000, resp, err);
+		int at = srv_i(a);
+		char *url = cr_xasprintf("%s%s", a->urls[at], path);
+		int rc = cr_http_call_via(a->via[at], "POST", url, secret, body, 10000, resp, err);
 		free(url);
 		if (rc || resp->status != 503 || i >= FOLLOWER_TRIES)
 			return rc;
@@ -616,7 +661,8 @@ static void *watcher(void *arg)
 		while (!a->stopping && !a->generation)
 			pthread_cond_wait(&a->wake, &a->mu);
 		bool stop = a->stopping;
-		char *url = stop ? NULL : cr_xasprintf("%s/api/workers/%s/watch", srv(a), a->id);
+		int at = srv_i(a);
+		char *url = stop ? NULL : cr_xasprintf("%s/api/workers/%s/watch", a->urls[at], a->id);
 		char *secret = stop ? NULL : cr_xstrdup(a->secret);
 		pthread_mutex_unlock(&a->mu);
 		if (stop)
@@ -627,7 +673,7 @@ static void *watcher(void *arg)
 		long status = 0;
 		struct cr_err err = CR_ERR_INIT;
 		int64_t started = cr_mono_ms();
-		cr_http_stream(url, secret, 60, on_watch_data, ctx, &status, &err);
+		cr_http_stream_via(a->via[at], url, secret, 60, on_watch_data, ctx, &status, &err);
 		cr_sse_release(&parser);
 		free(url);
 		free(secret);
@@ -662,12 +708,13 @@ static int list_peers(void *arg, json_t **list)
 		pthread_mutex_unlock(&a->mu);
 		return -1;
 	}
-	char *url = cr_xasprintf("%s/api/workers/%s/peers", srv(a), a->id);
+	int at = srv_i(a);
+	char *url = cr_xasprintf("%s/api/workers/%s/peers", a->urls[at], a->id);
 	char *secret = cr_xstrdup(a->secret);
 	pthread_mutex_unlock(&a->mu);
 	struct cr_http_resp resp;
 	struct cr_err err = CR_ERR_INIT;
-	int rc = cr_http_call("GET", url, secret, NULL, 5000, &resp, &err);
+	int rc = cr_http_call_via(a->via[at], "GET", url, secret, NULL, 5000, &resp, &err);
 	if (!rc && resp.status == 200) {
 		json_t *ans = json_loadb(resp.body, resp.len, 0, NULL);
 		*list = json_incref(json_object_get(ans, "peers"));
@@ -945,6 +992,7 @@ int cr_agent_run(const struct cr_agent_config *cfg, struct cr_err *err)
 	pthread_cond_init(&ap->wake, NULL);
 	ap->name = cfg->name ? cr_xstrdup(cfg->name) : default_name();
 	ap->urls = cr_server_urls(cfg->server_url, &ap->n_urls);
+	expand_urls(ap);
 	int rc = cr_labels_parse(cfg->labels, &ap->labels, err);
 	if (!rc)
 		rc = cr_engines_load(cfg->engines_config, &ap->catalog, err);
@@ -1012,9 +1060,12 @@ out:
 	json_decref(ap->labels);
 	free(ap->name);
 	free(ap->identity_path);
-	for (int i = 0; i < ap->n_urls; i++)
+	for (int i = 0; i < ap->n_urls; i++) {
 		free(ap->urls[i]);
+		free(ap->via[i]);
+	}
 	free(ap->urls);
+	free(ap->via);
 	free(ap->id);
 	free(ap->secret);
 	free(ap->server_key);

@@ -2,6 +2,7 @@
  * session, API calls, tables. */
 #include <curl/curl.h>
 #include <getopt.h>
+#include <sodium.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,37 +83,50 @@ void cr_cli_release(struct cr_cli *c)
 	free(c->others);
 }
 
-static json_t *api_call(struct cr_cli *c, const char *method, const char *path, const char *body, struct cr_err *err);
+static json_t *api_call(struct cr_cli *c, const char *via, const char *method, const char *path, const char *body,
+			struct cr_err *err);
 
 json_t *cr_cli_api(struct cr_cli *c, const char *method, const char *path, const char *body, struct cr_err *err)
 {
 	struct cr_err local = CR_ERR_INIT;
 	if (!err)
 		err = &local;
-	json_t *j = api_call(c, method, path, body, err);
+	json_t *j = api_call(c, NULL, method, path, body, err);
 	/* a follower of several servers: the leader is another of the list */
 	for (int i = 0; !j && err->code == CR_ENOTLEADER && i < c->n_others; i++) {
 		char *t = c->url;
 		c->url = c->others[i];
 		c->others[i] = t;
 		*err = (struct cr_err)CR_ERR_INIT;
-		j = api_call(c, method, path, body, err);
+		j = api_call(c, NULL, method, path, body, err);
 	}
+	/* one DNS name with several addresses: each address in turn */
+	int n = 0;
+	char **addrs = !j && err->code == CR_ENOTLEADER && !c->n_others ? cr_http_addresses(c->url, &n) : NULL;
+	for (int i = 0; i < n; i++) {
+		if (!j && err->code == CR_ENOTLEADER) {
+			*err = (struct cr_err)CR_ERR_INIT;
+			j = api_call(c, addrs[i], method, path, body, err);
+		}
+		free(addrs[i]);
+	}
+	free(addrs);
 	/* one name for several servers (a load balancer): a new connection may reach the leader */
-	for (int i = 0; !j && err->code == CR_ENOTLEADER && !c->n_others && i < 10; i++) {
-		usleep(100000);
+	for (int i = 0; !j && err->code == CR_ENOTLEADER && !c->n_others && i < 20; i++) {
+		usleep(50000 + randombytes_uniform(200000)); /* not in step with other clients */
 		*err = (struct cr_err)CR_ERR_INIT;
-		j = api_call(c, method, path, body, err);
+		j = api_call(c, NULL, method, path, body, err);
 	}
 	return j;
 }
 
-static json_t *api_call(struct cr_cli *c, const char *method, const char *path, const char *body, struct cr_err *err)
+static json_t *api_call(struct cr_cli *c, const char *via, const char *method, const char *path, const char *body,
+			struct cr_err *err)
 {
 	char *url = cr_xasprintf("%s%s", c->url, path);
 	struct cr_http_resp r;
 	json_t *j = NULL;
-	if (cr_http_call(method, url, c->token, body, 30000, &r, err) != 0) {
+	if (cr_http_call_via(via, method, url, c->token, body, 30000, &r, err) != 0) {
 		if (!strstr(err->fix, "certificate")) /* that fix says more */
 			snprintf(err->fix, sizeof(err->fix), "check that the server runs at %s (--server-url or $CORRAL_SERVER_URL)",
 			 c->url);

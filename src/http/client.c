@@ -1,9 +1,12 @@
 /* libcurl glue, see client.h. */
 #include "http/client.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "base/buf.h"
 #include "base/err.h"
@@ -68,13 +71,83 @@ static struct curl_slist *headers_for(const char *bearer, bool json)
 	return h;
 }
 
+char **cr_http_addresses(const char *url, int *n)
+{
+	*n = 0;
+	CURLU *u = curl_url();
+	char *host = NULL;
+	if (!u)
+		abort();
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK || curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+		curl_url_cleanup(u);
+		return NULL;
+	}
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res = NULL;
+	char **out = NULL;
+	if (host[0] != '[' && getaddrinfo(host, NULL, &hints, &res) == 0) {
+		int count = 0, v4 = 0;
+		for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+			count++;
+			v4 += ai->ai_family == AF_INET;
+		}
+		/* the servers are the addresses of one family: IPv4 when it has
+		 * several, else IPv6 (one of each is one server on both stacks) */
+		int family = v4 > 1 ? AF_INET : AF_INET6;
+		out = cr_xcalloc((size_t)count + 1, sizeof(*out));
+		for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+			char addr[INET6_ADDRSTRLEN] = "";
+			const void *in = ai->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
+								   : (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+			if (ai->ai_family != family || !inet_ntop(ai->ai_family, in, addr, sizeof(addr)))
+				continue;
+			/* any host and port of the call, to this address at the same port */
+			char *via = cr_xasprintf(ai->ai_family == AF_INET6 ? "::[%s]:" : "::%s:", addr);
+			bool dup = false;
+			for (int i = 0; i < *n && !dup; i++)
+				dup = !strcmp(out[i], via);
+			if (dup)
+				free(via);
+			else
+				out[(*n)++] = via;
+		}
+		freeaddrinfo(res);
+	}
+	curl_free(host);
+	curl_url_cleanup(u);
+	if (*n < 2) {
+		for (int i = 0; i < *n; i++)
+			free(out[i]);
+		free(out);
+		*n = 0;
+		return NULL;
+	}
+	return out;
+}
+
+/* Send this handle's connection to one address of the name (see cr_http_addresses). */
+static struct curl_slist *use_via(CURL *c, const char *via)
+{
+	if (!via)
+		return NULL;
+	struct curl_slist *l = curl_slist_append(NULL, via);
+	curl_easy_setopt(c, CURLOPT_CONNECT_TO, l);
+	return l;
+}
+
 int cr_http_call(const char *method, const char *url, const char *bearer, const char *body, long timeout_ms,
 		 struct cr_http_resp *out, struct cr_err *err)
+{
+	return cr_http_call_via(NULL, method, url, bearer, body, timeout_ms, out, err);
+}
+
+int cr_http_call_via(const char *via, const char *method, const char *url, const char *bearer, const char *body,
+		     long timeout_ms, struct cr_http_resp *out, struct cr_err *err)
 {
 	memset(out, 0, sizeof(*out));
 	CURL *c = curl_easy_init();
 	if (!c)
 		abort();
+	struct curl_slist *to = use_via(c, via);
 	struct cr_buf buf = CR_BUF_INIT(RESP_CAP);
 	struct curl_slist *h = headers_for(bearer, body != NULL);
 	char errbuf[CURL_ERROR_SIZE] = "";
@@ -104,6 +177,7 @@ int cr_http_call(const char *method, const char *url, const char *bearer, const 
 		out->body = cr_buf_detach(&buf);
 	}
 	curl_slist_free_all(h);
+	curl_slist_free_all(to);
 	curl_easy_cleanup(c);
 	return ret;
 }
@@ -154,12 +228,13 @@ static int stream_tick(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
 	return 0;
 }
 
-static int stream(const char *url, const char *bearer, const char *body, long idle_s, cr_http_data_cb cb, void *arg,
-		  long *status, struct cr_err *err)
+static int stream(const char *via, const char *url, const char *bearer, const char *body, long idle_s,
+		  cr_http_data_cb cb, void *arg, long *status, struct cr_err *err)
 {
 	CURL *c = curl_easy_init();
 	if (!c)
 		abort();
+	struct curl_slist *to = use_via(c, via);
 	struct stream_ctx s = { .c = c, .cb = cb, .arg = arg };
 	struct curl_slist *h = headers_for(bearer, body != NULL);
 	if (body) {
@@ -193,6 +268,7 @@ static int stream(const char *url, const char *bearer, const char *body, long id
 		ret = cr_http_error_from(&r, err);
 	}
 	curl_slist_free_all(h);
+	curl_slist_free_all(to);
 	curl_easy_cleanup(c);
 	return ret;
 }
@@ -200,13 +276,19 @@ static int stream(const char *url, const char *bearer, const char *body, long id
 int cr_http_stream(const char *url, const char *bearer, long idle_s, cr_http_data_cb cb, void *arg, long *status,
 		   struct cr_err *err)
 {
-	return stream(url, bearer, NULL, idle_s, cb, arg, status, err);
+	return stream(NULL, url, bearer, NULL, idle_s, cb, arg, status, err);
+}
+
+int cr_http_stream_via(const char *via, const char *url, const char *bearer, long idle_s, cr_http_data_cb cb,
+		       void *arg, long *status, struct cr_err *err)
+{
+	return stream(via, url, bearer, NULL, idle_s, cb, arg, status, err);
 }
 
 int cr_http_stream_post(const char *url, const char *bearer, const char *body, long idle_s, cr_http_data_cb cb,
 			void *arg, long *status, struct cr_err *err)
 {
-	return stream(url, bearer, body, idle_s, cb, arg, status, err);
+	return stream(NULL, url, bearer, body, idle_s, cb, arg, status, err);
 }
 
 int cr_http_error_from(const struct cr_http_resp *r, struct cr_err *err)

@@ -36,6 +36,20 @@ int cr_http_call(const char *method, const char *url, const char *bearer, const 
 		 struct cr_http_resp *out, struct cr_err *err);
 void cr_http_resp_release(struct cr_http_resp *r);
 
+/* One DNS name for several servers: the addresses of url's host when it
+ * has more than one (of IPv4 when it has several, else of IPv6: one address
+ * of each is taken for one server on both stacks), each as a "via" for the
+ * calls below (a libcurl
+ * CONNECT_TO entry: the call connects to that address, at the URL's port,
+ * while its Host header and TLS name stay the name's). NULL, with *n 0, when
+ * the host has one address, is an IP literal or does not resolve (the call
+ * itself then says so). The caller frees each entry and the array. */
+char **cr_http_addresses(const char *url, int *n);
+/* cr_http_call through one address of the URL's name (via from
+ * cr_http_addresses; NULL: as resolved, as cr_http_call). */
+int cr_http_call_via(const char *via, const char *method, const char *url, const char *bearer, const char *body,
+		     long timeout_ms, struct cr_http_resp *out, struct cr_err *err);
+
 /* Called with each piece of a streamed response, and with (NULL, 0) about
  * once a second while the stream is idle; return nonzero to stop. */
 typedef int (*cr_http_data_cb)(const char *data, size_t len, void *arg);
@@ -47,6 +61,9 @@ typedef int (*cr_http_data_cb)(const char *data, size_t len, void *arg);
 int cr_http_stream(const char *url, const char *bearer, long idle_s, cr_http_data_cb cb, void *arg, long *status,
 		   struct cr_err *err);
 
+/* cr_http_stream through one address of the URL's name (see cr_http_call_via). */
+int cr_http_stream_via(const char *via, const char *url, const char *bearer, long idle_s, cr_http_data_cb cb,
+		       void *arg, long *status, struct cr_err *err);
 /* The same with a JSON body POSTed; a non-2xx answer fails with its error
  * message (management or OpenAI shape) in err. */
 int cr_http_stream_post(const char *url, const char *bearer, const char *body, long idle_s, cr_http_data_cb cb,

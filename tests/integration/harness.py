@@ -272,10 +272,10 @@ class ClusterCase(unittest.TestCase):
         return p
 
     def start_server(self, name="server", disable_worker=True, extra=(), data_dir=None, port=None, env=None,
-                     ca_file=None, wrap=()):
+                     ca_file=None, wrap=(), host="127.0.0.1"):
         self.port = port or free_port()
         self.data_dir = data_dir or os.path.join(self.tmp, "server")
-        args = ["server", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", self.data_dir,
+        args = ["server", "--host", host, "--port", str(self.port), "--data-dir", self.data_dir,
                 "--probe-interval", "1", "--keepalive", "1", "--shutdown-timeout", "5"]
         if disable_worker:
             args.append("--disable-worker")
@@ -284,7 +284,7 @@ class ClusterCase(unittest.TestCase):
         tls = self.tls or any(a in extra for a in ("--tls-self-signed", "--tls-cert"))
         if self.tls and "--tls-cert" not in extra and "--tls-self-signed" not in extra:
             args.append("--tls-self-signed")
-        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http", self.port)
+        self.url = "%s://%s:%d" % ("https" if tls else "http", host, self.port)
         if tls:
             self.trust(ca_file or os.path.join(self.data_dir, "tls", "ca.pem"))
         p = self.spawn(name, args + list(extra), env, wrap)
@@ -319,7 +319,7 @@ class ClusterCase(unittest.TestCase):
             return f.read().strip()
 
     def start_worker(self, name, nvml_config=None, nvml_lib=None, sysfs_root=None, extra=(), data_dir=None,
-                     port=None, token=None, interval=1):
+                     port=None, token=None, interval=1, wrap=()):
         env = dict(self.env)
         if nvml_config is not None:
             path = os.path.join(self.tmp, name + "-nvml.json")
@@ -335,7 +335,7 @@ class ClusterCase(unittest.TestCase):
         args = ["worker", "--server-url", self.url, "--token", token or self.cluster_token(), "--name", name,
                 "--data-dir", data_dir or os.path.join(self.tmp, "w-" + name), "--worker-port", str(port),
                 "--listen-host", "127.0.0.1", "--status-interval", str(interval)]
-        p = self.spawn("worker-" + name, args + list(extra), env)
+        p = self.spawn("worker-" + name, args + list(extra), env, wrap)
         p.port = port
         return p
 

@@ -19,7 +19,7 @@ import t65_gateway
 import time
 
 from harness import CORRAL, ROOT, ClusterCase, free_port
-from t50_engines import EngineCase, LLAMA_BIN
+from t50_engines import EngineCase, LLAMA_BIN, port_range
 
 
 class Postgres(ClusterCase):
@@ -163,9 +163,10 @@ class Failover(EngineCase):
     its engine is untouched."""
     postgres = True
 
-    def two_servers(self):
-        """Server a (leading) and b (following) on this test's database: (a, b, port_a, port_b)."""
-        a = self.start_server(extra=("--gpu-reserve", "0"))
+    def two_servers(self, host_a="127.0.0.1", host_b="127.0.0.1", port=None):
+        """Server a (leading) and b (following) on this test's database: (a, b, port_a, port_b). With port,
+        both listen on that one port (at two addresses)."""
+        a = self.start_server(extra=("--gpu-reserve", "0"), host=host_a, port=port)
         port_a = self.port
         self.login()
         self.env["CORRAL_API_TOKEN"] = self.token
@@ -173,8 +174,8 @@ class Failover(EngineCase):
         data_b = os.path.join(self.tmp, "server-b")
         os.makedirs(data_b, mode=0o700)
         shutil.copy(os.path.join(self.data_dir, "token"), os.path.join(data_b, "token"))
-        port_b = free_port()
-        b = self.spawn("server-b", ["server", "--host", "127.0.0.1", "--port", str(port_b), "--data-dir", data_b,
+        port_b = port or free_port()
+        b = self.spawn("server-b", ["server", "--host", host_b, "--port", str(port_b), "--data-dir", data_b,
                                     "--store", self.store, "--disable-worker", "--probe-interval", "1",
                                     "--keepalive", "1", "--gpu-reserve", "0"])
         self.wait_for(lambda: "server listening" in b.output(), "server b listening", proc=b)
@@ -337,6 +338,43 @@ class Failover(EngineCase):
         self.wait_for(lambda: self.on(url_b, "GET", "/healthz")[1].get("leading"), "b leading", proc=b)
         self.wait_state("w2", "ready", show=lambda: w2.output()[-3000:])
         self.assertIn("registered with %s as worker 'w2'" % url_b, w2.output())
+
+    def test_one_name_with_the_addresses_of_both_servers(self):
+        """--server-url with one DNS name for several servers: here the name has the addresses of both in
+        /etc/hosts, seen only by the worker's and the CLI's own mount namespace (unshare -m). The follower's
+        address comes first, so the worker and the CLI reach the leader only by moving on to the next address."""
+        hosts = os.path.join(self.tmp, "hosts")
+        with open(hosts, "w") as f:
+            f.write("127.0.0.1 localhost\n127.0.0.2 corral-servers\n127.0.0.3 corral-servers\n")
+        wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"',
+                hosts]
+        port = free_port()
+        a, b, _, _ = self.two_servers(host_a="127.0.0.3", host_b="127.0.0.2", port=port)
+        url_a, url_b = "http://127.0.0.3:%d" % port, "http://127.0.0.2:%d" % port
+        self.url = "http://corral-servers:%d" % port
+        w1 = self.start_worker("w1", extra=("--port-range", port_range()), wrap=wrap)
+        out = lambda: w1.output()[-3000:]
+        self.wait_for(lambda: "registered with http://corral-servers:%d as worker 'w1'" % port in w1.output(),
+                      "the worker registered through the name", proc=w1, show=out)
+        self.assertIn("server http://corral-servers:%d has 2 addresses" % port, w1.output())
+        self.url = url_a
+        self.wait_state("w1", "ready", show=out)
+        # the CLI given the name: a change only the leader takes goes through the second address
+        env = dict(self.env, CORRAL_SERVER_URL="http://corral-servers:%d" % port)
+        r = subprocess.run(wrap + [CORRAL, "workers", "cordon", "w1"], env=env, capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertTrue(self.on(url_a, "GET", "/api/workers/w1")[1]["cordoned"])
+        # the leader killed: b leads at the first address, and the worker moves back to it
+        a.popen.kill()
+        a.popen.wait()
+        self.wait_for(lambda: self.on(url_b, "GET", "/healthz")[1].get("leading"), "b leading", proc=b)
+        self.url = url_b
+        self.wait_for(lambda: self.workers()["w1"]["state"] == "ready" and "(at 127.0.0.2)" in
+                      w1.output().split("registered with", 1)[1], "the worker reporting to b", show=out)
+        self.assertEqual(subprocess.run(wrap + [CORRAL, "workers", "uncordon", "w1"], env=env, capture_output=True,
+                                        timeout=60).returncode, 0)
+        self.assertFalse(self.on(url_b, "GET", "/api/workers/w1")[1]["cordoned"])
 
     def test_the_follower_leads_when_the_leader_is_killed(self):
         a, b, port_a, port_b = self.two_servers()
