@@ -132,7 +132,11 @@ class Cluster:
     def close(self):
         for p in reversed(self.procs):
             p.terminate()
-            p.wait(10)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:  # one that hangs on SIGTERM
+                p.kill()
+                p.wait()
         subprocess.run(["pkill", "-f", self.tmp], check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -146,7 +150,11 @@ def direct_start(llama_bin, model):
     wait(lambda: http("GET", "http://127.0.0.1:%d/health" % port, timeout=1)[0] == 200, what="llama-server health")
     dt = time.monotonic() - t0
     p.terminate()
-    p.wait()
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:  # one that hangs on SIGTERM
+        p.kill()
+        p.wait()
     return dt
 
 

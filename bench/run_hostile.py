@@ -79,7 +79,11 @@ def start_server(corral, extra=()):
 
 def stop_server(p):
     p.terminate()
-    p.wait(10)
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:  # one that hangs on SIGTERM
+        p.kill()
+        p.wait()
     shutil.rmtree(p.tmp, ignore_errors=True)
 
 

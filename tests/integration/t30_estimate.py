@@ -56,7 +56,11 @@ class EstimateAgainstLlamaServer(ClusterCase):
                     time.sleep(0.05)
             finally:
                 p.terminate()
-                p.wait(10)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:  # one that hangs on SIGTERM
+                    p.kill()
+                    p.wait()
         found = {}
         for kind, mib in BUFFER.findall(text):
             found[kind.split()[-1] if kind != "CPU_Mapped model" else "model"] = float(mib) * MIB
