@@ -256,7 +256,6 @@ static int follower_guard(struct cr_req *req, const struct cr_http_route *r, str
 	int64_t now = cr_mono_ms();
 	if (!app->leader_name || now - app->leader_named_ms >= 1000) { /* asked at most once a second, whatever comes */
 		free(app->leader_name);
-	free(app->summary_shared);
 		app->leader_name = leader_name(app);
 		app->leader_named_ms = now;
 	}
