@@ -39,11 +39,11 @@ void cr_http_resp_release(struct cr_http_resp *r);
 /* One DNS name for several servers: the addresses of url's host when it
  * has more than one (of IPv4 when it has several, else of IPv6: one address
  * of each is taken for one server on both stacks), each as a "via" for the
- * calls below (a libcurl
- * CONNECT_TO entry: the call connects to that address, at the URL's port,
- * while its Host header and TLS name stay the name's). NULL, with *n 0, when
- * the host has one address, is an IP literal or does not resolve (the call
- * itself then says so). The caller frees each entry and the array. */
+ * calls below: a libcurl CONNECT_TO entry, "::ADDR:", with which the call
+ * connects to that address at the URL's port while its Host header and TLS
+ * name stay the name's. NULL, with *n 0, when the host has one address, is
+ * an IP literal or does not resolve (the call itself then says so). The
+ * caller frees each entry and the array. */
 char **cr_http_addresses(const char *url, int *n);
 /* cr_http_call through one address of the URL's name (via from
  * cr_http_addresses; NULL: as resolved, as cr_http_call). */
