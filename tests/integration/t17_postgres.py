@@ -19,7 +19,7 @@ import t65_gateway
 import time
 
 from harness import CORRAL, ROOT, ClusterCase, free_port
-from t50_engines import EngineCase, LLAMA_BIN, port_range
+from t50_engines import EngineCase, LLAMA_BIN, pid_alive, port_range
 
 
 class Postgres(ClusterCase):
@@ -285,8 +285,7 @@ class Failover(EngineCase):
         self.wait_for(lambda: self.gw("/v1/chat/completions", dict(msg, model="other"), key)[0] == 200,
                       "the follower serving the model deployed on it")
         self.assertEqual(self.on(url_b, "DELETE", "/api/models/other")[0], 200)
-        self.wait_for(lambda: not os.path.exists("/proc/%d" % pid) or open("/proc/%d/stat" % pid).read().split()[2] == "Z",
-                      "the engine of the model deleted on the follower stopped")
+        self.wait_for(lambda: not pid_alive(pid), "the engine of the model deleted on the follower stopped")
         self.assertEqual([m["name"] for m in self.on(url_a, "GET", "/api/models")[1]["models"]], ["tiny"])
         # only the leader changes workers: the follower says which server leads
         st, err = self.on(url_b, "POST", "/api/workers/w1/cordon")
