@@ -103,5 +103,19 @@ const char *const cr_schema_sqlite[] = {
 	"  message TEXT NOT NULL,"
 	"  detail TEXT NOT NULL DEFAULT '');"
 	"CREATE INDEX events_at ON events(at_ms);",
+	/* 11: several servers: workers' messages taken by followers for the
+	 * leader, and the leader's watch payloads for the followers' streams */
+	"CREATE TABLE worker_mail ("
+	"  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+	"  at_ms INTEGER NOT NULL,"
+	"  worker_id TEXT NOT NULL,"
+	"  kind TEXT NOT NULL,"
+	"  body TEXT NOT NULL,"
+	"  server TEXT NOT NULL DEFAULT '');"
+	"CREATE TABLE worker_watch ("
+	"  worker_id TEXT PRIMARY KEY,"
+	"  seq INTEGER NOT NULL,"
+	"  body TEXT NOT NULL);"
+	"CREATE INDEX worker_watch_seq ON worker_watch(seq);",
 	NULL,
 };

@@ -101,6 +101,24 @@ struct cr_event_rec {
 	char *detail;  /* a JSON object, "" when none */
 };
 
+/* Several servers: a worker's message that a follower took, for the leader
+ * to apply as if the worker had sent it there. */
+struct cr_mail_rec {
+	int64_t id, at_ms;
+	char *worker_id;
+	char *kind;   /* "register", "status", "instances", "files" or "watch" */
+	char *body;   /* as the worker sent it ("register": the registration as stored) */
+	char *server; /* the follower that took it */
+};
+
+/* Several servers: what the leader last sent, or would send, a worker's
+ * watch stream, for the follower that holds the stream. */
+struct cr_watch_rec {
+	int64_t seq; /* raised on every change, across workers */
+	char *worker_id;
+	char *body; /* {"sources":...,"snapshot":...} */
+};
+
 /* Gateway usage of one key on one model on one day (UTC, YYYY-MM-DD). As a
  * query result, the fields not grouped by are empty (strings) or 0. */
 struct cr_usage_rec {
@@ -134,6 +152,8 @@ typedef void (*cr_store_key_cb)(const struct cr_key_rec *k, void *arg);
 typedef void (*cr_store_usage_cb)(const struct cr_usage_rec *u, void *arg);
 typedef void (*cr_store_audit_cb)(const struct cr_audit_rec *a, void *arg);
 typedef void (*cr_store_event_cb)(const struct cr_event_rec *e, void *arg);
+typedef void (*cr_store_mail_cb)(const struct cr_mail_rec *m, void *arg);
+typedef void (*cr_store_watch_cb)(const struct cr_watch_rec *w, void *arg);
 
 /* Each op returns 0 or an error code with err filled. Callbacks borrow the
  * record for the duration of the call and are called once per row. */
@@ -191,6 +211,15 @@ struct cr_store_ops {
 	int (*event_list)(struct cr_store *s, int64_t after_id, int limit, bool newest, cr_store_event_cb cb, void *arg,
 			  struct cr_err *err);
 	int (*event_purge)(struct cr_store *s, int64_t before_ms, int64_t *deleted, struct cr_err *err);
+	/* Workers' mail (several servers): put one (m->id is ignored); take up
+	 * to limit of the oldest, removing them, and call cb for each in the
+	 * order they were put. */
+	int (*mail_put)(struct cr_store *s, const struct cr_mail_rec *m, struct cr_err *err);
+	int (*mail_take)(struct cr_store *s, int limit, cr_store_mail_cb cb, void *arg, struct cr_err *err);
+	/* Watch payloads (several servers): set a worker's (with a seq above
+	 * every earlier one); list those with seq > after_seq in seq order. */
+	int (*watch_put)(struct cr_store *s, const char *worker_id, const char *body, struct cr_err *err);
+	int (*watch_list)(struct cr_store *s, int64_t after_seq, cr_store_watch_cb cb, void *arg, struct cr_err *err);
 	/* Settings: small named strings. get returns CR_ENOTFOUND when unset;
 	 * *value is owned by the caller. */
 	int (*setting_get)(struct cr_store *s, const char *key, char **value, struct cr_err *err);

@@ -595,6 +595,74 @@ static int event_purge(struct cr_store *s, int64_t before_ms, int64_t *deleted, 
 	return purge(s, "DELETE FROM events WHERE at_ms < $1", before_ms, deleted, "trim the events", err);
 }
 
+static int mail_put(struct cr_store *s, const struct cr_mail_rec *m, struct cr_err *err)
+{
+	struct params p = { 0 };
+	p_i(&p, m->at_ms);
+	p_s(&p, m->worker_id);
+	p_s(&p, m->kind);
+	p_s(&p, m->body);
+	p_s(&p, m->server ? m->server : "");
+	return exec_p(s, "INSERT INTO worker_mail (at_ms, worker_id, kind, body, server) VALUES ($1, $2, $3, $4, $5)", &p,
+		      "keep a worker's message", err);
+}
+
+static int by_mail_id(const void *a, const void *b)
+{
+	const struct cr_mail_rec *x = a, *y = b;
+	return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Taken and removed in one statement: several followers put mail at once,
+ * and an id may become visible after a higher one, so what is removed is
+ * exactly what was read, never "up to an id". */
+static int mail_take(struct cr_store *s, int limit, cr_store_mail_cb cb, void *arg, struct cr_err *err)
+{
+	struct params p = { 0 };
+	p_i(&p, limit);
+	PGresult *r = NULL;
+	int rc = run(s, "DELETE FROM worker_mail WHERE id IN (SELECT id FROM worker_mail ORDER BY id LIMIT $1) "
+			"RETURNING id, at_ms, worker_id, kind, body, server",
+		     &p, &r, "take workers' messages", err);
+	int n = rc ? 0 : PQntuples(r);
+	struct cr_mail_rec *m = n ? cr_xcalloc((size_t)n, sizeof(*m)) : NULL;
+	for (int i = 0; i < n; i++)
+		m[i] = (struct cr_mail_rec){ num(r, i, 0), num(r, i, 1), (char *)txt(r, i, 2), (char *)txt(r, i, 3),
+					     (char *)txt(r, i, 4), (char *)txt(r, i, 5) };
+	if (n)
+		qsort(m, (size_t)n, sizeof(*m), by_mail_id);
+	for (int i = 0; i < n; i++)
+		cb(&m[i], arg);
+	free(m);
+	PQclear(r);
+	return rc;
+}
+
+static int watch_put(struct cr_store *s, const char *worker_id, const char *body, struct cr_err *err)
+{
+	struct params p = { 0 };
+	p_s(&p, worker_id);
+	p_s(&p, body);
+	return exec_p(s, "INSERT INTO worker_watch (worker_id, seq, body) VALUES ($1, nextval('worker_watch_seq_gen'), $2) "
+			 "ON CONFLICT (worker_id) DO UPDATE SET seq = excluded.seq, body = excluded.body",
+		      &p, "keep a watch payload", err);
+}
+
+static int watch_list(struct cr_store *s, int64_t after_seq, cr_store_watch_cb cb, void *arg, struct cr_err *err)
+{
+	struct params p = { 0 };
+	p_i(&p, after_seq);
+	PGresult *r = NULL;
+	int rc = run(s, "SELECT seq, worker_id, body FROM worker_watch WHERE seq > $1 ORDER BY seq", &p, &r,
+		     "read watch payloads", err);
+	for (int i = 0; !rc && i < PQntuples(r); i++) {
+		struct cr_watch_rec w = { num(r, i, 0), (char *)txt(r, i, 1), (char *)txt(r, i, 2) };
+		cb(&w, arg);
+	}
+	PQclear(r);
+	return rc;
+}
+
 static int setting_get(struct cr_store *s, const char *key, char **value, struct cr_err *err)
 {
 	struct params p = { 0 };
@@ -639,7 +707,7 @@ static const struct cr_store_ops pg_ops = {
 	"postgresql", user_add, user_list, user_del, user_set_limits, user_set_password, session_add, session_del,
 	session_list, worker_put, worker_del, worker_list, worker_observed, model_put, model_del, model_list,
 	instance_put, instance_del, instance_list, key_add, key_del, key_list, usage_add, usage_query, audit_add,
-	audit_list, audit_purge, event_add, event_list, event_purge, setting_get, setting_put, schema_version, pg_close,
+	audit_list, audit_purge, event_add, event_list, event_purge, mail_put, mail_take, watch_put, watch_list, setting_get, setting_put, schema_version, pg_close,
 };
 
 /* Apply pending migrations, one transaction each, under an advisory lock so

@@ -621,6 +621,79 @@ static int event_purge(struct cr_store *s, int64_t before_ms, int64_t *deleted, 
 	return rc;
 }
 
+static int mail_put(struct cr_store *s, const struct cr_mail_rec *m, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "INSERT INTO worker_mail (at_ms, worker_id, kind, body, server) VALUES (?, ?, ?, ?, ?)", &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(st, 1, m->at_ms);
+	sqlite3_bind_text(st, 2, m->worker_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, m->kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 4, m->body, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 5, m->server ? m->server : "", -1, SQLITE_STATIC);
+	return step_done(s, st, "keep a worker's message", err);
+}
+
+/* One writer at a time here: ids are visible in the order they were given,
+ * so "up to the last one read" is exactly what was read. */
+static int mail_take(struct cr_store *s, int limit, cr_store_mail_cb cb, void *arg, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "SELECT id, at_ms, worker_id, kind, body, server FROM worker_mail ORDER BY id LIMIT ?", &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_int(st, 1, limit);
+	int r;
+	int64_t last = 0;
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cr_mail_rec m = { sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1), (char *)col_text(st, 2),
+					 (char *)col_text(st, 3), (char *)col_text(st, 4), (char *)col_text(st, 5) };
+		last = m.id;
+		cb(&m, arg);
+	}
+	rc = r == SQLITE_DONE ? 0 : db_error(s, err, "read workers' messages");
+	sqlite3_finalize(st);
+	if (rc || !last)
+		return rc;
+	rc = prepare(s, "DELETE FROM worker_mail WHERE id <= ?", &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(st, 1, last);
+	return step_done(s, st, "remove workers' messages", err);
+}
+
+static int watch_put(struct cr_store *s, const char *worker_id, const char *body, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "INSERT INTO worker_watch (worker_id, seq, body) VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 "
+			    "FROM worker_watch), ?2) ON CONFLICT(worker_id) DO UPDATE SET seq = excluded.seq, body = "
+			    "excluded.body",
+			 &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, worker_id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, body, -1, SQLITE_STATIC);
+	return step_done(s, st, "keep a watch payload", err);
+}
+
+static int watch_list(struct cr_store *s, int64_t after_seq, cr_store_watch_cb cb, void *arg, struct cr_err *err)
+{
+	sqlite3_stmt *st;
+	int rc = prepare(s, "SELECT seq, worker_id, body FROM worker_watch WHERE seq > ? ORDER BY seq", &st, err);
+	if (rc)
+		return rc;
+	sqlite3_bind_int64(st, 1, after_seq);
+	int r;
+	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cr_watch_rec w = { sqlite3_column_int64(st, 0), (char *)col_text(st, 1), (char *)col_text(st, 2) };
+		cb(&w, arg);
+	}
+	rc = r == SQLITE_DONE ? 0 : db_error(s, err, "read watch payloads");
+	sqlite3_finalize(st);
+	return rc;
+}
+
 static int setting_get(struct cr_store *s, const char *key, char **value, struct cr_err *err)
 {
 	sqlite3_stmt *st;
@@ -674,7 +747,7 @@ static const struct cr_store_ops sqlite_ops = {
 	"sqlite", user_add, user_list, user_del, user_set_limits, user_set_password, session_add, session_del, session_list, worker_put, worker_del,
 	worker_list, worker_observed, model_put, model_del, model_list, instance_put, instance_del,
 	instance_list, key_add, key_del, key_list, usage_add, usage_query, audit_add, audit_list, audit_purge, event_add,
-	event_list, event_purge, setting_get, setting_put, schema_version, sqlite_close,
+	event_list, event_purge, mail_put, mail_take, watch_put, watch_list, setting_get, setting_put, schema_version, sqlite_close,
 };
 
 static int migrate(struct cr_store *s, struct cr_err *err)

@@ -42,7 +42,7 @@ class Postgres(ClusterCase):
         self.assertFalse(os.path.exists(os.path.join(self.data_dir, "corral.db")), "no SQLite store beside it")
         self.assertEqual(self.psql(self.store, "SELECT name FROM models"), "m")
         self.assertEqual(self.psql(self.store, "SELECT count(*) FROM users"), "2")
-        self.assertEqual(self.psql(self.store, "SELECT max(version) FROM corral_schema"), "10")
+        self.assertEqual(self.psql(self.store, "SELECT max(version) FROM corral_schema"), "11")
         # another server on the same database, with another data directory, has all of it; it needs the
         # cluster's registration token (a new one would lock the workers out)
         with open(os.path.join(self.data_dir, "initial_admin_password")) as f:

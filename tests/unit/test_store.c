@@ -96,11 +96,11 @@ Test(store, migrations_apply_once_and_refuse_newer_schemas)
 	struct cr_store *s = open_at(path);
 	int v = 0;
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 10);
+	cr_assert_eq(v, 11);
 	cr_store_close(s);
 	s = open_at(path); /* reopening applies nothing again */
 	cr_assert_eq(s->ops->schema_version(s, &v, NULL), 0);
-	cr_assert_eq(v, 10);
+	cr_assert_eq(v, 11);
 	cr_store_close(s);
 
 #ifdef STORE_PG
@@ -522,5 +522,60 @@ Test(store, events_are_listed_after_an_id_or_the_newest_and_trimmed_by_age)
 	out[0] = 0;
 	cr_assert_eq(s->ops->event_list(s, 0, 10, false, collect_event, out, &err), 0);
 	cr_assert_str_eq(out, "3 instance.running x|");
+	cr_store_close(s);
+}
+
+static void collect_mail(const struct cr_mail_rec *m, void *arg)
+{
+	char *out = arg;
+	snprintf(out + strlen(out), 512 - strlen(out), "%s %s %s %s|", m->worker_id, m->kind, m->body, m->server);
+}
+
+static void collect_watch(const struct cr_watch_rec *w, void *arg)
+{
+	struct { char out[512]; int64_t last; } *c = arg;
+	cr_assert_gt(w->seq, c->last, "in seq order, each above the last");
+	c->last = w->seq;
+	snprintf(c->out + strlen(c->out), sizeof(c->out) - strlen(c->out), "%s %s|", w->worker_id, w->body);
+}
+
+Test(store, workers_mail_is_taken_once_in_order_and_watch_payloads_list_by_seq)
+{
+	char *path = db_path();
+	struct cr_store *s = open_at(path);
+	free(path);
+	struct cr_err err = CR_ERR_INIT;
+	const char *kinds[] = { "register", "status", "instances", "files" };
+	for (int i = 0; i < 4; i++) {
+		char body[32];
+		snprintf(body, sizeof(body), "{\"n\":%d}", i);
+		struct cr_mail_rec m = { 0, 1000 + i, (char *)"w1", (char *)kinds[i], body, (char *)"b:1" };
+		cr_assert_eq(s->ops->mail_put(s, &m, &err), 0, "%s", err.message);
+	}
+	char out[512] = "";
+	cr_assert_eq(s->ops->mail_take(s, 3, collect_mail, out, &err), 0, "%s", err.message);
+	cr_assert_str_eq(out, "w1 register {\"n\":0} b:1|w1 status {\"n\":1} b:1|w1 instances {\"n\":2} b:1|",
+			 "the oldest first, at most the limit");
+	out[0] = 0;
+	cr_assert_eq(s->ops->mail_take(s, 10, collect_mail, out, &err), 0);
+	cr_assert_str_eq(out, "w1 files {\"n\":3} b:1|", "what was taken is gone");
+	out[0] = 0;
+	cr_assert_eq(s->ops->mail_take(s, 10, collect_mail, out, &err), 0);
+	cr_assert_str_eq(out, "");
+
+	struct { char out[512]; int64_t last; } c = { "", 0 };
+	cr_assert_eq(s->ops->watch_put(s, "w1", "a1", &err), 0, "%s", err.message);
+	cr_assert_eq(s->ops->watch_put(s, "w2", "b1", &err), 0);
+	cr_assert_eq(s->ops->watch_list(s, 0, collect_watch, &c, &err), 0);
+	cr_assert_str_eq(c.out, "w1 a1|w2 b1|");
+	int64_t seen = c.last;
+	cr_assert_eq(s->ops->watch_put(s, "w1", "a2", &err), 0);
+	c.out[0] = 0;
+	cr_assert_eq(s->ops->watch_list(s, seen, collect_watch, &c, &err), 0);
+	cr_assert_str_eq(c.out, "w1 a2|", "only what changed since, with the new body");
+	c.out[0] = 0;
+	c.last = 0;
+	cr_assert_eq(s->ops->watch_list(s, 0, collect_watch, &c, &err), 0);
+	cr_assert_str_eq(c.out, "w2 b1|w1 a2|", "one row per worker");
 	cr_store_close(s);
 }
