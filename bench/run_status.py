@@ -73,7 +73,7 @@ def run_corral(build, n, interval, duration, warmup, tmp, store=None, pg_dir=Non
                                      data=json.dumps({"username": "admin", "password": pw}).encode())
         admin = json.load(urllib.request.urlopen(req))["token"]
         token = open(os.path.join(data, "token")).read().strip()
-        extra = []  # followers on the same PostgreSQL: they read what the leader stores
+        extra = []  # followers on the same PostgreSQL: every other worker reports to the first
         for k in range(followers):
             fdata = data + "-f%d" % k
             os.makedirs(fdata, mode=0o700)
@@ -84,11 +84,14 @@ def run_corral(build, n, interval, duration, warmup, tmp, store=None, pg_dir=Non
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           env=dict(os.environ, CORRAL_LOG_LEVEL="warn")))
             wait_http("http://127.0.0.1:%d/healthz" % fport)
+            if k == 0:
+                also = ["--also-url", "http://127.0.0.1:%d" % fport, "--also-pid", str(extra[0].pid)]
         f0 = [cpu_s(p.pid) for p in extra]
         pg0 = pg_cpu_s(pg_dir) if pg_dir else 0
         out = subprocess.run([os.path.join(build, "bench", "statusload"), "--url", url, "--token", token,
                               "--admin-token", admin, "--server-pid", str(server.pid), "--workers", str(n),
-                              "--interval", str(interval), "--duration", str(duration), "--warmup", str(warmup)],
+                              "--interval", str(interval), "--duration", str(duration), "--warmup", str(warmup)]
+                             + (also if extra else []),
                              capture_output=True, text=True, check=True).stdout
         r = json.loads(out)
         if pg_dir:
@@ -166,7 +169,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1,000 workers for 10 s (CI smoke run)")
     ap.add_argument("--postgres", action="store_true", help="also on a private PostgreSQL (--store)")
     ap.add_argument("--followers", type=int, default=0,
-                    help="with --postgres: this many follower servers on the same database")
+                    help="with --postgres: this many follower servers on the same database; every other "
+                         "simulated worker reports to the first")
     args = ap.parse_args()
     if args.quick:
         args.workers, args.duration, args.warmup = "1000", 10, 5
@@ -204,8 +208,13 @@ def main():
                       (p["msgs_per_s"], p["cpu_us_per_msg"], p["cpu_cores"], p["pg_cpu_s"], p["get_p50_ms"],
                        p["get_p99_ms"], p["status_failed"], p["cpu_us_per_msg"] / c["cpu_us_per_msg"]))
                 if p["follower_cpu_s"]:
-                    print("         followers: %s CPU s each over the run (they read the workers only when asked)"
-                          % ", ".join("%.2f" % x for x in p["follower_cpu_s"]))
+                    print("         spread over two servers (every other worker reports to a follower, which "
+                          "leaves its reports to the leader as mail): leader %.1f us CPU/msg, follower %.1f us "
+                          "CPU/msg, together %.1f us/msg (%.2fx one server on SQLite); followers %s CPU s each"
+                          % (p["cpu_us_per_msg"], p["also_cpu_us_per_msg"],
+                             p["cpu_us_per_msg"] + p["also_cpu_us_per_msg"],
+                             (p["cpu_us_per_msg"] + p["also_cpu_us_per_msg"]) / c["cpu_us_per_msg"],
+                             ", ".join("%.2f" % x for x in p["follower_cpu_s"])))
             if y:
                 print("         nginx (return 200): %.1f us CPU/msg (%.3f cores), p50 %.2f ms p99 %.2f ms; "
                       "corral/nginx CPU per msg = %.2f" %

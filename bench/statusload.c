@@ -35,6 +35,8 @@ struct bench {
 	char **light;  /* light report bodies (the dynamic half), as corral worker sends between full ones */
 	long *count;   /* reports sent per simulated worker: every 12th is full */
 	struct evhttp_connection **conns;
+	struct evhttp_connection **conns2; /* --also-url: the odd workers report there */
+	const char *host2;
 	int next_sim;
 	long sent, done, failed;
 	double per_tick;
@@ -87,7 +89,7 @@ static char *light_body(const char *full)
 	return s;
 }
 
-static int register_all(struct bench *b, const char *url, const char *token, int healthz_port)
+static int register_all(struct bench *b, const char *url, const char *url2, const char *token, int healthz_port)
 {
 	for (int i = 0; i < b->n; i++) {
 		char name[32];
@@ -96,7 +98,7 @@ static int register_all(struct bench *b, const char *url, const char *token, int
 					 "status_interval_s", b->interval_s);
 		char *text = cr_json_dump(body);
 		json_decref(body);
-		char *u = cr_xasprintf("%s/api/workers/register", url);
+		char *u = cr_xasprintf("%s/api/workers/register", url2 && i % 2 ? url2 : url);
 		struct cr_http_resp r;
 		int rc = cr_http_call("POST", u, token, text, 10000, &r, NULL);
 		free(u);
@@ -130,12 +132,13 @@ static void send_status(struct bench *b, int i)
 	char auth[128], path[128];
 	snprintf(auth, sizeof(auth), "Bearer %s", b->sims[i].secret);
 	snprintf(path, sizeof(path), "/api/workers/%s/status", b->sims[i].id);
-	evhttp_add_header(h, "Host", b->host);
+	bool second = b->conns2 && i % 2;
+	evhttp_add_header(h, "Host", second ? b->host2 : b->host);
 	evhttp_add_header(h, "Authorization", auth);
 	evhttp_add_header(h, "Content-Type", "application/json");
 	const char *body = b->count[i]++ % 12 == 0 ? b->bodies[i % 64] : b->light[i % 64];
 	evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
-	evhttp_make_request(b->conns[i % b->nconn], req, EVHTTP_REQ_POST, path);
+	evhttp_make_request((second ? b->conns2 : b->conns)[i / 2 % b->nconn], req, EVHTTP_REQ_POST, path);
 	b->sent++;
 }
 
@@ -238,9 +241,11 @@ int main(int argc, char **argv)
 		{ "interval", required_argument, NULL, 'i' }, { "duration", required_argument, NULL, 'd' },
 		{ "warmup", required_argument, NULL, 'w' },   { "server-pid", required_argument, NULL, 'p' },
 		{ "connections", required_argument, NULL, 'c' }, { "yardstick", no_argument, NULL, 'y' },
+		{ "also-url", required_argument, NULL, 'U' },  { "also-pid", required_argument, NULL, 'P' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *url = NULL, *token = NULL;
+	const char *url = NULL, *token = NULL, *url2 = NULL;
+	int pid2 = 0;
 	struct bench b;
 	memset(&b, 0, sizeof(b));
 	b.n = 1000;
@@ -260,13 +265,16 @@ int main(int argc, char **argv)
 		case 'w': warmup = cr_parse_int(optarg, 0, 3600, &v) ? (int)v : warmup; break;
 		case 'p': pid = cr_parse_int(optarg, 1, 1 << 30, &v) ? (int)v : 0; break;
 		case 'y': yardstick = true; break;
+		case 'U': url2 = optarg; break;
+		case 'P': pid2 = cr_parse_int(optarg, 1, 1 << 30, &v) ? (int)v : 0; break;
 		case 'c': b.nconn = cr_parse_int(optarg, 1, 1024, &v) ? (int)v : b.nconn; break;
 		default: return 2;
 		}
 	}
 	if (!url || !token || !b.admin_token || !pid) {
 		fprintf(stderr, "usage: statusload --url URL --token CLUSTER_TOKEN --admin-token T --server-pid PID "
-				"[--workers N] [--interval S] [--duration S] [--warmup S] [--connections C]\n");
+				"[--workers N] [--interval S] [--duration S] [--warmup S] [--connections C] [--also-url URL2 "
+				"--also-pid PID2 (every other worker reports there)]\n");
 		return 2;
 	}
 	cr_http_client_init();
@@ -299,7 +307,7 @@ int main(int argc, char **argv)
 			b.sims[i].id = cr_xasprintf("%032x", i);
 			b.sims[i].secret = cr_xstrdup("crw_yardstick");
 		}
-	} else if (register_all(&b, url, token, ntohs(sa.sin_port))) {
+	} else if (register_all(&b, url, url2, token, ntohs(sa.sin_port))) {
 		return 1;
 	}
 	double reg_s = (double)(cr_mono_ms() - t0) / 1000.0;
@@ -308,6 +316,13 @@ int main(int argc, char **argv)
 	for (int i = 0; i < b.nconn; i++)
 		b.conns[i] = evhttp_connection_base_new(b.base, NULL, b.host, (ev_uint16_t)b.port);
 	b.get_conn = evhttp_connection_base_new(b.base, NULL, b.host, (ev_uint16_t)b.port);
+	struct evhttp_uri *uri2 = url2 ? evhttp_uri_parse(url2) : NULL;
+	if (uri2) {
+		b.host2 = evhttp_uri_get_host(uri2);
+		b.conns2 = cr_xcalloc((size_t)b.nconn, sizeof(*b.conns2));
+		for (int i = 0; i < b.nconn; i++)
+			b.conns2[i] = evhttp_connection_base_new(b.base, NULL, b.host2, (ev_uint16_t)evhttp_uri_get_port(uri2));
+	}
 	b.per_tick = (double)b.n / b.interval_s / 100.0;
 	struct event *tick = event_new(b.base, -1, EV_PERSIST, on_tick, &b);
 	struct timeval ten_ms = { 0, 10000 }, twenty_ms = { 0, 20000 };
@@ -320,12 +335,18 @@ int main(int argc, char **argv)
 	event_base_once(b.base, -1, EV_TIMEOUT, stop, b.base, &wtv);
 	event_base_dispatch(b.base);
 	proc_stat(pid, &cpu0, &rss0);
+	double also0 = 0, also1 = 0;
+	long also_rss = 0;
+	if (pid2)
+		proc_stat(pid2, &also0, &also_rss);
 	long sent0 = b.done;
 	b.measuring = true;
 	struct timeval dtv = { duration, 0 };
 	event_base_once(b.base, -1, EV_TIMEOUT, stop, b.base, &dtv);
 	event_base_dispatch(b.base);
 	proc_stat(pid, &cpu1, &rss1);
+	if (pid2)
+		proc_stat(pid2, &also1, &also_rss);
 	long msgs = b.done - sent0;
 
 	qsort(b.lat, b.nlat, sizeof(double), cmp);
@@ -334,8 +355,10 @@ int main(int argc, char **argv)
 	printf("{\"workers\": %d, \"interval_s\": %d, \"duration_s\": %d, \"registration_s\": %.2f, "
 	       "\"status_messages\": %ld, \"status_failed\": %ld, \"msgs_per_s\": %.1f, \"server_cpu_s\": %.3f, "
 	       "\"cpu_us_per_msg\": %.1f, \"cpu_cores\": %.4f, \"rss_idle_kb\": %ld, \"rss_kb\": %ld, "
-	       "\"get_samples\": %zu, \"get_p50_ms\": %.3f, \"get_p99_ms\": %.3f}\n",
+	       "\"get_samples\": %zu, \"get_p50_ms\": %.3f, \"get_p99_ms\": %.3f, \"also_cpu_s\": %.3f, "
+	       "\"also_cpu_us_per_msg\": %.1f}\n",
 	       b.n, b.interval_s, duration, reg_s, msgs, b.failed, (double)msgs / duration, cpu,
-	       msgs ? cpu * 1e6 / (double)msgs : 0, cpu / duration, rss_idle, rss1, b.nlat, p50, p99);
+	       msgs ? cpu * 1e6 / (double)msgs : 0, cpu / duration, rss_idle, rss1, b.nlat, p50, p99, also1 - also0,
+	       msgs ? (also1 - also0) * 1e6 / (double)msgs : 0);
 	return 0;
 }

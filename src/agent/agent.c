@@ -493,9 +493,14 @@ static void post_if_changed(struct agent *a, const char *what, json_t *report, c
 	char *url = cr_xasprintf("/api/workers/%s/%s", a->id, what);
 	char *secret = cr_xstrdup(a->secret);
 	pthread_mutex_unlock(&a->mu);
+	/* when it was made: with several servers, a report taken by a follower
+	 * reaches the leader later, and must not undo a newer one sent to it */
+	json_object_set_new(report, "sent_ms", json_integer(cr_wall_ms()));
+	char *body = cr_json_dump(report);
 	struct cr_http_resp resp;
 	struct cr_err err = CR_ERR_INIT;
-	int rc = server_call(a, url, secret, text, &resp, &err);
+	int rc = server_call(a, url, secret, body, &resp, &err);
+	free(body);
 	if (!rc && resp.status != 200)
 		rc = cr_http_error_from(&resp, &err);
 	cr_http_resp_release(&resp); /* whatever the status: a 5xx answer's body too */

@@ -42,7 +42,7 @@ void cr_app_config_defaults(struct cr_app_config *c)
 static void healthz(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
-	/* "leading": a load balancer may send what only the leader serves (workers' reports) there */
+	/* "leading": a load balancer may send what only the leader serves (changes to workers) there */
 	cr_reply_json(req, 200, json_pack("{s:s,s:s,s:b}", "status", "ok", "role", "server", "leading", app->leading));
 }
 
@@ -94,6 +94,14 @@ static void sync_tick(struct cr_app *app)
 	app->synced_ms = now;
 	struct cr_err err = CR_ERR_INIT;
 	bool failed = sync_all(app, &err) != 0;
+	if (!failed && cr_app_follows(app))
+		failed = cr_workers_read_wanted(app, &err) != 0;
+	long long epoch = 0;
+	if (!failed && cr_app_follows(app) && !cr_pg_lock_epoch(app->lock, false, &epoch, &err)) {
+		if (app->seen_epoch && epoch != app->seen_epoch)
+			cr_workers_leader_changed(app);
+		app->seen_epoch = epoch;
+	}
 	if (app->leading)
 		cr_models_share_summary(app);
 	cr_events_poll(app);
@@ -103,6 +111,20 @@ static void sync_tick(struct cr_app *app)
 	else if (!failed && app->sync_failing)
 		cr_info("reading what the other servers write again");
 	app->sync_failing = failed;
+}
+
+bool cr_app_follows(const struct cr_app *app)
+{
+	return app->lock && !app->leading && !app->led;
+}
+
+bool cr_app_sync_workers_on_miss(struct cr_app *app)
+{
+	int64_t now = cr_mono_ms();
+	if (!cr_app_follows(app) || now - app->miss_workers_ms < MISS_SYNC_MS)
+		return false;
+	app->miss_workers_ms = now;
+	return cr_workers_sync(app, false, NULL) == 0;
 }
 
 bool cr_app_sync_on_miss(struct cr_app *app, bool limited)
@@ -128,6 +150,7 @@ static int take_over(struct cr_app *app, struct cr_err *err)
 		rc = cr_workers_sync(app, false, err);
 	if (rc)
 		return rc;
+	cr_workers_leader_changed(app); /* its engine reports went to the old leader: sent again */
 	int64_t now = cr_mono_ms();
 	size_t it = 0;
 	void *v;
@@ -208,14 +231,15 @@ static bool lead(struct cr_app *app)
 	return true;
 }
 
-/* Several servers: what a follower does not serve: workers' reports and
- * streams, and changes to workers, instances, cached files and the token
- * (models, accounts, reads and /v1 are served by every server). */
+/* Several servers: what a follower does not serve: changes to workers,
+ * instances, cached files and the token (models, accounts, reads, /v1 and
+ * workers' own routes are served by every server). */
 static bool leader_only(const struct cr_http_route *r)
 {
 	static const char *const prefixes[] = { "/api/workers", "/api/instances", "/api/files", "/api/token" };
-	if (r->auth == CR_AUTH_WORKER)
-		return true;
+	/* workers' own routes are served everywhere: reports become mail for the leader */
+	if (r->auth == CR_AUTH_WORKER || !strcmp(r->pattern, "/api/workers/register"))
+		return false;
 	if (r->method == CR_GET)
 		return false;
 	for (size_t k = 0; k < sizeof(prefixes) / sizeof(prefixes[0]); k++)
@@ -230,6 +254,8 @@ static bool leader_only(const struct cr_http_route *r)
 static bool shows_workers(const struct cr_http_route *r)
 {
 	static const char *const prefixes[] = { "/api/workers", "/api/health", "/api/files", "/metrics", "/api/models/plan" };
+	if (r->auth == CR_AUTH_WORKER) /* of the workers' own routes, the peers they probe */
+		return strstr(r->pattern, "/peers") != NULL;
 	for (size_t k = 0; k < sizeof(prefixes) / sizeof(prefixes[0]); k++)
 		if (!strncmp(r->pattern, prefixes[k], strlen(prefixes[k])))
 			return true;
@@ -261,10 +287,10 @@ static int follower_guard(struct cr_req *req, const struct cr_http_route *r, str
 	}
 	const char *leader = app->leader_name;
 	int rc = cr_err_set(err, CR_ENOTLEADER,
-			    "send it to the leader, or list every server in --server-url URL1,URL2,... (the CLI and "
-			    "workers move on to the next)",
-			    "this server (%s) follows; only the leader (%s) changes workers, instances and files and "
-			    "takes workers' reports", app->server_name, leader);
+			    "send it to the leader, or list every server in --server-url URL1,URL2,... (the CLI moves "
+			    "on to the next)",
+			    "this server (%s) follows; only the leader (%s) changes workers, instances, files and the "
+			    "token", app->server_name, leader);
 	return rc;
 }
 
@@ -310,6 +336,10 @@ static void on_lock_poll(evutil_socket_t fd, short what, void *arg)
 	struct cr_app *app = arg;
 	if (!app->leading && !app->led && lead(app)) /* a follower that just took over: its first tick now */
 		event_active(app->tick, EV_TIMEOUT, 0);
+	if (app->leading) /* what workers sent the followers */
+		cr_workers_take_mail(app);
+	else if (cr_app_follows(app)) /* what the leader sends the workers that watch here */
+		cr_workers_watch_poll(app);
 	/* several servers behind one name: each writes its usage counts 4 times a
 	 * second, so that a killed one takes less of them with it */
 	int64_t every = (int64_t)app->cfg.usage_interval_s * 1000;
@@ -524,6 +554,7 @@ void cr_app_free(struct cr_app *app)
 	free(app->server_name);
 	free(app->leader_name);
 	free(app->summary_shared);
+	json_decref(app->reports_wanted);
 	free(app->data_dir);
 	free(app);
 }

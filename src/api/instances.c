@@ -431,19 +431,23 @@ void cr_instance_derive_state(struct cr_app *app, struct cr_instance *i)
 	cr_instance_set_state(app, i, cr_instance_state_parse(state), cr_json_get_str(lr, "message", ""));
 }
 
-/* POST /api/workers/{id}/instances {"instances":[...]}: the worker's engines. */
-static void engines_report(struct cr_req *req)
+static int engines_list(json_t *body, json_t **list, struct cr_err *err)
 {
-	struct cr_app *app = cr_req_app(req);
-	const char *wid = cr_req_principal(req)->worker_id;
-	struct cr_err err = CR_ERR_INIT;
-	json_t *body = cr_req_json(req, &err), *list = NULL;
-	if (!body || cr_json_arr(body, "instances", &list, &err) || !list) {
-		if (!err.code)
-			cr_err_set(&err, CR_EINPUT, "send {\"instances\":[...]}", "field 'instances' is required");
-		cr_reply_err(req, &err);
-		return;
-	}
+	if (cr_json_arr(body, "instances", list, err))
+		return -1;
+	if (!*list)
+		return cr_err_set(err, CR_EINPUT, "send {\"instances\":[...]}", "field 'instances' is required");
+	return 0;
+}
+
+int cr_instances_take_report(struct cr_app *app, const char *wid, json_t *body, struct cr_err *err)
+{
+	json_t *list = NULL;
+	if (engines_list(body, &list, err))
+		return -1;
+	struct cr_worker *w = cr_map_get(&app->workers, wid);
+	if (w && cr_workers_report_stale(body, &w->engines_sent_ms))
+		return 0;
 	size_t k;
 	json_t *r;
 	json_array_foreach(list, k, r) {
@@ -479,6 +483,27 @@ static void engines_report(struct cr_req *req)
 		json_decref(old);
 		json_decref(now);
 	}
+	return 0;
+}
+
+/* POST /api/workers/{id}/instances {"instances":[...]}: the worker's engines
+ * (a follower checks them and leaves them to the leader as mail). */
+static void engines_report(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	const char *wid = cr_req_principal(req)->worker_id;
+	struct cr_err err = CR_ERR_INIT;
+	json_t *body = cr_req_json(req, &err), *list = NULL;
+	size_t len;
+	const char *raw = cr_req_body(req, &len);
+	int rc = !body ? -1
+	       : cr_app_follows(app) ? (engines_list(body, &list, &err) || cr_workers_mail(app, wid, "instances", raw, len, &err))
+				     : cr_instances_take_report(app, wid, body, &err);
+	if (rc) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	list = json_object_get(body, "instances");
 	cr_reply_json(req, 200, json_pack("{s:I}", "instances", (json_int_t)json_array_size(list)));
 }
 

@@ -64,6 +64,9 @@ struct cr_worker {
 	char *probe_error;
 	int64_t next_probe_mono;
 	struct cr_stream *watch;
+	int64_t engines_sent_ms, files_sent_ms; /* when the worker made the engine and file reports last taken */
+	char *watch_stored;                 /* several servers: its watch payload as the store holds it (the
+					       leader: as it last stored it; a follower: as it last read it) */
 };
 
 
@@ -104,6 +107,7 @@ struct cr_app {
 	int64_t synced_ms;        /* monotonic: the last read of what other servers wrote */
 	int64_t synced_workers_ms; /* the same for the workers (a follower's view) */
 	int64_t miss_synced_ms;   /* the last read for an unknown key or session */
+	int64_t miss_workers_ms;  /* the last read for an unknown worker */
 	bool sync_failing;        /* the last read failed (said once) */
 	char *summary_shared;     /* the leader: the models' summaries as last stored (cr_models_share_summary) */
 	int64_t lock_tried_ms;    /* the last try to take the lock back (monotonic) */
@@ -140,6 +144,11 @@ struct cr_app {
 	struct cr_workpool *hub_pool;   /* hub listings, off the loop (created when first needed) */
 	json_t *learned;                /* key -> what an engine really held against the estimate (learn.c) */
 	json_t *learned_seen;           /* instance id -> true: measured already */
+	int64_t watch_seq;              /* a follower: the last watch payload read (its seq) */
+	long long seen_epoch;           /* a follower: the leader epoch as last read (0: not yet) */
+	json_t *reports_wanted;         /* the leader: worker id -> the base of a light report it could not
+					   apply; a follower: the same, as last read */
+	bool reports_wanted_dirty;      /* the leader: changed since last stored */
 };
 
 extern const struct cr_http_route cr_api_auth_routes[];
@@ -224,8 +233,29 @@ void cr_workers_keepalive(struct cr_app *app);
 void cr_workers_free_all(struct cr_app *app);
 struct cr_worker *cr_worker_find(struct cr_app *app, const char *id_or_name);
 const char *cr_worker_state_name(enum cr_worker_state s);
-/* Send a worker its desired instances and the model sources to inspect. */
+/* Send a worker its desired instances and the model sources to inspect;
+ * with several servers the leader also stores what it sends (when it
+ * changed), for a follower that holds the worker's watch stream. A follower
+ * sends nothing of its own. */
 void cr_workers_push(struct cr_app *app, struct cr_worker *w);
+
+/* Several servers: a follower takes workers' reports and registrations as
+ * mail in the store (kind "register", "status", "instances", "files",
+ * "watch"; body as the worker sent it) that the leader applies. */
+int cr_workers_mail(struct cr_app *app, const char *worker_id, const char *kind, const char *body, size_t len,
+		    struct cr_err *err);
+/* The leader: apply the mail the followers took (every 250 ms), and store
+ * which workers must send a full report (a light one whose base it lacks). */
+void cr_workers_take_mail(struct cr_app *app);
+/* A follower: what the leader stored for the watch streams held here, sent
+ * (every 250 ms); and the workers whose next light report it refuses, so
+ * that they send a full one (each second). */
+void cr_workers_watch_poll(struct cr_app *app);
+int cr_workers_read_wanted(struct cr_app *app, struct cr_err *err);
+/* Another server took the lead, or this one did: the watch streams held here
+ * are closed, so that their workers connect again and send their engine and
+ * file reports afresh (the new leader has not seen them). */
+void cr_workers_leader_changed(struct cr_app *app);
 
 /* Several servers on one PostgreSQL: what other servers wrote, read back
  * into memory in place (pointers to what stays remain good). Accounts
@@ -247,6 +277,11 @@ int cr_workers_sync(struct cr_app *app, bool observed, struct cr_err *err);
  * server a moment ago: read the accounts again (with limited, at most every
  * 250 ms); true when they were read. */
 bool cr_app_sync_on_miss(struct cr_app *app, bool limited);
+/* The same for an unknown worker, or one whose secret changed: its
+ * identity may have been stored by another server a moment ago. */
+bool cr_app_sync_workers_on_miss(struct cr_app *app);
+/* Several servers: true on a follower (has not led since it started). */
+bool cr_app_follows(const struct cr_app *app);
 
 /* keys.c */
 int cr_keys_load(struct cr_app *app, struct cr_err *err);
@@ -289,6 +324,14 @@ void cr_instances_push_all(struct cr_app *app);
  * with its cause ("download failed on w: SHA-256 is ...") whichever of the
  * worker's reports came last. */
 void cr_instances_downloads(struct cr_app *app, struct cr_worker *w);
+/* A worker's engine report ({"instances":[...]}, parsed): its members'
+ * states taken, the instances' states derived. */
+int cr_instances_take_report(struct cr_app *app, const char *worker_id, json_t *body, struct cr_err *err);
+/* True when body ({"sent_ms":...}) was made before the report last taken
+ * (*last): one taken by a follower, read after a newer one sent here. A
+ * report older by more than a clock step's worth is taken (its worker's
+ * clock went back). Otherwise *last becomes its time. */
+bool cr_workers_report_stale(json_t *body, int64_t *last);
 /* The key the server sends with its requests to worker worker_id (logs):
  * derived from the server's own secret, given to the worker when it
  * registers and with each status answer. */

@@ -68,6 +68,7 @@ static void worker_free(struct cr_worker *w)
 	json_decref(w->report);
 	free(w->state_message);
 	free(w->probe_error);
+	free(w->watch_stored);
 	free(w);
 }
 
@@ -140,6 +141,13 @@ static void sync_worker(const struct cr_worker_rec *r, void *arg)
 		load_worker(r, ws->app);
 		w = cr_map_get(&ws->app->workers, r->id);
 	} else {
+		if (strcmp(w->secret_hash ? w->secret_hash : "", r->secret_hash ? r->secret_hash : ""))
+			cr_str_replace(&w->secret_hash, r->secret_hash); /* registered again on another server */
+		if (strcmp(w->name, r->name) && !cr_map_get(&ws->app->worker_names, r->name)) {
+			cr_map_del(&ws->app->worker_names, w->name);
+			cr_str_replace(&w->name, r->name);
+			cr_map_put(&ws->app->worker_names, w->name, w);
+		}
 		if (strcmp(w->labels_json ? w->labels_json : "", r->labels_json ? r->labels_json : ""))
 			cr_str_replace(&w->labels_json, r->labels_json);
 		if (strcmp(w->address ? w->address : "", r->address ? r->address : ""))
@@ -597,6 +605,39 @@ static struct cr_worker *match_existing(struct cr_app *app, const struct reg *r,
 	return NULL;
 }
 
+/* What a registration changes in memory, on the server that took it and,
+ * from its mail, on the leader: w (NULL: a new worker) as rec says. */
+static struct cr_worker *apply_registration(struct cr_app *app, struct cr_worker *w, const struct cr_worker_rec *rec,
+					    const char *address_seen, int interval)
+{
+	bool fresh = !w;
+	if (!w) {
+		w = worker_new(app, rec->id, rec->name);
+		w->created_ms = rec->created_ms;
+	} else if (strcmp(w->name, rec->name)) {
+		cr_map_del(&app->worker_names, w->name);
+		cr_str_replace(&w->name, rec->name);
+		cr_map_put(&app->worker_names, w->name, w);
+	}
+	cr_str_replace(&w->secret_hash, rec->secret_hash);
+	cr_str_replace(&w->labels_json, rec->labels_json);
+	/* a (re)registered worker is probed afresh: a probe in flight is dropped
+	 * without its callback, and what earlier probes found is about the
+	 * process that went away */
+	cr_probe_free(w->probe);
+	w->probe = NULL;
+	w->probe_pending = false;
+	w->probe_failed = false;
+	cr_str_replace(&w->probe_error, NULL);
+	cr_str_replace(&w->address, rec->address);
+	cr_str_replace(&w->address_seen, address_seen);
+	w->port = rec->port;
+	w->status_interval_s = interval;
+	w->next_probe_mono = 0;
+	cr_info("worker '%s' registered (%s, %s:%d)%s", w->name, w->id, w->address, w->port, fresh ? "" : " again");
+	return w;
+}
+
 static void register_worker(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
@@ -614,8 +655,10 @@ static void register_worker(struct cr_req *req)
 	}
 	if (!token_ok) { /* a registered worker proves itself with its own secret (the token may have been rotated) */
 		struct cr_err ignored = CR_ERR_INIT;
-		struct cr_worker *known = body && !parse_reg(body, &r, &ignored) && r.id && r.secret
-						  ? cr_map_get(&app->workers, r.id) : NULL;
+		bool parsed = body && !parse_reg(body, &r, &ignored) && r.id && r.secret;
+		struct cr_worker *known = parsed ? cr_map_get(&app->workers, r.id) : NULL;
+		if (parsed && !known && cr_app_sync_workers_on_miss(app)) /* registered on another server? */
+			known = cr_map_get(&app->workers, r.id);
 		char sh[CR_HASH_HEX] = "";
 		if (known)
 			cr_secret_hash(r.secret, sh);
@@ -649,31 +692,21 @@ static void register_worker(struct cr_req *req)
 		cr_reply_err(req, &err);
 		goto out;
 	}
-	if (!w) {
-		w = worker_new(app, id, r.name);
-		w->created_ms = rec.created_ms;
-	} else if (strcmp(w->name, r.name)) {
-		cr_map_del(&app->worker_names, w->name);
-		cr_str_replace(&w->name, r.name);
-		cr_map_put(&app->worker_names, w->name, w);
+	if (cr_app_follows(app)) { /* stored; the leader takes the rest from the mail */
+		json_t *m = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:I,s:i}", "id", id, "name", r.name, "secret_hash",
+				      rec.secret_hash, "labels", labels, "address", address, "address_seen",
+				      cr_req_peer(req), "port", (int)r.port, "created_ms", (json_int_t)rec.created_ms,
+				      "interval", (int)r.interval);
+		char *text = cr_json_dump(m);
+		json_decref(m);
+		int rc = cr_workers_mail(app, id, "register", text, strlen(text), &err);
+		free(text);
+		if (rc) {
+			cr_reply_err(req, &err);
+			goto out;
+		}
 	}
-	if (secret)
-		cr_str_replace(&w->secret_hash, secret_hash);
-	cr_str_replace(&w->labels_json, labels);
-	/* a (re)registered worker is probed afresh: a probe in flight is dropped
-	 * without its callback, and what earlier probes found is about the
-	 * process that went away */
-	cr_probe_free(w->probe);
-	w->probe = NULL;
-	w->probe_pending = false;
-	w->probe_failed = false;
-	cr_str_replace(&w->probe_error, NULL);
-	cr_str_replace(&w->address, address);
-	cr_str_replace(&w->address_seen, cr_req_peer(req));
-	w->port = (int)r.port;
-	w->status_interval_s = (int)r.interval;
-	w->next_probe_mono = 0;
-	cr_info("worker '%s' registered (%s, %s:%d)%s", w->name, w->id, w->address, w->port, fresh ? "" : " again");
+	w = apply_registration(app, w, &rec, cr_req_peer(req), (int)r.interval);
 	if (fresh)
 		cr_event(app, "worker.joined", w->name, json_pack("{s:s,s:s,s:i}", "id", w->id, "address", w->address, "port",
 								  w->port),
@@ -688,6 +721,26 @@ out:
 	free(secret);
 	free(id);
 	free(labels);
+}
+
+/* The leader: a registration a follower took and stored. */
+static void mailed_registration(struct cr_app *app, json_t *m)
+{
+	struct cr_worker_rec rec = { (char *)cr_json_get_str(m, "id", ""), (char *)cr_json_get_str(m, "name", ""),
+				     (char *)cr_json_get_str(m, "secret_hash", ""), (char *)cr_json_get_str(m, "labels", "{}"),
+				     (char *)cr_json_get_str(m, "address", ""), (int)cr_json_get_int(m, "port", 0),
+				     cr_json_get_int(m, "created_ms", 0), 0, NULL, NULL, false, false };
+	if (!*rec.id || !*rec.name)
+		return;
+	struct cr_worker *w = cr_map_get(&app->workers, rec.id), *other = cr_map_get(&app->worker_names, rec.name);
+	if (other && other != w) { /* the name changed hands meanwhile: the store says which worker holds it now */
+		cr_warn("registration of worker '%s' (%s) taken by another server conflicts with worker %s; read from "
+			"the store", rec.name, rec.id, other->id);
+		cr_workers_sync(app, false, NULL);
+		return;
+	}
+	apply_registration(app, w, &rec, cr_json_get_str(m, "address_seen", rec.address),
+			   (int)cr_json_get_int(m, "interval", DEFAULT_STATUS_INTERVAL));
 }
 
 /* ---- status ---- */
@@ -750,7 +803,7 @@ static int accept_light(struct cr_worker *w, json_t *body, struct cr_err *err)
 	return 0;
 }
 
-static int accept_full(struct cr_req *req, struct cr_worker *w, json_t *body, struct cr_err *err)
+static int accept_full(struct cr_worker *w, json_t *body, const char *raw, size_t len, struct cr_err *err)
 {
 	long long base = 0;
 	int rc = check_report(body, err);
@@ -758,8 +811,6 @@ static int accept_full(struct cr_req *req, struct cr_worker *w, json_t *body, st
 		rc = cr_json_int(body, "base", 0, INT64_MAX, &base, err);
 	if (rc)
 		return rc;
-	size_t len;
-	const char *raw = cr_req_body(req, &len);
 	if (len > MAX_REPORT)
 		return cr_err_set(err, CR_ETOOBIG, "report fewer GPUs or notes", "status report is larger than 256 KiB");
 	/* Kept as received (validated above): re-encoding would cost as much as parsing. */
@@ -799,19 +850,10 @@ static void check_events(struct cr_app *app, struct cr_worker *w)
 	w->failing_checks = now_failing;
 }
 
-static void status(struct cr_req *req)
+/* A status report taken: the worker is alive, its state judged again. */
+static void seen(struct cr_app *app, struct cr_worker *w, int interval)
 {
-	struct cr_app *app = cr_req_app(req);
-	struct cr_worker *w = cr_map_get(&app->workers, cr_req_principal(req)->worker_id);
-	struct cr_err err = CR_ERR_INIT;
-	json_t *body = cr_req_json(req, &err);
-	long long interval = w->status_interval_s;
-	if (!body || cr_json_int(body, "status_interval_s", 1, 3600, &interval, &err) ||
-	    (json_object_get(body, "dynamic") ? accept_light(w, body, &err) : accept_full(req, w, body, &err))) {
-		cr_reply_err(req, &err);
-		return;
-	}
-	w->status_interval_s = (int)interval;
+	w->status_interval_s = interval;
 	w->last_seen_ms = cr_wall_ms();
 	bool first = w->last_status_mono == 0;
 	w->last_status_mono = cr_mono_ms();
@@ -820,10 +862,72 @@ static void status(struct cr_req *req)
 		w->next_probe_mono = next_probe_time(app, w->last_status_mono) - (int64_t)app->cfg.probe_interval_s * 750;
 	update_state(app, w, w->last_status_mono);
 	check_events(app, w);
+}
+
+/* The report in body (raw: as sent) taken into w: light or full. */
+static int take_report(struct cr_worker *w, json_t *body, const char *raw, size_t len, long long *interval,
+		       struct cr_err *err)
+{
+	*interval = w->status_interval_s;
+	if (cr_json_int(body, "status_interval_s", 1, 3600, interval, err))
+		return -1;
+	return json_object_get(body, "dynamic") ? accept_light(w, body, err) : accept_full(w, body, raw, len, err);
+}
+
+/* POST /api/workers/{id}/status: a follower checks the report against its
+ * own copy of the worker's last full one (a light report whose base it
+ * lacks is refused, so that the worker sends a full one) and leaves it to
+ * the leader as mail. */
+static void status(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_worker *w = cr_map_get(&app->workers, cr_req_principal(req)->worker_id);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *body = cr_req_json(req, &err);
+	size_t len;
+	const char *raw = cr_req_body(req, &len);
+	long long interval;
+	if (!body || take_report(w, body, raw, len, &interval, &err)) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	if (cr_app_follows(app)) {
+		if (cr_workers_mail(app, w->id, "status", raw, len, &err)) {
+			cr_reply_err(req, &err);
+			return;
+		}
+		w->status_interval_s = (int)interval;
+	} else {
+		seen(app, w, (int)interval);
+	}
 	char skey[CR_HASH_HEX]; /* a worker registered before the server had one learns it here */
 	cr_worker_server_key(app, w->id, skey);
 	cr_reply_json(req, 200, json_pack("{s:s,s:I,s:s}", "state", cr_worker_state_name(w->state), "server_time_ms",
-					   (json_int_t)w->last_seen_ms, "server_key", skey));
+					   (json_int_t)cr_wall_ms(), "server_key", skey));
+}
+
+/* The leader: a status report a follower took. A light one whose base it
+ * lacks (a report the follower took before this server led) still says the
+ * worker is alive; the followers are told to ask it for a full one. */
+static void mailed_status(struct cr_app *app, struct cr_worker *w, json_t *body, const char *raw)
+{
+	struct cr_err err = CR_ERR_INIT;
+	long long interval;
+	int rc = take_report(w, body, raw, strlen(raw), &interval, &err);
+	if (rc == CR_ECONFLICT) {
+		long long base = cr_json_get_int(body, "base", 0);
+		if (cr_json_get_int(app->reports_wanted, w->id, -1) != base) {
+			json_object_set_new(app->reports_wanted, w->id, json_integer(base));
+			app->reports_wanted_dirty = true;
+		}
+	} else if (rc) {
+		cr_warn("status report of worker '%s' taken by another server dropped: %s", w->name, err.message);
+		return;
+	} else if (!json_object_get(body, "dynamic") && json_object_get(app->reports_wanted, w->id)) {
+		json_object_del(app->reports_wanted, w->id);
+		app->reports_wanted_dirty = true;
+	}
+	seen(app, w, (int)interval);
 }
 
 /* ---- watch ---- */
@@ -835,6 +939,23 @@ static void watch_closed(struct cr_stream *s, void *arg)
 		w->watch = NULL;
 }
 
+/* A stored watch payload ({"sources","snapshot"}) sent to w's stream. */
+static void send_stored(struct cr_worker *w)
+{
+	json_t *p = w->watch && w->watch_stored ? json_loads(w->watch_stored, 0, NULL) : NULL;
+	if (!p)
+		return;
+	char *a = cr_json_dump(json_object_get(p, "sources")), *b = cr_json_dump(json_object_get(p, "snapshot"));
+	cr_stream_event(w->watch, "sources", a);
+	cr_stream_event(w->watch, "snapshot", b);
+	free(a);
+	free(b);
+	json_decref(p);
+}
+
+/* GET /api/workers/{id}/watch: on a follower, what the leader stored for
+ * this worker (asked for by mail when none is stored yet), then each change
+ * as the leader stores it. */
 static void watch(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);
@@ -842,17 +963,42 @@ static void watch(struct cr_req *req)
 	if (w->watch)
 		cr_stream_close(w->watch);
 	w->watch = cr_stream_open(req, watch_closed, w);
-	cr_workers_push(app, w);
+	if (!cr_app_follows(app)) {
+		cr_workers_push(app, w);
+		return;
+	}
+	struct cr_err err = CR_ERR_INIT;
+	if (w->watch_stored)
+		send_stored(w);
+	else if (cr_workers_mail(app, w->id, "watch", "{}", 2, &err))
+		cr_warn("worker '%s' watches here, but the leader could not be asked for its instances (asked again "
+			"when it reconnects): %s", w->name, err.message);
 }
 
 void cr_workers_push(struct cr_app *app, struct cr_worker *w)
 {
-	if (!w->watch)
+	if (cr_app_follows(app) || (!w->watch && !app->lock))
 		return;
 	json_t *sources = cr_models_sources(app), *inst = cr_instances_for_worker(app, w->id);
 	char *a = cr_json_dump(sources), *b = cr_json_dump(inst);
-	cr_stream_event(w->watch, "sources", a);
-	cr_stream_event(w->watch, "snapshot", b);
+	if (w->watch) {
+		cr_stream_event(w->watch, "sources", a);
+		cr_stream_event(w->watch, "snapshot", b);
+	}
+	if (app->lock) { /* for a follower that holds the stream, now or after the worker moves */
+		char *stored = cr_xasprintf("{\"sources\":%s,\"snapshot\":%s}", a, b);
+		struct cr_err err = CR_ERR_INIT;
+		if (w->watch_stored && !strcmp(stored, w->watch_stored))
+			free(stored);
+		else if (app->store->ops->watch_put(app->store, w->id, stored, &err) == 0) {
+			free(w->watch_stored);
+			w->watch_stored = stored;
+		} else {
+			cr_warn("instances for worker '%s' not stored for the other servers (stored at the next change): "
+				"%s", w->name, err.message);
+			free(stored);
+		}
+	}
 	free(a);
 	free(b);
 	json_decref(sources);
@@ -892,17 +1038,15 @@ static void download_events(struct cr_app *app, struct cr_worker *w, json_t *bef
 
 /* POST /api/workers/{id}/files {"files":[{"source", "exists", ...}]}: what the
  * worker found at each model source; replaces the previous report. */
-static void files_report(struct cr_req *req)
+/* body's files by source, or NULL with err set. */
+static json_t *files_by_source(json_t *body, struct cr_err *err)
 {
-	struct cr_app *app = cr_req_app(req);
-	struct cr_worker *w = cr_map_get(&app->workers, cr_req_principal(req)->worker_id);
-	struct cr_err err = CR_ERR_INIT;
-	json_t *body = cr_req_json(req, &err), *files = NULL;
-	if (!body || cr_json_arr(body, "files", &files, &err) != 0 || !files) {
-		if (!err.code)
-			cr_err_set(&err, CR_EINPUT, "send {\"files\":[...]}", "field 'files' is required");
-		cr_reply_err(req, &err);
-		return;
+	json_t *files = NULL;
+	if (cr_json_arr(body, "files", &files, err) != 0)
+		return NULL;
+	if (!files) {
+		cr_err_set(err, CR_EINPUT, "send {\"files\":[...]}", "field 'files' is required");
+		return NULL;
 	}
 	json_t *by_source = json_object();
 	size_t i;
@@ -911,10 +1055,30 @@ static void files_report(struct cr_req *req)
 		const char *src = cr_json_get_str(f, "source", NULL);
 		if (!json_is_object(f) || !src || !*src) {
 			json_decref(by_source);
-			cr_reply_error(req, CR_EINPUT, "every file report needs a 'source'", "update the worker");
-			return;
+			cr_err_set(err, CR_EINPUT, "update the worker", "every file report needs a 'source'");
+			return NULL;
 		}
 		json_object_set(by_source, src, f);
+	}
+	return by_source;
+}
+
+bool cr_workers_report_stale(json_t *body, int64_t *last)
+{
+	int64_t at = cr_json_get_int(body, "sent_ms", 0);
+	if (at && at < *last && *last - at < 10000)
+		return true;
+	if (at)
+		*last = at;
+	return false;
+}
+
+/* w's file report (body; by_source taken). */
+static void take_files(struct cr_app *app, struct cr_worker *w, json_t *body, json_t *by_source)
+{
+	if (cr_workers_report_stale(body, &w->files_sent_ms)) {
+		json_decref(by_source);
+		return;
 	}
 	download_events(app, w, w->files, by_source);
 	json_decref(w->files);
@@ -926,7 +1090,31 @@ static void files_report(struct cr_req *req)
 	cr_instances_downloads(app, w); /* a failed download is its instances' error, with the cause */
 	app->sched_dirty = true;
 	cr_models_tick(app); /* a model waiting for this report is placed now, not at the next tick */
-	cr_reply_json(req, 200, json_pack("{s:I}", "files", (json_int_t)json_array_size(files)));
+}
+
+static void files_report(struct cr_req *req)
+{
+	struct cr_app *app = cr_req_app(req);
+	struct cr_worker *w = cr_map_get(&app->workers, cr_req_principal(req)->worker_id);
+	struct cr_err err = CR_ERR_INIT;
+	json_t *body = cr_req_json(req, &err);
+	json_t *by_source = body ? files_by_source(body, &err) : NULL;
+	size_t len;
+	const char *raw = cr_req_body(req, &len);
+	if (by_source && cr_app_follows(app)) {
+		json_decref(by_source);
+		by_source = NULL;
+		if (!cr_workers_mail(app, w->id, "files", raw, len, &err)) {
+			cr_reply_json(req, 200, json_pack("{s:I}", "files", (json_int_t)json_array_size(json_object_get(body, "files"))));
+			return;
+		}
+	}
+	if (!by_source) {
+		cr_reply_err(req, &err);
+		return;
+	}
+	take_files(app, w, body, by_source);
+	cr_reply_json(req, 200, json_pack("{s:I}", "files", (json_int_t)json_array_size(json_object_get(body, "files"))));
 }
 
 /* ---- the workers' model caches ---- */
@@ -1124,6 +1312,128 @@ static void health(struct cr_req *req)
 		json_object_set_new(out, "leading", json_boolean(app->leading));
 	}
 	cr_reply_json(req, 200, out);
+}
+
+/* ---- several servers: workers' mail and watch payloads ---- */
+
+int cr_workers_mail(struct cr_app *app, const char *worker_id, const char *kind, const char *body, size_t len,
+		    struct cr_err *err)
+{
+	char *text = cr_xstrndup(body, len);
+	struct cr_mail_rec m = { 0, cr_wall_ms(), (char *)worker_id, (char *)kind, text, app->server_name };
+	int rc = app->store->ops->mail_put(app->store, &m, err);
+	free(text);
+	if (rc && err) {
+		char why[sizeof(err->message)];
+		snprintf(why, sizeof(why), "%s", err->message);
+		cr_err_set(err, CR_EUNAVAILABLE, "the worker sends it again by itself; if this lasts, check PostgreSQL",
+			   "this server follows and keeps what workers send for the leader in the store, which failed: "
+			   "%s", why);
+	}
+	return rc;
+}
+
+static void apply_mail(const struct cr_mail_rec *m, void *arg)
+{
+	struct cr_app *app = arg;
+	json_t *body = json_loads(m->body, 0, NULL);
+	struct cr_worker *w = cr_map_get(&app->workers, m->worker_id);
+	if (body && !strcmp(m->kind, "register")) {
+		mailed_registration(app, body);
+	} else if (!body || !w) {
+		/* a worker removed meanwhile; or what was checked before it was stored cannot be read back */
+	} else if (!strcmp(m->kind, "status")) {
+		mailed_status(app, w, body, m->body);
+	} else if (!strcmp(m->kind, "instances")) {
+		struct cr_err err = CR_ERR_INIT;
+		if (cr_instances_take_report(app, w->id, body, &err))
+			cr_warn("engine report of worker '%s' taken by another server dropped: %s", w->name, err.message);
+	} else if (!strcmp(m->kind, "files")) {
+		struct cr_err err = CR_ERR_INIT;
+		json_t *by_source = files_by_source(body, &err);
+		if (by_source)
+			take_files(app, w, body, by_source);
+	} else if (!strcmp(m->kind, "watch")) { /* stored again even when unchanged */
+		free(w->watch_stored);
+		w->watch_stored = NULL;
+		cr_workers_push(app, w);
+	}
+	json_decref(body);
+}
+
+#define MAIL_BATCH 5000
+
+void cr_workers_take_mail(struct cr_app *app)
+{
+	if (!app->lock || !app->leading)
+		return;
+	if (!app->reports_wanted)
+		app->reports_wanted = json_object();
+	struct cr_err err = CR_ERR_INIT;
+	if (app->store->ops->mail_take(app->store, MAIL_BATCH, apply_mail, app, &err))
+		cr_debug("workers' mail not read (read again in 250 ms): %s", err.message);
+	if (!app->reports_wanted_dirty)
+		return;
+	char *text = cr_json_dump(app->reports_wanted);
+	if (!app->store->ops->setting_put(app->store, "reports_wanted", text, &err))
+		app->reports_wanted_dirty = false;
+	free(text);
+}
+
+static void stored_watch(const struct cr_watch_rec *r, void *arg)
+{
+	struct cr_app *app = arg;
+	if (r->seq > app->watch_seq)
+		app->watch_seq = r->seq;
+	struct cr_worker *w = cr_map_get(&app->workers, r->worker_id);
+	if (!w)
+		return;
+	cr_str_replace(&w->watch_stored, r->body);
+	send_stored(w);
+}
+
+void cr_workers_watch_poll(struct cr_app *app)
+{
+	struct cr_err err = CR_ERR_INIT;
+	if (app->store->ops->watch_list(app->store, app->watch_seq, stored_watch, app, &err))
+		cr_debug("watch payloads not read (read again in 250 ms): %s", err.message);
+}
+
+void cr_workers_leader_changed(struct cr_app *app)
+{
+	size_t it = 0, n = 0;
+	void *v;
+	while (cr_map_next(&app->workers, &it, NULL, &v)) {
+		struct cr_worker *w = v;
+		if (w->watch) {
+			cr_stream_close(w->watch);
+			w->watch = NULL;
+			n++;
+		}
+	}
+	if (n)
+		cr_info("a new leader: %zu workers that watch here connect again and report afresh", n);
+}
+
+int cr_workers_read_wanted(struct cr_app *app, struct cr_err *err)
+{
+	char *text = NULL;
+	int rc = app->store->ops->setting_get(app->store, "reports_wanted", &text, err);
+	if (rc == CR_ENOTFOUND) {
+		*err = (struct cr_err)CR_ERR_INIT;
+		return 0;
+	}
+	json_t *wanted = rc ? NULL : json_loads(text, 0, NULL);
+	free(text);
+	const char *id;
+	json_t *base;
+	json_object_foreach(wanted, id, base) { /* refused once: the next full report has a higher base */
+		struct cr_worker *w = cr_map_get(&app->workers, id);
+		if (w && w->report_base >= 0 && w->report_base <= json_integer_value(base))
+			w->report_base = -1;
+	}
+	json_decref(wanted);
+	return rc;
 }
 
 const struct cr_http_route cr_api_worker_routes[] = {

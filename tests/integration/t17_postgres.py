@@ -68,7 +68,7 @@ class Postgres(ClusterCase):
         self.psql(self.store, "UPDATE corral_schema SET version = 99")
         rc, out = self.server_exits("--store", self.store)
         self.assertNotEqual(rc, 0)
-        self.assertIn("the store has schema version 99 but this corral knows only up to 10", out)
+        self.assertIn("the store has schema version 99 but this corral knows only up to 11", out)
         self.assertIn("newer corral binary", out)
         rc, out = self.server_exits("--store", "postgresql://corral:s3cret@127.0.0.1:1/corral")
         self.assertNotEqual(rc, 0)
@@ -319,29 +319,49 @@ class Failover(EngineCase):
         self.assertIn("exiting so that a restart loads the current state, as a follower", a.output())
         self.assertTrue(self.on(url_b, "GET", "/healthz")[1]["leading"])
 
-    def test_a_worker_that_knows_only_the_follower_says_why_and_registers_once_it_leads(self):
+    def test_a_worker_that_knows_only_the_follower_reports_through_it(self):
+        """The follower takes the worker's registration, reports and watch stream: the reports reach the leader
+        as mail in the store, and the leader's instances reach the worker through the follower."""
         a, b, port_a, port_b = self.two_servers()
-        url_b = "http://127.0.0.1:%d" % port_b
+        url_a, url_b = "http://127.0.0.1:%d" % port_a, "http://127.0.0.1:%d" % port_b
         self.url = url_b
-        w2 = self.worker("w2")
-        # refused, it says which server leads and what to do, and keeps trying
-        self.wait_for(lambda: "registration failed: this server" in w2.output(), "the refusal in the worker's log",
-                      proc=w2)
-        said = w2.output().split("registration failed: ", 1)[1].split("\n", 1)[0]
-        self.assertIn("follows; only the leader (", said)
-        self.assertIn(":%d)" % port_a, said)
-        self.assertIn("--server-url URL1,URL2", said)
-        self.assertNotIn("w2", self.workers())
+        w1 = self.worker("w1")
+        out = lambda: w1.output()[-3000:]
+        self.url = url_a
+        self.wait_state("w1", "ready", show=out)  # on the leader, from what the follower took
+        self.assertIn("registered with %s as worker 'w1'" % url_b, w1.output())
+        self.assertNotIn("not_leader", w1.output())
+        seen = self.on(url_a, "GET", "/api/workers/w1")[1]
+        self.assertEqual(seen["state"], "ready")
+        self.assertTrue(seen.get("system"), seen)  # its full report reached the leader
+        self.assertEqual(self.cli("workers", "uncordon", "w1").returncode, 0)
+        # placed by the leader; the worker learns it through the follower's watch stream, and its engine
+        # report reaches the leader through the follower
+        engine = self.deploy_tiny()
+        inst = self.instance("tiny")
+        self.assertIn(inst["placement"]["leader"], inst.get("members", {}))
+        key = self.cli("keys", "create", "k").stdout.strip()
+        msg = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        for url in (url_a, url_b):
+            self.url = url
+            self.wait_for(lambda: self.gw("/v1/chat/completions", msg, key)[0] == 200, "tiny served by " + url)
+        # the model deleted on the leader: the worker hears of it through the follower and stops the engine
+        self.url = url_a
+        self.api("DELETE", "/api/models/tiny", expect=200)
+        self.wait_for(lambda: not pid_alive(engine), "the engine stopped", timeout=60, show=out)
+        # the leader killed: b leads and keeps the worker, which never moved
         a.popen.kill()
         a.popen.wait()
         self.wait_for(lambda: self.on(url_b, "GET", "/healthz")[1].get("leading"), "b leading", proc=b)
-        self.wait_state("w2", "ready", show=lambda: w2.output()[-3000:])
-        self.assertIn("registered with %s as worker 'w2'" % url_b, w2.output())
+        self.url = url_b
+        self.wait_state("w1", "ready", show=out)
+        self.assertEqual(w1.output().count("registered with"), 1, out())
 
     def test_one_name_with_the_addresses_of_both_servers(self):
         """--server-url with one DNS name for several servers: here the name has the addresses of both in
         /etc/hosts, seen only by the worker's and the CLI's own mount namespace (unshare -m). The follower's
-        address comes first, so the worker and the CLI reach the leader only by moving on to the next address."""
+        address comes first: the worker reports through it, the CLI reaches the leader by moving on to the
+        next address, and the worker moves on to the leader's address when the follower dies."""
         hosts = os.path.join(self.tmp, "hosts")
         with open(hosts, "w") as f:
             f.write("127.0.0.1 localhost\n127.0.0.2 corral-servers\n127.0.0.3 corral-servers\n")
@@ -349,7 +369,7 @@ class Failover(EngineCase):
                 hosts]
         port = free_port()
         a, b, _, _ = self.two_servers(host_a="127.0.0.3", host_b="127.0.0.2", port=port)
-        url_a, url_b = "http://127.0.0.3:%d" % port, "http://127.0.0.2:%d" % port
+        url_a = "http://127.0.0.3:%d" % port
         self.url = "http://corral-servers:%d" % port
         w1 = self.start_worker("w1", extra=("--port-range", port_range()), wrap=wrap)
         out = lambda: w1.output()[-3000:]
@@ -358,22 +378,24 @@ class Failover(EngineCase):
         self.assertIn("server http://corral-servers:%d has 2 addresses" % port, w1.output())
         self.url = url_a
         self.wait_state("w1", "ready", show=out)
+        self.assertNotIn("(at 127.0.0.3)", w1.output(), "the follower at the first address took it all")
         # the CLI given the name: a change only the leader takes goes through the second address
         env = dict(self.env, CORRAL_SERVER_URL="http://corral-servers:%d" % port)
         r = subprocess.run(wrap + [CORRAL, "workers", "cordon", "w1"], env=env, capture_output=True, text=True,
                            timeout=60)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertTrue(self.on(url_a, "GET", "/api/workers/w1")[1]["cordoned"])
-        # the leader killed: b leads at the first address, and the worker moves back to it
-        a.popen.kill()
-        a.popen.wait()
-        self.wait_for(lambda: self.on(url_b, "GET", "/healthz")[1].get("leading"), "b leading", proc=b)
-        self.url = url_b
-        self.wait_for(lambda: self.workers()["w1"]["state"] == "ready" and "(at 127.0.0.2)" in
-                      w1.output().split("registered with", 1)[1], "the worker reporting to b", show=out)
+        # the follower killed: the worker moves on to the leader's address
+        b.popen.kill()
+        b.popen.wait()
+        self.wait_for(lambda: "(at 127.0.0.3)" in w1.output().split("registered with", 1)[1],
+                      "the worker moving on to the second address", show=out)
+        seen = self.workers()["w1"]["last_seen"]
+        self.wait_for(lambda: self.workers()["w1"]["last_seen"] != seen and self.workers()["w1"]["state"] == "ready",
+                      "the worker reporting to a directly", show=out)
         self.assertEqual(subprocess.run(wrap + [CORRAL, "workers", "uncordon", "w1"], env=env, capture_output=True,
                                         timeout=60).returncode, 0)
-        self.assertFalse(self.on(url_b, "GET", "/api/workers/w1")[1]["cordoned"])
+        self.assertFalse(self.on(url_a, "GET", "/api/workers/w1")[1]["cordoned"])
 
     def test_the_follower_leads_when_the_leader_is_killed(self):
         a, b, port_a, port_b = self.two_servers()
