@@ -576,7 +576,9 @@ static void *reporter(void *arg)
 			continue;
 		}
 		if (registered && rc == CR_ECONFLICT && !a->force_full) {
-			a->force_full = true; /* the server lacks our full report (it restarted) */
+			/* the server lacks our full report (it restarted, or another server leads now) */
+			cr_info("the server asks for a full status report (%s); sending one", err.message);
+			a->force_full = true;
 			continue;
 		}
 		char msg[1200];

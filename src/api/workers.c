@@ -1036,8 +1036,6 @@ static void download_events(struct cr_app *app, struct cr_worker *w, json_t *bef
 	}
 }
 
-/* POST /api/workers/{id}/files {"files":[{"source", "exists", ...}]}: what the
- * worker found at each model source; replaces the previous report. */
 /* body's files by source, or NULL with err set. */
 static json_t *files_by_source(json_t *body, struct cr_err *err)
 {
@@ -1092,6 +1090,9 @@ static void take_files(struct cr_app *app, struct cr_worker *w, json_t *body, js
 	cr_models_tick(app); /* a model waiting for this report is placed now, not at the next tick */
 }
 
+/* POST /api/workers/{id}/files {"files":[{"source", "exists", ...}]}: what the
+ * worker found at each model source; replaces the previous report (a
+ * follower checks it and leaves it to the leader as mail). */
 static void files_report(struct cr_req *req)
 {
 	struct cr_app *app = cr_req_app(req);

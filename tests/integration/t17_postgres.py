@@ -8,6 +8,7 @@ directory; and tiers 60 (keys) and 65 (the gateway) again on PostgreSQL."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import unittest
@@ -171,17 +172,22 @@ class Failover(EngineCase):
         self.login()
         self.env["CORRAL_API_TOKEN"] = self.token
         self.env["CORRAL_SERVER_URL"] = self.url
-        data_b = os.path.join(self.tmp, "server-b")
-        os.makedirs(data_b, mode=0o700)
-        shutil.copy(os.path.join(self.data_dir, "token"), os.path.join(data_b, "token"))
         port_b = port or free_port()
-        b = self.spawn("server-b", ["server", "--host", host_b, "--port", str(port_b), "--data-dir", data_b,
-                                    "--store", self.store, "--disable-worker", "--probe-interval", "1",
-                                    "--keepalive", "1", "--gpu-reserve", "0"])
-        self.wait_for(lambda: "server listening" in b.output(), "server b listening", proc=b)
-        self.assertIn("following as", b.output())
-        self.assertIn(":%d" % port_a, b.output().split("following as", 1)[1])  # the leader, named
+        b = self.follower("b", port_b, port_a, host_b)
         return a, b, port_a, port_b
+
+    def follower(self, name, port, port_leader, host="127.0.0.1"):
+        """Another server on this test's database, following the one on port_leader."""
+        data = os.path.join(self.tmp, "server-" + name)
+        os.makedirs(data, mode=0o700)
+        shutil.copy(os.path.join(self.data_dir, "token"), os.path.join(data, "token"))
+        f = self.spawn("server-" + name, ["server", "--host", host, "--port", str(port), "--data-dir", data,
+                                          "--store", self.store, "--disable-worker", "--probe-interval", "1",
+                                          "--keepalive", "1", "--gpu-reserve", "0"])
+        self.wait_for(lambda: "server listening" in f.output(), "server %s listening" % name, proc=f)
+        self.assertIn("following as", f.output())
+        self.assertIn(":%d" % port_leader, f.output().split("following as", 1)[1])  # the leader, named
+        return f
 
     def deploy_tiny(self):
         self.api("POST", "/api/models", {"name": "tiny", "path": self.model(), "ctx": 1024, "allow_cpu_offload": True,
@@ -356,6 +362,47 @@ class Failover(EngineCase):
         self.url = url_b
         self.wait_state("w1", "ready", show=out)
         self.assertEqual(w1.output().count("registered with"), 1, out())
+
+    def test_a_new_leader_lacking_a_workers_full_report_gets_one_through_the_follower(self):
+        """Three servers; a worker (raw HTTP here, to choose its reports) reports to follower c only. The
+        leader is killed and b leads (c is stopped meanwhile, so that it does not): b never saw the worker's full report, so it cannot apply the light ones
+        c takes. It lists the worker as wanting a full report; c then refuses the next light report (409),
+        the worker sends a full one, and light ones are taken again."""
+        a, b, port_a, port_b = self.two_servers()
+        port_c = free_port()
+        c = self.follower("c", port_c, port_a)
+        url_b, url_c = "http://127.0.0.1:%d" % port_b, "http://127.0.0.1:%d" % port_c
+        token = open(os.path.join(self.data_dir, "token")).read().strip()
+        st, reg = self.on(url_c, "POST", "/api/workers/register", {"name": "raw", "port": free_port(),
+                                                                  "address": "127.0.0.1", "status_interval_s": 1},
+                          token=token)
+        self.assertEqual(st, 201, reg)
+        path = "/api/workers/%s/status" % reg["id"]
+        full = lambda base: {"system": {"cpu": {"cores": 2}}, "gpus": [], "notes": [], "drivers": {}, "base": base,
+                             "status_interval_s": 1}
+        light = lambda base: {"base": base, "dynamic": {"gpus": []}, "status_interval_s": 1}
+        self.assertEqual(self.on(url_c, "POST", path, full(1), token=reg["secret"])[0], 200)
+        self.assertEqual(self.on(url_c, "POST", path, light(1), token=reg["secret"])[0], 200)
+        self.wait_for(lambda: self.on(self.url, "GET", "/api/workers/raw")[1].get("system"), "the leader has the "
+                      "worker's full report")
+        os.kill(c.popen.pid, signal.SIGSTOP)  # so that b, not c, takes the lead
+        try:
+            a.popen.kill()
+            a.popen.wait()
+            self.wait_for(lambda: self.on(url_b, "GET", "/healthz")[1].get("leading"), "b leading", proc=b)
+        finally:
+            os.kill(c.popen.pid, signal.SIGCONT)
+        answers = []
+        self.wait_for(lambda: answers.append(self.on(url_c, "POST", path, light(1), token=reg["secret"])) or
+                      answers[-1][0] == 409, "c asking for a full report", timeout=30,
+                      show=lambda: "%s\n%s" % (answers[-3:], c.output()[-2000:]))
+        self.assertIn("send a full report", answers[-1][1]["error"]["fix"])
+        self.assertEqual(self.on(url_c, "POST", path, full(2), token=reg["secret"])[0], 200)
+        for _ in range(4):  # light reports on the new base are taken again, the new leader has it
+            self.assertEqual(self.on(url_c, "POST", path, light(2), token=reg["secret"])[0], 200)
+            time.sleep(0.5)
+        seen = self.on(url_b, "GET", "/api/workers/raw")[1]
+        self.assertEqual(seen["system"]["cpu"]["cores"], 2, seen)
 
     def test_one_name_with_the_addresses_of_both_servers(self):
         """--server-url with one DNS name for several servers: here the name has the addresses of both in
