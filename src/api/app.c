@@ -118,13 +118,9 @@ bool cr_app_follows(const struct cr_app *app)
 	return app->lock && !app->leading && !app->led;
 }
 
-bool cr_app_sync_workers_on_miss(struct cr_app *app)
+bool cr_app_sync_worker_on_miss(struct cr_app *app, const char *id)
 {
-	int64_t now = cr_mono_ms();
-	if (!cr_app_follows(app) || now - app->miss_workers_ms < MISS_SYNC_MS)
-		return false;
-	app->miss_workers_ms = now;
-	return cr_workers_sync(app, false, NULL) == 0;
+	return cr_app_follows(app) && id && cr_workers_sync_one(app, id, NULL) == 0;
 }
 
 bool cr_app_sync_on_miss(struct cr_app *app, bool limited)

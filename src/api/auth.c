@@ -325,7 +325,7 @@ static int check_worker(struct cr_req *req, const char *token, struct cr_err *er
 	struct cr_worker *w = cr_map_get(&app->workers, cr_req_param(req, 0));
 	char hash[CR_HASH_HEX];
 	cr_secret_hash(token, hash);
-	if ((!w || !cr_secret_equal(hash, w->secret_hash)) && cr_app_sync_workers_on_miss(app))
+	if ((!w || !cr_secret_equal(hash, w->secret_hash)) && cr_app_sync_worker_on_miss(app, cr_req_param(req, 0)))
 		w = cr_map_get(&app->workers, cr_req_param(req, 0)); /* registered on another server a moment ago? */
 	if (!w || !cr_secret_equal(hash, w->secret_hash))
 		return cr_err_set(err, CR_EUNAUTH,

@@ -107,7 +107,6 @@ struct cr_app {
 	int64_t synced_ms;        /* monotonic: the last read of what other servers wrote */
 	int64_t synced_workers_ms; /* the same for the workers (a follower's view) */
 	int64_t miss_synced_ms;   /* the last read for an unknown key or session */
-	int64_t miss_workers_ms;  /* the last read for an unknown worker */
 	bool sync_failing;        /* the last read failed (said once) */
 	char *summary_shared;     /* the leader: the models' summaries as last stored (cr_models_share_summary) */
 	int64_t lock_tried_ms;    /* the last try to take the lock back (monotonic) */
@@ -273,13 +272,17 @@ int cr_models_read_summary(struct cr_app *app, struct cr_err *err);
 /* Identities and cordons; with observed, also the last stored reports and a
  * follower's view of each worker's state from them. */
 int cr_workers_sync(struct cr_app *app, bool observed, struct cr_err *err);
+/* The same for the one worker id (its identity). */
+int cr_workers_sync_one(struct cr_app *app, const char *id, struct cr_err *err);
 /* app.c: an unknown key, session or user may have been made on another
  * server a moment ago: read the accounts again (with limited, at most every
  * 250 ms); true when they were read. */
 bool cr_app_sync_on_miss(struct cr_app *app, bool limited);
-/* The same for an unknown worker, or one whose secret changed: its
- * identity may have been stored by another server a moment ago. */
-bool cr_app_sync_workers_on_miss(struct cr_app *app);
+/* A follower: the same for an unknown worker, or one whose secret changed:
+ * its identity may have been stored by another server a moment ago. Reads
+ * that one worker's row (by id: as cheap as the request that asks); true
+ * when it was read. */
+bool cr_app_sync_worker_on_miss(struct cr_app *app, const char *id);
 /* Several servers: true on a follower (has not led since it started). */
 bool cr_app_follows(const struct cr_app *app);
 

@@ -174,6 +174,14 @@ static void sync_worker(const struct cr_worker_rec *r, void *arg)
 	cr_map_put(&ws->seen, r->id, ws);
 }
 
+int cr_workers_sync_one(struct cr_app *app, const char *id, struct cr_err *err)
+{
+	struct worker_sync ws = { app, false, CR_MAP_INIT };
+	int rc = app->store->ops->worker_get(app->store, id, sync_worker, &ws, err);
+	cr_map_release(&ws.seen);
+	return rc;
+}
+
 int cr_workers_sync(struct cr_app *app, bool observed, struct cr_err *err)
 {
 	struct worker_sync ws = { app, observed, CR_MAP_INIT };
@@ -657,7 +665,7 @@ static void register_worker(struct cr_req *req)
 		struct cr_err ignored = CR_ERR_INIT;
 		bool parsed = body && !parse_reg(body, &r, &ignored) && r.id && r.secret;
 		struct cr_worker *known = parsed ? cr_map_get(&app->workers, r.id) : NULL;
-		if (parsed && !known && cr_app_sync_workers_on_miss(app)) /* registered on another server? */
+		if (parsed && !known && cr_app_sync_worker_on_miss(app, r.id)) /* registered on another server? */
 			known = cr_map_get(&app->workers, r.id);
 		char sh[CR_HASH_HEX] = "";
 		if (known)

@@ -175,6 +175,8 @@ struct cr_store_ops {
 	int (*worker_put)(struct cr_store *s, const struct cr_worker_rec *w, struct cr_err *err);
 	int (*worker_del)(struct cr_store *s, const char *id, struct cr_err *err);
 	int (*worker_list)(struct cr_store *s, cr_store_worker_cb cb, void *arg, struct cr_err *err);
+	/* One worker by id: cb called once, or CR_ENOTFOUND. */
+	int (*worker_get)(struct cr_store *s, const char *id, cr_store_worker_cb cb, void *arg, struct cr_err *err);
 	/* Write last_seen, report and dynamic of n workers in one transaction;
 	 * a NULL report_json keeps the stored report. */
 	int (*worker_observed)(struct cr_store *s, const struct cr_worker_rec *const *w, size_t n, struct cr_err *err);

@@ -257,13 +257,21 @@ static int worker_del(struct cr_store *s, const char *id, struct cr_err *err)
 	return delete_by(s, "DELETE FROM workers WHERE id = $1", id, err);
 }
 
-static int worker_list(struct cr_store *s, cr_store_worker_cb cb, void *arg, struct cr_err *err)
+/* Every worker, or the one with id (CR_ENOTFOUND when none). */
+static int workers_read(struct cr_store *s, const char *id, cr_store_worker_cb cb, void *arg, struct cr_err *err)
 {
+	struct params p = { 0 };
+	if (id)
+		p_s(&p, id);
 	PGresult *r = NULL;
 	int rc = run(s,
-		     "SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report, report_dynamic,"
-		     " cordoned FROM workers ORDER BY name",
-		     NULL, &r, "list workers", err);
+		     id ? "SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report, "
+			  "report_dynamic, cordoned FROM workers WHERE id = $1"
+			: "SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report, "
+			  "report_dynamic, cordoned FROM workers ORDER BY name",
+		     id ? &p : NULL, &r, "list workers", err);
+	if (!rc && id && PQntuples(r) == 0)
+		rc = cr_err_set(err, CR_ENOTFOUND, NULL, "no worker %s", id);
 	for (int i = 0; !rc && i < PQntuples(r); i++) {
 		struct cr_worker_rec w = {
 			(char *)txt(r, i, 0), (char *)txt(r, i, 1), (char *)txt(r, i, 2), (char *)txt(r, i, 3),
@@ -274,6 +282,16 @@ static int worker_list(struct cr_store *s, cr_store_worker_cb cb, void *arg, str
 	}
 	PQclear(r);
 	return rc;
+}
+
+static int worker_list(struct cr_store *s, cr_store_worker_cb cb, void *arg, struct cr_err *err)
+{
+	return workers_read(s, NULL, cb, arg, err);
+}
+
+static int worker_get(struct cr_store *s, const char *id, cr_store_worker_cb cb, void *arg, struct cr_err *err)
+{
+	return workers_read(s, id, cb, arg, err);
 }
 
 /* BEGIN; each of n statements; COMMIT, or ROLLBACK at the first failure. */
@@ -705,7 +723,7 @@ static void pg_close(struct cr_store *s)
 
 static const struct cr_store_ops pg_ops = {
 	"postgresql", user_add, user_list, user_del, user_set_limits, user_set_password, session_add, session_del,
-	session_list, worker_put, worker_del, worker_list, worker_observed, model_put, model_del, model_list,
+	session_list, worker_put, worker_del, worker_list, worker_get, worker_observed, model_put, model_del, model_list,
 	instance_put, instance_del, instance_list, key_add, key_del, key_list, usage_add, usage_query, audit_add,
 	audit_list, audit_purge, event_add, event_list, event_purge, mail_put, mail_take, watch_put, watch_list, setting_get, setting_put, schema_version, pg_close,
 };

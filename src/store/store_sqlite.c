@@ -213,17 +213,23 @@ static int worker_del(struct cr_store *s, const char *id, struct cr_err *err)
 	return delete_by(s, "DELETE FROM workers WHERE id = ?", id, err);
 }
 
-static int worker_list(struct cr_store *s, cr_store_worker_cb cb, void *arg, struct cr_err *err)
+/* Every worker, or the one with id (CR_ENOTFOUND when none). */
+static int workers_read(struct cr_store *s, const char *id, cr_store_worker_cb cb, void *arg, struct cr_err *err)
 {
 	sqlite3_stmt *st;
 	int rc = prepare(s,
-			 "SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report, report_dynamic,"
-			 " cordoned FROM workers ORDER BY name",
+			 id ? "SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report, "
+			      "report_dynamic, cordoned FROM workers WHERE id = ?"
+			    : "SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report, "
+			      "report_dynamic, cordoned FROM workers ORDER BY name",
 			 &st, err);
 	if (rc)
 		return rc;
-	int r;
+	if (id)
+		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	int r, n = 0;
 	while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+		n++;
 		struct cr_worker_rec w = {
 			(char *)col_text(st, 0), (char *)col_text(st, 1), (char *)col_text(st, 2),
 			(char *)col_text(st, 3), (char *)col_text(st, 4), sqlite3_column_int(st, 5),
@@ -234,7 +240,19 @@ static int worker_list(struct cr_store *s, cr_store_worker_cb cb, void *arg, str
 	}
 	rc = r == SQLITE_DONE ? 0 : db_error(s, err, "list workers");
 	sqlite3_finalize(st);
+	if (!rc && id && !n)
+		rc = cr_err_set(err, CR_ENOTFOUND, NULL, "no worker %s", id);
 	return rc;
+}
+
+static int worker_list(struct cr_store *s, cr_store_worker_cb cb, void *arg, struct cr_err *err)
+{
+	return workers_read(s, NULL, cb, arg, err);
+}
+
+static int worker_get(struct cr_store *s, const char *id, cr_store_worker_cb cb, void *arg, struct cr_err *err)
+{
+	return workers_read(s, id, cb, arg, err);
 }
 
 static int exec(struct cr_store *s, const char *sql, struct cr_err *err)
@@ -745,7 +763,7 @@ static void sqlite_close(struct cr_store *s)
 
 static const struct cr_store_ops sqlite_ops = {
 	"sqlite", user_add, user_list, user_del, user_set_limits, user_set_password, session_add, session_del, session_list, worker_put, worker_del,
-	worker_list, worker_observed, model_put, model_del, model_list, instance_put, instance_del,
+	worker_list, worker_get, worker_observed, model_put, model_del, model_list, instance_put, instance_del,
 	instance_list, key_add, key_del, key_list, usage_add, usage_query, audit_add, audit_list, audit_purge, event_add,
 	event_list, event_purge, mail_put, mail_take, watch_put, watch_list, setting_get, setting_put, schema_version, sqlite_close,
 };

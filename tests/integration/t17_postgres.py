@@ -381,6 +381,15 @@ class Failover(EngineCase):
         full = lambda base: {"system": {"cpu": {"cores": 2}}, "gpus": [], "notes": [], "drivers": {}, "base": base,
                              "status_interval_s": 1}
         light = lambda base: {"base": base, "dynamic": {"gpus": []}, "status_interval_s": 1}
+        # a worker registered on the leader a moment ago reports to a follower at once (it reads that
+        # worker's identity when it does not know it); a wrong secret is still refused
+        st, other = self.on(self.url, "POST", "/api/workers/register", {"name": "raw2", "port": free_port(),
+                                                                        "address": "127.0.0.1"}, token=token)
+        self.assertEqual(st, 201, other)
+        other_path = "/api/workers/%s/status" % other["id"]
+        self.assertEqual(self.on(url_b, "POST", other_path, full(1), token=other["secret"])[0], 200)
+        st, refused = self.on(url_c, "POST", other_path, full(1), token=reg["secret"])
+        self.assertEqual(st, 401, refused)
         self.assertEqual(self.on(url_c, "POST", path, full(1), token=reg["secret"])[0], 200)
         self.assertEqual(self.on(url_c, "POST", path, light(1), token=reg["secret"])[0], 200)
         self.wait_for(lambda: self.on(self.url, "GET", "/api/workers/raw")[1].get("system"), "the leader has the "

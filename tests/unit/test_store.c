@@ -239,6 +239,12 @@ Test(store, workers_identity_and_observed_state)
 	seen.n = 0;
 	cr_assert_eq(s->ops->worker_list(s, see_worker, &seen, &err), 0);
 	cr_assert(seen.cordoned && !seen.draining);
+	seen.n = 0;
+	cr_assert_eq(s->ops->worker_get(s, "id1", see_worker, &seen, &err), 0, "one worker by id");
+	cr_assert_eq(seen.n, 1);
+	cr_assert_str_eq(seen.labels, "{}");
+	cr_assert_eq(s->ops->worker_get(s, "nope", see_worker, &seen, &err), CR_ENOTFOUND);
+	cr_assert_eq(seen.n, 1);
 	cr_assert_eq(s->ops->worker_del(s, "id1", &err), 0);
 	seen.n = 0;
 	cr_assert_eq(s->ops->worker_list(s, see_worker, &seen, &err), 0);
