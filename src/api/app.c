@@ -334,8 +334,10 @@ static void on_lock_poll(evutil_socket_t fd, short what, void *arg)
 		event_active(app->tick, EV_TIMEOUT, 0);
 	if (app->leading) /* what workers sent the followers */
 		cr_workers_take_mail(app);
-	else if (cr_app_follows(app)) /* what the leader sends the workers that watch here */
+	else if (cr_app_follows(app)) { /* workers' status reports for the leader; what it sends them */
+		cr_workers_mail_flush(app);
 		cr_workers_watch_poll(app);
+	}
 	/* several servers behind one name: each writes its usage counts 4 times a
 	 * second, so that a killed one takes less of them with it */
 	int64_t every = (int64_t)app->cfg.usage_interval_s * 1000;
@@ -551,6 +553,7 @@ void cr_app_free(struct cr_app *app)
 	free(app->leader_name);
 	free(app->summary_shared);
 	json_decref(app->reports_wanted);
+	cr_workers_mail_free(app);
 	free(app->data_dir);
 	free(app);
 }

@@ -20,6 +20,7 @@ struct cr_store;
 struct cr_workpool;
 struct cr_sched_learned;
 struct cr_pg_lock;
+struct cr_mail_rec;
 
 
 struct cr_session {
@@ -148,6 +149,9 @@ struct cr_app {
 	json_t *reports_wanted;         /* the leader: worker id -> the base of a light report it could not
 					   apply; a follower: the same, as last read */
 	bool reports_wanted_dirty;      /* the leader: changed since last stored */
+	struct cr_mail_rec *mail;       /* a follower: status reports taken, not yet stored (owned strings but
+					   server) */
+	size_t mail_n, mail_cap;
 };
 
 extern const struct cr_http_route cr_api_auth_routes[];
@@ -243,6 +247,12 @@ void cr_workers_push(struct cr_app *app, struct cr_worker *w);
  * "watch"; body as the worker sent it) that the leader applies. */
 int cr_workers_mail(struct cr_app *app, const char *worker_id, const char *kind, const char *body, size_t len,
 		    struct cr_err *err);
+/* Status reports are kept and stored in one transaction by flush (every
+ * 250 ms: an fsync each would hold the follower's loop); the others are
+ * stored at once. A follower killed loses up to 250 ms of status reports,
+ * which its workers send again every interval. */
+void cr_workers_mail_flush(struct cr_app *app);
+void cr_workers_mail_free(struct cr_app *app);
 /* The leader: apply the mail the followers took (every 250 ms), and store
  * which workers must send a full report (a light one whose base it lacks). */
 void cr_workers_take_mail(struct cr_app *app);

@@ -1325,13 +1325,54 @@ static void health(struct cr_req *req)
 
 /* ---- several servers: workers' mail and watch payloads ---- */
 
+static void mail_release(struct cr_mail_rec *m, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(m[i].worker_id);
+		free(m[i].kind);
+		free(m[i].body);
+	}
+}
+
+#define MAIL_PENDING_MAX 20000
+
+void cr_workers_mail_flush(struct cr_app *app)
+{
+	if (!app->mail_n)
+		return;
+	struct cr_err err = CR_ERR_INIT;
+	if (app->store->ops->mail_put(app->store, app->mail, app->mail_n, &err))
+		cr_warn("%zu status reports taken here not passed on to the leader (workers send theirs every "
+			"interval): %s", app->mail_n, err.message);
+	mail_release(app->mail, app->mail_n);
+	app->mail_n = 0;
+}
+
+void cr_workers_mail_free(struct cr_app *app)
+{
+	mail_release(app->mail, app->mail_n);
+	free(app->mail);
+	app->mail = NULL;
+	app->mail_n = app->mail_cap = 0;
+}
+
 int cr_workers_mail(struct cr_app *app, const char *worker_id, const char *kind, const char *body, size_t len,
 		    struct cr_err *err)
 {
-	char *text = cr_xstrndup(body, len);
-	struct cr_mail_rec m = { 0, cr_wall_ms(), (char *)worker_id, (char *)kind, text, app->server_name };
-	int rc = app->store->ops->mail_put(app->store, &m, err);
-	free(text);
+	struct cr_mail_rec m = { 0, cr_wall_ms(), cr_xstrdup(worker_id), cr_xstrdup(kind), cr_xstrndup(body, len),
+				 app->server_name };
+	if (!strcmp(kind, "status")) { /* sent every interval: passed on in batches, 4 times a second */
+		if (app->mail_n == app->mail_cap) {
+			app->mail_cap = app->mail_cap ? app->mail_cap * 2 : 256;
+			app->mail = cr_xrealloc(app->mail, app->mail_cap * sizeof(*app->mail));
+		}
+		app->mail[app->mail_n++] = m;
+		if (app->mail_n >= MAIL_PENDING_MAX)
+			cr_workers_mail_flush(app);
+		return 0;
+	}
+	int rc = app->store->ops->mail_put(app->store, &m, 1, err);
+	mail_release(&m, 1);
 	if (rc && err) {
 		char why[sizeof(err->message)];
 		snprintf(why, sizeof(why), "%s", err->message);
@@ -1378,6 +1419,7 @@ void cr_workers_take_mail(struct cr_app *app)
 		return;
 	if (!app->reports_wanted)
 		app->reports_wanted = json_object();
+	cr_workers_mail_flush(app); /* what this server took while it followed */
 	struct cr_err err = CR_ERR_INIT;
 	if (app->store->ops->mail_take(app->store, MAIL_BATCH, apply_mail, app, &err))
 		cr_debug("workers' mail not read (read again in 250 ms): %s", err.message);

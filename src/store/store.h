@@ -213,10 +213,10 @@ struct cr_store_ops {
 	int (*event_list)(struct cr_store *s, int64_t after_id, int limit, bool newest, cr_store_event_cb cb, void *arg,
 			  struct cr_err *err);
 	int (*event_purge)(struct cr_store *s, int64_t before_ms, int64_t *deleted, struct cr_err *err);
-	/* Workers' mail (several servers): put one (m->id is ignored); take up
-	 * to limit of the oldest, removing them, and call cb for each in the
-	 * order they were put. */
-	int (*mail_put)(struct cr_store *s, const struct cr_mail_rec *m, struct cr_err *err);
+	/* Workers' mail (several servers): put n in one transaction, in order
+	 * (ids are ignored); take up to limit of the oldest, removing them, and
+	 * call cb for each in the order they were put. */
+	int (*mail_put)(struct cr_store *s, const struct cr_mail_rec *m, size_t n, struct cr_err *err);
 	int (*mail_take)(struct cr_store *s, int limit, cr_store_mail_cb cb, void *arg, struct cr_err *err);
 	/* Watch payloads (several servers): set a worker's (with a seq above
 	 * every earlier one); list those with seq > after_seq in seq order. */

@@ -613,8 +613,9 @@ static int event_purge(struct cr_store *s, int64_t before_ms, int64_t *deleted, 
 	return purge(s, "DELETE FROM events WHERE at_ms < $1", before_ms, deleted, "trim the events", err);
 }
 
-static int mail_put(struct cr_store *s, const struct cr_mail_rec *m, struct cr_err *err)
+static int mail_step(struct cr_store *s, size_t i, const void *rows, struct cr_err *err)
 {
+	const struct cr_mail_rec *m = (const struct cr_mail_rec *)rows + i;
 	struct params p = { 0 };
 	p_i(&p, m->at_ms);
 	p_s(&p, m->worker_id);
@@ -622,7 +623,12 @@ static int mail_put(struct cr_store *s, const struct cr_mail_rec *m, struct cr_e
 	p_s(&p, m->body);
 	p_s(&p, m->server ? m->server : "");
 	return exec_p(s, "INSERT INTO worker_mail (at_ms, worker_id, kind, body, server) VALUES ($1, $2, $3, $4, $5)", &p,
-		      "keep a worker's message", err);
+		      "keep workers' messages", err);
+}
+
+static int mail_put(struct cr_store *s, const struct cr_mail_rec *m, size_t n, struct cr_err *err)
+{
+	return n == 1 ? mail_step(s, 0, m, err) : in_transaction(s, n, m, mail_step, err);
 }
 
 static int by_mail_id(const void *a, const void *b)

@@ -639,18 +639,29 @@ static int event_purge(struct cr_store *s, int64_t before_ms, int64_t *deleted, 
 	return rc;
 }
 
-static int mail_put(struct cr_store *s, const struct cr_mail_rec *m, struct cr_err *err)
+static int mail_put(struct cr_store *s, const struct cr_mail_rec *m, size_t n, struct cr_err *err)
 {
-	sqlite3_stmt *st;
-	int rc = prepare(s, "INSERT INTO worker_mail (at_ms, worker_id, kind, body, server) VALUES (?, ?, ?, ?, ?)", &st, err);
+	sqlite3_stmt *st = NULL;
+	int rc = exec(s, "BEGIN", err);
 	if (rc)
 		return rc;
-	sqlite3_bind_int64(st, 1, m->at_ms);
-	sqlite3_bind_text(st, 2, m->worker_id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, m->kind, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, m->body, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, m->server ? m->server : "", -1, SQLITE_STATIC);
-	return step_done(s, st, "keep a worker's message", err);
+	rc = prepare(s, "INSERT INTO worker_mail (at_ms, worker_id, kind, body, server) VALUES (?, ?, ?, ?, ?)", &st, err);
+	for (size_t i = 0; !rc && i < n; i++) {
+		sqlite3_bind_int64(st, 1, m[i].at_ms);
+		sqlite3_bind_text(st, 2, m[i].worker_id, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 3, m[i].kind, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 4, m[i].body, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 5, m[i].server ? m[i].server : "", -1, SQLITE_STATIC);
+		if (sqlite3_step(st) != SQLITE_DONE)
+			rc = db_error(s, err, "keep workers' messages");
+		sqlite3_reset(st);
+	}
+	sqlite3_finalize(st); /* a no-op on NULL */
+	if (rc) {
+		exec(s, "ROLLBACK", NULL);
+		return rc;
+	}
+	return exec(s, "COMMIT", err);
 }
 
 /* One writer at a time here: ids are visible in the order they were given,

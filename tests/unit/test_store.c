@@ -552,12 +552,14 @@ Test(store, workers_mail_is_taken_once_in_order_and_watch_payloads_list_by_seq)
 	free(path);
 	struct cr_err err = CR_ERR_INIT;
 	const char *kinds[] = { "register", "status", "instances", "files" };
+	char bodies[4][32];
+	struct cr_mail_rec m[4];
 	for (int i = 0; i < 4; i++) {
-		char body[32];
-		snprintf(body, sizeof(body), "{\"n\":%d}", i);
-		struct cr_mail_rec m = { 0, 1000 + i, (char *)"w1", (char *)kinds[i], body, (char *)"b:1" };
-		cr_assert_eq(s->ops->mail_put(s, &m, &err), 0, "%s", err.message);
+		snprintf(bodies[i], sizeof(bodies[i]), "{\"n\":%d}", i);
+		m[i] = (struct cr_mail_rec){ 0, 1000 + i, (char *)"w1", (char *)kinds[i], bodies[i], (char *)"b:1" };
 	}
+	cr_assert_eq(s->ops->mail_put(s, m, 1, &err), 0, "%s", err.message);
+	cr_assert_eq(s->ops->mail_put(s, m + 1, 3, &err), 0, "several in one transaction: %s", err.message);
 	char out[512] = "";
 	cr_assert_eq(s->ops->mail_take(s, 3, collect_mail, out, &err), 0, "%s", err.message);
 	cr_assert_str_eq(out, "w1 register {\"n\":0} b:1|w1 status {\"n\":1} b:1|w1 instances {\"n\":2} b:1|",
