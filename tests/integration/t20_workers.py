@@ -230,9 +230,9 @@ class Identity(ClusterCase):
         # ...and after it went quiet: without the worker's secret the name is not taken over
         first.signal(signal.SIGKILL)
         self.wait_state("dup", "not_ready", timeout=40)
-        seen = second.output().count("is taken by worker")
-        self.wait_for(lambda: second.output().count("is taken by worker") > seen, "a refusal while it is quiet",
-                      timeout=40, proc=second)
+        # (the refusal that names the quiet worker's state: it may come before the wait above saw that state)
+        self.wait_for(lambda: "which is not_ready, and this registration does not carry its secret" in
+                      second.output(), "a refusal while it is quiet", timeout=40, proc=second)
         self.assertIn("does not carry its secret", second.output())
         self.assertEqual(self.workers()["dup"]["id"], orig["id"])
         self.assertEqual(self.workers()["dup"]["state"], "not_ready")
