@@ -257,6 +257,10 @@ static int worker_del(struct cr_store *s, const char *id, struct cr_err *err)
 	return delete_by(s, "DELETE FROM workers WHERE id = $1", id, err);
 }
 
+#define WORKER_SELECT \
+	"SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report, report_dynamic, " \
+	"cordoned FROM workers "
+
 /* Every worker, or the one with id (CR_ENOTFOUND when none). */
 static int workers_read(struct cr_store *s, const char *id, cr_store_worker_cb cb, void *arg, struct cr_err *err)
 {
@@ -264,12 +268,8 @@ static int workers_read(struct cr_store *s, const char *id, cr_store_worker_cb c
 	if (id)
 		p_s(&p, id);
 	PGresult *r = NULL;
-	int rc = run(s,
-		     id ? "SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report, "
-			  "report_dynamic, cordoned FROM workers WHERE id = $1"
-			: "SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report, "
-			  "report_dynamic, cordoned FROM workers ORDER BY name",
-		     id ? &p : NULL, &r, "list workers", err);
+	int rc = run(s, id ? WORKER_SELECT "WHERE id = $1" : WORKER_SELECT "ORDER BY name", id ? &p : NULL, &r,
+		     "list workers", err);
 	if (!rc && id && PQntuples(r) == 0)
 		rc = cr_err_set(err, CR_ENOTFOUND, NULL, "no worker %s", id);
 	for (int i = 0; !rc && i < PQntuples(r); i++) {
@@ -731,7 +731,8 @@ static const struct cr_store_ops pg_ops = {
 	"postgresql", user_add, user_list, user_del, user_set_limits, user_set_password, session_add, session_del,
 	session_list, worker_put, worker_del, worker_list, worker_get, worker_observed, model_put, model_del, model_list,
 	instance_put, instance_del, instance_list, key_add, key_del, key_list, usage_add, usage_query, audit_add,
-	audit_list, audit_purge, event_add, event_list, event_purge, mail_put, mail_take, watch_put, watch_list, setting_get, setting_put, schema_version, pg_close,
+	audit_list, audit_purge, event_add, event_list, event_purge, mail_put, mail_take, watch_put, watch_list,
+	setting_get, setting_put, schema_version, pg_close,
 };
 
 /* Apply pending migrations, one transaction each, under an advisory lock so

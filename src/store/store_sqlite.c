@@ -213,16 +213,15 @@ static int worker_del(struct cr_store *s, const char *id, struct cr_err *err)
 	return delete_by(s, "DELETE FROM workers WHERE id = ?", id, err);
 }
 
+#define WORKER_SELECT \
+	"SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report, report_dynamic, " \
+	"cordoned FROM workers "
+
 /* Every worker, or the one with id (CR_ENOTFOUND when none). */
 static int workers_read(struct cr_store *s, const char *id, cr_store_worker_cb cb, void *arg, struct cr_err *err)
 {
 	sqlite3_stmt *st;
-	int rc = prepare(s,
-			 id ? "SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report, "
-			      "report_dynamic, cordoned FROM workers WHERE id = ?"
-			    : "SELECT id, name, secret_hash, labels, address, port, created_ms, last_seen_ms, report, "
-			      "report_dynamic, cordoned FROM workers ORDER BY name",
-			 &st, err);
+	int rc = prepare(s, id ? WORKER_SELECT "WHERE id = ?" : WORKER_SELECT "ORDER BY name", &st, err);
 	if (rc)
 		return rc;
 	if (id)
@@ -773,10 +772,11 @@ static void sqlite_close(struct cr_store *s)
 }
 
 static const struct cr_store_ops sqlite_ops = {
-	"sqlite", user_add, user_list, user_del, user_set_limits, user_set_password, session_add, session_del, session_list, worker_put, worker_del,
-	worker_list, worker_get, worker_observed, model_put, model_del, model_list, instance_put, instance_del,
-	instance_list, key_add, key_del, key_list, usage_add, usage_query, audit_add, audit_list, audit_purge, event_add,
-	event_list, event_purge, mail_put, mail_take, watch_put, watch_list, setting_get, setting_put, schema_version, sqlite_close,
+	"sqlite", user_add, user_list, user_del, user_set_limits, user_set_password, session_add, session_del,
+	session_list, worker_put, worker_del, worker_list, worker_get, worker_observed, model_put, model_del, model_list,
+	instance_put, instance_del, instance_list, key_add, key_del, key_list, usage_add, usage_query, audit_add,
+	audit_list, audit_purge, event_add, event_list, event_purge, mail_put, mail_take, watch_put, watch_list,
+	setting_get, setting_put, schema_version, sqlite_close,
 };
 
 static int migrate(struct cr_store *s, struct cr_err *err)
