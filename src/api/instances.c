@@ -494,11 +494,14 @@ static void engines_report(struct cr_req *req)
 	const char *wid = cr_req_principal(req)->worker_id;
 	struct cr_err err = CR_ERR_INIT;
 	json_t *body = cr_req_json(req, &err), *list = NULL;
-	size_t len;
-	const char *raw = cr_req_body(req, &len);
-	int rc = !body ? -1
-	       : cr_app_follows(app) ? (engines_list(body, &list, &err) || cr_workers_mail(app, wid, "instances", raw, len, &err))
-				     : cr_instances_take_report(app, wid, body, &err);
+	int rc = -1;
+	if (body && cr_app_follows(app)) {
+		size_t len;
+		const char *raw = cr_req_body(req, &len);
+		rc = engines_list(body, &list, &err) || cr_workers_mail(app, wid, "instances", raw, len, &err);
+	} else if (body) {
+		rc = cr_instances_take_report(app, wid, body, &err);
+	}
 	if (rc) {
 		cr_reply_err(req, &err);
 		return;

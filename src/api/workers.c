@@ -1108,21 +1108,21 @@ static void files_report(struct cr_req *req)
 	struct cr_err err = CR_ERR_INIT;
 	json_t *body = cr_req_json(req, &err);
 	json_t *by_source = body ? files_by_source(body, &err) : NULL;
-	size_t len;
-	const char *raw = cr_req_body(req, &len);
-	if (by_source && cr_app_follows(app)) {
-		json_decref(by_source);
-		by_source = NULL;
-		if (!cr_workers_mail(app, w->id, "files", raw, len, &err)) {
-			cr_reply_json(req, 200, json_pack("{s:I}", "files", (json_int_t)json_array_size(json_object_get(body, "files"))));
-			return;
-		}
-	}
 	if (!by_source) {
 		cr_reply_err(req, &err);
 		return;
 	}
-	take_files(app, w, body, by_source);
+	if (cr_app_follows(app)) {
+		json_decref(by_source); /* checked; the leader reads it again from the mail */
+		size_t len;
+		const char *raw = cr_req_body(req, &len);
+		if (cr_workers_mail(app, w->id, "files", raw, len, &err)) {
+			cr_reply_err(req, &err);
+			return;
+		}
+	} else {
+		take_files(app, w, body, by_source);
+	}
 	cr_reply_json(req, 200, json_pack("{s:I}", "files", (json_int_t)json_array_size(json_object_get(body, "files"))));
 }
 
