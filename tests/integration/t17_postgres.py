@@ -413,6 +413,30 @@ class Failover(EngineCase):
         seen = self.on(url_b, "GET", "/api/workers/raw")[1]
         self.assertEqual(seen["system"]["cpu"]["cores"], 2, seen)
 
+    def test_a_follower_that_cannot_keep_a_report_says_why(self):
+        """PostgreSQL stopped: a follower cannot leave a worker's report for the leader. The worker gets 503
+        naming PostgreSQL and the fix, and the same report is taken once PostgreSQL is back."""
+        a, b, port_a, port_b = self.two_servers()
+        url_b = "http://127.0.0.1:%d" % port_b
+        token = open(os.path.join(self.data_dir, "token")).read().strip()
+        st, reg = self.on(url_b, "POST", "/api/workers/register", {"name": "raw", "port": free_port(),
+                                                                  "address": "127.0.0.1"}, token=token)
+        self.assertEqual(st, 201, reg)
+        path, files = "/api/workers/%s/files" % reg["id"], {"files": [{"source": "/models/x.gguf", "exists": False}]}
+        self.assertEqual(self.on(url_b, "POST", path, files, token=reg["secret"])[0], 200)
+        pg = os.path.join(ROOT, "scripts", "pg-test.sh")
+        subprocess.run([pg, "down", self.pg_dir], check=True)
+        try:
+            st, body = self.on(url_b, "POST", path, files, token=reg["secret"])
+            self.assertEqual(st, 503, body)
+            self.assertIn("keeps what workers send for the leader in the store", body["error"]["message"])
+            self.assertIn("PostgreSQL at corral@127.0.0.1", body["error"]["message"])
+            self.assertIn("the worker sends it again by itself", body["error"]["fix"])
+        finally:
+            subprocess.run([pg, "up", self.pg_dir], check=True)
+        self.wait_for(lambda: self.on(url_b, "POST", path, files, token=reg["secret"])[0] == 200,
+                      "the report taken once PostgreSQL is back", timeout=30)
+
     def test_one_name_with_the_addresses_of_both_servers(self):
         """--server-url with one DNS name for several servers: here the name has the addresses of both in
         /etc/hosts, seen only by the worker's and the CLI's own mount namespace (unshare -m). The follower's
